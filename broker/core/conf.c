@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * conf: mosquitto.conf-style configuration. One table row per option: its name
+ * and the function that parses its value into struct lq_conf. Errors come back as
+ * "FILE:LINE: message"; nothing here logs or exits. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "lq.h"
+
+#define MAX_TOKENS 4
+
+struct parse {
+    struct lq_conf *c;
+    const char *file;
+    unsigned line;
+    char *err;
+    size_t errlen;
+    int ntok;
+    char *tok[MAX_TOKENS]; /* tok[0] is the option name */
+    bool seen_log_type, seen_log_dest;
+    int depth; /* include_dir nesting */
+};
+
+static int load_file(struct parse *ps, const char *path);
+
+__attribute__((format(printf, 2, 3))) static int
+fail(struct parse *ps, const char *fmt, ...)
+{
+    char msg[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    snprintf(ps->err, ps->errlen, "%s:%u: %s", ps->file, ps->line, msg);
+    return -1;
+}
+
+static int
+want_args(struct parse *ps, int min, int max)
+{
+    int n = ps->ntok - 1;
+    if (n < min) return fail(ps, "%s: missing value", ps->tok[0]);
+    if (n > max) return fail(ps, "%s: unexpected '%s'", ps->tok[0], ps->tok[max + 1]);
+    return 0;
+}
+
+/* A whole number in [lo, hi]. */
+static int
+number(struct parse *ps, const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) return fail(ps, "%s: '%s' is not a number", ps->tok[0], s);
+    if (v < lo || v > hi)
+        return fail(ps, "%s: '%s' out of range %lld..%lld", ps->tok[0], s, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int
+boolean(struct parse *ps, bool *out)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], "true") == 0) *out = true;
+    else if (strcmp(ps->tok[1], "false") == 0) *out = false;
+    else return fail(ps, "%s: '%s' is not true or false", ps->tok[0], ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_listener(struct parse *ps)
+{
+    long long port;
+    if (want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, 65535, &port)) return -1;
+    struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
+    lc->port = (uint16_t)port;
+    lc->host = ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
+    struct listener_conf **pp = &ps->c->listeners;
+    while (*pp) pp = &(*pp)->next;
+    *pp = lc;
+    return 0;
+}
+
+static int
+opt_allow_anonymous(struct parse *ps)
+{
+    return boolean(ps, &ps->c->allow_anonymous);
+}
+
+static int
+opt_retain_available(struct parse *ps)
+{
+    return boolean(ps, &ps->c->retain_available);
+}
+
+static int
+opt_max_packet_size(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 268435460, &v)) return -1;
+    if (v != 0 && v < 20) return fail(ps, "max_packet_size: %lld is below 20 bytes", v);
+    ps->c->max_packet_size = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_max_inflight_messages(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 65535, &v)) return -1;
+    ps->c->max_inflight_messages = (uint16_t)v;
+    return 0;
+}
+
+static int
+opt_max_queued_messages(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
+    ps->c->max_queued_messages = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_max_queued_bytes(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, LLONG_MAX, &v)) return -1;
+    ps->c->max_queued_bytes = (uint64_t)v;
+    return 0;
+}
+
+static int
+opt_max_connections(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], -1, UINT32_MAX, &v)) return -1;
+    ps->c->max_connections = v < 0 ? 0 : (uint32_t)v; /* -1: no limit, as mosquitto */
+    return 0;
+}
+
+static int
+opt_max_keepalive(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 10, 65535, &v)) return -1;
+    ps->c->max_keepalive = (uint16_t)v;
+    return 0;
+}
+
+static int
+opt_message_size_limit(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 268435455, &v)) return -1;
+    ps->c->message_size_limit = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_persistent_client_expiration(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    int64_t v = conf_parse_duration(ps->tok[1]);
+    if (v < 0)
+        return fail(ps, "persistent_client_expiration: '%s' is not a duration (e.g. 2h, 3d, 1w, 1m, 1y)",
+                    ps->tok[1]);
+    ps->c->persistent_client_expiration = v;
+    return 0;
+}
+
+static int
+opt_log_type(struct parse *ps)
+{
+    static const struct {
+        const char *name;
+        unsigned bits;
+    } types[] = {
+        {"error", LQ_LOG_ERR},       {"warning", LQ_LOG_WARNING},
+        {"notice", LQ_LOG_NOTICE},   {"information", LQ_LOG_INFO},
+        {"debug", LQ_LOG_DEBUG},     {"subscribe", LQ_LOG_SUBSCRIBE},
+        {"unsubscribe", LQ_LOG_UNSUBSCRIBE}, {"websockets", 0},
+        {"none", 0},                 {"all", LQ_LOG_ALL},
+    };
+    if (want_args(ps, 1, 1)) return -1;
+    if (!ps->seen_log_type) ps->c->log_types = 0; /* the first line replaces the default */
+    ps->seen_log_type = true;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (strcmp(ps->tok[1], types[i].name) == 0) {
+            ps->c->log_types |= types[i].bits;
+            return 0;
+        }
+    }
+    return fail(ps, "log_type: unknown type '%s'", ps->tok[1]);
+}
+
+static int
+opt_log_dest(struct parse *ps)
+{
+    if (want_args(ps, 1, 2)) return -1;
+    if (!ps->seen_log_dest) ps->c->log_dests = 0;
+    ps->seen_log_dest = true;
+    const char *d = ps->tok[1];
+    if (strcmp(d, "file") == 0) {
+        if (ps->ntok < 3) return fail(ps, "log_dest file: missing file name");
+        free(ps->c->log_file);
+        ps->c->log_file = lq_xstrdup(ps->tok[2]);
+        ps->c->log_dests |= LQ_DEST_FILE;
+        return 0;
+    }
+    if (ps->ntok > 2) return fail(ps, "log_dest: unexpected '%s'", ps->tok[2]);
+    if (strcmp(d, "stderr") == 0) ps->c->log_dests |= LQ_DEST_STDERR;
+    else if (strcmp(d, "stdout") == 0) ps->c->log_dests |= LQ_DEST_STDOUT;
+    else if (strcmp(d, "syslog") == 0) ps->c->log_dests |= LQ_DEST_SYSLOG;
+    else if (strcmp(d, "none") == 0) ps->c->log_dests = 0;
+    else if (strcmp(d, "topic") == 0) return fail(ps, "log_dest topic: not supported");
+    else return fail(ps, "log_dest: unknown destination '%s'", d);
+    return 0;
+}
+
+static int
+by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int
+opt_include_dir(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (ps->depth >= 8) return fail(ps, "include_dir: nested too deeply");
+    DIR *d = opendir(ps->tok[1]);
+    if (!d) return fail(ps, "include_dir: %s: %s", ps->tok[1], strerror(errno));
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && strcmp(de->d_name + l - 5, ".conf") == 0) {
+            names = lq_xrealloc(names, (n + 1) * sizeof(*names));
+            size_t pl = strlen(ps->tok[1]) + l + 2;
+            names[n] = lq_xmalloc(pl);
+            snprintf(names[n++], pl, "%s/%s", ps->tok[1], de->d_name);
+        }
+    }
+    closedir(d);
+    qsort(names, n, sizeof(*names), by_name);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) {
+            struct parse sub = *ps;
+            sub.depth++;
+            rc = load_file(&sub, names[i]);
+            ps->seen_log_type = sub.seen_log_type;
+            ps->seen_log_dest = sub.seen_log_dest;
+        }
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+static const struct option {
+    const char *name;
+    int (*parse)(struct parse *ps);
+} options[] = {
+    {"listener", opt_listener},
+    {"allow_anonymous", opt_allow_anonymous},
+    {"max_packet_size", opt_max_packet_size},
+    {"max_inflight_messages", opt_max_inflight_messages},
+    {"max_queued_messages", opt_max_queued_messages},
+    {"max_queued_bytes", opt_max_queued_bytes},
+    {"max_connections", opt_max_connections},
+    {"max_keepalive", opt_max_keepalive},
+    {"message_size_limit", opt_message_size_limit},
+    {"retain_available", opt_retain_available},
+    {"persistent_client_expiration", opt_persistent_client_expiration},
+    {"log_type", opt_log_type},
+    {"log_dest", opt_log_dest},
+    {"include_dir", opt_include_dir},
+};
+
+static int
+parse_line(struct parse *ps, char *line)
+{
+    ps->ntok = 0;
+    for (char *save = NULL, *t = strtok_r(line, " \t\r\n", &save); t;
+         t = strtok_r(NULL, " \t\r\n", &save)) {
+        if (ps->ntok == MAX_TOKENS) return fail(ps, "%s: too many values", ps->tok[0]);
+        ps->tok[ps->ntok++] = t;
+    }
+    if (ps->ntok == 0 || ps->tok[0][0] == '#') return 0; /* blank or comment */
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+        if (strcmp(ps->tok[0], options[i].name) == 0) return options[i].parse(ps);
+    return fail(ps, "unknown option '%s'", ps->tok[0]);
+}
+
+static int
+load_file(struct parse *ps, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(ps->err, ps->errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    ps->file = path;
+    ps->line = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    while (rc == 0 && getline(&line, &cap, f) != -1) {
+        ps->line++;
+        rc = parse_line(ps, line);
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+void
+conf_init(struct lq_conf *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->allow_anonymous = true;
+    c->max_inflight_messages = 20;
+    c->max_queued_messages = 1000;
+    c->max_keepalive = 65535;
+    c->retain_available = true;
+    c->persistent_client_expiration = -1;
+    c->log_types = LQ_LOG_DEFAULT;
+    c->log_dests = LQ_DEST_STDERR;
+}
+
+void
+conf_fini(struct lq_conf *c)
+{
+    for (struct listener_conf *l = c->listeners, *next; l; l = next) {
+        next = l->next;
+        free(l->host);
+        free(l);
+    }
+    free(c->log_file);
+    conf_init(c);
+}
+
+int
+conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
+{
+    struct parse ps = {.c = c, .err = err, .errlen = errlen};
+    return load_file(&ps, path);
+}
+
+int64_t
+conf_parse_duration(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0 || strlen(end) != 1) return -1;
+    int64_t unit;
+    switch (*end) {
+    case 'h': unit = 3600; break;
+    case 'd': unit = 86400; break;
+    case 'w': unit = 7 * 86400; break;
+    case 'm': unit = 30 * 86400; break;
+    case 'y': unit = 365 * 86400; break;
+    default: return -1;
+    }
+    if (v > INT64_MAX / unit) return -1;
+    return v * unit;
+}

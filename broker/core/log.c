@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * log: the process-wide log sink. One event, one line: time, level, message.
+ * Destinations (log_dest) are any of stderr, stdout, a file and syslog. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <sys/time.h>
+
+#include "lq.h"
+
+unsigned lq_log_types = LQ_LOG_DEFAULT;
+static unsigned log_dests = LQ_DEST_STDERR;
+static FILE *log_file;
+
+int
+lq_log_open(unsigned types, unsigned dests, const char *file_path)
+{
+    FILE *f = NULL;
+    if ((dests & LQ_DEST_FILE) && file_path) {
+        f = fopen(file_path, "a");
+        if (!f) return -1;
+        setvbuf(f, NULL, _IOLBF, 0);
+    }
+    if (log_file) fclose(log_file);
+    log_file = f;
+    if ((dests & LQ_DEST_SYSLOG) && !(log_dests & LQ_DEST_SYSLOG))
+        openlog("lunamq", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    lq_log_types = types;
+    log_dests = dests;
+    return 0;
+}
+
+void
+lq_log_close(void)
+{
+    if (log_file) fclose(log_file);
+    log_file = NULL;
+    if (log_dests & LQ_DEST_SYSLOG) closelog();
+    log_dests = LQ_DEST_STDERR;
+}
+
+static const char *
+level_name(unsigned level)
+{
+    switch (level) {
+    case LQ_LOG_ERR: return "error";
+    case LQ_LOG_WARNING: return "warning";
+    case LQ_LOG_NOTICE: return "notice";
+    case LQ_LOG_INFO: return "info";
+    case LQ_LOG_DEBUG: return "debug";
+    case LQ_LOG_SUBSCRIBE: return "subscribe";
+    case LQ_LOG_UNSUBSCRIBE: return "unsubscribe";
+    default: return "log";
+    }
+}
+
+static int
+syslog_priority(unsigned level)
+{
+    switch (level) {
+    case LQ_LOG_ERR: return LOG_ERR;
+    case LQ_LOG_WARNING: return LOG_WARNING;
+    case LQ_LOG_NOTICE: return LOG_NOTICE;
+    case LQ_LOG_DEBUG: return LOG_DEBUG;
+    default: return LOG_INFO;
+    }
+}
+
+void
+lq_log(unsigned level, const char *fmt, ...)
+{
+    if (!(lq_log_types & level)) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+
+    int saved = errno;
+    if (log_dests & LQ_DEST_STDERR)
+        fprintf(stderr, "%s.%03ldZ %s: %s\n", ts, (long)tv.tv_usec / 1000, level_name(level), msg);
+    if (log_dests & LQ_DEST_STDOUT) {
+        fprintf(stdout, "%s.%03ldZ %s: %s\n", ts, (long)tv.tv_usec / 1000, level_name(level), msg);
+        fflush(stdout);
+    }
+    if ((log_dests & LQ_DEST_FILE) && log_file)
+        fprintf(log_file, "%s.%03ldZ %s: %s\n", ts, (long)tv.tv_usec / 1000, level_name(level), msg);
+    if (log_dests & LQ_DEST_SYSLOG) syslog(syslog_priority(level), "%s", msg);
+    errno = saved;
+}

@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * conn: one client connection. Frames packets off the input buffer and hands them
+ * to the owner; queues output and reports when it drained. Writes are coalesced by
+ * libevent: everything queued during one loop iteration leaves in one write.
+ * Closing is a state change; the free happens from the conn's own timer event,
+ * after the output was flushed or the grace period ran out. */
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "lq.h"
+#include "mqtt.h"
+#include "net_int.h"
+
+#define OUT_HIGH (256 * 1024) /* stop producing output above this */
+#define OUT_LOW (32 * 1024)   /* on_drain fires when output falls to this */
+#define CLOSE_GRACE_MS 2000   /* how long a closing conn may take to flush */
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    if (c->closing) { /* flushed, or out of time */
+        conn_free(c);
+        return;
+    }
+    if (!c->keepalive_ms) return;
+    uint64_t now = lq_now_ms(), idle = now - c->last_rx_ms;
+    if (idle >= c->keepalive_ms) {
+        c->l->ops->on_keepalive(c, c->l->ud);
+        return;
+    }
+    struct timeval tv = {.tv_sec = (time_t)((c->keepalive_ms - idle) / 1000),
+                         .tv_usec = (suseconds_t)((c->keepalive_ms - idle) % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    c->last_rx_ms = lq_now_ms();
+    while (!c->closing && !c->paused) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail < 2) break;
+        uint8_t hdr[5];
+        size_t n = avail < sizeof(hdr) ? avail : sizeof(hdr);
+        evbuffer_copyout(in, hdr, n);
+        uint8_t tf;
+        uint32_t rem;
+        size_t hl;
+        int r = mqtt_frame_header(hdr, n, &tf, &rem, &hl);
+        if (r == 0) break; /* header incomplete */
+        if (r < 0) {
+            c->l->ops->on_malformed(c, c->l->ud);
+            break;
+        }
+        size_t total = hl + rem;
+        if (total > c->max_packet) { /* refuse before buffering it all */
+            c->l->ops->on_oversize(c, (uint32_t)total, c->l->ud);
+            break;
+        }
+        if (avail < total) break;
+        const uint8_t *p = evbuffer_pullup(in, (ssize_t)total);
+        c->l->ops->on_packet(c, tf, p + hl, rem, c->l->ud);
+        evbuffer_drain(in, total);
+    }
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct conn *c = arg;
+    if (c->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            event_active(c->timer, EV_TIMEOUT, 0);
+        return;
+    }
+    c->l->ops->on_drain(c, c->l->ud);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct conn *c = arg;
+    if (c->closing) { /* nothing more will be flushed */
+        event_active(c->timer, EV_TIMEOUT, 0);
+        return;
+    }
+    const char *why = (what & BEV_EVENT_EOF) ? "connection closed by peer"
+                      : (what & BEV_EVENT_TIMEOUT) ? "timeout"
+                                                   : evutil_socket_error_to_string(
+                                                         EVUTIL_SOCKET_ERROR());
+    conn_close(c);
+    c->l->ops->on_lost(c, why, c->l->ud);
+}
+
+struct conn *
+conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+{
+    (void)salen;
+    struct conn *c = lq_xcalloc(1, sizeof(*c));
+    c->l = l;
+    c->max_packet = UINT32_MAX;
+    c->last_rx_ms = lq_now_ms();
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* latency over batching */
+    evutil_make_socket_nonblocking(fd);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
+        port = ntohs(in4->sin_port);
+        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, port);
+    } else {
+        snprintf(c->peer, sizeof(c->peer), "unix");
+    }
+    c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(l->base, timer_cb, c);
+    if (!c->bev || !c->timer) {
+        if (!c->bev) evutil_closesocket(fd);
+        lq_log(LQ_LOG_ERR, "%s: cannot set up connection", c->peer);
+        if (c->bev) bufferevent_free(c->bev);
+        if (c->timer) event_free(c->timer);
+        free(c);
+        return NULL;
+    }
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+
+    c->next = l->conns;
+    if (l->conns) l->conns->prev = c;
+    l->conns = c;
+    l->nconns++;
+    return c;
+}
+
+void
+conn_free(struct conn *c)
+{
+    struct listener *l = c->l;
+    if (l->ops->on_free) l->ops->on_free(c, l->ud);
+    if (c->prev) c->prev->next = c->next;
+    else l->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    l->nconns--;
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    free(c);
+}
+
+void
+conn_set_owner(struct conn *c, void *owner)
+{
+    c->owner = owner;
+}
+
+void *
+conn_owner(const struct conn *c)
+{
+    return c->owner;
+}
+
+const char *
+conn_peer(const struct conn *c)
+{
+    return c->peer;
+}
+
+void
+conn_set_max_packet(struct conn *c, uint32_t max)
+{
+    c->max_packet = max ? max : UINT32_MAX;
+}
+
+void
+conn_set_keepalive(struct conn *c, uint64_t ms)
+{
+    c->keepalive_ms = ms;
+    if (c->closing) return;
+    if (!ms) {
+        evtimer_del(c->timer);
+        return;
+    }
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+void
+conn_write(struct conn *c, const void *p, size_t n)
+{
+    if (c->closing && !n) return;
+    evbuffer_add(bufferevent_get_output(c->bev), p, n);
+}
+
+uint8_t *
+conn_reserve(struct conn *c, size_t n)
+{
+    if (evbuffer_reserve_space(bufferevent_get_output(c->bev), (ssize_t)n, &c->resv, 1) != 1)
+        return NULL;
+    return c->resv.iov_base;
+}
+
+void
+conn_commit(struct conn *c, size_t n)
+{
+    c->resv.iov_len = n;
+    evbuffer_commit_space(bufferevent_get_output(c->bev), &c->resv, 1);
+}
+
+struct ref_release {
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void
+release_cb(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    struct ref_release *r = arg;
+    r->fn(r->arg);
+    free(r);
+}
+
+void
+conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *arg), void *arg)
+{
+    struct ref_release *r = lq_xmalloc(sizeof(*r));
+    r->fn = release;
+    r->arg = arg;
+    evbuffer_add_reference(bufferevent_get_output(c->bev), p, n, release_cb, r);
+}
+
+size_t
+conn_pending(const struct conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+bool
+conn_is_writable(const struct conn *c)
+{
+    return !c->closing && conn_pending(c) < OUT_HIGH;
+}
+
+void
+conn_pause(struct conn *c)
+{
+    if (c->paused) return;
+    c->paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void
+conn_resume(struct conn *c)
+{
+    if (!c->paused || c->closing) return;
+    c->paused = false;
+    bufferevent_enable(c->bev, EV_READ);
+    /* packets already buffered would wait for new bytes: run the reader soon */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+bool
+conn_is_paused(const struct conn *c)
+{
+    return c->paused;
+}
+
+void
+conn_close(struct conn *c)
+{
+    if (c->closing) return; /* already on its way out? */
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        event_active(c->timer, EV_TIMEOUT, 0);
+        return;
+    }
+    struct timeval tv = {.tv_sec = CLOSE_GRACE_MS / 1000, .tv_usec = 0};
+    evtimer_add(c->timer, &tv);
+}
+
+bool
+conn_is_closing(const struct conn *c)
+{
+    return c->closing;
+}

@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * topic_tree: subscriptions indexed by topic level. Owns every node and every
+ * subscription record; sessions are opaque owners. A node's named children are in
+ * a levelmap, its '+' and '#' children in their own pointers, so matching visits
+ * only the nodes a topic can reach: cost grows with depth and matches, never with
+ * the number of subscribers. Matching walks with an explicit stack (kept in the
+ * tree and reused), so hostile depth cannot overflow the C stack and the hot path
+ * does not allocate. Not here: delivery, QoS merging, choosing online members. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "levelmap.h"
+#include "lq.h"
+#include "topic.h"
+
+struct tsub {
+    void *owner;
+    struct sub_opts o;
+};
+
+struct sub_group {
+    struct sub_group *next;
+    char *name;
+    size_t nlen;
+    struct tsub *m;
+    uint32_t n, cap, rr;
+};
+
+struct tnode {
+    struct tnode *parent;
+    char *name; /* the level, NUL-terminated; "+" and "#" for wildcards */
+    size_t nlen;
+    struct levelmap kids;
+    struct tnode *plus, *hash;
+    struct tsub *subs;
+    uint32_t nsubs, capsubs;
+    struct sub_group *groups;
+};
+
+struct frame {
+    struct tnode *n;
+    size_t pos; /* where the next level of the topic starts; len + 1 = consumed */
+};
+
+struct topic_tree {
+    struct tnode root;
+    size_t count;
+    struct frame *stack;
+    size_t cap;
+};
+
+struct topic_tree *
+topic_tree_new(void)
+{
+    return lq_xcalloc(1, sizeof(struct topic_tree));
+}
+
+static void
+node_free(struct tnode *n)
+{
+    for (uint32_t i = 0; i < n->kids.cap; i++)
+        for (struct levelmap_entry *e = n->kids.b[i]; e; e = e->next) node_free(e->val);
+    levelmap_fini(&n->kids);
+    if (n->plus) node_free(n->plus);
+    if (n->hash) node_free(n->hash);
+    for (struct sub_group *g = n->groups, *next; g; g = next) {
+        next = g->next;
+        free(g->name);
+        free(g->m);
+        free(g);
+    }
+    free(n->subs);
+    free(n->name);
+    if (n->parent) free(n);
+}
+
+void
+topic_tree_free(struct topic_tree *t)
+{
+    if (!t) return;
+    node_free(&t->root);
+    free(t->stack);
+    free(t);
+}
+
+static struct tnode *
+child(struct tnode *n, const char *lvl, size_t len, bool create)
+{
+    struct tnode **slot = NULL, *c;
+    if (len == 1 && lvl[0] == '+') slot = &n->plus;
+    else if (len == 1 && lvl[0] == '#') slot = &n->hash;
+    c = slot ? *slot : levelmap_get(&n->kids, lvl, len);
+    if (c || !create) return c;
+    c = lq_xcalloc(1, sizeof(*c));
+    c->parent = n;
+    c->name = lq_xstrndup(lvl, len);
+    c->nlen = len;
+    if (slot) *slot = c;
+    else levelmap_put(&n->kids, lvl, len, c);
+    return c;
+}
+
+static struct tnode *
+walk(struct topic_tree *t, const char *f, size_t flen, bool create)
+{
+    struct tnode *n = &t->root;
+    size_t i = 0;
+    for (;;) {
+        size_t e = i;
+        while (e < flen && f[e] != '/') e++;
+        n = child(n, f + i, e - i, create);
+        if (!n || e >= flen) return n;
+        i = e + 1;
+    }
+}
+
+static struct tsub *
+find_sub(struct tsub *a, uint32_t n, const void *owner)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i].owner == owner) return &a[i];
+    return NULL;
+}
+
+/* Add or replace owner in an array; returns 1 when added. */
+static int
+put_sub(struct tsub **a, uint32_t *n, uint32_t *cap, void *owner, const struct sub_opts *o)
+{
+    struct tsub *s = find_sub(*a, *n, owner);
+    if (s) {
+        s->o = *o; /* [MQTT-3.8.4-3]: replace, keep the subscription */
+        return 0;
+    }
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 2;
+        *a = lq_xrealloc(*a, *cap * sizeof(**a));
+    }
+    (*a)[(*n)++] = (struct tsub){owner, *o};
+    return 1;
+}
+
+static struct sub_group *
+find_group(struct tnode *n, const char *g, size_t glen, struct sub_group ***link)
+{
+    struct sub_group **pp = &n->groups;
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->nlen == glen && memcmp((*pp)->name, g, glen) == 0) break;
+    }
+    if (link) *link = pp;
+    return *pp;
+}
+
+int
+topic_tree_add(struct topic_tree *t, const char *filter, size_t flen, const char *group,
+               size_t glen, void *owner, const struct sub_opts *o)
+{
+    struct tnode *n = walk(t, filter, flen, true);
+    int added;
+    if (group) {
+        struct sub_group **link;
+        struct sub_group *g = find_group(n, group, glen, &link);
+        if (!g) {
+            g = lq_xcalloc(1, sizeof(*g));
+            g->name = lq_xstrndup(group, glen);
+            g->nlen = glen;
+            *link = g;
+        }
+        added = put_sub(&g->m, &g->n, &g->cap, owner, o);
+    } else {
+        added = put_sub(&n->subs, &n->nsubs, &n->capsubs, owner, o);
+    }
+    t->count += (size_t)added;
+    return added;
+}
+
+static bool
+node_is_empty(const struct tnode *n)
+{
+    return !n->nsubs && !n->groups && !n->kids.n && !n->plus && !n->hash;
+}
+
+static void
+prune(struct tnode *n)
+{
+    while (n->parent && node_is_empty(n)) {
+        struct tnode *p = n->parent;
+        if (p->plus == n) p->plus = NULL;
+        else if (p->hash == n) p->hash = NULL;
+        else levelmap_del(&p->kids, n->name, n->nlen);
+        free(n->subs);
+        free(n->name);
+        free(n);
+        n = p;
+    }
+}
+
+static bool
+remove_sub(struct tsub *a, uint32_t *n, const void *owner)
+{
+    struct tsub *s = find_sub(a, *n, owner);
+    if (!s) return false;
+    *s = a[--*n]; /* order within a node does not matter */
+    return true;
+}
+
+int
+topic_tree_remove(struct topic_tree *t, const char *filter, size_t flen, const char *group,
+                  size_t glen, void *owner)
+{
+    struct tnode *n = walk(t, filter, flen, false);
+    if (!n) return -1;
+    if (group) {
+        struct sub_group **link;
+        struct sub_group *g = find_group(n, group, glen, &link);
+        if (!g || !remove_sub(g->m, &g->n, owner)) return -1;
+        if (!g->n) {
+            *link = g->next;
+            free(g->name);
+            free(g->m);
+            free(g);
+        } else if (g->rr >= g->n) {
+            g->rr = 0;
+        }
+    } else if (!remove_sub(n->subs, &n->nsubs, owner)) {
+        return -1;
+    }
+    t->count--;
+    prune(n);
+    return 0;
+}
+
+static void
+report(struct tnode *n, topic_match_fn fn, void *arg)
+{
+    for (uint32_t i = 0; i < n->nsubs; i++) fn(n->subs[i].owner, &n->subs[i].o, NULL, arg);
+    for (struct sub_group *g = n->groups; g; g = g->next) fn(NULL, NULL, g, arg);
+}
+
+static void
+push(struct topic_tree *t, size_t *sp, struct tnode *n, size_t pos)
+{
+    if (*sp == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 32;
+        t->stack = lq_xrealloc(t->stack, t->cap * sizeof(*t->stack));
+    }
+    t->stack[(*sp)++] = (struct frame){n, pos};
+}
+
+void
+topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_match_fn fn,
+                 void *arg)
+{
+    bool dollar = nlen && name[0] == '$'; /* [MQTT-4.7.2-1] */
+    size_t sp = 0;
+    push(t, &sp, &t->root, 0);
+    while (sp) {
+        struct frame f = t->stack[--sp];
+        bool wild_ok = !(dollar && f.n == &t->root);
+        if (f.pos > nlen) { /* every level consumed: this node's own subscribers */
+            report(f.n, fn, arg);
+            if (f.n->hash) report(f.n->hash, fn, arg); /* "a/#" matches "a" */
+            continue;
+        }
+        size_t e = f.pos;
+        while (e < nlen && name[e] != '/') e++;
+        size_t next = e < nlen ? e + 1 : nlen + 1;
+        if (f.n->hash && wild_ok) report(f.n->hash, fn, arg);
+        if (f.n->plus && wild_ok) push(t, &sp, f.n->plus, next);
+        struct tnode *c = levelmap_get(&f.n->kids, name + f.pos, e - f.pos);
+        if (c) push(t, &sp, c, next);
+    }
+}
+
+bool
+sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg), void *arg,
+               void **owner, const struct sub_opts **o)
+{
+    for (uint32_t i = 0; i < g->n; i++) {
+        uint32_t k = (g->rr + i) % g->n;
+        if (usable && !usable(g->m[k].owner, arg)) continue;
+        g->rr = (k + 1) % g->n;
+        *owner = g->m[k].owner;
+        *o = &g->m[k].o;
+        return true;
+    }
+    return false;
+}
+
+size_t
+topic_tree_count(const struct topic_tree *t)
+{
+    return t->count;
+}

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * broker: the root object and the packet dispatcher. Owns the listeners, the
+ * registry, the subscription tree and the retained store. dispatch() is the one
+ * place where a handler's failure reason code becomes a DISCONNECT and a log line.
+ * Not here: what each packet does (handle_*.c), delivery (deliver.c). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "broker.h"
+#include "retain.h"
+#include "session_int.h"
+
+#define CONNECT_TIMEOUT_MS 10000 /* a socket must send CONNECT within this */
+#define SHUTDOWN_GRACE_MS 2000
+
+uint32_t
+broker_receive_max(const struct broker *b)
+{
+    return b->conf.max_inflight_messages ? b->conf.max_inflight_messages : 65535;
+}
+
+uint32_t
+broker_max_packet(const struct broker *b)
+{
+    return b->conf.max_packet_size ? b->conf.max_packet_size : 268435460u;
+}
+
+static size_t
+connection_count(const struct broker *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->nlisteners; i++) n += listener_conn_count(b->listeners[i]);
+    return n;
+}
+
+/* ---- backpressure: publishers held back while subscriber queues are full ---- */
+
+void
+broker_hold_publisher(struct broker *b, struct conn *c)
+{
+    if (conn_is_paused(c)) return;
+    if (b->npaused == b->cap_paused) {
+        b->cap_paused = b->cap_paused ? b->cap_paused * 2 : 16;
+        b->paused = lq_xrealloc(b->paused, b->cap_paused * sizeof(*b->paused));
+    }
+    b->paused[b->npaused++] = c;
+    conn_pause(c);
+}
+
+void
+broker_release_publishers(struct broker *b)
+{
+    /* all at once: a publisher still blocked is held again by its next message */
+    size_t n = b->npaused;
+    b->npaused = 0;
+    for (size_t i = 0; i < n; i++) conn_resume(b->paused[i]);
+}
+
+void
+broker_forget_conn(struct broker *b, struct conn *c)
+{
+    for (size_t i = 0; i < b->npaused; i++) {
+        if (b->paused[i] == c) {
+            b->paused[i] = b->paused[--b->npaused];
+            return;
+        }
+    }
+}
+
+/* ---- connection events ---- */
+
+static bool
+on_accept(struct conn *c, void *ud)
+{
+    struct broker *b = ud;
+    if (b->shutting_down) return false;
+    /* this conn is already counted by its listener */
+    if (b->conf.max_connections && connection_count(b) > b->conf.max_connections) {
+        lq_log(LQ_LOG_NOTICE, "%s: refused: max_connections (%u) reached", conn_peer(c),
+               b->conf.max_connections);
+        return false;
+    }
+    b->ctr.connections_total++;
+    conn_set_max_packet(c, broker_max_packet(b));
+    conn_set_keepalive(c, CONNECT_TIMEOUT_MS);
+    if (lq_log_enabled(LQ_LOG_DEBUG)) lq_log(LQ_LOG_DEBUG, "%s: new connection", conn_peer(c));
+    return true;
+}
+
+static uint8_t
+handle_disconnect(struct session *s, uint8_t flags, const uint8_t *body, size_t len)
+{
+    struct mqtt_disconnect d;
+    uint8_t rc = mqtt_decode_disconnect(flags, body, len, s->version, &d);
+    if (rc) return rc;
+    if (d.props.present & MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY)) {
+        if (s->connect_expiry == 0 && d.props.session_expiry != 0)
+            return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.14.2-2] */
+        s->expiry = d.props.session_expiry;
+    }
+    session_log(s, LQ_LOG_INFO, "disconnected (0x%02x %s)", d.reason, mqtt_rc_str(d.reason));
+    struct conn *c = s->conn;
+    /* 0x00 deletes the will [MQTT-3.14.4-3]; any other reason keeps it */
+    session_detach(s, d.reason != MQTT_RC_SUCCESS);
+    conn_close(c);
+    return MQTT_RC_SUCCESS;
+}
+
+static uint8_t
+dispatch(struct session *s, uint8_t tf, const uint8_t *body, size_t len)
+{
+    uint8_t type = tf >> 4, flags = tf & 0x0f;
+    struct mqtt_ack a;
+    uint8_t rc;
+    switch (type) {
+    case MQTT_PUBLISH:
+        return handle_publish(s, flags, body, len);
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBCOMP:
+        rc = mqtt_decode_ack(type, flags, body, len, s->version, &a);
+        return rc ? rc : handle_puback(s, type, &a);
+    case MQTT_PUBREL:
+        rc = mqtt_decode_ack(type, flags, body, len, s->version, &a);
+        return rc ? rc : handle_pubrel(s, &a);
+    case MQTT_SUBSCRIBE:
+        return handle_subscribe(s, flags, body, len);
+    case MQTT_UNSUBSCRIBE:
+        return handle_unsubscribe(s, flags, body, len);
+    case MQTT_PINGREQ: {
+        if (flags || len) return MQTT_RC_MALFORMED_PACKET;
+        uint8_t out[2];
+        conn_write(s->conn, out, mqtt_encode_pingresp(out, sizeof(out)));
+        return MQTT_RC_SUCCESS;
+    }
+    case MQTT_DISCONNECT:
+        return handle_disconnect(s, flags, body, len);
+    case MQTT_CONNECT:
+        return MQTT_RC_PROTOCOL_ERROR; /* a second CONNECT [MQTT-3.1.0-2] */
+    case MQTT_AUTH:
+        /* no authentication method was agreed in CONNECT [MQTT-4.12.0-1] */
+        return s->version == MQTT_V5 ? MQTT_RC_PROTOCOL_ERROR : MQTT_RC_MALFORMED_PACKET;
+    default: /* server-to-client packets, or type 0 */
+        return type == 0 ? MQTT_RC_MALFORMED_PACKET : MQTT_RC_PROTOCOL_ERROR;
+    }
+}
+
+static void
+on_packet(struct conn *c, uint8_t tf, const uint8_t *body, size_t len, void *ud)
+{
+    struct broker *b = ud;
+    struct session *s = conn_owner(c);
+    b->ctr.bytes_received += len + 2;
+    if (!s) {
+        if ((tf >> 4) != MQTT_CONNECT) { /* [MQTT-3.1.0-1] */
+            lq_log(LQ_LOG_NOTICE, "%s: first packet is %s, not CONNECT: closing", conn_peer(c),
+                   mqtt_type_str(tf >> 4));
+            conn_close(c);
+            return;
+        }
+        handle_connect(b, c, tf & 0x0f, body, len);
+        return;
+    }
+    uint8_t rc = dispatch(s, tf, body, len);
+    if (rc >= 0x80) session_disconnect(s, rc, mqtt_type_str(tf >> 4));
+}
+
+static void
+on_oversize(struct conn *c, uint32_t size, void *ud)
+{
+    struct broker *b = ud;
+    struct session *s = conn_owner(c);
+    char why[80];
+    snprintf(why, sizeof(why), "%u > %u", size, broker_max_packet(b));
+    b->ctr.dropped_oversize++;
+    if (s) {
+        session_disconnect(s, MQTT_RC_PACKET_TOO_LARGE, why);
+        return;
+    }
+    lq_log(LQ_LOG_NOTICE, "%s: packet too large before CONNECT (%s): closing", conn_peer(c), why);
+    conn_close(c);
+}
+
+static void
+on_malformed(struct conn *c, void *ud)
+{
+    (void)ud;
+    struct session *s = conn_owner(c);
+    if (s) {
+        session_disconnect(s, MQTT_RC_MALFORMED_PACKET, "remaining length");
+        return;
+    }
+    lq_log(LQ_LOG_NOTICE, "%s: malformed packet before CONNECT: closing", conn_peer(c));
+    conn_close(c);
+}
+
+static void
+on_drain(struct conn *c, void *ud)
+{
+    (void)ud;
+    struct session *s = conn_owner(c);
+    if (s) session_pump(s);
+}
+
+static void
+on_keepalive(struct conn *c, void *ud)
+{
+    (void)ud;
+    struct session *s = conn_owner(c);
+    if (s) {
+        session_disconnect(s, MQTT_RC_KEEP_ALIVE_TIMEOUT, "no packet within 1.5 x keep alive");
+        return;
+    }
+    lq_log(LQ_LOG_NOTICE, "%s: no CONNECT within %d s: closing", conn_peer(c),
+           CONNECT_TIMEOUT_MS / 1000);
+    conn_close(c);
+}
+
+static void
+on_lost(struct conn *c, const char *why, void *ud)
+{
+    (void)ud;
+    struct session *s = conn_owner(c);
+    if (!s) return;
+    session_log(s, LQ_LOG_NOTICE, "connection lost: %s", why);
+    session_detach(s, true);
+}
+
+static void
+on_free(struct conn *c, void *ud)
+{
+    struct broker *b = ud;
+    struct session *s = conn_owner(c);
+    broker_forget_conn(b, c);
+    if (s && s->conn == c) session_detach(s, false); /* listener_free at shutdown */
+}
+
+static const struct conn_ops broker_conn_ops = {
+    .on_accept = on_accept,
+    .on_packet = on_packet,
+    .on_oversize = on_oversize,
+    .on_malformed = on_malformed,
+    .on_drain = on_drain,
+    .on_keepalive = on_keepalive,
+    .on_lost = on_lost,
+    .on_free = on_free,
+};
+
+/* ---- life cycle ---- */
+
+struct broker *
+broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path)
+{
+    struct broker *b = lq_xcalloc(1, sizeof(*b));
+    b->base = base;
+    b->conf = *conf;
+    conf_init(conf); /* moved */
+    b->conf_path = conf_path ? lq_xstrdup(conf_path) : NULL;
+    b->subs = topic_tree_new();
+    b->retained = retain_new();
+    b->nbuckets = 1024;
+    b->buckets = lq_xcalloc(b->nbuckets, sizeof(*b->buckets));
+    b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
+
+    for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
+        struct listener *l = listener_new(base, lc->host, lc->port, &broker_conn_ops, b);
+        if (!l) {
+            broker_free(b);
+            return NULL;
+        }
+        b->listeners = lq_xrealloc(b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
+        b->listeners[b->nlisteners++] = l;
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u", lc->host ? lc->host : "*",
+               listener_port(l));
+    }
+    return b;
+}
+
+void
+broker_free(struct broker *b)
+{
+    if (!b) return;
+    b->shutting_down = true;
+    for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
+    free(b->listeners);
+    /* sessions: no will on shutdown, nobody is left to receive it */
+    for (size_t i = 0; i < b->nbuckets; i++) {
+        while (b->buckets[i]) {
+            struct session *s = b->buckets[i];
+            session_clear_will(s);
+            session_end(s);
+        }
+    }
+    free(b->buckets);
+    topic_tree_free(b->subs);
+    retain_free(b->retained);
+    free(b->paused);
+    if (b->shutdown_ev) event_free(b->shutdown_ev);
+    free(b->conf_path);
+    conf_fini(&b->conf);
+    free(b);
+}
+
+static void
+shutdown_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct broker *b = arg;
+    static const struct timeval tick = {0, 50 * 1000};
+    if (connection_count(b) == 0 || lq_now_ms() >= b->shutdown_deadline) {
+        event_base_loopexit(b->base, NULL);
+        return;
+    }
+    evtimer_add(b->shutdown_ev, &tick);
+}
+
+void
+broker_shutdown(struct broker *b)
+{
+    if (b->shutting_down) return;
+    b->shutting_down = true;
+    lq_log(LQ_LOG_NOTICE, "shutting down");
+    for (size_t i = 0; i < b->nbuckets; i++) {
+        for (struct session *s = b->buckets[i], *next; s; s = next) {
+            next = s->hnext;
+            if (!s->conn) continue;
+            struct conn *c = s->conn;
+            if (s->version == MQTT_V5 && s->connected)
+                send_disconnect(c, MQTT_V5, MQTT_RC_SERVER_SHUTTING_DOWN);
+            session_clear_will(s);
+            session_detach(s, false); /* may end s */
+            conn_close(c);
+        }
+    }
+    b->shutdown_deadline = lq_now_ms() + SHUTDOWN_GRACE_MS;
+    b->shutdown_ev = evtimer_new(b->base, shutdown_tick, b);
+    event_active(b->shutdown_ev, EV_TIMEOUT, 0);
+}
+
+int
+broker_reload(struct broker *b)
+{
+    if (!b->conf_path) {
+        lq_log(LQ_LOG_NOTICE, "reload: no configuration file");
+        return 0;
+    }
+    struct lq_conf nc;
+    char err[512];
+    conf_init(&nc);
+    if (conf_load(&nc, b->conf_path, err, sizeof(err)) < 0) {
+        lq_log(LQ_LOG_ERR, "reload failed, configuration unchanged: %s", err);
+        conf_fini(&nc);
+        return -1;
+    }
+    if (lq_log_open(nc.log_types, nc.log_dests, nc.log_file) < 0)
+        lq_log(LQ_LOG_ERR, "reload: log file %s: %s", nc.log_file, strerror(errno));
+    /* listeners stay as they are: changing them needs a restart */
+    struct lq_conf old = b->conf;
+    b->conf = nc;
+    b->conf.listeners = old.listeners;
+    old.listeners = nc.listeners; /* freed with the rest of the old values */
+    conf_fini(&old);
+    lq_log(LQ_LOG_NOTICE, "configuration reloaded from %s", b->conf_path);
+    return 0;
+}

@@ -1,0 +1,435 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * deliver: routing a published message to the sessions whose subscriptions match,
+ * and the outgoing side of every session: its queue, its in-flight window, packet
+ * identifiers and the QoS 1/2 acknowledgement state machines.
+ *
+ * One copy per session: overlapping subscriptions of a session are merged into a
+ * single delivery at the highest QoS, carrying every subscription identifier
+ * [MQTT-3.3.4-4,5]. A message is never copied per subscriber: queue entries hold a
+ * reference. Nothing acknowledged is dropped silently: a QoS 1/2 message for an
+ * online subscriber over its queue bound is still queued and the publisher is held
+ * back; for an offline session over its bound it is refused (v5 publishers hear
+ * 0x97) and counted. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "session_int.h"
+
+#define SMALL_PACKET (64 * 1024) /* above this the payload goes out by reference */
+
+enum { DELIVER_OK = 0, DELIVER_OVER = 1, DELIVER_DROPPED = -1 };
+
+static uint32_t
+inflight_limit(const struct session *s)
+{
+    uint32_t lim = s->b->conf.max_inflight_messages ? s->b->conf.max_inflight_messages : 65535;
+    return s->client_recv_max < lim ? s->client_recv_max : lim;
+}
+
+static bool
+queue_is_full(const struct session *s, size_t add_bytes)
+{
+    const struct lq_conf *c = &s->b->conf;
+    if (c->max_queued_messages && s->nqueued >= c->max_queued_messages) return true;
+    if (c->max_queued_bytes && s->qbytes + add_bytes > c->max_queued_bytes) return true;
+    return false;
+}
+
+static bool
+queue_is_low(const struct session *s)
+{
+    const struct lq_conf *c = &s->b->conf;
+    if (c->max_queued_messages && s->nqueued > c->max_queued_messages / 2) return false;
+    if (c->max_queued_bytes && s->qbytes > c->max_queued_bytes / 2) return false;
+    return true;
+}
+
+static struct qentry *
+qentry_new(struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids, uint8_t nsub)
+{
+    struct qentry *e = lq_xmalloc(sizeof(*e) + nsub * sizeof(uint32_t));
+    e->next = NULL;
+    e->m = msg_ref(m); /* the entry's own reference */
+    e->qos = qos;
+    e->state = Q_QUEUED;
+    e->retain = retain;
+    e->dup = false;
+    e->pid = 0;
+    e->nsub = nsub;
+    if (nsub) memcpy(e->sub_ids, sub_ids, nsub * sizeof(uint32_t));
+    return e;
+}
+
+static void
+qentry_free(struct qentry *e)
+{
+    msg_unref(e->m);
+    free(e);
+}
+
+static void
+release_msg(void *arg)
+{
+    msg_unref(arg);
+}
+
+/* Topic alias towards the client: the alias for this topic, a new one, or 0. */
+static uint16_t
+alias_out(struct session *s, const struct msg *m, bool *is_new)
+{
+    *is_new = false;
+    if (!s->client_alias_max) return 0;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < m->topic_len; i++) h = (h ^ (uint8_t)m->topic[i]) * 16777619u;
+    for (uint16_t i = 0; i < s->nalias_out; i++) {
+        struct alias_out *a = &s->alias_out[i];
+        if (a->hash == h && a->len == m->topic_len && memcmp(a->topic, m->topic, a->len) == 0)
+            return (uint16_t)(i + 1);
+    }
+    uint16_t max = s->client_alias_max < ALIAS_OUT_MAX ? s->client_alias_max : ALIAS_OUT_MAX;
+    if (s->nalias_out >= max) return 0; /* table full: send the topic in full */
+    if (!s->alias_out) s->alias_out = lq_xcalloc(ALIAS_OUT_MAX, sizeof(*s->alias_out));
+    struct alias_out *a = &s->alias_out[s->nalias_out++];
+    a->hash = h;
+    a->len = m->topic_len;
+    a->topic = lq_xstrndup(m->topic, m->topic_len);
+    *is_new = true;
+    return s->nalias_out;
+}
+
+/* Write one PUBLISH. Returns false when it was not sent: expired, or larger than the
+ * client accepts [MQTT-3.1.2-25] (then it is treated as delivered). */
+static bool
+send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool dup, uint16_t pid,
+             const uint32_t *sub_ids, uint8_t nsub)
+{
+    struct broker *b = s->b;
+    struct conn *c = s->conn;
+    struct mqtt_publish p;
+    memset(&p, 0, sizeof(p));
+    p.qos = qos;
+    p.dup = dup;
+    p.retain = retain;
+    p.packet_id = pid;
+    p.topic = (struct lq_bytes){(const uint8_t *)m->topic, m->topic_len};
+    p.payload = (struct lq_bytes){m->payload, m->payload_len};
+    bool new_alias = false;
+    if (s->version == MQTT_V5) {
+        if (m->has_expiry) {
+            uint32_t left = msg_expiry_left(m, lq_now_ms());
+            if (!left) {
+                b->ctr.dropped_expired++;
+                return false;
+            }
+            p.props.present |= MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY);
+            p.props.message_expiry = left;
+        }
+        if (nsub) {
+            p.props.present |= MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID);
+            memcpy(p.props.sub_ids, sub_ids, nsub * sizeof(uint32_t));
+            p.props.sub_id_count = nsub;
+        }
+        p.props.raw = (struct lq_bytes){m->props, m->props_len};
+        uint16_t alias = alias_out(s, m, &new_alias);
+        if (alias) {
+            p.props.present |= MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS);
+            p.props.topic_alias = alias;
+            if (!new_alias) p.topic.len = 0; /* known alias: topic left out */
+        }
+    }
+    size_t total;
+    size_t head = mqtt_encode_publish_head(&p, s->version, NULL, 0, &total);
+    if (total > s->client_max_packet) {
+        if (new_alias) free(s->alias_out[--s->nalias_out].topic); /* not used after all */
+        b->ctr.dropped_oversize++;
+        session_log(s, LQ_LOG_DEBUG, "message on \"%s\" (%zu bytes) over client's maximum packet size %u: dropped", m->topic, total, s->client_max_packet);
+        return false;
+    }
+    if (total <= SMALL_PACKET) {
+        uint8_t *out = conn_reserve(c, total);
+        mqtt_encode_publish(&p, s->version, out, total);
+        conn_commit(c, total);
+    } else {
+        uint8_t *out = conn_reserve(c, head);
+        mqtt_encode_publish_head(&p, s->version, out, head, &total);
+        conn_commit(c, head);
+        conn_write_ref(c, m->payload, m->payload_len, release_msg, msg_ref(m));
+    }
+    b->ctr.msgs_sent++;
+    b->ctr.bytes_sent += total;
+    return true;
+}
+
+static bool
+pid_in_use(const struct session *s, uint16_t pid)
+{
+    for (const struct qentry *e = s->if_head; e; e = e->next)
+        if (e->pid == pid) return true;
+    return false;
+}
+
+static uint16_t
+next_pid(struct session *s)
+{
+    for (;;) { /* ends: fewer than 65535 are in flight */
+        uint16_t pid = s->next_pid++;
+        if (s->next_pid == 0) s->next_pid = 1;
+        if (pid != 0 && (s->ninflight == 0 || !pid_in_use(s, pid))) return pid;
+    }
+}
+
+static void
+inflight_append(struct session *s, struct qentry *e)
+{
+    e->next = NULL;
+    if (s->if_tail) s->if_tail->next = e;
+    else s->if_head = e;
+    s->if_tail = e;
+    s->ninflight++;
+}
+
+/* Send e now: QoS 0 is done, QoS 1/2 enters the in-flight window. */
+static void
+send_entry(struct session *s, struct qentry *e)
+{
+    if (e->qos == 0) {
+        send_publish(s, e->m, 0, e->retain, false, 0, e->sub_ids, e->nsub);
+        qentry_free(e);
+        return;
+    }
+    e->pid = next_pid(s);
+    e->state = e->qos == 1 ? Q_WAIT_PUBACK : Q_WAIT_PUBREC;
+    if (!send_publish(s, e->m, e->qos, e->retain, false, e->pid, e->sub_ids, e->nsub)) {
+        qentry_free(e);
+        return;
+    }
+    inflight_append(s, e);
+}
+
+int
+session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
+                const uint32_t *sub_ids, uint8_t nsub, bool forced)
+{
+    struct broker *b = s->b;
+    bool online = s->conn && s->connected;
+    if (!online && qos == 0) return DELIVER_OK; /* QoS 0 is not kept for absent clients */
+    if (online && !s->q_head && conn_is_writable(s->conn)) { /* fast path */
+        if (qos == 0) {
+            send_publish(s, m, 0, retain, false, 0, sub_ids, nsub);
+            return DELIVER_OK;
+        }
+        if (s->ninflight < inflight_limit(s)) {
+            send_entry(s, qentry_new(m, qos, retain, sub_ids, nsub));
+            return DELIVER_OK;
+        }
+    }
+    int rc = DELIVER_OK;
+    if (!forced && queue_is_full(s, msg_size(m))) {
+        if (qos == 0 || !online) {
+            b->ctr.dropped_queue_full++;
+            if (qos > 0)
+                session_log(s, LQ_LOG_WARNING, "queue full: QoS %u message on \"%s\" refused", qos, m->topic);
+            return DELIVER_DROPPED;
+        }
+        rc = DELIVER_OVER; /* keep it, and hold the publisher back */
+    }
+    struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
+    if (s->q_tail) s->q_tail->next = e;
+    else s->q_head = e;
+    s->q_tail = e;
+    s->nqueued++;
+    s->qbytes += msg_size(m);
+    return rc;
+}
+
+static struct qentry *
+queue_pop(struct session *s)
+{
+    struct qentry *e = s->q_head;
+    s->q_head = e->next;
+    if (!s->q_head) s->q_tail = NULL;
+    s->nqueued--;
+    s->qbytes -= msg_size(e->m);
+    return e;
+}
+
+void
+session_pump(struct session *s)
+{
+    if (!s->conn || !s->connected) return;
+    uint32_t lim = inflight_limit(s);
+    while (s->q_head && conn_is_writable(s->conn)) {
+        struct qentry *e = s->q_head;
+        if (msg_is_expired(e->m, lq_now_ms())) { /* expired while queued: never sent */
+            qentry_free(queue_pop(s));
+            s->b->ctr.dropped_expired++;
+            continue;
+        }
+        if (e->qos > 0 && s->ninflight >= lim) break; /* order kept: wait for acks */
+        send_entry(s, queue_pop(s));
+    }
+    if (s->b->npaused && queue_is_low(s)) broker_release_publishers(s->b);
+}
+
+void
+session_resend_inflight(struct session *s)
+{
+    /* [MQTT-4.4.0-1]: unacknowledged PUBLISH again with DUP, PUBREL again */
+    struct qentry **pp = &s->if_head, *last = NULL;
+    while (*pp) {
+        struct qentry *e = *pp;
+        bool keep = true;
+        if (e->state == Q_WAIT_PUBCOMP) send_ack(s, MQTT_PUBREL, e->pid, 0);
+        else keep = send_publish(s, e->m, e->qos, e->retain, true, e->pid, e->sub_ids, e->nsub);
+        if (keep) {
+            e->dup = true;
+            last = e;
+            pp = &e->next;
+        } else {
+            *pp = e->next;
+            s->ninflight--;
+            qentry_free(e);
+        }
+    }
+    s->if_tail = last;
+}
+
+void
+session_free_queues(struct session *s)
+{
+    for (struct qentry *e = s->q_head, *n; e; e = n) {
+        n = e->next;
+        qentry_free(e);
+    }
+    for (struct qentry *e = s->if_head, *n; e; e = n) {
+        n = e->next;
+        qentry_free(e);
+    }
+    s->q_head = s->q_tail = s->if_head = s->if_tail = NULL;
+    s->nqueued = s->ninflight = 0;
+    s->qbytes = 0;
+}
+
+uint8_t
+handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
+{
+    struct qentry **pp = &s->if_head, *prev = NULL;
+    while (*pp && (*pp)->pid != a->packet_id) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    struct qentry *e = *pp;
+    bool done = false;
+    switch (type) {
+    case MQTT_PUBACK:
+        done = e && e->state == Q_WAIT_PUBACK;
+        break;
+    case MQTT_PUBREC:
+        if (!e) {
+            send_ack(s, MQTT_PUBREL, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
+        } else if (e->state == Q_WAIT_PUBREC || e->state == Q_WAIT_PUBCOMP) {
+            if (a->reason >= 0x80) { /* the client refused it: done [MQTT-4.3.3-?] */
+                done = true;
+            } else {
+                e->state = Q_WAIT_PUBCOMP;
+                send_ack(s, MQTT_PUBREL, e->pid, 0);
+            }
+        }
+        break;
+    case MQTT_PUBCOMP:
+        done = e && e->state == Q_WAIT_PUBCOMP;
+        break;
+    }
+    if (done) { /* unknown or unexpected acks are ignored */
+        *pp = e->next;
+        if (s->if_tail == e) s->if_tail = prev;
+        s->ninflight--;
+        qentry_free(e);
+        session_pump(s);
+    }
+    return MQTT_RC_SUCCESS;
+}
+
+/* ---- routing ---- */
+
+struct match_ctx {
+    struct broker *b;
+    const struct session *origin;
+};
+
+static bool
+member_is_online(void *owner, void *arg)
+{
+    (void)arg;
+    const struct session *s = owner;
+    return s->conn != NULL;
+}
+
+static void
+add_match(struct broker *b, struct session *s, const struct sub_opts *o)
+{
+    if (s->match_gen != b->match_gen) { /* first match of this message? */
+        s->match_gen = b->match_gen;
+        s->m_qos = o->qos;
+        s->m_retain = o->retain_as_published;
+        s->m_nsub = 0;
+        s->match_next = b->match_list;
+        b->match_list = s;
+    } else {
+        if (o->qos > s->m_qos) s->m_qos = o->qos;
+        if (o->retain_as_published) s->m_retain = true;
+    }
+    if (o->sub_id && s->m_nsub < MQTT_MAX_SUB_IDS) s->m_sub_ids[s->m_nsub++] = o->sub_id;
+}
+
+static void
+match_cb(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
+{
+    struct match_ctx *ctx = arg;
+    if (g) { /* one member of the group gets it, an online one if any */
+        void *member;
+        if (!sub_group_pick(g, member_is_online, NULL, &member, &o) &&
+            !sub_group_pick(g, NULL, NULL, &member, &o))
+            return;
+        add_match(ctx->b, member, o);
+        return;
+    }
+    struct session *s = owner;
+    if (o->no_local && s == ctx->origin) return; /* [MQTT-3.8.3-3] */
+    add_match(ctx->b, s, o);
+}
+
+void
+route_publish(struct broker *b, struct msg *m, const struct session *origin,
+              struct route_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct match_ctx ctx = {b, origin};
+    b->match_gen++;
+    b->match_list = NULL;
+    topic_tree_match(b->subs, m->topic, m->topic_len, match_cb, &ctx);
+    for (struct session *s = b->match_list; s; s = s->match_next) {
+        r->matched++;
+        uint8_t qos = m->qos < s->m_qos ? m->qos : s->m_qos;
+        int rc = session_deliver(s, m, qos, s->m_retain && m->retain, s->m_sub_ids, s->m_nsub,
+                                 false);
+        if (rc == DELIVER_DROPPED && qos > 0) r->quota_exceeded = true;
+        if (rc == DELIVER_OVER) r->hold_publisher = true;
+    }
+    b->match_list = NULL;
+    if (!r->matched) b->ctr.dropped_no_subscriber++;
+}
+
+void
+send_ack(struct session *s, uint8_t type, uint16_t pid, uint8_t rc)
+{
+    if (!s->conn) return;
+    struct mqtt_ack a;
+    memset(&a, 0, sizeof(a));
+    a.packet_id = pid;
+    a.reason = rc;
+    uint8_t out[8];
+    size_t n = mqtt_encode_ack(type, &a, s->version, out, sizeof(out));
+    if (n <= sizeof(out)) conn_write(s->conn, out, n);
+}

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * handle_connect: CONNECT -> CONNACK. Decides the client identifier (assigning one
+ * when it is empty), takes over or resumes a session, sets the will, agrees keep
+ * alive and limits, and advertises the broker's real limits in CONNACK. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "retain.h"
+#include "session_int.h"
+
+static void
+send_connack(struct conn *c, uint8_t version, uint8_t rc, bool present,
+             const struct mqtt_props *props)
+{
+    struct mqtt_connack ca;
+    memset(&ca, 0, sizeof(ca));
+    ca.session_present = present;
+    ca.reason = version == MQTT_V5 ? rc : mqtt_rc_to_v3_connack(rc);
+    if (props) ca.props = *props;
+    uint8_t buf[512];
+    size_t n = mqtt_encode_connack(&ca, version, buf, sizeof(buf));
+    if (n <= sizeof(buf)) conn_write(c, buf, n);
+}
+
+/* Refuse: CONNACK with a failure code, then close [MQTT-3.2.2-6..7]. */
+static void
+refuse(struct conn *c, const struct mqtt_connect *ck, uint8_t rc, const char *why)
+{
+    char id[80];
+    snprintf(id, sizeof(id), "%.*s", (int)(ck->client_id.len < 64 ? ck->client_id.len : 64),
+             (const char *)ck->client_id.p);
+    lq_log(LQ_LOG_NOTICE, "client \"%s\" %s: connection refused: 0x%02x %s (%s)", id,
+           conn_peer(c), rc, mqtt_rc_str(rc), why);
+    uint8_t v = ck->version;
+    if (v == MQTT_V5 || v == MQTT_V311 || v == MQTT_V31) send_connack(c, v, rc, false, NULL);
+    conn_close(c);
+}
+
+static struct msg *
+make_will(struct session *s, const struct mqtt_connect *ck)
+{
+    const struct mqtt_props *wp = &ck->will_props;
+    size_t n = publish_props_blob(wp, NULL, 0);
+    uint8_t *blob = n ? lq_xmalloc(n) : NULL;
+    if (n) publish_props_blob(wp, blob, n);
+    struct msg_init in = {
+        .topic = (const char *)ck->will_topic.p,
+        .topic_len = ck->will_topic.len,
+        .payload = ck->will_payload.p,
+        .payload_len = ck->will_payload.len,
+        .props = blob,
+        .props_len = n,
+        .qos = ck->will_qos,
+        .retain = ck->will_retain,
+        .has_expiry = (wp->present & MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)) != 0,
+        .expiry_interval = wp->message_expiry,
+        .origin = s,
+    };
+    struct msg *m = msg_new(&in);
+    free(blob);
+    return m;
+}
+
+void
+handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+    struct mqtt_connect ck;
+    memset(&ck, 0, sizeof(ck));
+    uint8_t rc = mqtt_decode_connect(flags, body, len, &ck);
+    if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
+        /* [MQTT-3.1.2-2]: answer in a form the client can read, then close */
+        uint8_t v = ck.version >= MQTT_V5 ? MQTT_V5 : MQTT_V311;
+        if (ck.protocol_name.len) {
+            lq_log(LQ_LOG_NOTICE, "%s: unsupported protocol level %u: refused", conn_peer(c),
+                   ck.version);
+            send_connack(c, v, rc, false, NULL);
+        } else {
+            lq_log(LQ_LOG_NOTICE, "%s: not an MQTT CONNECT: closing", conn_peer(c));
+        }
+        conn_close(c);
+        return;
+    }
+    if (rc) return refuse(c, &ck, rc, "bad CONNECT");
+    bool v5 = ck.version == MQTT_V5;
+
+    if (ck.props.present & MQTT_PBIT(MQTT_PROP_AUTH_METHOD))
+        return refuse(c, &ck, MQTT_RC_BAD_AUTHENTICATION_METHOD, "no AUTH method is supported");
+    if (!b->conf.allow_anonymous && !ck.has_username)
+        return refuse(c, &ck, MQTT_RC_NOT_AUTHORIZED, "anonymous clients not allowed");
+    if (ck.will) {
+        if (!topic_name_is_valid((const char *)ck.will_topic.p, ck.will_topic.len))
+            return refuse(c, &ck, MQTT_RC_TOPIC_NAME_INVALID, "will topic");
+        if (ck.will_retain && !b->conf.retain_available) /* [MQTT-3.2.2-13] */
+            return refuse(c, &ck, MQTT_RC_RETAIN_NOT_SUPPORTED, "retained will");
+    }
+    uint16_t keepalive = ck.keep_alive;
+    bool server_keepalive = false;
+    if (b->conf.max_keepalive && (keepalive == 0 || keepalive > b->conf.max_keepalive)) {
+        if (!v5) /* v3 cannot be told another value: refuse as mosquitto does */
+            return refuse(c, &ck, MQTT_RC_CLIENT_ID_NOT_VALID, "keep alive over max_keepalive");
+        keepalive = b->conf.max_keepalive;
+        server_keepalive = true;
+    }
+
+    /* the client identifier, assigned when empty [MQTT-3.1.3-6,7] */
+    char idbuf[40];
+    const char *id = (const char *)ck.client_id.p;
+    size_t idlen = ck.client_id.len;
+    bool assigned = false;
+    if (idlen == 0) {
+        if (ck.version == MQTT_V31 || (ck.version == MQTT_V311 && !ck.clean_start))
+            return refuse(c, &ck, MQTT_RC_CLIENT_ID_NOT_VALID, "empty client id"); /* [MQTT-3.1.3-8] */
+        idlen = (size_t)snprintf(idbuf, sizeof(idbuf), "auto-%016llx",
+                                 (unsigned long long)b->next_auto_id++);
+        id = idbuf;
+        assigned = true;
+    }
+
+    uint32_t expiry;
+    if (v5) {
+        expiry = (ck.props.present & MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY)) ? ck.props.session_expiry : 0;
+    } else if (ck.clean_start) {
+        expiry = 0;
+    } else {
+        int64_t pce = b->conf.persistent_client_expiration;
+        expiry = pce < 0 || pce >= EXPIRY_NEVER ? EXPIRY_NEVER : (uint32_t)pce;
+    }
+
+    /* takeover: the old connection goes [MQTT-3.1.4-3] */
+    struct session *s = registry_find(b, id, idlen);
+    if (s && s->conn) {
+        session_disconnect(s, MQTT_RC_SESSION_TAKEN_OVER, "a new connection with the same client id");
+        s = registry_find(b, id, idlen); /* it may have ended */
+    }
+    if (s && ck.clean_start) { /* [MQTT-3.1.2-4] */
+        session_end(s);
+        s = NULL;
+    }
+    bool present = s != NULL;
+    if (!s) s = session_new(b, id, idlen);
+
+    session_attach(s, c);
+    s->version = ck.version;
+    s->expiry = expiry;
+    s->connect_expiry = expiry;
+    s->keepalive = keepalive;
+    s->problem_info = !(ck.props.present & MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) ||
+                      ck.props.request_problem_info;
+    s->client_recv_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM))
+                             ? ck.props.receive_maximum : 65535;
+    s->client_max_packet = (ck.props.present & MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
+                               ? ck.props.maximum_packet_size : UINT32_MAX;
+    s->client_alias_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
+                              ? ck.props.topic_alias_maximum : 0;
+    if (ck.will) session_set_will(s, make_will(s, &ck), (ck.will_props.present & MQTT_PBIT(MQTT_PROP_WILL_DELAY)) ? ck.will_props.will_delay : 0);
+    conn_set_keepalive(c, (uint64_t)keepalive * 1500); /* 1.5 x [MQTT-3.1.2-22] */
+
+    struct mqtt_props p;
+    memset(&p, 0, sizeof(p));
+    if (v5) {
+        p.present = MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) | MQTT_PBIT(MQTT_PROP_RETAIN_AVAILABLE) |
+                    MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
+                    MQTT_PBIT(MQTT_PROP_WILDCARD_SUB_AVAILABLE) |
+                    MQTT_PBIT(MQTT_PROP_SUB_ID_AVAILABLE) |
+                    MQTT_PBIT(MQTT_PROP_SHARED_SUB_AVAILABLE);
+        p.receive_maximum = (uint16_t)broker_receive_max(b);
+        p.retain_available = b->conf.retain_available;
+        p.topic_alias_maximum = TOPIC_ALIAS_MAX;
+        p.wildcard_sub_available = 1;
+        p.sub_id_available = 1;
+        p.shared_sub_available = 1;
+        if (b->conf.max_packet_size) {
+            p.present |= MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
+            p.maximum_packet_size = b->conf.max_packet_size;
+        }
+        if (assigned) {
+            p.present |= MQTT_PBIT(MQTT_PROP_ASSIGNED_CLIENT_ID);
+            p.assigned_client_id = (struct lq_bytes){(const uint8_t *)s->id, s->id_len};
+        }
+        if (server_keepalive) {
+            p.present |= MQTT_PBIT(MQTT_PROP_SERVER_KEEP_ALIVE);
+            p.server_keep_alive = keepalive;
+        }
+    }
+    send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
+    s->connected = true;
+    session_log(s, LQ_LOG_INFO, "connected (MQTT %s, keep alive %u, session %s, expiry %u)",
+                v5 ? "5.0" : ck.version == MQTT_V311 ? "3.1.1" : "3.1", keepalive,
+                present ? "resumed" : "new", expiry);
+    if (present) session_resend_inflight(s);
+    session_pump(s);
+}

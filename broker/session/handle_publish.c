@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * handle_publish: an incoming PUBLISH and the receiver's half of QoS 2 (PUBREL).
+ * Resolves topic aliases, applies limits, builds the immutable struct msg once,
+ * stores it if retained and hands it to routing; then acknowledges. QoS 2 is
+ * exactly once by remembering the packet id until PUBREL: a duplicate PUBLISH with
+ * that id is acknowledged again but not routed again [MQTT-4.3.3-*]. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "retain.h"
+#include "session_int.h"
+
+/* Forwardable properties of a PUBLISH (or will) encoded once, stored in the msg. */
+size_t
+publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap)
+{
+    struct mqtt_props f;
+    memset(&f, 0, sizeof(f));
+    const uint64_t keep = MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PBIT(MQTT_PROP_CONTENT_TYPE) |
+                          MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC) |
+                          MQTT_PBIT(MQTT_PROP_CORRELATION_DATA) |
+                          MQTT_PBIT(MQTT_PROP_USER_PROPERTY);
+    f.present = in->present & keep;
+    f.payload_format = in->payload_format;
+    f.content_type = in->content_type;
+    f.response_topic = in->response_topic;
+    f.correlation_data = in->correlation_data;
+    f.user = in->user;
+    f.user_count = in->user_count;
+    return mqtt_encode_props_raw(&f, out, cap);
+}
+
+
+static bool
+in_pid_find(const struct session *s, uint16_t pid, uint32_t *at)
+{
+    for (uint32_t i = 0; i < s->nin; i++) {
+        if (s->in_pids[i] == pid) {
+            if (at) *at = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+in_pid_add(struct session *s, uint16_t pid)
+{
+    if (s->nin == s->capin) {
+        s->capin = s->capin ? s->capin * 2 : 8;
+        s->in_pids = lq_xrealloc(s->in_pids, s->capin * sizeof(*s->in_pids));
+    }
+    s->in_pids[s->nin++] = pid;
+}
+
+/* The topic of p, resolving a topic alias [MQTT-3.3.2-7..12]. */
+static uint8_t
+resolve_topic(struct session *s, const struct mqtt_publish *p, const char **topic, size_t *len)
+{
+    *topic = (const char *)p->topic.p;
+    *len = p->topic.len;
+    if (!(p->props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS))) {
+        if (*len == 0) return s->version == MQTT_V5 ? MQTT_RC_PROTOCOL_ERROR : MQTT_RC_TOPIC_NAME_INVALID;
+        return MQTT_RC_SUCCESS;
+    }
+    uint16_t a = p->props.topic_alias;
+    if (a == 0 || a > TOPIC_ALIAS_MAX) return MQTT_RC_TOPIC_ALIAS_INVALID;
+    if (*len) {
+        free(s->alias_in[a]);
+        s->alias_in[a] = lq_xstrndup(*topic, *len);
+        return MQTT_RC_SUCCESS;
+    }
+    if (!s->alias_in[a]) return MQTT_RC_PROTOCOL_ERROR; /* alias never set */
+    *topic = s->alias_in[a];
+    *len = strlen(s->alias_in[a]);
+    return MQTT_RC_SUCCESS;
+}
+
+static struct msg *
+make_msg(struct session *s, const struct mqtt_publish *p, const char *topic, size_t tlen)
+{
+    uint8_t small[256];
+    size_t n = publish_props_blob(&p->props, NULL, 0);
+    uint8_t *blob = n <= sizeof(small) ? small : lq_xmalloc(n);
+    if (n) publish_props_blob(&p->props, blob, n);
+    struct msg_init in = {
+        .topic = topic,
+        .topic_len = tlen,
+        .payload = p->payload.p,
+        .payload_len = p->payload.len,
+        .props = blob,
+        .props_len = n,
+        .qos = p->qos,
+        .retain = p->retain,
+        .has_expiry = (p->props.present & MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)) != 0,
+        .expiry_interval = p->props.message_expiry,
+        .origin = s,
+    };
+    struct msg *m = msg_new(&in);
+    if (blob != small) free(blob);
+    return m;
+}
+
+uint8_t
+handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len)
+{
+    struct broker *b = s->b;
+    struct mqtt_publish p;
+    uint8_t rc = mqtt_decode_publish(flags, body, len, s->version, &p);
+    if (rc) return rc;
+    b->ctr.msgs_received++;
+    const char *topic;
+    size_t tlen;
+    rc = resolve_topic(s, &p, &topic, &tlen);
+    if (rc) return rc;
+    if (p.retain && !b->conf.retain_available) return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
+    bool v5 = s->version == MQTT_V5;
+
+    if (p.qos == 2) {
+        if (in_pid_find(s, p.packet_id, NULL)) { /* a duplicate: acknowledge, do not route */
+            send_ack(s, MQTT_PUBREC, p.packet_id, 0);
+            return MQTT_RC_SUCCESS;
+        }
+        if (s->nin >= broker_receive_max(b)) return MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED;
+    }
+    if (b->conf.message_size_limit && p.payload.len > b->conf.message_size_limit) {
+        b->ctr.dropped_oversize++;
+        session_log(s, LQ_LOG_NOTICE, "message on \"%.*s\" over message_size_limit (%zu > %u): dropped",
+                    (int)tlen, topic, p.payload.len, b->conf.message_size_limit);
+        uint8_t refuse = v5 ? MQTT_RC_QUOTA_EXCEEDED : 0;
+        if (p.qos == 1) send_ack(s, MQTT_PUBACK, p.packet_id, refuse);
+        if (p.qos == 2) {
+            if (!refuse) in_pid_add(s, p.packet_id); /* v3: the flow must still complete */
+            send_ack(s, MQTT_PUBREC, p.packet_id, refuse);
+        }
+        return MQTT_RC_SUCCESS;
+    }
+
+    struct msg *m = make_msg(s, &p, topic, tlen);
+    /* hook point: "message published" (Lua hooks) runs here, before retain and routing */
+    if (m->retain) retain_set(b->retained, m);
+    struct route_result r;
+    route_publish(b, m, s, &r);
+    msg_unref(m);
+
+    uint8_t ack = (r.quota_exceeded && v5) ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_SUCCESS;
+    if (p.qos == 1) send_ack(s, MQTT_PUBACK, p.packet_id, ack);
+    if (p.qos == 2) {
+        if (!ack) in_pid_add(s, p.packet_id);
+        send_ack(s, MQTT_PUBREC, p.packet_id, ack);
+    }
+    if (r.hold_publisher && s->conn) broker_hold_publisher(b, s->conn);
+    return MQTT_RC_SUCCESS;
+}
+
+uint8_t
+handle_pubrel(struct session *s, const struct mqtt_ack *a)
+{
+    uint32_t at;
+    if (!in_pid_find(s, a->packet_id, &at)) { /* [MQTT-4.3.3-?]: answer, 0x92 */
+        send_ack(s, MQTT_PUBCOMP, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
+        return MQTT_RC_SUCCESS;
+    }
+    s->in_pids[at] = s->in_pids[--s->nin];
+    send_ack(s, MQTT_PUBCOMP, a->packet_id, 0);
+    return MQTT_RC_SUCCESS;
+}

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * session: the life of a session apart from its messages. A session is made by
+ * CONNECT, attached to one connection at a time, detached when that connection
+ * goes, and ended when its expiry interval passes (or at once when it is 0).
+ * Will messages are published here: at detach, after the will delay, or when the
+ * session ends, whichever comes first [MQTT-3.1.2-8, 3.1.3-9].
+ * Not here: queues and delivery (deliver.c), subscriptions (handle_subscribe.c). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "retain.h"
+#include "session_int.h"
+
+struct session *
+session_new(struct broker *b, const char *id, size_t len)
+{
+    struct session *s = lq_xcalloc(1, sizeof(*s));
+    s->b = b;
+    s->id = lq_xstrndup(id, len);
+    s->id_len = len;
+    s->next_pid = 1;
+    registry_add(b, s);
+    return s;
+}
+
+void
+session_log(const struct session *s, unsigned level, const char *fmt, ...)
+{
+    if (!lq_log_enabled(level)) return;
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    lq_log(level, "client \"%s\" %s: %s", s->id, s->conn ? conn_peer(s->conn) : "offline", msg);
+}
+
+void
+session_set_will(struct session *s, struct msg *m, uint32_t delay)
+{
+    session_clear_will(s);
+    s->will = lq_xmalloc(sizeof(*s->will));
+    s->will->m = m;
+    s->will->delay = delay;
+}
+
+void
+session_clear_will(struct session *s)
+{
+    if (s->will_ev) event_del(s->will_ev);
+    if (!s->will) return;
+    msg_unref(s->will->m);
+    free(s->will);
+    s->will = NULL;
+}
+
+static void
+publish_will(struct session *s)
+{
+    struct will *w = s->will;
+    s->will = NULL;
+    if (s->will_ev) event_del(s->will_ev);
+    struct broker *b = s->b;
+    session_log(s, LQ_LOG_INFO, "publishing will on \"%s\"", w->m->topic);
+    b->ctr.msgs_received++;
+    if (w->m->retain && b->conf.retain_available) retain_set(b->retained, w->m);
+    struct route_result r;
+    route_publish(b, w->m, s, &r);
+    msg_unref(w->m);
+    free(w);
+}
+
+static void
+will_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    if (s->will) publish_will(s);
+}
+
+static void
+expiry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    session_log(s, LQ_LOG_INFO, "session expired");
+    session_end(s);
+}
+
+static void
+arm(struct session *s, struct event **ev, event_callback_fn fn, uint32_t seconds)
+{
+    if (!*ev) *ev = evtimer_new(s->b->base, fn, s);
+    struct timeval tv = {.tv_sec = seconds, .tv_usec = 0};
+    evtimer_add(*ev, &tv);
+}
+
+void
+session_arm_expiry(struct session *s)
+{
+    if (s->expiry == EXPIRY_NEVER) return;
+    arm(s, &s->expiry_ev, expiry_cb, s->expiry);
+}
+
+static void
+reset_connection_state(struct session *s)
+{
+    for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) {
+        free(s->alias_in[i]);
+        s->alias_in[i] = NULL;
+    }
+    for (size_t i = 0; i < s->nalias_out; i++) free(s->alias_out[i].topic);
+    free(s->alias_out);
+    s->alias_out = NULL;
+    s->nalias_out = 0;
+}
+
+void
+session_attach(struct session *s, struct conn *c)
+{
+    s->conn = c;
+    conn_set_owner(c, s);
+    if (s->expiry_ev) event_del(s->expiry_ev);
+    /* a new connection before the will delay elapsed: no will [MQTT-3.1.3-9] */
+    session_clear_will(s);
+    reset_connection_state(s);
+}
+
+void
+session_detach(struct session *s, bool send_will)
+{
+    if (s->conn) conn_set_owner(s->conn, NULL);
+    s->conn = NULL;
+    s->connected = false;
+    reset_connection_state(s);
+    if (s->will) {
+        if (!send_will) session_clear_will(s);
+        else if (s->will->delay == 0 || s->expiry == 0) publish_will(s);
+        else arm(s, &s->will_ev, will_cb,
+                 s->will->delay < s->expiry ? s->will->delay : s->expiry);
+    }
+    if (s->expiry == 0) {
+        session_end(s);
+        return;
+    }
+    session_arm_expiry(s);
+}
+
+void
+session_end(struct session *s)
+{
+    struct broker *b = s->b;
+    if (s->conn) conn_set_owner(s->conn, NULL);
+    session_unsubscribe_all(s);
+    if (s->will) publish_will(s); /* the session ends before the will delay */
+    session_free_queues(s);
+    reset_connection_state(s);
+    if (s->will_ev) event_free(s->will_ev);
+    if (s->expiry_ev) event_free(s->expiry_ev);
+    registry_remove(b, s);
+    free(s->subs);
+    free(s->in_pids);
+    free(s->id);
+    free(s);
+}
+
+void
+send_disconnect(struct conn *c, uint8_t version, uint8_t rc)
+{
+    if (version != MQTT_V5) return; /* v3 has no server DISCONNECT */
+    struct mqtt_disconnect d = {.reason = rc};
+    uint8_t out[16];
+    size_t n = mqtt_encode_disconnect(&d, version, out, sizeof(out));
+    if (n <= sizeof(out)) conn_write(c, out, n);
+}
+
+void
+session_disconnect(struct session *s, uint8_t rc, const char *detail)
+{
+    struct conn *c = s->conn;
+    if (!c) return;
+    session_log(s, rc == MQTT_RC_SESSION_TAKEN_OVER ? LQ_LOG_INFO : LQ_LOG_NOTICE,
+                "disconnect 0x%02x %s (%s)", rc, mqtt_rc_str(rc), detail);
+    if (s->connected) send_disconnect(c, s->version, rc);
+    session_detach(s, true); /* may end s */
+    conn_close(c);
+}

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * Shared by the files of session/ only: the broker root object, sessions, their
+ * queues, and the functions the packet handlers call on each other.
+ *
+ * A session outlives its connection: s->conn is NULL while the client is away.
+ * Connection-scoped MQTT state (version, topic aliases, the client's limits) lives in
+ * the session too, reset by session_attach, since a session has at most one
+ * connection at a time. */
+#ifndef LUNAMQ_SESSION_INT_H
+#define LUNAMQ_SESSION_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "lq.h"
+#include "mqtt.h"
+#include "msg.h"
+#include "net.h"
+#include "topic.h"
+
+struct event;
+struct event_base;
+struct retain;
+struct session;
+
+#define TOPIC_ALIAS_MAX 10  /* topic aliases we accept from a client */
+#define ALIAS_OUT_MAX 64    /* topic aliases we use towards a client, at most */
+#define EXPIRY_NEVER UINT32_MAX
+
+/* Broker-wide counters (the admin issue turns these into a metrics table). */
+struct counters {
+    uint64_t msgs_received, msgs_sent, bytes_received, bytes_sent;
+    uint64_t dropped_queue_full, dropped_expired, dropped_oversize, dropped_no_subscriber;
+    uint64_t connections_total;
+};
+
+struct broker {
+    struct event_base *base;
+    struct lq_conf conf;
+    char *conf_path;
+    struct listener **listeners;
+    size_t nlisteners;
+    struct topic_tree *subs;
+    struct retain *retained;
+    struct session **buckets; /* client id -> session, chained */
+    size_t nbuckets, nsessions;
+    uint64_t match_gen;       /* routing: which sessions this message already met */
+    struct session *match_list;
+    struct conn **paused; /* publishers held back until subscriber queues drain */
+    size_t npaused, cap_paused;
+    uint64_t next_auto_id;
+    bool shutting_down;
+    uint64_t shutdown_deadline;
+    struct event *shutdown_ev;
+    struct counters ctr;
+};
+
+enum qstate {
+    Q_QUEUED,       /* not sent yet */
+    Q_WAIT_PUBACK,  /* QoS 1 sent */
+    Q_WAIT_PUBREC,  /* QoS 2 sent */
+    Q_WAIT_PUBCOMP, /* QoS 2, PUBREL sent */
+};
+
+/* One delivery of a message to one session: queued, or in flight. */
+struct qentry {
+    struct qentry *next;
+    struct msg *m;
+    uint8_t qos;
+    uint8_t state; /* enum qstate */
+    bool retain;   /* retain flag to send */
+    bool dup;
+    uint16_t pid;
+    uint8_t nsub;
+    uint32_t sub_ids[]; /* nsub of them */
+};
+
+struct ssub { /* one of the session's subscriptions, to undo them when it ends */
+    char *filter;
+    char *group; /* NULL: not shared */
+    struct sub_opts o;
+};
+
+struct alias_out {
+    uint32_t hash;
+    uint16_t len;
+    char *topic;
+};
+
+struct will {
+    struct msg *m;
+    uint32_t delay;
+};
+
+struct session {
+    struct broker *b;
+    char *id;
+    size_t id_len;
+    uint32_t hash;
+    struct session *hnext;
+    struct conn *conn; /* NULL while offline */
+
+    /* connection scope, reset by session_attach */
+    uint8_t version;
+    bool problem_info;
+    bool connected; /* CONNACK sent and not closed */
+    uint16_t keepalive;
+    uint16_t client_recv_max;
+    uint16_t client_alias_max;
+    uint32_t client_max_packet;
+    uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
+    char *alias_in[TOPIC_ALIAS_MAX + 1];
+    struct alias_out *alias_out;
+    uint16_t nalias_out;
+
+    /* session scope */
+    uint32_t expiry; /* seconds; EXPIRY_NEVER */
+    struct event *expiry_ev;
+    struct will *will;
+    struct event *will_ev;
+    struct ssub *subs;
+    size_t nsubs, capsubs;
+    struct qentry *q_head, *q_tail;
+    uint32_t nqueued;
+    uint64_t qbytes;
+    struct qentry *if_head, *if_tail;
+    uint32_t ninflight;
+    uint16_t next_pid;
+    uint16_t *in_pids; /* QoS 2 received, PUBREL awaited */
+    uint32_t nin, capin;
+
+    /* routing scratch: valid while match_gen == b->match_gen */
+    uint64_t match_gen;
+    struct session *match_next;
+    uint8_t m_qos;
+    bool m_retain;
+    uint8_t m_nsub;
+    uint32_t m_sub_ids[MQTT_MAX_SUB_IDS];
+};
+
+/* broker.c */
+uint32_t broker_receive_max(const struct broker *b);
+uint32_t broker_max_packet(const struct broker *b);
+void broker_hold_publisher(struct broker *b, struct conn *c);
+void broker_release_publishers(struct broker *b);
+void broker_forget_conn(struct broker *b, struct conn *c);
+
+/* registry.c: client id -> session */
+struct session *registry_find(struct broker *b, const char *id, size_t len);
+void registry_add(struct broker *b, struct session *s);
+void registry_remove(struct broker *b, struct session *s);
+
+/* session.c */
+struct session *session_new(struct broker *b, const char *id, size_t len);
+void session_end(struct session *s); /* publishes a pending will, undoes subs, frees */
+void session_attach(struct session *s, struct conn *c);
+/* The connection went: will and expiry timers start. clean: DISCONNECT 0x00 seen. */
+void session_detach(struct session *s, bool send_will);
+void session_log(const struct session *s, unsigned level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Disconnect for a protocol reason: log, DISCONNECT (v5, when connected), close. */
+void session_disconnect(struct session *s, uint8_t rc, const char *detail);
+void session_set_will(struct session *s, struct msg *m, uint32_t delay);
+void session_clear_will(struct session *s);
+void session_arm_expiry(struct session *s);
+
+/* deliver.c: routing and the outgoing message state machine */
+struct route_result {
+    uint32_t matched;
+    bool quota_exceeded; /* a QoS>0 copy could not be queued */
+    bool hold_publisher; /* an online subscriber is over its queue bound */
+};
+void route_publish(struct broker *b, struct msg *m, const struct session *origin,
+                   struct route_result *r);
+/* Queue (or send) one delivery; forced: ignore queue bounds (retained on subscribe). */
+int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
+                    const uint32_t *sub_ids, uint8_t nsub, bool forced);
+void session_pump(struct session *s);
+void session_resend_inflight(struct session *s);
+void session_free_queues(struct session *s);
+uint8_t handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a);
+
+/* handlers */
+/* Encode the properties of an incoming PUBLISH (or will) that are forwarded
+ * unchanged, for struct msg's props; measure with out == NULL. */
+size_t publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap);
+void handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
+                    size_t len);
+uint8_t handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
+uint8_t handle_pubrel(struct session *s, const struct mqtt_ack *a);
+uint8_t handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
+uint8_t handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
+void session_unsubscribe_all(struct session *s);
+
+/* sending small packets */
+void send_ack(struct session *s, uint8_t type, uint16_t pid, uint8_t rc);
+void send_disconnect(struct conn *c, uint8_t version, uint8_t rc);
+
+#endif

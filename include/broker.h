@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * broker: the root object. Made once in main() and passed down; owns the listeners,
+ * the session registry, the subscription tree and the retained store. */
+#ifndef LUNAMQ_BROKER_H
+#define LUNAMQ_BROKER_H
+
+struct event_base;
+struct lq_conf;
+struct broker;
+
+/* Takes ownership of *conf (moved out: *conf is reset). conf_path may be NULL (no
+ * reload source). Returns NULL when a listener cannot be opened (logged). */
+struct broker *broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path);
+void broker_free(struct broker *b); /* NULL is a no-op */
+
+/* Graceful shutdown: v5 clients get DISCONNECT 0x8B, output is flushed (briefly),
+ * then the event loop is asked to exit. */
+void broker_shutdown(struct broker *b);
+
+/* Re-read the config file and apply the values that can change live. Returns 0, or
+ * -1 when the file does not parse (logged, nothing changed). */
+int broker_reload(struct broker *b);
+
+#endif

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * net: listening sockets and connections. A struct conn moves bytes: it frames MQTT
+ * packets off the wire (fixed header + remaining length, bounded by the maximum
+ * packet size) and hands each whole packet to its owner's callbacks; it queues
+ * bytes to write and reports when the write queue has drained. It knows nothing of
+ * sessions or of what a packet means.
+ *
+ * Lifetime: conn_close() is a state change (no more packets are delivered, pending
+ * output is flushed for a short while); the memory is freed later, at a safe point
+ * of the event loop, never inside the caller's stack. A transport (plain TCP now,
+ * TLS later) is the bufferevent under the conn.
+ */
+#ifndef LUNAMQ_NET_H
+#define LUNAMQ_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct conn;
+struct listener;
+
+/* What the owner (the session layer) is told. `ud` is the owner's pointer given at
+ * listener_new. All callbacks run from the event loop. */
+struct conn_ops {
+    /* A new connection was accepted. Return false to refuse it (it is closed). */
+    bool (*on_accept)(struct conn *c, void *ud);
+    /* One whole packet: first byte, body (remaining bytes) valid during the call. */
+    void (*on_packet)(struct conn *c, uint8_t type_flags, const uint8_t *body, size_t len,
+                      void *ud);
+    /* The packet being received is larger than the limit (conn_set_max_packet). The
+     * owner answers and closes. */
+    void (*on_oversize)(struct conn *c, uint32_t size, void *ud);
+    /* Malformed fixed header (remaining length). */
+    void (*on_malformed)(struct conn *c, void *ud);
+    /* Output fell below the low-water mark: more may be written. */
+    void (*on_drain)(struct conn *c, void *ud);
+    /* The keep-alive deadline passed without a packet from the peer. */
+    void (*on_keepalive)(struct conn *c, void *ud);
+    /* The peer closed, or a socket error happened. The conn is already closing. */
+    void (*on_lost)(struct conn *c, const char *why, void *ud);
+    /* The conn's memory is about to be released (after closing, or listener_free). */
+    void (*on_free)(struct conn *c, void *ud);
+};
+
+/* Listen on host:port (host NULL or "" = all). Returns NULL with errno set. */
+struct listener *listener_new(struct event_base *base, const char *host, uint16_t port,
+                              const struct conn_ops *ops, void *ud);
+/* Stops accepting and frees every connection it accepted; NULL is a no-op. */
+void listener_free(struct listener *l);
+uint16_t listener_port(const struct listener *l);
+/* Connections accepted by l and not yet freed. */
+size_t listener_conn_count(const struct listener *l);
+
+/* Owner's pointer attached to a connection (the session once CONNECT succeeded). */
+void conn_set_owner(struct conn *c, void *owner);
+void *conn_owner(const struct conn *c);
+/* "127.0.0.1:50312" */
+const char *conn_peer(const struct conn *c);
+/* Largest packet accepted from the peer (whole packet, header included). */
+void conn_set_max_packet(struct conn *c, uint32_t max);
+/* Keep-alive: the peer must send something within `ms` (0 = never). */
+void conn_set_keepalive(struct conn *c, uint64_t ms);
+
+/* Queue bytes for the peer (copied). */
+void conn_write(struct conn *c, const void *p, size_t n);
+/* Reserve n contiguous bytes at the end of the output, to be written in place and
+ * committed with conn_commit(c, n). */
+uint8_t *conn_reserve(struct conn *c, size_t n);
+void conn_commit(struct conn *c, size_t n);
+/* Queue bytes by reference: release(arg) is called once they are sent or dropped. */
+void conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *arg),
+                    void *arg);
+/* Bytes queued and not yet written. */
+size_t conn_pending(const struct conn *c);
+/* Is there room below the high-water mark? */
+bool conn_is_writable(const struct conn *c);
+
+/* Stop / resume reading (backpressure). Packets already buffered wait too. */
+void conn_pause(struct conn *c);
+void conn_resume(struct conn *c);
+bool conn_is_paused(const struct conn *c);
+
+/* Close: no more callbacks except on_drain is suppressed; pending output is flushed
+ * (at most for a short grace period) and the conn freed at a safe point. */
+void conn_close(struct conn *c);
+bool conn_is_closing(const struct conn *c);
+
+#endif

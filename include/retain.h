@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * retain: the retained-message store. A trie by topic level, so that a subscription
+ * with wildcards finds its retained messages by walking the filter, not by scanning
+ * every retained topic. Holds one reference on each stored struct msg.
+ * Not here: whether retain is enabled (session), message expiry checks (caller,
+ * with msg_is_expired).
+ */
+#ifndef LUNAMQ_RETAIN_H
+#define LUNAMQ_RETAIN_H
+
+#include <stddef.h>
+
+struct msg;
+struct retain;
+
+struct retain *retain_new(void);
+void retain_free(struct retain *r); /* drops every reference; NULL is a no-op */
+
+/* Store m (taking a reference) as the retained message of m's topic, replacing the
+ * previous one. A message with an empty payload clears the topic instead
+ * [MQTT-3.3.1-6,7] and is not stored. */
+void retain_set(struct retain *r, struct msg *m);
+
+/* Remove a topic's retained message, if any (used when it expired). */
+void retain_clear(struct retain *r, const char *topic, size_t len);
+
+/* Call fn for every retained message whose topic matches `filter` (the '$' rule
+ * applies). fn borrows m; it may not change the store during the walk. */
+void retain_match(struct retain *r, const char *filter, size_t flen,
+                  void (*fn)(struct msg *m, void *arg), void *arg);
+
+size_t retain_count(const struct retain *r);
+
+#endif

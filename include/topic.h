@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * topic: topic name / filter syntax (section 4.7) and the subscription tree.
+ *
+ * The tree indexes subscriptions by topic level. It owns its nodes and the
+ * subscription records; a subscriber is an opaque `void *owner` (a session) that the
+ * tree never dereferences. Matching cost grows with topic depth (and the number of
+ * matching subscriptions), never with the total number of subscribers.
+ * Shared subscriptions ($share/GROUP/FILTER) live in the tree as groups at the
+ * filter's node; topic_tree_match reports a group once and the caller picks a member
+ * with sub_group_pick(). Not here: delivery, QoS, sessions.
+ */
+#ifndef LUNAMQ_TOPIC_H
+#define LUNAMQ_TOPIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A topic name (PUBLISH): non-empty, no '+' or '#' [MQTT-3.3.2-2, 4.7.0-1]. UTF-8
+ * validity is the codec's job and is assumed here. */
+bool topic_name_is_valid(const char *t, size_t len);
+
+/* A topic filter (SUBSCRIBE): non-empty; '#' only last and alone in its level; '+'
+ * alone in its level [MQTT-4.7.1-1..2]. For "$share/..." use topic_parse_shared. */
+bool topic_filter_is_valid(const char *f, size_t len);
+
+/* "$share/GROUP/FILTER": returns 1 and sets group/filter views when f is a shared
+ * subscription, 0 when it is not one, -1 when it starts with "$share/" but is not
+ * valid (empty or wildcard group, no filter, invalid filter) [MQTT-4.8.2-1,2]. */
+int topic_parse_shared(const char *f, size_t len, const char **group, size_t *group_len,
+                       const char **filter, size_t *filter_len);
+
+/* Does `filter` match topic `name`? Implements the '$' rule [MQTT-4.7.2-1]. */
+bool topic_matches(const char *filter, size_t flen, const char *name, size_t nlen);
+
+/* Options of one subscription, as given in SUBSCRIBE. */
+struct sub_opts {
+    uint8_t qos;
+    bool no_local;
+    bool retain_as_published;
+    uint8_t retain_handling;
+    uint32_t sub_id; /* 0: none */
+};
+
+struct topic_tree;
+struct sub_group; /* the members of one $share group on one filter */
+
+struct topic_tree *topic_tree_new(void);
+void topic_tree_free(struct topic_tree *t); /* NULL is a no-op */
+
+/* Add or replace (owner, filter[, group]) with the options `o`. group == NULL for a
+ * plain subscription. Returns 1 when it was new, 0 when it replaced an existing one.
+ * The filter must be valid (checked by the caller). */
+int topic_tree_add(struct topic_tree *t, const char *filter, size_t flen, const char *group,
+                   size_t glen, void *owner, const struct sub_opts *o);
+
+/* Remove (owner, filter[, group]). Returns 0, or -1 when there was no such
+ * subscription. Empty nodes are freed. */
+int topic_tree_remove(struct topic_tree *t, const char *filter, size_t flen, const char *group,
+                      size_t glen, void *owner);
+
+/* Called for every match of topic_tree_match: either a plain subscription (g == NULL,
+ * owner and o set) or a shared group (g set, owner == NULL, o == NULL). */
+typedef void (*topic_match_fn)(void *owner, const struct sub_opts *o, struct sub_group *g,
+                               void *arg);
+void topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_match_fn fn,
+                      void *arg);
+
+/* Pick the next member of a group, round robin, skipping members for which
+ * usable(owner, arg) returns false (NULL usable: any). Returns false when no
+ * member is usable. */
+bool sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg), void *arg,
+                    void **owner, const struct sub_opts **o);
+
+/* Number of subscriptions (plain + shared members) in the tree. */
+size_t topic_tree_count(const struct topic_tree *t);
+
+#endif

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LUNAMQ_TEST_SUITES_H
+#define LUNAMQ_TEST_SUITES_H
+
+#include <check.h>
+
+Suite *suite_mqtt_codec(void); /* test_mqtt.c */
+Suite *suite_topic(void);      /* test_topic.c: syntax, matching, tree, shared groups */
+Suite *suite_retain(void);     /* test_retain.c */
+Suite *suite_conf(void);       /* test_conf.c */
+
+#endif
