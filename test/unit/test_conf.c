@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * Configuration: defaults, every option, and every error as "FILE:LINE: message". */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "lq.h"
+#include "suites.h"
+
+static char path[64];
+static char err[512];
+
+static int
+load_text(struct lq_conf *c, const char *text)
+{
+    strcpy(path, "/tmp/lunamq-conf-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    conf_init(c);
+    int rc = conf_load(c, path, err, sizeof(err));
+    unlink(path);
+    return rc;
+}
+
+static void
+expect_error(const char *text, int line, const char *msg)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, text), -1);
+    char want[600];
+    snprintf(want, sizeof(want), "%s:%d: %s", path, line, msg);
+    ck_assert_str_eq(err, want);
+    conf_fini(&c);
+}
+
+START_TEST(test_defaults)
+{
+    struct lq_conf c;
+    conf_init(&c);
+    ck_assert(c.allow_anonymous);
+    ck_assert(c.retain_available);
+    ck_assert_uint_eq(c.max_inflight_messages, 20);
+    ck_assert_uint_eq(c.max_queued_messages, 1000);
+    ck_assert_uint_eq(c.max_keepalive, 65535);
+    ck_assert_int_eq(c.persistent_client_expiration, -1);
+    ck_assert_ptr_null(c.listeners);
+    conf_fini(&c);
+}
+END_TEST
+
+START_TEST(test_every_option)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "# comment\n\n  listener 1883 127.0.0.1\n"
+                                   "listener 8883\n"
+                                   "allow_anonymous false\n"
+                                   "max_packet_size 1000\n"
+                                   "max_inflight_messages 7\n"
+                                   "max_queued_messages 50\n"
+                                   "max_queued_bytes 1048576\n"
+                                   "max_connections -1\n"
+                                   "max_keepalive 30\n"
+                                   "message_size_limit 500\n"
+                                   "retain_available false\n"
+                                   "persistent_client_expiration 2d\n"
+                                   "log_type error\nlog_type subscribe\n"
+                                   "log_dest stdout\nlog_dest file /tmp/lunamq-test.log\n"),
+                     0);
+    ck_assert_ptr_nonnull(c.listeners);
+    ck_assert_uint_eq(c.listeners->port, 1883);
+    ck_assert_str_eq(c.listeners->host, "127.0.0.1");
+    ck_assert_uint_eq(c.listeners->next->port, 8883);
+    ck_assert_ptr_null(c.listeners->next->host);
+    ck_assert(!c.allow_anonymous);
+    ck_assert(!c.retain_available);
+    ck_assert_uint_eq(c.max_packet_size, 1000);
+    ck_assert_uint_eq(c.max_inflight_messages, 7);
+    ck_assert_uint_eq(c.max_queued_messages, 50);
+    ck_assert_uint_eq(c.max_queued_bytes, 1048576);
+    ck_assert_uint_eq(c.max_connections, 0);
+    ck_assert_uint_eq(c.max_keepalive, 30);
+    ck_assert_uint_eq(c.message_size_limit, 500);
+    ck_assert_int_eq(c.persistent_client_expiration, 2 * 86400);
+    ck_assert_uint_eq(c.log_types, LQ_LOG_ERR | LQ_LOG_SUBSCRIBE);
+    ck_assert_uint_eq(c.log_dests, LQ_DEST_STDOUT | LQ_DEST_FILE);
+    ck_assert_str_eq(c.log_file, "/tmp/lunamq-test.log");
+    conf_fini(&c);
+}
+END_TEST
+
+START_TEST(test_errors)
+{
+    expect_error("listener 1883\nmax_bogus 1\n", 2, "unknown option 'max_bogus'");
+    expect_error("max_keepalive 5\n", 1, "max_keepalive: '5' out of range 10..65535");
+    expect_error("max_keepalive ten\n", 1, "max_keepalive: 'ten' is not a number");
+    expect_error("listener\n", 1, "listener: missing value");
+    expect_error("listener 0\n", 1, "listener: '0' out of range 1..65535");
+    expect_error("listener 1883 127.0.0.1 extra\n", 1, "listener: unexpected 'extra'");
+    expect_error("allow_anonymous yes\n", 1, "allow_anonymous: 'yes' is not true or false");
+    expect_error("max_packet_size 10\n", 1, "max_packet_size: 10 is below 20 bytes");
+    expect_error("log_type chatty\n", 1, "log_type: unknown type 'chatty'");
+    expect_error("log_dest topic\n", 1, "log_dest topic: not supported");
+    expect_error("persistent_client_expiration 5s\n", 1,
+                 "persistent_client_expiration: '5s' is not a duration (e.g. 2h, 3d, 1w, 1m, 1y)");
+    struct lq_conf c;
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, "/nonexistent/lunamq.conf", err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "/nonexistent/lunamq.conf: cannot open: No such file or directory");
+    conf_fini(&c);
+}
+END_TEST
+
+START_TEST(test_include_dir)
+{
+    char dir[] = "/tmp/lunamq-inc-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char f1[128], f2[128], f3[128];
+    snprintf(f1, sizeof(f1), "%s/20-b.conf", dir);
+    snprintf(f2, sizeof(f2), "%s/10-a.conf", dir);
+    snprintf(f3, sizeof(f3), "%s/ignored.txt", dir);
+    FILE *f = fopen(f1, "w");
+    fputs("max_inflight_messages 9\n", f);
+    fclose(f);
+    f = fopen(f2, "w");
+    fputs("max_inflight_messages 3\nlistener 1999\n", f);
+    fclose(f);
+    f = fopen(f3, "w");
+    fputs("bogus\n", f);
+    fclose(f);
+    char text[256];
+    snprintf(text, sizeof(text), "include_dir %s\n", dir);
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, text), 0);
+    ck_assert_uint_eq(c.max_inflight_messages, 9); /* sorted: 20-b.conf comes last */
+    ck_assert_uint_eq(c.listeners->port, 1999);
+    conf_fini(&c);
+    unlink(f1);
+    unlink(f2);
+    unlink(f3);
+    rmdir(dir);
+}
+END_TEST
+
+START_TEST(test_durations)
+{
+    ck_assert_int_eq(conf_parse_duration("1h"), 3600);
+    ck_assert_int_eq(conf_parse_duration("3w"), 3 * 7 * 86400);
+    ck_assert_int_eq(conf_parse_duration("1m"), 30 * 86400);
+    ck_assert_int_eq(conf_parse_duration("1y"), 365 * 86400);
+    ck_assert_int_eq(conf_parse_duration("h"), -1);
+    ck_assert_int_eq(conf_parse_duration("12"), -1);
+    ck_assert_int_eq(conf_parse_duration("-1d"), -1);
+}
+END_TEST
+
+Suite *
+suite_conf(void)
+{
+    Suite *s = suite_create("conf");
+    TCase *tc = tcase_create("parse");
+    tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_every_option);
+    tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_include_dir);
+    tcase_add_test(tc, test_durations);
+    suite_add_tcase(s, tc);
+    return s;
+}

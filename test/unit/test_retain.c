@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * The retained store: set, replace, clear with an empty payload, and the walk of
+ * a filter with wildcards and the '$' rule. */
+#include <check.h>
+#include <string.h>
+
+#include "msg.h"
+#include "retain.h"
+#include "suites.h"
+
+static struct msg *
+mk(const char *topic, const char *payload)
+{
+    struct msg_init in = {.topic = topic, .topic_len = strlen(topic),
+                          .payload = (const uint8_t *)payload, .payload_len = strlen(payload),
+                          .qos = 1, .retain = true};
+    return msg_new(&in);
+}
+
+struct seen {
+    int n;
+    char topics[16][32];
+};
+
+static void
+collect(struct msg *m, void *arg)
+{
+    struct seen *s = arg;
+    strncpy(s->topics[s->n++], m->topic, 31);
+}
+
+static int
+matches(struct retain *r, const char *filter)
+{
+    struct seen s = {0};
+    retain_match(r, filter, strlen(filter), collect, &s);
+    return s.n;
+}
+
+static void
+put(struct retain *r, const char *topic, const char *payload)
+{
+    struct msg *m = mk(topic, payload);
+    retain_set(r, m);
+    msg_unref(m); /* the store keeps its own reference */
+}
+
+START_TEST(test_set_replace_clear)
+{
+    struct retain *r = retain_new();
+    put(r, "a/b", "1");
+    put(r, "a/b", "2"); /* replaces [MQTT-3.3.1-5] */
+    ck_assert_uint_eq(retain_count(r), 1);
+    struct seen s = {0};
+    retain_match(r, "a/b", 3, collect, &s);
+    ck_assert_int_eq(s.n, 1);
+    put(r, "a/b", ""); /* empty payload clears [MQTT-3.3.1-6] */
+    ck_assert_uint_eq(retain_count(r), 0);
+    ck_assert_int_eq(matches(r, "a/b"), 0);
+    put(r, "x", ""); /* and is never stored [MQTT-3.3.1-7] */
+    ck_assert_uint_eq(retain_count(r), 0);
+    retain_free(r);
+}
+END_TEST
+
+START_TEST(test_wildcard_walk)
+{
+    struct retain *r = retain_new();
+    put(r, "sport/tennis/player1", "x");
+    put(r, "sport/tennis/player2", "x");
+    put(r, "sport/tennis/player1/ranking", "x");
+    put(r, "sport", "x");
+    put(r, "/finance", "x");
+    put(r, "$SYS/uptime", "x");
+    ck_assert_int_eq(matches(r, "sport/tennis/+"), 2);
+    ck_assert_int_eq(matches(r, "sport/#"), 4); /* includes "sport" itself */
+    ck_assert_int_eq(matches(r, "#"), 5);       /* not $SYS [MQTT-4.7.2-1] */
+    ck_assert_int_eq(matches(r, "+/+"), 1);     /* /finance */
+    ck_assert_int_eq(matches(r, "+/tennis/#"), 3);
+    ck_assert_int_eq(matches(r, "$SYS/#"), 1);
+    ck_assert_int_eq(matches(r, "+/uptime"), 0);
+    ck_assert_int_eq(matches(r, "nothing/#"), 0);
+    retain_clear(r, "sport", 5);
+    ck_assert_int_eq(matches(r, "sport/#"), 3);
+    retain_free(r);
+}
+END_TEST
+
+Suite *
+suite_retain(void)
+{
+    Suite *s = suite_create("retain");
+    TCase *tc = tcase_create("store");
+    tcase_add_test(tc, test_set_replace_clear);
+    tcase_add_test(tc, test_wildcard_walk);
+    suite_add_tcase(s, tc);
+    return s;
+}
