@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: MIT
+"""QoS 0, 1 and 2 in both directions, exactly once, packet identifiers, order, and
+Receive Maximum flow control towards the client."""
+
+from lqtest import conf
+from mqttraw import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RECEIVE_MAXIMUM, connected
+
+
+def test_qos_levels_both_ways(b):
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("q/#", 2)])
+    pub = connected(b.port, "pub")
+    pub.publish("q/0", b"zero")
+    pub.publish("q/1", b"one", qos=1, pid=10)
+    assert pub.expect(PUBACK).pid == 10  # [MQTT-2.2.1-5]
+    pub.publish("q/2", b"two", qos=2, pid=11)
+    assert pub.expect(PUBREC).pid == 11
+    pub.ack(PUBREL, 11)
+    assert pub.expect(PUBCOMP).pid == 11
+    p0 = sub.expect(PUBLISH)
+    assert (p0.topic, p0.qos, p0.pid) == ("q/0", 0, None)  # [MQTT-2.2.1-2]
+    p1 = sub.expect(PUBLISH)
+    assert p1.qos == 1 and p1.pid  # [MQTT-2.2.1-4] non-zero
+    sub.ack(PUBACK, p1.pid)
+    p2 = sub.expect(PUBLISH)
+    assert p2.qos == 2 and p2.pid and p2.pid != p1.pid
+    sub.ack(PUBREC, p2.pid)
+    assert sub.expect(PUBREL).pid == p2.pid
+    sub.ack(PUBCOMP, p2.pid)
+    sub.expect_none(0.3)
+
+
+def test_qos2_exactly_once_with_dup(b):
+    # [MQTT-4.3.3-?] a resent PUBLISH with the same id before PUBREL is not routed again
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("once", 2)])
+    pub = connected(b.port, "pub")
+    pub.publish("once", b"x", qos=2, pid=7)
+    assert pub.expect(PUBREC).pid == 7
+    pub.publish("once", b"x", qos=2, pid=7, dup=True)
+    assert pub.expect(PUBREC).pid == 7
+    pub.ack(PUBREL, 7)
+    assert pub.expect(PUBCOMP).pid == 7
+    p = sub.expect(PUBLISH)
+    sub.ack(PUBREC, p.pid)
+    sub.expect(PUBREL)
+    sub.ack(PUBCOMP, p.pid)
+    sub.expect_none(0.4)
+    # after PUBCOMP the id is free again: a new message with id 7 is routed
+    pub.publish("once", b"y", qos=2, pid=7)
+    pub.expect(PUBREC)
+    assert sub.expect(PUBLISH).payload == b"y"
+
+
+def test_qos_downgrade(b):
+    # delivered at the lower of the message's and the subscription's QoS
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("d", 1)])
+    pub = connected(b.port, "pub")
+    pub.publish("d", b"x", qos=2, pid=1)
+    pub.expect(PUBREC)
+    assert sub.expect(PUBLISH).qos == 1
+    sub0 = connected(b.port, "sub0")
+    sub0.subscribe(1, [("d0", 0)])
+    pub.publish("d0", b"x", qos=1, pid=2)
+    assert sub0.expect(PUBLISH).qos == 0
+
+
+def test_order_kept(b):
+    # [MQTT-4.6.0-?] ordered topic: messages arrive in the order published
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("ord", 1)])
+    pub = connected(b.port, "pub")
+    for i in range(200):
+        pub.publish("ord", str(i), qos=1 if i % 3 else 0, pid=(i % 60000) + 1)
+    got = []
+    while len(got) < 200:
+        p = sub.recv(2)
+        assert p is not None
+        if p.qos:
+            sub.ack(PUBACK, p.pid)
+        got.append(int(p.payload))
+    assert got == list(range(200))
+
+
+def test_client_receive_maximum_respected(b):
+    # [MQTT-3.3.4-9] never more unacknowledged QoS 1 PUBLISHes than the client allows
+    sub = connected(b.port, "slow", properties=[(RECEIVE_MAXIMUM, 2)])
+    sub.subscribe(1, [("rm", 1)])
+    pub = connected(b.port, "pub")
+    for i in range(6):
+        pub.publish("rm", str(i), qos=1, pid=i + 1)
+    first = [sub.expect(PUBLISH), sub.expect(PUBLISH)]
+    sub.expect_none(0.4)  # window full
+    got = [int(p.payload) for p in first]
+    for p in first:
+        sub.ack(PUBACK, p.pid)
+    while len(got) < 6:
+        p = sub.expect(PUBLISH)
+        got.append(int(p.payload))
+        sub.ack(PUBACK, p.pid)
+    assert got == list(range(6))
+
+
+@conf("max_inflight_messages 3")
+def test_server_inflight_limit(b):
+    sub = connected(b.port, "sub")  # client allows 65535
+    sub.subscribe(1, [("il", 1)])
+    pub = connected(b.port, "pub")
+    for i in range(5):
+        pub.publish("il", str(i), qos=1, pid=i + 1)
+    ps = [sub.expect(PUBLISH) for _ in range(3)]
+    sub.expect_none(0.4)
+    sub.ack(PUBACK, ps[0].pid)
+    assert sub.expect(PUBLISH).payload == b"3"
+
+
+def test_qos2_refused_by_subscriber(b):
+    # PUBREC >= 0x80 ends the flow: no PUBREL
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("rf", 2)])
+    pub = connected(b.port, "pub")
+    pub.publish("rf", b"x", qos=2, pid=1)
+    p = sub.expect(PUBLISH)
+    sub.ack(PUBREC, p.pid, rc=0x80)
+    sub.expect_none(0.3)
+
+
+def test_v311_publisher_v5_subscriber(b):
+    sub = connected(b.port, "sub5")
+    sub.subscribe(1, [("mix", 2)])
+    pub = connected(b.port, "pub3", version=4)
+    pub.publish("mix", b"hello", qos=2, pid=1)
+    pub.expect(PUBREC)
+    pub.ack(PUBREL, 1)
+    pub.expect(PUBCOMP)
+    assert sub.expect(PUBLISH).payload == b"hello"
