@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: MIT
+"""Sessions: resume with queued and in-flight messages, expiry, DISCONNECT changing
+the expiry, clean start, 3.1.1 persistent sessions, offline queue bounds."""
+
+import time
+
+from lqtest import conf
+from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SESSION_EXPIRY, Client, connected)
+
+PERSIST = [(SESSION_EXPIRY, 60)]
+
+
+def test_resume_with_queued_messages(b):
+    # [MQTT-3.1.2-4..6] session present; messages queued while away arrive in order
+    c = connected(b.port, "dev", clean=False, properties=PERSIST)
+    c.subscribe(1, [("cmd/#", 2)])
+    c.disconnect()
+    c.close()
+    pub = connected(b.port, "pub")
+    pub.publish("cmd/1", b"one", qos=1, pid=1)
+    pub.expect(PUBACK)
+    pub.publish("cmd/2", b"two", qos=2, pid=2)
+    pub.expect(PUBREC)
+    pub.ack(PUBREL, 2)
+    pub.expect(PUBCOMP)
+    pub.publish("cmd/0", b"zero", qos=0)  # QoS 0 is not kept for absent clients
+    c = Client(b.port)
+    ca = c.connect("dev", clean=False, properties=PERSIST)
+    assert ca.session_present
+    p1 = c.expect(PUBLISH)
+    assert (p1.topic, p1.qos) == ("cmd/1", 1)
+    c.ack(PUBACK, p1.pid)
+    p2 = c.expect(PUBLISH)
+    assert (p2.topic, p2.qos) == ("cmd/2", 2)
+    c.ack(PUBREC, p2.pid)
+    c.expect(PUBREL)
+    c.ack(PUBCOMP, p2.pid)
+    c.expect_none(0.3)
+
+
+def test_inflight_resent_with_dup(b):
+    # [MQTT-4.4.0-1] unacknowledged PUBLISH resent with DUP; PUBREL resent
+    c = connected(b.port, "dev", clean=False, properties=PERSIST)
+    c.subscribe(1, [("t/#", 2)])
+    pub = connected(b.port, "pub")
+    pub.publish("t/1", b"q1", qos=1, pid=1)
+    pub.publish("t/2", b"q2", qos=2, pid=2)
+    p1 = c.expect(PUBLISH)
+    p2 = c.expect(PUBLISH)
+    c.ack(PUBREC, p2.pid)  # QoS 2 half done
+    assert c.expect(PUBREL).pid == p2.pid
+    c.close()  # no acks for the rest
+    time.sleep(0.2)
+    c = Client(b.port)
+    assert c.connect("dev", clean=False, properties=PERSIST).session_present
+    r1 = c.expect(PUBLISH)
+    assert r1.dup and r1.pid == p1.pid and r1.payload == b"q1"
+    r2 = c.expect(PUBREL)
+    assert r2.pid == p2.pid
+    c.ack(PUBACK, r1.pid)
+    c.ack(PUBCOMP, r2.pid)
+    c.expect_none(0.3)
+
+
+def test_session_expiry(b):
+    # [MQTT-3.1.2-23] the session ends when the interval passes
+    c = connected(b.port, "short", clean=False, properties=[(SESSION_EXPIRY, 1)])
+    c.subscribe(1, [("x", 1)])
+    c.close()
+    time.sleep(0.3)
+    c = Client(b.port)
+    assert c.connect("short", clean=False, properties=[(SESSION_EXPIRY, 1)]).session_present
+    c.close()
+    time.sleep(1.6)
+    c = Client(b.port)
+    assert not c.connect("short", clean=False).session_present
+
+
+def test_expiry_zero_ends_at_disconnect(b):
+    c = connected(b.port, "zero", clean=False)
+    c.subscribe(1, [("x", 1)])
+    c.close()
+    time.sleep(0.2)
+    c = Client(b.port)
+    assert not c.connect("zero", clean=False).session_present
+
+
+def test_disconnect_changes_expiry(b):
+    # 3.14.2.2.2: the Session Expiry Interval in DISCONNECT replaces CONNECT's
+    c = connected(b.port, "chg", clean=False, properties=[(SESSION_EXPIRY, 1)])
+    c.disconnect(0, [(SESSION_EXPIRY, 60)])
+    time.sleep(1.5)
+    c = Client(b.port)
+    assert c.connect("chg", clean=False, properties=PERSIST).session_present
+    c.disconnect(0, [(SESSION_EXPIRY, 0)])
+    time.sleep(0.2)
+    c = Client(b.port)
+    assert not c.connect("chg", clean=False).session_present
+
+
+def test_clean_start_discards(b):
+    # [MQTT-3.1.2-4]
+    c = connected(b.port, "cs", clean=False, properties=PERSIST)
+    c.subscribe(1, [("cs", 1)])
+    c.disconnect()
+    c = Client(b.port)
+    assert not c.connect("cs", clean=True, properties=PERSIST).session_present
+    pub = connected(b.port, "pub")
+    pub.publish("cs", b"x", qos=1, pid=1)
+    c.expect_none(0.3)  # the old subscription went with the old session
+
+
+def test_v311_persistent_session(b):
+    c = connected(b.port, "old", version=4, clean=False)
+    c.subscribe(1, [("v3", 1)])
+    c.disconnect()
+    pub = connected(b.port, "pub", version=4)
+    pub.publish("v3", b"while away", qos=1, pid=1)
+    pub.expect(PUBACK)
+    c = Client(b.port, version=4)
+    assert c.connect("old", clean=False).session_present
+    assert c.expect(PUBLISH).payload == b"while away"
+
+
+@conf("max_queued_messages 5")
+def test_offline_queue_bound_and_quota(b):
+    # a full offline queue refuses QoS 1 with 0x97 (v5 publisher) instead of dropping
+    # what it acknowledged
+    c = connected(b.port, "full", clean=False, properties=PERSIST)
+    c.subscribe(1, [("f", 1)])
+    c.disconnect()
+    pub = connected(b.port, "pub")
+    codes = []
+    for i in range(8):
+        pub.publish("f", str(i), qos=1, pid=i + 1)
+        codes.append(pub.expect(PUBACK).rc)
+    assert codes == [0] * 5 + [0x97] * 3
+    c = Client(b.port)
+    c.connect("full", clean=False, properties=PERSIST)
+    got = []
+    for _ in range(5):
+        p = c.expect(PUBLISH)
+        got.append(p.payload)
+        c.ack(PUBACK, p.pid)
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    c.expect_none(0.3)
