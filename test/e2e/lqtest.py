@@ -29,6 +29,12 @@ def conf(*lines):
     return wrap
 
 
+def may_exit(fn):
+    """Decorator: the test stops the broker itself."""
+    fn.broker_may_exit = True
+    return fn
+
+
 def free_port():
     s = socket.socket()
     s.bind((HOST, 0))
