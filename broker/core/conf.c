@@ -292,12 +292,13 @@ static int
 parse_line(struct parse *ps, char *line)
 {
     ps->ntok = 0;
+    line += strspn(line, " \t\r\n");
+    if (*line == '#' || *line == '\0') return 0; /* comment or blank */
     for (char *save = NULL, *t = strtok_r(line, " \t\r\n", &save); t;
          t = strtok_r(NULL, " \t\r\n", &save)) {
         if (ps->ntok == MAX_TOKENS) return fail(ps, "%s: too many values", ps->tok[0]);
         ps->tok[ps->ntok++] = t;
     }
-    if (ps->ntok == 0 || ps->tok[0][0] == '#') return 0; /* blank or comment */
     for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
         if (strcmp(ps->tok[0], options[i].name) == 0) return options[i].parse(ps);
     return fail(ps, "unknown option '%s'", ps->tok[0]);

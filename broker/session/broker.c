@@ -142,6 +142,7 @@ dispatch(struct session *s, uint8_t tf, const uint8_t *body, size_t len)
     case MQTT_CONNECT:
         return MQTT_RC_PROTOCOL_ERROR; /* a second CONNECT [MQTT-3.1.0-2] */
     case MQTT_AUTH:
+        if (flags) return MQTT_RC_MALFORMED_PACKET; /* [MQTT-3.15.1-1] */
         /* no authentication method was agreed in CONNECT [MQTT-4.12.0-1] */
         return s->version == MQTT_V5 ? MQTT_RC_PROTOCOL_ERROR : MQTT_RC_MALFORMED_PACKET;
     default: /* server-to-client packets, or type 0 */

@@ -55,6 +55,20 @@ START_TEST(test_defaults)
 }
 END_TEST
 
+/* A comment line of many words is not an option with too many values. */
+START_TEST(test_long_comments)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "# one two three four five six\n"
+                                   "   # indented comment with words\n"
+                                   "#max_keepalive 30 plus words\n"
+                                   "max_keepalive 40\n"),
+                     0);
+    ck_assert_uint_eq(c.max_keepalive, 40);
+    conf_fini(&c);
+}
+END_TEST
+
 START_TEST(test_every_option)
 {
     struct lq_conf c;
@@ -167,6 +181,7 @@ suite_conf(void)
     TCase *tc = tcase_create("parse");
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_every_option);
+    tcase_add_test(tc, test_long_comments);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_include_dir);
     tcase_add_test(tc, test_durations);
