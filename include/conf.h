@@ -14,23 +14,41 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The files a TLS listener reads. `at` says where each was configured
+ * ("FILE:LINE"), so that a file that does not load is reported at its line. */
+enum tls_file { TLS_CAFILE, TLS_CAPATH, TLS_CERTFILE, TLS_KEYFILE, TLS_CRLFILE, TLS_NFILES };
+
+struct tls_conf {
+    char *file[TLS_NFILES]; /* NULL when not set */
+    char *at[TLS_NFILES];
+    bool require_certificate;      /* default false */
+    bool use_identity_as_username; /* certificate CN becomes the username */
+    bool use_subject_as_username;  /* certificate subject DN becomes the username */
+    int min_version;               /* 12 or 13 (tls_version tlsv1.2 / tlsv1.3); default 12 */
+    char *ciphers;                 /* TLS 1.2 suites, colon separated IANA names; NULL: defaults */
+    char *ciphers_tls13;           /* TLS 1.3 suites, likewise */
+    uint32_t handshake_timeout;    /* seconds; default 10 */
+};
+
 struct listener_conf {
     char *host; /* NULL: all addresses */
     uint16_t port;
+    char *at;             /* "FILE:LINE" of the listener line */
+    struct tls_conf *tls; /* NULL: plain TCP (no certfile given) */
     struct listener_conf *next; /* in file order */
 };
 
 struct lq_conf {
-    struct listener_conf *listeners; /* NULL after parsing: caller adds 127.0.0.1:1883 */
-    bool allow_anonymous;            /* default true (see README) */
-    uint32_t max_packet_size;        /* bytes, 0 = protocol max; default 0 */
-    uint16_t max_inflight_messages;  /* per client, outgoing QoS 1/2; default 20; 0 = 65535 */
-    uint32_t max_queued_messages;    /* per client; default 1000; 0 = no limit */
-    uint64_t max_queued_bytes;       /* per client; default 0 = no limit */
-    uint32_t max_connections;        /* 0 = no limit (mosquitto: -1) */
-    uint16_t max_keepalive;          /* seconds; default 65535 */
-    uint32_t message_size_limit;     /* payload bytes, 0 = no limit */
-    bool retain_available;           /* default true */
+    struct listener_conf *listeners;      /* NULL after parsing: caller adds 127.0.0.1:1883 */
+    bool allow_anonymous;                 /* default true (see README) */
+    uint32_t max_packet_size;             /* bytes, 0 = protocol max; default 0 */
+    uint16_t max_inflight_messages;       /* per client, outgoing QoS 1/2; default 20; 0 = 65535 */
+    uint32_t max_queued_messages;         /* per client; default 1000; 0 = no limit */
+    uint64_t max_queued_bytes;            /* per client; default 0 = no limit */
+    uint32_t max_connections;             /* 0 = no limit (mosquitto: -1) */
+    uint16_t max_keepalive;               /* seconds; default 65535 */
+    uint32_t message_size_limit;          /* payload bytes, 0 = no limit */
+    bool retain_available;                /* default true */
     int64_t persistent_client_expiration; /* seconds, -1 = never (default) */
     unsigned log_types;                   /* LQ_LOG_* bits; default LQ_LOG_DEFAULT */
     unsigned log_dests;                   /* LQ_DEST_* bits; default stderr */

@@ -37,7 +37,7 @@ enum lq_log_level {
     LQ_LOG_UNSUBSCRIBE = 1 << 6, /* unsubscribe */
 };
 #define LQ_LOG_DEFAULT (LQ_LOG_ERR | LQ_LOG_WARNING | LQ_LOG_NOTICE | LQ_LOG_INFO)
-#define LQ_LOG_ALL 0x7f
+#define LQ_LOG_ALL     0x7f
 
 enum lq_log_dest {
     LQ_DEST_STDERR = 1 << 0,

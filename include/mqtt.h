@@ -343,23 +343,21 @@ size_t mqtt_props_size(const struct mqtt_props *p);
 size_t mqtt_encode_props_raw(const struct mqtt_props *p, uint8_t *out, size_t cap);
 size_t mqtt_varint_size(uint32_t v);
 
-size_t mqtt_encode_connack(const struct mqtt_connack *c, uint8_t version, uint8_t *out,
-                           size_t cap);
+size_t mqtt_encode_connack(const struct mqtt_connack *c, uint8_t version, uint8_t *out, size_t cap);
 /* PUBLISH with everything but the payload: returns the size of the packet head (fixed
  * header through properties) and stores in *total the full packet size. The caller
  * appends the payload bytes after the head. Lets the payload go out by reference. */
 size_t mqtt_encode_publish_head(const struct mqtt_publish *p, uint8_t version, uint8_t *out,
                                 size_t cap, size_t *total);
 /* Whole PUBLISH, payload included. */
-size_t mqtt_encode_publish(const struct mqtt_publish *p, uint8_t version, uint8_t *out,
-                           size_t cap);
+size_t mqtt_encode_publish(const struct mqtt_publish *p, uint8_t version, uint8_t *out, size_t cap);
 /* PUBACK/PUBREC/PUBREL/PUBCOMP: v5 omits reason and props when reason is 0 and there
  * are no props (2-byte form, 3.4.2.1). */
 size_t mqtt_encode_ack(uint8_t type, const struct mqtt_ack *a, uint8_t version, uint8_t *out,
                        size_t cap);
 /* SUBACK / UNSUBACK (v3 UNSUBACK carries no codes; v3 SUBACK maps >= 0x80 to 0x80). */
-size_t mqtt_encode_suback(uint8_t type, const struct mqtt_suback *s, uint8_t version,
-                          uint8_t *out, size_t cap);
+size_t mqtt_encode_suback(uint8_t type, const struct mqtt_suback *s, uint8_t version, uint8_t *out,
+                          size_t cap);
 size_t mqtt_encode_disconnect(const struct mqtt_disconnect *d, uint8_t version, uint8_t *out,
                               size_t cap);
 size_t mqtt_encode_pingresp(uint8_t *out, size_t cap);

@@ -16,11 +16,11 @@
 
 struct msg {
     uint32_t refs;
-    uint8_t qos;          /* as published */
-    bool retain;          /* as published */
-    bool has_expiry;      /* message expiry interval given */
+    uint8_t qos;     /* as published */
+    bool retain;     /* as published */
+    bool has_expiry; /* message expiry interval given */
     uint16_t topic_len;
-    uint32_t props_len;   /* forwardable properties, encoded (see below) */
+    uint32_t props_len; /* forwardable properties, encoded (see below) */
     uint32_t payload_len;
     uint64_t expire_at_ms; /* lq_now_ms() deadline when has_expiry */
     const void *origin;    /* publishing session, for no-local; never dereferenced */

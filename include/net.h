@@ -71,8 +71,7 @@ void conn_write(struct conn *c, const void *p, size_t n);
 uint8_t *conn_reserve(struct conn *c, size_t n);
 void conn_commit(struct conn *c, size_t n);
 /* Queue bytes by reference: release(arg) is called once they are sent or dropped. */
-void conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *arg),
-                    void *arg);
+void conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *arg), void *arg);
 /* Bytes queued and not yet written. */
 size_t conn_pending(const struct conn *c);
 /* Is there room below the high-water mark? */

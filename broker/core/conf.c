@@ -25,7 +25,8 @@ struct parse {
     int ntok;
     char *tok[MAX_TOKENS]; /* tok[0] is the option name */
     bool seen_log_type, seen_log_dest;
-    int depth; /* include_dir nesting */
+    int depth;                 /* include_dir nesting */
+    struct listener_conf *cur; /* the last listener: TLS options apply to it */
 };
 
 static int load_file(struct parse *ps, const char *path);
@@ -69,10 +70,22 @@ static int
 boolean(struct parse *ps, bool *out)
 {
     if (want_args(ps, 1, 1)) return -1;
-    if (strcmp(ps->tok[1], "true") == 0) *out = true;
-    else if (strcmp(ps->tok[1], "false") == 0) *out = false;
-    else return fail(ps, "%s: '%s' is not true or false", ps->tok[0], ps->tok[1]);
+    if (strcmp(ps->tok[1], "true") == 0)
+        *out = true;
+    else if (strcmp(ps->tok[1], "false") == 0)
+        *out = false;
+    else
+        return fail(ps, "%s: '%s' is not true or false", ps->tok[0], ps->tok[1]);
     return 0;
+}
+
+/* "FILE:LINE" of the line being parsed, allocated. */
+static char *
+where(const struct parse *ps)
+{
+    char buf[PATH_MAX + 16];
+    snprintf(buf, sizeof(buf), "%s:%u", ps->file, ps->line);
+    return lq_xstrdup(buf);
 }
 
 static int
@@ -83,6 +96,8 @@ opt_listener(struct parse *ps)
     struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
     lc->port = (uint16_t)port;
     lc->host = ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
+    lc->at = where(ps);
+    ps->cur = lc;
     struct listener_conf **pp = &ps->c->listeners;
     while (*pp) pp = &(*pp)->next;
     *pp = lc;
@@ -171,8 +186,9 @@ opt_persistent_client_expiration(struct parse *ps)
     if (want_args(ps, 1, 1)) return -1;
     int64_t v = conf_parse_duration(ps->tok[1]);
     if (v < 0)
-        return fail(ps, "persistent_client_expiration: '%s' is not a duration (e.g. 2h, 3d, 1w, 1m, 1y)",
-                    ps->tok[1]);
+        return fail(
+            ps, "persistent_client_expiration: '%s' is not a duration (e.g. 2h, 3d, 1w, 1m, 1y)",
+            ps->tok[1]);
     ps->c->persistent_client_expiration = v;
     return 0;
 }
@@ -184,11 +200,16 @@ opt_log_type(struct parse *ps)
         const char *name;
         unsigned bits;
     } types[] = {
-        {"error", LQ_LOG_ERR},       {"warning", LQ_LOG_WARNING},
-        {"notice", LQ_LOG_NOTICE},   {"information", LQ_LOG_INFO},
-        {"debug", LQ_LOG_DEBUG},     {"subscribe", LQ_LOG_SUBSCRIBE},
-        {"unsubscribe", LQ_LOG_UNSUBSCRIBE}, {"websockets", 0},
-        {"none", 0},                 {"all", LQ_LOG_ALL},
+        {"error", LQ_LOG_ERR},
+        {"warning", LQ_LOG_WARNING},
+        {"notice", LQ_LOG_NOTICE},
+        {"information", LQ_LOG_INFO},
+        {"debug", LQ_LOG_DEBUG},
+        {"subscribe", LQ_LOG_SUBSCRIBE},
+        {"unsubscribe", LQ_LOG_UNSUBSCRIBE},
+        {"websockets", 0},
+        {"none", 0},
+        {"all", LQ_LOG_ALL},
     };
     if (want_args(ps, 1, 1)) return -1;
     if (!ps->seen_log_type) ps->c->log_types = 0; /* the first line replaces the default */
@@ -217,13 +238,167 @@ opt_log_dest(struct parse *ps)
         return 0;
     }
     if (ps->ntok > 2) return fail(ps, "log_dest: unexpected '%s'", ps->tok[2]);
-    if (strcmp(d, "stderr") == 0) ps->c->log_dests |= LQ_DEST_STDERR;
-    else if (strcmp(d, "stdout") == 0) ps->c->log_dests |= LQ_DEST_STDOUT;
-    else if (strcmp(d, "syslog") == 0) ps->c->log_dests |= LQ_DEST_SYSLOG;
-    else if (strcmp(d, "none") == 0) ps->c->log_dests = 0;
-    else if (strcmp(d, "topic") == 0) return fail(ps, "log_dest topic: not supported");
-    else return fail(ps, "log_dest: unknown destination '%s'", d);
+    if (strcmp(d, "stderr") == 0)
+        ps->c->log_dests |= LQ_DEST_STDERR;
+    else if (strcmp(d, "stdout") == 0)
+        ps->c->log_dests |= LQ_DEST_STDOUT;
+    else if (strcmp(d, "syslog") == 0)
+        ps->c->log_dests |= LQ_DEST_SYSLOG;
+    else if (strcmp(d, "none") == 0)
+        ps->c->log_dests = 0;
+    else if (strcmp(d, "topic") == 0)
+        return fail(ps, "log_dest topic: not supported");
+    else
+        return fail(ps, "log_dest: unknown destination '%s'", d);
     return 0;
+}
+
+/* ---- TLS: per listener, so each option must follow a `listener` line ---- */
+
+static struct tls_conf *
+cur_tls(struct parse *ps)
+{
+    if (!ps->cur) {
+        fail(ps, "%s: must follow a listener line", ps->tok[0]);
+        return NULL;
+    }
+    if (!ps->cur->tls) {
+        struct tls_conf *tc = lq_xcalloc(1, sizeof(*tc));
+        tc->min_version = 12;
+        tc->handshake_timeout = 10;
+        ps->cur->tls = tc;
+    }
+    return ps->cur->tls;
+}
+
+static int
+tls_file(struct parse *ps, enum tls_file which)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    if (!tc || want_args(ps, 1, 1)) return -1;
+    free(tc->file[which]);
+    free(tc->at[which]);
+    tc->file[which] = lq_xstrdup(ps->tok[1]);
+    tc->at[which] = where(ps);
+    return 0;
+}
+
+static int
+opt_cafile(struct parse *ps)
+{
+    return tls_file(ps, TLS_CAFILE);
+}
+
+static int
+opt_capath(struct parse *ps)
+{
+    return tls_file(ps, TLS_CAPATH);
+}
+
+static int
+opt_certfile(struct parse *ps)
+{
+    return tls_file(ps, TLS_CERTFILE);
+}
+
+static int
+opt_keyfile(struct parse *ps)
+{
+    return tls_file(ps, TLS_KEYFILE);
+}
+
+static int
+opt_crlfile(struct parse *ps)
+{
+    return tls_file(ps, TLS_CRLFILE);
+}
+
+static int
+opt_require_certificate(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    return tc ? boolean(ps, &tc->require_certificate) : -1;
+}
+
+static int
+opt_use_identity_as_username(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    return tc ? boolean(ps, &tc->use_identity_as_username) : -1;
+}
+
+static int
+opt_use_subject_as_username(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    return tc ? boolean(ps, &tc->use_subject_as_username) : -1;
+}
+
+static int
+opt_tls_version(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    if (!tc || want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], "tlsv1.2") == 0)
+        tc->min_version = 12;
+    else if (strcmp(ps->tok[1], "tlsv1.3") == 0)
+        tc->min_version = 13;
+    else
+        return fail(ps, "tls_version: '%s' is not tlsv1.2 or tlsv1.3", ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_ciphers(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    if (!tc || want_args(ps, 1, 1)) return -1;
+    free(tc->ciphers);
+    tc->ciphers = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_ciphers_tls13(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    if (!tc || want_args(ps, 1, 1)) return -1;
+    free(tc->ciphers_tls13);
+    tc->ciphers_tls13 = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_tls_handshake_timeout(struct parse *ps)
+{
+    struct tls_conf *tc = cur_tls(ps);
+    long long v;
+    if (!tc || want_args(ps, 1, 1) || number(ps, ps->tok[1], 1, 3600, &v)) return -1;
+    tc->handshake_timeout = (uint32_t)v;
+    return 0;
+}
+
+/* After the whole file: a TLS listener's options must make sense together. */
+static int
+check_listener(char *err, size_t errlen, const struct listener_conf *lc)
+{
+    const struct tls_conf *tc = lc->tls;
+    const char *msg = NULL;
+    if (!tc) return 0;
+    if (!tc->file[TLS_CERTFILE] || !tc->file[TLS_KEYFILE])
+        msg = "a TLS listener needs both certfile and keyfile";
+    else if (tc->require_certificate && !tc->file[TLS_CAFILE] && !tc->file[TLS_CAPATH])
+        msg = "require_certificate needs cafile or capath";
+    else if ((tc->use_identity_as_username || tc->use_subject_as_username) &&
+             !tc->require_certificate)
+        msg = "use_identity_as_username and use_subject_as_username need require_certificate true";
+    else if (tc->use_identity_as_username && tc->use_subject_as_username)
+        msg = "use_identity_as_username and use_subject_as_username exclude each other";
+    else if (tc->file[TLS_CRLFILE] && !tc->file[TLS_CAFILE] && !tc->file[TLS_CAPATH])
+        msg = "crlfile needs cafile or capath";
+    if (!msg) return 0;
+    snprintf(err, errlen, "%s: listener %u: %s", lc->at, lc->port, msg);
+    return -1;
 }
 
 static int
@@ -252,7 +427,7 @@ opt_include_dir(struct parse *ps)
         }
     }
     closedir(d);
-    qsort(names, n, sizeof(*names), by_name);
+    if (n) qsort(names, n, sizeof(*names), by_name);
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         if (rc == 0) {
@@ -286,6 +461,18 @@ static const struct option {
     {"log_type", opt_log_type},
     {"log_dest", opt_log_dest},
     {"include_dir", opt_include_dir},
+    {"cafile", opt_cafile},
+    {"capath", opt_capath},
+    {"certfile", opt_certfile},
+    {"keyfile", opt_keyfile},
+    {"crlfile", opt_crlfile},
+    {"require_certificate", opt_require_certificate},
+    {"use_identity_as_username", opt_use_identity_as_username},
+    {"use_subject_as_username", opt_use_subject_as_username},
+    {"tls_version", opt_tls_version},
+    {"ciphers", opt_ciphers},
+    {"ciphers_tls1.3", opt_ciphers_tls13},
+    {"tls_handshake_timeout", opt_tls_handshake_timeout},
 };
 
 static int
@@ -345,7 +532,17 @@ conf_fini(struct lq_conf *c)
 {
     for (struct listener_conf *l = c->listeners, *next; l; l = next) {
         next = l->next;
+        if (l->tls) {
+            for (int i = 0; i < TLS_NFILES; i++) {
+                free(l->tls->file[i]);
+                free(l->tls->at[i]);
+            }
+            free(l->tls->ciphers);
+            free(l->tls->ciphers_tls13);
+            free(l->tls);
+        }
         free(l->host);
+        free(l->at);
         free(l);
     }
     free(c->log_file);
@@ -356,7 +553,10 @@ int
 conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
 {
     struct parse ps = {.c = c, .err = err, .errlen = errlen};
-    return load_file(&ps, path);
+    if (load_file(&ps, path) < 0) return -1;
+    for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next)
+        if (check_listener(err, errlen, lc) < 0) return -1;
+    return 0;
 }
 
 int64_t

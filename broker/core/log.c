@@ -95,7 +95,8 @@ lq_log(unsigned level, const char *fmt, ...)
         fflush(stdout);
     }
     if ((log_dests & LQ_DEST_FILE) && log_file)
-        fprintf(log_file, "%s.%03ldZ %s: %s\n", ts, (long)tv.tv_usec / 1000, level_name(level), msg);
+        fprintf(log_file, "%s.%03ldZ %s: %s\n", ts, (long)tv.tv_usec / 1000, level_name(level),
+                msg);
     if (log_dests & LQ_DEST_SYSLOG) syslog(syslog_priority(level), "%s", msg);
     errno = saved;
 }

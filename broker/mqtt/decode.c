@@ -6,26 +6,27 @@
 #include "mqtt_int.h"
 
 #define P(id) MQTT_PBIT(MQTT_PROP_##id)
-#define PROPS_CONNECT                                                                              \
-    (P(SESSION_EXPIRY) | P(RECEIVE_MAXIMUM) | P(MAXIMUM_PACKET_SIZE) | P(TOPIC_ALIAS_MAXIMUM) |    \
-     P(REQUEST_RESPONSE_INFO) | P(REQUEST_PROBLEM_INFO) | P(USER_PROPERTY) | P(AUTH_METHOD) |      \
+#define PROPS_CONNECT                                                                           \
+    (P(SESSION_EXPIRY) | P(RECEIVE_MAXIMUM) | P(MAXIMUM_PACKET_SIZE) | P(TOPIC_ALIAS_MAXIMUM) | \
+     P(REQUEST_RESPONSE_INFO) | P(REQUEST_PROBLEM_INFO) | P(USER_PROPERTY) | P(AUTH_METHOD) |   \
      P(AUTH_DATA))
 #define PROPS_WILL                                                                                 \
     (P(WILL_DELAY) | P(PAYLOAD_FORMAT) | P(MESSAGE_EXPIRY) | P(CONTENT_TYPE) | P(RESPONSE_TOPIC) | \
      P(CORRELATION_DATA) | P(USER_PROPERTY))
-#define PROPS_PUBLISH                                                                              \
-    (P(PAYLOAD_FORMAT) | P(MESSAGE_EXPIRY) | P(TOPIC_ALIAS) | P(RESPONSE_TOPIC) |                  \
+#define PROPS_PUBLISH                                                             \
+    (P(PAYLOAD_FORMAT) | P(MESSAGE_EXPIRY) | P(TOPIC_ALIAS) | P(RESPONSE_TOPIC) | \
      P(CORRELATION_DATA) | P(USER_PROPERTY) | P(CONTENT_TYPE))
-#define PROPS_ACK (P(REASON_STRING) | P(USER_PROPERTY))
-#define PROPS_SUBSCRIBE (P(SUBSCRIPTION_ID) | P(USER_PROPERTY))
+#define PROPS_ACK         (P(REASON_STRING) | P(USER_PROPERTY))
+#define PROPS_SUBSCRIBE   (P(SUBSCRIPTION_ID) | P(USER_PROPERTY))
 #define PROPS_UNSUBSCRIBE (P(USER_PROPERTY))
-#define PROPS_DISCONNECT (P(SESSION_EXPIRY) | P(REASON_STRING) | P(USER_PROPERTY) | P(SERVER_REFERENCE))
+#define PROPS_DISCONNECT \
+    (P(SESSION_EXPIRY) | P(REASON_STRING) | P(USER_PROPERTY) | P(SERVER_REFERENCE))
 #define PROPS_AUTH (P(AUTH_METHOD) | P(AUTH_DATA) | P(REASON_STRING) | P(USER_PROPERTY))
-#define PROPS_CONNACK                                                                              \
-    (P(SESSION_EXPIRY) | P(RECEIVE_MAXIMUM) | P(MAXIMUM_QOS) | P(RETAIN_AVAILABLE) |               \
-     P(MAXIMUM_PACKET_SIZE) | P(ASSIGNED_CLIENT_ID) | P(TOPIC_ALIAS_MAXIMUM) | P(REASON_STRING) |  \
-     P(USER_PROPERTY) | P(WILDCARD_SUB_AVAILABLE) | P(SUB_ID_AVAILABLE) |                          \
-     P(SHARED_SUB_AVAILABLE) | P(SERVER_KEEP_ALIVE) | P(RESPONSE_INFO) | P(SERVER_REFERENCE) |     \
+#define PROPS_CONNACK                                                                             \
+    (P(SESSION_EXPIRY) | P(RECEIVE_MAXIMUM) | P(MAXIMUM_QOS) | P(RETAIN_AVAILABLE) |              \
+     P(MAXIMUM_PACKET_SIZE) | P(ASSIGNED_CLIENT_ID) | P(TOPIC_ALIAS_MAXIMUM) | P(REASON_STRING) | \
+     P(USER_PROPERTY) | P(WILDCARD_SUB_AVAILABLE) | P(SUB_ID_AVAILABLE) |                         \
+     P(SHARED_SUB_AVAILABLE) | P(SERVER_KEEP_ALIVE) | P(RESPONSE_INFO) | P(SERVER_REFERENCE) |    \
      P(AUTH_METHOD) | P(AUTH_DATA))
 
 int
@@ -119,7 +120,7 @@ mqtt_decode_publish(uint8_t flags, const uint8_t *body, size_t len, uint8_t vers
     out->retain = flags & 0x01;
     out->packet_id = 0;
     memset(&out->props, 0, sizeof(out->props));
-    if (out->qos == 3) return MQTT_RC_MALFORMED_PACKET;              /* [MQTT-3.3.1-4] */
+    if (out->qos == 3) return MQTT_RC_MALFORMED_PACKET;             /* [MQTT-3.3.1-4] */
     if (out->qos == 0 && out->dup) return MQTT_RC_MALFORMED_PACKET; /* [MQTT-3.3.1-2] */
     if (read_utf8(&c, &out->topic)) return MQTT_RC_MALFORMED_PACKET;
     if (!is_wildcard_free(out->topic)) return MQTT_RC_TOPIC_NAME_INVALID; /* [MQTT-3.3.2-2] */
@@ -140,7 +141,8 @@ mqtt_decode_ack(uint8_t type, uint8_t flags, const uint8_t *body, size_t len, ui
 {
     struct mqtt_cursor c = {body, len, 0};
     memset(out, 0, sizeof(*out));
-    if (flags != (type == MQTT_PUBREL ? 2 : 0)) return MQTT_RC_MALFORMED_PACKET; /* [MQTT-3.6.1-1] */
+    if (flags != (type == MQTT_PUBREL ? 2 : 0))
+        return MQTT_RC_MALFORMED_PACKET; /* [MQTT-3.6.1-1] */
     if (read_u16(&c, &out->packet_id)) return MQTT_RC_MALFORMED_PACKET;
     if (out->packet_id == 0) return MQTT_RC_PROTOCOL_ERROR;
     if (version != MQTT_V5) return cur_left(&c) ? MQTT_RC_MALFORMED_PACKET : MQTT_RC_SUCCESS;
@@ -168,8 +170,8 @@ read_sub_entry(struct mqtt_cursor *c, uint8_t version, struct mqtt_sub_entry *e)
         e->retain_handling = 0;
         return MQTT_RC_SUCCESS;
     }
-    if (o & 0xc0) return MQTT_RC_MALFORMED_PACKET;       /* reserved [MQTT-3.8.3-5] */
-    if (e->qos == 3) return MQTT_RC_PROTOCOL_ERROR;      /* 3.8.3.1 */
+    if (o & 0xc0) return MQTT_RC_MALFORMED_PACKET;  /* reserved [MQTT-3.8.3-5] */
+    if (e->qos == 3) return MQTT_RC_PROTOCOL_ERROR; /* 3.8.3.1 */
     if (e->retain_handling == 3) return MQTT_RC_PROTOCOL_ERROR;
     return MQTT_RC_SUCCESS;
 }
@@ -215,8 +217,7 @@ mqtt_decode_unsubscribe(uint8_t flags, const uint8_t *body, size_t len, uint8_t 
     if (read_u16(&c, &out->packet_id)) return MQTT_RC_MALFORMED_PACKET;
     if (out->packet_id == 0) return MQTT_RC_PROTOCOL_ERROR;
     uint8_t rc;
-    if (version == MQTT_V5 && (rc = mqtt_read_props(&c, PROPS_UNSUBSCRIBE, &out->props)))
-        return rc;
+    if (version == MQTT_V5 && (rc = mqtt_read_props(&c, PROPS_UNSUBSCRIBE, &out->props))) return rc;
     out->entries = c.p + c.pos;
     out->entries_len = cur_left(&c);
     while (cur_left(&c)) {

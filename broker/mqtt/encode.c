@@ -199,10 +199,10 @@ body_connect(struct mqtt_writer *w, const void *arg)
     bool v31 = c->version == MQTT_V31;
     put_binary(w, (struct lq_bytes){(const uint8_t *)(v31 ? "MQIsdp" : "MQTT"), v31 ? 6 : 4});
     put_u8(w, c->version);
-    uint8_t f = (uint8_t)((c->clean_start ? 0x02 : 0) | (c->will ? 0x04 : 0) |
-                          (c->will ? (c->will_qos & 3) << 3 : 0) |
-                          (c->will && c->will_retain ? 0x20 : 0) | (c->has_password ? 0x40 : 0) |
-                          (c->has_username ? 0x80 : 0));
+    uint8_t f =
+        (uint8_t)((c->clean_start ? 0x02 : 0) | (c->will ? 0x04 : 0) |
+                  (c->will ? (c->will_qos & 3) << 3 : 0) | (c->will && c->will_retain ? 0x20 : 0) |
+                  (c->has_password ? 0x40 : 0) | (c->has_username ? 0x80 : 0));
     put_u8(w, f);
     put_u16(w, c->keep_alive);
     if (c->version == MQTT_V5) mqtt_put_props_block(w, &c->props);

@@ -150,8 +150,7 @@ read_one(struct mqtt_cursor *c, uint32_t id, struct mqtt_props *o)
         if (read_utf8(c, &s) || read_utf8(c, &v)) return MQTT_RC_MALFORMED_PACKET;
         o->user_count++;
         return MQTT_RC_SUCCESS;
-    default:
-        return MQTT_RC_MALFORMED_PACKET; /* unknown identifier */
+    default: return MQTT_RC_MALFORMED_PACKET; /* unknown identifier */
     }
 }
 
@@ -203,13 +202,25 @@ put_user(struct mqtt_writer *w, struct lq_bytes block)
         uint16_t u16;
         uint8_t b;
         switch (prop_type(id)) {
-        case P_BYTE: if (read_u8(&c, &b)) return; break;
-        case P_U16: if (read_u16(&c, &u16)) return; break;
-        case P_U32: if (read_u32(&c, &u32)) return; break;
-        case P_VARINT: if (read_varint(&c, &u32)) return; break;
+        case P_BYTE:
+            if (read_u8(&c, &b)) return;
+            break;
+        case P_U16:
+            if (read_u16(&c, &u16)) return;
+            break;
+        case P_U32:
+            if (read_u32(&c, &u32)) return;
+            break;
+        case P_VARINT:
+            if (read_varint(&c, &u32)) return;
+            break;
         case P_UTF8:
-        case P_BINARY: if (read_binary(&c, &s)) return; break;
-        case P_PAIR: if (read_binary(&c, &s) || read_binary(&c, &v)) return; break;
+        case P_BINARY:
+            if (read_binary(&c, &s)) return;
+            break;
+        case P_PAIR:
+            if (read_binary(&c, &s) || read_binary(&c, &v)) return;
+            break;
         default: return;
         }
         if (id == MQTT_PROP_USER_PROPERTY) put_bytes(w, block.p + start, c.pos - start);
@@ -228,37 +239,89 @@ mqtt_put_props(struct mqtt_writer *w, const struct mqtt_props *p)
 {
     uint64_t has = p->present;
 #define HAS(id) (has & MQTT_PBIT(id))
-    if (HAS(MQTT_PROP_PAYLOAD_FORMAT)) { put_u8(w, MQTT_PROP_PAYLOAD_FORMAT); put_u8(w, p->payload_format); }
-    if (HAS(MQTT_PROP_MESSAGE_EXPIRY)) { put_u8(w, MQTT_PROP_MESSAGE_EXPIRY); put_u32(w, p->message_expiry); }
+    if (HAS(MQTT_PROP_PAYLOAD_FORMAT)) {
+        put_u8(w, MQTT_PROP_PAYLOAD_FORMAT);
+        put_u8(w, p->payload_format);
+    }
+    if (HAS(MQTT_PROP_MESSAGE_EXPIRY)) {
+        put_u8(w, MQTT_PROP_MESSAGE_EXPIRY);
+        put_u32(w, p->message_expiry);
+    }
     if (HAS(MQTT_PROP_CONTENT_TYPE)) put_bytes_prop(w, MQTT_PROP_CONTENT_TYPE, p->content_type);
-    if (HAS(MQTT_PROP_RESPONSE_TOPIC)) put_bytes_prop(w, MQTT_PROP_RESPONSE_TOPIC, p->response_topic);
-    if (HAS(MQTT_PROP_CORRELATION_DATA)) put_bytes_prop(w, MQTT_PROP_CORRELATION_DATA, p->correlation_data);
+    if (HAS(MQTT_PROP_RESPONSE_TOPIC))
+        put_bytes_prop(w, MQTT_PROP_RESPONSE_TOPIC, p->response_topic);
+    if (HAS(MQTT_PROP_CORRELATION_DATA))
+        put_bytes_prop(w, MQTT_PROP_CORRELATION_DATA, p->correlation_data);
     if (HAS(MQTT_PROP_SUBSCRIPTION_ID)) {
         for (unsigned i = 0; i < p->sub_id_count; i++) {
             put_u8(w, MQTT_PROP_SUBSCRIPTION_ID);
             put_varint(w, p->sub_ids[i]);
         }
     }
-    if (HAS(MQTT_PROP_SESSION_EXPIRY)) { put_u8(w, MQTT_PROP_SESSION_EXPIRY); put_u32(w, p->session_expiry); }
-    if (HAS(MQTT_PROP_ASSIGNED_CLIENT_ID)) put_bytes_prop(w, MQTT_PROP_ASSIGNED_CLIENT_ID, p->assigned_client_id);
-    if (HAS(MQTT_PROP_SERVER_KEEP_ALIVE)) { put_u8(w, MQTT_PROP_SERVER_KEEP_ALIVE); put_u16(w, p->server_keep_alive); }
+    if (HAS(MQTT_PROP_SESSION_EXPIRY)) {
+        put_u8(w, MQTT_PROP_SESSION_EXPIRY);
+        put_u32(w, p->session_expiry);
+    }
+    if (HAS(MQTT_PROP_ASSIGNED_CLIENT_ID))
+        put_bytes_prop(w, MQTT_PROP_ASSIGNED_CLIENT_ID, p->assigned_client_id);
+    if (HAS(MQTT_PROP_SERVER_KEEP_ALIVE)) {
+        put_u8(w, MQTT_PROP_SERVER_KEEP_ALIVE);
+        put_u16(w, p->server_keep_alive);
+    }
     if (HAS(MQTT_PROP_AUTH_METHOD)) put_bytes_prop(w, MQTT_PROP_AUTH_METHOD, p->auth_method);
     if (HAS(MQTT_PROP_AUTH_DATA)) put_bytes_prop(w, MQTT_PROP_AUTH_DATA, p->auth_data);
-    if (HAS(MQTT_PROP_REQUEST_PROBLEM_INFO)) { put_u8(w, MQTT_PROP_REQUEST_PROBLEM_INFO); put_u8(w, p->request_problem_info); }
-    if (HAS(MQTT_PROP_WILL_DELAY)) { put_u8(w, MQTT_PROP_WILL_DELAY); put_u32(w, p->will_delay); }
-    if (HAS(MQTT_PROP_REQUEST_RESPONSE_INFO)) { put_u8(w, MQTT_PROP_REQUEST_RESPONSE_INFO); put_u8(w, p->request_response_info); }
+    if (HAS(MQTT_PROP_REQUEST_PROBLEM_INFO)) {
+        put_u8(w, MQTT_PROP_REQUEST_PROBLEM_INFO);
+        put_u8(w, p->request_problem_info);
+    }
+    if (HAS(MQTT_PROP_WILL_DELAY)) {
+        put_u8(w, MQTT_PROP_WILL_DELAY);
+        put_u32(w, p->will_delay);
+    }
+    if (HAS(MQTT_PROP_REQUEST_RESPONSE_INFO)) {
+        put_u8(w, MQTT_PROP_REQUEST_RESPONSE_INFO);
+        put_u8(w, p->request_response_info);
+    }
     if (HAS(MQTT_PROP_RESPONSE_INFO)) put_bytes_prop(w, MQTT_PROP_RESPONSE_INFO, p->response_info);
-    if (HAS(MQTT_PROP_SERVER_REFERENCE)) put_bytes_prop(w, MQTT_PROP_SERVER_REFERENCE, p->server_reference);
+    if (HAS(MQTT_PROP_SERVER_REFERENCE))
+        put_bytes_prop(w, MQTT_PROP_SERVER_REFERENCE, p->server_reference);
     if (HAS(MQTT_PROP_REASON_STRING)) put_bytes_prop(w, MQTT_PROP_REASON_STRING, p->reason_string);
-    if (HAS(MQTT_PROP_RECEIVE_MAXIMUM)) { put_u8(w, MQTT_PROP_RECEIVE_MAXIMUM); put_u16(w, p->receive_maximum); }
-    if (HAS(MQTT_PROP_TOPIC_ALIAS_MAXIMUM)) { put_u8(w, MQTT_PROP_TOPIC_ALIAS_MAXIMUM); put_u16(w, p->topic_alias_maximum); }
-    if (HAS(MQTT_PROP_TOPIC_ALIAS)) { put_u8(w, MQTT_PROP_TOPIC_ALIAS); put_u16(w, p->topic_alias); }
-    if (HAS(MQTT_PROP_MAXIMUM_QOS)) { put_u8(w, MQTT_PROP_MAXIMUM_QOS); put_u8(w, p->maximum_qos); }
-    if (HAS(MQTT_PROP_RETAIN_AVAILABLE)) { put_u8(w, MQTT_PROP_RETAIN_AVAILABLE); put_u8(w, p->retain_available); }
-    if (HAS(MQTT_PROP_MAXIMUM_PACKET_SIZE)) { put_u8(w, MQTT_PROP_MAXIMUM_PACKET_SIZE); put_u32(w, p->maximum_packet_size); }
-    if (HAS(MQTT_PROP_WILDCARD_SUB_AVAILABLE)) { put_u8(w, MQTT_PROP_WILDCARD_SUB_AVAILABLE); put_u8(w, p->wildcard_sub_available); }
-    if (HAS(MQTT_PROP_SUB_ID_AVAILABLE)) { put_u8(w, MQTT_PROP_SUB_ID_AVAILABLE); put_u8(w, p->sub_id_available); }
-    if (HAS(MQTT_PROP_SHARED_SUB_AVAILABLE)) { put_u8(w, MQTT_PROP_SHARED_SUB_AVAILABLE); put_u8(w, p->shared_sub_available); }
+    if (HAS(MQTT_PROP_RECEIVE_MAXIMUM)) {
+        put_u8(w, MQTT_PROP_RECEIVE_MAXIMUM);
+        put_u16(w, p->receive_maximum);
+    }
+    if (HAS(MQTT_PROP_TOPIC_ALIAS_MAXIMUM)) {
+        put_u8(w, MQTT_PROP_TOPIC_ALIAS_MAXIMUM);
+        put_u16(w, p->topic_alias_maximum);
+    }
+    if (HAS(MQTT_PROP_TOPIC_ALIAS)) {
+        put_u8(w, MQTT_PROP_TOPIC_ALIAS);
+        put_u16(w, p->topic_alias);
+    }
+    if (HAS(MQTT_PROP_MAXIMUM_QOS)) {
+        put_u8(w, MQTT_PROP_MAXIMUM_QOS);
+        put_u8(w, p->maximum_qos);
+    }
+    if (HAS(MQTT_PROP_RETAIN_AVAILABLE)) {
+        put_u8(w, MQTT_PROP_RETAIN_AVAILABLE);
+        put_u8(w, p->retain_available);
+    }
+    if (HAS(MQTT_PROP_MAXIMUM_PACKET_SIZE)) {
+        put_u8(w, MQTT_PROP_MAXIMUM_PACKET_SIZE);
+        put_u32(w, p->maximum_packet_size);
+    }
+    if (HAS(MQTT_PROP_WILDCARD_SUB_AVAILABLE)) {
+        put_u8(w, MQTT_PROP_WILDCARD_SUB_AVAILABLE);
+        put_u8(w, p->wildcard_sub_available);
+    }
+    if (HAS(MQTT_PROP_SUB_ID_AVAILABLE)) {
+        put_u8(w, MQTT_PROP_SUB_ID_AVAILABLE);
+        put_u8(w, p->sub_id_available);
+    }
+    if (HAS(MQTT_PROP_SHARED_SUB_AVAILABLE)) {
+        put_u8(w, MQTT_PROP_SHARED_SUB_AVAILABLE);
+        put_u8(w, p->shared_sub_available);
+    }
     if (HAS(MQTT_PROP_USER_PROPERTY)) put_user(w, p->user);
 #undef HAS
     put_bytes(w, p->raw.p, p->raw.len);

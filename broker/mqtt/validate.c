@@ -17,19 +17,26 @@ mqtt_utf8_is_valid(const uint8_t *p, size_t len)
         }
         uint32_t cp;
         size_t n;
-        if ((c & 0xe0) == 0xc0) { cp = c & 0x1f; n = 1; }
-        else if ((c & 0xf0) == 0xe0) { cp = c & 0x0f; n = 2; }
-        else if ((c & 0xf8) == 0xf0) { cp = c & 0x07; n = 3; }
-        else return false;
+        if ((c & 0xe0) == 0xc0) {
+            cp = c & 0x1f;
+            n = 1;
+        } else if ((c & 0xf0) == 0xe0) {
+            cp = c & 0x0f;
+            n = 2;
+        } else if ((c & 0xf8) == 0xf0) {
+            cp = c & 0x07;
+            n = 3;
+        } else
+            return false;
         if (len - i <= n) return false;
         for (size_t k = 1; k <= n; k++) {
             if ((p[i + k] & 0xc0) != 0x80) return false;
             cp = cp << 6 | (p[i + k] & 0x3f);
         }
         static const uint32_t min[4] = {0, 0x80, 0x800, 0x10000};
-        if (cp < min[n]) return false;                    /* overlong */
-        if (cp > 0x10ffff) return false;                  /* beyond Unicode */
-        if (cp >= 0xd800 && cp <= 0xdfff) return false;   /* surrogates [MQTT-1.5.4-1] */
+        if (cp < min[n]) return false;                  /* overlong */
+        if (cp > 0x10ffff) return false;                /* beyond Unicode */
+        if (cp >= 0xd800 && cp <= 0xdfff) return false; /* surrogates [MQTT-1.5.4-1] */
         i += n + 1;
     }
     return true;
@@ -89,10 +96,10 @@ mqtt_rc_str(uint8_t rc)
 const char *
 mqtt_type_str(uint8_t type)
 {
-    static const char *const names[16] = {
-        "RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
-        "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT",
-        "AUTH"};
+    static const char *const names[16] = {"RESERVED",  "CONNECT",  "CONNACK",     "PUBLISH",
+                                          "PUBACK",    "PUBREC",   "PUBREL",      "PUBCOMP",
+                                          "SUBSCRIBE", "SUBACK",   "UNSUBSCRIBE", "UNSUBACK",
+                                          "PINGREQ",   "PINGRESP", "DISCONNECT",  "AUTH"};
     return names[type & 0x0f];
 }
 

@@ -20,9 +20,9 @@
 #include "mqtt.h"
 #include "net_int.h"
 
-#define OUT_HIGH (256 * 1024) /* stop producing output above this */
-#define OUT_LOW (32 * 1024)   /* on_drain fires when output falls to this */
-#define CLOSE_GRACE_MS 2000   /* how long a closing conn may take to flush */
+#define OUT_HIGH       (256 * 1024) /* stop producing output above this */
+#define OUT_LOW        (32 * 1024)  /* on_drain fires when output falls to this */
+#define CLOSE_GRACE_MS 2000         /* how long a closing conn may take to flush */
 
 static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -101,9 +101,9 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     const char *why = (what & BEV_EVENT_EOF) ? "connection closed by peer"
-                      : (what & BEV_EVENT_TIMEOUT) ? "timeout"
-                                                   : evutil_socket_error_to_string(
-                                                         EVUTIL_SOCKET_ERROR());
+                      : (what & BEV_EVENT_TIMEOUT)
+                          ? "timeout"
+                          : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
     conn_close(c);
     c->l->ops->on_lost(c, why, c->l->ud);
 }
@@ -160,8 +160,10 @@ conn_free(struct conn *c)
 {
     struct listener *l = c->l;
     if (l->ops->on_free) l->ops->on_free(c, l->ud);
-    if (c->prev) c->prev->next = c->next;
-    else l->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     l->nconns--;
     bufferevent_free(c->bev);

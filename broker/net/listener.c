@@ -15,8 +15,7 @@
 #include "net_int.h"
 
 static void
-accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen,
-          void *arg)
+accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)evl;
     struct listener *l = arg;
@@ -35,15 +34,16 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 }
 
 struct listener *
-listener_new(struct event_base *base, const char *host, uint16_t port,
-             const struct conn_ops *ops, void *ud)
+listener_new(struct event_base *base, const char *host, uint16_t port, const struct conn_ops *ops,
+             void *ud)
 {
     struct listener *l = lq_xcalloc(1, sizeof(*l));
     l->base = base;
     l->ops = ops;
     l->ud = ud;
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[8];

@@ -30,13 +30,12 @@ struct conn {
     uint64_t last_rx_ms;
     bool closing;
     bool paused;
-    bool in_read; /* inside read_cb: the reap must wait */
+    bool in_read;               /* inside read_cb: the reap must wait */
     struct evbuffer_iovec resv; /* conn_reserve .. conn_commit */
     char peer[64];
 };
 
-struct conn *conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa,
-                      int salen);
+struct conn *conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 void conn_free(struct conn *c);
 
 #endif

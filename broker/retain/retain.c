@@ -112,8 +112,10 @@ retain_set(struct retain *r, struct msg *m)
         return;
     }
     struct rnode *n = walk(r, m->topic, m->topic_len, true);
-    if (n->m) msg_unref(n->m);
-    else r->count++;
+    if (n->m)
+        msg_unref(n->m);
+    else
+        r->count++;
     n->m = msg_ref(m);
 }
 

@@ -23,8 +23,8 @@ topic_filter_is_valid(const char *f, size_t len)
         bool starts = i == 0 || f[i - 1] == '/';
         bool ends = i + 1 == len || f[i + 1] == '/';
         if (f[i] == '\0') return false;
-        if (f[i] == '+' && !(starts && ends)) return false;           /* [MQTT-4.7.1-2] */
-        if (f[i] == '#' && !(starts && i + 1 == len)) return false;   /* [MQTT-4.7.1-1] */
+        if (f[i] == '+' && !(starts && ends)) return false;         /* [MQTT-4.7.1-2] */
+        if (f[i] == '#' && !(starts && i + 1 == len)) return false; /* [MQTT-4.7.1-1] */
     }
     return true;
 }

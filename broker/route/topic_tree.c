@@ -88,16 +88,20 @@ static struct tnode *
 child(struct tnode *n, const char *lvl, size_t len, bool create)
 {
     struct tnode **slot = NULL, *c;
-    if (len == 1 && lvl[0] == '+') slot = &n->plus;
-    else if (len == 1 && lvl[0] == '#') slot = &n->hash;
+    if (len == 1 && lvl[0] == '+')
+        slot = &n->plus;
+    else if (len == 1 && lvl[0] == '#')
+        slot = &n->hash;
     c = slot ? *slot : levelmap_get(&n->kids, lvl, len);
     if (c || !create) return c;
     c = lq_xcalloc(1, sizeof(*c));
     c->parent = n;
     c->name = lq_xstrndup(lvl, len);
     c->nlen = len;
-    if (slot) *slot = c;
-    else levelmap_put(&n->kids, lvl, len, c);
+    if (slot)
+        *slot = c;
+    else
+        levelmap_put(&n->kids, lvl, len, c);
     return c;
 }
 
@@ -185,9 +189,12 @@ prune(struct tnode *n)
 {
     while (n->parent && node_is_empty(n)) {
         struct tnode *p = n->parent;
-        if (p->plus == n) p->plus = NULL;
-        else if (p->hash == n) p->hash = NULL;
-        else levelmap_del(&p->kids, n->name, n->nlen);
+        if (p->plus == n)
+            p->plus = NULL;
+        else if (p->hash == n)
+            p->hash = NULL;
+        else
+            levelmap_del(&p->kids, n->name, n->nlen);
         free(n->subs);
         free(n->name);
         free(n);
@@ -248,8 +255,7 @@ push(struct topic_tree *t, size_t *sp, struct tnode *n, size_t pos)
 }
 
 void
-topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_match_fn fn,
-                 void *arg)
+topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_match_fn fn, void *arg)
 {
     bool dollar = nlen && name[0] == '$'; /* [MQTT-4.7.2-1] */
     size_t sp = 0;
@@ -273,8 +279,8 @@ topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_matc
 }
 
 bool
-sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg), void *arg,
-               void **owner, const struct sub_opts **o)
+sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg), void *arg, void **owner,
+               const struct sub_opts **o)
 {
     for (uint32_t i = 0; i < g->n; i++) {
         uint32_t k = (g->rr + i) % g->n;

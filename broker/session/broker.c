@@ -15,7 +15,7 @@
 #include "session_int.h"
 
 #define CONNECT_TIMEOUT_MS 10000 /* a socket must send CONNECT within this */
-#define SHUTDOWN_GRACE_MS 2000
+#define SHUTDOWN_GRACE_MS  2000
 
 uint32_t
 broker_receive_max(const struct broker *b)
@@ -117,8 +117,7 @@ dispatch(struct session *s, uint8_t tf, const uint8_t *body, size_t len)
     struct mqtt_ack a;
     uint8_t rc;
     switch (type) {
-    case MQTT_PUBLISH:
-        return handle_publish(s, flags, body, len);
+    case MQTT_PUBLISH: return handle_publish(s, flags, body, len);
     case MQTT_PUBACK:
     case MQTT_PUBREC:
     case MQTT_PUBCOMP:
@@ -127,20 +126,16 @@ dispatch(struct session *s, uint8_t tf, const uint8_t *body, size_t len)
     case MQTT_PUBREL:
         rc = mqtt_decode_ack(type, flags, body, len, s->version, &a);
         return rc ? rc : handle_pubrel(s, &a);
-    case MQTT_SUBSCRIBE:
-        return handle_subscribe(s, flags, body, len);
-    case MQTT_UNSUBSCRIBE:
-        return handle_unsubscribe(s, flags, body, len);
+    case MQTT_SUBSCRIBE: return handle_subscribe(s, flags, body, len);
+    case MQTT_UNSUBSCRIBE: return handle_unsubscribe(s, flags, body, len);
     case MQTT_PINGREQ: {
         if (flags || len) return MQTT_RC_MALFORMED_PACKET;
         uint8_t out[2];
         conn_write(s->conn, out, mqtt_encode_pingresp(out, sizeof(out)));
         return MQTT_RC_SUCCESS;
     }
-    case MQTT_DISCONNECT:
-        return handle_disconnect(s, flags, body, len);
-    case MQTT_CONNECT:
-        return MQTT_RC_PROTOCOL_ERROR; /* a second CONNECT [MQTT-3.1.0-2] */
+    case MQTT_DISCONNECT: return handle_disconnect(s, flags, body, len);
+    case MQTT_CONNECT: return MQTT_RC_PROTOCOL_ERROR; /* a second CONNECT [MQTT-3.1.0-2] */
     case MQTT_AUTH:
         if (flags) return MQTT_RC_MALFORMED_PACKET; /* [MQTT-3.15.1-1] */
         /* no authentication method was agreed in CONNECT [MQTT-4.12.0-1] */
@@ -275,8 +270,7 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path)
         }
         b->listeners = lq_xrealloc(b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
         b->listeners[b->nlisteners++] = l;
-        lq_log(LQ_LOG_NOTICE, "listening on %s:%u", lc->host ? lc->host : "*",
-               listener_port(l));
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u", lc->host ? lc->host : "*", listener_port(l));
     }
     return b;
 }

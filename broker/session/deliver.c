@@ -143,7 +143,9 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
     if (total > s->client_max_packet) {
         if (new_alias) free(s->alias_out[--s->nalias_out].topic); /* not used after all */
         b->ctr.dropped_oversize++;
-        session_log(s, LQ_LOG_DEBUG, "message on \"%s\" (%zu bytes) over client's maximum packet size %u: dropped", m->topic, total, s->client_max_packet);
+        session_log(s, LQ_LOG_DEBUG,
+                    "message on \"%s\" (%zu bytes) over client's maximum packet size %u: dropped",
+                    m->topic, total, s->client_max_packet);
         return false;
     }
     if (total <= SMALL_PACKET) {
@@ -183,8 +185,10 @@ static void
 inflight_append(struct session *s, struct qentry *e)
 {
     e->next = NULL;
-    if (s->if_tail) s->if_tail->next = e;
-    else s->if_head = e;
+    if (s->if_tail)
+        s->if_tail->next = e;
+    else
+        s->if_head = e;
     s->if_tail = e;
     s->ninflight++;
 }
@@ -208,8 +212,8 @@ send_entry(struct session *s, struct qentry *e)
 }
 
 int
-session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
-                const uint32_t *sub_ids, uint8_t nsub, bool forced)
+session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                uint8_t nsub, bool forced)
 {
     struct broker *b = s->b;
     bool online = s->conn && s->connected;
@@ -229,14 +233,17 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
         if (qos == 0 || !online) {
             b->ctr.dropped_queue_full++;
             if (qos > 0)
-                session_log(s, LQ_LOG_WARNING, "queue full: QoS %u message on \"%s\" refused", qos, m->topic);
+                session_log(s, LQ_LOG_WARNING, "queue full: QoS %u message on \"%s\" refused", qos,
+                            m->topic);
             return DELIVER_DROPPED;
         }
         rc = DELIVER_OVER; /* keep it, and hold the publisher back */
     }
     struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
-    if (s->q_tail) s->q_tail->next = e;
-    else s->q_head = e;
+    if (s->q_tail)
+        s->q_tail->next = e;
+    else
+        s->q_head = e;
     s->q_tail = e;
     s->nqueued++;
     s->qbytes += msg_size(m);
@@ -280,8 +287,10 @@ session_resend_inflight(struct session *s)
     while (*pp) {
         struct qentry *e = *pp;
         bool keep = true;
-        if (e->state == Q_WAIT_PUBCOMP) send_ack(s, MQTT_PUBREL, e->pid, 0);
-        else keep = send_publish(s, e->m, e->qos, e->retain, true, e->pid, e->sub_ids, e->nsub);
+        if (e->state == Q_WAIT_PUBCOMP)
+            send_ack(s, MQTT_PUBREL, e->pid, 0);
+        else
+            keep = send_publish(s, e->m, e->qos, e->retain, true, e->pid, e->sub_ids, e->nsub);
         if (keep) {
             e->dup = true;
             last = e;
@@ -322,9 +331,7 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
     struct qentry *e = *pp;
     bool done = false;
     switch (type) {
-    case MQTT_PUBACK:
-        done = e && e->state == Q_WAIT_PUBACK;
-        break;
+    case MQTT_PUBACK: done = e && e->state == Q_WAIT_PUBACK; break;
     case MQTT_PUBREC:
         if (!e) {
             send_ack(s, MQTT_PUBREL, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
@@ -337,9 +344,7 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
             }
         }
         break;
-    case MQTT_PUBCOMP:
-        done = e && e->state == Q_WAIT_PUBCOMP;
-        break;
+    case MQTT_PUBCOMP: done = e && e->state == Q_WAIT_PUBCOMP; break;
     }
     if (done) { /* unknown or unexpected acks are ignored */
         *pp = e->next;
@@ -401,8 +406,7 @@ match_cb(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
 }
 
 void
-route_publish(struct broker *b, struct msg *m, const struct session *origin,
-              struct route_result *r)
+route_publish(struct broker *b, struct msg *m, const struct session *origin, struct route_result *r)
 {
     memset(r, 0, sizeof(*r));
     struct match_ctx ctx = {b, origin};
@@ -412,8 +416,8 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin,
     for (struct session *s = b->match_list; s; s = s->match_next) {
         r->matched++;
         uint8_t qos = m->qos < s->m_qos ? m->qos : s->m_qos;
-        int rc = session_deliver(s, m, qos, s->m_retain && m->retain, s->m_sub_ids, s->m_nsub,
-                                 false);
+        int rc =
+            session_deliver(s, m, qos, s->m_retain && m->retain, s->m_sub_ids, s->m_nsub, false);
         if (rc == DELIVER_DROPPED && qos > 0) r->quota_exceeded = true;
         if (rc == DELIVER_OVER) r->hold_publisher = true;
     }

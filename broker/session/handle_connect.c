@@ -31,8 +31,8 @@ refuse(struct conn *c, const struct mqtt_connect *ck, uint8_t rc, const char *wh
     char id[80];
     snprintf(id, sizeof(id), "%.*s", (int)(ck->client_id.len < 64 ? ck->client_id.len : 64),
              (const char *)ck->client_id.p);
-    lq_log(LQ_LOG_NOTICE, "client \"%s\" %s: connection refused: 0x%02x %s (%s)", id,
-           conn_peer(c), rc, mqtt_rc_str(rc), why);
+    lq_log(LQ_LOG_NOTICE, "client \"%s\" %s: connection refused: 0x%02x %s (%s)", id, conn_peer(c),
+           rc, mqtt_rc_str(rc), why);
     uint8_t v = ck->version;
     if (v == MQTT_V5 || v == MQTT_V311 || v == MQTT_V31) send_connack(c, v, rc, false, NULL);
     conn_close(c);
@@ -111,7 +111,8 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     bool assigned = false;
     if (idlen == 0) {
         if (ck.version == MQTT_V31 || (ck.version == MQTT_V311 && !ck.clean_start))
-            return refuse(c, &ck, MQTT_RC_CLIENT_ID_NOT_VALID, "empty client id"); /* [MQTT-3.1.3-8] */
+            return refuse(c, &ck, MQTT_RC_CLIENT_ID_NOT_VALID,
+                          "empty client id"); /* [MQTT-3.1.3-8] */
         idlen = (size_t)snprintf(idbuf, sizeof(idbuf), "auto-%016llx",
                                  (unsigned long long)b->next_auto_id++);
         id = idbuf;
@@ -120,7 +121,8 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
 
     uint32_t expiry;
     if (v5) {
-        expiry = (ck.props.present & MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY)) ? ck.props.session_expiry : 0;
+        expiry =
+            (ck.props.present & MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY)) ? ck.props.session_expiry : 0;
     } else if (ck.clean_start) {
         expiry = 0;
     } else {
@@ -131,7 +133,8 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     /* takeover: the old connection goes [MQTT-3.1.4-3] */
     struct session *s = registry_find(b, id, idlen);
     if (s && s->conn) {
-        session_disconnect(s, MQTT_RC_SESSION_TAKEN_OVER, "a new connection with the same client id");
+        session_disconnect(s, MQTT_RC_SESSION_TAKEN_OVER,
+                           "a new connection with the same client id");
         s = registry_find(b, id, idlen); /* it may have ended */
     }
     if (s && ck.clean_start) { /* [MQTT-3.1.2-4] */
@@ -149,22 +152,28 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     s->problem_info = !(ck.props.present & MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) ||
                       ck.props.request_problem_info;
     s->client_recv_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM))
-                             ? ck.props.receive_maximum : 65535;
+                             ? ck.props.receive_maximum
+                             : 65535;
     s->client_max_packet = (ck.props.present & MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
-                               ? ck.props.maximum_packet_size : UINT32_MAX;
+                               ? ck.props.maximum_packet_size
+                               : UINT32_MAX;
     s->client_alias_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
-                              ? ck.props.topic_alias_maximum : 0;
-    if (ck.will) session_set_will(s, make_will(s, &ck), (ck.will_props.present & MQTT_PBIT(MQTT_PROP_WILL_DELAY)) ? ck.will_props.will_delay : 0);
+                              ? ck.props.topic_alias_maximum
+                              : 0;
+    if (ck.will)
+        session_set_will(s, make_will(s, &ck),
+                         (ck.will_props.present & MQTT_PBIT(MQTT_PROP_WILL_DELAY))
+                             ? ck.will_props.will_delay
+                             : 0);
     conn_set_keepalive(c, (uint64_t)keepalive * 1500); /* 1.5 x [MQTT-3.1.2-22] */
 
     struct mqtt_props p;
     memset(&p, 0, sizeof(p));
     if (v5) {
-        p.present = MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) | MQTT_PBIT(MQTT_PROP_RETAIN_AVAILABLE) |
-                    MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
-                    MQTT_PBIT(MQTT_PROP_WILDCARD_SUB_AVAILABLE) |
-                    MQTT_PBIT(MQTT_PROP_SUB_ID_AVAILABLE) |
-                    MQTT_PBIT(MQTT_PROP_SHARED_SUB_AVAILABLE);
+        p.present =
+            MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) | MQTT_PBIT(MQTT_PROP_RETAIN_AVAILABLE) |
+            MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) | MQTT_PBIT(MQTT_PROP_WILDCARD_SUB_AVAILABLE) |
+            MQTT_PBIT(MQTT_PROP_SUB_ID_AVAILABLE) | MQTT_PBIT(MQTT_PROP_SHARED_SUB_AVAILABLE);
         p.receive_maximum = (uint16_t)broker_receive_max(b);
         p.retain_available = b->conf.retain_available;
         p.topic_alias_maximum = TOPIC_ALIAS_MAX;
@@ -187,8 +196,10 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
     session_log(s, LQ_LOG_INFO, "connected (MQTT %s, keep alive %u, session %s, expiry %u)",
-                v5 ? "5.0" : ck.version == MQTT_V311 ? "3.1.1" : "3.1", keepalive,
-                present ? "resumed" : "new", expiry);
+                v5                        ? "5.0"
+                : ck.version == MQTT_V311 ? "3.1.1"
+                                          : "3.1",
+                keepalive, present ? "resumed" : "new", expiry);
     if (present) session_resend_inflight(s);
     session_pump(s);
 }

@@ -31,7 +31,6 @@ publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap)
     return mqtt_encode_props_raw(&f, out, cap);
 }
 
-
 static bool
 in_pid_find(const struct session *s, uint16_t pid, uint32_t *at)
 {
@@ -61,7 +60,8 @@ resolve_topic(struct session *s, const struct mqtt_publish *p, const char **topi
     *topic = (const char *)p->topic.p;
     *len = p->topic.len;
     if (!(p->props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS))) {
-        if (*len == 0) return s->version == MQTT_V5 ? MQTT_RC_PROTOCOL_ERROR : MQTT_RC_TOPIC_NAME_INVALID;
+        if (*len == 0)
+            return s->version == MQTT_V5 ? MQTT_RC_PROTOCOL_ERROR : MQTT_RC_TOPIC_NAME_INVALID;
         return MQTT_RC_SUCCESS;
     }
     uint16_t a = p->props.topic_alias;
@@ -114,7 +114,8 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     size_t tlen;
     rc = resolve_topic(s, &p, &topic, &tlen);
     if (rc) return rc;
-    if (p.retain && !b->conf.retain_available) return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
+    if (p.retain && !b->conf.retain_available)
+        return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
     bool v5 = s->version == MQTT_V5;
 
     if (p.qos == 2) {
@@ -126,8 +127,9 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     }
     if (b->conf.message_size_limit && p.payload.len > b->conf.message_size_limit) {
         b->ctr.dropped_oversize++;
-        session_log(s, LQ_LOG_NOTICE, "message on \"%.*s\" over message_size_limit (%zu > %u): dropped",
-                    (int)tlen, topic, p.payload.len, b->conf.message_size_limit);
+        session_log(s, LQ_LOG_NOTICE,
+                    "message on \"%.*s\" over message_size_limit (%zu > %u): dropped", (int)tlen,
+                    topic, p.payload.len, b->conf.message_size_limit);
         uint8_t refuse = v5 ? MQTT_RC_QUOTA_EXCEEDED : 0;
         if (p.qos == 1) send_ack(s, MQTT_PUBACK, p.packet_id, refuse);
         if (p.qos == 2) {

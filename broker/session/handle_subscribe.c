@@ -86,7 +86,8 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
     struct mqtt_subscribe sub;
     uint8_t rc = mqtt_decode_subscribe(flags, body, len, s->version, &sub);
     if (rc) return rc;
-    uint32_t sub_id = (sub.props.present & MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID)) ? sub.props.sub_ids[0] : 0;
+    uint32_t sub_id =
+        (sub.props.present & MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID)) ? sub.props.sub_ids[0] : 0;
 
     struct mqtt_sub_entry e;
     size_t pos = 0;

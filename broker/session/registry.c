@@ -58,8 +58,7 @@ registry_add(struct broker *b, struct session *s)
 void
 registry_remove(struct broker *b, struct session *s)
 {
-    for (struct session **pp = &b->buckets[s->hash & (b->nbuckets - 1)]; *pp;
-         pp = &(*pp)->hnext) {
+    for (struct session **pp = &b->buckets[s->hash & (b->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
         if (*pp == s) {
             *pp = s->hnext;
             b->nsessions--;

@@ -141,10 +141,12 @@ session_detach(struct session *s, bool send_will)
     s->connected = false;
     reset_connection_state(s);
     if (s->will) {
-        if (!send_will) session_clear_will(s);
-        else if (s->will->delay == 0 || s->expiry == 0) publish_will(s);
-        else arm(s, &s->will_ev, will_cb,
-                 s->will->delay < s->expiry ? s->will->delay : s->expiry);
+        if (!send_will)
+            session_clear_will(s);
+        else if (s->will->delay == 0 || s->expiry == 0)
+            publish_will(s);
+        else
+            arm(s, &s->will_ev, will_cb, s->will->delay < s->expiry ? s->will->delay : s->expiry);
     }
     if (s->expiry == 0) {
         session_end(s);

@@ -25,9 +25,9 @@ struct event_base;
 struct retain;
 struct session;
 
-#define TOPIC_ALIAS_MAX 10  /* topic aliases we accept from a client */
-#define ALIAS_OUT_MAX 64    /* topic aliases we use towards a client, at most */
-#define EXPIRY_NEVER UINT32_MAX
+#define TOPIC_ALIAS_MAX 10 /* topic aliases we accept from a client */
+#define ALIAS_OUT_MAX   64 /* topic aliases we use towards a client, at most */
+#define EXPIRY_NEVER    UINT32_MAX
 
 /* Broker-wide counters (the admin issue turns these into a metrics table). */
 struct counters {
@@ -46,7 +46,7 @@ struct broker {
     struct retain *retained;
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
-    uint64_t match_gen;       /* routing: which sessions this message already met */
+    uint64_t match_gen; /* routing: which sessions this message already met */
     struct session *match_list;
     struct conn **paused; /* publishers held back until subscriber queues drain */
     size_t npaused, cap_paused;

@@ -4,6 +4,7 @@ fresh broker. Arguments filter by substring of "file::test". Prints one line per
 test and ends with 'N passed, N failed'. Exit status 1 when any failed."""
 
 import glob
+import shutil
 import importlib.util
 import os
 import sys
@@ -57,6 +58,8 @@ def main():
                 print("---- broker log (last 30 lines) ----")
                 print("\n".join(b.output().splitlines()[-30:]))
                 print("------------------------------------", flush=True)
+            finally:
+                shutil.rmtree(b.dir, ignore_errors=True)
     for f in failures:
         print("failed: " + f)
     print("e2e: %d passed, %d failed" % (passed, failed))

@@ -25,7 +25,8 @@ decode_all(uint8_t tf, const uint8_t *body, size_t len, uint8_t version)
     struct mqtt_suback sa;
     switch (type) {
     case MQTT_CONNECT:
-        if (mqtt_decode_connect(flags, body, len, &c) == 0) mqtt_encode_connect(&c, out, sizeof(out));
+        if (mqtt_decode_connect(flags, body, len, &c) == 0)
+            mqtt_encode_connect(&c, out, sizeof(out));
         break;
     case MQTT_PUBLISH:
         if (mqtt_decode_publish(flags, body, len, version, &p) == 0) {
@@ -61,9 +62,7 @@ decode_all(uint8_t tf, const uint8_t *body, size_t len, uint8_t version)
         if (mqtt_decode_disconnect(flags, body, len, version, &d) == 0)
             mqtt_encode_disconnect(&d, version, out, sizeof(out));
         break;
-    case MQTT_AUTH:
-        mqtt_decode_auth(flags, body, len, &d);
-        break;
+    case MQTT_AUTH: mqtt_decode_auth(flags, body, len, &d); break;
     case MQTT_CONNACK:
         if (mqtt_decode_connack(flags, body, len, version, &ca) == 0)
             mqtt_encode_connack(&ca, version, out, sizeof(out));
@@ -73,8 +72,7 @@ decode_all(uint8_t tf, const uint8_t *body, size_t len, uint8_t version)
         if (mqtt_decode_suback(type, flags, body, len, version, &sa) == 0)
             mqtt_encode_suback(type, &sa, version, out, sizeof(out));
         break;
-    default:
-        break;
+    default: break;
     }
 }
 

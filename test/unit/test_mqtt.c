@@ -52,14 +52,16 @@ END_TEST
 START_TEST(test_utf8)
 {
     ck_assert(mqtt_utf8_is_valid((const uint8_t *)"abc", 3));
-    ck_assert(mqtt_utf8_is_valid((const uint8_t *)"\xc3\xa9", 2));        /* é */
-    ck_assert(mqtt_utf8_is_valid((const uint8_t *)"\xef\xbb\xbf", 3));    /* U+FEFF kept [MQTT-1.5.4-3] */
+    ck_assert(mqtt_utf8_is_valid((const uint8_t *)"\xc3\xa9", 2)); /* é */
+    ck_assert(
+        mqtt_utf8_is_valid((const uint8_t *)"\xef\xbb\xbf", 3)); /* U+FEFF kept [MQTT-1.5.4-3] */
     ck_assert(mqtt_utf8_is_valid((const uint8_t *)"\xf0\x9f\x98\x80", 4)); /* emoji */
-    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"a\0b", 3));           /* [MQTT-1.5.4-2] */
-    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xed\xa0\x80", 3));   /* surrogate [MQTT-1.5.4-1] */
-    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xc0\xaf", 2));       /* overlong */
-    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xe0\x80\xaf", 3));   /* overlong */
-    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xc3", 1));           /* truncated */
+    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"a\0b", 3));            /* [MQTT-1.5.4-2] */
+    ck_assert(
+        !mqtt_utf8_is_valid((const uint8_t *)"\xed\xa0\x80", 3));   /* surrogate [MQTT-1.5.4-1] */
+    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xc0\xaf", 2)); /* overlong */
+    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xe0\x80\xaf", 3));     /* overlong */
+    ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xc3", 1));             /* truncated */
     ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
     ck_assert(!mqtt_utf8_is_valid((const uint8_t *)"\xff", 1));
 }
@@ -83,11 +85,10 @@ sample_connect(uint8_t version)
     c.username = B("user");
     c.password = B("pw\0x");
     if (version == MQTT_V5) {
-        c.props.present = MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY) | MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) |
-                          MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE) |
-                          MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
-                          MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO) |
-                          MQTT_PBIT(MQTT_PROP_REQUEST_RESPONSE_INFO);
+        c.props.present =
+            MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY) | MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) |
+            MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE) | MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) |
+            MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO) | MQTT_PBIT(MQTT_PROP_REQUEST_RESPONSE_INFO);
         c.props.session_expiry = 3600;
         c.props.receive_maximum = 5;
         c.props.maximum_packet_size = 1000;
@@ -153,7 +154,8 @@ START_TEST(test_connect_malformed)
     struct mqtt_connect c;
     /* reserved flag bit [MQTT-3.1.2-3] */
     const uint8_t reserved[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 60, 0, 1, 'c'};
-    ck_assert_uint_eq(decode_connect_bytes(reserved, sizeof(reserved), &c), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(decode_connect_bytes(reserved, sizeof(reserved), &c),
+                      MQTT_RC_MALFORMED_PACKET);
     /* will QoS 3 [MQTT-3.1.2-12] */
     const uint8_t wq3[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x1e, 0, 60, 0, 1, 'c'};
     ck_assert_uint_eq(decode_connect_bytes(wq3, sizeof(wq3), &c), MQTT_RC_MALFORMED_PACKET);
@@ -168,25 +170,29 @@ START_TEST(test_connect_malformed)
     ck_assert_uint_eq(decode_connect_bytes(fh, sizeof(fh), &c), MQTT_RC_MALFORMED_PACKET);
     /* protocol level 6 [MQTT-3.1.2-2] */
     const uint8_t l6[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 6, 0x02, 0, 60, 0, 1, 'c'};
-    ck_assert_uint_eq(decode_connect_bytes(l6, sizeof(l6), &c), MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);
+    ck_assert_uint_eq(decode_connect_bytes(l6, sizeof(l6), &c),
+                      MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);
     ck_assert_uint_eq(c.version, 6);
     ck_assert_uint_eq(c.protocol_name.len, 4);
     /* a protocol name that is not MQTT [MQTT-3.1.2-1] */
     const uint8_t nm[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'X', 4, 0x02, 0, 60, 0, 1, 'c'};
-    ck_assert_uint_eq(decode_connect_bytes(nm, sizeof(nm), &c), MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);
+    ck_assert_uint_eq(decode_connect_bytes(nm, sizeof(nm), &c),
+                      MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);
     ck_assert_uint_eq(c.protocol_name.len, 0);
     /* trailing bytes */
     const uint8_t tr[] = {0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 1, 'c', 'x'};
     ck_assert_uint_eq(decode_connect_bytes(tr, sizeof(tr), &c), MQTT_RC_MALFORMED_PACKET);
     /* v5: receive maximum 0 is a protocol error */
-    const uint8_t rm0[] = {0x10, 17, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 3, 0x21, 0, 0, 0, 1, 'c'};
+    const uint8_t rm0[] = {0x10, 17, 0, 4,    'M', 'Q', 'T', 'T', 5,  0x02,
+                           0,    60, 3, 0x21, 0,   0,   0,   1,   'c'};
     ck_assert_uint_eq(decode_connect_bytes(rm0, sizeof(rm0), &c), MQTT_RC_PROTOCOL_ERROR);
     /* v5: a PUBLISH-only property in CONNECT */
-    const uint8_t bad[] = {0x10, 16, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 2, 0x01, 1, 0, 1, 'c'};
+    const uint8_t bad[] = {0x10, 16, 0,  4, 'M',  'Q', 'T', 'T', 5,
+                           0x02, 0,  60, 2, 0x01, 1,   0,   1,   'c'};
     ck_assert_uint_eq(decode_connect_bytes(bad, sizeof(bad), &c), MQTT_RC_PROTOCOL_ERROR);
     /* v5: session expiry twice */
-    const uint8_t dup[] = {0x10, 24, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 10, 0x11, 0, 0, 0, 1,
-                           0x11, 0, 0, 0, 2, 0, 1, 'c'};
+    const uint8_t dup[] = {0x10, 24, 0, 4, 'M', 'Q',  'T', 'T', 5, 0x02, 0, 60, 10,
+                           0x11, 0,  0, 0, 1,   0x11, 0,   0,   0, 2,    0, 1,  'c'};
     ck_assert_uint_eq(decode_connect_bytes(dup, sizeof(dup), &c), MQTT_RC_PROTOCOL_ERROR);
     /* v5: property length past the end */
     const uint8_t over[] = {0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 9, 0, 1, 'c'};
@@ -199,7 +205,8 @@ END_TEST
 
 START_TEST(test_publish_roundtrip_all_props)
 {
-    const uint8_t user[] = {0x26, 0, 1, 'a', 0, 1, '1', 0x26, 0, 1, 'a', 0, 1, '2', 0x26, 0, 1, 'b', 0, 0};
+    const uint8_t user[] = {0x26, 0, 1, 'a', 0,    1, '1', 0x26, 0, 1,
+                            'a',  0, 1, '2', 0x26, 0, 1,   'b',  0, 0};
     struct mqtt_publish p, d;
     memset(&p, 0, sizeof(p));
     p.qos = 2;
@@ -239,7 +246,10 @@ START_TEST(test_publish_roundtrip_all_props)
     ck_assert(bytes_eq(d.props.correlation_data, p.props.correlation_data));
     /* user properties forwarded in order, duplicates kept [MQTT-3.3.2-17,18] */
     uint8_t blob[64];
-    size_t bn = mqtt_encode_props_raw(&(struct mqtt_props){.present = MQTT_PBIT(MQTT_PROP_USER_PROPERTY), .user = d.props.user, .user_count = 3}, blob, sizeof(blob));
+    size_t bn = mqtt_encode_props_raw(
+        &(struct mqtt_props){
+            .present = MQTT_PBIT(MQTT_PROP_USER_PROPERTY), .user = d.props.user, .user_count = 3},
+        blob, sizeof(blob));
     ck_assert_uint_eq(bn, sizeof(user));
     ck_assert_mem_eq(blob, user, sizeof(user));
     /* head + payload equals the whole packet */
@@ -285,24 +295,33 @@ START_TEST(test_publish_malformed)
 {
     struct mqtt_publish d;
     const uint8_t t[] = {0, 3, 'a', '/', 'b', 0, 1};
-    ck_assert_uint_eq(mqtt_decode_publish(0x6, t, sizeof(t), MQTT_V5, &d), MQTT_RC_MALFORMED_PACKET); /* QoS 3 [MQTT-3.3.1-4] */
-    ck_assert_uint_eq(mqtt_decode_publish(0x8, t, sizeof(t), MQTT_V5, &d), MQTT_RC_MALFORMED_PACKET); /* DUP with QoS 0 [MQTT-3.3.1-2] */
+    ck_assert_uint_eq(mqtt_decode_publish(0x6, t, sizeof(t), MQTT_V5, &d),
+                      MQTT_RC_MALFORMED_PACKET); /* QoS 3 [MQTT-3.3.1-4] */
+    ck_assert_uint_eq(mqtt_decode_publish(0x8, t, sizeof(t), MQTT_V5, &d),
+                      MQTT_RC_MALFORMED_PACKET); /* DUP with QoS 0 [MQTT-3.3.1-2] */
     const uint8_t pid0[] = {0, 1, 'a', 0, 0, 0};
-    ck_assert_uint_eq(mqtt_decode_publish(0x2, pid0, sizeof(pid0), MQTT_V5, &d), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_publish(0x2, pid0, sizeof(pid0), MQTT_V5, &d),
+                      MQTT_RC_PROTOCOL_ERROR);
     const uint8_t wild[] = {0, 3, 'a', '/', '+', 0};
-    ck_assert_uint_eq(mqtt_decode_publish(0, wild, sizeof(wild), MQTT_V5, &d), MQTT_RC_TOPIC_NAME_INVALID); /* [MQTT-3.3.2-2] */
+    ck_assert_uint_eq(mqtt_decode_publish(0, wild, sizeof(wild), MQTT_V5, &d),
+                      MQTT_RC_TOPIC_NAME_INVALID); /* [MQTT-3.3.2-2] */
     const uint8_t hash[] = {0, 1, '#', 0};
-    ck_assert_uint_eq(mqtt_decode_publish(0, hash, sizeof(hash), MQTT_V311, &d), MQTT_RC_TOPIC_NAME_INVALID);
+    ck_assert_uint_eq(mqtt_decode_publish(0, hash, sizeof(hash), MQTT_V311, &d),
+                      MQTT_RC_TOPIC_NAME_INVALID);
     const uint8_t badutf[] = {0, 2, 0xc0, 0xaf, 0};
-    ck_assert_uint_eq(mqtt_decode_publish(0, badutf, sizeof(badutf), MQTT_V5, &d), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(mqtt_decode_publish(0, badutf, sizeof(badutf), MQTT_V5, &d),
+                      MQTT_RC_MALFORMED_PACKET);
     const uint8_t twoct[] = {0, 1, 'a', 8, 3, 0, 1, 'x', 3, 0, 1, 'y'}; /* content type twice */
-    ck_assert_uint_eq(mqtt_decode_publish(0, twoct, sizeof(twoct), MQTT_V5, &d), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_publish(0, twoct, sizeof(twoct), MQTT_V5, &d),
+                      MQTT_RC_PROTOCOL_ERROR);
     const uint8_t pfi[] = {0, 1, 'a', 2, 1, 2}; /* payload format 2 */
-    ck_assert_uint_eq(mqtt_decode_publish(0, pfi, sizeof(pfi), MQTT_V5, &d), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_publish(0, pfi, sizeof(pfi), MQTT_V5, &d),
+                      MQTT_RC_PROTOCOL_ERROR);
     const uint8_t rt[] = {0, 1, 'a', 4, 8, 0, 1, '#'}; /* wildcard in response topic */
     ck_assert_uint_eq(mqtt_decode_publish(0, rt, sizeof(rt), MQTT_V5, &d), MQTT_RC_PROTOCOL_ERROR);
     const uint8_t unk[] = {0, 1, 'a', 2, 0x7f, 0}; /* unknown property */
-    ck_assert_uint_eq(mqtt_decode_publish(0, unk, sizeof(unk), MQTT_V5, &d), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(mqtt_decode_publish(0, unk, sizeof(unk), MQTT_V5, &d),
+                      MQTT_RC_MALFORMED_PACKET);
     const uint8_t empty[] = {0, 0, 0}; /* empty topic: legal on the wire (alias), decided later */
     ck_assert_uint_eq(mqtt_decode_publish(0, empty, sizeof(empty), MQTT_V5, &d), 0);
 }
@@ -335,21 +354,28 @@ START_TEST(test_acks)
         n = mqtt_encode_ack(types[i], &a, MQTT_V311, buf, sizeof(buf));
         ck_assert_uint_eq(n, 4); /* 3.1.1 has no reason code */
         /* wrong flags [MQTT-3.6.1-1] */
-        ck_assert_uint_eq(mqtt_decode_ack(types[i], types[i] == MQTT_PUBREL ? 0 : 2, body, 2, MQTT_V5, &d),
-                          MQTT_RC_MALFORMED_PACKET);
+        ck_assert_uint_eq(
+            mqtt_decode_ack(types[i], types[i] == MQTT_PUBREL ? 0 : 2, body, 2, MQTT_V5, &d),
+            MQTT_RC_MALFORMED_PACKET);
     }
     struct mqtt_ack d;
     const uint8_t zero[] = {0, 0};
-    ck_assert_uint_eq(mqtt_decode_ack(MQTT_PUBACK, 0, zero, 2, MQTT_V5, &d), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_ack(MQTT_PUBACK, 0, zero, 2, MQTT_V5, &d),
+                      MQTT_RC_PROTOCOL_ERROR);
     const uint8_t extra[] = {0, 1, 0};
-    ck_assert_uint_eq(mqtt_decode_ack(MQTT_PUBACK, 0, extra, 3, MQTT_V311, &d), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(mqtt_decode_ack(MQTT_PUBACK, 0, extra, 3, MQTT_V311, &d),
+                      MQTT_RC_MALFORMED_PACKET);
 }
 END_TEST
 
 START_TEST(test_subscribe)
 {
     struct mqtt_sub_entry e[2] = {
-        {.filter = B("a/+"), .qos = 2, .no_local = true, .retain_as_published = true, .retain_handling = 2},
+        {.filter = B("a/+"),
+         .qos = 2,
+         .no_local = true,
+         .retain_as_published = true,
+         .retain_handling = 2},
         {.filter = B("$share/g/b/#"), .qos = 1},
     };
     struct mqtt_props props;
@@ -381,21 +407,29 @@ START_TEST(test_subscribe)
         ck_assert(rc >= 0x80 || s.count < 2);
     }
     /* malformed and protocol errors */
-    ck_assert_uint_eq(mqtt_decode_subscribe(0, body, len, MQTT_V5, &s), MQTT_RC_MALFORMED_PACKET); /* [MQTT-3.8.1-1] */
+    ck_assert_uint_eq(mqtt_decode_subscribe(0, body, len, MQTT_V5, &s),
+                      MQTT_RC_MALFORMED_PACKET); /* [MQTT-3.8.1-1] */
     const uint8_t none[] = {0, 1, 0};
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, none, sizeof(none), MQTT_V5, &s), MQTT_RC_PROTOCOL_ERROR); /* [MQTT-3.8.3-2] */
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, none, sizeof(none), MQTT_V5, &s),
+                      MQTT_RC_PROTOCOL_ERROR); /* [MQTT-3.8.3-2] */
     const uint8_t resv[] = {0, 1, 0, 0, 1, 'a', 0x40};
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, resv, sizeof(resv), MQTT_V5, &s), MQTT_RC_MALFORMED_PACKET); /* [MQTT-3.8.3-5] */
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, resv, sizeof(resv), MQTT_V5, &s),
+                      MQTT_RC_MALFORMED_PACKET); /* [MQTT-3.8.3-5] */
     const uint8_t rh3[] = {0, 1, 0, 0, 1, 'a', 0x30};
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, rh3, sizeof(rh3), MQTT_V5, &s), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, rh3, sizeof(rh3), MQTT_V5, &s),
+                      MQTT_RC_PROTOCOL_ERROR);
     const uint8_t q3[] = {0, 1, 0, 1, 'a', 3};
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, q3, sizeof(q3), MQTT_V311, &s), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, q3, sizeof(q3), MQTT_V311, &s),
+                      MQTT_RC_MALFORMED_PACKET);
     const uint8_t v3nl[] = {0, 1, 0, 1, 'a', 4}; /* no local bit in 3.1.1 is reserved */
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, v3nl, sizeof(v3nl), MQTT_V311, &s), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, v3nl, sizeof(v3nl), MQTT_V311, &s),
+                      MQTT_RC_MALFORMED_PACKET);
     const uint8_t sid0[] = {0, 1, 2, 0x0b, 0, 0, 1, 'a', 0};
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, sid0, sizeof(sid0), MQTT_V5, &s), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, sid0, sizeof(sid0), MQTT_V5, &s),
+                      MQTT_RC_PROTOCOL_ERROR);
     const uint8_t sid2[] = {0, 1, 4, 0x0b, 1, 0x0b, 2, 0, 1, 'a', 0};
-    ck_assert_uint_eq(mqtt_decode_subscribe(2, sid2, sizeof(sid2), MQTT_V5, &s), MQTT_RC_PROTOCOL_ERROR);
+    ck_assert_uint_eq(mqtt_decode_subscribe(2, sid2, sizeof(sid2), MQTT_V5, &s),
+                      MQTT_RC_PROTOCOL_ERROR);
 }
 END_TEST
 
@@ -438,11 +472,12 @@ START_TEST(test_connack_disconnect_auth)
     struct mqtt_connack c, d;
     memset(&c, 0, sizeof(c));
     c.session_present = true;
-    c.props.present = MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) | MQTT_PBIT(MQTT_PROP_ASSIGNED_CLIENT_ID) |
-                      MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) | MQTT_PBIT(MQTT_PROP_RETAIN_AVAILABLE) |
-                      MQTT_PBIT(MQTT_PROP_WILDCARD_SUB_AVAILABLE) | MQTT_PBIT(MQTT_PROP_SUB_ID_AVAILABLE) |
-                      MQTT_PBIT(MQTT_PROP_SHARED_SUB_AVAILABLE) | MQTT_PBIT(MQTT_PROP_SERVER_KEEP_ALIVE) |
-                      MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE) | MQTT_PBIT(MQTT_PROP_MAXIMUM_QOS);
+    c.props.present =
+        MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM) | MQTT_PBIT(MQTT_PROP_ASSIGNED_CLIENT_ID) |
+        MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM) | MQTT_PBIT(MQTT_PROP_RETAIN_AVAILABLE) |
+        MQTT_PBIT(MQTT_PROP_WILDCARD_SUB_AVAILABLE) | MQTT_PBIT(MQTT_PROP_SUB_ID_AVAILABLE) |
+        MQTT_PBIT(MQTT_PROP_SHARED_SUB_AVAILABLE) | MQTT_PBIT(MQTT_PROP_SERVER_KEEP_ALIVE) |
+        MQTT_PBIT(MQTT_PROP_MAXIMUM_PACKET_SIZE) | MQTT_PBIT(MQTT_PROP_MAXIMUM_QOS);
     c.props.receive_maximum = 20;
     c.props.assigned_client_id = B("auto-1");
     c.props.topic_alias_maximum = 10;
@@ -474,7 +509,8 @@ START_TEST(test_connack_disconnect_auth)
     const uint8_t sess[] = {0x00, 5, 0x11, 0, 0, 0, 9};
     ck_assert_uint_eq(mqtt_decode_disconnect(0, sess, sizeof(sess), MQTT_V5, &y), 0);
     ck_assert_uint_eq(y.props.session_expiry, 9);
-    ck_assert_uint_eq(mqtt_decode_disconnect(0, sess, sizeof(sess), MQTT_V311, &y), MQTT_RC_MALFORMED_PACKET);
+    ck_assert_uint_eq(mqtt_decode_disconnect(0, sess, sizeof(sess), MQTT_V311, &y),
+                      MQTT_RC_MALFORMED_PACKET);
     const uint8_t auth[] = {0x18, 7, 0x15, 0, 4, 'S', 'C', 'R', 'M'};
     ck_assert_uint_eq(mqtt_decode_auth(0, auth, sizeof(auth), &y), 0);
     ck_assert(bytes_eq(y.props.auth_method, B("SCRM")));

@@ -12,9 +12,12 @@
 static struct msg *
 mk(const char *topic, const char *payload)
 {
-    struct msg_init in = {.topic = topic, .topic_len = strlen(topic),
-                          .payload = (const uint8_t *)payload, .payload_len = strlen(payload),
-                          .qos = 1, .retain = true};
+    struct msg_init in = {.topic = topic,
+                          .topic_len = strlen(topic),
+                          .payload = (const uint8_t *)payload,
+                          .payload_len = strlen(payload),
+                          .qos = 1,
+                          .retain = true};
     return msg_new(&in);
 }
 

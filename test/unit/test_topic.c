@@ -15,8 +15,8 @@ START_TEST(test_names_and_filters)
 {
     ck_assert(topic_name_is_valid(S("sport/tennis/player1")));
     ck_assert(topic_name_is_valid(S("/")));
-    ck_assert(!topic_name_is_valid(S("")));              /* [MQTT-4.7.3-1] */
-    ck_assert(!topic_name_is_valid(S("sport/+")));       /* [MQTT-4.7.0-1] */
+    ck_assert(!topic_name_is_valid(S("")));        /* [MQTT-4.7.3-1] */
+    ck_assert(!topic_name_is_valid(S("sport/+"))); /* [MQTT-4.7.0-1] */
     ck_assert(!topic_name_is_valid(S("sport/#")));
     ck_assert(topic_filter_is_valid(S("sport/tennis/player1/#")));
     ck_assert(topic_filter_is_valid(S("#")));
@@ -41,9 +41,11 @@ START_TEST(test_shared_names)
     ck_assert_uint_eq(fl, 3);
     ck_assert_int_eq(strncmp(f, "a/+", 3), 0);
     ck_assert_int_eq(topic_parse_shared(S("a/b"), &g, &gl, &f, &fl), 0);
-    ck_assert_int_eq(topic_parse_shared(S("$share/grp"), &g, &gl, &f, &fl), -1);   /* no filter [MQTT-4.8.2-1] */
-    ck_assert_int_eq(topic_parse_shared(S("$share//a"), &g, &gl, &f, &fl), -1);    /* empty group */
-    ck_assert_int_eq(topic_parse_shared(S("$share/g+/a"), &g, &gl, &f, &fl), -1);  /* [MQTT-4.8.2-2] */
+    ck_assert_int_eq(topic_parse_shared(S("$share/grp"), &g, &gl, &f, &fl),
+                     -1); /* no filter [MQTT-4.8.2-1] */
+    ck_assert_int_eq(topic_parse_shared(S("$share//a"), &g, &gl, &f, &fl), -1); /* empty group */
+    ck_assert_int_eq(topic_parse_shared(S("$share/g+/a"), &g, &gl, &f, &fl),
+                     -1); /* [MQTT-4.8.2-2] */
     ck_assert_int_eq(topic_parse_shared(S("$share/g/a#"), &g, &gl, &f, &fl), -1);
 }
 END_TEST
@@ -53,7 +55,8 @@ START_TEST(test_matching_spec_examples)
     /* 4.7.1.2 */
     ck_assert(topic_matches(S("sport/tennis/player1/#"), S("sport/tennis/player1")));
     ck_assert(topic_matches(S("sport/tennis/player1/#"), S("sport/tennis/player1/ranking")));
-    ck_assert(topic_matches(S("sport/tennis/player1/#"), S("sport/tennis/player1/score/wimbledon")));
+    ck_assert(
+        topic_matches(S("sport/tennis/player1/#"), S("sport/tennis/player1/score/wimbledon")));
     ck_assert(topic_matches(S("sport/#"), S("sport")));
     ck_assert(topic_matches(S("#"), S("a/b/c")));
     /* 4.7.1.3 */
@@ -114,9 +117,9 @@ START_TEST(test_tree_wildcards)
     ck_assert_int_eq(topic_tree_add(t, S("#"), NULL, 0, &c, &q1), 1);
     ck_assert_int_eq(count_matches(t, "a/b/c"), 3);
     ck_assert_int_eq(count_matches(t, "a/b/x/c"), 2);
-    ck_assert_int_eq(count_matches(t, "a"), 2);        /* a/# matches the parent */
+    ck_assert_int_eq(count_matches(t, "a"), 2); /* a/# matches the parent */
     ck_assert_int_eq(count_matches(t, "x"), 1);
-    ck_assert_int_eq(count_matches(t, "$SYS/x"), 0);   /* [MQTT-4.7.2-1] */
+    ck_assert_int_eq(count_matches(t, "$SYS/x"), 0); /* [MQTT-4.7.2-1] */
     ck_assert_int_eq(topic_tree_add(t, S("$SYS/#"), NULL, 0, &a, &q1), 1);
     ck_assert_int_eq(count_matches(t, "$SYS/x"), 1);
     ck_assert_uint_eq(topic_tree_count(t), 4);
@@ -129,7 +132,8 @@ START_TEST(test_tree_replace_remove_prune)
     struct topic_tree *t = topic_tree_new();
     struct sub_opts q2 = {.qos = 2};
     ck_assert_int_eq(topic_tree_add(t, S("x/y"), NULL, 0, &a, &q1), 1);
-    ck_assert_int_eq(topic_tree_add(t, S("x/y"), NULL, 0, &a, &q2), 0); /* replaced [MQTT-3.8.4-3] */
+    ck_assert_int_eq(topic_tree_add(t, S("x/y"), NULL, 0, &a, &q2),
+                     0); /* replaced [MQTT-3.8.4-3] */
     ck_assert_uint_eq(topic_tree_count(t), 1);
     ck_assert_int_eq(topic_tree_add(t, S("x/y"), NULL, 0, &b, &q1), 1);
     /* overlapping subscriptions of one owner: one callback each (merging is the caller's) */
