@@ -20,7 +20,11 @@ ifeq ($(SAN),1)
   EXTRA := $(SANFLAGS)
 endif
 
-LIBS       := -levent_core -levent -lm
+# mbedTLS 3.6: from build/deps (written by `make deps`), or the system's
+-include build/deps/mbedtls.mk
+MBEDTLS_CFLAGS ?=
+MBEDTLS_LIBS   ?= -lmbedtls -lmbedx509 -lmbedcrypto
+LIBS       := -levent_core -levent $(MBEDTLS_LIBS) -lpthread -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 
 SRC      := $(wildcard broker/*/*.c)
@@ -39,7 +43,7 @@ $(B)/obj/mqtt/%.o: WARN += -Wconversion
 $(B)/obj/%.o: broker/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
 $(B)/obj/test/%.o: test/unit/%.c
 	@mkdir -p $(@D)

@@ -108,11 +108,15 @@ main(int argc, char **argv)
     }
     lq_log(LQ_LOG_NOTICE, "lunamq %s starting (libevent %s, %s)", LUNAMQ_VERSION,
            event_get_version(), event_base_get_method(base));
-    struct broker *b = broker_new(base, &conf, conf_path);
+    char err[1024];
+    struct broker *b = broker_new(base, &conf, conf_path, err, sizeof(err));
     conf_fini(&conf);
     if (!b) {
         event_base_free(base);
-        return 1;
+        if (!err[0]) return 1;
+        fprintf(stderr, "%s\n", err); /* unusable TLS material: a configuration error */
+        lq_log(LQ_LOG_ERR, "%s", err);
+        return 3;
     }
     struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, b);
     struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, b);

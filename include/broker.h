@@ -10,8 +10,10 @@ struct lq_conf;
 struct broker;
 
 /* Takes ownership of *conf (moved out: *conf is reset). conf_path may be NULL (no
- * reload source). Returns NULL when a listener cannot be opened (logged). */
-struct broker *broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path);
+ * reload source). Returns NULL when a listener cannot be opened (logged, err is "")
+ * or its TLS material does not load ("FILE:LINE: ..." in err, errlen bytes). */
+struct broker *broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
+                          char *err, size_t errlen);
 void broker_free(struct broker *b); /* NULL is a no-op */
 
 /* Graceful shutdown: v5 clients get DISCONNECT 0x8B, output is flushed (briefly),

@@ -8,8 +8,8 @@
  *
  * Lifetime: conn_close() is a state change (no more packets are delivered, pending
  * output is flushed for a short while); the memory is freed later, at a safe point
- * of the event loop, never inside the caller's stack. A transport (plain TCP now,
- * TLS later) is the bufferevent under the conn.
+ * of the event loop, never inside the caller's stack. The transport is plain TCP
+ * or TLS (tls.h), chosen by the listener; owners see the same plaintext packets.
  */
 #ifndef LUNAMQ_NET_H
 #define LUNAMQ_NET_H
@@ -21,6 +21,8 @@
 struct event_base;
 struct conn;
 struct listener;
+struct tls_ctx;
+struct tls_identity;
 
 /* What the owner (the session layer) is told. `ud` is the owner's pointer given at
  * listener_new. All callbacks run from the event loop. */
@@ -45,9 +47,12 @@ struct conn_ops {
     void (*on_free)(struct conn *c, void *ud);
 };
 
-/* Listen on host:port (host NULL or "" = all). Returns NULL with errno set. */
+/* Listen on host:port (host NULL or "" = all). With tls (ownership passes to the
+ * listener) every connection speaks TLS. Returns NULL with errno set. */
 struct listener *listener_new(struct event_base *base, const char *host, uint16_t port,
-                              const struct conn_ops *ops, void *ud);
+                              struct tls_ctx *tls, const struct conn_ops *ops, void *ud);
+/* New TLS material for connections accepted from now on (ownership passes). */
+void listener_set_tls(struct listener *l, struct tls_ctx *tls);
 /* Stops accepting and frees every connection it accepted; NULL is a no-op. */
 void listener_free(struct listener *l);
 uint16_t listener_port(const struct listener *l);
@@ -59,6 +64,12 @@ void conn_set_owner(struct conn *c, void *owner);
 void *conn_owner(const struct conn *c);
 /* "127.0.0.1:50312" */
 const char *conn_peer(const struct conn *c);
+/* TLS: is it, who the verified client certificate says it is (NULL without one),
+ * and the username it implies under use_identity/subject_as_username ("" if none;
+ * NULL when the listener does not take usernames from certificates). */
+bool conn_is_tls(const struct conn *c);
+const struct tls_identity *conn_tls_identity(const struct conn *c);
+const char *conn_tls_username(const struct conn *c);
 /* Largest packet accepted from the peer (whole packet, header included). */
 void conn_set_max_packet(struct conn *c, uint32_t max);
 /* Keep-alive: the peer must send something within `ms` (0 = never). */

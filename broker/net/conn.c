@@ -19,10 +19,24 @@
 #include "lq.h"
 #include "mqtt.h"
 #include "net_int.h"
+#include "tls.h"
 
 #define OUT_HIGH       (256 * 1024) /* stop producing output above this */
 #define OUT_LOW        (32 * 1024)  /* on_drain fires when output falls to this */
 #define CLOSE_GRACE_MS 2000         /* how long a closing conn may take to flush */
+
+static bool
+handshaking(const struct conn *c)
+{
+    return c->tls && !tls_conn_established(c->tls);
+}
+
+static void
+arm_timer(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
 
 static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -34,23 +48,120 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
+    uint64_t now = lq_now_ms();
+    if (handshaking(c)) {
+        if (now >= c->hs_deadline_ms) {
+            lq_log(LQ_LOG_NOTICE, "%s: TLS handshake not finished in time: closing", c->peer);
+            conn_close(c);
+            c->l->ops->on_lost(c, "TLS handshake timeout", c->l->ud);
+            return;
+        }
+        arm_timer(c, c->hs_deadline_ms - now);
+        return;
+    }
     if (!c->keepalive_ms) return;
-    uint64_t now = lq_now_ms(), idle = now - c->last_rx_ms;
+    uint64_t idle = now - c->last_rx_ms;
     if (idle >= c->keepalive_ms) {
         c->l->ops->on_keepalive(c, c->l->ud);
         return;
     }
-    struct timeval tv = {.tv_sec = (time_t)((c->keepalive_ms - idle) / 1000),
-                         .tv_usec = (suseconds_t)((c->keepalive_ms - idle) % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
+    arm_timer(c, c->keepalive_ms - idle);
+}
+
+/* Where packets are framed from, and where output is queued. */
+static struct evbuffer *
+inbuf(const struct conn *c)
+{
+    return c->tls ? c->tls_in : bufferevent_get_input(c->bev);
+}
+
+static struct evbuffer *
+outbuf(const struct conn *c)
+{
+    return c->tls ? c->tls_out : bufferevent_get_output(c->bev);
+}
+
+/* Encrypt what was queued; runs once per loop iteration (flush_ev), and at close. */
+static void
+tls_flush(struct conn *c)
+{
+    if (!tls_conn_established(c->tls) || !evbuffer_get_length(c->tls_out)) return;
+    if (tls_conn_output(c->tls, c->tls_out) < 0) {
+        evbuffer_drain(c->tls_out, evbuffer_get_length(c->tls_out));
+        if (!c->closing) {
+            lq_log(LQ_LOG_NOTICE, "%s: TLS write failed: closing", c->peer);
+            conn_close(c);
+            c->l->ops->on_lost(c, "TLS write failed", c->l->ud);
+        }
+    }
+}
+
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tls_flush(arg);
+}
+
+static void
+queued(struct conn *c)
+{
+    if (c->tls) event_active(c->flush_ev, EV_WRITE, 0); /* no-op when already active */
+}
+
+static void
+log_established(const struct conn *c)
+{
+    char d[128], san[512] = "";
+    const struct tls_identity *id = tls_conn_identity(c->tls);
+    tls_conn_describe(c->tls, d, sizeof(d));
+    if (!id) {
+        lq_log(LQ_LOG_DEBUG, "%s: TLS established (%s, no client certificate)", c->peer, d);
+        return;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < id->nsan && used < sizeof(san); i++)
+        used += (size_t)snprintf(san + used, sizeof(san) - used, "%s%s", i ? " " : "", id->san[i]);
+    lq_log(LQ_LOG_DEBUG,
+           "%s: TLS established (%s): subject \"%s\", SAN [%s], serial %s, SHA-256 %s", c->peer,
+           d, id->subject, san, id->serial, id->fingerprint);
+}
+
+/* TLS input: handshake, then decrypt into tls_in. False when there is nothing to
+ * frame (handshake under way, or the connection failed and is closing). */
+static bool
+tls_read(struct conn *c)
+{
+    bool was = tls_conn_established(c->tls);
+    char why[320];
+    enum tls_status st = tls_conn_input(c->tls, c->tls_in, why, sizeof(why));
+    if (st == TLS_FAILED) {
+        lq_log(LQ_LOG_NOTICE, "%s: %s: %s", c->peer, was ? "TLS error" : "TLS handshake failed",
+               why);
+        conn_close(c);
+        c->l->ops->on_lost(c, why, c->l->ud);
+        return false;
+    }
+    if (st == TLS_HANDSHAKING) return false;
+    if (!was) { /* the CONNECT timeout starts now */
+        if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
+        c->last_rx_ms = lq_now_ms();
+        conn_set_keepalive(c, c->keepalive_ms);
+        queued(c);
+    }
+    if (st == TLS_CLOSED) c->peer_closed = true;
+    return true;
 }
 
 static void
 read_cb(struct bufferevent *bev, void *arg)
 {
+    (void)bev;
     struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
     c->last_rx_ms = lq_now_ms();
+    if (c->tls && !tls_read(c)) return;
+    struct evbuffer *in = inbuf(c);
     while (!c->closing && !c->paused) {
         size_t avail = evbuffer_get_length(in);
         if (avail < 2) break;
@@ -75,6 +186,10 @@ read_cb(struct bufferevent *bev, void *arg)
         const uint8_t *p = evbuffer_pullup(in, (ssize_t)total);
         c->l->ops->on_packet(c, tf, p + hl, rem, c->l->ud);
         evbuffer_drain(in, total);
+    }
+    if (c->peer_closed && !c->closing) {
+        conn_close(c);
+        c->l->ops->on_lost(c, "connection closed by peer", c->l->ud);
     }
 }
 
@@ -106,6 +221,19 @@ event_cb(struct bufferevent *bev, short what, void *arg)
                           : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
     conn_close(c);
     c->l->ops->on_lost(c, why, c->l->ud);
+}
+
+/* Release what conn_new allocated (the conn is not, or no longer, in l->conns). */
+static void
+conn_free_unlinked(struct conn *c)
+{
+    tls_conn_free(c->tls);
+    if (c->tls_in) evbuffer_free(c->tls_in);
+    if (c->tls_out) evbuffer_free(c->tls_out);
+    if (c->flush_ev) event_free(c->flush_ev);
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    free(c);
 }
 
 struct conn *
@@ -144,6 +272,22 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         free(c);
         return NULL;
     }
+    if (l->tls) {
+        c->tls_in = evbuffer_new();
+        c->tls_out = evbuffer_new();
+        c->flush_ev = event_new(l->base, -1, 0, flush_cb, c);
+        c->tls = c->tls_in && c->tls_out && c->flush_ev
+                     ? tls_conn_new(l->tls, bufferevent_get_input(c->bev),
+                                    bufferevent_get_output(c->bev))
+                     : NULL;
+        if (!c->tls) {
+            lq_log(LQ_LOG_ERR, "%s: cannot set up TLS", c->peer);
+            conn_free_unlinked(c);
+            return NULL;
+        }
+        c->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
+        arm_timer(c, tls_ctx_handshake_timeout_ms(l->tls));
+    }
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -166,9 +310,7 @@ conn_free(struct conn *c)
         l->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     l->nconns--;
-    bufferevent_free(c->bev);
-    event_free(c->timer);
-    free(c);
+    conn_free_unlinked(c);
 }
 
 void
@@ -200,25 +342,26 @@ conn_set_keepalive(struct conn *c, uint64_t ms)
 {
     c->keepalive_ms = ms;
     if (c->closing) return;
+    if (handshaking(c)) return; /* the handshake deadline comes first; re-armed after it */
     if (!ms) {
         evtimer_del(c->timer);
         return;
     }
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
+    arm_timer(c, ms);
 }
 
 void
 conn_write(struct conn *c, const void *p, size_t n)
 {
     if (c->closing && !n) return;
-    evbuffer_add(bufferevent_get_output(c->bev), p, n);
+    evbuffer_add(outbuf(c), p, n);
+    queued(c);
 }
 
 uint8_t *
 conn_reserve(struct conn *c, size_t n)
 {
-    if (evbuffer_reserve_space(bufferevent_get_output(c->bev), (ssize_t)n, &c->resv, 1) != 1)
+    if (evbuffer_reserve_space(outbuf(c), (ssize_t)n, &c->resv, 1) != 1)
         return NULL;
     return c->resv.iov_base;
 }
@@ -227,7 +370,8 @@ void
 conn_commit(struct conn *c, size_t n)
 {
     c->resv.iov_len = n;
-    evbuffer_commit_space(bufferevent_get_output(c->bev), &c->resv, 1);
+    evbuffer_commit_space(outbuf(c), &c->resv, 1);
+    queued(c);
 }
 
 struct ref_release {
@@ -251,13 +395,15 @@ conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *ar
     struct ref_release *r = lq_xmalloc(sizeof(*r));
     r->fn = release;
     r->arg = arg;
-    evbuffer_add_reference(bufferevent_get_output(c->bev), p, n, release_cb, r);
+    evbuffer_add_reference(outbuf(c), p, n, release_cb, r);
+    queued(c);
 }
 
 size_t
 conn_pending(const struct conn *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+    return c->tls ? n + evbuffer_get_length(c->tls_out) : n;
 }
 
 bool
@@ -281,7 +427,7 @@ conn_resume(struct conn *c)
     c->paused = false;
     bufferevent_enable(c->bev, EV_READ);
     /* packets already buffered would wait for new bytes: run the reader soon */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) || (c->tls && evbuffer_get_length(c->tls_in)))
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
@@ -297,6 +443,10 @@ conn_close(struct conn *c)
     if (c->closing) return; /* already on its way out? */
     c->closing = true;
     bufferevent_disable(c->bev, EV_READ);
+    if (c->tls) { /* what is queued leaves now, then the close_notify */
+        tls_flush(c);
+        tls_conn_shutdown(c->tls);
+    }
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         event_active(c->timer, EV_TIMEOUT, 0);
         return;
@@ -309,4 +459,22 @@ bool
 conn_is_closing(const struct conn *c)
 {
     return c->closing;
+}
+
+bool
+conn_is_tls(const struct conn *c)
+{
+    return c->tls != NULL;
+}
+
+const struct tls_identity *
+conn_tls_identity(const struct conn *c)
+{
+    return c->tls ? tls_conn_identity(c->tls) : NULL;
+}
+
+const char *
+conn_tls_username(const struct conn *c)
+{
+    return c->tls ? tls_conn_username(c->tls) : NULL;
 }

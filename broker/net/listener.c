@@ -13,6 +13,7 @@
 
 #include "lq.h"
 #include "net_int.h"
+#include "tls.h"
 
 static void
 accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -34,10 +35,11 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 }
 
 struct listener *
-listener_new(struct event_base *base, const char *host, uint16_t port, const struct conn_ops *ops,
-             void *ud)
+listener_new(struct event_base *base, const char *host, uint16_t port, struct tls_ctx *tls,
+             const struct conn_ops *ops, void *ud)
 {
     struct listener *l = lq_xcalloc(1, sizeof(*l));
+    l->tls = tls;
     l->base = base;
     l->ops = ops;
     l->ud = ud;
@@ -81,7 +83,15 @@ listener_free(struct listener *l)
     if (!l) return;
     while (l->conns) conn_free(l->conns);
     if (l->evl) evconnlistener_free(l->evl);
+    tls_ctx_unref(l->tls);
     free(l);
+}
+
+void
+listener_set_tls(struct listener *l, struct tls_ctx *tls)
+{
+    tls_ctx_unref(l->tls); /* connections using it keep their own reference */
+    l->tls = tls;
 }
 
 uint16_t

@@ -15,6 +15,7 @@ struct listener {
     const struct conn_ops *ops;
     void *ud;
     uint16_t port;
+    struct tls_ctx *tls; /* NULL: plain TCP; else new connections speak TLS with it */
     size_t nconns;
     struct conn *conns; /* every conn accepted, doubly linked */
 };
@@ -32,6 +33,13 @@ struct conn {
     bool paused;
     bool in_read;               /* inside read_cb: the reap must wait */
     struct evbuffer_iovec resv; /* conn_reserve .. conn_commit */
+    /* TLS: the bufferevent carries ciphertext; packets are framed from tls_in and
+     * written to tls_out, which flush_ev encrypts once per loop iteration. */
+    struct tls_conn *tls;
+    struct evbuffer *tls_in, *tls_out;
+    struct event *flush_ev;
+    uint64_t hs_deadline_ms; /* the handshake must finish by then */
+    bool peer_closed;        /* close_notify received */
     char peer[64];
 };
 

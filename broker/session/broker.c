@@ -11,6 +11,8 @@
 #include <event2/event.h>
 
 #include "broker.h"
+#include "conf.h"
+#include "tls.h"
 #include "retain.h"
 #include "session_int.h"
 
@@ -249,8 +251,10 @@ static const struct conn_ops broker_conn_ops = {
 /* ---- life cycle ---- */
 
 struct broker *
-broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path)
+broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path, char *errbuf,
+           size_t errlen)
 {
+    errbuf[0] = '\0';
     struct broker *b = lq_xcalloc(1, sizeof(*b));
     b->base = base;
     b->conf = *conf;
@@ -263,14 +267,24 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path)
     b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
 
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
-        struct listener *l = listener_new(base, lc->host, lc->port, &broker_conn_ops, b);
-        if (!l) {
+        struct tls_ctx *tls = NULL;
+        if (lc->tls) {
+            char err[768];
+            if (!(tls = tls_ctx_new(lc->tls, err, sizeof(err)))) {
+                snprintf(errbuf, errlen, "%s", err);
+                broker_free(b);
+                return NULL;
+            }
+        }
+        struct listener *l = listener_new(base, lc->host, lc->port, tls, &broker_conn_ops, b);
+        if (!l) { /* logged by listener_new */
             broker_free(b);
             return NULL;
         }
         b->listeners = lq_xrealloc(b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
         b->listeners[b->nlisteners++] = l;
-        lq_log(LQ_LOG_NOTICE, "listening on %s:%u", lc->host ? lc->host : "*", listener_port(l));
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s", lc->host ? lc->host : "*",
+               listener_port(l), tls ? " (TLS)" : "");
     }
     return b;
 }
@@ -337,6 +351,30 @@ broker_shutdown(struct broker *b)
     event_active(b->shutdown_ev, EV_TIMEOUT, 0);
 }
 
+/* The i-th listener of the running broker is the i-th of the new file when both
+ * name the same port; its TLS material is replaced only if all of it loads. */
+static void
+reload_tls(struct broker *b, const struct lq_conf *nc)
+{
+    const struct listener_conf *lc = b->conf.listeners, *nl = nc->listeners;
+    for (size_t i = 0; i < b->nlisteners && lc; i++, lc = lc->next, nl = nl ? nl->next : NULL) {
+        if (!lc->tls) continue;
+        if (!nl || nl->port != lc->port || !nl->tls) {
+            lq_log(LQ_LOG_ERR, "reload: listener %u is no longer a TLS listener in %s: keeping "
+                   "its TLS material (listeners change on restart)", lc->port, b->conf_path);
+            continue;
+        }
+        char err[768];
+        struct tls_ctx *tls = tls_ctx_new(nl->tls, err, sizeof(err));
+        if (!tls) {
+            lq_log(LQ_LOG_ERR, "reload: listener %u keeps its TLS material: %s", lc->port, err);
+            continue;
+        }
+        listener_set_tls(b->listeners[i], tls);
+        lq_log(LQ_LOG_NOTICE, "listener %u: TLS certificates, key and CRL reloaded", lc->port);
+    }
+}
+
 int
 broker_reload(struct broker *b)
 {
@@ -354,7 +392,9 @@ broker_reload(struct broker *b)
     }
     if (lq_log_open(nc.log_types, nc.log_dests, nc.log_file) < 0)
         lq_log(LQ_LOG_ERR, "reload: log file %s: %s", nc.log_file, strerror(errno));
-    /* listeners stay as they are: changing them needs a restart */
+    /* listeners stay as they are (changing them needs a restart); their TLS
+     * material is reloaded for new connections */
+    reload_tls(b, &nc);
     struct lq_conf old = b->conf;
     b->conf = nc;
     b->conf.listeners = old.listeners;

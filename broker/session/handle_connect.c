@@ -87,7 +87,11 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
 
     if (ck.props.present & MQTT_PBIT(MQTT_PROP_AUTH_METHOD))
         return refuse(c, &ck, MQTT_RC_BAD_AUTHENTICATION_METHOD, "no AUTH method is supported");
-    if (!b->conf.allow_anonymous && !ck.has_username)
+    /* use_identity_as_username: the verified certificate names the client */
+    const char *cert_user = conn_tls_username(c);
+    if (cert_user && !*cert_user)
+        return refuse(c, &ck, MQTT_RC_NOT_AUTHORIZED, "certificate gives no username");
+    if (!b->conf.allow_anonymous && !ck.has_username && !cert_user)
         return refuse(c, &ck, MQTT_RC_NOT_AUTHORIZED, "anonymous clients not allowed");
     if (ck.will) {
         if (!topic_name_is_valid((const char *)ck.will_topic.p, ck.will_topic.len))
@@ -149,6 +153,10 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     s->expiry = expiry;
     s->connect_expiry = expiry;
     s->keepalive = keepalive;
+    free(s->username);
+    s->username = cert_user      ? lq_xstrdup(cert_user)
+                  : ck.has_username ? lq_xstrndup((const char *)ck.username.p, ck.username.len)
+                                    : NULL;
     s->problem_info = !(ck.props.present & MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) ||
                       ck.props.request_problem_info;
     s->client_recv_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM))
@@ -195,11 +203,14 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     }
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
-    session_log(s, LQ_LOG_INFO, "connected (MQTT %s, keep alive %u, session %s, expiry %u)",
+    session_log(s, LQ_LOG_INFO,
+                "connected (MQTT %s%s, keep alive %u, session %s, expiry %u%s%s%s)",
                 v5                        ? "5.0"
                 : ck.version == MQTT_V311 ? "3.1.1"
                                           : "3.1",
-                keepalive, present ? "resumed" : "new", expiry);
+                conn_is_tls(c) ? " over TLS" : "", keepalive, present ? "resumed" : "new", expiry,
+                s->username ? ", username \"" : "", s->username ? s->username : "",
+                s->username ? "\"" : "");
     if (present) session_resend_inflight(s);
     session_pump(s);
 }

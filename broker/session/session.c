@@ -170,6 +170,7 @@ session_end(struct session *s)
     free(s->subs);
     free(s->in_pids);
     free(s->id);
+    free(s->username);
     free(s);
 }
 

@@ -111,6 +111,7 @@ struct session {
     uint16_t client_alias_max;
     uint32_t client_max_packet;
     uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
+    char *username;          /* from CONNECT, or the client certificate; NULL: none */
     char *alias_in[TOPIC_ALIAS_MAX + 1];
     struct alias_out *alias_out;
     uint16_t nalias_out;

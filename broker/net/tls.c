@@ -1,0 +1,572 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * tls: server-side TLS 1.2/1.3 on mbedTLS 3.6, with the connection's evbuffers as
+ * the record layer's "socket". Session tickets (TLS 1.2 and 1.3) let a device
+ * resume without a full handshake; their key lives in the tls_ctx, so a reload
+ * (new CRL, new certificate) also invalidates every ticket issued before it: a
+ * revoked device cannot come back by resumption.
+ *
+ * mbedTLS does not keep the client certificate in a TLS 1.3 ticket, so a resumed
+ * device would have no identity. Our ticket wraps mbedTLS's and carries the
+ * certificate (DER) encrypted and bound to it with AES-256-GCM under a key of the
+ * same tls_ctx:  u16 inner_len | inner ticket | [ iv(12) | enc(DER) | tag(16) ]. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/gcm.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/x509_crl.h>
+#include <mbedtls/x509_crt.h>
+#include <psa/crypto.h>
+
+#include "conf.h"
+#include "lq.h"
+#include "tls.h"
+
+#define TICKET_LIFETIME_S 86400
+#define MAX_SUITES        64
+
+struct tls_ctx {
+    unsigned refs;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt cert; /* own chain */
+    mbedtls_pk_context key;
+    mbedtls_x509_crt ca;
+    mbedtls_x509_crl crl;
+    mbedtls_ssl_ticket_context tickets;
+    mbedtls_gcm_context id_key; /* seals the certificate carried in our tickets */
+    int suites[MAX_SUITES + 1]; /* zero-terminated; unused when suites[0] == 0 */
+    uint32_t handshake_timeout_ms;
+    enum { USER_NONE, USER_CN, USER_SUBJECT } username;
+};
+
+struct tls_conn {
+    struct tls_ctx *ctx;
+    mbedtls_ssl_context ssl;
+    struct evbuffer *rx, *tx;
+    bool established;
+    struct tls_identity *id;
+    unsigned char *resumed_der; /* the certificate a resumption ticket carried */
+    size_t resumed_der_len;
+};
+
+/* The connection whose handshake is running: the ticket callbacks have no other
+ * way to reach it (the loop is single-threaded). */
+static struct tls_conn *current;
+
+static mbedtls_entropy_context entropy;
+static mbedtls_ctr_drbg_context drbg;
+static bool initialised;
+
+static const char *
+strerr(int rc, char *buf, size_t n)
+{
+    mbedtls_strerror(rc, buf, n);
+    return buf;
+}
+
+int
+tls_global_init(char *err, size_t errlen)
+{
+    if (initialised) return 0;
+    psa_status_t ps = psa_crypto_init();
+    if (ps != PSA_SUCCESS) {
+        snprintf(err, errlen, "TLS: psa_crypto_init failed (%d)", (int)ps);
+        return -1;
+    }
+    mbedtls_entropy_init(&entropy);
+    mbedtls_ctr_drbg_init(&drbg);
+    static const char pers[] = "lunamq";
+    int rc = mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy,
+                                   (const unsigned char *)pers, sizeof(pers) - 1);
+    if (rc) {
+        char e[128];
+        snprintf(err, errlen, "TLS: random generator: %s", strerr(rc, e, sizeof(e)));
+        return -1;
+    }
+    initialised = true;
+    return 0;
+}
+
+/* ---- loading a listener's material ---- */
+
+__attribute__((format(printf, 5, 6))) static struct tls_ctx *
+load_fail(struct tls_ctx *ctx, char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    char msg[512], e[160] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (rc) mbedtls_strerror(rc, e, sizeof(e));
+    snprintf(err, errlen, "%s%s%s", msg, rc ? ": " : "", e);
+    tls_ctx_unref(ctx);
+    return NULL;
+}
+
+/* "TLS_AES_128_GCM_SHA256" (IANA) or "TLS1-3-AES-128-GCM-SHA256" (mbedTLS); for
+ * TLS 1.2 "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" or the same with dashes. */
+static int
+suite_id(const char *name, bool tls13)
+{
+    char buf[128];
+    if (strlen(name) >= sizeof(buf) - 8) return 0;
+    if (tls13 && strncmp(name, "TLS_", 4) == 0)
+        snprintf(buf, sizeof(buf), "TLS1-3-%s", name + 4);
+    else
+        snprintf(buf, sizeof(buf), "%s", name);
+    for (char *p = buf; *p; p++)
+        if (*p == '_') *p = '-';
+    int id = mbedtls_ssl_get_ciphersuite_id(buf);
+    bool is13 = (id >> 8) == 0x13;
+    return id && is13 == tls13 ? id : 0;
+}
+
+/* Append the suites of one version: the configured list, or mbedTLS's defaults. */
+static int
+add_suites(struct tls_ctx *ctx, size_t *n, const char *list, bool tls13, char *bad, size_t badlen)
+{
+    if (!list) {
+        for (const int *s = mbedtls_ssl_list_ciphersuites(); *s && *n < MAX_SUITES; s++)
+            if (((*s >> 8) == 0x13) == tls13) ctx->suites[(*n)++] = *s;
+        return 0;
+    }
+    char *copy = lq_xstrdup(list), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
+        int id = suite_id(t, tls13);
+        if (!id) {
+            snprintf(bad, badlen, "%s", t);
+            rc = -1;
+            break;
+        }
+        if (*n < MAX_SUITES) ctx->suites[(*n)++] = id;
+    }
+    free(copy);
+    return rc;
+}
+
+/* ---- session tickets carrying the client certificate ---- */
+
+#define ID_IV  12
+#define ID_TAG 16
+
+static int
+ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
+             const unsigned char *end, size_t *tlen, uint32_t *lifetime)
+{
+    struct tls_ctx *ctx = p;
+    if (end - start < 2) return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
+    size_t inner;
+    int rc = mbedtls_ssl_ticket_write(&ctx->tickets, session, start + 2, end, &inner, lifetime);
+    if (rc) return rc;
+    start[0] = (unsigned char)(inner >> 8);
+    start[1] = (unsigned char)inner;
+    *tlen = 2 + inner;
+    const unsigned char *der = NULL;
+    size_t der_len = 0;
+    const mbedtls_x509_crt *peer = current ? mbedtls_ssl_get_peer_cert(&current->ssl) : NULL;
+    if (peer) {
+        der = peer->raw.p;
+        der_len = peer->raw.len;
+    } else if (current && current->resumed_der) {
+        der = current->resumed_der;
+        der_len = current->resumed_der_len;
+    }
+    if (!der) return 0;
+    unsigned char *iv = start + *tlen;
+    if ((size_t)(end - iv) < ID_IV + der_len + ID_TAG) return 0; /* no room: plain ticket */
+    if ((rc = mbedtls_ctr_drbg_random(&drbg, iv, ID_IV))) return rc;
+    rc = mbedtls_gcm_crypt_and_tag(&ctx->id_key, MBEDTLS_GCM_ENCRYPT, der_len, iv, ID_IV,
+                                   start + 2, inner, der, iv + ID_IV, ID_TAG,
+                                   iv + ID_IV + der_len);
+    if (rc) return rc;
+    *tlen += ID_IV + der_len + ID_TAG;
+    return 0;
+}
+
+static int
+ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
+{
+    struct tls_ctx *ctx = p;
+    if (len < 2) return MBEDTLS_ERR_SSL_INVALID_MAC;
+    size_t inner = (size_t)buf[0] << 8 | buf[1];
+    if (inner > len - 2) return MBEDTLS_ERR_SSL_INVALID_MAC;
+    size_t extra = len - 2 - inner;
+    unsigned char *der = NULL;
+    size_t der_len = 0;
+    if (extra) { /* before the inner ticket is decrypted in place: it is our AAD */
+        if (extra <= ID_IV + ID_TAG) return MBEDTLS_ERR_SSL_INVALID_MAC;
+        const unsigned char *iv = buf + 2 + inner;
+        der_len = extra - ID_IV - ID_TAG;
+        der = lq_xmalloc(der_len);
+        if (mbedtls_gcm_auth_decrypt(&ctx->id_key, der_len, iv, ID_IV, buf + 2, inner,
+                                     iv + ID_IV + der_len, ID_TAG, iv + ID_IV, der)) {
+            free(der);
+            return MBEDTLS_ERR_SSL_INVALID_MAC;
+        }
+    }
+    int rc = mbedtls_ssl_ticket_parse(&ctx->tickets, session, buf + 2, inner);
+    if (rc || !current) {
+        free(der);
+        return rc;
+    }
+    free(current->resumed_der);
+    current->resumed_der = der;
+    current->resumed_der_len = der_len;
+    return 0;
+}
+
+struct tls_ctx *
+tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
+{
+    int rc;
+    if (!initialised && tls_global_init(err, errlen) < 0) return NULL;
+    struct tls_ctx *ctx = lq_xcalloc(1, sizeof(*ctx));
+    ctx->refs = 1;
+    mbedtls_ssl_config_init(&ctx->conf);
+    mbedtls_x509_crt_init(&ctx->cert);
+    mbedtls_pk_init(&ctx->key);
+    mbedtls_x509_crt_init(&ctx->ca);
+    mbedtls_x509_crl_init(&ctx->crl);
+    mbedtls_ssl_ticket_init(&ctx->tickets);
+    mbedtls_gcm_init(&ctx->id_key);
+    ctx->handshake_timeout_ms = tc->handshake_timeout * 1000;
+    ctx->username = tc->use_identity_as_username  ? USER_CN
+                    : tc->use_subject_as_username ? USER_SUBJECT
+                                                  : USER_NONE;
+
+    const char *f = tc->file[TLS_CERTFILE];
+    if ((rc = mbedtls_x509_crt_parse_file(&ctx->cert, f)))
+        return load_fail(ctx, err, errlen, rc, "%s: certfile %s", tc->at[TLS_CERTFILE], f);
+    f = tc->file[TLS_KEYFILE];
+    if ((rc = mbedtls_pk_parse_keyfile(&ctx->key, f, NULL, mbedtls_ctr_drbg_random, &drbg)))
+        return load_fail(ctx, err, errlen, rc, "%s: keyfile %s", tc->at[TLS_KEYFILE], f);
+    if ((rc = mbedtls_pk_check_pair(&ctx->cert.pk, &ctx->key, mbedtls_ctr_drbg_random, &drbg)))
+        return load_fail(ctx, err, errlen, 0, "%s: keyfile %s does not match certfile %s",
+                         tc->at[TLS_KEYFILE], f, tc->file[TLS_CERTFILE]);
+    bool have_ca = false;
+    if ((f = tc->file[TLS_CAFILE])) {
+        if ((rc = mbedtls_x509_crt_parse_file(&ctx->ca, f)))
+            return load_fail(ctx, err, errlen, rc, "%s: cafile %s", tc->at[TLS_CAFILE], f);
+        have_ca = true;
+    }
+    if ((f = tc->file[TLS_CAPATH])) {
+        rc = mbedtls_x509_crt_parse_path(&ctx->ca, f);
+        if (rc < 0)
+            return load_fail(ctx, err, errlen, rc, "%s: capath %s", tc->at[TLS_CAPATH], f);
+        if (rc > 0) lq_log(LQ_LOG_WARNING, "capath %s: %d files did not parse", f, rc);
+        if (ctx->ca.version == 0)
+            return load_fail(ctx, err, errlen, 0, "%s: capath %s: no CA certificate in it",
+                             tc->at[TLS_CAPATH], f);
+        have_ca = true;
+    }
+    bool have_crl = false;
+    if ((f = tc->file[TLS_CRLFILE])) {
+        if ((rc = mbedtls_x509_crl_parse_file(&ctx->crl, f)))
+            return load_fail(ctx, err, errlen, rc, "%s: crlfile %s", tc->at[TLS_CRLFILE], f);
+        have_crl = true;
+    }
+
+    mbedtls_ssl_config *c = &ctx->conf;
+    if ((rc = mbedtls_ssl_config_defaults(c, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                          MBEDTLS_SSL_PRESET_DEFAULT)))
+        return load_fail(ctx, err, errlen, rc, "TLS configuration");
+    mbedtls_ssl_conf_rng(c, mbedtls_ctr_drbg_random, &drbg);
+    mbedtls_ssl_conf_min_tls_version(c, tc->min_version == 13 ? MBEDTLS_SSL_VERSION_TLS1_3
+                                                              : MBEDTLS_SSL_VERSION_TLS1_2);
+    mbedtls_ssl_conf_max_tls_version(c, MBEDTLS_SSL_VERSION_TLS1_3);
+    if ((rc = mbedtls_ssl_conf_own_cert(c, &ctx->cert, &ctx->key)))
+        return load_fail(ctx, err, errlen, rc, "%s: certfile", tc->at[TLS_CERTFILE]);
+    if (have_ca) mbedtls_ssl_conf_ca_chain(c, &ctx->ca, have_crl ? &ctx->crl : NULL);
+    mbedtls_ssl_conf_authmode(c, tc->require_certificate ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                                         : MBEDTLS_SSL_VERIFY_NONE);
+    /* the CA list in CertificateRequest costs bytes and tells strangers who we trust */
+    mbedtls_ssl_conf_cert_req_ca_list(c, MBEDTLS_SSL_CERT_REQ_CA_LIST_DISABLED);
+    static const uint16_t groups[] = {MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
+                                      MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+                                      MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1,
+                                      MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
+    mbedtls_ssl_conf_groups(c, groups);
+    mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+
+    if (tc->ciphers || tc->ciphers_tls13) {
+        size_t n = 0;
+        char bad[128];
+        if (add_suites(ctx, &n, tc->ciphers_tls13, true, bad, sizeof(bad)) < 0)
+            return load_fail(ctx, err, errlen, 0, "%s: listener %s: unknown TLS 1.3 cipher suite '%s'",
+                             tc->at[TLS_CERTFILE], "ciphers_tls1.3", bad);
+        if (add_suites(ctx, &n, tc->ciphers, false, bad, sizeof(bad)) < 0)
+            return load_fail(ctx, err, errlen, 0, "%s: listener %s: unknown TLS 1.2 cipher suite '%s'",
+                             tc->at[TLS_CERTFILE], "ciphers", bad);
+        ctx->suites[n] = 0;
+        mbedtls_ssl_conf_ciphersuites(c, ctx->suites);
+    }
+
+    if ((rc = mbedtls_ssl_ticket_setup(&ctx->tickets, mbedtls_ctr_drbg_random, &drbg,
+                                       MBEDTLS_CIPHER_AES_256_GCM, TICKET_LIFETIME_S)))
+        return load_fail(ctx, err, errlen, rc, "TLS session tickets");
+    unsigned char key[32];
+    if ((rc = mbedtls_ctr_drbg_random(&drbg, key, sizeof(key))) ||
+        (rc = mbedtls_gcm_setkey(&ctx->id_key, MBEDTLS_CIPHER_ID_AES, key, 256)))
+        return load_fail(ctx, err, errlen, rc, "TLS session tickets");
+    mbedtls_ssl_conf_session_tickets_cb(c, ticket_write, ticket_parse, ctx);
+    mbedtls_ssl_conf_tls13_key_exchange_modes(c, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_ALL);
+    mbedtls_ssl_conf_new_session_tickets(c, 1);
+    return ctx;
+}
+
+void
+tls_ctx_unref(struct tls_ctx *ctx)
+{
+    if (!ctx || --ctx->refs) return;
+    mbedtls_ssl_config_free(&ctx->conf);
+    mbedtls_x509_crt_free(&ctx->cert);
+    mbedtls_pk_free(&ctx->key);
+    mbedtls_x509_crt_free(&ctx->ca);
+    mbedtls_x509_crl_free(&ctx->crl);
+    mbedtls_ssl_ticket_free(&ctx->tickets);
+    mbedtls_gcm_free(&ctx->id_key);
+    free(ctx);
+}
+
+uint32_t
+tls_ctx_handshake_timeout_ms(const struct tls_ctx *ctx)
+{
+    return ctx->handshake_timeout_ms;
+}
+
+/* ---- one connection ---- */
+
+static int
+bio_send(void *arg, const unsigned char *buf, size_t len)
+{
+    struct tls_conn *t = arg;
+    if (evbuffer_add(t->tx, buf, len) < 0) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    return (int)len;
+}
+
+static int
+bio_recv(void *arg, unsigned char *buf, size_t len)
+{
+    struct tls_conn *t = arg;
+    int n = evbuffer_remove(t->rx, buf, len);
+    return n > 0 ? n : MBEDTLS_ERR_SSL_WANT_READ;
+}
+
+struct tls_conn *
+tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx)
+{
+    struct tls_conn *t = lq_xcalloc(1, sizeof(*t));
+    mbedtls_ssl_init(&t->ssl);
+    if (mbedtls_ssl_setup(&t->ssl, &ctx->conf)) {
+        mbedtls_ssl_free(&t->ssl);
+        free(t);
+        return NULL;
+    }
+    ctx->refs++;
+    t->ctx = ctx;
+    t->rx = rx;
+    t->tx = tx;
+    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    return t;
+}
+
+static void
+identity_free(struct tls_identity *id)
+{
+    if (!id) return;
+    free(id->subject);
+    free(id->cn);
+    free(id->serial);
+    for (size_t i = 0; i < id->nsan; i++) free(id->san[i]);
+    free(id->san);
+    free(id);
+}
+
+void
+tls_conn_free(struct tls_conn *t)
+{
+    if (!t) return;
+    mbedtls_ssl_free(&t->ssl);
+    identity_free(t->id);
+    free(t->resumed_der);
+    tls_ctx_unref(t->ctx);
+    free(t);
+}
+
+static char *
+dup_len(const unsigned char *p, size_t n)
+{
+    char *s = lq_xmalloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+static struct tls_identity *
+identity_of(const mbedtls_x509_crt *crt)
+{
+    struct tls_identity *id = lq_xcalloc(1, sizeof(*id));
+    char buf[1024];
+    if (mbedtls_x509_dn_gets(buf, sizeof(buf), &crt->subject) < 0) buf[0] = '\0';
+    id->subject = lq_xstrdup(buf);
+    for (const mbedtls_x509_name *n = &crt->subject; n; n = n->next)
+        if (n->oid.p && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) == 0) {
+            free(id->cn); /* the last CN wins, as the most specific */
+            id->cn = dup_len(n->val.p, n->val.len);
+        }
+    if (mbedtls_x509_serial_gets(buf, sizeof(buf), &crt->serial) < 0) buf[0] = '\0';
+    id->serial = lq_xstrdup(buf);
+    unsigned char md[32];
+    mbedtls_sha256(crt->raw.p, crt->raw.len, md, 0);
+    for (int i = 0; i < 32; i++)
+        snprintf(id->fingerprint + 3 * i, sizeof(id->fingerprint) - 3 * (size_t)i,
+                 i < 31 ? "%02X:" : "%02X", md[i]);
+    for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s && s->buf.p; s = s->next) {
+        mbedtls_x509_subject_alternative_name san;
+        if (mbedtls_x509_parse_subject_alt_name(&s->buf, &san)) continue;
+        const char *kind = san.type == MBEDTLS_X509_SAN_DNS_NAME                     ? "DNS:"
+                           : san.type == MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER ? "URI:"
+                                                                                     : NULL;
+        if (kind) {
+            const mbedtls_x509_buf *v = &san.san.unstructured_name;
+            size_t kl = strlen(kind);
+            char *e = lq_xmalloc(kl + v->len + 1);
+            memcpy(e, kind, kl);
+            memcpy(e + kl, v->p, v->len);
+            e[kl + v->len] = '\0';
+            id->san = lq_xrealloc(id->san, (id->nsan + 1) * sizeof(*id->san));
+            id->san[id->nsan++] = e;
+        }
+        mbedtls_x509_free_subject_alt_name(&san);
+    }
+    return id;
+}
+
+static void
+handshake_failure(struct tls_conn *t, int rc, char *why, size_t n)
+{
+    char e[160];
+    mbedtls_strerror(rc, e, sizeof(e));
+    uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
+    if (flags && flags != (uint32_t)-1) {
+        char v[256];
+        int len = mbedtls_x509_crt_verify_info(v, sizeof(v), "", flags);
+        while (len > 0 && (v[len - 1] == '\n' || v[len - 1] == ' ')) v[--len] = '\0';
+        for (char *p = v; *p; p++)
+            if (*p == '\n') *p = ';';
+        snprintf(why, n, "%s (%s)", e, v);
+    } else {
+        snprintf(why, n, "%s", e);
+    }
+}
+
+enum tls_status
+tls_conn_input(struct tls_conn *t, struct evbuffer *plain, char *why, size_t n)
+{
+    int rc;
+    if (!t->established) {
+        current = t;
+        rc = mbedtls_ssl_handshake(&t->ssl);
+        current = NULL;
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+            return TLS_HANDSHAKING;
+        if (rc) {
+            handshake_failure(t, rc, why, n);
+            return TLS_FAILED;
+        }
+        t->established = true;
+        const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&t->ssl);
+        if (peer) {
+            t->id = identity_of(peer);
+        } else if (t->resumed_der) { /* TLS 1.3 resumption: the ticket's certificate */
+            mbedtls_x509_crt crt;
+            mbedtls_x509_crt_init(&crt);
+            if (mbedtls_x509_crt_parse_der(&crt, t->resumed_der, t->resumed_der_len) == 0)
+                t->id = identity_of(&crt);
+            mbedtls_x509_crt_free(&crt);
+        }
+    }
+    for (;;) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(plain, 16384, &v, 1) < 1) {
+            snprintf(why, n, "out of memory");
+            return TLS_FAILED;
+        }
+        rc = mbedtls_ssl_read(&t->ssl, v.iov_base, v.iov_len);
+        if (rc > 0) {
+            v.iov_len = (size_t)rc;
+            evbuffer_commit_space(plain, &v, 1);
+            continue;
+        }
+        evbuffer_commit_space(plain, &v, 0);
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return TLS_OK;
+        if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue; /* client side only */
+        if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) return TLS_CLOSED;
+        char e[160];
+        snprintf(why, n, "TLS: %s", strerr(rc, e, sizeof(e)));
+        return TLS_FAILED;
+    }
+}
+
+int
+tls_conn_output(struct tls_conn *t, struct evbuffer *plain)
+{
+    size_t left;
+    while ((left = evbuffer_get_length(plain)) > 0) {
+        size_t chunk = left < 16384 ? left : 16384;
+        unsigned char *p = evbuffer_pullup(plain, (ssize_t)chunk);
+        int rc = mbedtls_ssl_write(&t->ssl, p, chunk);
+        if (rc < 0) return -1; /* the send callback never blocks: a real error */
+        evbuffer_drain(plain, (size_t)rc);
+    }
+    return 0;
+}
+
+void
+tls_conn_shutdown(struct tls_conn *t)
+{
+    if (t->established) mbedtls_ssl_close_notify(&t->ssl);
+}
+
+bool
+tls_conn_established(const struct tls_conn *t)
+{
+    return t->established;
+}
+
+const struct tls_identity *
+tls_conn_identity(const struct tls_conn *t)
+{
+    return t->id;
+}
+
+const char *
+tls_conn_username(const struct tls_conn *t)
+{
+    switch (t->ctx->username) {
+    case USER_CN: return t->id && t->id->cn ? t->id->cn : "";
+    case USER_SUBJECT: return t->id ? t->id->subject : "";
+    default: return NULL;
+    }
+}
+
+const char *
+tls_conn_describe(const struct tls_conn *t, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s %s", mbedtls_ssl_get_version(&t->ssl),
+             mbedtls_ssl_get_ciphersuite(&t->ssl));
+    return buf;
+}
