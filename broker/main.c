@@ -93,7 +93,7 @@ main(int argc, char **argv)
     }
     if (port) add_listener(&conf, "127.0.0.1", (uint16_t)port);
     if (!conf.listeners) add_listener(&conf, "127.0.0.1", 1883);
-    if (verbose) conf.log_types = LQ_LOG_ALL;
+    lq_log_set_verbose(verbose);
     if (lq_log_open(conf.log_types, conf.log_dests, conf.log_file) < 0) {
         fprintf(stderr, "lunamq: log file %s: %s\n", conf.log_file, strerror(errno));
         conf_fini(&conf);
@@ -115,7 +115,6 @@ main(int argc, char **argv)
         event_base_free(base);
         if (!err[0]) return 1;
         fprintf(stderr, "%s\n", err); /* unusable TLS material: a configuration error */
-        lq_log(LQ_LOG_ERR, "%s", err);
         return 3;
     }
     struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, b);

@@ -50,6 +50,8 @@ enum lq_log_dest {
  * lq_log_open may be called again (SIGHUP); file_path is used with LQ_DEST_FILE.
  * Returns 0, or -1 with errno when the file cannot be opened (old sink kept). */
 int lq_log_open(unsigned types, unsigned dests, const char *file_path);
+/* -v: log every type from now on, whatever later lq_log_open calls say. */
+void lq_log_set_verbose(bool on);
 void lq_log_close(void);
 extern unsigned lq_log_types; /* read by lq_log_enabled() on hot paths */
 static inline bool

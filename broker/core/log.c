@@ -16,6 +16,14 @@ unsigned lq_log_types = LQ_LOG_DEFAULT;
 static unsigned log_dests = LQ_DEST_STDERR;
 static FILE *log_file;
 
+static bool verbose; /* -v: everything, whatever the file says, across reloads too */
+
+void
+lq_log_set_verbose(bool on)
+{
+    verbose = on;
+}
+
 int
 lq_log_open(unsigned types, unsigned dests, const char *file_path)
 {
@@ -29,7 +37,7 @@ lq_log_open(unsigned types, unsigned dests, const char *file_path)
     log_file = f;
     if ((dests & LQ_DEST_SYSLOG) && !(log_dests & LQ_DEST_SYSLOG))
         openlog("lunamq", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-    lq_log_types = types;
+    lq_log_types = types | (verbose ? LQ_LOG_ALL : 0);
     log_dests = dests;
     return 0;
 }

@@ -9,7 +9,9 @@ LUNAMQ_BIN=/usr/sbin/mosquitto the same tests run against mosquitto, which is ho
 test's expectations can be checked against another broker.
 Only loopback is ever used; processes are stopped by PID."""
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +35,21 @@ def may_exit(fn):
     """Decorator: the test stops the broker itself."""
     fn.broker_may_exit = True
     return fn
+
+
+_pki = None
+
+
+def pki_dir():
+    """The test PKI of examples/certs/make-certs.sh, made once per run."""
+    global _pki
+    if _pki is None:
+        d = tempfile.mkdtemp(prefix="lunamq-pki-")
+        subprocess.run(["sh", os.path.join(ROOT, "examples", "certs", "make-certs.sh"), d],
+                       check=True, stdout=subprocess.DEVNULL)
+        _pki = d
+        atexit.register(shutil.rmtree, d, True)
+    return _pki
 
 
 def free_port():
@@ -59,6 +76,7 @@ class Broker:
 
     def __init__(self, conf_lines=(), port=None, listeners=True):
         self.port = port or free_port()
+        self.tls_port = free_port()  # for lines that say {tls_port}
         self.dir = tempfile.mkdtemp(prefix="lunamq-e2e-")
         self.conf_path = os.path.join(self.dir, "lunamq.conf")
         self.log_path = os.path.join(self.dir, "broker.log")
@@ -67,7 +85,9 @@ class Broker:
                 f.write("listener %d %s\n" % (self.port, HOST))
             f.write("allow_anonymous true\n")
             for line in conf_lines:
-                f.write(line + "\n")
+                if "{pki}" in line:
+                    line = line.replace("{pki}", pki_dir())
+                f.write(line.replace("{tls_port}", str(self.tls_port)) + "\n")
         self.proc = None
 
     def start(self, wait=True):

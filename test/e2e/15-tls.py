@@ -1,0 +1,350 @@
+# SPDX-License-Identifier: MIT
+"""TLS listeners with real TLS peers: mosquitto_pub/mosquitto_sub (OpenSSL) and
+openssl s_client. TLS 1.3 and 1.2, mutual TLS with the test PKI of
+examples/certs/make-certs.sh, refused certificates, resumption, handshake timeout,
+large payloads, SIGHUP reloading a CRL, and configuration errors."""
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+from lqtest import BIN, ROOT, conf, may_exit, pki_dir, wait_for
+from mqttraw import roundtrip
+
+HOST = "127.0.0.1"
+
+MTLS = ("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
+        "keyfile {pki}/server.key", "crlfile {pki}/ca.crl", "require_certificate true",
+        "use_identity_as_username true", "tls_handshake_timeout 2")
+
+
+def tls_args(b, dev="dev1", pki=None):
+    d = pki or pki_dir()
+    args = ["-h", HOST, "-p", str(b.tls_port), "--cafile", d + "/ca.crt"]
+    if dev:
+        args += ["--cert", "%s/%s.crt" % (d, dev), "--key", "%s/%s.key" % (d, dev)]
+    return args
+
+
+def tls_pub(b, topic, dev="dev1", qos=1, extra=(), pki=None):
+    return subprocess.run(["mosquitto_pub", *tls_args(b, dev, pki), "-t", topic, "-q", str(qos),
+                           *extra], capture_output=True, timeout=15)
+
+
+def tls_sub(b, topic, count, dev="dev1", extra=()):
+    return subprocess.Popen(["mosquitto_sub", *tls_args(b, dev), "-t", topic, "-C", str(count),
+                             "-W", "20", "-q", "1", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_subs(b, n):
+    assert wait_for(lambda: b.output().count("subscribe: ") >= n, 10), b.output()
+
+
+def s_client(b, *args, dev="dev1", stdin_delay=0.5):
+    """openssl s_client against the TLS port; returns its output."""
+    d = pki_dir()
+    cmd = ["openssl", "s_client", "-connect", "%s:%d" % (HOST, b.tls_port), "-CAfile",
+           d + "/ca.crt", *args]
+    if dev:
+        cmd += ["-cert", "%s/%s.crt" % (d, dev), "-key", "%s/%s.key" % (d, dev)]
+    sleeper = subprocess.Popen(["sleep", str(stdin_delay)], stdout=subprocess.PIPE)
+    out = subprocess.run(cmd, stdin=sleeper.stdout, capture_output=True, timeout=15)
+    sleeper.wait()
+    return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+
+
+@conf(*MTLS)
+def test_mtls_publish_subscribe(b):
+    s = tls_sub(b, "tls/#", 1, dev="dev1", extra=["-v"])
+    wait_subs(b, 1)
+    r = tls_pub(b, "tls/a", dev="dev2", extra=["-m", "over tls"])
+    assert r.returncode == 0, r.stderr
+    out, _ = s.communicate(timeout=20)
+    assert out.decode() == "tls/a over tls\n"
+    # use_identity_as_username: the certificate CN is the username
+    assert 'over TLS, keep alive 60, session new, expiry 0, username "dev1"' in b.output()
+    assert 'username "dev2"' in b.output()
+
+
+@conf(*MTLS)
+def test_tls13_and_tls12(b):
+    out13 = s_client(b, "-tls1_3")
+    assert "New, TLSv1.3" in out13 and "Verify return code: 0 (ok)" in out13, out13
+    out12 = s_client(b, "-tls1_2")
+    assert "New, TLSv1.2" in out12 and "Verify return code: 0 (ok)" in out12, out12
+    # and MQTT works over each
+    for v in ("tlsv1.2", "tlsv1.3"):
+        r = tls_pub(b, "v/" + v, extra=["-m", "x", "--tls-version", v])
+        assert r.returncode == 0, r.stderr
+
+
+@conf(*MTLS)
+def test_identity_kept_on_connection(b):
+    # subject, SAN, serial and SHA-256 fingerprint as openssl computes them
+    d = pki_dir()
+    assert tls_pub(b, "id", extra=["-m", "x"]).returncode == 0
+    fp = subprocess.run(["openssl", "x509", "-in", d + "/dev1.crt", "-noout", "-fingerprint",
+                         "-sha256"], capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    log = b.output()
+    line = [ln for ln in log.splitlines() if "TLS established" in ln][0]
+    assert 'subject "CN=dev1, O=lunamq test"' in line, line
+    assert "SAN [URI:urn:dev:1]" in line, line
+    assert "SHA-256 " + fp in line, (fp, line)
+
+
+def refused(b, dev, reason):
+    r = tls_pub(b, "nope", dev=dev, extra=["-m", "x"])
+    assert r.returncode != 0, "%s was accepted" % dev
+    assert wait_for(lambda: reason in b.output(), 5), b.output()
+    line = [ln for ln in b.output().splitlines() if reason in ln][-1]
+    assert "TLS handshake failed" in line and "127.0.0.1:" in line, line
+
+
+@conf(*MTLS)
+def test_no_certificate_refused(b):
+    refused(b, None, "Certificate was missing")
+
+
+@conf(*MTLS)
+def test_other_ca_refused(b):
+    refused(b, "stranger", "not correctly signed by the trusted CA")
+
+
+@conf(*MTLS)
+def test_expired_refused(b):
+    refused(b, "expired", "validity has expired")
+
+
+@conf(*MTLS)
+def test_not_yet_valid_refused(b):
+    refused(b, "future", "validity starts in the future")
+
+
+@conf(*MTLS)
+def test_revoked_refused(b):
+    refused(b, "revoked", "revoked")
+    assert "connected (" not in b.output()
+
+
+@conf(*MTLS)
+def test_resumption_tls13_and_tls12(b):
+    d = tempfile.mkdtemp(prefix="lunamq-sess-")
+    try:
+        for v in ("-tls1_3", "-tls1_2"):
+            sess = os.path.join(d, "s" + v)
+            first = s_client(b, v, "-sess_out", sess)
+            assert "New, TLSv1." in first, first
+            again = s_client(b, v, "-sess_in", sess)
+            assert "Reused, TLSv1." in again, again
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    # the resumed TLS 1.3 connection still carries the certificate identity
+    lines = [ln for ln in b.output().splitlines() if "TLS established (TLSv1.3" in ln]
+    assert len(lines) == 2 and all('subject "CN=dev1' in ln for ln in lines), lines
+
+
+@conf(*MTLS)
+def test_stalled_handshake_cut(b):
+    s = socket.create_connection((HOST, b.tls_port))
+    s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello that stops
+    t0 = time.time()
+    s.settimeout(6)
+    try:
+        data = s.recv(100)
+    except (ConnectionResetError, socket.timeout):
+        data = b"timeout"
+    took = time.time() - t0
+    s.close()
+    assert data in (b"", b"timeout") or data.startswith(b"\x15"), data
+    assert 1.5 <= took <= 4.0, took  # tls_handshake_timeout 2
+    assert "TLS handshake not finished in time" in b.output()
+    roundtrip(b.port)
+
+
+@conf(*MTLS)
+def test_plain_mqtt_on_tls_port_refused(b):
+    s = socket.create_connection((HOST, b.tls_port))
+    s.sendall(b"\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01c")
+    s.settimeout(5)
+    try:
+        while s.recv(100):
+            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert wait_for(lambda: "TLS handshake failed" in b.output(), 5)
+
+
+@conf(*MTLS)
+def test_large_payload_both_directions(b):
+    payload = os.urandom(1024 * 1024)
+    d = tempfile.mkdtemp(prefix="lunamq-big-")
+    try:
+        path = os.path.join(d, "big")
+        with open(path, "wb") as f:
+            f.write(payload)
+        s = subprocess.Popen(["mosquitto_sub", *tls_args(b, "dev1"), "-t", "big", "-C", "1",
+                              "-W", "20", "-q", "1", "-N"], stdout=subprocess.PIPE)
+        wait_subs(b, 1)
+        r = tls_pub(b, "big", dev="dev2", extra=["-f", path])
+        assert r.returncode == 0, r.stderr
+        out, _ = s.communicate(timeout=25)
+        assert out == payload, (len(out), len(payload))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@conf(*MTLS)
+def test_tls_and_plain_clients_share_topics(b):
+    s = tls_sub(b, "mix", 1, extra=["-v"])
+    wait_subs(b, 1)
+    subprocess.run(["mosquitto_pub", "-h", HOST, "-p", str(b.port), "-t", "mix", "-m", "plain"],
+                   check=True, timeout=10)
+    out, _ = s.communicate(timeout=20)
+    assert out.decode() == "mix plain\n"
+
+
+@conf("listener {tls_port} 127.0.0.1", "certfile {pki}/server-rsa.crt",
+      "keyfile {pki}/server-rsa.key", "tls_version tlsv1.3")
+def test_rsa_server_certificate_no_client_cert(b):
+    # RSA server key; no client certificate required; tls_version tlsv1.3 is a minimum
+    out = s_client(b, "-tls1_3", dev=None)
+    assert "New, TLSv1.3" in out and "Verify return code: 0 (ok)" in out, out
+    out12 = s_client(b, "-tls1_2", dev=None)
+    assert "New, TLSv1.2" not in out12
+    r = tls_pub(b, "rsa", dev=None, extra=["-m", "x"])
+    assert r.returncode == 0, r.stderr
+
+
+@conf(*MTLS)
+def test_sighup_reloads_crl(b):
+    # a fresh copy of the PKI so that revoking dev2 does not touch other tests
+    d = tempfile.mkdtemp(prefix="lunamq-pki2-")
+    try:
+        pki = os.path.join(d, "pki")
+        shutil.copytree(pki_dir(), pki)
+        text = open(b.conf_path).read().replace(pki_dir(), pki)
+        with open(b.conf_path, "w") as f:
+            f.write(text)
+        b.send_signal(signal.SIGHUP)
+        assert b.wait_log("reloaded from", 5)
+        s = subprocess.Popen(["mosquitto_sub", *tls_args(b, "dev1", pki), "-t", "after", "-C",
+                              "1", "-W", "20", "-q", "1"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        wait_subs(b, 1)
+        assert tls_pub(b, "before", dev="dev2", pki=pki, extra=["-m", "x"]).returncode == 0
+        subprocess.run(["sh", os.path.join(ROOT, "examples", "certs", "make-certs.sh"), pki,
+                        "revoke", "dev2"],
+                       check=True, capture_output=True)
+        b.send_signal(signal.SIGHUP)
+        assert b.wait_log("TLS certificates, key and CRL reloaded", 5)
+        r = tls_pub(b, "x", dev="dev2", pki=pki, extra=["-m", "x"])
+        assert r.returncode != 0, "revoked dev2 still accepted"
+        assert wait_for(lambda: "has been revoked" in b.output(), 5)
+        # the connection made before the reload is still there
+        assert tls_pub(b, "after", dev="dev3", pki=pki, extra=["-m", "still"]).returncode == 0
+        out, _ = s.communicate(timeout=20)
+        assert out == b"still\n"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@conf(*MTLS)
+def test_failed_reload_keeps_material(b):
+    text = open(b.conf_path).read().replace("server.key", "missing.key")
+    with open(b.conf_path, "w") as f:
+        f.write(text)
+    b.send_signal(signal.SIGHUP)
+    assert b.wait_log("keeps its TLS material", 5), b.output()
+    line = [ln for ln in b.output().splitlines() if "keeps its TLS material" in ln][0]
+    n = [i + 1 for i, ln in enumerate(text.splitlines()) if ln.startswith("keyfile")][0]
+    assert "missing.key" in line and "lunamq.conf:%d: keyfile" % n in line, line
+    assert tls_pub(b, "ok", extra=["-m", "x"]).returncode == 0
+
+
+@conf(*MTLS)
+def test_failing_handshake_flood_does_not_starve(b):
+    # 4 threads keep opening connections that fail the handshake (no certificate),
+    # while plain clients exchange QoS 1 messages
+    stop = threading.Event()
+    done = [0]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki_dir() + "/ca.crt")
+
+    def flood():
+        while not stop.is_set():
+            try:
+                with socket.create_connection((HOST, b.tls_port), timeout=3) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                        s.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
+            done[0] += 1
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        t0 = time.time()
+        for i in range(20):
+            roundtrip(b.port, "flood%d" % i)
+        took = time.time() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert done[0] >= 20, done[0]
+    assert took < 10, took
+    print("  %d failed handshakes meanwhile; 20 round trips in %.2f s" % (done[0], took))
+
+
+def start_fails(lines, *needles):
+    d = tempfile.mkdtemp(prefix="lunamq-tlsconf-")
+    try:
+        path = os.path.join(d, "bad.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(l.replace("{pki}", pki_dir()) for l in lines) + "\n")
+        r = subprocess.run([BIN, "-c", path], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 3, (r.returncode, r.stderr)
+        for n in needles:
+            assert n.replace("FILE", path) in r.stderr, (n, r.stderr)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@may_exit
+def test_config_errors(b):
+    base = ["listener 1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
+            "keyfile {pki}/server.key"]
+    port = "listener %d 127.0.0.1" % b.tls_port
+    base[0] = port
+    start_fails([port, "certfile {pki}/nothing.crt", "keyfile {pki}/server.key"],
+                "FILE:2: certfile", "nothing.crt", "Read/write of file failed")
+    start_fails([port, "certfile {pki}/server.crt", "keyfile {pki}/dev1.key"],
+                "FILE:3: keyfile", "does not match certfile")
+    start_fails([port, "cafile {pki}/ca.index", "certfile {pki}/server.crt",
+                 "keyfile {pki}/server.key"], "FILE:2: cafile", "X509 - ")
+    start_fails(base + ["ciphers_tls1.3 TLS_NOT_A_SUITE"], "unknown TLS 1.3 cipher suite")
+    start_fails([port, "certfile {pki}/server.crt"], "FILE:1: listener", "needs both certfile")
+    start_fails(["certfile {pki}/server.crt"], "FILE:1: certfile: must follow a listener line")
+    start_fails(base + ["use_identity_as_username true"], "need require_certificate true")
+    start_fails(base + ["tls_version tlsv1.1"], "FILE:5: tls_version: 'tlsv1.1'")
+    start_fails(base + ["sslversion x"], "FILE:5: unknown option 'sslversion'")
+
+
+@conf("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
+      "keyfile {pki}/server.key", "require_certificate true",
+      "ciphers TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+      "ciphers_tls1.3 TLS_AES_128_GCM_SHA256")
+def test_cipher_lists(b):
+    out = s_client(b, "-tls1_3")
+    assert "TLS_AES_128_GCM_SHA256" in out, out
+    out = s_client(b, "-tls1_2")
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in out, out
