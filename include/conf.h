@@ -33,8 +33,8 @@ struct tls_conf {
 struct listener_conf {
     char *host; /* NULL: all addresses */
     uint16_t port;
-    char *at;             /* "FILE:LINE" of the listener line */
-    struct tls_conf *tls; /* NULL: plain TCP (no certfile given) */
+    char *at;                   /* "FILE:LINE" of the listener line */
+    struct tls_conf *tls;       /* NULL: plain TCP (no certfile given) */
     struct listener_conf *next; /* in file order */
 };
 

@@ -23,11 +23,11 @@ struct tls_conn;
 
 /* What a verified client certificate says; kept on the connection. */
 struct tls_identity {
-    char *subject;         /* "C=DE, O=Acme, CN=dev-0001" */
-    char *cn;              /* NULL when the subject has no CN */
-    char *serial;          /* "01:2F:..." */
-    char fingerprint[96];  /* SHA-256 of the DER, "AB:CD:..." as openssl -fingerprint */
-    char **san;            /* "DNS:host", "URI:urn:dev:1" */
+    char *subject;        /* "C=DE, O=Acme, CN=dev-0001" */
+    char *cn;             /* NULL when the subject has no CN */
+    char *serial;         /* "01:2F:..." */
+    char fingerprint[96]; /* SHA-256 of the DER, "AB:CD:..." as openssl -fingerprint */
+    char **san;           /* "DNS:host", "URI:urn:dev:1" */
     size_t nsan;
 };
 

@@ -124,8 +124,8 @@ log_established(const struct conn *c)
     for (size_t i = 0; i < id->nsan && used < sizeof(san); i++)
         used += (size_t)snprintf(san + used, sizeof(san) - used, "%s%s", i ? " " : "", id->san[i]);
     lq_log(LQ_LOG_DEBUG,
-           "%s: TLS established (%s): subject \"%s\", SAN [%s], serial %s, SHA-256 %s", c->peer,
-           d, id->subject, san, id->serial, id->fingerprint);
+           "%s: TLS established (%s): subject \"%s\", SAN [%s], serial %s, SHA-256 %s", c->peer, d,
+           id->subject, san, id->serial, id->fingerprint);
 }
 
 /* TLS input: handshake, then decrypt into tls_in. False when there is nothing to
@@ -361,8 +361,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 uint8_t *
 conn_reserve(struct conn *c, size_t n)
 {
-    if (evbuffer_reserve_space(outbuf(c), (ssize_t)n, &c->resv, 1) != 1)
-        return NULL;
+    if (evbuffer_reserve_space(outbuf(c), (ssize_t)n, &c->resv, 1) != 1) return NULL;
     return c->resv.iov_base;
 }
 
@@ -427,7 +426,8 @@ conn_resume(struct conn *c)
     c->paused = false;
     bufferevent_enable(c->bev, EV_READ);
     /* packets already buffered would wait for new bytes: run the reader soon */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) || (c->tls && evbuffer_get_length(c->tls_in)))
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) ||
+        (c->tls && evbuffer_get_length(c->tls_in)))
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 

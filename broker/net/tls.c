@@ -188,9 +188,8 @@ ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
     unsigned char *iv = start + *tlen;
     if ((size_t)(end - iv) < ID_IV + der_len + ID_TAG) return 0; /* no room: plain ticket */
     if ((rc = mbedtls_ctr_drbg_random(&drbg, iv, ID_IV))) return rc;
-    rc = mbedtls_gcm_crypt_and_tag(&ctx->id_key, MBEDTLS_GCM_ENCRYPT, der_len, iv, ID_IV,
-                                   start + 2, inner, der, iv + ID_IV, ID_TAG,
-                                   iv + ID_IV + der_len);
+    rc = mbedtls_gcm_crypt_and_tag(&ctx->id_key, MBEDTLS_GCM_ENCRYPT, der_len, iv, ID_IV, start + 2,
+                                   inner, der, iv + ID_IV, ID_TAG, iv + ID_IV + der_len);
     if (rc) return rc;
     *tlen += ID_IV + der_len + ID_TAG;
     return 0;
@@ -264,8 +263,7 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
     }
     if ((f = tc->file[TLS_CAPATH])) {
         rc = mbedtls_x509_crt_parse_path(&ctx->ca, f);
-        if (rc < 0)
-            return load_fail(ctx, err, errlen, rc, "%s: capath %s", tc->at[TLS_CAPATH], f);
+        if (rc < 0) return load_fail(ctx, err, errlen, rc, "%s: capath %s", tc->at[TLS_CAPATH], f);
         if (rc > 0) lq_log(LQ_LOG_WARNING, "capath %s: %d files did not parse", f, rc);
         if (ctx->ca.version == 0)
             return load_fail(ctx, err, errlen, 0, "%s: capath %s: no CA certificate in it",
@@ -294,10 +292,9 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
                                                          : MBEDTLS_SSL_VERIFY_NONE);
     /* the CA list in CertificateRequest costs bytes and tells strangers who we trust */
     mbedtls_ssl_conf_cert_req_ca_list(c, MBEDTLS_SSL_CERT_REQ_CA_LIST_DISABLED);
-    static const uint16_t groups[] = {MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
-                                      MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
-                                      MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1,
-                                      MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
+    static const uint16_t groups[] = {
+        MBEDTLS_SSL_IANA_TLS_GROUP_X25519, MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+        MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
     mbedtls_ssl_conf_groups(c, groups);
     mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
 
@@ -305,10 +302,12 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
         size_t n = 0;
         char bad[128];
         if (add_suites(ctx, &n, tc->ciphers_tls13, true, bad, sizeof(bad)) < 0)
-            return load_fail(ctx, err, errlen, 0, "%s: listener %s: unknown TLS 1.3 cipher suite '%s'",
+            return load_fail(ctx, err, errlen, 0,
+                             "%s: listener %s: unknown TLS 1.3 cipher suite '%s'",
                              tc->at[TLS_CERTFILE], "ciphers_tls1.3", bad);
         if (add_suites(ctx, &n, tc->ciphers, false, bad, sizeof(bad)) < 0)
-            return load_fail(ctx, err, errlen, 0, "%s: listener %s: unknown TLS 1.2 cipher suite '%s'",
+            return load_fail(ctx, err, errlen, 0,
+                             "%s: listener %s: unknown TLS 1.2 cipher suite '%s'",
                              tc->at[TLS_CERTFILE], "ciphers", bad);
         ctx->suites[n] = 0;
         mbedtls_ssl_conf_ciphersuites(c, ctx->suites);
@@ -437,9 +436,9 @@ identity_of(const mbedtls_x509_crt *crt)
     for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s && s->buf.p; s = s->next) {
         mbedtls_x509_subject_alternative_name san;
         if (mbedtls_x509_parse_subject_alt_name(&s->buf, &san)) continue;
-        const char *kind = san.type == MBEDTLS_X509_SAN_DNS_NAME                     ? "DNS:"
+        const char *kind = san.type == MBEDTLS_X509_SAN_DNS_NAME                      ? "DNS:"
                            : san.type == MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER ? "URI:"
-                                                                                     : NULL;
+                                                                                      : NULL;
         if (kind) {
             const mbedtls_x509_buf *v = &san.san.unstructured_name;
             size_t kl = strlen(kind);

@@ -283,8 +283,8 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
         }
         b->listeners = lq_xrealloc(b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
         b->listeners[b->nlisteners++] = l;
-        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s", lc->host ? lc->host : "*",
-               listener_port(l), tls ? " (TLS)" : "");
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s", lc->host ? lc->host : "*", listener_port(l),
+               tls ? " (TLS)" : "");
     }
     return b;
 }
@@ -360,8 +360,10 @@ reload_tls(struct broker *b, const struct lq_conf *nc)
     for (size_t i = 0; i < b->nlisteners && lc; i++, lc = lc->next, nl = nl ? nl->next : NULL) {
         if (!lc->tls) continue;
         if (!nl || nl->port != lc->port || !nl->tls) {
-            lq_log(LQ_LOG_ERR, "reload: listener %u is no longer a TLS listener in %s: keeping "
-                   "its TLS material (listeners change on restart)", lc->port, b->conf_path);
+            lq_log(LQ_LOG_ERR,
+                   "reload: listener %u is no longer a TLS listener in %s: keeping "
+                   "its TLS material (listeners change on restart)",
+                   lc->port, b->conf_path);
             continue;
         }
         char err[768];

@@ -154,7 +154,7 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     s->connect_expiry = expiry;
     s->keepalive = keepalive;
     free(s->username);
-    s->username = cert_user      ? lq_xstrdup(cert_user)
+    s->username = cert_user         ? lq_xstrdup(cert_user)
                   : ck.has_username ? lq_xstrndup((const char *)ck.username.p, ck.username.len)
                                     : NULL;
     s->problem_info = !(ck.props.present & MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) ||
@@ -203,8 +203,7 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     }
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
-    session_log(s, LQ_LOG_INFO,
-                "connected (MQTT %s%s, keep alive %u, session %s, expiry %u%s%s%s)",
+    session_log(s, LQ_LOG_INFO, "connected (MQTT %s%s, keep alive %u, session %s, expiry %u%s%s%s)",
                 v5                        ? "5.0"
                 : ck.version == MQTT_V311 ? "3.1.1"
                                           : "3.1",

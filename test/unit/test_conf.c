@@ -131,6 +131,50 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* TLS options belong to the listener above them; the set must make sense. */
+START_TEST(test_tls_options)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "listener 1883 127.0.0.1\n"
+                                   "listener 8883\n"
+                                   "cafile /ca.crt\n"
+                                   "certfile /s.crt\n"
+                                   "keyfile /s.key\n"
+                                   "crlfile /ca.crl\n"
+                                   "require_certificate true\n"
+                                   "use_identity_as_username true\n"
+                                   "tls_version tlsv1.3\n"
+                                   "ciphers_tls1.3 TLS_AES_128_GCM_SHA256\n"
+                                   "tls_handshake_timeout 3\n"),
+                     0);
+    ck_assert_ptr_null(c.listeners->tls);
+    const struct tls_conf *tc = c.listeners->next->tls;
+    ck_assert_ptr_nonnull(tc);
+    ck_assert_str_eq(tc->file[TLS_CAFILE], "/ca.crt");
+    ck_assert_str_eq(tc->file[TLS_KEYFILE], "/s.key");
+    ck_assert_ptr_null(tc->file[TLS_CAPATH]);
+    char at[128];
+    snprintf(at, sizeof(at), "%s:5", path);
+    ck_assert_str_eq(tc->at[TLS_KEYFILE], at);
+    ck_assert(tc->require_certificate && tc->use_identity_as_username);
+    ck_assert_int_eq(tc->min_version, 13);
+    ck_assert_str_eq(tc->ciphers_tls13, "TLS_AES_128_GCM_SHA256");
+    ck_assert_uint_eq(tc->handshake_timeout, 3);
+    conf_fini(&c);
+
+    expect_error("cafile /x\n", 1, "cafile: must follow a listener line");
+    expect_error("listener 8883\ntls_version tlsv1.0\n", 2,
+                 "tls_version: 'tlsv1.0' is not tlsv1.2 or tlsv1.3");
+    expect_error("listener 8883\ncertfile /s.crt\n", 1,
+                 "listener 8883: a TLS listener needs both certfile and keyfile");
+    expect_error("listener 8883\ncertfile /s\nkeyfile /k\nrequire_certificate true\n", 1,
+                 "listener 8883: require_certificate needs cafile or capath");
+    expect_error("listener 8883\ncertfile /s\nkeyfile /k\nuse_subject_as_username true\n", 1,
+                 "listener 8883: use_identity_as_username and use_subject_as_username need "
+                 "require_certificate true");
+}
+END_TEST
+
 START_TEST(test_include_dir)
 {
     char dir[] = "/tmp/lunamq-inc-XXXXXX";
@@ -182,6 +226,7 @@ suite_conf(void)
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_every_option);
     tcase_add_test(tc, test_long_comments);
+    tcase_add_test(tc, test_tls_options);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_include_dir);
     tcase_add_test(tc, test_durations);

@@ -1,0 +1,225 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""TLS figures, lunamq against Debian's mosquitto in one run, same machine, same
+test PKI (examples/certs/make-certs.sh), same load, alternating A/B:
+
+- mutual-TLS MQTT connections per second (TLS handshake + CONNECT/CONNACK), full and
+  resumed with a session ticket, TLS 1.3 and 1.2 (2 Python/OpenSSL client processes in
+  parallel, ECDSA P-256 server and device certificates), and full handshakes with
+  openssl s_time (which does not resume TLS 1.3 sessions, so only -new is used);
+- idle memory per connection, plain and TLS: RSS growth of the broker after N MQTT
+  clients connected and idle, divided by N.
+
+Usage: bench/tls.py [--conns N] [--seconds S] [--rounds R]   (loopback only)
+Prints a Markdown table; medians over the rounds."""
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "127.0.0.1"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d not open" % port)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Broker:
+    def __init__(self, kind, pki, workdir):
+        self.kind, self.plain, self.tls = kind, free_port(), free_port()
+        conf = os.path.join(workdir, kind + ".conf")
+        lines = ["listener %d 127.0.0.1" % self.plain, "allow_anonymous true",
+                 "listener %d 127.0.0.1" % self.tls, "cafile %s/ca.crt" % pki,
+                 "certfile %s/server.crt" % pki, "keyfile %s/server.key" % pki,
+                 "require_certificate true"]
+        if kind == "mosquitto":
+            lines.insert(0, "per_listener_settings false")
+            lines.insert(0, "user root")  # it would drop to user mosquitto, who cannot read the keys
+            lines.append("log_type error")
+        else:
+            lines.append("log_type error")
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        binary = os.path.join(ROOT, "build", "lunamq") if kind == "lunamq" else "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.plain)
+        wait_port(self.tls)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def s_time(port, pki, seconds, reuse, version):
+    """Handshakes per second of 2 parallel openssl s_time clients."""
+    cmd = ["openssl", "s_time", "-connect", "%s:%d" % (HOST, port), "-CAfile", pki + "/ca.crt",
+           "-cert", pki + "/dev1.crt", "-key", pki + "/dev1.key", "-time", str(seconds), version,
+           "-reuse" if reuse else "-new"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(2)]
+    total = 0.0
+    for p in procs:
+        out, _ = p.communicate(timeout=seconds + 30)
+        for line in out.splitlines():
+            # "1234 connections in 5.01s; 246.31 connections/user sec, bytes read 0"
+            # "1234 connections in 6 real seconds, 0 bytes read per connection"
+            if "connections in" in line and "real seconds" in line:
+                n, secs = line.split()[0], line.split()[3]
+                total += int(n) / float(secs)
+    return total
+
+
+def _handshake_worker(port, pki, seconds, resume, version, out):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki + "/ca.crt")
+    ctx.load_cert_chain(pki + "/dev1.crt", pki + "/dev1.key")
+    ctx.minimum_version = ctx.maximum_version = version
+    sess, n, reused = None, 0, 0
+    end = time.time() + seconds
+    while time.time() < end:
+        raw = socket.create_connection((HOST, port), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as real clients do
+        s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess if resume else None)
+        s.sendall(mqtt_connect_packet(b"hs"))
+        s.recv(4)  # CONNACK; TLS 1.3 tickets are read on the way
+        n += 1
+        reused += s.session_reused
+        sess = s.session
+        s.close()
+    out.put((n / seconds, reused))
+
+
+def handshakes(port, pki, seconds, resume, version):
+    """MQTT-over-mTLS connections per second (TLS handshake + CONNECT/CONNACK) of 2
+    client processes in parallel; with resume, each reuses its previous session."""
+    import multiprocessing
+    q = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_handshake_worker,
+                                     args=(port, pki, seconds, resume, version, q))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    rate = sum(r for r, _ in got)
+    if resume and sum(u for _, u in got) < 0.9 * rate * seconds:
+        raise RuntimeError("sessions were not resumed: %r" % (got,))
+    return rate
+
+
+def mqtt_connect_packet(cid):
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    return bytes([0x10, len(body)]) + body
+
+
+def idle_memory(b, pki, n, use_tls):
+    """kB of broker RSS per idle connected MQTT client."""
+    ctx = None
+    if use_tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(pki + "/ca.crt")
+        ctx.load_cert_chain(pki + "/dev1.crt", pki + "/dev1.key")
+    time.sleep(0.3)
+    before = rss_kb(b.proc.pid)
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.create_connection((HOST, b.tls if use_tls else b.plain), timeout=10)
+            if ctx:
+                s = ctx.wrap_socket(s, server_hostname="localhost")
+            s.sendall(mqtt_connect_packet(b"idle%d" % i))
+            if s.recv(4)[:1] != b"\x20":
+                raise RuntimeError("no CONNACK")
+            socks.append(s)
+        time.sleep(0.5)
+        after = rss_kb(b.proc.pid)
+    finally:
+        for s in socks:
+            s.close()
+    return (after - before) / n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conns", type=int, default=2000)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    work = tempfile.mkdtemp(prefix="lunamq-bench-")
+    pki = os.path.join(work, "pki")
+    subprocess.run(["sh", os.path.join(ROOT, "examples", "certs", "make-certs.sh"), pki],
+                   check=True, stdout=subprocess.DEVNULL)
+    v13, v12 = ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2
+    sec = args.seconds
+    rows = [("mTLS MQTT connects/s, full handshake, TLS 1.3", lambda b: handshakes(b.tls, pki, sec, False, v13)),
+            ("mTLS MQTT connects/s, resumed (ticket), TLS 1.3", lambda b: handshakes(b.tls, pki, sec, True, v13)),
+            ("mTLS MQTT connects/s, full handshake, TLS 1.2", lambda b: handshakes(b.tls, pki, sec, False, v12)),
+            ("mTLS MQTT connects/s, resumed (ticket), TLS 1.2", lambda b: handshakes(b.tls, pki, sec, True, v12)),
+            ("mTLS handshakes/s, full, TLS 1.3, openssl s_time", lambda b: s_time(b.tls, pki, sec, False, "-tls1_3")),
+            ("idle kB per plain connection (%d)" % args.conns, lambda b: idle_memory(b, pki, args.conns, False)),
+            ("idle kB per mTLS connection (%d)" % args.conns, lambda b: idle_memory(b, pki, args.conns, True))]
+    results = {(r, k): [] for r, _ in rows for k in ("lunamq", "mosquitto")}
+    try:
+        for rnd in range(args.rounds):
+            for kind in ("lunamq", "mosquitto") if rnd % 2 == 0 else ("mosquitto", "lunamq"):
+                for name, fn in rows:
+                    b = Broker(kind, pki, work)  # fresh broker per figure: memory starts clean
+                    try:
+                        results[(name, kind)].append(fn(b))
+                    finally:
+                        b.stop()
+                print("round %d %s done" % (rnd + 1, kind), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("| figure | lunamq | mosquitto | lunamq / mosquitto |")
+    print("|---|---:|---:|---:|")
+    for name, _ in rows:
+        a = statistics.median(results[(name, "lunamq")])
+        m = statistics.median(results[(name, "mosquitto")])
+        print("| %s | %.1f | %.1f | %.2f |" % (name, a, m, a / m if m else float("nan")))
+
+
+if __name__ == "__main__":
+    main()
