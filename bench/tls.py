@@ -10,7 +10,8 @@ test PKI (examples/certs/make-certs.sh), same load, alternating A/B:
 - idle memory per connection, plain and TLS: RSS growth of the broker after N MQTT
   clients connected and idle, divided by N.
 
-Usage: bench/tls.py [--conns N] [--seconds S] [--rounds R]   (loopback only)
+Usage: bench/tls.py [--conns N] [--seconds S] [--rounds R] [--only TEXT]   (loopback only;
+LUNAMQ_BIN overrides build/lunamq)
 Prints a Markdown table; medians over the rounds."""
 
 import argparse
@@ -72,7 +73,8 @@ class Broker:
             lines.append("log_type error")
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
-        binary = os.path.join(ROOT, "build", "lunamq") if kind == "lunamq" else "/usr/sbin/mosquitto"
+        binary = (os.environ.get("LUNAMQ_BIN", os.path.join(ROOT, "build", "lunamq"))
+                  if kind == "lunamq" else "/usr/sbin/mosquitto")
         self.proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_port(self.plain)
@@ -182,6 +184,7 @@ def main():
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="run the figures whose name contains this")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
@@ -199,6 +202,7 @@ def main():
             ("mTLS handshakes/s, full, TLS 1.3, openssl s_time", lambda b: s_time(b.tls, pki, sec, False, "-tls1_3")),
             ("idle kB per plain connection (%d)" % args.conns, lambda b: idle_memory(b, pki, args.conns, False)),
             ("idle kB per mTLS connection (%d)" % args.conns, lambda b: idle_memory(b, pki, args.conns, True))]
+    rows = [r for r in rows if args.only in r[0]]
     results = {(r, k): [] for r, _ in rows for k in ("lunamq", "mosquitto")}
     try:
         for rnd in range(args.rounds):

@@ -369,7 +369,8 @@ tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx)
 {
     struct tls_conn *t = lq_xcalloc(1, sizeof(*t));
     mbedtls_ssl_init(&t->ssl);
-    if (mbedtls_ssl_setup(&t->ssl, &ctx->conf)) {
+    int rc = mbedtls_ssl_setup(&t->ssl, &ctx->conf);
+    if (rc) {
         mbedtls_ssl_free(&t->ssl);
         free(t);
         return NULL;
