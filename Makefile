@@ -24,7 +24,11 @@ endif
 -include build/deps/mbedtls.mk
 MBEDTLS_CFLAGS ?=
 MBEDTLS_LIBS   ?= -lmbedtls -lmbedx509 -lmbedcrypto
-LIBS       := -levent_core -levent $(MBEDTLS_LIBS) -lpthread -lm
+# Lua 5.4 and Debian's lua-cjson (a shared module without a -dev link name)
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) \
+              $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.so.0) -llua5.4-cjson)
+LIBS       := -levent_core -levent $(MBEDTLS_LIBS) $(LUA_LIBS) -lpthread -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 
 SRC      := $(wildcard broker/*/*.c)
@@ -43,7 +47,7 @@ $(B)/obj/mqtt/%.o: WARN += -Wconversion
 $(B)/obj/%.o: broker/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
 $(B)/obj/test/%.o: test/unit/%.c
 	@mkdir -p $(@D)

@@ -53,6 +53,10 @@ struct lq_conf {
     unsigned log_types;                   /* LQ_LOG_* bits; default LQ_LOG_DEFAULT */
     unsigned log_dests;                   /* LQ_DEST_* bits; default stderr */
     char *log_file;                       /* with LQ_DEST_FILE */
+    char *scripts_dir;                    /* Lua hooks; default "./scripts" */
+    uint64_t hook_instruction_limit;      /* per hook call; default 1 000 000 */
+    uint64_t hook_memory_limit;           /* bytes per hook; default 16 MiB */
+    bool hook_on_error_drop;              /* hook_on_error drop; default pass */
 };
 
 /* Defaults as listed above. */

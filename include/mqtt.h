@@ -325,6 +325,11 @@ uint8_t mqtt_decode_suback(uint8_t type, uint8_t flags, const uint8_t *body, siz
  * property) is a protocol error. */
 uint8_t mqtt_decode_props(const uint8_t *p, size_t len, uint64_t allowed, struct mqtt_props *out);
 
+/* The next user property (0x26) of a property block at or after *pos, which it
+ * advances; entry_start (may be NULL) gets the offset of the entry. False at the end. */
+bool mqtt_props_next_user(struct lq_bytes block, size_t *pos, struct lq_bytes *name,
+                          struct lq_bytes *value, size_t *entry_start);
+
 /* ---- encoding ----
  * Every encoder writes into `out` (capacity `cap`) and returns the total number of
  * bytes of the packet, fixed header included. When that is more than `cap`, nothing

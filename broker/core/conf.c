@@ -253,6 +253,48 @@ opt_log_dest(struct parse *ps)
     return 0;
 }
 
+/* ---- Lua hooks ---- */
+
+static int
+opt_scripts_dir(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    free(ps->c->scripts_dir);
+    ps->c->scripts_dir = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_hook_instruction_limit(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 1000, 1000000000000LL, &v)) return -1;
+    ps->c->hook_instruction_limit = (uint64_t)v;
+    return 0;
+}
+
+static int
+opt_hook_memory_limit(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 256 * 1024, 1LL << 40, &v)) return -1;
+    ps->c->hook_memory_limit = (uint64_t)v;
+    return 0;
+}
+
+static int
+opt_hook_on_error(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], "pass") == 0)
+        ps->c->hook_on_error_drop = false;
+    else if (strcmp(ps->tok[1], "drop") == 0)
+        ps->c->hook_on_error_drop = true;
+    else
+        return fail(ps, "hook_on_error: '%s' is not pass or drop", ps->tok[1]);
+    return 0;
+}
+
 /* ---- TLS: per listener, so each option must follow a `listener` line ---- */
 
 static struct tls_conf *
@@ -473,6 +515,10 @@ static const struct option {
     {"ciphers", opt_ciphers},
     {"ciphers_tls1.3", opt_ciphers_tls13},
     {"tls_handshake_timeout", opt_tls_handshake_timeout},
+    {"scripts_dir", opt_scripts_dir},
+    {"hook_instruction_limit", opt_hook_instruction_limit},
+    {"hook_memory_limit", opt_hook_memory_limit},
+    {"hook_on_error", opt_hook_on_error},
 };
 
 static int
@@ -525,6 +571,8 @@ conf_init(struct lq_conf *c)
     c->persistent_client_expiration = -1;
     c->log_types = LQ_LOG_DEFAULT;
     c->log_dests = LQ_DEST_STDERR;
+    c->hook_instruction_limit = 1000000;
+    c->hook_memory_limit = 16 * 1024 * 1024;
 }
 
 void
@@ -546,6 +594,7 @@ conf_fini(struct lq_conf *c)
         free(l);
     }
     free(c->log_file);
+    free(c->scripts_dir);
     conf_init(c);
 }
 

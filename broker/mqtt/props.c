@@ -188,43 +188,61 @@ mqtt_read_props(struct mqtt_cursor *c, uint64_t allowed, struct mqtt_props *out)
 
 /* ---- encoding ---- */
 
-/* Copy the 0x26 entries of a (validated) property block. */
-static void
-put_user(struct mqtt_writer *w, struct lq_bytes block)
+bool
+mqtt_props_next_user(struct lq_bytes block, size_t *pos, struct lq_bytes *name,
+                     struct lq_bytes *value, size_t *entry_start)
 {
-    struct mqtt_cursor c = {block.p, block.len, 0};
+    struct mqtt_cursor c = {block.p, block.len, *pos};
     while (cur_left(&c)) {
         size_t start = c.pos;
         uint32_t id;
-        if (read_varint(&c, &id)) return;
+        if (read_varint(&c, &id)) return false;
         struct lq_bytes s, v;
         uint32_t u32;
         uint16_t u16;
         uint8_t b;
         switch (prop_type(id)) {
         case P_BYTE:
-            if (read_u8(&c, &b)) return;
+            if (read_u8(&c, &b)) return false;
             break;
         case P_U16:
-            if (read_u16(&c, &u16)) return;
+            if (read_u16(&c, &u16)) return false;
             break;
         case P_U32:
-            if (read_u32(&c, &u32)) return;
+            if (read_u32(&c, &u32)) return false;
             break;
         case P_VARINT:
-            if (read_varint(&c, &u32)) return;
+            if (read_varint(&c, &u32)) return false;
             break;
         case P_UTF8:
         case P_BINARY:
-            if (read_binary(&c, &s)) return;
+            if (read_binary(&c, &s)) return false;
             break;
         case P_PAIR:
-            if (read_binary(&c, &s) || read_binary(&c, &v)) return;
+            if (read_binary(&c, &s) || read_binary(&c, &v)) return false;
             break;
-        default: return;
+        default: return false;
         }
-        if (id == MQTT_PROP_USER_PROPERTY) put_bytes(w, block.p + start, c.pos - start);
+        if (id == MQTT_PROP_USER_PROPERTY) {
+            *pos = c.pos;
+            *name = s;
+            *value = v;
+            if (entry_start) *entry_start = start;
+            return true;
+        }
     }
+    *pos = c.pos;
+    return false;
+}
+
+/* Copy the 0x26 entries of a (validated) property block. */
+static void
+put_user(struct mqtt_writer *w, struct lq_bytes block)
+{
+    size_t pos = 0, start;
+    struct lq_bytes k, v;
+    while (mqtt_props_next_user(block, &pos, &k, &v, &start))
+        put_bytes(w, block.p + start, pos - start);
 }
 
 static void

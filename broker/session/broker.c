@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "broker.h"
+#include "hooks.h"
 #include "conf.h"
 #include "tls.h"
 #include "retain.h"
@@ -250,6 +251,23 @@ static const struct conn_ops broker_conn_ops = {
 
 /* ---- life cycle ---- */
 
+static void
+hooks_conf_of(const struct lq_conf *c, struct hooks_conf *hc)
+{
+    hc->dir = c->scripts_dir ? c->scripts_dir : "scripts";
+    hc->instruction_limit = c->hook_instruction_limit;
+    hc->memory_limit = (size_t)c->hook_memory_limit;
+    hc->drop_on_error = c->hook_on_error_drop;
+}
+
+/* broker.publish() from a hook: through the other hooks, then routed. */
+static void
+hook_publish(void *ud, struct msg *m, const struct hook *from)
+{
+    struct route_result r;
+    broker_publish(ud, m, NULL, NULL, from, &r);
+}
+
 struct broker *
 broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path, char *errbuf,
            size_t errlen)
@@ -265,6 +283,11 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     b->nbuckets = 1024;
     b->buckets = lq_xcalloc(b->nbuckets, sizeof(*b->buckets));
     b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
+
+    struct hook_host host = {.publish = hook_publish, .ud = b};
+    struct hooks_conf hc;
+    hooks_conf_of(&b->conf, &hc);
+    b->hooks = hooks_new(base, &hc, &host);
 
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
         struct tls_ctx *tls = NULL;
@@ -296,6 +319,8 @@ broker_free(struct broker *b)
     b->shutting_down = true;
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
     free(b->listeners);
+    hooks_free(b->hooks);
+    b->hooks = NULL;
     /* sessions: no will on shutdown, nobody is left to receive it */
     for (size_t i = 0; i < b->nbuckets; i++) {
         while (b->buckets[i]) {
@@ -402,6 +427,9 @@ broker_reload(struct broker *b)
     b->conf.listeners = old.listeners;
     old.listeners = nc.listeners; /* freed with the rest of the old values */
     conf_fini(&old);
+    struct hooks_conf hc;
+    hooks_conf_of(&b->conf, &hc);
+    hooks_configure(b->hooks, &hc); /* new limits; the directory is rescanned */
     lq_log(LQ_LOG_NOTICE, "configuration reloaded from %s", b->conf_path);
     return 0;
 }

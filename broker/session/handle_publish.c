@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hooks.h"
+#include "net.h"
 #include "retain.h"
 #include "session_int.h"
 
@@ -102,6 +104,38 @@ make_msg(struct session *s, const struct mqtt_publish *p, const char *topic, siz
     return m;
 }
 
+static void
+retain_and_route(struct broker *b, struct msg *m, const struct session *origin,
+                 struct route_result *r)
+{
+    if (m->retain && b->conf.retain_available) retain_set(b->retained, m);
+    route_publish(b, m, origin, r);
+}
+
+uint8_t
+broker_publish(struct broker *b, struct msg *m, const struct session *origin,
+               const struct hook_client *cl, const struct hook *skip, struct route_result *r)
+{
+    if (!hooks_match(b->hooks, m->topic, m->topic_len)) { /* the one lookup most pay */
+        retain_and_route(b, m, origin, r);
+        return 0;
+    }
+    struct hook_verdict v = {0};
+    hooks_run(b->hooks, m, cl, skip, &v);
+    memset(r, 0, sizeof(*r));
+    if (v.n == 0) b->ctr.dropped_hook++;
+    for (size_t i = 0; i < v.n; i++) {
+        struct route_result one;
+        retain_and_route(b, v.out[i], origin, &one);
+        r->matched += one.matched;
+        r->quota_exceeded |= one.quota_exceeded;
+        r->hold_publisher |= one.hold_publisher;
+    }
+    uint8_t refuse = v.refuse;
+    hook_verdict_clear(&v);
+    return refuse;
+}
+
 uint8_t
 handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len)
 {
@@ -140,13 +174,19 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     }
 
     struct msg *m = make_msg(s, &p, topic, tlen);
-    /* hook point: "message published" (Lua hooks) runs here, before retain and routing */
-    if (m->retain) retain_set(b->retained, m);
+    struct hook_client cl = {.id = s->id,
+                             .username = s->username,
+                             .address = conn_peer(s->conn),
+                             .version = s->version,
+                             .cert = conn_tls_identity(s->conn)};
     struct route_result r;
-    route_publish(b, m, s, &r);
+    uint8_t refused = broker_publish(b, m, s, &cl, NULL, &r);
     msg_unref(m);
 
-    uint8_t ack = (r.quota_exceeded && v5) ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_SUCCESS;
+    uint8_t ack = !v5                ? MQTT_RC_SUCCESS
+                  : refused          ? refused
+                  : r.quota_exceeded ? MQTT_RC_QUOTA_EXCEEDED
+                                     : MQTT_RC_SUCCESS;
     if (p.qos == 1) send_ack(s, MQTT_PUBACK, p.packet_id, ack);
     if (p.qos == 2) {
         if (!ack) in_pid_add(s, p.packet_id);

@@ -33,6 +33,7 @@ struct session;
 struct counters {
     uint64_t msgs_received, msgs_sent, bytes_received, bytes_sent;
     uint64_t dropped_queue_full, dropped_expired, dropped_oversize, dropped_no_subscriber;
+    uint64_t dropped_hook; /* messages a hook dropped or refused */
     uint64_t connections_total;
 };
 
@@ -44,6 +45,7 @@ struct broker {
     size_t nlisteners;
     struct topic_tree *subs;
     struct retain *retained;
+    struct hooks *hooks;      /* Lua hooks of scripts_dir */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
     uint64_t match_gen; /* routing: which sessions this message already met */
@@ -175,6 +177,14 @@ struct route_result {
 };
 void route_publish(struct broker *b, struct msg *m, const struct session *origin,
                    struct route_result *r);
+/* A message accepted from a client (origin, cl) or published by a hook (skip): through
+ * the Lua hooks, then retained and routed. Returns the reason code a hook refused it
+ * with, or 0. */
+struct hook_client;
+struct hook;
+uint8_t broker_publish(struct broker *b, struct msg *m, const struct session *origin,
+                       const struct hook_client *cl, const struct hook *skip,
+                       struct route_result *r);
 /* Queue (or send) one delivery; forced: ignore queue bounds (retained on subscribe). */
 int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
                     const uint32_t *sub_ids, uint8_t nsub, bool forced);

@@ -348,3 +348,37 @@ def test_cipher_lists(b):
     assert "TLS_AES_128_GCM_SHA256" in out, out
     out = s_client(b, "-tls1_2")
     assert "ECDHE-ECDSA-AES128-GCM-SHA256" in out, out
+
+
+@conf("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
+      "keyfile {pki}/server.key", "require_certificate true")
+def test_key_exchange_groups(b):
+    # ECDHE over X25519 and over P-256
+    for group in ("X25519", "P-256"):
+        out = s_client(b, "-tls1_3", "-groups", group)
+        assert "New, TLSv1.3" in out, (group, out)
+        assert ("X25519" if group == "X25519" else "prime256v1") in out, (group, out)
+        # TLS 1.2 ties ECDSA certificates to the offered groups: P-256 must be offered
+        out = s_client(b, "-tls1_2", "-groups", group if group == "P-256" else "X25519:P-256")
+        assert "New, TLSv1.2" in out, (group, out)
+        assert ("X25519" if group == "X25519" else "prime256v1") in out, (group, out)
+
+
+def capath_conf(b):
+    d = os.path.join(b.dir, "cas")
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(pki_dir() + "/ca.crt", d)
+    with open(b.conf_path, "a") as f:
+        f.write("listener %d 127.0.0.1\ncapath %s\ncertfile %s/server.crt\nkeyfile %s/server.key\n"
+                "require_certificate true\nuse_subject_as_username true\n"
+                % (b.tls_port, d, pki_dir(), pki_dir()))
+
+
+def test_capath_and_subject_as_username(b):
+    # capath instead of cafile; the whole subject DN becomes the username
+    b.stop()
+    capath_conf(b)
+    b.start()
+    assert tls_pub(b, "cap", dev="dev3", extra=["-m", "x"]).returncode == 0
+    assert 'username "CN=dev3, O=lunamq test"' in b.output(), b.output()
+    assert tls_pub(b, "cap", dev="stranger", extra=["-m", "x"]).returncode != 0

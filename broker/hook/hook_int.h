@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT
+ * Shared by the files of hook/ only. */
+#ifndef LUNAMQ_HOOK_INT_H
+#define LUNAMQ_HOOK_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <lua.h>
+
+#include "hooks.h"
+
+struct event;
+struct msg;
+
+enum hook_abort { ABORT_NONE, ABORT_BUDGET, ABORT_MEMORY };
+
+/* One loaded version of a hook file: its Lua state and what the file returned. */
+struct hook {
+    struct hooks *hs;
+    char *name; /* "10-filter.lua" */
+    lua_State *L;
+    int ref_on_publish, ref_on_timer, ref_on_load, ref_on_unload; /* LUA_NOREF: absent */
+    char **topics;
+    size_t ntopics;
+    double interval;
+    struct event *timer;
+    unsigned order; /* rank in file-name order, for chaining */
+
+    /* limits, checked by the allocator and the count hook */
+    size_t mem, mem_limit;
+    uint64_t steps, step_limit;
+    enum hook_abort abort;
+    bool limits_on; /* off while the state is being built */
+    bool running;   /* a call is under way: never re-entered */
+
+    /* the current on_publish call */
+    const struct hook_client *client;
+    const struct msg *msg;
+
+    struct hook_stats *stats; /* owned by its slot: survives reloads */
+    uint64_t last_error_log_ms, errors_unlogged;
+};
+
+/* A file of the scripts directory and the hook version running for it. */
+struct hook_slot {
+    char *name;
+    struct hook *hook; /* NULL while no version loaded */
+    char *error;       /* last load error */
+    struct hook_stats stats;
+    /* what was last loaded (or tried), to notice changes */
+    ino_t ino;
+    int64_t mtime_ns;
+    off_t size;
+    bool seen; /* during a rescan */
+};
+
+struct hooks {
+    struct event_base *base;
+    struct hooks_conf conf;
+    char *dir;
+    struct hook_host host;
+    struct hook_slot **slots; /* sorted by name */
+    size_t nslots;
+    struct topic_tree *index; /* filter -> struct hook */
+    int inotify_fd;
+    struct event *inotify_ev, *rescan_ev;
+    unsigned depth; /* nesting of hooks_run through broker.publish */
+};
+
+/* sandbox.c: states, limits, calls */
+struct hook *sandbox_load(struct hooks *hs, const char *name, const char *path, char *err,
+                          size_t errlen);
+void sandbox_close(struct hook *h);
+/* Call the function under the arguments on the stack (function first) with the
+ * budget armed. On error, logs and counts it and leaves nothing; else leaves nres. */
+int sandbox_call(struct hook *h, int nargs, int nres, const char *what);
+
+/* message.c: messages to and from Lua tables */
+void message_push(struct hook *h, const struct msg *m, const struct hook_client *cl);
+/* The message described by the table at idx; fields it lacks come from def. NULL with
+ * a reason in err when the table is not a valid message. */
+struct msg *message_from_table(lua_State *L, int idx, const struct msg *def, char *err,
+                               size_t errlen);
+bool message_equal(const struct msg *a, const struct msg *b);
+
+/* hooks.c: for broker.publish */
+void hooks_publish_from(struct hook *h, struct msg *m);
+
+#endif

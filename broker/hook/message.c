@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * message: a struct msg as the Lua table a hook sees, and a Lua table back into a
+ * struct msg, checked as strictly as a PUBLISH from a client would be (valid topic
+ * name, UTF-8 strings, QoS 0..2). The forwardable properties travel as the table
+ * `properties` with `user` an ordered list of {name, value} pairs. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "hook_int.h"
+#include "lq.h"
+#include "mqtt.h"
+#include "msg.h"
+#include "tls.h"
+#include "topic.h"
+
+#define FORWARDABLE                                                                                \
+    (MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PBIT(MQTT_PROP_CONTENT_TYPE) |                     \
+     MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC) | MQTT_PBIT(MQTT_PROP_CORRELATION_DATA) |                 \
+     MQTT_PBIT(MQTT_PROP_USER_PROPERTY))
+
+static void
+set_bytes(lua_State *L, const char *k, struct lq_bytes b)
+{
+    lua_pushlstring(L, (const char *)b.p, b.len);
+    lua_setfield(L, -2, k);
+}
+
+static void
+set_str(lua_State *L, const char *k, const char *v)
+{
+    if (!v) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void
+push_properties(lua_State *L, const struct msg *m)
+{
+    struct mqtt_props p;
+    if (mqtt_decode_props(m->props, m->props_len, FORWARDABLE, &p)) memset(&p, 0, sizeof(p));
+    lua_createtable(L, 0, 6);
+    if (p.present & MQTT_PBIT(MQTT_PROP_CONTENT_TYPE)) set_bytes(L, "content_type", p.content_type);
+    if (p.present & MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC))
+        set_bytes(L, "response_topic", p.response_topic);
+    if (p.present & MQTT_PBIT(MQTT_PROP_CORRELATION_DATA))
+        set_bytes(L, "correlation_data", p.correlation_data);
+    if (p.present & MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT)) {
+        lua_pushinteger(L, p.payload_format);
+        lua_setfield(L, -2, "payload_format");
+    }
+    if (m->has_expiry) {
+        lua_pushinteger(L, msg_expiry_left(m, lq_now_ms()));
+        lua_setfield(L, -2, "message_expiry");
+    }
+    lua_createtable(L, p.user_count, 0);
+    size_t pos = 0;
+    struct lq_bytes k, v;
+    for (lua_Integer i = 1; mqtt_props_next_user(p.user, &pos, &k, &v, NULL); i++) {
+        lua_createtable(L, 2, 0);
+        lua_pushlstring(L, (const char *)k.p, k.len);
+        lua_rawseti(L, -2, 1);
+        lua_pushlstring(L, (const char *)v.p, v.len);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, i);
+    }
+    lua_setfield(L, -2, "user");
+}
+
+static void
+push_client(lua_State *L, const struct hook_client *cl)
+{
+    lua_createtable(L, 0, 5);
+    if (!cl) return;
+    set_str(L, "id", cl->id);
+    set_str(L, "username", cl->username);
+    set_str(L, "address", cl->address);
+    set_str(L, "protocol", cl->version == 5 ? "5.0" : cl->version == 4 ? "3.1.1" : "3.1");
+    if (cl->cert) {
+        const struct tls_identity *id = cl->cert;
+        lua_createtable(L, 0, 4);
+        set_str(L, "cn", id->cn);
+        set_str(L, "subject", id->subject);
+        set_str(L, "fingerprint", id->fingerprint);
+        lua_createtable(L, (int)id->nsan, 0);
+        for (size_t i = 0; i < id->nsan; i++) {
+            lua_pushstring(L, id->san[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "san");
+        lua_setfield(L, -2, "cert");
+    }
+}
+
+void
+message_push(struct hook *h, const struct msg *m, const struct hook_client *cl)
+{
+    lua_State *L = h->L;
+    lua_createtable(L, 0, 6);
+    lua_pushlstring(L, m->topic, m->topic_len);
+    lua_setfield(L, -2, "topic");
+    lua_pushlstring(L, (const char *)m->payload, m->payload_len);
+    lua_setfield(L, -2, "payload");
+    lua_pushinteger(L, m->qos);
+    lua_setfield(L, -2, "qos");
+    lua_pushboolean(L, m->retain);
+    lua_setfield(L, -2, "retain");
+    push_properties(L, m);
+    lua_setfield(L, -2, "properties");
+    push_client(L, cl);
+    lua_setfield(L, -2, "client");
+}
+
+/* ---- back from Lua ---- */
+
+struct builder {
+    lua_State *L;
+    char *err;
+    size_t errlen;
+    uint8_t *user; /* encoded 0x26 entries */
+    size_t user_len, user_cap;
+};
+
+__attribute__((format(printf, 2, 3))) static bool
+fail(struct builder *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->err, b->errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/* A UTF-8 string field of the table at idx, or absent (false in *present). */
+static bool
+utf8_field(struct builder *b, int idx, const char *k, struct lq_bytes *out, bool *present)
+{
+    lua_getfield(b->L, idx, k);
+    *present = !lua_isnil(b->L, -1);
+    if (*present) {
+        if (lua_type(b->L, -1) != LUA_TSTRING) return fail(b, "'%s' is not a string", k);
+        size_t len;
+        const char *s = lua_tolstring(b->L, -1, &len);
+        if (len > 65535 || !mqtt_utf8_is_valid((const uint8_t *)s, len))
+            return fail(b, "'%s' is not a valid UTF-8 string", k);
+        *out = (struct lq_bytes){(const uint8_t *)s, len};
+    }
+    lua_pop(b->L, 1); /* the string stays alive: the table holds it */
+    return true;
+}
+
+static void
+user_put(struct builder *b, const void *p, size_t n)
+{
+    if (b->user_len + n > b->user_cap) {
+        b->user_cap = (b->user_len + n) * 2;
+        b->user = lq_xrealloc(b->user, b->user_cap);
+    }
+    memcpy(b->user + b->user_len, p, n);
+    b->user_len += n;
+}
+
+static bool
+user_list(struct builder *b, int idx, struct mqtt_props *p)
+{
+    lua_State *L = b->L;
+    lua_getfield(L, idx, "user");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return true;
+    }
+    if (!lua_istable(L, -1)) return fail(b, "'%s' must be a list of {name, value}", "user");
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, -1, i);
+        if (!lua_istable(L, -1)) return fail(b, "'%s' must be a list of {name, value}", "user");
+        for (int j = 1; j <= 2; j++) {
+            lua_geti(L, -1, j);
+            size_t len;
+            const char *s = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+                                ? lua_tolstring(L, -1, &len)
+                                : NULL;
+            if (!s || len > 65535 || !mqtt_utf8_is_valid((const uint8_t *)s, len))
+                return fail(b, "'%s' entries must be two UTF-8 strings", "user");
+            uint8_t hdr[3] = {MQTT_PROP_USER_PROPERTY, (uint8_t)(len >> 8), (uint8_t)len};
+            user_put(b, j == 1 ? hdr : hdr + 1, j == 1 ? 3 : 2);
+            user_put(b, s, len);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        p->user_count++;
+    }
+    lua_pop(L, 1);
+    if (p->user_count) {
+        p->present |= MQTT_PBIT(MQTT_PROP_USER_PROPERTY);
+        p->user = (struct lq_bytes){b->user, b->user_len};
+    }
+    return true;
+}
+
+static bool
+properties(struct builder *b, int idx, struct mqtt_props *p, bool *has_expiry, uint32_t *expiry)
+{
+    lua_State *L = b->L;
+    bool present;
+    if (!utf8_field(b, idx, "content_type", &p->content_type, &present)) return false;
+    if (present) p->present |= MQTT_PBIT(MQTT_PROP_CONTENT_TYPE);
+    if (!utf8_field(b, idx, "response_topic", &p->response_topic, &present)) return false;
+    if (present) {
+        if (!topic_name_is_valid((const char *)p->response_topic.p, p->response_topic.len))
+            return fail(b, "'%s' is not a valid topic name", "response_topic");
+        p->present |= MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC);
+    }
+    lua_getfield(L, idx, "correlation_data");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) return fail(b, "'%s' is not a string", "correlation_data");
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        if (len > 65535) return fail(b, "'%s' is too long", "correlation_data");
+        p->correlation_data = (struct lq_bytes){(const uint8_t *)s, len};
+        p->present |= MQTT_PBIT(MQTT_PROP_CORRELATION_DATA);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "payload_format");
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        lua_Integer v = lua_tointegerx(L, -1, &ok);
+        if (!ok || v < 0 || v > 1) return fail(b, "'%s' must be 0 or 1", "payload_format");
+        p->payload_format = (uint8_t)v;
+        p->present |= MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "message_expiry");
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        lua_Integer v = lua_tointegerx(L, -1, &ok);
+        if (!ok || v < 0 || v > UINT32_MAX)
+            return fail(b, "'%s' must be a number of seconds", "message_expiry");
+        *has_expiry = true;
+        *expiry = (uint32_t)v;
+    }
+    lua_pop(L, 1);
+    return user_list(b, idx, p);
+}
+
+struct msg *
+message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size_t errlen)
+{
+    idx = lua_absindex(L, idx);
+    struct builder b = {.L = L, .err = err, .errlen = errlen};
+    struct msg *m = NULL;
+    if (!lua_istable(L, idx)) {
+        fail(&b, "%s", "a message must be a table");
+        return NULL;
+    }
+    int top = lua_gettop(L);
+    struct msg_init in = {.topic = def->topic,
+                          .topic_len = def->topic_len,
+                          .payload = def->payload,
+                          .payload_len = def->payload_len,
+                          .props = def->props,
+                          .props_len = def->props_len,
+                          .qos = def->qos,
+                          .retain = def->retain,
+                          .has_expiry = def->has_expiry,
+                          .expiry_interval = msg_expiry_left(def, lq_now_ms()),
+                          .origin = def->origin};
+    lua_getfield(L, idx, "topic");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            fail(&b, "%s", "'topic' is not a string");
+            goto out;
+        }
+        in.topic = lua_tolstring(L, -1, &in.topic_len);
+    }
+    if (in.topic_len > 65535 || !topic_name_is_valid(in.topic, in.topic_len) ||
+        !mqtt_utf8_is_valid((const uint8_t *)in.topic, in.topic_len)) {
+        fail(&b, "'%s' is not a valid topic name", "topic");
+        goto out;
+    }
+    lua_getfield(L, idx, "payload");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+            fail(&b, "%s", "'payload' is not a string");
+            goto out;
+        }
+        const char *s = lua_tolstring(L, -1, &in.payload_len);
+        in.payload = (const uint8_t *)s;
+    }
+    lua_getfield(L, idx, "qos");
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        lua_Integer q = lua_tointegerx(L, -1, &ok);
+        if (!ok || q < 0 || q > 2) {
+            fail(&b, "%s", "'qos' must be 0, 1 or 2");
+            goto out;
+        }
+        in.qos = (uint8_t)q;
+    }
+    lua_getfield(L, idx, "retain");
+    if (!lua_isnil(L, -1)) in.retain = lua_toboolean(L, -1);
+    lua_getfield(L, idx, "properties");
+    uint8_t *blob = NULL;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1)) {
+            fail(&b, "%s", "'properties' is not a table");
+            goto out;
+        }
+        struct mqtt_props p;
+        memset(&p, 0, sizeof(p));
+        in.has_expiry = false;
+        if (!properties(&b, lua_gettop(L), &p, &in.has_expiry, &in.expiry_interval)) goto out;
+        in.props_len = mqtt_encode_props_raw(&p, NULL, 0);
+        blob = lq_xmalloc(in.props_len ? in.props_len : 1);
+        mqtt_encode_props_raw(&p, blob, in.props_len);
+        in.props = blob;
+    }
+    m = msg_new(&in);
+    free(blob);
+out:
+    free(b.user);
+    lua_settop(L, top);
+    return m;
+}
+
+bool
+message_equal(const struct msg *a, const struct msg *b)
+{
+    return a->qos == b->qos && a->retain == b->retain && a->has_expiry == b->has_expiry &&
+           (!a->has_expiry || a->expire_at_ms / 1000 == b->expire_at_ms / 1000) &&
+           a->topic_len == b->topic_len && memcmp(a->topic, b->topic, a->topic_len) == 0 &&
+           a->props_len == b->props_len && memcmp(a->props, b->props, a->props_len) == 0 &&
+           a->payload_len == b->payload_len &&
+           memcmp(a->payload, b->payload, a->payload_len) == 0;
+}

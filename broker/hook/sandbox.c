@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * sandbox: one Lua state per hook, with only string, table, math, utf8, a safe part
+ * of base and os (time, clock, date), the `broker` and `json` globals. No io, no
+ * require, no debug, no binary chunks.
+ *
+ * Limits: the allocator refuses to grow the state past the memory cap and a count
+ * hook stops a call that runs past the instruction budget. Neither can be caught by
+ * the script: pcall and xpcall are replaced by versions that re-raise once an abort
+ * is under way, so the error always reaches sandbox_call. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "hook_int.h"
+#include "lq.h"
+#include "msg.h"
+#include "topic.h"
+
+#define COUNT_STEP 1000 /* instructions between budget checks */
+
+int luaopen_cjson(lua_State *L); /* Debian's lua-cjson */
+
+static struct hook *
+hook_of(lua_State *L)
+{
+    return *(struct hook **)lua_getextraspace(L);
+}
+
+static void *
+limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct hook *h = ud;
+    if (!ptr) osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->mem -= osize;
+        return NULL;
+    }
+    if (nsize > osize && h->limits_on && h->mem + (nsize - osize) > h->mem_limit) {
+        h->abort = ABORT_MEMORY;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p) h->mem = h->mem - osize + nsize;
+    return p;
+}
+
+static void
+count_hook(lua_State *L, lua_Debug *ar)
+{
+    struct hook *h = hook_of(L);
+    if (!h->limits_on) return;
+    h->steps += COUNT_STEP;
+    if (h->steps <= h->step_limit && h->abort == ABORT_NONE) return;
+    h->abort = h->abort == ABORT_NONE ? ABORT_BUDGET : h->abort;
+    lua_getinfo(L, "Sl", ar);
+    luaL_error(L, "%s:%d: instruction budget of %llu exceeded", ar->short_src, ar->currentline,
+               (unsigned long long)h->step_limit);
+}
+
+/* pcall/xpcall that cannot swallow a budget or memory abort. */
+static int
+finish_pcall(lua_State *L, int status, int extra)
+{
+    struct hook *h = hook_of(L);
+    if (h->abort != ABORT_NONE) return lua_error(L); /* the message is on top */
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - extra;
+}
+
+static int
+safe_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 1);
+    int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
+    return finish_pcall(L, status, 0);
+}
+
+static int
+safe_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* f, msgh, true, f, args... */
+    int status = lua_pcall(L, n - 2, LUA_MULTRET, 2);
+    return finish_pcall(L, status, 2);
+}
+
+/* load(chunk [, chunkname]): text chunks from strings only. */
+static int
+safe_load(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return 1;
+}
+
+static void
+log_args(lua_State *L, int first, unsigned level)
+{
+    struct hook *h = hook_of(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int n = lua_gettop(L);
+    for (int i = first; i <= n; i++) {
+        if (i > first) luaL_addchar(&b, ' ');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lq_log(level, "hook %s: %s", h->name, lua_tostring(L, -1));
+}
+
+static int
+l_print(lua_State *L)
+{
+    log_args(L, 1, LQ_LOG_INFO);
+    return 0;
+}
+
+/* broker.log(level, ...): level is "error", "warning", "notice", "info" or "debug". */
+static int
+l_broker_log(lua_State *L)
+{
+    static const char *const names[] = {"error", "warning", "notice", "info", "debug", NULL};
+    static const unsigned levels[] = {LQ_LOG_ERR, LQ_LOG_WARNING, LQ_LOG_NOTICE, LQ_LOG_INFO,
+                                      LQ_LOG_DEBUG};
+    int i = luaL_checkoption(L, 1, NULL, names);
+    if (lq_log_enabled(levels[i])) log_args(L, 2, levels[i]);
+    return 0;
+}
+
+static int
+l_broker_time(lua_State *L)
+{
+    lua_pushnumber(L, lq_wall_time());
+    return 1;
+}
+
+static int
+l_broker_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* broker.publish(topic, payload [, {qos=, retain=, properties=}]) */
+static int
+l_broker_publish(lua_State *L)
+{
+    struct hook *h = hook_of(L);
+    luaL_checkstring(L, 1);
+    luaL_checkany(L, 2);
+    lua_createtable(L, 0, 5);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "topic");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "payload");
+    if (lua_istable(L, 3)) {
+        static const char *const keys[] = {"qos", "retain", "properties"};
+        for (int i = 0; i < 3; i++) {
+            lua_getfield(L, 3, keys[i]);
+            lua_setfield(L, -2, keys[i]);
+        }
+    } else if (!lua_isnoneornil(L, 3)) {
+        return luaL_typeerror(L, 3, "table");
+    }
+    static char no_topic[1];
+    static const struct msg none = {.refs = 1, .topic = no_topic}; /* defaults: QoS 0, ... */
+    char err[160];
+    struct msg *m = message_from_table(L, lua_gettop(L), &none, err, sizeof(err));
+    if (!m) return luaL_error(L, "broker.publish: %s", err);
+    h->stats->published++;
+    hooks_publish_from(h, m);
+    msg_unref(m);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void
+open_libs(lua_State *L)
+{
+    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
+                                    {LUA_STRLIBNAME, luaopen_string},
+                                    {LUA_TABLIBNAME, luaopen_table},
+                                    {LUA_MATHLIBNAME, luaopen_math},
+                                    {LUA_UTF8LIBNAME, luaopen_utf8},
+                                    {NULL, NULL}};
+    for (const luaL_Reg *l = libs; l->func; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    /* os: time, clock and date only */
+    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0);
+    lua_createtable(L, 0, 3);
+    static const char *const os_keep[] = {"time", "clock", "date"};
+    for (int i = 0; i < 3; i++) {
+        lua_getfield(L, -2, os_keep[i]);
+        lua_setfield(L, -2, os_keep[i]);
+    }
+    lua_setglobal(L, "os");
+    lua_pop(L, 1);
+    /* base: no file access, no binary chunks, limits that cannot be caught */
+    static const char *const drop[] = {"dofile", "loadfile", "collectgarbage", NULL};
+    for (const char *const *d = drop; *d; d++) {
+        lua_pushnil(L);
+        lua_setglobal(L, *d);
+    }
+    static const luaL_Reg base[] = {{"pcall", safe_pcall},
+                                    {"xpcall", safe_xpcall},
+                                    {"load", safe_load},
+                                    {"print", l_print},
+                                    {NULL, NULL}};
+    lua_pushglobaltable(L);
+    luaL_setfuncs(L, base, 0);
+    lua_pop(L, 1);
+    /* json: lua-cjson, decode errors are Lua errors (pcall catches them) */
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_setglobal(L, "json");
+    static const luaL_Reg broker[] = {{"publish", l_broker_publish},
+                                      {"log", l_broker_log},
+                                      {"time", l_broker_time},
+                                      {"clock", l_broker_clock},
+                                      {NULL, NULL}};
+    luaL_newlib(L, broker);
+    lua_setglobal(L, "broker");
+}
+
+static int
+ref_function(lua_State *L, int t, const char *field, char *err, size_t errlen, bool *bad)
+{
+    lua_getfield(L, t, field);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "'%s' is not a function", field);
+        *bad = true;
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* What the file returned (on top of the stack): topics, functions, interval. */
+static bool
+read_spec(struct hook *h, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int t = lua_gettop(L);
+    if (!lua_istable(L, t)) {
+        snprintf(err, errlen, "the file must return a table, not %s", luaL_typename(L, t));
+        return false;
+    }
+    lua_getfield(L, t, "topics");
+    if (!lua_istable(L, -1) || luaL_len(L, -1) == 0) {
+        snprintf(err, errlen, "'topics' must be a non-empty list of topic filters");
+        return false;
+    }
+    size_t n = (size_t)luaL_len(L, -1);
+    h->topics = lq_xcalloc(n, sizeof(*h->topics));
+    for (size_t i = 0; i < n; i++) {
+        lua_geti(L, -1, (lua_Integer)i + 1);
+        size_t len;
+        const char *f = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (!f || !topic_filter_is_valid(f, len) || strlen(f) != len ||
+            topic_parse_shared(f, len, NULL, NULL, NULL, NULL) != 0) {
+            snprintf(err, errlen, "topics[%zu] is not a valid topic filter", i + 1);
+            return false;
+        }
+        h->topics[h->ntopics++] = lq_xstrdup(f);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    bool bad = false;
+    h->ref_on_publish = ref_function(L, t, "on_publish", err, errlen, &bad);
+    h->ref_on_timer = ref_function(L, t, "on_timer", err, errlen, &bad);
+    h->ref_on_load = ref_function(L, t, "on_load", err, errlen, &bad);
+    h->ref_on_unload = ref_function(L, t, "on_unload", err, errlen, &bad);
+    if (bad) return false;
+    lua_getfield(L, t, "interval");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0.01 || lua_tonumber(L, -1) > 86400) {
+            snprintf(err, errlen, "'interval' must be a number of seconds from 0.01 to 86400");
+            return false;
+        }
+        h->interval = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    if ((h->interval > 0) != (h->ref_on_timer != LUA_NOREF)) {
+        snprintf(err, errlen, "'interval' and 'on_timer' go together");
+        return false;
+    }
+    if (h->ref_on_publish == LUA_NOREF && h->ref_on_timer == LUA_NOREF) {
+        snprintf(err, errlen, "neither 'on_publish' nor 'on_timer' is given");
+        return false;
+    }
+    return true;
+}
+
+struct hook *
+sandbox_load(struct hooks *hs, const char *name, const char *path, char *err, size_t errlen)
+{
+    struct hook *h = lq_xcalloc(1, sizeof(*h));
+    h->hs = hs;
+    h->name = lq_xstrdup(name);
+    h->ref_on_publish = h->ref_on_timer = h->ref_on_load = h->ref_on_unload = LUA_NOREF;
+    h->mem_limit = hs->conf.memory_limit;
+    h->step_limit = hs->conf.instruction_limit;
+    h->L = lua_newstate(limited_alloc, h);
+    if (!h->L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        sandbox_close(h);
+        return NULL;
+    }
+    *(struct hook **)lua_getextraspace(h->L) = h;
+    open_libs(h->L);
+    lua_sethook(h->L, count_hook, LUA_MASKCOUNT, COUNT_STEP);
+
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        sandbox_close(h);
+        return NULL;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(h->L, &b);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) luaL_addlstring(&b, chunk, n);
+    fclose(f);
+    luaL_pushresult(&b);
+    size_t len;
+    const char *src = lua_tolstring(h->L, -1, &len);
+    char chunkname[300];
+    snprintf(chunkname, sizeof(chunkname), "@%s", name);
+    h->limits_on = true;
+    if (luaL_loadbufferx(h->L, src, len, chunkname, "t") != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
+        sandbox_close(h);
+        return NULL;
+    }
+    lua_remove(h->L, -2); /* the source */
+    h->steps = 0;
+    h->abort = ABORT_NONE;
+    int rc = lua_pcall(h->L, 0, 1, 0);
+    if (rc != LUA_OK) {
+        snprintf(err, errlen, "%s",
+                 h->abort == ABORT_MEMORY ? "memory limit exceeded while loading"
+                                          : luaL_optstring(h->L, -1, "error while loading"));
+        sandbox_close(h);
+        return NULL;
+    }
+    if (!read_spec(h, err, errlen)) {
+        sandbox_close(h);
+        return NULL;
+    }
+    lua_settop(h->L, 0);
+    return h;
+}
+
+void
+sandbox_close(struct hook *h)
+{
+    if (!h) return;
+    if (h->timer) event_free(h->timer);
+    if (h->L) {
+        h->limits_on = false;
+        lua_close(h->L);
+    }
+    for (size_t i = 0; i < h->ntopics; i++) free(h->topics[i]);
+    free(h->topics);
+    free(h->name);
+    free(h);
+}
+
+static uint64_t
+now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+int
+sandbox_call(struct hook *h, int nargs, int nres, const char *what)
+{
+    lua_State *L = h->L;
+    h->steps = 0;
+    h->abort = ABORT_NONE;
+    h->mem_limit = h->hs->conf.memory_limit;
+    h->step_limit = h->hs->conf.instruction_limit;
+    h->running = true;
+    uint64_t t0 = now_us();
+    int rc = lua_pcall(L, nargs, nres, 0);
+    uint64_t took = now_us() - t0;
+    h->running = false;
+    h->stats->total_us += took;
+    if (took > h->stats->max_us) h->stats->max_us = took;
+    if (rc == LUA_OK) return LUA_OK;
+
+    const char *kind;
+    if (h->abort == ABORT_BUDGET) {
+        h->stats->budget_overruns++;
+        kind = "instruction budget";
+    } else if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM) {
+        h->stats->memory_overruns++;
+        kind = "memory limit";
+    } else {
+        h->stats->errors++;
+        kind = "error";
+    }
+    /* at most one line per second and hook: a hook failing on every message must
+     * not flood the log */
+    uint64_t now = lq_now_ms();
+    if (now - h->last_error_log_ms >= 1000) {
+        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)";
+        if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM)
+            msg = "memory limit exceeded";
+        lq_log(LQ_LOG_WARNING, "hook %s: %s: %s: %s%s%.0llu", h->name, what, kind, msg,
+               h->errors_unlogged ? " (similar errors not logged since the last line: " : "",
+               (unsigned long long)h->errors_unlogged);
+        h->last_error_log_ms = now;
+        h->errors_unlogged = 0;
+    } else {
+        h->errors_unlogged++;
+    }
+    lua_settop(L, 0);
+    h->abort = ABORT_NONE;
+    h->limits_on = false; /* let the collector run unhindered */
+    lua_gc(L, LUA_GCCOLLECT);
+    h->limits_on = true;
+    return rc;
+}

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * hooks: per-topic Lua hooks from the scripts directory. Every `*.lua` file there is
+ * one hook, bound to topic filters, run in its own sandboxed Lua state with an
+ * instruction budget and a memory cap. A published message goes through the hooks
+ * matching its topic, in file-name order, each on the previous one's output, before
+ * the broker retains and routes what comes out. Files added, changed or removed
+ * take effect within a second (inotify) and on hooks_rescan (SIGHUP); a file that
+ * does not load leaves the previous version of its hook running.
+ *
+ * The module knows nothing of sessions or routing: what a hook publishes with
+ * broker.publish goes to the host's publish callback. So the admin CLI can run a
+ * hook file offline with a host of its own.
+ */
+#ifndef LUNAMQ_HOOKS_H
+#define LUNAMQ_HOOKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct msg;
+struct tls_identity;
+struct hooks;
+struct hook;
+
+struct hooks_conf {
+    const char *dir;            /* scripts_dir */
+    uint64_t instruction_limit; /* per call (hook_instruction_limit) */
+    size_t memory_limit;        /* bytes per hook state (hook_memory_limit) */
+    bool drop_on_error;         /* hook_on_error drop (default: pass) */
+};
+
+struct hook_host {
+    /* broker.publish(): route m (which the callee does not own: msg_ref to keep it).
+     * The host runs it through hooks_run with skip = from, then retains and routes. */
+    void (*publish)(void *ud, struct msg *m, const struct hook *from);
+    void *ud;
+};
+
+/* Who published the message a hook sees (its read-only `client` table). */
+struct hook_client {
+    const char *id;
+    const char *username; /* NULL: none */
+    const char *address;
+    uint8_t version;                 /* 3, 4 or 5 */
+    const struct tls_identity *cert; /* NULL: none */
+};
+
+/* Loads every hook of c->dir (an absent directory means no hooks, logged) and
+ * watches it when base is not NULL. Never fails for a bad script: it is logged. */
+struct hooks *hooks_new(struct event_base *base, const struct hooks_conf *c,
+                        const struct hook_host *host);
+void hooks_free(struct hooks *hs); /* calls on_unload; NULL is a no-op */
+/* New limits and error policy (SIGHUP); a new dir is scanned. */
+void hooks_configure(struct hooks *hs, const struct hooks_conf *c);
+/* Reload files added, changed or removed since the last scan. */
+void hooks_rescan(struct hooks *hs);
+
+/* One index lookup: does any hook match this topic? */
+bool hooks_match(const struct hooks *hs, const char *topic, size_t len);
+
+/* What the hooks made of one message. `out` holds references the caller must
+ * msg_unref (hook_verdict_clear does). refuse != 0: a hook refused the message with
+ * that reason code (out is empty). */
+struct hook_verdict {
+    struct msg **out;
+    size_t n, cap;
+    uint8_t refuse;
+};
+void hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl,
+               const struct hook *skip, struct hook_verdict *v);
+void hook_verdict_clear(struct hook_verdict *v);
+
+/* ---- observability (admin CLI, $SYS) ---- */
+struct hook_stats {
+    uint64_t calls;           /* on_publish calls */
+    uint64_t passed;          /* returned the message unchanged */
+    uint64_t rewritten;       /* returned one changed message */
+    uint64_t dropped;         /* returned nil/false (or refused) */
+    uint64_t fanned_out;      /* messages produced by returning a list */
+    uint64_t published;       /* broker.publish calls */
+    uint64_t errors;          /* runtime errors (load errors not included) */
+    uint64_t budget_overruns; /* instruction budget exceeded */
+    uint64_t memory_overruns; /* memory cap exceeded */
+    uint64_t timer_calls;     /* on_timer calls */
+    uint64_t total_us;        /* time spent in the hook */
+    uint64_t max_us;          /* longest single call */
+};
+
+struct hook_info {
+    const char *name;      /* file name */
+    const char *error;     /* the last load error, or NULL */
+    bool loaded;           /* a version of it is running */
+    const char *const *topics;
+    size_t ntopics;
+    double interval;       /* seconds, 0: no timer */
+    size_t memory;         /* bytes its Lua state holds */
+    struct hook_stats stats;
+};
+size_t hooks_count(const struct hooks *hs);
+/* The i-th hook in file-name order; false past the end. */
+bool hooks_info(const struct hooks *hs, size_t i, struct hook_info *out);
+
+#endif
