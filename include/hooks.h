@@ -90,13 +90,13 @@ struct hook_stats {
 };
 
 struct hook_info {
-    const char *name;      /* file name */
-    const char *error;     /* the last load error, or NULL */
-    bool loaded;           /* a version of it is running */
+    const char *name;  /* file name */
+    const char *error; /* the last load error, or NULL */
+    bool loaded;       /* a version of it is running */
     const char *const *topics;
     size_t ntopics;
-    double interval;       /* seconds, 0: no timer */
-    size_t memory;         /* bytes its Lua state holds */
+    double interval; /* seconds, 0: no timer */
+    size_t memory;   /* bytes its Lua state holds */
     struct hook_stats stats;
 };
 size_t hooks_count(const struct hooks *hs);

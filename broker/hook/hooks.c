@@ -101,8 +101,7 @@ output(struct hook *h, int idx, struct msg *in, bool *changed)
     struct msg *m = message_from_table(h->L, idx, in, err, sizeof(err));
     if (!m) {
         h->stats->errors++;
-        lq_log(LQ_LOG_WARNING, "hook %s: on_publish returned an invalid message: %s", h->name,
-               err);
+        lq_log(LQ_LOG_WARNING, "hook %s: on_publish returned an invalid message: %s", h->name, err);
         return NULL;
     }
     *changed = !message_equal(m, in);
@@ -161,8 +160,10 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
             if (!hs->conf.drop_on_error) run_from(hs, m, cl, skip, h->order + 1, v);
             return;
         }
-        if (changed) h->stats->rewritten++;
-        else h->stats->passed++;
+        if (changed)
+            h->stats->rewritten++;
+        else
+            h->stats->passed++;
         run_from(hs, out, cl, skip, h->order + 1, v);
         msg_unref(out);
         return;
@@ -206,8 +207,11 @@ hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl, const s
           struct hook_verdict *v)
 {
     if (!hs || hs->depth >= MAX_DEPTH) {
-        if (hs) lq_log(LQ_LOG_WARNING, "hooks: broker.publish nested %u deep: \"%s\" not passed "
-                       "through hooks", hs->depth, m->topic);
+        if (hs)
+            lq_log(LQ_LOG_WARNING,
+                   "hooks: broker.publish nested %u deep: \"%s\" not passed "
+                   "through hooks",
+                   hs->depth, m->topic);
         verdict_add(v, msg_ref(m));
         return;
     }
@@ -274,8 +278,10 @@ slot_find(struct hooks *hs, const char *name, size_t *at)
             if (at) *at = mid;
             return hs->slots[mid];
         }
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     if (at) *at = lo;
     return NULL;
@@ -409,10 +415,9 @@ watch(struct hooks *hs)
     hs->inotify_fd = -1;
     if (!hs->base || !hs->dir) return;
     hs->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (hs->inotify_fd < 0 ||
-        inotify_add_watch(hs->inotify_fd, hs->dir,
-                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
-                              IN_ATTRIB) < 0) {
+    if (hs->inotify_fd < 0 || inotify_add_watch(hs->inotify_fd, hs->dir,
+                                                IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+                                                    IN_DELETE | IN_ATTRIB) < 0) {
         lq_log(LQ_LOG_WARNING, "scripts_dir %s: cannot watch it (%s): changes apply on SIGHUP",
                hs->dir, strerror(errno));
         return;

@@ -18,9 +18,9 @@
 #include "tls.h"
 #include "topic.h"
 
-#define FORWARDABLE                                                                                \
-    (MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PBIT(MQTT_PROP_CONTENT_TYPE) |                     \
-     MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC) | MQTT_PBIT(MQTT_PROP_CORRELATION_DATA) |                 \
+#define FORWARDABLE                                                                \
+    (MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT) | MQTT_PBIT(MQTT_PROP_CONTENT_TYPE) |     \
+     MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC) | MQTT_PBIT(MQTT_PROP_CORRELATION_DATA) | \
      MQTT_PBIT(MQTT_PROP_USER_PROPERTY))
 
 static void
@@ -217,7 +217,8 @@ properties(struct builder *b, int idx, struct mqtt_props *p, bool *has_expiry, u
     }
     lua_getfield(L, idx, "correlation_data");
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) return fail(b, "'%s' is not a string", "correlation_data");
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return fail(b, "'%s' is not a string", "correlation_data");
         size_t len;
         const char *s = lua_tolstring(L, -1, &len);
         if (len > 65535) return fail(b, "'%s' is too long", "correlation_data");
@@ -334,6 +335,5 @@ message_equal(const struct msg *a, const struct msg *b)
            (!a->has_expiry || a->expire_at_ms / 1000 == b->expire_at_ms / 1000) &&
            a->topic_len == b->topic_len && memcmp(a->topic, b->topic, a->topic_len) == 0 &&
            a->props_len == b->props_len && memcmp(a->props, b->props, a->props_len) == 0 &&
-           a->payload_len == b->payload_len &&
-           memcmp(a->payload, b->payload, a->payload_len) == 0;
+           a->payload_len == b->payload_len && memcmp(a->payload, b->payload, a->payload_len) == 0;
 }

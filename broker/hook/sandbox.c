@@ -60,8 +60,8 @@ count_hook(lua_State *L, lua_Debug *ar)
     if (h->steps <= h->step_limit && h->abort == ABORT_NONE) return;
     h->abort = h->abort == ABORT_NONE ? ABORT_BUDGET : h->abort;
     lua_getinfo(L, "Sl", ar);
-    luaL_error(L, "%s:%d: instruction budget of %llu exceeded", ar->short_src, ar->currentline,
-               (unsigned long long)h->step_limit);
+    luaL_error(L, "%s:%d: instruction budget of %I exceeded", ar->short_src, ar->currentline,
+               (lua_Integer)h->step_limit);
 }
 
 /* pcall/xpcall that cannot swallow a budget or memory abort. */
@@ -202,12 +202,10 @@ l_broker_publish(lua_State *L)
 static void
 open_libs(lua_State *L)
 {
-    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
-                                    {LUA_STRLIBNAME, luaopen_string},
-                                    {LUA_TABLIBNAME, luaopen_table},
-                                    {LUA_MATHLIBNAME, luaopen_math},
-                                    {LUA_UTF8LIBNAME, luaopen_utf8},
-                                    {NULL, NULL}};
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
     for (const luaL_Reg *l = libs; l->func; l++) {
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
@@ -438,8 +436,7 @@ sandbox_call(struct hook *h, int nargs, int nres, const char *what)
     uint64_t now = lq_now_ms();
     if (now - h->last_error_log_ms >= 1000) {
         const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)";
-        if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM)
-            msg = "memory limit exceeded";
+        if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM) msg = "memory limit exceeded";
         lq_log(LQ_LOG_WARNING, "hook %s: %s: %s: %s%s%.0llu", h->name, what, kind, msg,
                h->errors_unlogged ? " (similar errors not logged since the last line: " : "",
                (unsigned long long)h->errors_unlogged);

@@ -84,9 +84,14 @@ class Broker:
             if listeners:
                 f.write("listener %d %s\n" % (self.port, HOST))
             f.write("allow_anonymous true\n")
+            self.scripts = os.path.join(self.dir, "scripts")  # empty: no hooks unless a test adds
+            os.makedirs(self.scripts)
+            if "mosquitto" not in os.path.basename(BIN):
+                f.write("scripts_dir %s\n" % self.scripts)
             for line in conf_lines:
                 if "{pki}" in line:
                     line = line.replace("{pki}", pki_dir())
+                line = line.replace("{dir}", self.dir)
                 f.write(line.replace("{tls_port}", str(self.tls_port)) + "\n")
         self.proc = None
 

@@ -1,0 +1,478 @@
+# SPDX-License-Identifier: MIT
+"""Lua hooks: the examples of examples/hooks/, chaining, fan-out, refusals, the
+sandbox and its limits (infinite loop, memory hog, errors, pcall), broker.publish,
+hot reload while messages flow, and SIGHUP. Each test writes its hook files into the
+broker's own scripts_dir and waits for the broker to load them (inotify)."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from lqtest import ROOT, conf, pki_dir, wait_for
+from mqttraw import PUBACK, PUBLISH, USER_PROPERTY, connected
+
+HOST = "127.0.0.1"
+EXAMPLES = os.path.join(ROOT, "examples", "hooks")
+
+
+def install(b, name, src, expect="loaded"):
+    """Write a hook file (atomically, as editors and deploy tools do) and wait until
+    the broker has loaded it, or logged `expect` about it."""
+    marker = "hook %s: %s" % (name, expect)
+    before = b.output().count(marker)
+    tmp = os.path.join(b.scripts, "." + name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(src)
+    os.rename(tmp, os.path.join(b.scripts, name))
+    assert wait_for(lambda: b.output().count(marker) > before, 5), b.output()
+
+
+def install_example(b, name, replace=()):
+    with open(os.path.join(EXAMPLES, name)) as f:
+        src = f.read()
+    for old, new in replace:
+        src = src.replace(old, new)
+    install(b, name, src)
+
+
+def sub(b, topic, qos=1, cid="s"):
+    c = connected(b.port, cid)
+    c.subscribe(1, [(topic, qos)])
+    return c
+
+
+def pub_ack(c, topic, payload, pid=1, qos=1, props=()):
+    c.publish(topic, payload, qos=qos, pid=pid, properties=props)
+    return c.expect(PUBACK).rc
+
+
+def got(c, n, timeout=3.0):
+    out = []
+    for _ in range(n):
+        p = c.expect(PUBLISH, timeout)
+        if p.qos:
+            c.ack(PUBACK, p.pid)
+        out.append(p)
+    return out
+
+
+# ---- the examples ----
+
+def test_example_temp_range(b):
+    install_example(b, "temp-range.lua")
+    s = sub(b, "sensors/#")
+    p = connected(b.port, "p")
+    assert pub_ack(p, "sensors/a/temp", json.dumps({"temp": 21.5}), 1) == 0
+    assert pub_ack(p, "sensors/a/temp", json.dumps({"temp": 500}), 2) == 0  # dropped: success
+    assert pub_ack(p, "sensors/a/temp", "not json", 3) == 0x99  # refused
+    assert pub_ack(p, "sensors/a/hum", "50", 4) == 0  # no hook on this topic
+    msgs = got(s, 2)
+    assert [(m.topic, m.payload) for m in msgs] == [("sensors/a/temp", b'{"temp": 21.5}'),
+                                                     ("sensors/a/hum", b"50")]
+    s.expect_none(0.3)
+
+
+def test_example_legacy_rewrite_with_mosquitto_clients(b):
+    install_example(b, "legacy-rewrite.lua")
+    s = subprocess.Popen(["mosquitto_sub", "-h", HOST, "-p", str(b.port), "-V", "5", "-t",
+                          "devices/#", "-C", "1", "-W", "10", "-F", "%t %p %P"],
+                         stdout=subprocess.PIPE)
+    assert wait_for(lambda: "subscribe" in b.output(), 5)
+    subprocess.run(["mosquitto_pub", "-h", HOST, "-p", str(b.port), "-V", "5", "-t",
+                    "legacy/m17/data", "-m", "42", "-D", "publish", "user-property", "fw", "1.0"],
+                   check=True, timeout=10)
+    out, _ = s.communicate(timeout=15)
+    assert out.decode().strip() == "devices/m17/telemetry 42 fw:1.0 source:legacy", out
+
+
+@conf("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
+      "keyfile {pki}/server.key", "require_certificate true", "use_identity_as_username true")
+def test_example_cert_topic_guard(b):
+    install_example(b, "cert-topic-guard.lua")
+    s = sub(b, "devices/#")
+    d = pki_dir()
+    tls = ["-h", HOST, "-p", str(b.tls_port), "--cafile", d + "/ca.crt", "--cert",
+           d + "/dev1.crt", "--key", d + "/dev1.key", "-V", "5", "-q", "1"]
+    ok = subprocess.run(["mosquitto_pub", *tls, "-t", "devices/dev1/t", "-m", "mine"],
+                        capture_output=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    subprocess.run(["mosquitto_pub", *tls, "-t", "devices/dev2/t", "-m", "theirs"],
+                   capture_output=True, timeout=10)
+    # plain loopback clients have no certificate: not restricted
+    p = connected(b.port, "local")
+    assert pub_ack(p, "devices/any/t", "local") == 0
+    msgs = got(s, 2)
+    assert [m.payload for m in msgs] == [b"mine", b"local"]
+    s.expect_none(0.3)
+    assert "CN dev1 may not publish on devices/dev2/t" in b.output()
+
+
+def test_example_transactions_aggregate(b):
+    install_example(b, "transactions-aggregate.lua", [("interval = 5", "interval = 0.5")])
+    p = connected(b.port, "till")
+    amounts = {"north": [10, 20.5, 1], "south": [7]}
+    pid = 1
+    for region, values in amounts.items():
+        for i, a in enumerate(values):
+            assert pub_ack(p, "transactions/%s/m%d" % (region, i), json.dumps({"amount": a}),
+                           pid) == 0
+            pid += 1
+    time.sleep(1.2)
+    late = sub(b, "stats/transactions/+", cid="dashboard")  # retained totals
+    totals = {}
+    for m in got(late, 2):
+        v = json.loads(m.payload)
+        totals[m.topic.split("/")[-1]] = (v["count"], v["amount"])
+        assert m.retain
+    assert totals == {"north": (3, 31.5), "south": (1, 7)}, totals
+
+
+def test_example_split_batch(b):
+    install_example(b, "split-batch.lua")
+    s = sub(b, "readings/+")
+    p = connected(b.port, "gw")
+    batch = {"readings": [{"sensor": "s1", "value": 1}, {"sensor": "s2", "value": 2},
+                          {"sensor": "s3", "value": 3}]}
+    assert pub_ack(p, "batch/gw1", json.dumps(batch)) == 0
+    msgs = got(s, 3)
+    assert [m.topic for m in msgs] == ["readings/s1", "readings/s2", "readings/s3"]
+    assert json.loads(msgs[1].payload) == {"sensor": "s2", "value": 2}
+    assert pub_ack(p, "batch/gw1", "garbage", 2) == 0x99
+
+
+# ---- semantics ----
+
+def test_two_hooks_chained_in_file_name_order(b):
+    install(b, "20-b.lua", 'return {topics = {"c/#"}, on_publish = function(m) '
+                           'm.payload = m.payload .. "b" return m end}')
+    install(b, "10-a.lua", 'return {topics = {"c/#"}, on_publish = function(m) '
+                           'm.payload = m.payload .. "a" m.topic = "c/moved" return m end}')
+    s = sub(b, "c/#")
+    p = connected(b.port, "p")
+    pub_ack(p, "c/x", "x")
+    m = got(s, 1)[0]
+    assert (m.topic, m.payload) == ("c/moved", b"xab")
+
+
+def test_rewrite_properties_and_qos(b):
+    install(b, "10-props.lua", '''
+return {topics = {"p/#"}, on_publish = function(m)
+  local p = m.properties
+  assert(p.content_type == "text/plain" and p.correlation_data == "\\0\\1")
+  assert(p.user[1][1] == "a" and p.user[1][2] == "1" and p.user[2][1] == "b")
+  p.content_type = "application/json"
+  p.response_topic = "reply/here"
+  p.user = {{"b", "2"}, {"a", "1"}, {"new", "x"}}
+  m.qos = 0
+  m.retain = true
+  return m
+end}''')
+    s = sub(b, "p/#", qos=1)
+    p = connected(b.port, "p")
+    pub_ack(p, "p/1", "{}", props=[(0x03, "text/plain"), (0x09, b"\x00\x01"),
+                                    (USER_PROPERTY, ("a", "1")), (USER_PROPERTY, ("b", "2"))])
+    m = got(s, 1)[0]
+    assert m.qos == 0
+    assert m.props[0x03] == "application/json" and m.props[0x08] == "reply/here"
+    assert m.props[0x09] == b"\x00\x01"
+    assert m.props[USER_PROPERTY] == [("b", "2"), ("a", "1"), ("new", "x")]
+    late = sub(b, "p/#", cid="late")
+    r = got(late, 1)[0]
+    assert r.retain and r.payload == b"{}"
+
+
+def test_fan_out_defaults_from_original(b):
+    install(b, "10-fan.lua", '''
+return {topics = {"f/in"}, on_publish = function(m)
+  return {{topic = "f/one", payload = "1"}, {topic = "f/two", payload = "2", qos = 0}}
+end}''')
+    s = sub(b, "f/#", qos=2)
+    p = connected(b.port, "p")
+    p.publish("f/in", b"x", qos=1, pid=1, properties=[(USER_PROPERTY, ("k", "v"))])
+    assert p.expect(PUBACK).rc == 0
+    msgs = got(s, 2)
+    assert [(m.topic, m.payload, m.qos) for m in msgs] == [("f/one", b"1", 1), ("f/two", b"2", 0)]
+    assert msgs[0].props[USER_PROPERTY] == [("k", "v")]
+
+
+def test_drop_and_refuse_codes(b):
+    install(b, "10-gate.lua", '''
+return {topics = {"g/#"}, on_publish = function(m)
+  if m.payload == "drop" then return nil end
+  if m.payload == "deny" then return false, 0x87 end
+  if m.payload == "empty" then return {} end
+  return m
+end}''')
+    s = sub(b, "g/#")
+    p = connected(b.port, "p")
+    assert pub_ack(p, "g/1", "drop", 1) == 0
+    assert pub_ack(p, "g/1", "deny", 2) == 0x87
+    assert pub_ack(p, "g/1", "empty", 3) == 0
+    assert pub_ack(p, "g/1", "keep", 4) == 0
+    assert [m.payload for m in got(s, 1)] == [b"keep"]
+    s.expect_none(0.3)
+    # MQTT 3.1.1 publishers cannot be told: plain PUBACK
+    p3 = connected(b.port, "p3", version=4)
+    p3.publish("g/1", b"deny", qos=1, pid=9)
+    assert p3.expect(PUBACK).pid == 9
+
+
+def test_client_table(b):
+    install(b, "10-who.lua", '''
+return {topics = {"who"}, on_publish = function(m)
+  m.payload = json.encode({id = m.client.id, user = m.client.username,
+    addr = m.client.address, proto = m.client.protocol, cert = m.client.cert ~= nil})
+  return m
+end}''')
+    s = sub(b, "who")
+    p = connected(b.port, "me-1", username="alice")
+    pub_ack(p, "who", "")
+    v = json.loads(got(s, 1)[0].payload)
+    assert v["id"] == "me-1" and v["user"] == "alice" and v["proto"] == "5.0"
+    assert v["addr"].startswith("127.0.0.1:") and v["cert"] is False
+
+
+def test_publish_from_hook_does_not_reenter(b):
+    install(b, "10-echo.lua", '''
+local n = 0
+return {topics = {"echo/#"}, on_publish = function(m)
+  n = n + 1
+  broker.publish("echo/copy", m.payload .. "#" .. n, {qos = 1})
+  return m
+end}''')
+    s = sub(b, "echo/#")
+    p = connected(b.port, "p")
+    pub_ack(p, "echo/x", "hi")
+    msgs = got(s, 2)
+    assert sorted(m.payload for m in msgs) == [b"hi", b"hi#1"]
+    s.expect_none(0.4)  # echo/copy did not go through 10-echo.lua again
+
+
+def test_paho_v5_through_hook(b):
+    install(b, "10-tag.lua", 'return {topics = {"paho/#"}, on_publish = function(m) '
+                             'm.properties.content_type = "tagged" return m end}')
+    got_msgs = []
+    done = threading.Event()
+
+    def on_message(c, u, msg):
+        got_msgs.append(msg)
+        done.set()
+
+    sc = mqtt.Client(client_id="paho-sub", protocol=mqtt.MQTTv5)
+    sc.on_message = on_message
+    sc.connect(HOST, b.port)
+    sc.loop_start()
+    sc.subscribe("paho/#", qos=1)
+    time.sleep(0.3)
+    pc = mqtt.Client(client_id="paho-pub", protocol=mqtt.MQTTv5)
+    pc.connect(HOST, b.port)
+    pc.loop_start()
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("k", "v")]
+    pc.publish("paho/t", b"data", qos=1, properties=props).wait_for_publish(5)
+    assert done.wait(5)
+    m = got_msgs[0]
+    assert m.payload == b"data" and m.properties.ContentType == "tagged"
+    assert m.properties.UserProperty == [("k", "v")]
+    for c in (sc, pc):
+        c.loop_stop()
+        c.disconnect()
+
+
+# ---- safety ----
+
+def test_sandbox_has_no_dangerous_globals(b):
+    install(b, "10-probe.lua", '''
+local function chunk() return 1 end
+return {topics = {"probe"}, on_publish = function(m)
+  local r = {}
+  for _, k in ipairs({"io", "require", "debug", "dofile", "loadfile", "package",
+                      "collectgarbage", "coroutine"}) do r[#r + 1] = k .. "=" .. type(_G[k]) end
+  r[#r + 1] = "execute=" .. type(os.execute)
+  r[#r + 1] = "getenv=" .. type(os.getenv)
+  r[#r + 1] = "time=" .. type(os.time)
+  local f, err = load(string.dump(chunk))
+  r[#r + 1] = "binary=" .. tostring(f)
+  r[#r + 1] = "text=" .. tostring(load("return 7")())
+  m.payload = table.concat(r, " ")
+  return m
+end}''')
+    s = sub(b, "probe")
+    p = connected(b.port, "p")
+    pub_ack(p, "probe", "")
+    out = got(s, 1)[0].payload.decode()
+    assert out == ("io=nil require=nil debug=nil dofile=nil loadfile=nil package=nil "
+                   "collectgarbage=nil coroutine=nil execute=nil getenv=nil time=function "
+                   "binary=nil text=7"), out
+
+
+@conf("hook_instruction_limit 100000")
+def test_infinite_loop_cut_and_pcall_cannot_catch_it(b):
+    install(b, "10-loop.lua", '''
+return {topics = {"loop/#"}, on_publish = function(m)
+  if m.topic == "loop/caught" then
+    local ok = pcall(function() while true do end end)
+    m.payload = "escaped the budget"   -- must never run
+    return m
+  end
+  while true do end
+end}''')
+    s = sub(b, "loop/#")
+    p = connected(b.port, "p")
+    t0 = time.time()
+    assert pub_ack(p, "loop/a", "one", 1) == 0
+    assert pub_ack(p, "loop/caught", "two", 2) == 0
+    assert time.time() - t0 < 2
+    msgs = got(s, 2)  # hook_on_error pass: the originals go on
+    assert [m.payload for m in msgs] == [b"one", b"two"]
+    log = b.output()
+    assert "hook 10-loop.lua: on_publish: instruction budget: 10-loop.lua:" in log, log
+    assert "instruction budget of 100000 exceeded" in log
+    s2 = sub(b, "other", cid="s2")  # the broker keeps serving
+    pub_ack(p, "other", "fine", 3)
+    assert got(s2, 1)[0].payload == b"fine"
+
+
+@conf("hook_memory_limit 1048576", "hook_on_error drop")
+def test_memory_hog_cut_and_message_dropped(b):
+    install(b, "10-hog.lua", '''
+local keep = {}
+return {topics = {"hog/#"}, on_publish = function(m)
+  local ok = pcall(function()
+    local t = {}
+    for i = 1, 1e8 do t[i] = string.rep("x", 100) .. i end
+  end)
+  m.payload = "escaped the cap"
+  return m
+end}''')
+    install(b, "20-after.lua", 'return {topics = {"ok"}, on_publish = function(m) return m end}')
+    s = sub(b, "#")
+    p = connected(b.port, "p")
+    assert pub_ack(p, "hog/1", "x", 1) == 0
+    assert pub_ack(p, "ok", "still here", 2) == 0
+    assert [m.payload for m in got(s, 1)] == [b"still here"]  # hog/1 dropped (hook_on_error drop)
+    s.expect_none(0.3)
+    assert "hook 10-hog.lua: on_publish: memory limit" in b.output()
+    # again: the state recovered and is cut again, the broker's memory is fine
+    assert pub_ack(p, "hog/2", "x", 3) == 0
+    s.expect_none(0.3)
+
+
+def test_runtime_error_logged_with_line_and_message_passes(b):
+    install(b, "30-err.lua", 'return {topics = {"e"}, on_publish = function(m)\n'
+                             '  local t = nil\n  return t.field\nend}')
+    s = sub(b, "e")
+    p = connected(b.port, "p")
+    pub_ack(p, "e", "through")
+    assert got(s, 1)[0].payload == b"through"
+    assert wait_for(lambda: "hook 30-err.lua: on_publish: error: 30-err.lua:3:" in b.output(), 3)
+
+
+def test_invalid_output_counts_as_error(b):
+    install(b, "10-bad.lua", 'return {topics = {"bad"}, on_publish = function(m) '
+                             'm.topic = "has/+/wildcard" return m end}')
+    s = sub(b, "bad")
+    p = connected(b.port, "p")
+    pub_ack(p, "bad", "orig")
+    assert got(s, 1)[0].payload == b"orig"
+    assert "'topic' is not a valid topic name" in b.output()
+
+
+# ---- reloading ----
+
+def test_bad_file_keeps_previous_version(b):
+    install(b, "10-v.lua", 'return {topics = {"v"}, on_publish = function(m) '
+                           'm.payload = "v1" return m end}')
+    install(b, "10-v.lua", "return {topics = {\"v\"}, on_publish = function(m) syntax error",
+            expect="not loaded (the previous version keeps running)")
+    install(b, "20-w.lua", 'return {topics = "not a list"}', expect="not loaded")
+    s = sub(b, "v")
+    p = connected(b.port, "p")
+    pub_ack(p, "v", "x")
+    assert got(s, 1)[0].payload == b"v1"
+    assert "'topics' must be a non-empty list of topic filters" in b.output()
+
+
+def test_removed_file_unloads(b):
+    install(b, "10-gone.lua", 'return {topics = {"r"}, on_publish = function(m) return nil end}')
+    s = sub(b, "r")
+    p = connected(b.port, "p")
+    pub_ack(p, "r", "dropped", 1)
+    s.expect_none(0.3)
+    os.unlink(os.path.join(b.scripts, "10-gone.lua"))
+    assert wait_for(lambda: "hook 10-gone.lua: file removed" in b.output(), 5)
+    pub_ack(p, "r", "through", 2)
+    assert got(s, 1)[0].payload == b"through"
+
+
+def test_reload_while_messages_flow(b):
+    src = 'return {topics = {"flow"}, on_publish = function(m) m.payload = m.payload .. "-%d" ' \
+          'return m end}'
+    install(b, "10-flow.lua", src % 0)
+    s = sub(b, "flow", cid="flow-sub")
+    total = 600
+    acked = []
+
+    def publish():
+        p = connected(b.port, "flow-pub")
+        for i in range(total):
+            p.publish("flow", b"%d" % i, qos=1, pid=i % 60000 + 1)
+            assert p.expect(PUBACK).rc == 0
+            acked.append(i)
+            time.sleep(0.001)  # spread over the reloads
+        p.close()
+
+    t = threading.Thread(target=publish)
+    t.start()
+    for version in range(1, 6):  # five reloads while the publisher runs
+        time.sleep(0.15)
+        with open(os.path.join(b.scripts, ".tmp"), "w") as f:
+            f.write(src % version)
+        os.rename(os.path.join(b.scripts, ".tmp"), os.path.join(b.scripts, "10-flow.lua"))
+    seen = [m.payload.decode() for m in got(s, total, timeout=10)]
+    t.join(10)
+    assert len(acked) == total
+    assert [int(x.split("-")[0]) for x in seen] == list(range(total))  # none lost, in order
+    versions = [int(x.split("-")[1]) for x in seen]
+    assert versions == sorted(versions) and len(set(versions)) >= 3, set(versions)
+    assert b.output().count("hook 10-flow.lua: loaded") >= 3
+
+
+def test_sighup_picks_up_new_scripts_dir(b):
+    other = os.path.join(b.dir, "other-scripts")
+    os.makedirs(other)
+    with open(os.path.join(other, "10-x.lua"), "w") as f:
+        f.write('return {topics = {"h"}, on_publish = function(m) m.payload = "from other" '
+                'return m end}')
+    with open(b.conf_path) as f:
+        text = f.read()
+    with open(b.conf_path, "w") as f:
+        f.write(text.replace("scripts_dir %s" % b.scripts, "scripts_dir %s" % other))
+    b.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "hook 10-x.lua: loaded" in b.output(), 5), b.output()
+    s = sub(b, "h")
+    p = connected(b.port, "p")
+    pub_ack(p, "h", "x")
+    assert got(s, 1)[0].payload == b"from other"
+
+
+def test_on_load_unload_and_timer_publish(b):
+    install(b, "10-life.lua", '''
+local ticks = 0
+return {topics = {"life/#"}, interval = 0.2,
+  on_load = function() broker.publish("life/event", "loaded", {retain = true}) end,
+  on_unload = function() broker.log("notice", "unloading after", ticks, "ticks") end,
+  on_timer = function() ticks = ticks + 1 if ticks == 3 then broker.publish("life/tick", "3") end end,
+  on_publish = function(m) return m end}''')
+    s = sub(b, "life/#")
+    msgs = got(s, 2)
+    assert [(m.topic, m.payload) for m in msgs] == [("life/event", b"loaded"), ("life/tick", b"3")]
+    os.unlink(os.path.join(b.scripts, "10-life.lua"))
+    assert wait_for(lambda: "hook 10-life.lua: unloading after" in b.output(), 5)
