@@ -58,9 +58,6 @@ void hooks_configure(struct hooks *hs, const struct hooks_conf *c);
 /* Reload files added, changed or removed since the last scan. */
 void hooks_rescan(struct hooks *hs);
 
-/* One index lookup: does any hook match this topic? */
-bool hooks_match(const struct hooks *hs, const char *topic, size_t len);
-
 /* What the hooks made of one message. `out` holds references the caller must
  * msg_unref (hook_verdict_clear does). refuse != 0: a hook refused the message with
  * that reason code (out is empty). */
@@ -69,7 +66,9 @@ struct hook_verdict {
     size_t n, cap;
     uint8_t refuse;
 };
-void hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl,
+/* Run m through the hooks that match its topic (except skip) and fill v. False when no
+ * hook matches (one index lookup; v untouched): route m itself. */
+bool hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl,
                const struct hook *skip, struct hook_verdict *v);
 void hook_verdict_clear(struct hook_verdict *v);
 

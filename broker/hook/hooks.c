@@ -47,10 +47,12 @@ index_rebuild(struct hooks *hs)
     }
 }
 
-struct pick {
-    unsigned from;           /* only hooks at or after this rank */
-    const struct hook *skip; /* the hook that published the message */
-    struct hook *best;       /* the first such hook, in file-name order */
+/* The hooks matching a topic, in file-name order. */
+struct chain {
+    struct hook **h;
+    unsigned n, cap;
+    struct hook *inline_h[8];
+    const struct hook *skip;
 };
 
 static void
@@ -58,19 +60,41 @@ on_match(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
 {
     (void)o;
     (void)g;
-    struct pick *p = arg;
+    struct chain *c = arg;
     struct hook *h = owner;
-    if (h->order < p->from || h == p->skip || h->running) return;
-    if (!p->best || h->order < p->best->order) p->best = h;
+    if (h == c->skip || h->running) return;
+    unsigned i = c->n;
+    while (i > 0 && c->h[i - 1]->order >= h->order) {
+        if (c->h[i - 1] == h) return; /* two of its filters match */
+        i--;
+    }
+    if (c->n == c->cap) {
+        struct hook **nh = lq_xmalloc(2 * c->cap * sizeof(*nh));
+        memcpy(nh, c->h, c->n * sizeof(*nh));
+        if (c->h != c->inline_h) free(c->h);
+        c->h = nh;
+        c->cap *= 2;
+    }
+    memmove(c->h + i + 1, c->h + i, (c->n - i) * sizeof(*c->h));
+    c->h[i] = h;
+    c->n++;
 }
 
-bool
-hooks_match(const struct hooks *hs, const char *topic, size_t len)
+static void
+chain_of(const struct hooks *hs, const struct msg *m, const struct hook *skip, struct chain *c)
 {
-    if (!hs || topic_tree_count(hs->index) == 0) return false;
-    struct pick p = {0};
-    topic_tree_match(hs->index, topic, len, on_match, &p);
-    return p.best != NULL;
+    c->h = c->inline_h;
+    c->n = 0;
+    c->cap = sizeof(c->inline_h) / sizeof(c->inline_h[0]);
+    c->skip = skip;
+    if (topic_tree_count(hs->index))
+        topic_tree_match(hs->index, m->topic, m->topic_len, on_match, c);
+}
+
+static void
+chain_free(struct chain *c)
+{
+    if (c->h != c->inline_h) free(c->h);
 }
 
 /* ---- running a message through the hooks ---- */
@@ -110,70 +134,97 @@ output(struct hook *h, int idx, struct msg *in, bool *changed)
     return msg_ref(in);
 }
 
-static void run_from(struct hooks *hs, struct msg *m, const struct hook_client *cl,
-                     const struct hook *skip, unsigned from, struct hook_verdict *v);
+static void run_chain(struct hooks *hs, struct msg *m, const struct hook_client *cl,
+                      const struct chain *c, unsigned i, struct hook_verdict *v);
 
-/* One hook on one message; what it returns goes on to the hooks after it. */
+/* What comes out of hook h goes on to the hooks after it: the same chain while the
+ * message is the same one, a new lookup for a rewritten or new message. */
 static void
-run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struct hook *skip,
-        struct hook_verdict *v)
+pass_on(struct hook *h, struct msg *out, struct msg *in, const struct hook_client *cl,
+        const struct chain *c, unsigned i, struct hook_verdict *v)
+{
+    if (out == in) {
+        run_chain(h->hs, out, cl, c, i + 1, v);
+        return;
+    }
+    struct chain nc;
+    chain_of(h->hs, out, c->skip, &nc);
+    unsigned k = 0;
+    while (k < nc.n && nc.h[k]->order <= h->order) k++;
+    run_chain(h->hs, out, cl, &nc, k, v);
+    chain_free(&nc);
+}
+
+/* The i-th hook of the chain on one message. */
+static void
+run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struct chain *c,
+        unsigned i, struct hook_verdict *v)
 {
     struct hooks *hs = h->hs;
     lua_State *L = h->L;
     h->stats->calls++;
+    message_push(h, m); /* stack: msg table (kept at 1), on_publish, msg table */
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_on_publish);
-    message_push(h, m, cl);
+    lua_pushvalue(L, 1);
     h->client = cl;
     h->msg = m;
     int rc = sandbox_call(h, 1, 2, "on_publish");
     h->client = NULL;
     h->msg = NULL;
+    message_seal(h, 1);
     if (rc != LUA_OK) { /* logged and counted */
-        if (!hs->conf.drop_on_error) run_from(hs, m, cl, skip, h->order + 1, v);
+        lua_settop(L, 0);
+        if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
         return;
     }
-    if (!lua_toboolean(L, 1)) { /* nil or false: drop, or refuse with a reason code */
+    if (!lua_toboolean(L, 2)) { /* nil or false: drop, or refuse with a reason code */
         h->stats->dropped++;
-        if (lua_isboolean(L, 1) && lua_isinteger(L, 2)) {
-            lua_Integer rcode = lua_tointeger(L, 2);
+        if (lua_isboolean(L, 2) && lua_isinteger(L, 3)) {
+            lua_Integer rcode = lua_tointeger(L, 3);
             if (rcode >= 0x80 && rcode <= 0xff && !v->refuse) v->refuse = (uint8_t)rcode;
         }
         lua_settop(L, 0);
         return;
     }
-    if (!lua_istable(L, 1)) {
+    if (!lua_istable(L, 2)) {
         h->stats->errors++;
         lq_log(LQ_LOG_WARNING, "hook %s: on_publish returned a %s, not a message", h->name,
-               luaL_typename(L, 1));
+               luaL_typename(L, 2));
         lua_settop(L, 0);
-        if (!hs->conf.drop_on_error) run_from(hs, m, cl, skip, h->order + 1, v);
+        if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
         return;
     }
-    lua_getfield(L, 1, "topic");
+    if (message_unchanged(h, 2, 1)) { /* the common case costs no copy */
+        lua_settop(L, 0);
+        h->stats->passed++;
+        run_chain(hs, m, cl, c, i + 1, v);
+        return;
+    }
+    lua_getfield(L, 2, "topic");
     bool single = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (single) {
         bool changed = false;
-        struct msg *out = output(h, 1, m, &changed);
+        struct msg *out = output(h, 2, m, &changed);
         lua_settop(L, 0);
         if (!out) {
-            if (!hs->conf.drop_on_error) run_from(hs, m, cl, skip, h->order + 1, v);
+            if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
             return;
         }
         if (changed)
             h->stats->rewritten++;
         else
             h->stats->passed++;
-        run_from(hs, out, cl, skip, h->order + 1, v);
+        pass_on(h, out, m, cl, c, i, v);
         msg_unref(out);
         return;
     }
     /* a list: fan out (an empty list drops) */
-    lua_Integer n = luaL_len(L, 1);
+    lua_Integer n = luaL_len(L, 2);
     size_t made = 0;
     struct msg **outs = n > 0 ? lq_xcalloc((size_t)n, sizeof(*outs)) : NULL;
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, 1, i);
+    for (lua_Integer k = 1; k <= n; k++) {
+        lua_geti(L, 2, k);
         bool changed;
         struct msg *out = output(h, -1, m, &changed);
         lua_pop(L, 1);
@@ -182,42 +233,45 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
     lua_settop(L, 0);
     if (made == 0) h->stats->dropped++;
     h->stats->fanned_out += made;
-    for (size_t i = 0; i < made; i++) {
-        run_from(hs, outs[i], cl, skip, h->order + 1, v);
-        msg_unref(outs[i]);
+    for (size_t k = 0; k < made; k++) {
+        pass_on(h, outs[k], m, cl, c, i, v);
+        msg_unref(outs[k]);
     }
     free(outs);
 }
 
 static void
-run_from(struct hooks *hs, struct msg *m, const struct hook_client *cl, const struct hook *skip,
-         unsigned from, struct hook_verdict *v)
+run_chain(struct hooks *hs, struct msg *m, const struct hook_client *cl, const struct chain *c,
+          unsigned i, struct hook_verdict *v)
 {
-    struct pick p = {.from = from, .skip = skip};
-    topic_tree_match(hs->index, m->topic, m->topic_len, on_match, &p);
-    if (!p.best) {
+    (void)hs;
+    if (i >= c->n) {
         verdict_add(v, msg_ref(m));
         return;
     }
-    run_one(p.best, m, cl, skip, v);
+    run_one(c->h[i], m, cl, c, i, v);
 }
 
-void
+bool
 hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl, const struct hook *skip,
           struct hook_verdict *v)
 {
-    if (!hs || hs->depth >= MAX_DEPTH) {
-        if (hs)
-            lq_log(LQ_LOG_WARNING,
-                   "hooks: broker.publish nested %u deep: \"%s\" not passed "
-                   "through hooks",
-                   hs->depth, m->topic);
-        verdict_add(v, msg_ref(m));
-        return;
+    if (!hs) return false;
+    struct chain c;
+    chain_of(hs, m, skip, &c);
+    if (c.n == 0) return false; /* the one index lookup most messages pay */
+    if (hs->depth >= MAX_DEPTH) {
+        lq_log(LQ_LOG_WARNING,
+               "hooks: broker.publish nested %u deep: \"%s\" not passed through hooks", hs->depth,
+               m->topic);
+        chain_free(&c);
+        return false;
     }
     hs->depth++;
-    run_from(hs, m, cl, skip, 0, v);
+    run_chain(hs, m, cl, &c, 0, v);
     hs->depth--;
+    chain_free(&c);
+    return true;
 }
 
 void

@@ -96,23 +96,80 @@ push_client(lua_State *L, const struct hook_client *cl)
     }
 }
 
+static int
+lazy_index(lua_State *L)
+{
+    struct hook *h = hook_of(L);
+    const char *k = lua_tostring(L, 2);
+    if (!k || !h->msg) return 0;
+    if (strcmp(k, "properties") == 0)
+        push_properties(L, h->msg);
+    else if (strcmp(k, "client") == 0)
+        push_client(L, h->client);
+    else
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* made once per call */
+    return 1;
+}
+
 void
-message_push(struct hook *h, const struct msg *m, const struct hook_client *cl)
+message_setup(struct hook *h)
+{
+    lua_State *L = h->L;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, lazy_index);
+    lua_setfield(L, -2, "__index");
+    h->ref_msg_meta = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void
+message_push(struct hook *h, const struct msg *m)
 {
     lua_State *L = h->L;
     lua_createtable(L, 0, 6);
     lua_pushlstring(L, m->topic, m->topic_len);
+    h->pushed_topic = lua_tostring(L, -1);
     lua_setfield(L, -2, "topic");
     lua_pushlstring(L, (const char *)m->payload, m->payload_len);
+    h->pushed_payload = lua_tostring(L, -1);
     lua_setfield(L, -2, "payload");
     lua_pushinteger(L, m->qos);
     lua_setfield(L, -2, "qos");
     lua_pushboolean(L, m->retain);
     lua_setfield(L, -2, "retain");
-    push_properties(L, m);
-    lua_setfield(L, -2, "properties");
-    push_client(L, cl);
-    lua_setfield(L, -2, "client");
+    h->msg_qos = m->qos;
+    h->msg_retain = m->retain;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_msg_meta);
+    lua_setmetatable(L, -2);
+}
+
+void
+message_seal(struct hook *h, int idx)
+{
+    lua_pushnil(h->L);
+    lua_setmetatable(h->L, idx);
+}
+
+bool
+message_unchanged(struct hook *h, int ret, int pushed)
+{
+    lua_State *L = h->L;
+    if (!lua_rawequal(L, ret, pushed)) return false;
+    bool same = true;
+    lua_getfield(L, ret, "properties"); /* sealed: no metatable, a raw read */
+    same = lua_isnil(L, -1);            /* never looked at, so never changed */
+    lua_getfield(L, ret, "topic");
+    same = same && lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1) == h->pushed_topic;
+    lua_getfield(L, ret, "payload");
+    same = same && lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1) == h->pushed_payload;
+    lua_getfield(L, ret, "qos");
+    same = same && lua_isinteger(L, -1) && lua_tointeger(L, -1) == h->msg_qos;
+    lua_getfield(L, ret, "retain");
+    same = same && lua_isboolean(L, -1) && lua_toboolean(L, -1) == h->msg_retain;
+    lua_pop(L, 5);
+    return same;
 }
 
 /* ---- back from Lua ---- */

@@ -26,12 +26,6 @@
 
 int luaopen_cjson(lua_State *L); /* Debian's lua-cjson */
 
-static struct hook *
-hook_of(lua_State *L)
-{
-    return *(struct hook **)lua_getextraspace(L);
-}
-
 static void *
 limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -336,6 +330,7 @@ sandbox_load(struct hooks *hs, const char *name, const char *path, char *err, si
     }
     *(struct hook **)lua_getextraspace(h->L) = h;
     open_libs(h->L);
+    message_setup(h);
     lua_sethook(h->L, count_hook, LUA_MASKCOUNT, COUNT_STEP);
 
     FILE *f = fopen(path, "rb");
@@ -407,6 +402,7 @@ int
 sandbox_call(struct hook *h, int nargs, int nres, const char *what)
 {
     lua_State *L = h->L;
+    int base = lua_gettop(L) - nargs - 1; /* what was below the function stays */
     h->steps = 0;
     h->abort = ABORT_NONE;
     h->mem_limit = h->hs->conf.memory_limit;
@@ -445,7 +441,7 @@ sandbox_call(struct hook *h, int nargs, int nres, const char *what)
     } else {
         h->errors_unlogged++;
     }
-    lua_settop(L, 0);
+    lua_settop(L, base);
     h->abort = ABORT_NONE;
     h->limits_on = false; /* let the collector run unhindered */
     lua_gc(L, LUA_GCCOLLECT);

@@ -116,12 +116,11 @@ uint8_t
 broker_publish(struct broker *b, struct msg *m, const struct session *origin,
                const struct hook_client *cl, const struct hook *skip, struct route_result *r)
 {
-    if (!hooks_match(b->hooks, m->topic, m->topic_len)) { /* the one lookup most pay */
+    struct hook_verdict v = {0};
+    if (!hooks_run(b->hooks, m, cl, skip, &v)) { /* no hook for this topic */
         retain_and_route(b, m, origin, r);
         return 0;
     }
-    struct hook_verdict v = {0};
-    hooks_run(b->hooks, m, cl, skip, &v);
     memset(r, 0, sizeof(*r));
     if (v.n == 0) b->ctr.dropped_hook++;
     for (size_t i = 0; i < v.n; i++) {
