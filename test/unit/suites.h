@@ -8,5 +8,6 @@ Suite *suite_mqtt_codec(void); /* test_mqtt.c */
 Suite *suite_topic(void);      /* test_topic.c: syntax, matching, tree, shared groups */
 Suite *suite_retain(void);     /* test_retain.c */
 Suite *suite_conf(void);       /* test_conf.c */
+Suite *suite_hooks(void);      /* test_hooks.c: Lua hooks without a broker */
 
 #endif
