@@ -132,6 +132,29 @@ START_TEST(test_errors)
 END_TEST
 
 /* TLS options belong to the listener above them; the set must make sense. */
+START_TEST(test_hook_options)
+{
+    struct lq_conf c;
+    conf_init(&c);
+    ck_assert_ptr_null(c.scripts_dir);
+    ck_assert_uint_eq(c.hook_instruction_limit, 1000000);
+    ck_assert_uint_eq(c.hook_memory_limit, 16 * 1024 * 1024);
+    ck_assert(!c.hook_on_error_drop);
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "scripts_dir /srv/hooks\nhook_instruction_limit 5000\n"
+                                   "hook_memory_limit 1048576\nhook_on_error drop\n"),
+                     0);
+    ck_assert_str_eq(c.scripts_dir, "/srv/hooks");
+    ck_assert_uint_eq(c.hook_instruction_limit, 5000);
+    ck_assert_uint_eq(c.hook_memory_limit, 1048576);
+    ck_assert(c.hook_on_error_drop);
+    conf_fini(&c);
+    expect_error("hook_on_error ignore\n", 1, "hook_on_error: 'ignore' is not pass or drop");
+    expect_error("hook_memory_limit 10\n", 1,
+                 "hook_memory_limit: '10' out of range 262144..1099511627776");
+}
+END_TEST
+
 START_TEST(test_tls_options)
 {
     struct lq_conf c;
@@ -227,6 +250,7 @@ suite_conf(void)
     tcase_add_test(tc, test_every_option);
     tcase_add_test(tc, test_long_comments);
     tcase_add_test(tc, test_tls_options);
+    tcase_add_test(tc, test_hook_options);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_include_dir);
     tcase_add_test(tc, test_durations);
