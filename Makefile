@@ -39,7 +39,7 @@ UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
 
 .PHONY: all deps run test unit e2e fuzz clean install format format-check check-headers san
 
-all: $(B)/lunamq
+all: $(B)/lunamq $(B)/lunamq-ctl
 
 # the codec earns the strict flag: length arithmetic is the attack surface
 $(B)/obj/mqtt/%.o: WARN += -Wconversion
@@ -61,11 +61,15 @@ $(B)/lunamq: $(MAIN_OBJ) $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
 
+$(B)/lunamq-ctl: $(B)/obj/ctl.o $(B)/liblunamq.a
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
+
 $(B)/unit: $(UNIT_OBJ) $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(B)/obj/ctl.d $(UNIT_OBJ:.o=.d)
 
 # ---- set-up ----
 deps:
@@ -79,7 +83,7 @@ unit: $(B)/unit
 	$(Q)./$(B)/unit
 
 san:
-	$(Q)$(MAKE) --no-print-directory SAN=1 build/san/lunamq build/san/unit
+	$(Q)$(MAKE) --no-print-directory SAN=1 build/san/lunamq build/san/lunamq-ctl build/san/unit
 
 e2e: $(B)/lunamq
 	$(Q)LUNAMQ_BIN=$(B)/lunamq /usr/bin/python3 test/e2e/run.py
@@ -109,10 +113,12 @@ fuzz: $(B)/fuzz_mqtt_decode
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lunamq
 	install -m 0755 $(B)/lunamq $(DESTDIR)$(PREFIX)/bin/lunamq
+	install -m 0755 $(B)/lunamq-ctl $(DESTDIR)$(PREFIX)/bin/lunamq-ctl
 	install -m 0644 examples/lunamq.conf $(DESTDIR)$(PREFIX)/share/lunamq/lunamq.conf.example
 
 clean:
-	rm -rf build/obj build/san build/lunamq build/unit build/liblunamq.a build/fuzz_mqtt_decode
+	rm -rf build/obj build/san build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
+	    build/fuzz_mqtt_decode
 
 FMT_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

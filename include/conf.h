@@ -57,6 +57,7 @@ struct lq_conf {
     uint64_t hook_instruction_limit;      /* per hook call; default 1 000 000 */
     uint64_t hook_memory_limit;           /* bytes per hook; default 16 MiB */
     bool hook_on_error_drop;              /* hook_on_error drop; default pass */
+    char *admin_socket;                   /* default "./lunamq.sock"; "none": off */
 };
 
 /* Defaults as listed above. */

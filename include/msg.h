@@ -23,6 +23,7 @@ struct msg {
     uint32_t props_len; /* forwardable properties, encoded (see below) */
     uint32_t payload_len;
     uint64_t expire_at_ms; /* lq_now_ms() deadline when has_expiry */
+    uint64_t created_ms;   /* lq_now_ms() when built (retained age) */
     const void *origin;    /* publishing session, for no-local; never dereferenced */
     char *topic;           /* NUL-terminated, inside data[] */
     uint8_t *props;        /* inside data[] */

@@ -68,6 +68,8 @@ const char *conn_peer(const struct conn *c);
  * and the username it implies under use_identity/subject_as_username ("" if none;
  * NULL when the listener does not take usernames from certificates). */
 bool conn_is_tls(const struct conn *c);
+/* MQTT bytes received and queued for sending over this connection. */
+void conn_bytes(const struct conn *c, uint64_t *in, uint64_t *out);
 const struct tls_identity *conn_tls_identity(const struct conn *c);
 const char *conn_tls_username(const struct conn *c);
 /* Largest packet accepted from the peer (whole packet, header included). */

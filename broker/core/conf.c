@@ -283,6 +283,15 @@ opt_hook_memory_limit(struct parse *ps)
 }
 
 static int
+opt_admin_socket(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    free(ps->c->admin_socket);
+    ps->c->admin_socket = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
 opt_hook_on_error(struct parse *ps)
 {
     if (want_args(ps, 1, 1)) return -1;
@@ -519,6 +528,7 @@ static const struct option {
     {"hook_instruction_limit", opt_hook_instruction_limit},
     {"hook_memory_limit", opt_hook_memory_limit},
     {"hook_on_error", opt_hook_on_error},
+    {"admin_socket", opt_admin_socket},
 };
 
 static int
@@ -595,6 +605,7 @@ conf_fini(struct lq_conf *c)
     }
     free(c->log_file);
     free(c->scripts_dir);
+    free(c->admin_socket);
     conf_init(c);
 }
 

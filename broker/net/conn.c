@@ -184,6 +184,7 @@ read_cb(struct bufferevent *bev, void *arg)
         }
         if (avail < total) break;
         const uint8_t *p = evbuffer_pullup(in, (ssize_t)total);
+        c->bytes_in += total;
         c->l->ops->on_packet(c, tf, p + hl, rem, c->l->ud);
         evbuffer_drain(in, total);
     }
@@ -355,6 +356,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 {
     if (c->closing && !n) return;
     evbuffer_add(outbuf(c), p, n);
+    c->bytes_out += n;
     queued(c);
 }
 
@@ -370,6 +372,7 @@ conn_commit(struct conn *c, size_t n)
 {
     c->resv.iov_len = n;
     evbuffer_commit_space(outbuf(c), &c->resv, 1);
+    c->bytes_out += n;
     queued(c);
 }
 
@@ -395,6 +398,7 @@ conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *ar
     r->fn = release;
     r->arg = arg;
     evbuffer_add_reference(outbuf(c), p, n, release_cb, r);
+    c->bytes_out += n;
     queued(c);
 }
 
@@ -477,4 +481,11 @@ const char *
 conn_tls_username(const struct conn *c)
 {
     return c->tls ? tls_conn_username(c->tls) : NULL;
+}
+
+void
+conn_bytes(const struct conn *c, uint64_t *in, uint64_t *out)
+{
+    *in = c->bytes_in;
+    *out = c->bytes_out;
 }

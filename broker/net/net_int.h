@@ -29,6 +29,7 @@ struct conn {
     uint32_t max_packet;
     uint64_t keepalive_ms;
     uint64_t last_rx_ms;
+    uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;
     bool in_read;               /* inside read_cb: the reap must wait */

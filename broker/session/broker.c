@@ -10,6 +10,7 @@
 
 #include <event2/event.h>
 
+#include "admin.h"
 #include "broker.h"
 #include "hooks.h"
 #include "conf.h"
@@ -88,6 +89,8 @@ on_accept(struct conn *c, void *ud)
         return false;
     }
     b->ctr.connections_total++;
+    size_t now = connection_count(b);
+    if (now > b->ctr.connections_peak) b->ctr.connections_peak = now;
     conn_set_max_packet(c, broker_max_packet(b));
     conn_set_keepalive(c, CONNECT_TIMEOUT_MS);
     if (lq_log_enabled(LQ_LOG_DEBUG)) lq_log(LQ_LOG_DEBUG, "%s: new connection", conn_peer(c));
@@ -288,6 +291,8 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     b->hooks = hooks_new(base, &hc, &host);
+    /* no admin socket is not a reason to refuse service: admin_new logged why */
+    b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock");
 
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
         struct tls_ctx *tls = NULL;
@@ -319,6 +324,8 @@ broker_free(struct broker *b)
     b->shutting_down = true;
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
     free(b->listeners);
+    admin_free(b->admin);
+    b->admin = NULL;
     hooks_free(b->hooks);
     b->hooks = NULL;
     /* sessions: no will on shutdown, nobody is left to receive it */

@@ -159,6 +159,7 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
         conn_write_ref(c, m->payload, m->payload_len, release_msg, msg_ref(m));
     }
     b->ctr.msgs_sent++;
+    b->ctr.sent_qos[qos]++;
     b->ctr.bytes_sent += total;
     return true;
 }

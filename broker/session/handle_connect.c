@@ -203,6 +203,7 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     }
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
+    s->connected_at = lq_wall_time();
     session_log(s, LQ_LOG_INFO, "connected (MQTT %s%s, keep alive %u, session %s, expiry %u%s%s%s)",
                 v5                        ? "5.0"
                 : ck.version == MQTT_V311 ? "3.1.1"

@@ -143,6 +143,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     uint8_t rc = mqtt_decode_publish(flags, body, len, s->version, &p);
     if (rc) return rc;
     b->ctr.msgs_received++;
+    b->ctr.received_qos[p.qos & 3]++;
     const char *topic;
     size_t tlen;
     rc = resolve_topic(s, &p, &topic, &tlen);

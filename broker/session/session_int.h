@@ -34,6 +34,8 @@ struct counters {
     uint64_t msgs_received, msgs_sent, bytes_received, bytes_sent;
     uint64_t dropped_queue_full, dropped_expired, dropped_oversize, dropped_no_subscriber;
     uint64_t dropped_hook; /* messages a hook dropped or refused */
+    uint64_t received_qos[4], sent_qos[4];
+    uint64_t connections_peak;
     uint64_t connections_total;
 };
 
@@ -46,6 +48,7 @@ struct broker {
     struct topic_tree *subs;
     struct retain *retained;
     struct hooks *hooks;      /* Lua hooks of scripts_dir */
+    struct admin *admin;      /* admin socket and statistics */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
     uint64_t match_gen; /* routing: which sessions this message already met */
@@ -114,6 +117,7 @@ struct session {
     uint32_t client_max_packet;
     uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
     char *username;          /* from CONNECT, or the client certificate; NULL: none */
+    double connected_at;     /* wall clock of the last CONNACK */
     char *alias_in[TOPIC_ALIAS_MAX + 1];
     struct alias_out *alias_out;
     uint16_t nalias_out;

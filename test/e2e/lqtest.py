@@ -23,6 +23,9 @@ BIN = os.environ.get("LUNAMQ_BIN", os.path.join(ROOT, "build", "lunamq"))
 HOST = "127.0.0.1"
 
 
+CTL = os.path.join(os.path.dirname(BIN), "lunamq-ctl")
+
+
 def conf(*lines):
     """Decorator: extra configuration lines for one test."""
     def wrap(fn):
@@ -86,8 +89,10 @@ class Broker:
             f.write("allow_anonymous true\n")
             self.scripts = os.path.join(self.dir, "scripts")  # empty: no hooks unless a test adds
             os.makedirs(self.scripts)
+            self.admin = os.path.join(self.dir, "admin.sock")
             if "mosquitto" not in os.path.basename(BIN):
                 f.write("scripts_dir %s\n" % self.scripts)
+                f.write("admin_socket %s\n" % self.admin)
             for line in conf_lines:
                 if "{pki}" in line:
                     line = line.replace("{pki}", pki_dir())

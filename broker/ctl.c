@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * lunamq-ctl: the admin CLI. Talks to a running broker over its admin socket (see
+ * admin.h for the protocol): the broker renders the reply as text or JSON, this
+ * program prints it. `hooks test` runs a hook file here, offline, without a broker. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hooks.h"
+#include "lq.h"
+#include "msg.h"
+
+static const char *sock_path = "lunamq.sock";
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: lunamq-ctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+            "  stats [--watch [SECONDS]]   broker figures (with --watch: refreshed, like top)\n"
+            "  clients [PATTERN]           clients whose id matches the glob PATTERN\n"
+            "  client ID                   one client and its subscriptions\n"
+            "  subscriptions [FILTER]      subscriptions whose filter FILTER matches\n"
+            "  retained [FILTER]           retained messages (topic, size, age)\n"
+            "  hooks                       every hook with its state and counters\n"
+            "  hooks reload                reload the scripts directory now\n"
+            "  hooks test FILE --topic T --payload P [--qos N]\n"
+            "                              run a hook file offline on one message\n"
+            "  kick ID                     disconnect a client (reason 0x98)\n"
+            "  reload                      reload the configuration (as SIGHUP)\n"
+            "  version                     the broker's version\n"
+            "SOCKET defaults to ./lunamq.sock (the broker's admin_socket).\n");
+}
+
+/* One request; the reply body goes to stdout. Returns the exit status. */
+static int
+request(int argc, char **argv, bool json, bool quiet_ok)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(sock_path) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "lunamq-ctl: %s: path too long\n", sock_path);
+        return 1;
+    }
+    strcpy(sun.sun_path, sock_path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            fprintf(stderr,
+                    "lunamq-ctl: %s: no such socket: is the broker running, with this "
+                    "admin_socket? (-s SOCKET)\n",
+                    sock_path);
+        else if (e == ECONNREFUSED)
+            fprintf(stderr, "lunamq-ctl: %s: nobody listens: the broker is not running\n",
+                    sock_path);
+        else if (e == EACCES || e == EPERM)
+            fprintf(stderr,
+                    "lunamq-ctl: %s: permission denied: run as the broker's user or root\n",
+                    sock_path);
+        else
+            fprintf(stderr, "lunamq-ctl: %s: %s\n", sock_path, strerror(e));
+        if (fd >= 0) close(fd);
+        return 1;
+    }
+    char line[4096];
+    size_t n = (size_t)snprintf(line, sizeof(line), "%s", json ? "json" : "text");
+    for (int i = 0; i < argc && n < sizeof(line); i++)
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "\t%s", argv[i]);
+    if (n >= sizeof(line) - 1) {
+        fprintf(stderr, "lunamq-ctl: request too long\n");
+        close(fd);
+        return 2;
+    }
+    line[n++] = '\n';
+    if (write(fd, line, n) != (ssize_t)n) {
+        fprintf(stderr, "lunamq-ctl: %s: %s\n", sock_path, strerror(errno));
+        close(fd);
+        return 1;
+    }
+    FILE *f = fdopen(fd, "r");
+    char *first = NULL;
+    size_t cap = 0;
+    if (!f || getline(&first, &cap, f) < 0) {
+        fprintf(stderr, "lunamq-ctl: %s: the broker closed the connection\n", sock_path);
+        free(first);
+        if (f) fclose(f);
+        return 1;
+    }
+    int status = 0;
+    if (strncmp(first, "error\t", 6) == 0) {
+        fprintf(stderr, "lunamq-ctl: %s", first + 6);
+        status = 1;
+    }
+    free(first);
+    char buf[65536];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof(buf), f)) > 0)
+        if (!quiet_ok || status) fwrite(buf, 1, got, stdout);
+    fclose(f);
+    return status;
+}
+
+static int
+watch(double seconds, bool json)
+{
+    char stats[] = "stats";
+    char *args[] = {stats};
+    for (unsigned n = 0;; n++) {
+        if (!json) printf("\033[H\033[2J");
+        printf("lunamq-ctl stats --watch %.1f   (%s)\n\n", seconds, sock_path);
+        fflush(stdout);
+        int rc = request(1, args, json, false);
+        fflush(stdout);
+        if (rc) return rc;
+        usleep((useconds_t)(seconds * 1e6));
+    }
+}
+
+/* ---- hooks test: the hooks module on one message, no broker ---- */
+
+static void
+print_msg(const char *what, const struct msg *m)
+{
+    printf("%s %s qos=%u retain=%s payload=%.*s\n", what, m->topic, m->qos,
+           m->retain ? "true" : "false", (int)m->payload_len, (const char *)m->payload);
+}
+
+static void
+test_publish(void *ud, struct msg *m, const struct hook *from)
+{
+    (void)ud;
+    (void)from;
+    print_msg("broker.publish", m);
+}
+
+static int
+hooks_test(int argc, char **argv)
+{
+    const char *topic = NULL, *payload = "", *file = NULL;
+    int qos = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc) topic = argv[++i];
+        else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc) payload = argv[++i];
+        else if (strcmp(argv[i], "--qos") == 0 && i + 1 < argc) qos = atoi(argv[++i]);
+        else if (!file && argv[i][0] != '-') file = argv[i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!file || !topic || qos < 0 || qos > 2) {
+        usage(stderr);
+        return 2;
+    }
+    char dir[] = "/tmp/lunamq-ctl-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("lunamq-ctl: mkdtemp");
+        return 1;
+    }
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    char link[PATH_MAX], abs[PATH_MAX];
+    snprintf(link, sizeof(link), "%s/%s", dir, base);
+    int status = 1;
+    if (!realpath(file, abs) || symlink(abs, link) < 0) {
+        fprintf(stderr, "lunamq-ctl: %s: %s\n", file, strerror(errno));
+        rmdir(dir);
+        return 1;
+    }
+    lq_log_open(LQ_LOG_ERR | LQ_LOG_WARNING | LQ_LOG_NOTICE | LQ_LOG_INFO, LQ_DEST_STDERR, NULL);
+    struct hooks_conf c = {.dir = dir,
+                           .instruction_limit = 1000000,
+                           .memory_limit = 16 << 20,
+                           .drop_on_error = false};
+    struct hook_host host = {.publish = test_publish};
+    struct hooks *hs = hooks_new(NULL, &c, &host);
+    struct hook_info hi;
+    if (!hooks_info(hs, 0, &hi) || !hi.loaded) {
+        fprintf(stderr, "lunamq-ctl: %s does not load: %s\n", file,
+                hooks_info(hs, 0, &hi) && hi.error ? hi.error : "not a .lua file");
+        goto out;
+    }
+    struct msg_init in = {.topic = topic,
+                          .topic_len = strlen(topic),
+                          .payload = (const uint8_t *)payload,
+                          .payload_len = strlen(payload),
+                          .qos = (uint8_t)qos};
+    struct msg *m = msg_new(&in);
+    struct hook_client cl = {.id = "lunamq-ctl", .address = "offline", .version = 5};
+    struct hook_verdict v = {0};
+    if (!hooks_run(hs, m, &cl, NULL, &v)) {
+        printf("no filter of %s matches %s: the message passes untouched\n", base, topic);
+    } else if (v.refuse) {
+        printf("refused with reason code 0x%02x\n", v.refuse);
+    } else if (v.n == 0) {
+        printf("dropped\n");
+    } else {
+        for (size_t i = 0; i < v.n; i++) print_msg("publish", v.out[i]);
+    }
+    hooks_info(hs, 0, &hi);
+    status = hi.stats.errors || hi.stats.budget_overruns || hi.stats.memory_overruns ? 1 : 0;
+    hook_verdict_clear(&v);
+    msg_unref(m);
+out:
+    hooks_free(hs);
+    unlink(link);
+    rmdir(dir);
+    return status;
+}
+
+int
+main(int argc, char **argv)
+{
+    bool json = false;
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+s:jh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 's': sock_path = optarg; break;
+        case 'j': json = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    argc -= optind;
+    argv += optind;
+    /* --json may also follow the command */
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) json = true;
+        else argv[n++] = argv[i];
+    }
+    argc = n;
+    if (argc == 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[0], "hooks") == 0 && argc > 1 && strcmp(argv[1], "test") == 0)
+        return hooks_test(argc - 2, argv + 2);
+    if (strcmp(argv[0], "stats") == 0 && argc > 1 && strcmp(argv[1], "--watch") == 0) {
+        double s = argc > 2 ? atof(argv[2]) : 1.0;
+        return watch(s > 0.1 ? s : 1.0, json);
+    }
+    static const char *const known[] = {"stats", "clients", "client", "subscriptions", "retained",
+                                        "hooks", "kick", "reload", "version", NULL};
+    for (const char *const *k = known; *k; k++)
+        if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
+    fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);
+    usage(stderr);
+    return 2;
+}

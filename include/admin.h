@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * admin: the broker's Unix-domain admin socket (`admin_socket`, mode 0600, so only
+ * the broker's user and root can talk to it) that lunamq-ctl uses, and the broker
+ * figures it reports: statistics sampled every second (rates, event-loop lag),
+ * clients, subscriptions, retained messages and hooks.
+ *
+ * Protocol: the client sends one line "FORMAT<TAB>COMMAND[<TAB>ARG]...\n" (FORMAT is
+ * "json" or "text"); the broker answers "ok\n" and the body, or "error<TAB>message\n",
+ * and closes.
+ */
+#ifndef LUNAMQ_ADMIN_H
+#define LUNAMQ_ADMIN_H
+
+struct broker;
+struct event_base;
+struct admin;
+
+/* Listen on path (NULL or "none": no socket, statistics are still sampled). Returns
+ * NULL, logged, when the socket cannot be made (another broker holds it, ...). */
+struct admin *admin_new(struct broker *b, struct event_base *base, const char *path);
+void admin_free(struct admin *a); /* removes the socket file; NULL is a no-op */
+
+#endif

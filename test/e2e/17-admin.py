@@ -1,0 +1,208 @@
+# SPDX-License-Identifier: MIT
+"""lunamq-ctl against a running broker: known traffic, then every `stats` counter
+(--json parsed), clients / client / subscriptions / retained, kick, hooks counters
+after a hook dropped and rewrote known numbers of messages, hooks test offline,
+reload, and the errors (no socket, no broker, permission)."""
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import time
+
+from lqtest import CTL, ROOT, conf, wait_for
+from mqttraw import DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, connected
+
+
+def ctl(b, *args, check=True):
+    r = subprocess.run([CTL, "-s", b.admin, *args], capture_output=True, text=True, timeout=10)
+    if check:
+        assert r.returncode == 0, (args, r.returncode, r.stderr)
+    return r
+
+
+def ctl_json(b, *args):
+    return json.loads(ctl(b, "--json", *args).stdout)
+
+
+def install(b, name, src):
+    before = b.output().count("hook %s: loaded" % name)
+    tmp = os.path.join(b.scripts, ".tmp")
+    with open(tmp, "w") as f:
+        f.write(src)
+    os.rename(tmp, os.path.join(b.scripts, name))
+    assert wait_for(lambda: b.output().count("hook %s: loaded" % name) > before, 5)
+
+
+def test_stats_after_known_traffic(b):
+    s5 = connected(b.port, "sub5", username="ops")
+    s5.subscribe(1, [("t/#", 2), ("other", 0)])
+    s3 = connected(b.port, "sub3", version=4)
+    s3.subscribe(1, [("t/+", 1)])
+    p = connected(b.port, "pub")
+    for i in range(5):
+        p.publish("t/a", b"q0-%d" % i)
+    for i in range(3):
+        p.publish("t/b", b"q1", qos=1, pid=10 + i)
+        assert p.expect(PUBACK).rc == 0
+    p.publish("t/c", b"q2", qos=2, pid=20)
+    p.expect(PUBREC)
+    p.ack(PUBREL, 20)
+    p.expect(PUBCOMP)
+    p.publish("nobody/listens", b"x")
+    p.publish("keep/1", b"r1", retain=True, qos=1, pid=30)
+    p.expect(PUBACK)
+    p.publish("keep/2", b"r2", retain=True, qos=1, pid=31)
+    p.expect(PUBACK)
+    # subscribers: 9 messages each on t/#, t/+ (QoS capped by the subscription)
+    for c, n in ((s5, 9), (s3, 9)):
+        for _ in range(n):
+            m = c.expect(PUBLISH)
+            if m.qos == 1:
+                c.ack(PUBACK, m.pid)
+            elif m.qos == 2:
+                c.ack(PUBREC, m.pid)
+                c.expect(PUBREL)
+                c.ack(PUBCOMP, m.pid)
+    time.sleep(0.2)
+    st = ctl_json(b, "stats")
+    assert st["clients_connected"] == 3 and st["sessions_online"] == 3
+    assert st["clients_v5"] == 2 and st["clients_v311"] == 1 and st["clients_tls"] == 0
+    assert st["messages_received"] == 12
+    assert (st["messages_received_qos0"], st["messages_received_qos1"],
+            st["messages_received_qos2"]) == (6, 5, 1)
+    assert st["messages_sent"] == 18
+    assert st["messages_sent_qos0"] == 10 and st["messages_sent_qos2"] == 1
+    assert st["messages_sent_qos1"] == 7
+    assert st["dropped_no_subscriber"] == 3  # nobody/listens, keep/1, keep/2
+    assert st["retained"] == 2 and st["subscriptions"] == 3
+    assert st["bytes_received"] > 12 * 5 and st["bytes_sent"] > 18 * 5
+    assert st["uptime_s"] >= 0 and st["memory_rss_bytes"] > 1 << 20
+    assert st["inflight"] == 0 and st["queued"] == 0
+    text = ctl(b, "stats").stdout
+    assert "messages_received            12" in text, text
+
+
+def test_clients_client_subscriptions_retained(b):
+    c = connected(b.port, "dev-1", username="alice", keepalive=30)
+    c.subscribe(1, [("a/#", 1), ("$share/g/b", 0)])
+    keep = [connected(b.port, "dev-2"), connected(b.port, "tool")]  # stay connected
+    p = connected(b.port, "pub")
+    p.publish("keep/x", b"12345", retain=True, qos=1, pid=1)
+    p.expect(PUBACK)
+    ids = sorted(x["id"] for x in ctl_json(b, "clients", "dev-*"))
+    assert ids == ["dev-1", "dev-2"]
+    one = ctl_json(b, "client", "dev-1")
+    assert one["online"] and one["username"] == "alice" and one["keepalive"] == 30
+    assert one["protocol"] == "5.0" and one["address"].startswith("127.0.0.1:")
+    assert one["subscriptions"] == 2 and one["bytes_in"] > 0 and one["connected_since"] > 0
+    assert sorted(s["filter"] for s in one["subscription_list"]) == ["a/#", "b"]
+    subs = ctl_json(b, "subscriptions", "a/#")
+    assert [(s["client"], s["filter"], s["qos"]) for s in subs] == [("dev-1", "a/#", 1)]
+    shared = [s for s in ctl_json(b, "subscriptions") if s["share_group"]]
+    assert shared[0]["share_group"] == "g"
+    ret = ctl_json(b, "retained", "keep/#")
+    assert [(r["topic"], r["size"]) for r in ret] == [("keep/x", 5)]
+    assert ret[0]["age_s"] >= 0
+    r = ctl(b, "client", "nobody", check=False)
+    assert r.returncode == 1 and "no such client" in r.stderr
+    assert len(keep) == 2
+
+
+def test_kick(b):
+    c = connected(b.port, "victim")
+    out = ctl_json(b, "kick", "victim")
+    assert out == {"kicked": "victim"}
+    c.expect_disconnect(0x98)
+    assert "kicked by the administrator" in b.output()
+    assert ctl(b, "kick", "victim", check=False).returncode == 1
+
+
+def test_hooks_counters(b):
+    install(b, "10-count.lua", '''
+return {topics = {"h/#"}, on_publish = function(m)
+  if m.payload == "drop" then return nil end
+  if m.payload == "up" then m.payload = "UP" return m end
+  if m.payload == "two" then return {{topic = "h/1", payload = "1"}, {topic = "h/2", payload = "2"}} end
+  if m.payload == "err" then error("bad") end
+  return m
+end}''')
+    p = connected(b.port, "p")
+    for payload, n in (("drop", 3), ("up", 2), ("two", 1), ("err", 1), ("same", 4)):
+        for _ in range(n):
+            p.publish("h/x", payload.encode(), qos=1, pid=1)
+            p.expect(PUBACK)
+    hooks = ctl_json(b, "hooks")
+    h = [x for x in hooks if x["name"] == "10-count.lua"][0]
+    assert h["state"] == "loaded" and h["topics"] == "h/#"
+    # the fanned-out messages do not go through the hook that made them
+    assert (h["calls"], h["dropped"], h["rewritten"], h["fanned_out"], h["errors"],
+            h["passed"]) == (11, 3, 2, 2, 1, 4), h
+    st = ctl_json(b, "stats")
+    assert st["hooks_loaded"] == 1 and st["hook_dropped"] == 3 and st["dropped_hook"] == 3
+    # hooks reload picks up a broken file and reports it
+    with open(os.path.join(b.scripts, "20-broken.lua"), "w") as f:
+        f.write("return 42")
+    names = {x["name"]: x for x in ctl_json(b, "hooks", "reload")}
+    assert names["20-broken.lua"]["state"] == "failed"
+    assert "must return a table" in names["20-broken.lua"]["error"]
+
+
+def test_hooks_test_offline(b):
+    ex = os.path.join(ROOT, "examples", "hooks")
+    r = subprocess.run([CTL, "hooks", "test", os.path.join(ex, "temp-range.lua"), "--topic",
+                        "sensors/a/temp", "--payload", '{"temp": 999}'],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.strip() == "dropped", (r.stdout, r.stderr)
+    r = subprocess.run([CTL, "hooks", "test", os.path.join(ex, "legacy-rewrite.lua"), "--topic",
+                        "legacy/m1/data", "--payload", "7", "--qos", "1"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout.strip() == "publish devices/m1/telemetry qos=1 retain=false payload=7", r
+    r = subprocess.run([CTL, "hooks", "test", os.path.join(ex, "temp-range.lua"), "--topic",
+                        "sensors/a/temp", "--payload", "nope"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.stdout.strip() == "refused with reason code 0x99"
+    bad = os.path.join(b.dir, "bad.lua")
+    with open(bad, "w") as f:
+        f.write("return {topics = {}}")
+    r = subprocess.run([CTL, "hooks", "test", bad, "--topic", "x"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1 and "does not load" in r.stderr
+
+
+def test_reload_and_version(b):
+    assert ctl_json(b, "version")["version"] == "0.1.0"
+    assert ctl_json(b, "reload")["reloaded"] == b.conf_path
+    assert b.wait_log("configuration reloaded", 3)
+
+
+def test_watch_refreshes(b):
+    r = subprocess.run(["timeout", "2.5", CTL, "-s", b.admin, "stats", "--watch", "1"],
+                       capture_output=True, text=True)
+    assert r.stdout.count("messages_received_per_s") >= 2, r.stdout
+
+
+def test_socket_is_private_and_errors_are_clear(b):
+    mode = stat.S_IMODE(os.stat(b.admin).st_mode)
+    assert mode == 0o600, oct(mode)
+    r = subprocess.run([CTL, "-s", os.path.join(b.dir, "nothing.sock"), "stats"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no such socket" in r.stderr
+    stale = os.path.join(b.dir, "stale.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(stale)
+    s.close()  # a socket file nobody listens on
+    r = subprocess.run([CTL, "-s", stale, "stats"], capture_output=True, text=True)
+    assert r.returncode == 1 and "the broker is not running" in r.stderr
+    os.chmod(b.dir, 0o755)  # let nobody reach the directory; the socket itself stays 0600
+    r = subprocess.run(["runuser", "-u", "nobody", "--", CTL, "-s", b.admin, "stats"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "permission denied" in r.stderr, r.stderr
+    r = subprocess.run([CTL, "-s", b.admin, "frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+@conf("admin_socket none")
+def test_admin_socket_none(b):
+    assert not os.path.exists(b.admin)
