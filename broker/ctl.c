@@ -22,21 +22,20 @@ static const char *sock_path = "lunamq.sock";
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lunamq-ctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
-            "  stats [--watch [SECONDS]]   broker figures (with --watch: refreshed, like top)\n"
-            "  clients [PATTERN]           clients whose id matches the glob PATTERN\n"
-            "  client ID                   one client and its subscriptions\n"
-            "  subscriptions [FILTER]      subscriptions whose filter FILTER matches\n"
-            "  retained [FILTER]           retained messages (topic, size, age)\n"
-            "  hooks                       every hook with its state and counters\n"
-            "  hooks reload                reload the scripts directory now\n"
-            "  hooks test FILE --topic T --payload P [--qos N]\n"
-            "                              run a hook file offline on one message\n"
-            "  kick ID                     disconnect a client (reason 0x98)\n"
-            "  reload                      reload the configuration (as SIGHUP)\n"
-            "  version                     the broker's version\n"
-            "SOCKET defaults to ./lunamq.sock (the broker's admin_socket).\n");
+    fprintf(f, "usage: lunamq-ctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+               "  stats [--watch [SECONDS]]   broker figures (with --watch: refreshed, like top)\n"
+               "  clients [PATTERN]           clients whose id matches the glob PATTERN\n"
+               "  client ID                   one client and its subscriptions\n"
+               "  subscriptions [FILTER]      subscriptions whose filter FILTER matches\n"
+               "  retained [FILTER]           retained messages (topic, size, age)\n"
+               "  hooks                       every hook with its state and counters\n"
+               "  hooks reload                reload the scripts directory now\n"
+               "  hooks test FILE --topic T --payload P [--qos N]\n"
+               "                              run a hook file offline on one message\n"
+               "  kick ID                     disconnect a client (reason 0x98)\n"
+               "  reload                      reload the configuration (as SIGHUP)\n"
+               "  version                     the broker's version\n"
+               "SOCKET defaults to ./lunamq.sock (the broker's admin_socket).\n");
 }
 
 /* One request; the reply body goes to stdout. Returns the exit status. */
@@ -61,8 +60,7 @@ request(int argc, char **argv, bool json, bool quiet_ok)
             fprintf(stderr, "lunamq-ctl: %s: nobody listens: the broker is not running\n",
                     sock_path);
         else if (e == EACCES || e == EPERM)
-            fprintf(stderr,
-                    "lunamq-ctl: %s: permission denied: run as the broker's user or root\n",
+            fprintf(stderr, "lunamq-ctl: %s: permission denied: run as the broker's user or root\n",
                     sock_path);
         else
             fprintf(stderr, "lunamq-ctl: %s: %s\n", sock_path, strerror(e));
@@ -146,10 +144,14 @@ hooks_test(int argc, char **argv)
     const char *topic = NULL, *payload = "", *file = NULL;
     int qos = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc) topic = argv[++i];
-        else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc) payload = argv[++i];
-        else if (strcmp(argv[i], "--qos") == 0 && i + 1 < argc) qos = atoi(argv[++i]);
-        else if (!file && argv[i][0] != '-') file = argv[i];
+        if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc)
+            topic = argv[++i];
+        else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc)
+            payload = argv[++i];
+        else if (strcmp(argv[i], "--qos") == 0 && i + 1 < argc)
+            qos = atoi(argv[++i]);
+        else if (!file && argv[i][0] != '-')
+            file = argv[i];
         else {
             usage(stderr);
             return 2;
@@ -174,10 +176,8 @@ hooks_test(int argc, char **argv)
         return 1;
     }
     lq_log_open(LQ_LOG_ERR | LQ_LOG_WARNING | LQ_LOG_NOTICE | LQ_LOG_INFO, LQ_DEST_STDERR, NULL);
-    struct hooks_conf c = {.dir = dir,
-                           .instruction_limit = 1000000,
-                           .memory_limit = 16 << 20,
-                           .drop_on_error = false};
+    struct hooks_conf c = {
+        .dir = dir, .instruction_limit = 1000000, .memory_limit = 16 << 20, .drop_on_error = false};
     struct hook_host host = {.publish = test_publish};
     struct hooks *hs = hooks_new(NULL, &c, &host);
     struct hook_info hi;
@@ -218,9 +218,8 @@ int
 main(int argc, char **argv)
 {
     bool json = false;
-    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "+s:jh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -235,8 +234,10 @@ main(int argc, char **argv)
     /* --json may also follow the command */
     int n = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = true;
-        else argv[n++] = argv[i];
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else
+            argv[n++] = argv[i];
     }
     argc = n;
     if (argc == 0) {
@@ -250,7 +251,7 @@ main(int argc, char **argv)
         return watch(s > 0.1 ? s : 1.0, json);
     }
     static const char *const known[] = {"stats", "clients", "client", "subscriptions", "retained",
-                                        "hooks", "kick", "reload", "version", NULL};
+                                        "hooks", "kick",    "reload", "version",       NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

@@ -58,6 +58,9 @@ struct lq_conf {
     uint64_t hook_memory_limit;           /* bytes per hook; default 16 MiB */
     bool hook_on_error_drop;              /* hook_on_error drop; default pass */
     char *admin_socket;                   /* default "./lunamq.sock"; "none": off */
+    uint32_t sys_interval;                /* seconds between $SYS updates; default 10, 0 = off */
+    uint16_t metrics_port;                /* Prometheus /metrics; 0 = off (default) */
+    char *metrics_host;                   /* default 127.0.0.1 */
 };
 
 /* Defaults as listed above. */

@@ -32,7 +32,7 @@ struct reply {
     int nfields;  /* in the current object */
     int nitems;   /* in the current list */
 };
-void reply_object(struct reply *r);     /* begin an object (or a list item) */
+void reply_object(struct reply *r); /* begin an object (or a list item) */
 void reply_end_object(struct reply *r);
 void reply_list(struct reply *r, const char *key); /* NULL key: the reply is a list */
 void reply_end_list(struct reply *r);

@@ -4,6 +4,7 @@
  * broker's state and writes one reply (JSON or text, see sbuf.h); nothing here is
  * on the message path. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,9 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <event2/listener.h>
+#include <math.h>
 
 #include "../session/session_int.h"
 #include "admin.h"
@@ -33,6 +36,11 @@ struct rates {
     double msgs_received, msgs_sent, bytes_received, bytes_sent;
 };
 
+/* Mosquitto's $SYS load figures: exponentially smoothed per-minute rates. */
+struct load {
+    double m1, m5, m15;
+};
+
 struct admin {
     struct broker *b;
     char *path;
@@ -44,9 +52,23 @@ struct admin {
     struct counters last;
     struct rates rate;
     uint64_t lag_ms, lag_max_ms;
+    struct load load_received, load_sent, load_bytes_received, load_bytes_sent, load_connections;
+    uint64_t ticks;
+    struct evhttp *http; /* metrics_listener */
 };
 
+static void publish_sys(struct admin *a);
+
 /* ---- the one-second sampler ---- */
+
+static void
+smooth(struct load *l, double per_s, double dt)
+{
+    double per_min = per_s * 60.0;
+    l->m1 += (per_min - l->m1) * (1.0 - exp(-dt / 60.0));
+    l->m5 += (per_min - l->m5) * (1.0 - exp(-dt / 300.0));
+    l->m15 += (per_min - l->m15) * (1.0 - exp(-dt / 900.0));
+}
 
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -64,8 +86,17 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
     a->rate.msgs_sent = (double)(c->msgs_sent - a->last.msgs_sent) / s;
     a->rate.bytes_received = (double)(c->bytes_received - a->last.bytes_received) / s;
     a->rate.bytes_sent = (double)(c->bytes_sent - a->last.bytes_sent) / s;
+    double conns = (double)(c->connections_total - a->last.connections_total) / s;
+    smooth(&a->load_received, a->rate.msgs_received, s);
+    smooth(&a->load_sent, a->rate.msgs_sent, s);
+    smooth(&a->load_bytes_received, a->rate.bytes_received, s);
+    smooth(&a->load_bytes_sent, a->rate.bytes_sent, s);
+    smooth(&a->load_connections, conns, s);
     a->last = *c;
     a->last_tick_ms = now;
+    a->ticks++;
+    uint32_t every = a->b->conf.sys_interval;
+    if (every && a->ticks % every == 0) publish_sys(a);
 }
 
 static uint64_t
@@ -82,8 +113,8 @@ rss_bytes(void)
 
 /* ---- commands ---- */
 
-#define FOR_EACH_SESSION(b, s)                                                                     \
-    for (size_t i_ = 0; i_ < (b)->nbuckets; i_++)                                                  \
+#define FOR_EACH_SESSION(b, s)                    \
+    for (size_t i_ = 0; i_ < (b)->nbuckets; i_++) \
         for (struct session *s = (b)->buckets[i_]; s; s = s->hnext)
 
 static bool
@@ -104,11 +135,22 @@ cmd_version(struct admin *a, struct reply *r, int argc, char **argv)
     reply_end_object(r);
 }
 
-static void
-cmd_stats(struct admin *a, struct reply *r, int argc, char **argv)
+/* Every broker figure once, for `stats`, $SYS and /metrics alike. `sys` is the
+ * Mosquitto $SYS name where the figure is the same (NULL: none). */
+struct figure {
+    const char *name;
+    const char *sys;
+    bool counter; /* only grows (Prometheus counter) */
+    bool fraction;
+    double v;
+    const char *help;
+};
+
+#define MAX_FIGURES 64
+
+static size_t
+collect(struct admin *a, struct figure *f)
 {
-    (void)argc;
-    (void)argv;
     struct broker *b = a->b;
     const struct counters *c = &b->ctr;
     uint64_t online_n = 0, offline_n = 0, v5 = 0, v311 = 0, v31 = 0, tls = 0, inflight = 0,
@@ -122,9 +164,12 @@ cmd_stats(struct admin *a, struct reply *r, int argc, char **argv)
             continue;
         }
         online_n++;
-        if (s->version == MQTT_V5) v5++;
-        else if (s->version == MQTT_V311) v311++;
-        else v31++;
+        if (s->version == MQTT_V5)
+            v5++;
+        else if (s->version == MQTT_V311)
+            v311++;
+        else
+            v31++;
         if (conn_is_tls(s->conn)) tls++;
     }
     struct hook_stats hk = {0};
@@ -144,57 +189,88 @@ cmd_stats(struct admin *a, struct reply *r, int argc, char **argv)
         hk.memory_overruns += hi.stats.memory_overruns;
         hk.total_us += hi.stats.total_us;
     }
+    size_t n = 0;
+#define G(nm, sy, val, h) f[n++] = (struct figure){nm, sy, false, false, (double)(val), h}
+#define C(nm, sy, val, h)                     \
+    f[n++] = (struct figure)                  \
+    {                                         \
+        nm, sy, true, false, (double)(val), h \
+    }
+#define F(nm, sy, val, h)                     \
+    f[n++] = (struct figure)                  \
+    {                                         \
+        nm, sy, false, true, (double)(val), h \
+    }
+    G("uptime_s", NULL, (lq_now_ms() - a->started_ms) / 1000, "seconds since start");
+    G("clients_connected", "clients/connected", online_n, "clients connected now");
+    G("clients_peak", "clients/maximum", c->connections_peak, "most connections at once");
+    C("clients_total", NULL, c->connections_total, "connections accepted since start");
+    G("clients_v5", NULL, v5, "connected MQTT 5.0 clients");
+    G("clients_v311", NULL, v311, "connected MQTT 3.1.1 clients");
+    G("clients_v31", NULL, v31, "connected MQTT 3.1 clients");
+    G("clients_tls", NULL, tls, "clients connected over TLS");
+    G("clients_plain", NULL, online_n - tls, "clients connected over plain TCP");
+    G("sessions_online", NULL, online_n, "sessions with a connection");
+    G("sessions_offline", "clients/disconnected", offline_n, "persistent sessions without one");
+    C("messages_received", "messages/received", c->msgs_received, "PUBLISH packets received");
+    C("messages_received_qos0", NULL, c->received_qos[0], "QoS 0 PUBLISH received");
+    C("messages_received_qos1", NULL, c->received_qos[1], "QoS 1 PUBLISH received");
+    C("messages_received_qos2", NULL, c->received_qos[2], "QoS 2 PUBLISH received");
+    C("messages_sent", "messages/sent", c->msgs_sent, "PUBLISH packets sent");
+    C("messages_sent_qos0", NULL, c->sent_qos[0], "QoS 0 PUBLISH sent");
+    C("messages_sent_qos1", NULL, c->sent_qos[1], "QoS 1 PUBLISH sent");
+    C("messages_sent_qos2", NULL, c->sent_qos[2], "QoS 2 PUBLISH sent");
+    C("bytes_received", "bytes/received", c->bytes_received, "bytes of packets received");
+    C("bytes_sent", "bytes/sent", c->bytes_sent, "bytes of PUBLISH packets sent");
+    F("messages_received_per_s", NULL, a->rate.msgs_received, "messages received, last second");
+    F("messages_sent_per_s", NULL, a->rate.msgs_sent, "messages sent, last second");
+    F("bytes_received_per_s", NULL, a->rate.bytes_received, "bytes received, last second");
+    F("bytes_sent_per_s", NULL, a->rate.bytes_sent, "bytes sent, last second");
+    C("dropped_queue_full", NULL, c->dropped_queue_full, "dropped: a subscriber queue was full");
+    C("dropped_expired", NULL, c->dropped_expired, "dropped: message expiry passed");
+    C("dropped_hook", NULL, c->dropped_hook, "dropped or refused by a Lua hook");
+    C("dropped_oversize", NULL, c->dropped_oversize, "dropped: over a size limit");
+    C("dropped_no_subscriber", NULL, c->dropped_no_subscriber, "published with no subscriber");
+    G("retained", "retained messages/count", retain_count(b->retained), "retained messages");
+    G("subscriptions", "subscriptions/count", topic_tree_count(b->subs), "subscriptions");
+    G("inflight", NULL, inflight, "outgoing QoS 1/2 messages awaiting acknowledgement");
+    G("queued", NULL, queued, "messages queued for subscribers");
+    G("hooks_loaded", NULL, hooks_loaded, "Lua hooks running");
+    G("hooks_failed", NULL, hooks_failed, "hook files whose last load failed");
+    C("hook_calls", NULL, hk.calls, "hook on_publish calls");
+    C("hook_passed", NULL, hk.passed, "messages hooks passed unchanged");
+    C("hook_rewritten", NULL, hk.rewritten, "messages hooks rewrote");
+    C("hook_dropped", NULL, hk.dropped, "messages hooks dropped");
+    C("hook_fanned_out", NULL, hk.fanned_out, "messages hooks fanned out");
+    C("hook_published", NULL, hk.published, "broker.publish calls");
+    C("hook_errors", NULL, hk.errors, "hook runtime errors");
+    C("hook_budget_overruns", NULL, hk.budget_overruns, "hook instruction budget overruns");
+    C("hook_memory_overruns", NULL, hk.memory_overruns, "hook memory cap overruns");
+    C("hook_time_us", NULL, hk.total_us, "microseconds spent in hooks");
+    G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
+    G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
+    G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
+#undef G
+#undef C
+#undef F
+    return n;
+}
+
+static void
+cmd_stats(struct admin *a, struct reply *r, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    struct figure f[MAX_FIGURES];
+    size_t n = collect(a, f);
     reply_object(r);
     reply_str(r, "version", LUNAMQ_VERSION);
-    reply_u64(r, "uptime_s", (lq_now_ms() - a->started_ms) / 1000);
-    reply_u64(r, "clients_connected", online_n);
-    reply_u64(r, "clients_peak", c->connections_peak);
-    reply_u64(r, "clients_total", c->connections_total);
-    reply_u64(r, "clients_v5", v5);
-    reply_u64(r, "clients_v311", v311);
-    reply_u64(r, "clients_v31", v31);
-    reply_u64(r, "clients_tls", tls);
-    reply_u64(r, "clients_plain", online_n - tls);
-    reply_u64(r, "sessions_online", online_n);
-    reply_u64(r, "sessions_offline", offline_n);
-    reply_u64(r, "messages_received", c->msgs_received);
-    reply_u64(r, "messages_received_qos0", c->received_qos[0]);
-    reply_u64(r, "messages_received_qos1", c->received_qos[1]);
-    reply_u64(r, "messages_received_qos2", c->received_qos[2]);
-    reply_u64(r, "messages_sent", c->msgs_sent);
-    reply_u64(r, "messages_sent_qos0", c->sent_qos[0]);
-    reply_u64(r, "messages_sent_qos1", c->sent_qos[1]);
-    reply_u64(r, "messages_sent_qos2", c->sent_qos[2]);
-    reply_u64(r, "bytes_received", c->bytes_received);
-    reply_u64(r, "bytes_sent", c->bytes_sent);
-    reply_dbl(r, "messages_received_per_s", a->rate.msgs_received);
-    reply_dbl(r, "messages_sent_per_s", a->rate.msgs_sent);
-    reply_dbl(r, "bytes_received_per_s", a->rate.bytes_received);
-    reply_dbl(r, "bytes_sent_per_s", a->rate.bytes_sent);
-    reply_u64(r, "dropped_queue_full", c->dropped_queue_full);
-    reply_u64(r, "dropped_expired", c->dropped_expired);
-    reply_u64(r, "dropped_hook", c->dropped_hook);
-    reply_u64(r, "dropped_oversize", c->dropped_oversize);
-    reply_u64(r, "dropped_no_subscriber", c->dropped_no_subscriber);
-    reply_u64(r, "retained", retain_count(b->retained));
-    reply_u64(r, "subscriptions", topic_tree_count(b->subs));
-    reply_u64(r, "inflight", inflight);
-    reply_u64(r, "queued", queued);
-    reply_u64(r, "hooks_loaded", hooks_loaded);
-    reply_u64(r, "hooks_failed", hooks_failed);
-    reply_u64(r, "hook_calls", hk.calls);
-    reply_u64(r, "hook_passed", hk.passed);
-    reply_u64(r, "hook_rewritten", hk.rewritten);
-    reply_u64(r, "hook_dropped", hk.dropped);
-    reply_u64(r, "hook_fanned_out", hk.fanned_out);
-    reply_u64(r, "hook_published", hk.published);
-    reply_u64(r, "hook_errors", hk.errors);
-    reply_u64(r, "hook_budget_overruns", hk.budget_overruns);
-    reply_u64(r, "hook_memory_overruns", hk.memory_overruns);
-    reply_u64(r, "hook_time_us", hk.total_us);
-    reply_u64(r, "memory_rss_bytes", rss_bytes());
-    reply_u64(r, "event_loop_lag_ms", a->lag_ms);
-    reply_u64(r, "event_loop_lag_max_ms", a->lag_max_ms);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].fraction)
+            reply_dbl(r, f[i].name, f[i].v);
+        else
+            reply_u64(r, f[i].name, (uint64_t)f[i].v);
+    }
     reply_end_object(r);
 }
 
@@ -205,7 +281,10 @@ client_fields(struct reply *r, const struct session *s)
     reply_bool(r, "online", online(s));
     const struct tls_identity *id = online(s) ? conn_tls_identity(s->conn) : NULL;
     reply_str(r, "address", online(s) ? conn_peer(s->conn) : NULL);
-    reply_str(r, "protocol", s->version == MQTT_V5 ? "5.0" : s->version == MQTT_V311 ? "3.1.1" : "3.1");
+    reply_str(r, "protocol",
+              s->version == MQTT_V5     ? "5.0"
+              : s->version == MQTT_V311 ? "3.1.1"
+                                        : "3.1");
     reply_str(r, "username", s->username);
     reply_str(r, "cert_cn", id ? id->cn : NULL);
     reply_bool(r, "tls", online(s) && conn_is_tls(s->conn));
@@ -320,12 +399,11 @@ cmd_hooks(struct admin *a, struct reply *r, int argc, char **argv)
     for (size_t i = 0; hooks_info(a->b->hooks, i, &hi); i++) {
         reply_object(r);
         reply_str(r, "name", hi.name);
-        reply_str(r, "state", hi.loaded ? (hi.error ? "loaded, new version failed" : "loaded")
-                                        : "failed");
+        reply_str(r, "state",
+                  hi.loaded ? (hi.error ? "loaded, new version failed" : "loaded") : "failed");
         reply_str(r, "error", hi.error);
         struct sbuf t = {0};
-        for (size_t k = 0; k < hi.ntopics; k++)
-            sbuf_printf(&t, "%s%s", k ? " " : "", hi.topics[k]);
+        for (size_t k = 0; k < hi.ntopics; k++) sbuf_printf(&t, "%s%s", k ? " " : "", hi.topics[k]);
         reply_str(r, "topics", t.p ? t.p : "");
         sbuf_free(&t);
         reply_dbl(r, "interval", hi.interval);
@@ -386,17 +464,169 @@ run(struct admin *a, char *line, struct sbuf *body)
     const char *cmd = argv[1];
     argc--;
     char **args = argv + 1;
-    if (strcmp(cmd, "stats") == 0) cmd_stats(a, &r, argc, args);
-    else if (strcmp(cmd, "version") == 0) cmd_version(a, &r, argc, args);
-    else if (strcmp(cmd, "clients") == 0) cmd_clients(a, &r, argc, args);
-    else if (strcmp(cmd, "client") == 0) return cmd_client(a, &r, argc, args);
-    else if (strcmp(cmd, "subscriptions") == 0) cmd_subscriptions(a, &r, argc, args);
-    else if (strcmp(cmd, "retained") == 0) cmd_retained(a, &r, argc, args);
-    else if (strcmp(cmd, "hooks") == 0) cmd_hooks(a, &r, argc, args);
-    else if (strcmp(cmd, "kick") == 0) return cmd_kick(a, &r, argc, args);
-    else if (strcmp(cmd, "reload") == 0) return cmd_reload(a, &r, argc, args);
-    else return "unknown command";
+    if (strcmp(cmd, "stats") == 0)
+        cmd_stats(a, &r, argc, args);
+    else if (strcmp(cmd, "version") == 0)
+        cmd_version(a, &r, argc, args);
+    else if (strcmp(cmd, "clients") == 0)
+        cmd_clients(a, &r, argc, args);
+    else if (strcmp(cmd, "client") == 0)
+        return cmd_client(a, &r, argc, args);
+    else if (strcmp(cmd, "subscriptions") == 0)
+        cmd_subscriptions(a, &r, argc, args);
+    else if (strcmp(cmd, "retained") == 0)
+        cmd_retained(a, &r, argc, args);
+    else if (strcmp(cmd, "hooks") == 0)
+        cmd_hooks(a, &r, argc, args);
+    else if (strcmp(cmd, "kick") == 0)
+        return cmd_kick(a, &r, argc, args);
+    else if (strcmp(cmd, "reload") == 0)
+        return cmd_reload(a, &r, argc, args);
+    else
+        return "unknown command";
     return NULL;
+}
+
+/* ---- $SYS ---- */
+
+__attribute__((format(printf, 3, 4))) static void
+sys_pub(struct admin *a, const char *topic, const char *fmt, ...)
+{
+    char payload[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(payload, sizeof(payload), fmt, ap);
+    va_end(ap);
+    struct msg_init in = {.topic = topic,
+                          .topic_len = strlen(topic),
+                          .payload = (const uint8_t *)payload,
+                          .payload_len = n > 0 ? (size_t)n : 0,
+                          .retain = true};
+    struct msg *m = msg_new(&in);
+    struct broker *b = a->b;
+    retain_set(b->retained, m);
+    uint64_t dropped = b->ctr.dropped_no_subscriber; /* nobody listening to $SYS is normal */
+    struct route_result r;
+    route_publish(b, m, NULL, &r);
+    b->ctr.dropped_no_subscriber = dropped;
+    msg_unref(m);
+}
+
+static void
+sys_load(struct admin *a, const char *what, const struct load *l)
+{
+    char t[128];
+    snprintf(t, sizeof(t), "$SYS/broker/load/%s/1min", what);
+    sys_pub(a, t, "%.2f", l->m1);
+    snprintf(t, sizeof(t), "$SYS/broker/load/%s/5min", what);
+    sys_pub(a, t, "%.2f", l->m5);
+    snprintf(t, sizeof(t), "$SYS/broker/load/%s/15min", what);
+    sys_pub(a, t, "%.2f", l->m15);
+}
+
+static void
+publish_sys(struct admin *a)
+{
+    struct figure f[MAX_FIGURES];
+    size_t n = collect(a, f);
+    sys_pub(a, "$SYS/broker/version", "lunamq version %s", LUNAMQ_VERSION);
+    sys_pub(a, "$SYS/broker/uptime", "%llu seconds",
+            (unsigned long long)((lq_now_ms() - a->started_ms) / 1000));
+    uint64_t online_n = 0, offline_n = 0;
+    char t[300];
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(f[i].name, "clients_connected") == 0) online_n = (uint64_t)f[i].v;
+        if (strcmp(f[i].name, "sessions_offline") == 0) offline_n = (uint64_t)f[i].v;
+        if (!f[i].sys) continue;
+        snprintf(t, sizeof(t), "$SYS/broker/%s", f[i].sys);
+        sys_pub(a, t, "%llu", (unsigned long long)f[i].v);
+    }
+    sys_pub(a, "$SYS/broker/clients/total", "%llu", (unsigned long long)(online_n + offline_n));
+    sys_pub(a, "$SYS/broker/publish/messages/received", "%llu",
+            (unsigned long long)a->b->ctr.msgs_received);
+    sys_pub(a, "$SYS/broker/publish/messages/sent", "%llu",
+            (unsigned long long)a->b->ctr.msgs_sent);
+    sys_load(a, "messages/received", &a->load_received);
+    sys_load(a, "messages/sent", &a->load_sent);
+    sys_load(a, "bytes/received", &a->load_bytes_received);
+    sys_load(a, "bytes/sent", &a->load_bytes_sent);
+    sys_load(a, "connections", &a->load_connections);
+    struct hook_info hi;
+    for (size_t i = 0; hooks_info(a->b->hooks, i, &hi); i++) {
+        const struct {
+            const char *name;
+            uint64_t v;
+        } hv[] = {{"calls", hi.stats.calls},
+                  {"passed", hi.stats.passed},
+                  {"rewritten", hi.stats.rewritten},
+                  {"dropped", hi.stats.dropped},
+                  {"fanned_out", hi.stats.fanned_out},
+                  {"published", hi.stats.published},
+                  {"errors", hi.stats.errors},
+                  {"budget_overruns", hi.stats.budget_overruns},
+                  {"memory_overruns", hi.stats.memory_overruns}};
+        for (size_t k = 0; k < sizeof(hv) / sizeof(hv[0]); k++) {
+            snprintf(t, sizeof(t), "$SYS/broker/hooks/%s/%s", hi.name, hv[k].name);
+            sys_pub(a, t, "%llu", (unsigned long long)hv[k].v);
+        }
+    }
+}
+
+/* ---- Prometheus ---- */
+
+static void
+metrics_page(struct admin *a, struct sbuf *b)
+{
+    struct figure f[MAX_FIGURES];
+    size_t n = collect(a, f);
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(f[i].name, "hook_", 5) == 0) continue; /* per hook, with a label, below */
+        size_t len = strlen(f[i].name);
+        bool has_total = len > 6 && strcmp(f[i].name + len - 6, "_total") == 0;
+        const char *suffix = f[i].counter && !has_total ? "_total" : "";
+        sbuf_printf(b, "# HELP lunamq_%s%s %s\n# TYPE lunamq_%s%s %s\nlunamq_%s%s %.17g\n",
+                    f[i].name, suffix, f[i].help, f[i].name, suffix,
+                    f[i].counter ? "counter" : "gauge", f[i].name, suffix, f[i].v);
+    }
+    static const char *const hook_metrics[] = {
+        "calls",     "passed", "rewritten",       "dropped",         "fanned_out",
+        "published", "errors", "budget_overruns", "memory_overruns", "time_us"};
+    for (size_t k = 0; k < sizeof(hook_metrics) / sizeof(hook_metrics[0]); k++) {
+        sbuf_printf(
+            b, "# HELP lunamq_hook_%s_total per Lua hook\n# TYPE lunamq_hook_%s_total counter\n",
+            hook_metrics[k], hook_metrics[k]);
+        struct hook_info hi;
+        for (size_t i = 0; hooks_info(a->b->hooks, i, &hi); i++) {
+            const uint64_t v[] = {hi.stats.calls,           hi.stats.passed,
+                                  hi.stats.rewritten,       hi.stats.dropped,
+                                  hi.stats.fanned_out,      hi.stats.published,
+                                  hi.stats.errors,          hi.stats.budget_overruns,
+                                  hi.stats.memory_overruns, hi.stats.total_us};
+            sbuf_printf(b, "lunamq_hook_%s_total{hook=", hook_metrics[k]);
+            sbuf_json_str(b, hi.name, strlen(hi.name)); /* the same escaping rules */
+            sbuf_printf(b, "} %llu\n", (unsigned long long)v[k]);
+        }
+    }
+}
+
+static void
+http_cb(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    if (strcmp(uri, "/metrics") != 0 && strncmp(uri, "/metrics?", 9) != 0) {
+        evhttp_send_error(req, HTTP_NOTFOUND, "only /metrics here");
+        return;
+    }
+    struct sbuf page = {0};
+    metrics_page(a, &page);
+    struct evbuffer *out = evbuffer_new();
+    evbuffer_add(out, page.p, page.len);
+    sbuf_free(&page);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    evbuffer_free(out);
 }
 
 /* ---- the socket ---- */
@@ -431,7 +661,8 @@ conn_read(struct bufferevent *bev, void *arg)
     const char *err = run(a, line, &body);
     free(line);
     struct evbuffer *out = bufferevent_get_output(bev);
-    if (err) evbuffer_add_printf(out, "error\t%s\n", err);
+    if (err)
+        evbuffer_add_printf(out, "error\t%s\n", err);
     else {
         evbuffer_add(out, "ok\n", 3);
         if (body.len) evbuffer_add(out, body.p, body.len);
@@ -477,6 +708,19 @@ admin_new(struct broker *b, struct event_base *base, const char *path)
     a->tick = event_new(base, -1, EV_PERSIST, tick_cb, a);
     struct timeval one = {1, 0};
     event_add(a->tick, &one);
+    const struct lq_conf *c = &b->conf;
+    if (c->metrics_port) {
+        const char *host = c->metrics_host ? c->metrics_host : "127.0.0.1";
+        a->http = evhttp_new(base);
+        if (!a->http || !evhttp_bind_socket_with_handle(a->http, host, c->metrics_port)) {
+            lq_log(LQ_LOG_ERR, "metrics_listener %s:%u: %s", host, c->metrics_port,
+                   strerror(errno));
+        } else {
+            evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+            evhttp_set_gencb(a->http, http_cb, a);
+            lq_log(LQ_LOG_NOTICE, "metrics on http://%s:%u/metrics", host, c->metrics_port);
+        }
+    }
     if (!path || strcmp(path, "none") == 0) return a;
 
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -491,10 +735,11 @@ admin_new(struct broker *b, struct event_base *base, const char *path)
         admin_free(a);
         return NULL;
     }
-    unlink(path); /* a stale socket of a broker that did not stop cleanly */
+    unlink(path);             /* a stale socket of a broker that did not stop cleanly */
     mode_t old = umask(0177); /* created 0600: the broker's user (and root) only */
-    a->evl = evconnlistener_new_bind(base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                     16, (struct sockaddr *)&sun, sizeof(sun));
+    a->evl =
+        evconnlistener_new_bind(base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                16, (struct sockaddr *)&sun, sizeof(sun));
     umask(old);
     if (!a->evl) {
         lq_log(LQ_LOG_ERR, "admin_socket %s: %s", path, strerror(errno));
@@ -513,6 +758,7 @@ admin_free(struct admin *a)
     if (a->evl) evconnlistener_free(a->evl);
     if (a->path) unlink(a->path);
     if (a->tick) event_free(a->tick);
+    if (a->http) evhttp_free(a->http);
     free(a->path);
     free(a);
 }

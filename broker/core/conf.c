@@ -292,6 +292,26 @@ opt_admin_socket(struct parse *ps)
 }
 
 static int
+opt_sys_interval(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 86400, &v)) return -1;
+    ps->c->sys_interval = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_metrics_listener(struct parse *ps)
+{
+    long long port;
+    if (want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, 65535, &port)) return -1;
+    ps->c->metrics_port = (uint16_t)port;
+    free(ps->c->metrics_host);
+    ps->c->metrics_host = ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
+    return 0;
+}
+
+static int
 opt_hook_on_error(struct parse *ps)
 {
     if (want_args(ps, 1, 1)) return -1;
@@ -529,6 +549,8 @@ static const struct option {
     {"hook_memory_limit", opt_hook_memory_limit},
     {"hook_on_error", opt_hook_on_error},
     {"admin_socket", opt_admin_socket},
+    {"sys_interval", opt_sys_interval},
+    {"metrics_listener", opt_metrics_listener},
 };
 
 static int
@@ -583,6 +605,7 @@ conf_init(struct lq_conf *c)
     c->log_dests = LQ_DEST_STDERR;
     c->hook_instruction_limit = 1000000;
     c->hook_memory_limit = 16 * 1024 * 1024;
+    c->sys_interval = 10;
 }
 
 void
@@ -606,6 +629,7 @@ conf_fini(struct lq_conf *c)
     free(c->log_file);
     free(c->scripts_dir);
     free(c->admin_socket);
+    free(c->metrics_host);
     conf_init(c);
 }
 

@@ -113,8 +113,10 @@ void
 reply_list(struct reply *r, const char *k)
 {
     if (k) key(r, k);
-    if (r->json) sbuf_put(r->b, "[", 1);
-    else if (k) sbuf_put(r->b, "\n", 1);
+    if (r->json)
+        sbuf_put(r->b, "[", 1);
+    else if (k)
+        sbuf_put(r->b, "\n", 1);
     r->in_list = true;
     r->nitems = 0;
 }
@@ -132,8 +134,10 @@ reply_str(struct reply *r, const char *k, const char *v)
 {
     key(r, k);
     if (r->json) {
-        if (v) sbuf_json_str(r->b, v, strlen(v));
-        else sbuf_put(r->b, "null", 4);
+        if (v)
+            sbuf_json_str(r->b, v, strlen(v));
+        else
+            sbuf_put(r->b, "null", 4);
     } else {
         sbuf_printf(r->b, "%s", v ? v : "-");
     }

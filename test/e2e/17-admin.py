@@ -206,3 +206,70 @@ def test_socket_is_private_and_errors_are_clear(b):
 @conf("admin_socket none")
 def test_admin_socket_none(b):
     assert not os.path.exists(b.admin)
+
+
+def traffic(b, n):
+    s = connected(b.port, "watcher")
+    s.subscribe(1, [("load/#", 0)])
+    p = connected(b.port, "loader")
+    for i in range(n):
+        p.publish("load/x", b"%d" % i)
+    for i in range(n):
+        s.expect(PUBLISH)
+    return s, p
+
+
+@conf("sys_interval 1")
+def test_sys_topics_with_mosquitto_names(b):
+    install(b, "10-h.lua", 'return {topics = {"load/#"}, on_publish = function(m) return m end}')
+    keep = traffic(b, 7)
+    time.sleep(1.3)
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(b.port), "-t",
+                        "$SYS/broker/#", "-v", "-W", "2"], capture_output=True, text=True)
+    sys = {}
+    for line in r.stdout.splitlines():
+        k, _, v = line.partition(" ")
+        sys.setdefault(k, v)  # the retained value, published before mosquitto_sub connected
+    assert sys["$SYS/broker/version"] == "lunamq version 0.1.0"
+    assert sys["$SYS/broker/uptime"].endswith(" seconds")
+    assert sys["$SYS/broker/clients/connected"] == "2"
+    assert sys["$SYS/broker/messages/received"] == "7"
+    assert sys["$SYS/broker/messages/sent"] == "7"
+    assert int(sys["$SYS/broker/bytes/received"]) > 7
+    assert float(sys["$SYS/broker/load/messages/received/1min"]) > 0
+    assert sys["$SYS/broker/subscriptions/count"] == "1"
+    assert sys["$SYS/broker/hooks/10-h.lua/calls"] == "7"
+    assert sys["$SYS/broker/hooks/10-h.lua/passed"] == "7"
+    assert ctl_json(b, "stats")["dropped_no_subscriber"] == 0  # $SYS does not count
+    assert len(keep) == 2
+
+
+@conf("metrics_listener {tls_port}")
+def test_prometheus_metrics(b):
+    install(b, "10-m.lua", 'return {topics = {"load/#"}, on_publish = function(m) return nil end}')
+    keep = traffic(b, 0)
+    p = connected(b.port, "p2")
+    for i in range(5):
+        p.publish("load/y", b"x")
+    time.sleep(0.3)
+    url = "http://127.0.0.1:%d/metrics" % b.tls_port
+    r = subprocess.run(["curl", "-s", "-D", "-", url], capture_output=True, text=True, timeout=10)
+    head, _, body = r.stdout.partition("\n\n")  # text mode turned CRLF into LF
+    assert "200 OK" in head and "text/plain; version=0.0.4" in head, head
+    values, types = {}, []
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            types.append(line.split()[2])
+        elif line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            values[name] = float(v)
+    assert len(types) == len(set(types)), "a metric family is declared twice"
+    assert values["lunamq_messages_received_total"] == 5
+    assert values["lunamq_clients_connected"] == 3
+    assert values["lunamq_dropped_hook_total"] == 5
+    assert values['lunamq_hook_dropped_total{hook="10-m.lua"}'] == 5
+    assert values['lunamq_hook_calls_total{hook="10-m.lua"}'] == 5
+    code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                           url.replace("/metrics", "/")], capture_output=True, text=True).stdout
+    assert code == "404"
+    assert len(keep) == 2
