@@ -1,5 +1,5 @@
 # lunamq — one non-recursive Makefile. `make V=1` shows the commands.
-# make deps | all | run | test | fuzz | clean | install | format | format-check | check-headers
+# make deps | all | run | test | fuzz | bench | clean | install | format | format-check | check-headers
 
 B       ?= build
 PREFIX  ?= /usr/local
@@ -37,7 +37,7 @@ MAIN_OBJ := $(B)/obj/main.o
 UNIT_SRC := $(wildcard test/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
 
-.PHONY: all deps run test unit e2e fuzz clean install format format-check check-headers san
+.PHONY: all deps run test unit e2e fuzz bench clean install format format-check check-headers san
 
 all: $(B)/lunamq $(B)/lunamq-ctl
 
@@ -108,6 +108,11 @@ fuzz: $(B)/fuzz_mqtt_decode
 	@mkdir -p $(B)/fuzz-corpus
 	$(Q)./$(B)/fuzz_mqtt_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    $(B)/fuzz-corpus test/fuzz/corpus 2>&1 | tail -n 3
+
+# ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
+bench: all
+	$(Q)/usr/bin/python3 bench/hooks.py --rounds 3 --messages 1000000
+	$(Q)/usr/bin/python3 bench/tls.py --rounds 3 --seconds 3 --conns 2000
 
 # ---- housekeeping ----
 install: all

@@ -273,3 +273,32 @@ def test_prometheus_metrics(b):
                            url.replace("/metrics", "/")], capture_output=True, text=True).stdout
     assert code == "404"
     assert len(keep) == 2
+
+
+def test_log_type_and_log_dest_file(b):
+    # a broker of its own, without -v, so that log_type decides
+    from lqtest import BIN, free_port, wait_port
+    port = free_port()
+    logf = os.path.join(b.dir, "own.log")
+    path = os.path.join(b.dir, "own.conf")
+    with open(path, "w") as f:
+        f.write("listener %d 127.0.0.1\nlog_dest file %s\nlog_type notice\nlog_type information\n"
+                "admin_socket none\nscripts_dir %s\n" % (port, logf, b.scripts))
+    proc = subprocess.Popen([BIN, "-c", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_port(port)
+        c = connected(port, "logged-client")
+        c.subscribe(1, [("x", 0)])
+        c.disconnect()
+        c.close()
+        assert wait_for(lambda: "disconnected" in open(logf).read(), 5)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    text = open(logf).read()
+    lines = [ln for ln in text.splitlines() if "logged-client" in ln]
+    # time, level, client id and address
+    assert any(ln[:4].isdigit() and " info: client \"logged-client\" 127.0.0.1:" in ln
+               for ln in lines), text
+    assert "subscribe: " not in text and "debug: " not in text  # types not selected
+    assert out == b"" and err == b""  # nothing on stderr with log_dest file only
