@@ -146,7 +146,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 64
+#define MAX_FIGURES 80 /* collect() fills 55 */
 
 static size_t
 collect(struct admin *a, struct figure *f)
@@ -221,7 +221,13 @@ collect(struct admin *a, struct figure *f)
     C("messages_sent_qos1", NULL, c->sent_qos[1], "QoS 1 PUBLISH sent");
     C("messages_sent_qos2", NULL, c->sent_qos[2], "QoS 2 PUBLISH sent");
     C("bytes_received", "bytes/received", c->bytes_received, "bytes of packets received");
+    C("bytes_received_qos0", NULL, c->received_bytes_qos[0], "bytes of QoS 0 PUBLISH received");
+    C("bytes_received_qos1", NULL, c->received_bytes_qos[1], "bytes of QoS 1 PUBLISH received");
+    C("bytes_received_qos2", NULL, c->received_bytes_qos[2], "bytes of QoS 2 PUBLISH received");
     C("bytes_sent", "bytes/sent", c->bytes_sent, "bytes of PUBLISH packets sent");
+    C("bytes_sent_qos0", NULL, c->sent_bytes_qos[0], "bytes of QoS 0 PUBLISH sent");
+    C("bytes_sent_qos1", NULL, c->sent_bytes_qos[1], "bytes of QoS 1 PUBLISH sent");
+    C("bytes_sent_qos2", NULL, c->sent_bytes_qos[2], "bytes of QoS 2 PUBLISH sent");
     F("messages_received_per_s", NULL, a->rate.msgs_received, "messages received, last second");
     F("messages_sent_per_s", NULL, a->rate.msgs_sent, "messages sent, last second");
     F("bytes_received_per_s", NULL, a->rate.bytes_received, "bytes received, last second");

@@ -160,6 +160,7 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
     }
     b->ctr.msgs_sent++;
     b->ctr.sent_qos[qos]++;
+    b->ctr.sent_bytes_qos[qos] += total;
     b->ctr.bytes_sent += total;
     return true;
 }

@@ -144,6 +144,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     if (rc) return rc;
     b->ctr.msgs_received++;
     b->ctr.received_qos[p.qos & 3]++;
+    b->ctr.received_bytes_qos[p.qos & 3] += len + 2; /* about: the header is 2..5 bytes */
     const char *topic;
     size_t tlen;
     rc = resolve_topic(s, &p, &topic, &tlen);

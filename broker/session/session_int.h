@@ -33,8 +33,9 @@ struct session;
 struct counters {
     uint64_t msgs_received, msgs_sent, bytes_received, bytes_sent;
     uint64_t dropped_queue_full, dropped_expired, dropped_oversize, dropped_no_subscriber;
-    uint64_t dropped_hook; /* messages a hook dropped or refused */
-    uint64_t received_qos[4], sent_qos[4];
+    uint64_t dropped_hook;                             /* messages a hook dropped or refused */
+    uint64_t received_qos[4], sent_qos[4];             /* PUBLISH packets */
+    uint64_t received_bytes_qos[4], sent_bytes_qos[4]; /* their bytes */
     uint64_t connections_peak;
     uint64_t connections_total;
 };

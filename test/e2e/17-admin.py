@@ -78,6 +78,8 @@ def test_stats_after_known_traffic(b):
     assert st["dropped_no_subscriber"] == 3  # nobody/listens, keep/1, keep/2
     assert st["retained"] == 2 and st["subscriptions"] == 3
     assert st["bytes_received"] > 12 * 5 and st["bytes_sent"] > 18 * 5
+    assert st["bytes_received_qos0"] == 5 * (2 + 2 + 3 + 1 + 4) + (2 + 2 + 14 + 1 + 1)  # t/a, nobody
+    assert st["bytes_sent_qos2"] > 0 and st["bytes_received_qos1"] > 0
     assert st["uptime_s"] >= 0 and st["memory_rss_bytes"] > 1 << 20
     assert st["inflight"] == 0 and st["queued"] == 0
     text = ctl(b, "stats").stdout
