@@ -39,7 +39,7 @@ UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
 
 .PHONY: all deps run test unit e2e fuzz bench clean install format format-check check-headers san
 
-all: $(B)/lunamq $(B)/lunamq-ctl
+all: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 
 # the codec earns the strict flag: length arithmetic is the attack surface
 $(B)/obj/mqtt/%.o: WARN += -Wconversion
@@ -62,6 +62,15 @@ $(B)/lunamq: $(MAIN_OBJ) $(B)/liblunamq.a
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
 
 $(B)/lunamq-ctl: $(B)/obj/ctl.o $(B)/liblunamq.a
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
+
+$(B)/obj/bench/%.o: bench/%.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+
+$(B)/lunamq-bench: $(B)/obj/bench/lunamq-bench.o $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
 

@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""lunamq against Debian's mosquitto with build/lunamq-bench: the same scenarios, the
+same load, in one run, alternating A/B, each on a freshly started broker. Prints a
+Markdown table of medians and lunamq/mosquitto ratios, and the exact commands.
+
+Usage: bench/compare.py [--rounds R] [--seconds S] [--only TEXT]   (loopback only)"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "build", "lunamq-bench")
+HOST = "127.0.0.1"
+
+# name, lunamq-bench arguments, the figure that matters, what is better
+SCENARIOS = [
+    ("fan-in QoS 0, 4 publishers, 64 B", ["fanin", "-n", "4", "-q", "0", "-s", "64"]),
+    ("fan-in QoS 1, 4 publishers, 64 B", ["fanin", "-n", "4", "-q", "1", "-s", "64"]),
+    ("fan-out QoS 0 to 50 subscribers", ["fanout", "-n", "50", "-q", "0", "-s", "64"]),
+    ("fan-out QoS 0 to 1000 subscribers", ["fanout", "-n", "1000", "-q", "0", "-s", "64"]),
+    ("100 pairs QoS 1 at 20k msg/s", ["pairs", "-n", "100", "-q", "1", "-s", "64", "-r", "20000"]),
+    ("1 MB payloads QoS 1, 1 publisher", ["fanin", "-n", "1", "-q", "1", "-s", "1000000"]),
+    ("connection storm, 8 clients", ["conn", "-n", "8"]),
+    ("10 000 idle connections", ["idle", "-n", "10000"]),
+]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d not open" % port)
+
+
+def start(kind, work):
+    port = free_port()
+    conf = os.path.join(work, kind + ".conf")
+    lines = ["listener %d 127.0.0.1" % port, "allow_anonymous true", "max_queued_messages 1000",
+             "log_type error"]
+    if kind == "lunamq":
+        lines += ["admin_socket none", "scripts_dir " + os.path.join(work, "no-scripts")]
+        binary = os.path.join(ROOT, "build", "lunamq")
+    else:
+        binary = "/usr/sbin/mosquitto"
+    with open(conf, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def run(args, port, pid, seconds):
+    cmd = [BENCH, *args, "-p", str(port), "-d", str(seconds), "--pid", str(pid), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "{}"
+    return json.loads(line)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # brokers and clients inherit it
+    scenarios = [s for s in SCENARIOS if args.only in s[0]]
+    res = {(n, k): [] for n, _ in scenarios for k in ("lunamq", "mosquitto")}
+    work = tempfile.mkdtemp(prefix="lunamq-compare-")
+    os.makedirs(os.path.join(work, "no-scripts"))
+    try:
+        for r in range(args.rounds):
+            for name, bargs in scenarios:
+                for kind in (("lunamq", "mosquitto") if r % 2 == 0 else ("mosquitto", "lunamq")):
+                    proc, port = start(kind, work)
+                    try:
+                        res[(name, kind)].append(run(bargs, port, proc.pid, args.seconds))
+                    finally:
+                        proc.terminate()
+                        proc.wait(10)
+            print("round %d done" % (r + 1), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def med(name, kind, key):
+        vals = [x.get(key, 0) for x in res[(name, kind)]]
+        return statistics.median(vals) if vals else 0
+
+    print("| scenario | figure | lunamq | mosquitto | lunamq / mosquitto |")
+    print("|---|---|---:|---:|---:|")
+    for name, bargs in scenarios:
+        if bargs[0] == "conn":
+            figs = [("connections/s", "connections_per_s"),
+                    ("broker CPU us/connection", "broker_cpu_us_per_msg")]
+        elif bargs[0] == "idle":
+            figs = [("kB per idle connection", "broker_kb_per_idle_conn")]
+        elif "-r" in bargs:
+            figs = [("latency p50 us", "latency_p50_us"), ("latency p99 us", "latency_p99_us"),
+                    ("broker CPU us/msg", "broker_cpu_us_per_msg"), ("lost", "lost")]
+        else:
+            figs = [("delivered msg/s", "delivered_per_s"),
+                    ("broker CPU us/msg", "broker_cpu_us_per_msg"),
+                    ("latency p99 us", "latency_p99_us"), ("lost", "lost")]
+        for label, key in figs:
+            a, m = med(name, "lunamq", key), med(name, "mosquitto", key)
+            ratio = "%.2f" % (a / m) if m else "-"
+            print("| %s | %s | %.1f | %.1f | %s |" % (name, label, a, m, ratio))
+    print()
+    print("Commands (PORT, PID: the broker under test; -d %d):" % args.seconds)
+    for name, bargs in scenarios:
+        print("- %s: `build/lunamq-bench %s -p PORT -d %d --pid PID`" % (name, " ".join(bargs),
+                                                                         args.seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,570 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * lunamq-bench: an MQTT load generator on libevent and the broker's own codec, for
+ * loopback benchmarks against any broker. One process, one event loop: it is not
+ * the bottleneck while the broker under test has one core to itself.
+ *
+ * Scenarios
+ *   fanin   P publishers -> one subscriber of bench/#
+ *   fanout  one publisher -> S subscribers of bench/t
+ *   pairs   N publisher/subscriber pairs on bench/<i>
+ *   conn    connection storm: CONNECT, CONNACK, DISCONNECT, again, for the duration
+ *   idle    hold N connected clients for the duration
+ * Every payload starts with the send time (monotonic ns), so latency is measured at
+ * the subscriber. With --pid, the broker's CPU time per delivered message and its
+ * peak resident memory are read from /proc. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "lq.h"
+#include "mqtt.h"
+
+enum scenario { FANIN, FANOUT, PAIRS, CONN, IDLE };
+
+static struct opts {
+    enum scenario sc;
+    const char *host;
+    uint16_t port;
+    int qos, version, clients, seconds;
+    size_t size;
+    double rate; /* total messages per second, 0 = as fast as possible */
+    int pid;
+    bool json;
+} o = {.host = "127.0.0.1", .port = 1883, .version = 4, .clients = 4, .seconds = 5, .size = 64};
+
+struct client {
+    struct bufferevent *bev;
+    int idx;
+    bool publisher, subscriber, ready;
+    uint16_t next_pid;
+    uint32_t inflight, window;
+    char topic[64];
+};
+
+static struct event_base *base;
+static struct client *clients;
+static int nclients, nready, npublishers;
+static uint64_t sent, delivered, conns_done, errors_seen;
+static uint64_t *lat; /* latency samples, ns */
+static size_t nlat, caplat;
+static uint64_t t_start, t_end;
+static bool running;
+static struct event *pace_ev, *stop_ev;
+static double credit; /* messages the pacer allows now */
+static uint64_t last_pace;
+static struct sockaddr_in target;
+static uint64_t rss_before_kb, rss_during_kb; /* idle: the broker's memory per connection */
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void client_connect(struct client *c);
+
+static void
+send_connect(struct client *c)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "bench-%d-%d", (int)getpid(), c->idx);
+    struct mqtt_connect k;
+    memset(&k, 0, sizeof(k));
+    k.protocol_name = (struct lq_bytes){(const uint8_t *)"MQTT", 4};
+    k.version = (uint8_t)o.version;
+    k.clean_start = true;
+    k.keep_alive = 300;
+    k.client_id = (struct lq_bytes){(const uint8_t *)id, strlen(id)};
+    uint8_t buf[256];
+    size_t n = mqtt_encode_connect(&k, buf, sizeof(buf));
+    bufferevent_write(c->bev, buf, n);
+}
+
+static void
+send_subscribe(struct client *c, const char *filter)
+{
+    struct mqtt_sub_entry e = {.filter = {(const uint8_t *)filter, strlen(filter)},
+                               .qos = (uint8_t)o.qos};
+    uint8_t buf[256];
+    size_t n = mqtt_encode_subscribe(1, NULL, &e, 1, (uint8_t)o.version, buf, sizeof(buf));
+    bufferevent_write(c->bev, buf, n);
+}
+
+static bool
+publish_one(struct client *c)
+{
+    if (o.qos && c->inflight >= c->window) return false;
+    uint8_t payload[65536];
+    size_t size = o.size < 16 ? 16 : o.size;
+    uint64_t t = now_ns();
+    memcpy(payload, &t, 8);
+    memset(payload + 8, 'x', size > sizeof(payload) ? sizeof(payload) - 8 : size - 8);
+    struct mqtt_publish p;
+    memset(&p, 0, sizeof(p));
+    p.qos = (uint8_t)o.qos;
+    p.topic = (struct lq_bytes){(const uint8_t *)c->topic, strlen(c->topic)};
+    p.payload = (struct lq_bytes){payload, size}; /* the head announces its length */
+    if (o.qos) {
+        if (++c->next_pid == 0) c->next_pid = 1;
+        p.packet_id = c->next_pid;
+        c->inflight++;
+    }
+    size_t total;
+    uint8_t head[256];
+    size_t hl = mqtt_encode_publish_head(&p, (uint8_t)o.version, head, sizeof(head), &total);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, head, hl);
+    if (size <= sizeof(payload)) {
+        evbuffer_add(out, payload, size);
+    } else { /* big payloads: the timestamp, then filler */
+        evbuffer_add(out, payload, 8);
+        static uint8_t *big;
+        static size_t bigsz;
+        if (bigsz < size) {
+            big = realloc(big, size);
+            memset(big, 'x', size);
+            bigsz = size;
+        }
+        evbuffer_add(out, big, size - 8);
+    }
+    sent++;
+    return true;
+}
+
+/* Publish as allowed: by the pacer's credit, the QoS window, the output buffer. */
+static void
+pump(void)
+{
+    if (!running) return;
+    bool any = true;
+    while (any) {
+        any = false;
+        for (int i = 0; i < nclients; i++) {
+            struct client *c = &clients[i];
+            if (!c->publisher || !c->ready) continue;
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 256 * 1024) continue;
+            if (o.rate > 0 && credit < 1) return;
+            if (publish_one(c)) {
+                any = true;
+                if (o.rate > 0) credit -= 1;
+            }
+        }
+    }
+}
+
+static void
+pace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    uint64_t t = now_ns();
+    credit += o.rate * (double)(t - last_pace) / 1e9;
+    if (credit > o.rate / 10 + 1) credit = o.rate / 10 + 1; /* no bursts after a stall */
+    last_pace = t;
+    pump();
+}
+
+static void
+record_latency(const uint8_t *payload, size_t len)
+{
+    if (len < 8) return;
+    uint64_t t;
+    memcpy(&t, payload, 8);
+    uint64_t now = now_ns();
+    if (nlat == caplat) {
+        caplat = caplat ? caplat * 2 : 1 << 16;
+        lat = realloc(lat, caplat * sizeof(*lat));
+    }
+    lat[nlat++] = now > t ? now - t : 0;
+}
+
+static void
+start_run(void)
+{
+    running = true;
+    t_start = now_ns();
+    last_pace = t_start;
+    struct timeval tv = {o.seconds, 0};
+    event_add(stop_ev, &tv);
+    if (o.rate > 0) {
+        struct timeval ms = {0, 1000};
+        event_add(pace_ev, &ms);
+    }
+    pump();
+}
+
+static void
+on_packet(struct client *c, uint8_t tf, const uint8_t *body, size_t len)
+{
+    uint8_t type = tf >> 4;
+    switch (type) {
+    case MQTT_CONNACK:
+        if (len < 2 || body[1] != 0) {
+            fprintf(stderr, "lunamq-bench: CONNACK refused (0x%02x)\n", len >= 2 ? body[1] : 0);
+            errors_seen++;
+            return;
+        }
+        if (o.sc == CONN) {
+            static const uint8_t disc[2] = {0xe0, 0};
+            bufferevent_write(c->bev, disc, 2);
+            conns_done++;
+            bufferevent_free(c->bev);
+            c->bev = NULL;
+            if (running) client_connect(c);
+            return;
+        }
+        if (c->subscriber) {
+            send_subscribe(c, c->topic[0] ? c->topic : "bench/#");
+            return;
+        }
+        c->ready = true;
+        if (++nready == nclients) start_run();
+        return;
+    case MQTT_SUBACK:
+        c->ready = true;
+        if (++nready == nclients) start_run();
+        return;
+    case MQTT_PUBLISH: {
+        struct mqtt_publish p;
+        if (mqtt_decode_publish(tf & 15, body, len, (uint8_t)o.version, &p)) {
+            errors_seen++;
+            return;
+        }
+        if (running) {
+            delivered++;
+            record_latency(p.payload.p, p.payload.len);
+        }
+        if (p.qos) {
+            uint8_t ack[4] = {p.qos == 1 ? 0x40 : 0x50, 2, (uint8_t)(p.packet_id >> 8),
+                              (uint8_t)p.packet_id};
+            bufferevent_write(c->bev, ack, 4);
+        }
+        return;
+    }
+    case MQTT_PUBREL: {
+        uint8_t ack[4] = {0x70, 2, len >= 2 ? body[0] : 0, len >= 2 ? body[1] : 0};
+        bufferevent_write(c->bev, ack, 4);
+        return;
+    }
+    case MQTT_PUBREC: {
+        uint8_t rel[4] = {0x62, 2, len >= 2 ? body[0] : 0, len >= 2 ? body[1] : 0};
+        bufferevent_write(c->bev, rel, 4);
+        return;
+    }
+    case MQTT_PUBACK:
+    case MQTT_PUBCOMP:
+        if (c->inflight) c->inflight--;
+        pump();
+        return;
+    default: return;
+    }
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail < 2) return;
+        uint8_t hdr[5];
+        evbuffer_copyout(in, hdr, avail < 5 ? avail : 5);
+        uint8_t tf;
+        uint32_t rem;
+        size_t hl;
+        int r = mqtt_frame_header(hdr, avail < 5 ? avail : 5, &tf, &rem, &hl);
+        if (r <= 0) {
+            if (r < 0) errors_seen++;
+            return;
+        }
+        if (avail < hl + rem) return;
+        const uint8_t *p = evbuffer_pullup(in, (ssize_t)(hl + rem));
+        struct bufferevent *keep = c->bev;
+        on_packet(c, tf, p + hl, rem);
+        if (c->bev != keep) return; /* conn scenario: replaced */
+        evbuffer_drain(in, hl + rem);
+    }
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    (void)arg;
+    pump();
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct client *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        send_connect(c);
+        return;
+    }
+    if (running || !t_end) {
+        fprintf(stderr, "lunamq-bench: client %d: %s\n", c->idx,
+                (what & BEV_EVENT_EOF) ? "closed by the broker" : strerror(EVUTIL_SOCKET_ERROR()));
+        errors_seen++;
+    }
+    bufferevent_free(bev);
+    c->bev = NULL;
+    if (o.sc == IDLE || !running) return;
+    event_base_loopexit(base, NULL);
+}
+
+static void
+client_connect(struct client *c)
+{
+    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 64 * 1024, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&target, sizeof(target)) < 0) {
+        fprintf(stderr, "lunamq-bench: connect: %s\n", strerror(errno));
+        errors_seen++;
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+}
+
+static uint64_t proc_rss_kb(int pid);
+
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (o.pid) rss_during_kb = proc_rss_kb(o.pid);
+    running = false;
+    t_end = now_ns();
+    /* let what is in flight arrive, briefly */
+    struct timeval grace = {0, 300000};
+    event_base_loopexit(base, &grace);
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* utime+stime in microseconds, and peak RSS in kB, of a process. */
+static bool
+proc_usage(int pid, uint64_t *cpu_us, uint64_t *hwm_kb)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return false;
+    *cpu_us = (ut + st) * 1000000ull / (unsigned long long)sysconf(_SC_CLK_TCK);
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    f = fopen(path, "r");
+    *hwm_kb = 0;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "VmHWM: %llu", (unsigned long long *)hwm_kb) == 1) break;
+        fclose(f);
+    }
+    return true;
+}
+
+static uint64_t
+proc_rss_kb(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %llu", &kb) == 1) break;
+    fclose(f);
+    return kb;
+}
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
+               "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
+               "       [--pid BROKER_PID] [--json]\n"
+               "  -n: publishers (fanin), subscribers (fanout), pairs (pairs), clients (idle);\n"
+               "  -r 0: as fast as possible. Loopback (127.0.0.0/8) only.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"pid", required_argument, NULL, 'P'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'H'},
+                                             {NULL, 0, NULL, 0}};
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *sc = argv[1];
+    if (strcmp(sc, "fanin") == 0) o.sc = FANIN;
+    else if (strcmp(sc, "fanout") == 0) o.sc = FANOUT;
+    else if (strcmp(sc, "pairs") == 0) o.sc = PAIRS;
+    else if (strcmp(sc, "conn") == 0) o.sc = CONN;
+    else if (strcmp(sc, "idle") == 0) o.sc = IDLE;
+    else {
+        usage(strcmp(sc, "--help") == 0 ? stdout : stderr);
+        return strcmp(sc, "--help") == 0 ? 0 : 2;
+    }
+    optind = 2;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h:p:q:s:r:d:n:V:", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': o.host = optarg; break;
+        case 'p': o.port = (uint16_t)atoi(optarg); break;
+        case 'q': o.qos = atoi(optarg); break;
+        case 's': o.size = (size_t)atol(optarg); break;
+        case 'r': o.rate = atof(optarg); break;
+        case 'd': o.seconds = atoi(optarg); break;
+        case 'n': o.clients = atoi(optarg); break;
+        case 'V': o.version = atoi(optarg); break;
+        case 'P': o.pid = atoi(optarg); break;
+        case 'j': o.json = true; break;
+        case 'H': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (o.qos < 0 || o.qos > 2 || (o.version != 4 && o.version != 5) || o.clients < 1 ||
+        o.seconds < 1 || o.size > 256 * 1024 * 1024) {
+        usage(stderr);
+        return 2;
+    }
+    memset(&target, 0, sizeof(target));
+    target.sin_family = AF_INET;
+    target.sin_port = htons(o.port);
+    if (inet_pton(AF_INET, o.host, &target.sin_addr) != 1 ||
+        (ntohl(target.sin_addr.s_addr) >> 24) != 127) {
+        fprintf(stderr, "lunamq-bench: %s: only loopback addresses (127.0.0.0/8)\n", o.host);
+        return 2;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    base = event_base_new();
+    stop_ev = evtimer_new(base, stop_cb, NULL);
+    pace_ev = event_new(base, -1, EV_PERSIST, pace_cb, NULL);
+
+    switch (o.sc) {
+    case FANIN: nclients = o.clients + 1; break;
+    case FANOUT: nclients = o.clients + 1; break;
+    case PAIRS: nclients = 2 * o.clients; break;
+    case CONN: nclients = o.clients; break;
+    case IDLE: nclients = o.clients; break;
+    }
+    clients = calloc((size_t)nclients, sizeof(*clients));
+    for (int i = 0; i < nclients; i++) {
+        struct client *c = &clients[i];
+        c->idx = i;
+        c->window = 100;
+        switch (o.sc) {
+        case FANIN:
+            c->subscriber = i == 0;
+            c->publisher = i > 0;
+            snprintf(c->topic, sizeof(c->topic), i == 0 ? "bench/#" : "bench/%d", i);
+            break;
+        case FANOUT:
+            c->publisher = i == 0;
+            c->subscriber = i > 0;
+            snprintf(c->topic, sizeof(c->topic), "bench/t");
+            break;
+        case PAIRS:
+            c->subscriber = i % 2 == 0;
+            c->publisher = !c->subscriber;
+            snprintf(c->topic, sizeof(c->topic), "bench/%d", i / 2);
+            break;
+        default: break;
+        }
+        npublishers += c->publisher;
+    }
+    uint64_t cpu0 = 0, cpu1 = 0, hwm = 0;
+    if (o.pid) {
+        proc_usage(o.pid, &cpu0, &hwm);
+        rss_before_kb = proc_rss_kb(o.pid);
+    }
+    if (o.sc == CONN) start_run();
+    for (int i = 0; i < nclients; i++) client_connect(&clients[i]);
+    event_base_dispatch(base);
+    if (!t_end) t_end = now_ns();
+    if (o.pid) proc_usage(o.pid, &cpu1, &hwm);
+    for (int i = 0; i < nclients; i++)
+        if (clients[i].bev) bufferevent_free(clients[i].bev);
+
+    double secs = (double)(t_end - t_start) / 1e9;
+    uint64_t expected = o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
+    qsort(lat, nlat, sizeof(*lat), cmp_u64);
+    double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0, p99 = nlat ? (double)lat[nlat * 99 / 100] / 1e3 : 0,
+           pmax = nlat ? (double)lat[nlat - 1] / 1e3 : 0;
+    double cpu_per = delivered ? (double)(cpu1 - cpu0) / (double)delivered : 0;
+    if (o.sc == CONN) cpu_per = conns_done ? (double)(cpu1 - cpu0) / (double)conns_done : 0;
+    if (o.json) {
+        printf("{\"scenario\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"delivered\":%llu,"
+               "\"sent_per_s\":%.1f,\"delivered_per_s\":%.1f,\"lost\":%lld,\"connections_per_s\":%.1f,"
+               "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"latency_max_us\":%.1f,"
+               "\"broker_cpu_us_per_msg\":%.3f,\"broker_peak_rss_kb\":%llu,"
+               "\"broker_kb_per_idle_conn\":%.3f,\"errors\":%llu}\n",
+               sc, secs, (unsigned long long)sent, (unsigned long long)delivered, sent / secs,
+               delivered / secs, (long long)expected - (long long)delivered, conns_done / secs, p50,
+               p99, pmax, cpu_per, (unsigned long long)hwm,
+               o.sc == IDLE ? (double)(rss_during_kb - rss_before_kb) / o.clients : 0.0,
+               (unsigned long long)errors_seen);
+    } else {
+        printf("%s: %.2f s, sent %llu (%.0f/s), delivered %llu (%.0f/s), lost %lld\n", sc, secs,
+               (unsigned long long)sent, sent / secs, (unsigned long long)delivered, delivered / secs,
+               (long long)expected - (long long)delivered);
+        if (o.sc == CONN) printf("connections: %llu (%.0f/s)\n", (unsigned long long)conns_done, conns_done / secs);
+        if (nlat) printf("latency us: p50 %.1f  p99 %.1f  max %.1f\n", p50, p99, pmax);
+        if (o.pid)
+            printf("broker: %.3f us CPU per %s, peak RSS %llu kB\n", cpu_per,
+                   o.sc == CONN ? "connection" : "delivered message", (unsigned long long)hwm);
+        if (o.sc == IDLE && o.pid)
+            printf("broker memory per idle connection: %.2f kB (%d connections)\n",
+                   (double)(rss_during_kb - rss_before_kb) / o.clients, o.clients);
+        if (errors_seen) printf("errors: %llu\n", (unsigned long long)errors_seen);
+    }
+    free(lat);
+    free(clients);
+    event_free(stop_ev);
+    event_free(pace_ev);
+    event_base_free(base);
+    return errors_seen ? 1 : 0;
+}
