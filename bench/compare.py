@@ -11,16 +11,14 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, free_port, wait_port
+
 BENCH = os.path.join(ROOT, "build", "lunamq-bench")
-HOST = "127.0.0.1"
 
 # name, lunamq-bench arguments, the figure that matters, what is better
 SCENARIOS = [
@@ -33,25 +31,6 @@ SCENARIOS = [
     ("connection storm, 8 clients", ["conn", "-n", "8"]),
     ("10 000 idle connections", ["idle", "-n", "10000"]),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d not open" % port)
 
 
 def start(kind, work):

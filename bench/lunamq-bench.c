@@ -435,11 +435,16 @@ main(int argc, char **argv)
         return 2;
     }
     const char *sc = argv[1];
-    if (strcmp(sc, "fanin") == 0) o.sc = FANIN;
-    else if (strcmp(sc, "fanout") == 0) o.sc = FANOUT;
-    else if (strcmp(sc, "pairs") == 0) o.sc = PAIRS;
-    else if (strcmp(sc, "conn") == 0) o.sc = CONN;
-    else if (strcmp(sc, "idle") == 0) o.sc = IDLE;
+    if (strcmp(sc, "fanin") == 0)
+        o.sc = FANIN;
+    else if (strcmp(sc, "fanout") == 0)
+        o.sc = FANOUT;
+    else if (strcmp(sc, "pairs") == 0)
+        o.sc = PAIRS;
+    else if (strcmp(sc, "conn") == 0)
+        o.sc = CONN;
+    else if (strcmp(sc, "idle") == 0)
+        o.sc = IDLE;
     else {
         usage(strcmp(sc, "--help") == 0 ? stdout : stderr);
         return strcmp(sc, "--help") == 0 ? 0 : 2;
@@ -532,26 +537,30 @@ main(int argc, char **argv)
     double secs = (double)(t_end - t_start) / 1e9;
     uint64_t expected = o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
     qsort(lat, nlat, sizeof(*lat), cmp_u64);
-    double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0, p99 = nlat ? (double)lat[nlat * 99 / 100] / 1e3 : 0,
+    double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0,
+           p99 = nlat ? (double)lat[nlat * 99 / 100] / 1e3 : 0,
            pmax = nlat ? (double)lat[nlat - 1] / 1e3 : 0;
     double cpu_per = delivered ? (double)(cpu1 - cpu0) / (double)delivered : 0;
     if (o.sc == CONN) cpu_per = conns_done ? (double)(cpu1 - cpu0) / (double)conns_done : 0;
     if (o.json) {
-        printf("{\"scenario\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"delivered\":%llu,"
-               "\"sent_per_s\":%.1f,\"delivered_per_s\":%.1f,\"lost\":%lld,\"connections_per_s\":%.1f,"
-               "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"latency_max_us\":%.1f,"
-               "\"broker_cpu_us_per_msg\":%.3f,\"broker_peak_rss_kb\":%llu,"
-               "\"broker_kb_per_idle_conn\":%.3f,\"errors\":%llu}\n",
-               sc, secs, (unsigned long long)sent, (unsigned long long)delivered, sent / secs,
-               delivered / secs, (long long)expected - (long long)delivered, conns_done / secs, p50,
-               p99, pmax, cpu_per, (unsigned long long)hwm,
-               o.sc == IDLE ? (double)(rss_during_kb - rss_before_kb) / o.clients : 0.0,
-               (unsigned long long)errors_seen);
+        printf(
+            "{\"scenario\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"delivered\":%llu,"
+            "\"sent_per_s\":%.1f,\"delivered_per_s\":%.1f,\"lost\":%lld,\"connections_per_s\":%.1f,"
+            "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"latency_max_us\":%.1f,"
+            "\"broker_cpu_us_per_msg\":%.3f,\"broker_peak_rss_kb\":%llu,"
+            "\"broker_kb_per_idle_conn\":%.3f,\"errors\":%llu}\n",
+            sc, secs, (unsigned long long)sent, (unsigned long long)delivered, sent / secs,
+            delivered / secs, (long long)expected - (long long)delivered, conns_done / secs, p50,
+            p99, pmax, cpu_per, (unsigned long long)hwm,
+            o.sc == IDLE ? (double)(rss_during_kb - rss_before_kb) / o.clients : 0.0,
+            (unsigned long long)errors_seen);
     } else {
         printf("%s: %.2f s, sent %llu (%.0f/s), delivered %llu (%.0f/s), lost %lld\n", sc, secs,
-               (unsigned long long)sent, sent / secs, (unsigned long long)delivered, delivered / secs,
-               (long long)expected - (long long)delivered);
-        if (o.sc == CONN) printf("connections: %llu (%.0f/s)\n", (unsigned long long)conns_done, conns_done / secs);
+               (unsigned long long)sent, sent / secs, (unsigned long long)delivered,
+               delivered / secs, (long long)expected - (long long)delivered);
+        if (o.sc == CONN)
+            printf("connections: %llu (%.0f/s)\n", (unsigned long long)conns_done,
+                   conns_done / secs);
         if (nlat) printf("latency us: p50 %.1f  p99 %.1f  max %.1f\n", p50, p99, pmax);
         if (o.pid)
             printf("broker: %.3f us CPU per %s, peak RSS %llu kB\n", cpu_per,

@@ -4,6 +4,7 @@
  * broker's state and writes one reply (JSON or text, see sbuf.h); nothing here is
  * on the message path. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -111,6 +112,33 @@ rss_bytes(void)
     return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* The counters of struct hook_stats, once: for `hooks`, $SYS and /metrics. */
+static const struct hook_counter {
+    const char *name;
+    size_t off;
+    bool counter; /* grows (false: a maximum) */
+} hook_counters[] = {
+    {"calls", offsetof(struct hook_stats, calls), true},
+    {"passed", offsetof(struct hook_stats, passed), true},
+    {"rewritten", offsetof(struct hook_stats, rewritten), true},
+    {"dropped", offsetof(struct hook_stats, dropped), true},
+    {"fanned_out", offsetof(struct hook_stats, fanned_out), true},
+    {"published", offsetof(struct hook_stats, published), true},
+    {"errors", offsetof(struct hook_stats, errors), true},
+    {"budget_overruns", offsetof(struct hook_stats, budget_overruns), true},
+    {"memory_overruns", offsetof(struct hook_stats, memory_overruns), true},
+    {"timer_calls", offsetof(struct hook_stats, timer_calls), true},
+    {"time_total_us", offsetof(struct hook_stats, total_us), true},
+    {"time_max_us", offsetof(struct hook_stats, max_us), false},
+};
+#define NHOOK_COUNTERS (sizeof(hook_counters) / sizeof(hook_counters[0]))
+
+static uint64_t *
+hook_counter(struct hook_stats *s, size_t k)
+{
+    return (uint64_t *)(void *)((char *)s + hook_counters[k].off);
+}
+
 /* ---- commands ---- */
 
 #define FOR_EACH_SESSION(b, s)                    \
@@ -178,16 +206,8 @@ collect(struct admin *a, struct figure *f)
     for (size_t i = 0; hooks_info(b->hooks, i, &hi); i++) {
         hooks_loaded += hi.loaded;
         hooks_failed += hi.error != NULL;
-        hk.calls += hi.stats.calls;
-        hk.passed += hi.stats.passed;
-        hk.rewritten += hi.stats.rewritten;
-        hk.dropped += hi.stats.dropped;
-        hk.fanned_out += hi.stats.fanned_out;
-        hk.published += hi.stats.published;
-        hk.errors += hi.stats.errors;
-        hk.budget_overruns += hi.stats.budget_overruns;
-        hk.memory_overruns += hi.stats.memory_overruns;
-        hk.total_us += hi.stats.total_us;
+        for (size_t k = 0; k < NHOOK_COUNTERS; k++)
+            if (hook_counters[k].counter) *hook_counter(&hk, k) += *hook_counter(&hi.stats, k);
     }
     size_t n = 0;
 #define G(nm, sy, val, h) f[n++] = (struct figure){nm, sy, false, false, (double)(val), h}
@@ -414,18 +434,8 @@ cmd_hooks(struct admin *a, struct reply *r, int argc, char **argv)
         sbuf_free(&t);
         reply_dbl(r, "interval", hi.interval);
         reply_u64(r, "memory", hi.memory);
-        reply_u64(r, "calls", hi.stats.calls);
-        reply_u64(r, "passed", hi.stats.passed);
-        reply_u64(r, "rewritten", hi.stats.rewritten);
-        reply_u64(r, "dropped", hi.stats.dropped);
-        reply_u64(r, "fanned_out", hi.stats.fanned_out);
-        reply_u64(r, "published", hi.stats.published);
-        reply_u64(r, "errors", hi.stats.errors);
-        reply_u64(r, "budget_overruns", hi.stats.budget_overruns);
-        reply_u64(r, "memory_overruns", hi.stats.memory_overruns);
-        reply_u64(r, "timer_calls", hi.stats.timer_calls);
-        reply_u64(r, "time_total_us", hi.stats.total_us);
-        reply_u64(r, "time_max_us", hi.stats.max_us);
+        for (size_t k = 0; k < NHOOK_COUNTERS; k++)
+            reply_u64(r, hook_counters[k].name, *hook_counter(&hi.stats, k));
         reply_end_object(r);
     }
     reply_end_list(r);
@@ -559,21 +569,9 @@ publish_sys(struct admin *a)
     sys_load(a, "connections", &a->load_connections);
     struct hook_info hi;
     for (size_t i = 0; hooks_info(a->b->hooks, i, &hi); i++) {
-        const struct {
-            const char *name;
-            uint64_t v;
-        } hv[] = {{"calls", hi.stats.calls},
-                  {"passed", hi.stats.passed},
-                  {"rewritten", hi.stats.rewritten},
-                  {"dropped", hi.stats.dropped},
-                  {"fanned_out", hi.stats.fanned_out},
-                  {"published", hi.stats.published},
-                  {"errors", hi.stats.errors},
-                  {"budget_overruns", hi.stats.budget_overruns},
-                  {"memory_overruns", hi.stats.memory_overruns}};
-        for (size_t k = 0; k < sizeof(hv) / sizeof(hv[0]); k++) {
-            snprintf(t, sizeof(t), "$SYS/broker/hooks/%s/%s", hi.name, hv[k].name);
-            sys_pub(a, t, "%llu", (unsigned long long)hv[k].v);
+        for (size_t k = 0; k < NHOOK_COUNTERS; k++) {
+            snprintf(t, sizeof(t), "$SYS/broker/hooks/%s/%s", hi.name, hook_counters[k].name);
+            sys_pub(a, t, "%llu", (unsigned long long)*hook_counter(&hi.stats, k));
         }
     }
 }
@@ -594,23 +592,16 @@ metrics_page(struct admin *a, struct sbuf *b)
                     f[i].name, suffix, f[i].help, f[i].name, suffix,
                     f[i].counter ? "counter" : "gauge", f[i].name, suffix, f[i].v);
     }
-    static const char *const hook_metrics[] = {
-        "calls",     "passed", "rewritten",       "dropped",         "fanned_out",
-        "published", "errors", "budget_overruns", "memory_overruns", "time_us"};
-    for (size_t k = 0; k < sizeof(hook_metrics) / sizeof(hook_metrics[0]); k++) {
-        sbuf_printf(
-            b, "# HELP lunamq_hook_%s_total per Lua hook\n# TYPE lunamq_hook_%s_total counter\n",
-            hook_metrics[k], hook_metrics[k]);
+    for (size_t k = 0; k < NHOOK_COUNTERS; k++) {
+        const char *nm = hook_counters[k].name;
+        const char *suffix = hook_counters[k].counter ? "_total" : "";
+        sbuf_printf(b, "# HELP lunamq_hook_%s%s per Lua hook\n# TYPE lunamq_hook_%s%s %s\n", nm,
+                    suffix, nm, suffix, hook_counters[k].counter ? "counter" : "gauge");
         struct hook_info hi;
         for (size_t i = 0; hooks_info(a->b->hooks, i, &hi); i++) {
-            const uint64_t v[] = {hi.stats.calls,           hi.stats.passed,
-                                  hi.stats.rewritten,       hi.stats.dropped,
-                                  hi.stats.fanned_out,      hi.stats.published,
-                                  hi.stats.errors,          hi.stats.budget_overruns,
-                                  hi.stats.memory_overruns, hi.stats.total_us};
-            sbuf_printf(b, "lunamq_hook_%s_total{hook=", hook_metrics[k]);
+            sbuf_printf(b, "lunamq_hook_%s%s{hook=", nm, suffix);
             sbuf_json_str(b, hi.name, strlen(hi.name)); /* the same escaping rules */
-            sbuf_printf(b, "} %llu\n", (unsigned long long)v[k]);
+            sbuf_printf(b, "} %llu\n", (unsigned long long)*hook_counter(&hi.stats, k));
         }
     }
 }
