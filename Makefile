@@ -120,6 +120,7 @@ fuzz: $(B)/fuzz_mqtt_decode
 
 # ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
 bench: all
+	$(Q)/usr/bin/python3 bench/compare.py --rounds 3 --seconds 4
 	$(Q)/usr/bin/python3 bench/hooks.py --rounds 3 --messages 1000000
 	$(Q)/usr/bin/python3 bench/tls.py --rounds 3 --seconds 3 --conns 2000
 

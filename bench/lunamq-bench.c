@@ -43,6 +43,7 @@ static struct opts {
     size_t size;
     double rate; /* total messages per second, 0 = as fast as possible */
     int pid;
+    int sources; /* spread connections over 127.0.0.2 .. 127.0.0.(1+sources) */
     bool json;
 } o = {.host = "127.0.0.1", .port = 1883, .version = 4, .clients = 4, .seconds = 5, .size = 64};
 
@@ -336,7 +337,19 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 static void
 client_connect(struct client *c)
 {
-    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    evutil_socket_t fd = -1;
+    if (o.sources > 0) { /* one source address has only ~28 000 ephemeral ports */
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + c->idx % o.sources));
+        if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+            fprintf(stderr, "lunamq-bench: source address: %s\n", strerror(errno));
+            errors_seen++;
+            if (fd >= 0) close(fd);
+            return;
+        }
+    }
+    c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 64 * 1024, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -418,9 +431,10 @@ usage(FILE *f)
 {
     fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
                "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
-               "       [--pid BROKER_PID] [--json]\n"
+               "       [--pid BROKER_PID] [--sources N] [--json]\n"
                "  -n: publishers (fanin), subscribers (fanout), pairs (pairs), clients (idle);\n"
-               "  -r 0: as fast as possible. Loopback (127.0.0.0/8) only.\n");
+               "  -r 0: as fast as possible; --sources N: connect from 127.0.0.2..N+1 (for more\n"
+               "  than ~28 000 connections). Loopback (127.0.0.0/8) only.\n");
 }
 
 int
@@ -428,6 +442,7 @@ main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"pid", required_argument, NULL, 'P'},
                                              {"json", no_argument, NULL, 'j'},
+                                             {"sources", required_argument, NULL, 'S'},
                                              {"help", no_argument, NULL, 'H'},
                                              {NULL, 0, NULL, 0}};
     if (argc < 2) {
@@ -463,6 +478,7 @@ main(int argc, char **argv)
         case 'V': o.version = atoi(optarg); break;
         case 'P': o.pid = atoi(optarg); break;
         case 'j': o.json = true; break;
+        case 'S': o.sources = atoi(optarg); break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -481,7 +497,12 @@ main(int argc, char **argv)
         return 2;
     }
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rlim_t want = (rlim_t)o.clients * 2 + 64;
+        if (want > rl.rlim_max) {
+            struct rlimit up = {want, want}; /* root may go beyond the hard limit */
+            if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+        }
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
