@@ -32,6 +32,7 @@
 
 #include "lq.h"
 #include "mqtt.h"
+#include "tls.h"
 
 enum scenario { FANIN, FANOUT, PAIRS, CONN, IDLE };
 
@@ -45,10 +46,13 @@ static struct opts {
     int pid;
     int sources; /* spread connections over 127.0.0.2 .. 127.0.0.(1+sources) */
     bool json;
+    const char *cafile, *certfile, *keyfile; /* --cafile: TLS */
 } o = {.host = "127.0.0.1", .port = 1883, .version = 4, .clients = 4, .seconds = 5, .size = 64};
 
 struct client {
-    struct bufferevent *bev;
+    struct bufferevent *bev;     /* with TLS it carries ciphertext */
+    struct tls_conn *tls;        /* NULL: plain */
+    struct evbuffer *pin, *pout; /* TLS plaintext */
     int idx;
     bool publisher, subscriber, ready;
     uint16_t next_pid;
@@ -68,6 +72,7 @@ static struct event *pace_ev, *stop_ev;
 static double credit; /* messages the pacer allows now */
 static uint64_t last_pace;
 static struct sockaddr_in target;
+static struct tls_ctx *tls_ctx;
 static uint64_t rss_before_kb, rss_during_kb; /* idle: the broker's memory per connection */
 
 static uint64_t
@@ -79,6 +84,39 @@ now_ns(void)
 }
 
 static void client_connect(struct client *c);
+
+/* Where MQTT bytes for the broker go; flush() encrypts them when TLS. */
+static struct evbuffer *
+out_of(struct client *c)
+{
+    return c->tls ? c->pout : bufferevent_get_output(c->bev);
+}
+
+static void
+flush(struct client *c)
+{
+    if (c->tls && c->bev && tls_conn_established(c->tls) && tls_conn_output(c->tls, c->pout) < 0)
+        errors_seen++;
+}
+
+static void
+cwrite(struct client *c, const void *p, size_t n)
+{
+    evbuffer_add(out_of(c), p, n);
+    flush(c);
+}
+
+static void
+client_close(struct client *c)
+{
+    if (c->bev) bufferevent_free(c->bev);
+    c->bev = NULL;
+    tls_conn_free(c->tls);
+    c->tls = NULL;
+    if (c->pin) evbuffer_free(c->pin);
+    if (c->pout) evbuffer_free(c->pout);
+    c->pin = c->pout = NULL;
+}
 
 static void
 send_connect(struct client *c)
@@ -94,7 +132,7 @@ send_connect(struct client *c)
     k.client_id = (struct lq_bytes){(const uint8_t *)id, strlen(id)};
     uint8_t buf[256];
     size_t n = mqtt_encode_connect(&k, buf, sizeof(buf));
-    bufferevent_write(c->bev, buf, n);
+    cwrite(c, buf, n);
 }
 
 static void
@@ -104,7 +142,7 @@ send_subscribe(struct client *c, const char *filter)
                                .qos = (uint8_t)o.qos};
     uint8_t buf[256];
     size_t n = mqtt_encode_subscribe(1, NULL, &e, 1, (uint8_t)o.version, buf, sizeof(buf));
-    bufferevent_write(c->bev, buf, n);
+    cwrite(c, buf, n);
 }
 
 static bool
@@ -129,7 +167,7 @@ publish_one(struct client *c)
     size_t total;
     uint8_t head[256];
     size_t hl = mqtt_encode_publish_head(&p, (uint8_t)o.version, head, sizeof(head), &total);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = out_of(c);
     evbuffer_add(out, head, hl);
     if (size <= sizeof(payload)) {
         evbuffer_add(out, payload, size);
@@ -163,6 +201,7 @@ pump(void)
             if (o.rate > 0 && credit < 1) return;
             if (publish_one(c)) {
                 any = true;
+                flush(c);
                 if (o.rate > 0) credit -= 1;
             }
         }
@@ -224,10 +263,9 @@ on_packet(struct client *c, uint8_t tf, const uint8_t *body, size_t len)
         }
         if (o.sc == CONN) {
             static const uint8_t disc[2] = {0xe0, 0};
-            bufferevent_write(c->bev, disc, 2);
+            cwrite(c, disc, 2);
             conns_done++;
-            bufferevent_free(c->bev);
-            c->bev = NULL;
+            client_close(c);
             if (running) client_connect(c);
             return;
         }
@@ -255,18 +293,18 @@ on_packet(struct client *c, uint8_t tf, const uint8_t *body, size_t len)
         if (p.qos) {
             uint8_t ack[4] = {p.qos == 1 ? 0x40 : 0x50, 2, (uint8_t)(p.packet_id >> 8),
                               (uint8_t)p.packet_id};
-            bufferevent_write(c->bev, ack, 4);
+            cwrite(c, ack, 4);
         }
         return;
     }
     case MQTT_PUBREL: {
         uint8_t ack[4] = {0x70, 2, len >= 2 ? body[0] : 0, len >= 2 ? body[1] : 0};
-        bufferevent_write(c->bev, ack, 4);
+        cwrite(c, ack, 4);
         return;
     }
     case MQTT_PUBREC: {
         uint8_t rel[4] = {0x62, 2, len >= 2 ? body[0] : 0, len >= 2 ? body[1] : 0};
-        bufferevent_write(c->bev, rel, 4);
+        cwrite(c, rel, 4);
         return;
     }
     case MQTT_PUBACK:
@@ -283,6 +321,21 @@ read_cb(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->tls) {
+        bool was = tls_conn_established(c->tls);
+        char why[256];
+        enum tls_status st = tls_conn_input(c->tls, c->pin, why, sizeof(why));
+        if (st == TLS_FAILED) {
+            fprintf(stderr, "lunamq-bench: client %d: TLS: %s\n", c->idx, why);
+            errors_seen++;
+            client_close(c);
+            event_base_loopexit(base, NULL);
+            return;
+        }
+        if (st == TLS_HANDSHAKING) return;
+        if (!was) send_connect(c);
+        in = c->pin;
+    }
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (avail < 2) return;
@@ -320,7 +373,19 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        send_connect(c);
+        if (!tls_ctx) {
+            send_connect(c);
+            return;
+        }
+        c->pin = evbuffer_new();
+        c->pout = evbuffer_new();
+        c->tls = tls_conn_new(tls_ctx, bufferevent_get_input(bev), bufferevent_get_output(bev));
+        char why[256];
+        if (!c->tls || tls_conn_input(c->tls, c->pin, why, sizeof(why)) == TLS_FAILED) {
+            fprintf(stderr, "lunamq-bench: client %d: TLS start failed\n", c->idx);
+            errors_seen++;
+            event_base_loopexit(base, NULL);
+        }
         return;
     }
     if (running || !t_end) {
@@ -328,8 +393,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
                 (what & BEV_EVENT_EOF) ? "closed by the broker" : strerror(EVUTIL_SOCKET_ERROR()));
         errors_seen++;
     }
-    bufferevent_free(bev);
-    c->bev = NULL;
+    client_close(c);
     if (o.sc == IDLE || !running) return;
     event_base_loopexit(base, NULL);
 }
@@ -370,6 +434,7 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     if (o.pid) rss_during_kb = proc_rss_kb(o.pid);
+    if (rss_during_kb < rss_before_kb) rss_during_kb = rss_before_kb;
     running = false;
     t_end = now_ns();
     /* let what is in flight arrive, briefly */
@@ -432,6 +497,7 @@ usage(FILE *f)
     fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
                "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
                "       [--pid BROKER_PID] [--sources N] [--json]\n"
+               "       [--cafile CA --cert CERT --key KEY]   (TLS, mbedTLS; client certificate)\n"
                "  -n: publishers (fanin), subscribers (fanout), pairs (pairs), clients (idle);\n"
                "  -r 0: as fast as possible; --sources N: connect from 127.0.0.2..N+1 (for more\n"
                "  than ~28 000 connections). Loopback (127.0.0.0/8) only.\n");
@@ -440,11 +506,11 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"pid", required_argument, NULL, 'P'},
-                                             {"json", no_argument, NULL, 'j'},
-                                             {"sources", required_argument, NULL, 'S'},
-                                             {"help", no_argument, NULL, 'H'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"pid", required_argument, NULL, 'P'},     {"json", no_argument, NULL, 'j'},
+        {"sources", required_argument, NULL, 'S'}, {"cafile", required_argument, NULL, 'C'},
+        {"cert", required_argument, NULL, 'E'},    {"key", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -479,6 +545,9 @@ main(int argc, char **argv)
         case 'P': o.pid = atoi(optarg); break;
         case 'j': o.json = true; break;
         case 'S': o.sources = atoi(optarg); break;
+        case 'C': o.cafile = optarg; break;
+        case 'E': o.certfile = optarg; break;
+        case 'K': o.keyfile = optarg; break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -505,6 +574,13 @@ main(int argc, char **argv)
         }
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (o.cafile) {
+        char err[512];
+        if (!(tls_ctx = tls_client_ctx_new(o.cafile, o.certfile, o.keyfile, err, sizeof(err)))) {
+            fprintf(stderr, "lunamq-bench: %s\n", err);
+            return 2;
+        }
     }
     base = event_base_new();
     stop_ev = evtimer_new(base, stop_cb, NULL);
@@ -551,9 +627,9 @@ main(int argc, char **argv)
     for (int i = 0; i < nclients; i++) client_connect(&clients[i]);
     event_base_dispatch(base);
     if (!t_end) t_end = now_ns();
+    if (!t_start) t_start = t_end; /* never started: not every client got ready */
     if (o.pid) proc_usage(o.pid, &cpu1, &hwm);
-    for (int i = 0; i < nclients; i++)
-        if (clients[i].bev) bufferevent_free(clients[i].bev);
+    for (int i = 0; i < nclients; i++) client_close(&clients[i]);
 
     double secs = (double)(t_end - t_start) / 1e9;
     uint64_t expected = o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
@@ -593,6 +669,7 @@ main(int argc, char **argv)
     }
     free(lat);
     free(clients);
+    tls_ctx_unref(tls_ctx);
     event_free(stop_ev);
     event_free(pace_ev);
     event_base_free(base);

@@ -38,6 +38,10 @@ int tls_global_init(char *err, size_t errlen);
  * configuration line of the file that failed and the mbedTLS error text. */
 struct tls_ctx *tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen);
 void tls_ctx_unref(struct tls_ctx *ctx); /* NULL is a no-op */
+/* The client side, for lunamq-bench: verifies the server against cafile (as
+ * "localhost"), presents certfile/keyfile when given. */
+struct tls_ctx *tls_client_ctx_new(const char *cafile, const char *certfile, const char *keyfile,
+                                   char *err, size_t errlen);
 uint32_t tls_ctx_handshake_timeout_ms(const struct tls_ctx *ctx);
 
 /* A connection's TLS state reading ciphertext from rx and writing it to tx. */

@@ -49,6 +49,7 @@ struct tls_ctx {
     int suites[MAX_SUITES + 1]; /* zero-terminated; unused when suites[0] == 0 */
     uint32_t handshake_timeout_ms;
     enum { USER_NONE, USER_CN, USER_SUBJECT } username;
+    bool client; /* lunamq-bench's side */
 };
 
 struct tls_conn {
@@ -326,6 +327,43 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
     return ctx;
 }
 
+struct tls_ctx *
+tls_client_ctx_new(const char *cafile, const char *certfile, const char *keyfile, char *err,
+                   size_t errlen)
+{
+    int rc;
+    if (!initialised && tls_global_init(err, errlen) < 0) return NULL;
+    struct tls_ctx *ctx = lq_xcalloc(1, sizeof(*ctx));
+    ctx->refs = 1;
+    ctx->client = true;
+    mbedtls_ssl_config_init(&ctx->conf);
+    mbedtls_x509_crt_init(&ctx->cert);
+    mbedtls_pk_init(&ctx->key);
+    mbedtls_x509_crt_init(&ctx->ca);
+    mbedtls_x509_crl_init(&ctx->crl);
+    mbedtls_ssl_ticket_init(&ctx->tickets);
+    mbedtls_gcm_init(&ctx->id_key);
+    if ((rc = mbedtls_x509_crt_parse_file(&ctx->ca, cafile)))
+        return load_fail(ctx, err, errlen, rc, "cafile %s", cafile);
+    mbedtls_ssl_config *c = &ctx->conf;
+    if ((rc = mbedtls_ssl_config_defaults(c, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                          MBEDTLS_SSL_PRESET_DEFAULT)))
+        return load_fail(ctx, err, errlen, rc, "TLS configuration");
+    mbedtls_ssl_conf_rng(c, mbedtls_ctr_drbg_random, &drbg);
+    mbedtls_ssl_conf_ca_chain(c, &ctx->ca, NULL);
+    mbedtls_ssl_conf_authmode(c, MBEDTLS_SSL_VERIFY_REQUIRED);
+    if (certfile && keyfile) {
+        if ((rc = mbedtls_x509_crt_parse_file(&ctx->cert, certfile)))
+            return load_fail(ctx, err, errlen, rc, "certfile %s", certfile);
+        if ((rc = mbedtls_pk_parse_keyfile(&ctx->key, keyfile, NULL, mbedtls_ctr_drbg_random,
+                                           &drbg)))
+            return load_fail(ctx, err, errlen, rc, "keyfile %s", keyfile);
+        if ((rc = mbedtls_ssl_conf_own_cert(c, &ctx->cert, &ctx->key)))
+            return load_fail(ctx, err, errlen, rc, "certfile %s", certfile);
+    }
+    return ctx;
+}
+
 void
 tls_ctx_unref(struct tls_ctx *ctx)
 {
@@ -380,6 +418,7 @@ tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx)
     t->rx = rx;
     t->tx = tx;
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    if (ctx->client) mbedtls_ssl_set_hostname(&t->ssl, "localhost"); /* loopback only */
     return t;
 }
 
