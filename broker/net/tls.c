@@ -228,11 +228,10 @@ ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t l
     return 0;
 }
 
-struct tls_ctx *
-tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
+/* Every member initialised, so that tls_ctx_unref can free a half-loaded one. */
+static struct tls_ctx *
+ctx_alloc(void)
 {
-    int rc;
-    if (!initialised && tls_global_init(err, errlen) < 0) return NULL;
     struct tls_ctx *ctx = lq_xcalloc(1, sizeof(*ctx));
     ctx->refs = 1;
     mbedtls_ssl_config_init(&ctx->conf);
@@ -242,6 +241,15 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
     mbedtls_x509_crl_init(&ctx->crl);
     mbedtls_ssl_ticket_init(&ctx->tickets);
     mbedtls_gcm_init(&ctx->id_key);
+    return ctx;
+}
+
+struct tls_ctx *
+tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
+{
+    int rc;
+    if (!initialised && tls_global_init(err, errlen) < 0) return NULL;
+    struct tls_ctx *ctx = ctx_alloc();
     ctx->handshake_timeout_ms = tc->handshake_timeout * 1000;
     ctx->username = tc->use_identity_as_username  ? USER_CN
                     : tc->use_subject_as_username ? USER_SUBJECT
@@ -333,16 +341,8 @@ tls_client_ctx_new(const char *cafile, const char *certfile, const char *keyfile
 {
     int rc;
     if (!initialised && tls_global_init(err, errlen) < 0) return NULL;
-    struct tls_ctx *ctx = lq_xcalloc(1, sizeof(*ctx));
-    ctx->refs = 1;
+    struct tls_ctx *ctx = ctx_alloc();
     ctx->client = true;
-    mbedtls_ssl_config_init(&ctx->conf);
-    mbedtls_x509_crt_init(&ctx->cert);
-    mbedtls_pk_init(&ctx->key);
-    mbedtls_x509_crt_init(&ctx->ca);
-    mbedtls_x509_crl_init(&ctx->crl);
-    mbedtls_ssl_ticket_init(&ctx->tickets);
-    mbedtls_gcm_init(&ctx->id_key);
     if ((rc = mbedtls_x509_crt_parse_file(&ctx->ca, cafile)))
         return load_fail(ctx, err, errlen, rc, "cafile %s", cafile);
     mbedtls_ssl_config *c = &ctx->conf;
