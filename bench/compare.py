@@ -26,6 +26,7 @@ SCENARIOS = [
     ("fan-in QoS 1, 4 publishers, 64 B", ["fanin", "-n", "4", "-q", "1", "-s", "64"]),
     ("fan-out QoS 0 to 50 subscribers", ["fanout", "-n", "50", "-q", "0", "-s", "64"]),
     ("fan-out QoS 0 to 1000 subscribers", ["fanout", "-n", "1000", "-q", "0", "-s", "64"]),
+    ("fan-out QoS 1 to 50 subscribers", ["fanout", "-n", "50", "-q", "1", "-s", "64"]),
     ("100 pairs QoS 1 at 20k msg/s", ["pairs", "-n", "100", "-q", "1", "-s", "64", "-r", "20000"]),
     ("1 MB payloads QoS 1, 1 publisher", ["fanin", "-n", "1", "-q", "1", "-s", "1000000"]),
     ("connection storm, 8 clients", ["conn", "-n", "8"]),
