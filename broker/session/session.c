@@ -112,9 +112,10 @@ session_arm_expiry(struct session *s)
 static void
 reset_connection_state(struct session *s)
 {
-    for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) {
-        free(s->alias_in[i]);
-        s->alias_in[i] = NULL;
+    if (s->alias_in) {
+        for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) free(s->alias_in[i]);
+        free(s->alias_in);
+        s->alias_in = NULL;
     }
     for (size_t i = 0; i < s->nalias_out; i++) free(s->alias_out[i].topic);
     free(s->alias_out);
