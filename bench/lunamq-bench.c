@@ -65,7 +65,7 @@ static struct client *clients;
 static int nclients, nready, npublishers;
 static uint64_t sent, delivered, conns_done, errors_seen;
 static uint64_t delivered_late; /* arrived in the grace period after the stop */
-static uint64_t *lat; /* latency samples, ns */
+static uint64_t *lat;           /* latency samples, ns */
 static size_t nlat, caplat;
 static uint64_t t_start, t_end;
 static bool running;
@@ -651,8 +651,8 @@ main(int argc, char **argv)
             "\"broker_cpu_us_per_msg\":%.3f,\"broker_peak_rss_kb\":%llu,"
             "\"broker_kb_per_idle_conn\":%.3f,\"errors\":%llu}\n",
             sc, secs, (unsigned long long)sent, (unsigned long long)delivered, sent / secs,
-            delivered / secs, (long long)expected - (long long)arrived, conns_done / secs, p50,
-            p99, pmax, cpu_per, (unsigned long long)hwm,
+            delivered / secs, (long long)expected - (long long)arrived, conns_done / secs, p50, p99,
+            pmax, cpu_per, (unsigned long long)hwm,
             o.sc == IDLE ? (double)(rss_during_kb - rss_before_kb) / o.clients : 0.0,
             (unsigned long long)errors_seen);
     } else {

@@ -82,6 +82,7 @@ listener_free(struct listener *l)
 {
     if (!l) return;
     while (l->conns) conn_free(l->conns);
+    while (l->nspare) evbuffer_free(l->spare[--l->nspare]);
     if (l->evl) evconnlistener_free(l->evl);
     tls_ctx_unref(l->tls);
     free(l);

@@ -5,7 +5,6 @@
 
 #include <event2/event.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "net.h"
 
@@ -15,14 +14,21 @@ struct listener {
     const struct conn_ops *ops;
     void *ud;
     uint16_t port;
-    struct tls_ctx *tls; /* NULL: plain TCP; else new connections speak TLS with it */
+    struct tls_ctx *tls;        /* NULL: plain TCP; else new connections speak TLS with it */
+    struct evbuffer *spare[64]; /* empty buffers of idle connections, for busy ones */
+    unsigned nspare;
     size_t nconns;
     struct conn *conns; /* every conn accepted, doubly linked */
 };
 
+/* No bufferevent: an idle connection should cost little. The socket has a read and a
+ * write event; `in` and `out` exist only while they hold bytes (TLS keeps both: they
+ * are its record layer). */
 struct conn {
     struct listener *l;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct event *rev, *wev;
+    struct evbuffer *in, *out;
     struct event *timer; /* keep-alive while open; flush grace and reap while closing */
     struct conn *prev, *next;
     void *owner;
@@ -32,7 +38,6 @@ struct conn {
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;
-    bool in_read;               /* inside read_cb: the reap must wait */
     struct evbuffer_iovec resv; /* conn_reserve .. conn_commit */
     /* TLS: the bufferevent carries ciphertext; packets are framed from tls_in and
      * written to tls_out, which flush_ev encrypts once per loop iteration. */
