@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
  * conn: one client connection. Frames packets off the input buffer and hands them
- * to the owner; queues output and reports when it drained. Writes are coalesced by
- * libevent: everything queued during one loop iteration leaves in one write.
+ * to the owner; queues output and reports when it drained. Writes are coalesced:
+ * the write event fires once the loop is done with this iteration's callbacks, and
+ * everything queued by then leaves in one write.
  * Closing is a state change; the free happens from the conn's own timer event,
  * after the output was flushed or the grace period ran out. */
 #include <stdlib.h>

@@ -39,8 +39,8 @@ struct conn {
     bool closing;
     bool paused;
     struct evbuffer_iovec resv; /* conn_reserve .. conn_commit */
-    /* TLS: the bufferevent carries ciphertext; packets are framed from tls_in and
-     * written to tls_out, which flush_ev encrypts once per loop iteration. */
+    /* TLS: in and out carry ciphertext; packets are framed from tls_in and written
+     * to tls_out, which flush_ev encrypts once per loop iteration. */
     struct tls_conn *tls;
     struct evbuffer *tls_in, *tls_out;
     struct event *flush_ev;
