@@ -119,8 +119,8 @@ struct session {
     uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
     char *username;          /* from CONNECT, or the client certificate; NULL: none */
     double connected_at;     /* wall clock of the last CONNACK */
-    char **
-        alias_in; /* TOPIC_ALIAS_MAX + 1 slots, made on the first alias: idle clients pay nothing */
+    /* TOPIC_ALIAS_MAX + 1 slots, made on the first alias: idle clients pay nothing */
+    char **alias_in;
     struct alias_out *alias_out;
     uint16_t nalias_out;
 
