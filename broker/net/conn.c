@@ -95,11 +95,35 @@ inbuf(const struct conn *c)
     return c->tls ? c->tls_in : c->in;
 }
 
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+
 static void
 want_write(struct conn *c)
 {
-    if (c->out && evbuffer_get_length(c->out) && !event_pending(c->wev, EV_WRITE, NULL))
+    if (!c->out || !evbuffer_get_length(c->out)) return;
+    if (!c->wev) {
+        struct listener *l = c->l;
+        if (l->nspare_wev) {
+            c->wev = l->spare_wev[--l->nspare_wev];
+            event_assign(c->wev, l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+        } else {
+            c->wev = event_new(l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+        }
         event_add(c->wev, NULL);
+    }
+}
+
+/* Output all written: the write event goes back to the listener's spares. */
+static void
+write_done(struct conn *c)
+{
+    struct listener *l = c->l;
+    event_del(c->wev);
+    if (l->nspare_wev < sizeof(l->spare_wev) / sizeof(l->spare_wev[0]))
+        l->spare_wev[l->nspare_wev++] = c->wev;
+    else
+        event_free(c->wev);
+    c->wev = NULL;
 }
 
 static struct evbuffer *
@@ -278,14 +302,14 @@ on_writable(evutil_socket_t fd, short what, void *arg)
     if (c->out && evbuffer_get_length(c->out) && evbuffer_write(c->out, fd) < 0) {
         int e = EVUTIL_SOCKET_ERROR();
         if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-            event_del(c->wev);
+            write_done(c);
             lost(c, evutil_socket_error_to_string(e));
             return;
         }
     }
     size_t left = out_len(c);
     if (left == 0) {
-        event_del(c->wev);
+        write_done(c);
         if (!c->tls && c->out) buf_put(c->l, &c->out);
     }
     if (c->closing) {
@@ -340,9 +364,8 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
     }
     c->fd = fd;
     c->rev = event_new(l->base, fd, EV_READ | EV_PERSIST, on_readable, c);
-    c->wev = event_new(l->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     c->timer = evtimer_new(l->base, timer_cb, c);
-    if (!c->rev || !c->wev || !c->timer) {
+    if (!c->rev || !c->timer) {
         lq_log(LQ_LOG_ERR, "%s: cannot set up connection", c->peer);
         conn_free_unlinked(c);
         return NULL;

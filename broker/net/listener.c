@@ -83,6 +83,7 @@ listener_free(struct listener *l)
     if (!l) return;
     while (l->conns) conn_free(l->conns);
     while (l->nspare) evbuffer_free(l->spare[--l->nspare]);
+    while (l->nspare_wev) event_free(l->spare_wev[--l->nspare_wev]);
     if (l->evl) evconnlistener_free(l->evl);
     tls_ctx_unref(l->tls);
     free(l);

@@ -17,13 +17,15 @@ struct listener {
     struct tls_ctx *tls;        /* NULL: plain TCP; else new connections speak TLS with it */
     struct evbuffer *spare[64]; /* empty buffers of idle connections, for busy ones */
     unsigned nspare;
+    struct event *spare_wev[64]; /* likewise write events, re-assigned with event_assign */
+    unsigned nspare_wev;
     size_t nconns;
     struct conn *conns; /* every conn accepted, doubly linked */
 };
 
-/* No bufferevent: an idle connection should cost little. The socket has a read and a
- * write event; `in` and `out` exist only while they hold bytes (TLS keeps both: they
- * are its record layer). */
+/* No bufferevent: an idle connection should cost little. The socket has a read event;
+ * the write event, `in` and `out` exist only while there is something to write or to
+ * frame (TLS keeps `in` and `out`: they are its record layer). */
 struct conn {
     struct listener *l;
     evutil_socket_t fd;
