@@ -3,6 +3,7 @@
 
 import os
 import socket
+import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,3 +42,30 @@ def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_binary(kind):
+    if kind == "lunamq":
+        return os.environ.get("LUNAMQ_BIN", os.path.join(ROOT, "build", "lunamq"))
+    return "/usr/sbin/mosquitto"
+
+
+def start_broker(kind, conf_path, lines, ports):
+    """Write the configuration, start lunamq or mosquitto on it, wait for its ports.
+    Returns the process; stop it with stop_broker (by PID)."""
+    with open(conf_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    proc = subprocess.Popen([broker_binary(kind), "-c", conf_path], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for p in ports:
+        wait_port(p)
+    return proc
+
+
+def stop_broker(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

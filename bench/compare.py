@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import ROOT, free_port, wait_port
+from benchlib import ROOT, free_port, start_broker, stop_broker
 
 BENCH = os.path.join(ROOT, "build", "lunamq-bench")
 
@@ -41,15 +41,7 @@ def start(kind, work):
              "log_type error"]
     if kind == "lunamq":
         lines += ["admin_socket none", "scripts_dir " + os.path.join(work, "no-scripts")]
-        binary = os.path.join(ROOT, "build", "lunamq")
-    else:
-        binary = "/usr/sbin/mosquitto"
-    with open(conf, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return proc, port
+    return start_broker(kind, conf, lines, [port]), port
 
 
 def run(args, port, pid, seconds):
@@ -79,8 +71,7 @@ def main():
                     try:
                         res[(name, kind)].append(run(bargs, port, proc.pid, args.seconds))
                     finally:
-                        proc.terminate()
-                        proc.wait(10)
+                        stop_broker(proc)
             print("round %d done" % (r + 1), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,12 +18,11 @@ import shutil
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 
-from benchlib import HOST, ROOT, cpu_s, free_port, wait_port
+from benchlib import HOST, ROOT, cpu_s, free_port, start_broker, stop_broker
 
 
 PASS = 'return {topics = {"transactions/#"}, on_publish = function(msg) return msg end}\n'
@@ -126,16 +125,9 @@ def start(kind, work, hook):
         elif hook == "aggregate":
             shutil.copy(os.path.join(ROOT, "examples", "hooks", "transactions-aggregate.lua"),
                         scripts)
-        binary = os.environ.get("LUNAMQ_BIN", os.path.join(ROOT, "build", "lunamq"))
     else:
         lines += ["log_type error"]
-        binary = "/usr/sbin/mosquitto"
-    with open(conf, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return proc, port
+    return start_broker(kind, conf, lines, [port]), port
 
 
 def main():
@@ -159,8 +151,7 @@ def main():
                     took = run_load(port, args.messages)
                     c1 = cpu_s(proc.pid)
                 finally:
-                    proc.terminate()
-                    proc.wait(10)
+                    stop_broker(proc)
                 res[name][0].append(args.messages / took)
                 res[name][1].append((c1 - c0) * 1e6 / args.messages)
             print("round %d done" % (r + 1), file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import HOST, ROOT, free_port, rss_kb, wait_port
+from benchlib import HOST, ROOT, free_port, rss_kb, start_broker, stop_broker
 
 
 class Broker:
@@ -40,25 +40,11 @@ class Broker:
         if kind == "mosquitto":
             lines.insert(0, "per_listener_settings false")
             lines.insert(0, "user root")  # it would drop to user mosquitto, who cannot read the keys
-            lines.append("log_type error")
-        else:
-            lines.append("log_type error")
-        with open(conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        binary = (os.environ.get("LUNAMQ_BIN", os.path.join(ROOT, "build", "lunamq"))
-                  if kind == "lunamq" else "/usr/sbin/mosquitto")
-        self.proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.plain)
-        wait_port(self.tls)
+        lines.append("log_type error")
+        self.proc = start_broker(kind, conf, lines, [self.plain, self.tls])
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_broker(self.proc)
 
 
 def s_time(port, pki, seconds, reuse, version):
