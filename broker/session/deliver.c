@@ -240,6 +240,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
             return DELIVER_DROPPED;
         }
         rc = DELIVER_OVER; /* keep it, and hold the publisher back */
+        s->over_bound = true;
     }
     struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
     if (s->q_tail)
@@ -278,7 +279,12 @@ session_pump(struct session *s)
         if (e->qos > 0 && s->ninflight >= lim) break; /* order kept: wait for acks */
         send_entry(s, queue_pop(s));
     }
-    if (s->b->npaused && queue_is_low(s)) broker_release_publishers(s->b);
+    /* only the subscriber that held the publishers lets them go: a publisher's own
+     * output draining says nothing about the queue that stopped it */
+    if (s->over_bound && queue_is_low(s)) {
+        s->over_bound = false;
+        if (s->b->npaused) broker_release_publishers(s->b);
+    }
 }
 
 void

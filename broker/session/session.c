@@ -112,6 +112,10 @@ session_arm_expiry(struct session *s)
 static void
 reset_connection_state(struct session *s)
 {
+    if (s->over_bound) { /* offline sessions refuse instead of holding publishers */
+        s->over_bound = false;
+        if (s->b->npaused) broker_release_publishers(s->b);
+    }
     if (s->alias_in) {
         for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) free(s->alias_in[i]);
         free(s->alias_in);

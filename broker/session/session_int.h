@@ -134,6 +134,7 @@ struct session {
     struct qentry *q_head, *q_tail;
     uint32_t nqueued;
     uint64_t qbytes;
+    bool over_bound; /* its queue passed the bound: publishers are held until it drains */
     struct qentry *if_head, *if_tail;
     uint32_t ninflight;
     uint16_t next_pid;

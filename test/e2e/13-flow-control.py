@@ -84,3 +84,48 @@ def test_non_reading_subscriber_bounded_memory(b):
     limit = 60 * 1024 if not os.environ.get("LUNAMQ_SAN") else 400 * 1024
     assert grown < limit, "broker grew by %d kB" % grown
     assert b.proc.poll() is None
+
+
+@conf("max_queued_messages 50")
+def test_qos1_to_deaf_subscriber_holds_the_publisher(b):
+    # A QoS 1 subscriber that never reads: once its queue is at the bound the publisher
+    # is held (no more PUBACKs), however often the publisher's own output drains.
+    import socket
+    sub = connected(b.port, "deaf")
+    sub.subscribe(1, [("hold/#", 1)])
+    sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pub = connected(b.port, "flooder")
+    payload = b"x" * 20000
+    total = 2000  # 40 MB if nothing held it back
+    acks = [0]
+    stop = threading.Event()
+
+    def count_acks():
+        while not stop.is_set():
+            p = pub.recv(0.2)
+            if p is not None and p.type == PUBACK:
+                acks[0] += 1
+
+    t = threading.Thread(target=count_acks)
+    t.start()
+    before = rss_kb(b.proc.pid)
+    pub.sock.setblocking(False)
+    sent = 0
+    end = time.time() + 4
+    while sent < total and time.time() < end:
+        pkt = bytes([0x32]) + __import__("mqttraw").varint(2 + 6 + 2 + 1 + len(payload)) + \
+            b"\x00\x06hold/x" + (sent % 60000 + 1).to_bytes(2, "big") + b"\x00" + payload
+        try:
+            pub.sock.sendall(pkt)
+            sent += 1
+        except (BlockingIOError, socket.timeout):
+            time.sleep(0.01)  # the broker stopped reading us: held
+    time.sleep(0.5)
+    stop.set()
+    t.join(5)
+    grown = rss_kb(b.proc.pid) - before
+    print("  sent %d, acknowledged %d, broker grew %d kB" % (sent, acks[0], grown))
+    # queue bound 50 + in flight 20 + what the kernel and the 256 KiB output buffer hold
+    assert acks[0] < 600, acks[0]
+    limit = 30 * 1024 if not os.environ.get("LUNAMQ_SAN") else 300 * 1024
+    assert grown < limit, "broker grew by %d kB" % grown
