@@ -35,17 +35,17 @@ struct hook {
     bool limits_on; /* off while the state is being built */
     bool running;   /* a call is under way: never re-entered */
 
-    /* the current on_publish call: what `properties` and `client` are made from on
-     * first use, and what the pushed table held (to see that it came back unchanged) */
+    /* the current on_publish call: what the message table's fields are made from on
+     * first read, and the strings made (to see that they came back unchanged) */
     const struct hook_client *client;
     const struct msg *msg;
+    const void *msg_table; /* the table pushed for it */
     const char *pushed_topic, *pushed_payload;
-    lua_Integer msg_qos;
-    bool msg_retain;
-    int ref_msg_meta; /* metatable of message tables (lazy fields) */
+    int ref_msg_meta; /* metatable of message tables */
 
     struct hook_stats *stats; /* owned by its slot: survives reloads */
     uint64_t last_error_log_ms, errors_unlogged;
+    unsigned untimed; /* calls since the last timed one */
 };
 
 /* A file of the scripts directory and the hook version running for it. */
@@ -80,8 +80,10 @@ struct hook *sandbox_load(struct hooks *hs, const char *name, const char *path, 
 void sandbox_close(struct hook *h);
 /* Call the function under the arguments on the stack (function first) with the
  * budget armed. On error, logs and counts it and leaves what was below the function;
- * else the nres results. */
-int sandbox_call(struct hook *h, int nargs, int nres, const char *what);
+ * else the nres results. One call in `sample` is timed and counts for `sample` calls
+ * in the hook's time figures: reading the clock twice would cost a pass-through
+ * on_publish about as much as the call itself. */
+int sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *what);
 
 static inline struct hook *
 hook_of(lua_State *L)
@@ -91,13 +93,14 @@ hook_of(lua_State *L)
 
 /* message.c: messages to and from Lua tables */
 void message_setup(struct hook *h); /* once per state */
-/* Push the table for m; `properties` and `client` are filled in on first use, from
- * h->msg and h->client, while the call lasts. */
-void message_push(struct hook *h, const struct msg *m);
-/* After the call: the table at idx no longer fills in fields. */
-void message_seal(struct hook *h, int idx);
-/* Is the table at ret the pushed one (at pushed) with nothing changed in it? */
-bool message_unchanged(struct hook *h, int ret, int pushed);
+/* Push the table for m published by cl: empty, each field made on its first read
+ * while the call lasts. */
+void message_push(struct hook *h, const struct msg *m, const struct hook_client *cl);
+/* After the call: the table keeps the fields that were read; reading another one is
+ * an error. */
+void message_seal(struct hook *h);
+/* Is the table at ret the one pushed for m (at pushed) with nothing changed in it? */
+bool message_unchanged(struct hook *h, const struct msg *m, int ret, int pushed);
 /* The message described by the table at idx; fields it lacks come from def. NULL with
  * a reason in err when the table is not a valid message. */
 struct msg *message_from_table(lua_State *L, int idx, const struct msg *def, char *err,

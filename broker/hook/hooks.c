@@ -25,8 +25,9 @@
 #include "msg.h"
 #include "topic.h"
 
-#define MAX_DEPTH 8   /* broker.publish from a hook's call, and so on */
-#define RESCAN_MS 100 /* after a file event, let the writer finish */
+#define MAX_DEPTH   8   /* broker.publish from a hook's call, and so on */
+#define RESCAN_MS   100 /* after a file event, let the writer finish */
+#define TIME_SAMPLE 16  /* on_publish calls per timed one */
 
 /* ---- index: topic filter -> hook ---- */
 
@@ -102,9 +103,15 @@ chain_free(struct chain *c)
 static void
 verdict_add(struct hook_verdict *v, struct msg *m)
 {
-    if (v->n == v->cap) {
-        v->cap = v->cap ? v->cap * 2 : 4;
-        v->out = lq_xrealloc(v->out, v->cap * sizeof(*v->out));
+    if (!v->out) {
+        v->out = v->inline_out;
+        v->cap = sizeof(v->inline_out) / sizeof(v->inline_out[0]);
+    } else if (v->n == v->cap) {
+        struct msg **out = lq_xmalloc(2 * v->cap * sizeof(*out));
+        memcpy(out, v->out, v->n * sizeof(*out));
+        if (v->out != v->inline_out) free(v->out);
+        v->out = out;
+        v->cap *= 2;
     }
     v->out[v->n++] = m;
 }
@@ -113,8 +120,10 @@ void
 hook_verdict_clear(struct hook_verdict *v)
 {
     for (size_t i = 0; i < v->n; i++) msg_unref(v->out[i]);
-    free(v->out);
-    memset(v, 0, sizeof(*v));
+    if (v->out != v->inline_out) free(v->out);
+    v->out = NULL;
+    v->n = v->cap = 0;
+    v->refuse = 0;
 }
 
 /* A hook's output to pass on: a changed message, or the original when unchanged. */
@@ -163,15 +172,11 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
     struct hooks *hs = h->hs;
     lua_State *L = h->L;
     h->stats->calls++;
-    message_push(h, m); /* stack: msg table (kept at 1), on_publish, msg table */
+    message_push(h, m, cl); /* stack: msg table (kept at 1), on_publish, msg table */
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_on_publish);
     lua_pushvalue(L, 1);
-    h->client = cl;
-    h->msg = m;
-    int rc = sandbox_call(h, 1, 2, "on_publish");
-    h->client = NULL;
-    h->msg = NULL;
-    message_seal(h, 1);
+    int rc = sandbox_call(h, 1, 2, TIME_SAMPLE, "on_publish");
+    message_seal(h);
     if (rc != LUA_OK) { /* logged and counted */
         lua_settop(L, 0);
         if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
@@ -194,15 +199,15 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
         if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
         return;
     }
-    if (message_unchanged(h, 2, 1)) { /* the common case costs no copy */
+    if (message_unchanged(h, m, 2, 1)) { /* the common case costs no copy */
         lua_settop(L, 0);
         h->stats->passed++;
         run_chain(hs, m, cl, c, i + 1, v);
         return;
     }
-    lua_getfield(L, 2, "topic");
-    bool single = !lua_isnil(L, -1);
-    lua_pop(L, 1);
+    lua_pushliteral(L, "topic"); /* raw reads: the message table is sealed */
+    bool single = lua_rawequal(L, 2, 1) || lua_rawget(L, 2) != LUA_TNIL;
+    lua_settop(L, 2);
     if (single) {
         bool changed = false;
         struct msg *out = output(h, 2, m, &changed);
@@ -220,11 +225,11 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
         return;
     }
     /* a list: fan out (an empty list drops) */
-    lua_Integer n = luaL_len(L, 2);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     size_t made = 0;
     struct msg **outs = n > 0 ? lq_xcalloc((size_t)n, sizeof(*outs)) : NULL;
     for (lua_Integer k = 1; k <= n; k++) {
-        lua_geti(L, 2, k);
+        lua_rawgeti(L, 2, k);
         bool changed;
         struct msg *out = output(h, -1, m, &changed);
         lua_pop(L, 1);
@@ -290,7 +295,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     struct hook *h = arg;
     h->stats->timer_calls++;
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->ref_on_timer);
-    if (sandbox_call(h, 0, 0, "on_timer") == LUA_OK) lua_settop(h->L, 0);
+    if (sandbox_call(h, 0, 0, 1, "on_timer") == LUA_OK) lua_settop(h->L, 0);
 }
 
 static void
@@ -298,7 +303,7 @@ start(struct hooks *hs, struct hook *h)
 {
     if (h->ref_on_load != LUA_NOREF) { /* a failure is logged; the hook still runs */
         lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->ref_on_load);
-        if (sandbox_call(h, 0, 0, "on_load") == LUA_OK) lua_settop(h->L, 0);
+        if (sandbox_call(h, 0, 0, 1, "on_load") == LUA_OK) lua_settop(h->L, 0);
     }
     if (h->interval > 0 && hs->base) {
         h->timer = event_new(hs->base, -1, EV_PERSIST, timer_cb, h);
@@ -314,7 +319,7 @@ stop(struct hook *h)
     if (h->timer) event_del(h->timer);
     if (h->ref_on_unload != LUA_NOREF) {
         lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->ref_on_unload);
-        if (sandbox_call(h, 0, 0, "on_unload") == LUA_OK) lua_settop(h->L, 0);
+        if (sandbox_call(h, 0, 0, 1, "on_unload") == LUA_OK) lua_settop(h->L, 0);
     }
     sandbox_close(h);
 }

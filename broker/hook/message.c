@@ -96,83 +96,161 @@ push_client(lua_State *L, const struct hook_client *cl)
     }
 }
 
+/* The table a hook gets is empty: each field is made on its first read during the
+ * call (most hooks read one or two, a pass-through none) and then stays in the table.
+ * After the call the message may be gone, so reading a field that was never read is
+ * an error, not a nil the script would take for an absent field. */
+enum field { F_TOPIC, F_PAYLOAD, F_QOS, F_RETAIN, F_PROPERTIES, F_CLIENT, F_NONE };
+static const char *const names[] = {"topic", "payload", "qos", "retain", "properties", "client"};
+
+static enum field
+field_of(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TSTRING) return F_NONE;
+    const char *k = lua_tostring(L, idx);
+    for (int f = 0; f < F_NONE; f++)
+        if (strcmp(k, names[f]) == 0) return (enum field)f;
+    return F_NONE;
+}
+
+static void
+push_field(struct hook *h, enum field f)
+{
+    lua_State *L = h->L;
+    const struct msg *m = h->msg;
+    switch (f) {
+    case F_TOPIC:
+        lua_pushlstring(L, m->topic, m->topic_len);
+        h->pushed_topic = lua_tostring(L, -1);
+        break;
+    case F_PAYLOAD:
+        lua_pushlstring(L, (const char *)m->payload, m->payload_len);
+        h->pushed_payload = lua_tostring(L, -1);
+        break;
+    case F_QOS: lua_pushinteger(L, m->qos); break;
+    case F_RETAIN: lua_pushboolean(L, m->retain); break;
+    case F_PROPERTIES: push_properties(L, m); break;
+    case F_CLIENT: push_client(L, h->client); break;
+    case F_NONE: lua_pushnil(L); break;
+    }
+}
+
+/* Is the table at idx the one of the call under way? A table kept from an earlier
+ * call has the same metatable but its message may be gone. */
+static bool
+is_live(struct hook *h, int idx)
+{
+    return h->msg && lua_topointer(h->L, idx) == h->msg_table;
+}
+
 static int
-lazy_index(lua_State *L)
+stale(lua_State *L)
+{
+    return luaL_error(L,
+                      "message field '%s' was not read during on_publish: a message's fields "
+                      "exist only while on_publish runs (read what you keep there)",
+                      lua_tostring(L, 2));
+}
+
+static int
+msg_index(lua_State *L)
 {
     struct hook *h = hook_of(L);
-    const char *k = lua_tostring(L, 2);
-    if (!k || !h->msg) return 0;
-    if (strcmp(k, "properties") == 0)
-        push_properties(L, h->msg);
-    else if (strcmp(k, "client") == 0)
-        push_client(L, h->client);
-    else
-        return 0;
+    enum field f = field_of(L, 2);
+    if (f == F_NONE) return 0;
+    if (!is_live(h, 1)) return stale(L);
+    push_field(h, f);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1); /* made once per call */
     return 1;
 }
 
+/* pairs(msg) sees every field, read or not */
+static int
+msg_pairs(lua_State *L)
+{
+    if (is_live(hook_of(L), 1))
+        for (int f = 0; f < F_NONE; f++) {
+            lua_getfield(L, 1, names[f]); /* fills it in */
+            lua_pop(L, 1);
+        }
+    lua_getglobal(L, "next");
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
 void
 message_setup(struct hook *h)
 {
     lua_State *L = h->L;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, lazy_index);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, msg_index);
     lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, msg_pairs);
+    lua_setfield(L, -2, "__pairs");
     h->ref_msg_meta = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 void
-message_push(struct hook *h, const struct msg *m)
+message_push(struct hook *h, const struct msg *m, const struct hook_client *cl)
 {
     lua_State *L = h->L;
-    lua_createtable(L, 0, 6);
-    lua_pushlstring(L, m->topic, m->topic_len);
-    h->pushed_topic = lua_tostring(L, -1);
-    lua_setfield(L, -2, "topic");
-    lua_pushlstring(L, (const char *)m->payload, m->payload_len);
-    h->pushed_payload = lua_tostring(L, -1);
-    lua_setfield(L, -2, "payload");
-    lua_pushinteger(L, m->qos);
-    lua_setfield(L, -2, "qos");
-    lua_pushboolean(L, m->retain);
-    lua_setfield(L, -2, "retain");
-    h->msg_qos = m->qos;
-    h->msg_retain = m->retain;
+    lua_createtable(L, 0, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_msg_meta);
     lua_setmetatable(L, -2);
+    h->msg = m;
+    h->client = cl;
+    h->msg_table = lua_topointer(L, -1);
+    h->pushed_topic = h->pushed_payload = NULL;
 }
 
 void
-message_seal(struct hook *h, int idx)
+message_seal(struct hook *h)
 {
-    lua_pushnil(h->L);
-    lua_setmetatable(h->L, idx);
+    h->msg = NULL;
+    h->client = NULL;
+    h->msg_table = NULL;
 }
 
 bool
-message_unchanged(struct hook *h, int ret, int pushed)
+message_unchanged(struct hook *h, const struct msg *m, int ret, int pushed)
 {
     lua_State *L = h->L;
     if (!lua_rawequal(L, ret, pushed)) return false;
     bool same = true;
-    lua_getfield(L, ret, "properties"); /* sealed: no metatable, a raw read */
-    same = lua_isnil(L, -1);            /* never looked at, so never changed */
-    lua_getfield(L, ret, "topic");
-    same = same && lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1) == h->pushed_topic;
-    lua_getfield(L, ret, "payload");
-    same = same && lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1) == h->pushed_payload;
-    lua_getfield(L, ret, "qos");
-    same = same && lua_isinteger(L, -1) && lua_tointeger(L, -1) == h->msg_qos;
-    lua_getfield(L, ret, "retain");
-    same = same && lua_isboolean(L, -1) && lua_toboolean(L, -1) == h->msg_retain;
-    lua_pop(L, 5);
+    lua_pushnil(L);
+    while (same && lua_next(L, ret)) { /* only the fields the hook read or set */
+        switch (field_of(L, -2)) {
+        case F_TOPIC:
+            same = lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1) == h->pushed_topic;
+            break;
+        case F_PAYLOAD:
+            same = lua_type(L, -1) == LUA_TSTRING && lua_tostring(L, -1) == h->pushed_payload;
+            break;
+        case F_QOS: same = lua_isinteger(L, -1) && lua_tointeger(L, -1) == m->qos; break;
+        case F_RETAIN: same = lua_isboolean(L, -1) && lua_toboolean(L, -1) == m->retain; break;
+        case F_PROPERTIES: same = false; break; /* may have been changed in place */
+        case F_CLIENT:
+        case F_NONE: break; /* not part of what is routed */
+        }
+        lua_pop(L, 1);
+    }
+    if (!same) lua_pop(L, 1); /* the key lua_next left */
     return same;
 }
 
 /* ---- back from Lua ---- */
+
+/* Tables are read raw: a message table's metatable must not run after its call. */
+static int
+rawfield(lua_State *L, int idx, const char *k)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushstring(L, k);
+    return lua_rawget(L, idx);
+}
 
 struct builder {
     lua_State *L;
@@ -196,7 +274,7 @@ fail(struct builder *b, const char *fmt, ...)
 static bool
 utf8_field(struct builder *b, int idx, const char *k, struct lq_bytes *out, bool *present)
 {
-    lua_getfield(b->L, idx, k);
+    rawfield(b->L, idx, k);
     *present = !lua_isnil(b->L, -1);
     if (*present) {
         if (lua_type(b->L, -1) != LUA_TSTRING) return fail(b, "'%s' is not a string", k);
@@ -225,18 +303,18 @@ static bool
 user_list(struct builder *b, int idx, struct mqtt_props *p)
 {
     lua_State *L = b->L;
-    lua_getfield(L, idx, "user");
+    rawfield(L, idx, "user");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return true;
     }
     if (!lua_istable(L, -1)) return fail(b, "'%s' must be a list of {name, value}", "user");
-    lua_Integer n = luaL_len(L, -1);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, -1, i);
+        lua_rawgeti(L, -1, i);
         if (!lua_istable(L, -1)) return fail(b, "'%s' must be a list of {name, value}", "user");
         for (int j = 1; j <= 2; j++) {
-            lua_geti(L, -1, j);
+            lua_rawgeti(L, -1, j);
             size_t len;
             const char *s = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
                                 ? lua_tolstring(L, -1, &len)
@@ -272,7 +350,7 @@ properties(struct builder *b, int idx, struct mqtt_props *p, bool *has_expiry, u
             return fail(b, "'%s' is not a valid topic name", "response_topic");
         p->present |= MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC);
     }
-    lua_getfield(L, idx, "correlation_data");
+    rawfield(L, idx, "correlation_data");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             return fail(b, "'%s' is not a string", "correlation_data");
@@ -283,7 +361,7 @@ properties(struct builder *b, int idx, struct mqtt_props *p, bool *has_expiry, u
         p->present |= MQTT_PBIT(MQTT_PROP_CORRELATION_DATA);
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "payload_format");
+    rawfield(L, idx, "payload_format");
     if (!lua_isnil(L, -1)) {
         int ok;
         lua_Integer v = lua_tointegerx(L, -1, &ok);
@@ -292,7 +370,7 @@ properties(struct builder *b, int idx, struct mqtt_props *p, bool *has_expiry, u
         p->present |= MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT);
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "message_expiry");
+    rawfield(L, idx, "message_expiry");
     if (!lua_isnil(L, -1)) {
         int ok;
         lua_Integer v = lua_tointegerx(L, -1, &ok);
@@ -327,7 +405,7 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
                           .has_expiry = def->has_expiry,
                           .expiry_interval = msg_expiry_left(def, lq_now_ms()),
                           .origin = def->origin};
-    lua_getfield(L, idx, "topic");
+    rawfield(L, idx, "topic");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING) {
             fail(&b, "%s", "'topic' is not a string");
@@ -340,7 +418,7 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         fail(&b, "'%s' is not a valid topic name", "topic");
         goto out;
     }
-    lua_getfield(L, idx, "payload");
+    rawfield(L, idx, "payload");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
             fail(&b, "%s", "'payload' is not a string");
@@ -349,7 +427,7 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         const char *s = lua_tolstring(L, -1, &in.payload_len);
         in.payload = (const uint8_t *)s;
     }
-    lua_getfield(L, idx, "qos");
+    rawfield(L, idx, "qos");
     if (!lua_isnil(L, -1)) {
         int ok;
         lua_Integer q = lua_tointegerx(L, -1, &ok);
@@ -359,9 +437,9 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         }
         in.qos = (uint8_t)q;
     }
-    lua_getfield(L, idx, "retain");
+    rawfield(L, idx, "retain");
     if (!lua_isnil(L, -1)) in.retain = lua_toboolean(L, -1);
-    lua_getfield(L, idx, "properties");
+    rawfield(L, idx, "properties");
     uint8_t *blob = NULL;
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1)) {

@@ -202,6 +202,59 @@ end}''')
     assert msgs[0].props[USER_PROPERTY] == [("k", "v")]
 
 
+def test_message_fields_made_on_read(b):
+    """The message table fills a field on its first read: a hook that only changes the
+    payload keeps the original topic, QoS and properties; pairs() sees every field; the
+    untouched message returned inside a list is the original."""
+    install(b, "10-lazy.lua", '''
+return {topics = {"lz/#"}, on_publish = function(m)
+  if m.payload == "pairs" then
+    local keys = {}
+    for k in pairs(m) do keys[#keys + 1] = k end
+    table.sort(keys)
+    return {topic = "lz/out", payload = table.concat(keys, ",")}
+  end
+  if m.payload == "list" then return {m} end
+  m.payload = "changed"
+  return m
+end}''')
+    s = sub(b, "lz/#", qos=1)
+    p = connected(b.port, "p")
+    p.publish("lz/a", b"x", qos=1, pid=1, properties=[(USER_PROPERTY, ("k", "v"))])
+    assert p.expect(PUBACK).rc == 0
+    m = got(s, 1)[0]
+    assert (m.topic, m.payload, m.qos) == ("lz/a", b"changed", 1)
+    assert m.props[USER_PROPERTY] == [("k", "v")]
+    assert pub_ack(p, "lz/b", "pairs", 2) == 0
+    assert got(s, 1)[0].payload == b"client,payload,properties,qos,retain,topic"
+    assert pub_ack(p, "lz/c", "list", 3) == 0
+    m = got(s, 1)[0]
+    assert (m.topic, m.payload) == ("lz/c", b"list")
+
+
+def test_kept_message_has_the_fields_read_and_says_so_for_others(b):
+    """A table kept after on_publish holds what the hook read; reading a field it never
+    read is an error with a clear message (counted), not a silent nil."""
+    install(b, "10-keep.lua", '''
+local kept
+return {topics = {"kp/#"}, on_publish = function(m)
+  if m.payload == "report" then
+    local ok, err = pcall(function() return kept.qos end)
+    return {topic = "kp/out", payload = kept.payload .. "|" .. tostring(ok) .. "|" .. err}
+  end
+  local _ = m.payload
+  kept = m
+  return m
+end}''')
+    s = sub(b, "kp/out")
+    p = connected(b.port, "p")
+    assert pub_ack(p, "kp/1", "first", 1) == 0
+    assert pub_ack(p, "kp/1", "report", 2) == 0
+    out = got(s, 1)[0].payload.decode()
+    assert out.startswith("first|false|"), out
+    assert "'qos' was not read during on_publish" in out, out
+
+
 def test_drop_and_refuse_codes(b):
     install(b, "10-gate.lua", '''
 return {topics = {"g/#"}, on_publish = function(m)
