@@ -32,8 +32,13 @@ struct hook {
     size_t mem, mem_limit;
     uint64_t steps, step_limit;
     enum hook_abort abort;
-    bool limits_on; /* off while the state is being built */
-    bool running;   /* a call is under way: never re-entered */
+    struct {
+        void *ptr;
+        size_t size; /* 0: none */
+    } refused;       /* the last request the cap refused, until the next one */
+    bool limits_on;  /* off while the state is being built */
+    bool gc_tight;   /* the collector runs continuously: the state is past half its cap */
+    bool running;    /* a call is under way: never re-entered */
 
     /* the current on_publish call: what the message table's fields are made from on
      * first read, and the strings made (to see that they came back unchanged) */

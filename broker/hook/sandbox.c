@@ -26,6 +26,9 @@
 
 int luaopen_cjson(lua_State *L); /* Debian's lua-cjson */
 
+/* When a request does not fit, Lua runs a full collection and asks again with the same
+ * arguments: only a repeat that still does not fit is an overrun. Otherwise garbage a
+ * hook has not yet collected would count against it. */
 static void *
 limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -36,10 +39,15 @@ limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         h->mem -= osize;
         return NULL;
     }
+    bool retry = h->refused.size && h->refused.ptr == ptr && h->refused.size == nsize;
+    h->refused.size = 0;
     if (nsize > osize && h->limits_on && h->mem + (nsize - osize) > h->mem_limit) {
         h->abort = ABORT_MEMORY;
+        h->refused.ptr = ptr;
+        h->refused.size = nsize;
         return NULL;
     }
+    if (retry && h->abort == ABORT_MEMORY) h->abort = ABORT_NONE; /* the collection made room */
     void *p = realloc(ptr, nsize);
     if (p) h->mem = h->mem - osize + nsize;
     return p;
@@ -407,6 +415,14 @@ sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *w
     h->abort = ABORT_NONE;
     h->mem_limit = h->hs->conf.memory_limit;
     h->step_limit = h->hs->conf.instruction_limit;
+    /* Lua starts a collection when the heap doubles: past half the cap, garbage would
+     * hit the cap first (and lauxlib's buffers fail without the collect-and-retry the
+     * core does), so collect continuously and faster there. */
+    bool tight = h->mem > h->mem_limit / 2;
+    if (tight != h->gc_tight) {
+        lua_gc(L, LUA_GCINC, tight ? 100 : 200, tight ? 400 : 100, 0);
+        h->gc_tight = tight;
+    }
     h->running = true;
     bool timed = ++h->untimed >= sample;
     uint64_t t0 = timed ? now_us() : 0;

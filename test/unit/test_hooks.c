@@ -175,6 +175,30 @@ START_TEST(test_limits_cannot_be_caught)
 }
 END_TEST
 
+/* A hook that keeps over half its memory cap live and makes garbage must not be cut:
+ * when the cap is reached, Lua collects and retries, and only a retry that still does
+ * not fit is a memory overrun. */
+START_TEST(test_garbage_near_the_cap_is_collected_not_cut)
+{
+    setup();
+    write_hook("10-big.lua", "local keep = {}\n"
+                             "for i = 1, 9000 do keep[i] = string.rep('k', 100) .. i end\n"
+                             "return {topics = {'big'}, on_publish = function(m)\n"
+                             "  local s = ''\n"
+                             "  for i = 1, 40 do s = string.rep('g', 1000 * i) end\n"
+                             "  m.payload = #keep .. ' ' .. #s return m end}\n");
+    struct hooks *hs = start(10000000, 2 << 20, true);
+    char first[128];
+    for (int i = 0; i < 50; i++) {
+        ck_assert_uint_eq(run(hs, "big", "x", first, NULL), 1);
+        ck_assert_str_eq(first, "big 9000 40000");
+    }
+    ck_assert_uint_eq(stats_of(hs, "10-big.lua").memory_overruns, 0);
+    ck_assert_uint_eq(stats_of(hs, "10-big.lua").errors, 0);
+    teardown(hs);
+}
+END_TEST
+
 START_TEST(test_chain_and_failed_reload)
 {
     setup();
@@ -213,6 +237,7 @@ suite_hooks(void)
     tcase_add_test(tc, test_counters);
     tcase_add_test(tc, test_limits_cannot_be_caught);
     tcase_add_test(tc, test_chain_and_failed_reload);
+    tcase_add_test(tc, test_garbage_near_the_cap_is_collected_not_cut);
     suite_add_tcase(s, tc);
     return s;
 }
