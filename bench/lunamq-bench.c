@@ -69,8 +69,9 @@ static uint64_t *lat;           /* latency samples, ns */
 static size_t nlat, caplat;
 static uint64_t t_start, t_end;
 static bool running;
-static struct event *pace_ev, *stop_ev;
-static double credit; /* messages the pacer allows now */
+static struct event *pace_ev, *stop_ev, *setup_ev;
+#define SETUP_LIMIT_S 60 /* every client ready by then, or the run is abandoned */
+static double credit;    /* messages the pacer allows now */
 static uint64_t last_pace;
 static struct sockaddr_in target;
 static struct tls_ctx *tls_ctx;
@@ -237,8 +238,21 @@ record_latency(const uint8_t *payload, size_t len)
 }
 
 static void
+setup_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    fprintf(stderr, "lunamq-bench: not every client was ready after %d s: giving up\n",
+            SETUP_LIMIT_S);
+    errors_seen++;
+    event_base_loopexit(base, NULL);
+}
+
+static void
 start_run(void)
 {
+    event_del(setup_ev);
     running = true;
     t_start = now_ns();
     last_pace = t_start;
@@ -587,6 +601,9 @@ main(int argc, char **argv)
     }
     base = event_base_new();
     stop_ev = evtimer_new(base, stop_cb, NULL);
+    setup_ev = evtimer_new(base, setup_cb, NULL);
+    struct timeval setup_limit = {SETUP_LIMIT_S, 0};
+    evtimer_add(setup_ev, &setup_limit);
     pace_ev = event_new(base, -1, EV_PERSIST, pace_cb, NULL);
 
     switch (o.sc) {
@@ -635,6 +652,7 @@ main(int argc, char **argv)
     for (int i = 0; i < nclients; i++) client_close(&clients[i]);
 
     double secs = (double)(t_end - t_start) / 1e9;
+    if (secs <= 0) secs = 1e-9; /* never started: rates of 0 */
     uint64_t expected = o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
     uint64_t arrived = delivered + delivered_late; /* loss counts the grace period too */
     qsort(lat, nlat, sizeof(*lat), cmp_u64);
@@ -675,6 +693,7 @@ main(int argc, char **argv)
     free(clients);
     tls_ctx_unref(tls_ctx);
     event_free(stop_ev);
+    event_free(setup_ev);
     event_free(pace_ev);
     event_base_free(base);
     return errors_seen ? 1 : 0;

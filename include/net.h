@@ -79,6 +79,10 @@ void conn_set_keepalive(struct conn *c, uint64_t ms);
 
 /* Queue bytes for the peer (copied). */
 void conn_write(struct conn *c, const void *p, size_t n);
+/* The same, but written at once when nothing is queued (no buffer is made): for the
+ * lone packets of a connection's life (CONNACK, PINGRESP), where there is nothing to
+ * coalesce with and a buffer per connection would outlive the packet. */
+void conn_write_now(struct conn *c, const void *p, size_t n);
 /* Reserve n contiguous bytes at the end of the output, to be written in place and
  * committed with conn_commit(c, n). */
 uint8_t *conn_reserve(struct conn *c, size_t n);

@@ -4,8 +4,8 @@
  * to the owner; queues output and reports when it drained. Writes are coalesced:
  * the write event fires once the loop is done with this iteration's callbacks, and
  * everything queued by then leaves in one write.
- * Closing is a state change; the free happens from the conn's own timer event,
- * after the output was flushed or the grace period ran out. */
+ * Closing is a state change; the free happens from the listener's reap event once
+ * the output was flushed, or from the deadline wheel when the grace period ran out. */
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -33,24 +33,90 @@ handshaking(const struct conn *c)
     return c->tls && !tls_conn_established(c->tls);
 }
 
-static void
-arm_timer(struct conn *c, uint64_t ms)
+/* The read event lives right after the conn, in the same allocation. */
+#define CONN_SIZE ((sizeof(struct conn) + 15) & ~(size_t)15)
+
+static struct event *
+conn_rev(struct conn *c)
 {
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
+    return (struct event *)(void *)((char *)c + CONN_SIZE);
+}
+
+/* ---- deadlines: the wheel and the reap list ---- */
+
+static void
+unlink_timed(struct conn *c)
+{
+    if (!c->wpprev) return;
+    if (c->wnext) c->wnext->wpprev = c->wpprev;
+    *c->wpprev = c->wnext;
+    c->wnext = NULL;
+    c->wpprev = NULL;
 }
 
 static void
-timer_cb(evutil_socket_t fd, short what, void *arg)
+push_front(struct conn **head, struct conn *c)
+{
+    c->wnext = *head;
+    if (*head) (*head)->wpprev = &c->wnext;
+    *head = c;
+    c->wpprev = head;
+}
+
+static bool
+on_wheel(const struct conn *c)
+{
+    return c->wpprev && c->due_ms;
+}
+
+/* Look at c again at due_ms (0: never). Activity does not move a conn: when its
+ * slot comes round, a deadline that moved puts it back further on. */
+static void
+wheel_put(struct conn *c, uint64_t due_ms)
+{
+    struct listener *l = c->l;
+    if (on_wheel(c)) l->nwheel--;
+    unlink_timed(c);
+    c->due_ms = due_ms;
+    if (!due_ms) return;
+    uint64_t t = due_ms / WHEEL_TICK_MS;
+    if (t <= l->last_tick) t = l->last_tick + 1;
+    push_front(&l->wheel[t % WHEEL_SLOTS], c);
+    l->nwheel++;
+    if (!evtimer_pending(l->tick, NULL)) {
+        struct timeval tv = {0, WHEEL_TICK_MS * 1000};
+        evtimer_add(l->tick, &tv);
+    }
+}
+
+/* Free c once the callbacks of this loop iteration are done with it. */
+static void
+reap_soon(struct conn *c)
+{
+    if (on_wheel(c)) c->l->nwheel--;
+    unlink_timed(c);
+    c->due_ms = 0;
+    push_front(&c->l->reap, c);
+    event_active(c->l->reap_ev, EV_TIMEOUT, 0);
+}
+
+static void
+reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct conn *c = arg;
-    if (c->closing) { /* flushed, or out of time */
+    struct listener *l = arg;
+    while (l->reap) conn_free(l->reap); /* conn_free unlinks it */
+}
+
+/* c's deadline passed: the close grace, the TLS handshake or the keep-alive. */
+static void
+conn_due(struct conn *c, uint64_t now)
+{
+    if (c->closing) { /* out of time to flush */
         conn_free(c);
         return;
     }
-    uint64_t now = lq_now_ms();
     if (handshaking(c)) {
         if (now >= c->hs_deadline_ms) {
             lq_log(LQ_LOG_NOTICE, "%s: TLS handshake not finished in time: closing", c->peer);
@@ -58,16 +124,68 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
             c->l->ops->on_lost(c, "TLS handshake timeout", c->l->ud);
             return;
         }
-        arm_timer(c, c->hs_deadline_ms - now);
+        wheel_put(c, c->hs_deadline_ms);
         return;
     }
     if (!c->keepalive_ms) return;
-    uint64_t idle = now - c->last_rx_ms;
-    if (idle >= c->keepalive_ms) {
+    if (now - c->last_rx_ms >= c->keepalive_ms) {
         c->l->ops->on_keepalive(c, c->l->ud);
         return;
     }
-    arm_timer(c, c->keepalive_ms - idle);
+    wheel_put(c, c->last_rx_ms + c->keepalive_ms);
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listener *l = arg;
+    uint64_t now = lq_now_ms(), t = now / WHEEL_TICK_MS;
+    uint64_t from = l->last_tick + 1;
+    if (t - l->last_tick > WHEEL_SLOTS) from = t - WHEEL_SLOTS + 1; /* a whole turn late */
+    l->last_tick = t; /* conns put back now go to later slots */
+    for (uint64_t k = from; k <= t; k++) {
+        struct conn *due = NULL; /* the slot, taken whole: handlers may re-slot */
+        struct conn **slot = &l->wheel[k % WHEEL_SLOTS];
+        while (*slot) {
+            struct conn *c = *slot;
+            unlink_timed(c);
+            push_front(&due, c);
+        }
+        while (due) {
+            struct conn *c = due;
+            unlink_timed(c);
+            l->nwheel--;
+            if (c->due_ms > now) {
+                wheel_put(c, c->due_ms); /* a later turn of the wheel */
+                continue;
+            }
+            c->due_ms = 0;
+            conn_due(c, now);
+        }
+    }
+    if (l->nwheel && !evtimer_pending(l->tick, NULL)) {
+        struct timeval tv = {0, WHEEL_TICK_MS * 1000};
+        evtimer_add(l->tick, &tv);
+    }
+}
+
+bool
+conns_init(struct listener *l)
+{
+    l->last_tick = lq_now_ms() / WHEEL_TICK_MS;
+    l->tick = evtimer_new(l->base, tick_cb, l);
+    l->reap_ev = event_new(l->base, -1, 0, reap_cb, l);
+    return l->tick && l->reap_ev;
+}
+
+void
+conns_fini(struct listener *l)
+{
+    while (l->conns) conn_free(l->conns);
+    if (l->tick) event_free(l->tick);
+    if (l->reap_ev) event_free(l->reap_ev);
 }
 
 /* Buffers come and go with traffic: an idle connection holds none. The listener
@@ -220,7 +338,7 @@ static void
 lost(struct conn *c, const char *why)
 {
     if (c->closing) { /* nothing more will be flushed */
-        event_active(c->timer, EV_TIMEOUT, 0);
+        reap_soon(c);
         return;
     }
     conn_close(c);
@@ -313,7 +431,7 @@ on_writable(evutil_socket_t fd, short what, void *arg)
         if (!c->tls && c->out) buf_put(c->l, &c->out);
     }
     if (c->closing) {
-        if (left == 0) event_active(c->timer, EV_TIMEOUT, 0);
+        if (left == 0) reap_soon(c);
         return;
     }
     if (left <= OUT_LOW) c->l->ops->on_drain(c, c->l->ud);
@@ -323,49 +441,53 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 static void
 conn_free_unlinked(struct conn *c)
 {
+    if (on_wheel(c)) c->l->nwheel--;
+    unlink_timed(c);
     tls_conn_free(c->tls);
     if (c->tls_in) evbuffer_free(c->tls_in);
     if (c->tls_out) evbuffer_free(c->tls_out);
     if (c->flush_ev) event_free(c->flush_ev);
-    if (c->rev) event_free(c->rev);
+    if (event_initialized(conn_rev(c))) event_del(conn_rev(c));
     if (c->wev) event_free(c->wev);
     if (c->in) evbuffer_free(c->in);
     if (c->out) evbuffer_free(c->out);
-    if (c->timer) event_free(c->timer);
     evutil_closesocket(c->fd);
+    free(c->peer);
     free(c);
+}
+
+static char *
+peer_name(const struct sockaddr *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "?", out[INET6_ADDRSTRLEN + 16];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
+        snprintf(out, sizeof(out), "%s:%u", ip, ntohs(in4->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, sizeof(out), "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, sizeof(out), "unix");
+    }
+    return lq_xstrdup(out);
 }
 
 struct conn *
 conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen)
 {
     (void)salen;
-    struct conn *c = lq_xcalloc(1, sizeof(*c));
+    struct conn *c = lq_xcalloc(1, CONN_SIZE + event_get_struct_event_size());
     c->l = l;
+    c->fd = fd;
     c->max_packet = UINT32_MAX;
     c->last_rx_ms = lq_now_ms();
+    c->peer = peer_name(sa);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* latency over batching */
     evutil_make_socket_nonblocking(fd);
-    char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
-        inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
-        port = ntohs(in4->sin_port);
-        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        port = ntohs(in6->sin6_port);
-        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, port);
-    } else {
-        snprintf(c->peer, sizeof(c->peer), "unix");
-    }
-    c->fd = fd;
-    c->rev = event_new(l->base, fd, EV_READ | EV_PERSIST, on_readable, c);
-    c->timer = evtimer_new(l->base, timer_cb, c);
-    if (!c->rev || !c->timer) {
+    if (event_assign(conn_rev(c), l->base, fd, EV_READ | EV_PERSIST, on_readable, c) < 0) {
         lq_log(LQ_LOG_ERR, "%s: cannot set up connection", c->peer);
         conn_free_unlinked(c);
         return NULL;
@@ -385,9 +507,9 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
             return NULL;
         }
         c->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
-        arm_timer(c, tls_ctx_handshake_timeout_ms(l->tls));
+        wheel_put(c, c->hs_deadline_ms);
     }
-    event_add(c->rev, NULL);
+    event_add(conn_rev(c), NULL);
 
     c->next = l->conns;
     if (l->conns) l->conns->prev = c;
@@ -440,11 +562,7 @@ conn_set_keepalive(struct conn *c, uint64_t ms)
     c->keepalive_ms = ms;
     if (c->closing) return;
     if (handshaking(c)) return; /* the handshake deadline comes first; re-armed after it */
-    if (!ms) {
-        evtimer_del(c->timer);
-        return;
-    }
-    arm_timer(c, ms);
+    wheel_put(c, ms ? lq_now_ms() + ms : 0);
 }
 
 void
@@ -457,18 +575,31 @@ conn_write(struct conn *c, const void *p, size_t n)
     want_write(c);
 }
 
+void
+conn_write_now(struct conn *c, const void *p, size_t n)
+{
+    if (c->tls || c->closing || out_len(c)) {
+        conn_write(c, p, n);
+        return;
+    }
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) w = 0; /* a real error shows on the next read */
+    c->bytes_out += (size_t)w;
+    if ((size_t)w < n) conn_write(c, (const uint8_t *)p + w, n - (size_t)w);
+}
+
 uint8_t *
 conn_reserve(struct conn *c, size_t n)
 {
-    if (evbuffer_reserve_space(outbuf(c), (ssize_t)n, &c->resv, 1) != 1) return NULL;
-    return c->resv.iov_base;
+    if (evbuffer_reserve_space(outbuf(c), (ssize_t)n, &c->l->resv, 1) != 1) return NULL;
+    return c->l->resv.iov_base;
 }
 
 void
 conn_commit(struct conn *c, size_t n)
 {
-    c->resv.iov_len = n;
-    evbuffer_commit_space(outbuf(c), &c->resv, 1);
+    c->l->resv.iov_len = n;
+    evbuffer_commit_space(outbuf(c), &c->l->resv, 1);
     c->bytes_out += n;
     queued(c);
     want_write(c);
@@ -519,7 +650,7 @@ conn_pause(struct conn *c)
 {
     if (c->paused) return;
     c->paused = true;
-    event_del(c->rev);
+    event_del(conn_rev(c));
 }
 
 void
@@ -527,10 +658,10 @@ conn_resume(struct conn *c)
 {
     if (!c->paused || c->closing) return;
     c->paused = false;
-    event_add(c->rev, NULL);
+    event_add(conn_rev(c), NULL);
     /* packets already buffered would wait for new bytes: run the reader soon */
     if ((c->in && evbuffer_get_length(c->in)) || (c->tls && evbuffer_get_length(c->tls_in)))
-        event_active(c->rev, EV_READ, 0);
+        event_active(conn_rev(c), EV_READ, 0);
 }
 
 bool
@@ -544,18 +675,17 @@ conn_close(struct conn *c)
 {
     if (c->closing) return; /* already on its way out? */
     c->closing = true;
-    event_del(c->rev);
+    event_del(conn_rev(c));
     if (c->tls) { /* what is queued leaves now, then the close_notify */
         tls_flush(c);
         tls_conn_shutdown(c->tls);
         want_write(c);
     }
     if (out_len(c) == 0) {
-        event_active(c->timer, EV_TIMEOUT, 0);
+        reap_soon(c);
         return;
     }
-    struct timeval tv = {.tv_sec = CLOSE_GRACE_MS / 1000, .tv_usec = 0};
-    evtimer_add(c->timer, &tv);
+    wheel_put(c, lq_now_ms() + CLOSE_GRACE_MS);
 }
 
 bool

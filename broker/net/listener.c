@@ -43,6 +43,10 @@ listener_new(struct event_base *base, const char *host, uint16_t port, struct tl
     l->base = base;
     l->ops = ops;
     l->ud = ud;
+    if (!conns_init(l)) {
+        errno = ENOMEM;
+        goto fail;
+    }
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -81,7 +85,7 @@ void
 listener_free(struct listener *l)
 {
     if (!l) return;
-    while (l->conns) conn_free(l->conns);
+    conns_fini(l);
     while (l->nspare) evbuffer_free(l->spare[--l->nspare]);
     while (l->nspare_wev) event_free(l->spare_wev[--l->nspare_wev]);
     if (l->evl) evconnlistener_free(l->evl);

@@ -8,6 +8,13 @@
 
 #include "net.h"
 
+/* Connection deadlines (keep-alive, TLS handshake, close grace) sit on a wheel of
+ * WHEEL_SLOTS slots of WHEEL_TICK_MS instead of a timer event each: an idle
+ * connection costs two pointers, not an event. A conn is on at most one list: a
+ * wheel slot, the reap list (freed at the end of this loop iteration), or none. */
+#define WHEEL_TICK_MS 100
+#define WHEEL_SLOTS   1024
+
 struct listener {
     struct event_base *base;
     struct evconnlistener *evl;
@@ -20,36 +27,46 @@ struct listener {
     struct event *spare_wev[64]; /* likewise write events, re-assigned with event_assign */
     unsigned nspare_wev;
     size_t nconns;
-    struct conn *conns; /* every conn accepted, doubly linked */
+    struct conn *conns;         /* every conn accepted, doubly linked */
+    struct evbuffer_iovec resv; /* conn_reserve .. conn_commit, one at a time */
+
+    struct conn *wheel[WHEEL_SLOTS];
+    size_t nwheel;      /* conns on the wheel */
+    uint64_t last_tick; /* the last tick processed */
+    struct event *tick; /* pending while the wheel holds conns */
+    struct conn *reap;  /* closed and flushed: freed by reap_ev */
+    struct event *reap_ev;
 };
 
-/* No bufferevent: an idle connection should cost little. The socket has a read event;
- * the write event, `in` and `out` exist only while there is something to write or to
- * frame (TLS keeps `in` and `out`: they are its record layer). */
 struct conn {
     struct listener *l;
     evutil_socket_t fd;
-    struct event *rev, *wev;
-    struct evbuffer *in, *out;
-    struct event *timer; /* keep-alive while open; flush grace and reap while closing */
-    struct conn *prev, *next;
-    void *owner;
     uint32_t max_packet;
+    struct event *wev;
+    struct evbuffer *in, *out;
+    struct conn *prev, *next;     /* l->conns */
+    struct conn *wnext, **wpprev; /* a wheel slot or l->reap; wpprev NULL: on neither */
+    uint64_t due_ms;              /* on a wheel slot: when to look at it again */
+    void *owner;
     uint64_t keepalive_ms;
     uint64_t last_rx_ms;
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;
-    struct evbuffer_iovec resv; /* conn_reserve .. conn_commit */
+    bool peer_closed; /* close_notify received */
     /* TLS: in and out carry ciphertext; packets are framed from tls_in and written
      * to tls_out, which flush_ev encrypts once per loop iteration. */
     struct tls_conn *tls;
     struct evbuffer *tls_in, *tls_out;
     struct event *flush_ev;
     uint64_t hs_deadline_ms; /* the handshake must finish by then */
-    bool peer_closed;        /* close_notify received */
-    char peer[64];
+    char *peer;              /* "address:port" */
+    /* the read event follows, in the same allocation (conn_rev) */
 };
+
+/* The listener's wheel and reap list (conn.c); conns_fini frees every conn. */
+bool conns_init(struct listener *l);
+void conns_fini(struct listener *l);
 
 struct conn *conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 void conn_free(struct conn *c);

@@ -137,7 +137,7 @@ dispatch(struct session *s, uint8_t tf, const uint8_t *body, size_t len)
     case MQTT_PINGREQ: {
         if (flags || len) return MQTT_RC_MALFORMED_PACKET;
         uint8_t out[2];
-        conn_write(s->conn, out, mqtt_encode_pingresp(out, sizeof(out)));
+        conn_write_now(s->conn, out, mqtt_encode_pingresp(out, sizeof(out)));
         return MQTT_RC_SUCCESS;
     }
     case MQTT_DISCONNECT: return handle_disconnect(s, flags, body, len);
@@ -340,6 +340,7 @@ broker_free(struct broker *b)
     topic_tree_free(b->subs);
     retain_free(b->retained);
     free(b->paused);
+    free(b->matches);
     if (b->shutdown_ev) event_free(b->shutdown_ev);
     free(b->conf_path);
     conf_fini(&b->conf);

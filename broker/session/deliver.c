@@ -382,18 +382,25 @@ member_is_online(void *owner, void *arg)
 static void
 add_match(struct broker *b, struct session *s, const struct sub_opts *o)
 {
+    struct match *mt;
     if (s->match_gen != b->match_gen) { /* first match of this message? */
+        if (b->nmatches == b->cap_matches) {
+            b->cap_matches = b->cap_matches ? 2 * b->cap_matches : 16;
+            b->matches = lq_xrealloc(b->matches, b->cap_matches * sizeof(*b->matches));
+        }
         s->match_gen = b->match_gen;
-        s->m_qos = o->qos;
-        s->m_retain = o->retain_as_published;
-        s->m_nsub = 0;
-        s->match_next = b->match_list;
-        b->match_list = s;
+        s->match_idx = b->nmatches++;
+        mt = &b->matches[s->match_idx];
+        mt->s = s;
+        mt->qos = o->qos;
+        mt->retain = o->retain_as_published;
+        mt->nsub = 0;
     } else {
-        if (o->qos > s->m_qos) s->m_qos = o->qos;
-        if (o->retain_as_published) s->m_retain = true;
+        mt = &b->matches[s->match_idx];
+        if (o->qos > mt->qos) mt->qos = o->qos;
+        if (o->retain_as_published) mt->retain = true;
     }
-    if (o->sub_id && s->m_nsub < MQTT_MAX_SUB_IDS) s->m_sub_ids[s->m_nsub++] = o->sub_id;
+    if (o->sub_id && mt->nsub < MQTT_MAX_SUB_IDS) mt->sub_ids[mt->nsub++] = o->sub_id;
 }
 
 static void
@@ -419,17 +426,18 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin, str
     memset(r, 0, sizeof(*r));
     struct match_ctx ctx = {b, origin};
     b->match_gen++;
-    b->match_list = NULL;
+    b->nmatches = 0;
     topic_tree_match(b->subs, m->topic, m->topic_len, match_cb, &ctx);
-    for (struct session *s = b->match_list; s; s = s->match_next) {
+    for (uint32_t i = 0; i < b->nmatches; i++) {
+        const struct match *mt = &b->matches[i];
         r->matched++;
-        uint8_t qos = m->qos < s->m_qos ? m->qos : s->m_qos;
+        uint8_t qos = m->qos < mt->qos ? m->qos : mt->qos;
         int rc =
-            session_deliver(s, m, qos, s->m_retain && m->retain, s->m_sub_ids, s->m_nsub, false);
+            session_deliver(mt->s, m, qos, mt->retain && m->retain, mt->sub_ids, mt->nsub, false);
         if (rc == DELIVER_DROPPED && qos > 0) r->quota_exceeded = true;
         if (rc == DELIVER_OVER) r->hold_publisher = true;
     }
-    b->match_list = NULL;
+    b->nmatches = 0;
     if (!r->matched) b->ctr.dropped_no_subscriber++;
 }
 

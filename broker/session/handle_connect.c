@@ -21,7 +21,7 @@ send_connack(struct conn *c, uint8_t version, uint8_t rc, bool present,
     if (props) ca.props = *props;
     uint8_t buf[512];
     size_t n = mqtt_encode_connack(&ca, version, buf, sizeof(buf));
-    if (n <= sizeof(buf)) conn_write(c, buf, n);
+    if (n <= sizeof(buf)) conn_write_now(c, buf, n);
 }
 
 /* Refuse: CONNACK with a failure code, then close [MQTT-3.2.2-6..7]. */

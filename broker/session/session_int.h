@@ -52,8 +52,10 @@ struct broker {
     struct admin *admin;      /* admin socket and statistics */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
-    uint64_t match_gen; /* routing: which sessions this message already met */
-    struct session *match_list;
+    /* routing one message: the sessions it matched, once each (see deliver.c) */
+    uint64_t match_gen;
+    struct match *matches;
+    uint32_t nmatches, cap_matches;
     struct conn **paused; /* publishers held back until subscriber queues drain */
     size_t npaused, cap_paused;
     uint64_t next_auto_id;
@@ -141,13 +143,18 @@ struct session {
     uint16_t *in_pids; /* QoS 2 received, PUBREL awaited */
     uint32_t nin, capin;
 
-    /* routing scratch: valid while match_gen == b->match_gen */
+    /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
     uint64_t match_gen;
-    struct session *match_next;
-    uint8_t m_qos;
-    bool m_retain;
-    uint8_t m_nsub;
-    uint32_t m_sub_ids[MQTT_MAX_SUB_IDS];
+    uint32_t match_idx;
+};
+
+/* A session one message matched: the most generous of its matching subscriptions. */
+struct match {
+    struct session *s;
+    uint8_t qos;
+    bool retain;
+    uint8_t nsub;
+    uint32_t sub_ids[MQTT_MAX_SUB_IDS];
 };
 
 /* broker.c */
