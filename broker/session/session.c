@@ -19,9 +19,9 @@
 struct session *
 session_new(struct broker *b, const char *id, size_t len)
 {
-    struct session *s = lq_xcalloc(1, sizeof(*s));
+    struct session *s = lq_xcalloc(1, sizeof(*s) + len + 1); /* the id follows */
     s->b = b;
-    s->id = lq_xstrndup(id, len);
+    s->id = memcpy((char *)(s + 1), id, len);
     s->id_len = len;
     s->next_pid = 1;
     registry_add(b, s);
@@ -174,7 +174,6 @@ session_end(struct session *s)
     registry_remove(b, s);
     free(s->subs);
     free(s->in_pids);
-    free(s->id);
     free(s->username);
     free(s);
 }

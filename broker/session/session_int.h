@@ -104,7 +104,7 @@ struct will {
 
 struct session {
     struct broker *b;
-    char *id;
+    char *id; /* in the same allocation, after the struct */
     size_t id_len;
     uint32_t hash;
     struct session *hnext;
