@@ -54,6 +54,10 @@ enum tls_status { TLS_OK, TLS_HANDSHAKING, TLS_CLOSED, TLS_FAILED };
 enum tls_status tls_conn_input(struct tls_conn *t, struct evbuffer *plain, char *why, size_t n);
 /* Encrypt and drain all of plain into tx (records of up to 16 KiB). */
 int tls_conn_output(struct tls_conn *t, struct evbuffer *plain);
+/* Between records: hand the unused pages of mbedTLS's two 16 KiB record buffers
+ * back to the kernel (Debian's mbedTLS cannot size them per connection). Most of an
+ * idle TLS connection's memory is there, touched by the handshake. */
+void tls_conn_shrink(struct tls_conn *t);
 /* Queue a close_notify alert. */
 void tls_conn_shutdown(struct tls_conn *t);
 

@@ -127,6 +127,7 @@ conn_due(struct conn *c, uint64_t now)
         wheel_put(c, c->hs_deadline_ms);
         return;
     }
+    if (c->tls) tls_conn_shrink(c->tls); /* after large records, once a keep-alive period */
     if (!c->keepalive_ms) return;
     if (now - c->last_rx_ms >= c->keepalive_ms) {
         c->l->ops->on_keepalive(c, c->l->ud);
@@ -196,9 +197,19 @@ buf_get(struct listener *l)
     return l->nspare ? l->spare[--l->nspare] : evbuffer_new();
 }
 
+/* An empty evbuffer can still hold a chain that a read or a reservation made and
+ * nothing filled (16 KiB for a TLS record), and evbuffer_drain ignores an empty
+ * buffer: one byte in and out frees every chain. */
+static void
+buf_trim(struct evbuffer *b)
+{
+    if (evbuffer_get_length(b) == 0 && evbuffer_add(b, "", 1) == 0) evbuffer_drain(b, 1);
+}
+
 static void
 buf_put(struct listener *l, struct evbuffer **b)
 {
+    buf_trim(*b);
     if (l->nspare < sizeof(l->spare) / sizeof(l->spare[0]))
         l->spare[l->nspare++] = *b;
     else
@@ -326,6 +337,7 @@ tls_read(struct conn *c)
     if (st == TLS_HANDSHAKING) return false;
     if (!was) { /* the CONNECT timeout starts now */
         if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
+        tls_conn_shrink(c->tls); /* the certificates are read and sent */
         c->last_rx_ms = lq_now_ms();
         conn_set_keepalive(c, c->keepalive_ms);
         queued(c);
@@ -379,6 +391,10 @@ frame(struct conn *c)
     }
     if (c->peer_closed && !c->closing) lost(c, "connection closed by peer");
     if (!c->tls && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
+    if (c->tls && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
+        buf_trim(c->in);
+        buf_trim(c->tls_in);
+    }
 }
 
 /* At most READ_BURST bytes per wake-up (libevent reads 4 KiB per call): a publisher

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <mbedtls/ctr_drbg.h>
@@ -572,6 +574,28 @@ tls_conn_output(struct tls_conn *t, struct evbuffer *plain)
         evbuffer_drain(plain, (size_t)rc);
     }
     return 0;
+}
+
+/* Give back the pages of buf after its first (record counter and header live
+ * there): the kernel maps zero pages again when a large record needs them. */
+static void
+release_pages(unsigned char *buf, size_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)buf + 256 + page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)buf + len) & ~(page - 1);
+    if (buf && to > from) madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
+void
+tls_conn_shrink(struct tls_conn *t)
+{
+    mbedtls_ssl_context *s = &t->ssl;
+    if (!t->established || mbedtls_ssl_get_bytes_avail(s) || mbedtls_ssl_check_pending(s) ||
+        s->MBEDTLS_PRIVATE(out_left))
+        return; /* a record is in the buffers */
+    release_pages(s->MBEDTLS_PRIVATE(in_buf), MBEDTLS_SSL_IN_CONTENT_LEN);
+    release_pages(s->MBEDTLS_PRIVATE(out_buf), MBEDTLS_SSL_OUT_CONTENT_LEN);
 }
 
 void
