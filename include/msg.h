@@ -27,7 +27,8 @@ struct msg {
     const void *origin;    /* publishing session, for no-local; never dereferenced */
     char *topic;           /* NUL-terminated, inside data[] */
     uint8_t *props;        /* inside data[] */
-    uint8_t *payload;      /* inside data[] */
+    uint8_t *payload;      /* inside data[], or inside owned */
+    void *owned;           /* NULL, or the received packet the payload lies in */
     uint8_t data[];
 };
 
@@ -48,9 +49,11 @@ struct msg_init {
     bool has_expiry;
     uint32_t expiry_interval; /* seconds, with has_expiry */
     const void *origin;
+    void *adopt; /* NULL, or a malloc'd block holding payload: kept, not copied */
 };
 
-/* New message with one reference; copies everything it is given. */
+/* New message with one reference; copies everything it is given but an adopted
+ * payload (a large packet read straight into its own block: see conn_take_packet). */
 struct msg *msg_new(const struct msg_init *in);
 static inline struct msg *
 msg_ref(struct msg *m)

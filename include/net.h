@@ -78,6 +78,9 @@ void conn_set_max_packet(struct conn *c, uint32_t max);
 void conn_set_keepalive(struct conn *c, uint64_t ms);
 
 /* Queue bytes for the peer (copied). */
+/* During on_packet: the malloc'd block the body lies in, now the caller's to free,
+ * when the packet was large enough to be read into a block of its own; else NULL. */
+void *conn_take_packet(struct conn *c);
 void conn_write(struct conn *c, const void *p, size_t n);
 /* The same, but written at once when nothing is queued (no buffer is made): for the
  * lone packets of a connection's life (CONNACK, PINGRESP), where there is nothing to

@@ -357,6 +357,88 @@ lost(struct conn *c, const char *why)
     c->l->ops->on_lost(c, why, c->l->ud);
 }
 
+/* ---- large packets: read into a block of their own ----
+ * A packet of BIG_PACKET bytes or more is not assembled in the input evbuffer
+ * (chains, then a pullup copy): once its header is in, a block of its exact size is
+ * allocated and the rest is read straight into it. The owner may keep the block
+ * (conn_take_packet): a large PUBLISH becomes a message without copying its payload. */
+#define BIG_PACKET (32 * 1024)
+#define BIG_BURST  (256 * 1024) /* bytes read into it per wake-up */
+
+struct big_packet {
+    size_t len, have;
+    uint8_t data[];
+};
+
+/* Start reading a packet of `total` bytes into its own block; false (the evbuffer
+ * path goes on) when there is no memory for it. */
+static bool
+big_start(struct conn *c, struct evbuffer *in, size_t total)
+{
+    struct big_packet *b = malloc(sizeof(*b) + total);
+    if (!b) return false;
+    b->len = total;
+    b->have = (size_t)evbuffer_remove(in, b->data, evbuffer_get_length(in));
+    c->big = b;
+    return true;
+}
+
+/* The whole packet is in: hand it over; the block is freed unless taken. */
+static void
+big_deliver(struct conn *c)
+{
+    struct big_packet *b = c->big;
+    c->big = NULL;
+    uint8_t tf;
+    uint32_t rem;
+    size_t hl;
+    if (mqtt_frame_header(b->data, b->len < 5 ? b->len : 5, &tf, &rem, &hl) <= 0) {
+        free(b); /* cannot happen: the header was parsed to start it */
+        return;
+    }
+    c->bytes_in += b->len;
+    c->taking = b;
+    c->l->ops->on_packet(c, tf, b->data + hl, rem, c->l->ud);
+    free(c->taking); /* not taken */
+    c->taking = NULL;
+}
+
+void *
+conn_take_packet(struct conn *c)
+{
+    void *b = c->taking;
+    c->taking = NULL;
+    return b;
+}
+
+static void
+big_read(struct conn *c, evutil_socket_t fd)
+{
+    struct big_packet *b = c->big;
+    size_t got = 0;
+    ssize_t n = 0;
+    while (b->have < b->len && got < BIG_BURST) {
+        size_t want = b->len - b->have;
+        if (want > BIG_BURST - got) want = BIG_BURST - got;
+        n = recv(fd, b->data + b->have, want, 0);
+        if (n <= 0) break;
+        b->have += (size_t)n;
+        got += (size_t)n;
+    }
+    if (got) c->last_rx_ms = lq_now_ms();
+    if (b->have == b->len) {
+        big_deliver(c); /* more packets may follow: the next wake-up frames them */
+        return;
+    }
+    if (n == 0) {
+        lost(c, "connection closed by peer");
+    } else if (n < 0) {
+        int e = EVUTIL_SOCKET_ERROR();
+        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)
+            lost(c, evutil_socket_error_to_string(e));
+    }
+}
+
 /* Hand every whole packet buffered to the owner (until paused or closing). */
 static void
 frame(struct conn *c)
@@ -383,7 +465,10 @@ frame(struct conn *c)
             c->l->ops->on_oversize(c, (uint32_t)total, c->l->ud);
             break;
         }
-        if (avail < total) break;
+        if (avail < total) {
+            if (total >= BIG_PACKET && !c->tls) big_start(c, in, total);
+            break;
+        }
         const uint8_t *p = evbuffer_pullup(in, (ssize_t)total);
         c->bytes_in += total;
         c->l->ops->on_packet(c, tf, p + hl, rem, c->l->ud);
@@ -407,6 +492,10 @@ on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct conn *c = arg;
+    if (c->big) {
+        big_read(c, fd);
+        return;
+    }
     if (!c->in) c->in = buf_get(c->l);
     size_t got = 0;
     int n = 0;
@@ -468,6 +557,7 @@ conn_free_unlinked(struct conn *c)
     if (c->in) evbuffer_free(c->in);
     if (c->out) evbuffer_free(c->out);
     evutil_closesocket(c->fd);
+    free(c->big);
     free(c->peer);
     free(c);
 }

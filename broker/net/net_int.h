@@ -61,6 +61,8 @@ struct conn {
     struct event *flush_ev;
     uint64_t hs_deadline_ms; /* the handshake must finish by then */
     char *peer;              /* "address:port" */
+    struct big_packet *big;  /* a large packet being read straight into place */
+    void *taking;            /* on_packet of a large packet: its block, until taken */
     /* the read event follows, in the same allocation (conn_rev) */
 };
 

@@ -11,7 +11,8 @@
 struct msg *
 msg_new(const struct msg_init *in)
 {
-    size_t n = sizeof(struct msg) + in->topic_len + 1 + in->props_len + in->payload_len;
+    size_t n =
+        sizeof(struct msg) + in->topic_len + 1 + in->props_len + (in->adopt ? 0 : in->payload_len);
     struct msg *m = lq_xmalloc(n);
     m->refs = 1;
     m->qos = in->qos;
@@ -28,8 +29,13 @@ msg_new(const struct msg_init *in)
     m->topic[in->topic_len] = '\0';
     m->props = m->data + in->topic_len + 1;
     if (in->props_len) memcpy(m->props, in->props, in->props_len);
-    m->payload = m->props + in->props_len;
-    if (in->payload_len) memcpy(m->payload, in->payload, in->payload_len);
+    m->owned = in->adopt;
+    if (in->adopt) {
+        m->payload = (uint8_t *)(uintptr_t)in->payload;
+    } else {
+        m->payload = m->props + in->props_len;
+        if (in->payload_len) memcpy(m->payload, in->payload, in->payload_len);
+    }
     return m;
 }
 
@@ -37,7 +43,10 @@ void
 msg_unref(struct msg *m)
 {
     if (!m) return;
-    if (--m->refs == 0) free(m); /* last reference? */
+    if (--m->refs == 0) { /* last reference? */
+        free(m->owned);
+        free(m);
+    }
 }
 
 uint32_t

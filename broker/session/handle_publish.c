@@ -99,6 +99,7 @@ make_msg(struct session *s, const struct mqtt_publish *p, const char *topic, siz
         .has_expiry = (p->props.present & MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)) != 0,
         .expiry_interval = p->props.message_expiry,
         .origin = s,
+        .adopt = s->conn ? conn_take_packet(s->conn) : NULL, /* a large packet: no copy */
     };
     struct msg *m = msg_new(&in);
     if (blob != small) free(blob);
