@@ -172,13 +172,16 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void write_listed_cb(evutil_socket_t fd, short what, void *arg);
+
 bool
 conns_init(struct listener *l)
 {
     l->last_tick = lq_now_ms() / WHEEL_TICK_MS;
     l->tick = evtimer_new(l->base, tick_cb, l);
     l->reap_ev = event_new(l->base, -1, 0, reap_cb, l);
-    return l->tick && l->reap_ev;
+    l->flush_ev = event_new(l->base, -1, 0, write_listed_cb, l);
+    return l->tick && l->reap_ev && l->flush_ev;
 }
 
 void
@@ -187,6 +190,8 @@ conns_fini(struct listener *l)
     while (l->conns) conn_free(l->conns);
     if (l->tick) event_free(l->tick);
     if (l->reap_ev) event_free(l->reap_ev);
+    if (l->flush_ev) event_free(l->flush_ev);
+    free(l->flush);
 }
 
 /* Buffers come and go with traffic: an idle connection holds none. The listener
@@ -226,20 +231,36 @@ inbuf(const struct conn *c)
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
+/* Wait for the socket to take more (it was full). */
+static void
+wait_writable(struct conn *c)
+{
+    if (c->wev) return;
+    struct listener *l = c->l;
+    if (l->nspare_wev) {
+        c->wev = l->spare_wev[--l->nspare_wev];
+        event_assign(c->wev, l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    } else {
+        c->wev = event_new(l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    }
+    event_add(c->wev, NULL);
+}
+
+/* Output was queued: it leaves when this loop iteration's callbacks are done, all of
+ * it in one write per connection. */
 static void
 want_write(struct conn *c)
 {
     if (!c->out || !evbuffer_get_length(c->out)) return;
-    if (!c->wev) {
-        struct listener *l = c->l;
-        if (l->nspare_wev) {
-            c->wev = l->spare_wev[--l->nspare_wev];
-            event_assign(c->wev, l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
-        } else {
-            c->wev = event_new(l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
-        }
-        event_add(c->wev, NULL);
+    if (c->wev || c->flush_slot) return; /* waiting for the socket, or already listed */
+    struct listener *l = c->l;
+    if (l->nflush == l->cap_flush) {
+        l->cap_flush = l->cap_flush ? 2 * l->cap_flush : 64;
+        l->flush = lq_xrealloc(l->flush, l->cap_flush * sizeof(*l->flush));
     }
+    l->flush[l->nflush++] = c;
+    c->flush_slot = l->nflush;
+    if (l->nflush == 1) event_active(l->flush_ev, EV_WRITE, 0);
 }
 
 /* Output all written: the write event goes back to the listener's spares. */
@@ -517,23 +538,24 @@ on_readable(evutil_socket_t fd, short what, void *arg)
     frame(c);
 }
 
+/* Write what is queued; what the socket does not take waits for EV_WRITE. */
 static void
-on_writable(evutil_socket_t fd, short what, void *arg)
+write_out(struct conn *c)
 {
-    (void)what;
-    struct conn *c = arg;
-    if (c->out && evbuffer_get_length(c->out) && evbuffer_write(c->out, fd) < 0) {
+    if (c->out && evbuffer_get_length(c->out) && evbuffer_write(c->out, c->fd) < 0) {
         int e = EVUTIL_SOCKET_ERROR();
         if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-            write_done(c);
+            if (c->wev) write_done(c);
             lost(c, evutil_socket_error_to_string(e));
             return;
         }
     }
     size_t left = out_len(c);
     if (left == 0) {
-        write_done(c);
+        if (c->wev) write_done(c);
         if (!c->tls && c->out) buf_put(c->l, &c->out);
+    } else {
+        wait_writable(c);
     }
     if (c->closing) {
         if (left == 0) reap_soon(c);
@@ -542,10 +564,48 @@ on_writable(evutil_socket_t fd, short what, void *arg)
     if (left <= OUT_LOW) c->l->ops->on_drain(c, c->l->ud);
 }
 
+static void
+on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    write_out(arg);
+}
+
+/* The conns listed when it starts are written; those listed meanwhile (on_drain
+ * produced more) wait for the next loop iteration, so reading is not starved. */
+static void
+write_listed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listener *l = arg;
+    uint32_t n = l->nflush;
+    for (uint32_t i = 0; i < n; i++) {
+        struct conn *c = l->flush[i];
+        if (!c) continue;
+        c->flush_slot = 0;
+        write_out(c);
+    }
+    uint32_t later = 0;
+    for (uint32_t i = n; i < l->nflush; i++) {
+        struct conn *c = l->flush[i];
+        if (!c) continue;
+        l->flush[later++] = c;
+        c->flush_slot = later;
+    }
+    l->nflush = later;
+    if (later) {
+        struct timeval now = {0, 0};
+        event_add(l->flush_ev, &now);
+    }
+}
+
 /* Release what conn_new allocated (the conn is not, or no longer, in l->conns). */
 static void
 conn_free_unlinked(struct conn *c)
 {
+    if (c->flush_slot) c->l->flush[c->flush_slot - 1] = NULL;
     if (on_wheel(c)) c->l->nwheel--;
     unlink_timed(c);
     tls_conn_free(c->tls);

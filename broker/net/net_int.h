@@ -36,6 +36,11 @@ struct listener {
     struct event *tick; /* pending while the wheel holds conns */
     struct conn *reap;  /* closed and flushed: freed by reap_ev */
     struct event *reap_ev;
+    /* conns with output queued in this loop iteration: written once it is done,
+     * without asking epoll first; only a socket that is full waits for EV_WRITE */
+    struct conn **flush; /* NULL entries: freed meanwhile */
+    uint32_t nflush, cap_flush;
+    struct event *flush_ev;
 };
 
 struct conn {
@@ -53,7 +58,8 @@ struct conn {
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;
-    bool peer_closed; /* close_notify received */
+    bool peer_closed;    /* close_notify received */
+    uint32_t flush_slot; /* 1 + its index in l->flush, 0: not there */
     /* TLS: in and out carry ciphertext; packets are framed from tls_in and written
      * to tls_out, which flush_ev encrypts once per loop iteration. */
     struct tls_conn *tls;

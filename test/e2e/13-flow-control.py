@@ -164,3 +164,33 @@ def test_idle_connections_cost_under_850_bytes(b):
             s.close()
         for c in warm:
             c.close()
+
+
+def test_subscribers_vanishing_while_output_is_queued(b):
+    """Output queued in one loop iteration is written when the iteration ends; a
+    connection reset meanwhile must leave nothing behind (under AddressSanitizer a
+    stale entry would be a use after free)."""
+    import socket
+    import struct
+    from mqttraw import roundtrip
+    subs = []
+    for i in range(30):
+        c = connected(b.port, "churn-%d" % i)
+        c.subscribe(1, [("churn/#", 0)])
+        subs.append(c)
+    pub = connected(b.port, "churn-pub")
+    for rnd in range(10):
+        pub.send(b"".join(_qos0("churn/%d" % rnd, b"x" * 2000) for _ in range(200)))
+        for c in subs[rnd * 3:rnd * 3 + 3]:  # reset, not closed: no FIN, no flush
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+    pub.publish("sync", b"", qos=1, pid=1)
+    assert pub.expect(PUBACK, timeout=10).pid == 1
+    assert b.proc.poll() is None
+    roundtrip(b.port)
+
+
+def _qos0(topic, payload):
+    from mqttraw import packet
+    t = topic.encode()
+    return packet(0x30, len(t).to_bytes(2, "big") + t + b"\x00" + payload)
