@@ -37,8 +37,8 @@ struct hook {
         size_t size; /* 0: none */
     } refused;       /* the last request the cap refused, until the next one */
     bool limits_on;  /* off while the state is being built */
-    bool gc_tight;   /* the collector runs continuously: the state is past half its cap */
-    bool running;    /* a call is under way: never re-entered */
+    enum gc_mode { GC_UNSET, GC_ROOMY, GC_NORMAL, GC_TIGHT } gc_mode; /* see sandbox_call */
+    bool running; /* a call is under way: never re-entered */
 
     /* the current on_publish call: what the message table's fields are made from on
      * first read, and the strings made (to see that they came back unchanged) */

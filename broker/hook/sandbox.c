@@ -415,13 +415,18 @@ sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *w
     h->abort = ABORT_NONE;
     h->mem_limit = h->hs->conf.memory_limit;
     h->step_limit = h->hs->conf.instruction_limit;
-    /* Lua starts a collection when the heap doubles: past half the cap, garbage would
-     * hit the cap first (and lauxlib's buffers fail without the collect-and-retry the
-     * core does), so collect continuously and faster there. */
-    bool tight = h->mem > h->mem_limit / 2;
-    if (tight != h->gc_tight) {
-        lua_gc(L, LUA_GCINC, tight ? 100 : 200, tight ? 400 : 100, 0);
-        h->gc_tight = tight;
+    /* How soon Lua collects, by how full the state is. Small states (most hooks) wait
+     * until the heap is 8 times what lived after the last collection: every message
+     * leaves garbage (its table), and each collection walks everything alive. Past
+     * half the cap, garbage would hit the cap first (and lauxlib's buffers fail without
+     * the collect-and-retry the core does): collect continuously and faster there. */
+    enum gc_mode mode = h->mem < h->mem_limit / 16   ? GC_ROOMY
+                        : h->mem <= h->mem_limit / 2 ? GC_NORMAL
+                                                     : GC_TIGHT;
+    if (mode != h->gc_mode) {
+        static const int pause[] = {800, 200, 100}, stepmul[] = {100, 100, 400};
+        lua_gc(L, LUA_GCINC, pause[mode - GC_ROOMY], stepmul[mode - GC_ROOMY], 0);
+        h->gc_mode = mode;
     }
     h->running = true;
     bool timed = ++h->untimed >= sample;
