@@ -576,6 +576,7 @@ tls_conn_output(struct tls_conn *t, struct evbuffer *plain)
     return 0;
 }
 
+#if !defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
 /* Give back the pages of buf after its first (record counter and header live
  * there): the kernel maps zero pages again when a large record needs them. */
 static void
@@ -586,16 +587,24 @@ release_pages(unsigned char *buf, size_t len)
     uintptr_t to = ((uintptr_t)buf + len) & ~(page - 1);
     if (buf && to > from) madvise((void *)from, to - from, MADV_DONTNEED);
 }
+#endif
 
+/* The buffers are private to mbedTLS: their pointers are read by name (a 3.x rename
+ * fails the build), and their length is only known to be MBEDTLS_SSL_*_CONTENT_LEN or
+ * more when mbedTLS does not size them itself. */
 void
 tls_conn_shrink(struct tls_conn *t)
 {
+#if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
+    (void)t; /* mbedTLS shrinks them to the negotiated size on its own */
+#else
     mbedtls_ssl_context *s = &t->ssl;
     if (!t->established || mbedtls_ssl_get_bytes_avail(s) || mbedtls_ssl_check_pending(s) ||
         s->MBEDTLS_PRIVATE(out_left))
         return; /* a record is in the buffers */
     release_pages(s->MBEDTLS_PRIVATE(in_buf), MBEDTLS_SSL_IN_CONTENT_LEN);
     release_pages(s->MBEDTLS_PRIVATE(out_buf), MBEDTLS_SSL_OUT_CONTENT_LEN);
+#endif
 }
 
 void
