@@ -63,6 +63,8 @@ void lq_log(unsigned level, const char *fmt, ...) __attribute__((format(printf, 
 
 /* Monotonic milliseconds, and wall-clock seconds. */
 uint64_t lq_now_ms(void);
+/* Move lq_now_ms forward by ms: for unit tests of deadlines minutes away. */
+void lq_clock_skip_ms(uint64_t ms);
 double lq_wall_time(void);
 
 #endif

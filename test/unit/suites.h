@@ -9,5 +9,6 @@ Suite *suite_topic(void);      /* test_topic.c: syntax, matching, tree, shared g
 Suite *suite_retain(void);     /* test_retain.c */
 Suite *suite_conf(void);       /* test_conf.c */
 Suite *suite_hooks(void);      /* test_hooks.c: Lua hooks without a broker */
+Suite *suite_conn(void);       /* test_conn.c: connection deadlines (the wheel) */
 
 #endif

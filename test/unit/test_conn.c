@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * conn deadlines: the per-listener wheel (keep-alive within a tick of its deadline,
+ * deadlines further away than one turn of the wheel, a loop that wakes up late) with
+ * a real listener and a real client socket on 127.0.0.1. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "lq.h"
+#include "net.h"
+#include "suites.h"
+
+struct seen {
+    struct conn *c;
+    uint64_t keepalive_ms; /* what on_accept sets */
+    uint64_t set_at_ms;
+    int keepalives;
+    uint64_t fired_at_ms;
+};
+
+static bool
+on_accept(struct conn *c, void *ud)
+{
+    struct seen *s = ud;
+    s->c = c;
+    s->set_at_ms = lq_now_ms();
+    conn_set_keepalive(c, s->keepalive_ms);
+    return true;
+}
+
+static void
+on_packet(struct conn *c, uint8_t tf, const uint8_t *body, size_t len, void *ud)
+{
+    (void)c, (void)tf, (void)body, (void)len, (void)ud;
+}
+
+static void
+on_oversize(struct conn *c, uint32_t size, void *ud)
+{
+    (void)c, (void)size, (void)ud;
+}
+
+static void
+on_conn(struct conn *c, void *ud)
+{
+    (void)c, (void)ud;
+}
+
+static void
+on_keepalive(struct conn *c, void *ud)
+{
+    (void)c;
+    struct seen *s = ud;
+    s->keepalives++;
+    s->fired_at_ms = lq_now_ms();
+}
+
+static void
+on_lost(struct conn *c, const char *why, void *ud)
+{
+    (void)c, (void)why, (void)ud;
+}
+
+static const struct conn_ops ops = {.on_accept = on_accept,
+                                    .on_packet = on_packet,
+                                    .on_oversize = on_oversize,
+                                    .on_malformed = on_conn,
+                                    .on_drain = on_conn,
+                                    .on_keepalive = on_keepalive,
+                                    .on_lost = on_lost};
+
+static void
+run_for(struct event_base *base, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+/* A listener and one connected client; the conn's keep-alive is ka_ms. */
+static struct listener *
+start(struct event_base *base, struct seen *s, uint64_t ka_ms, int *client)
+{
+    memset(s, 0, sizeof(*s));
+    s->keepalive_ms = ka_ms;
+    struct listener *l = listener_new(base, "127.0.0.1", 0, NULL, &ops, s);
+    ck_assert_ptr_nonnull(l);
+    *client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(listener_port(l))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(*client, (struct sockaddr *)&a, sizeof(a)), 0);
+    for (int i = 0; i < 50 && !s->c; i++) run_for(base, 10);
+    ck_assert_ptr_nonnull(s->c);
+    return l;
+}
+
+START_TEST(test_keepalive_within_a_tick)
+{
+    struct event_base *base = event_base_new();
+    struct seen s;
+    int client;
+    struct listener *l = start(base, &s, 500, &client);
+    uint64_t t0 = s.set_at_ms;
+    run_for(base, 400 - (int)(lq_now_ms() - t0));
+    ck_assert_int_eq(s.keepalives, 0);
+    run_for(base, 350);
+    ck_assert_int_eq(s.keepalives, 1);
+    ck_assert_uint_ge(s.fired_at_ms - t0, 500);
+    ck_assert_uint_le(s.fired_at_ms - t0, 500 + 2 * 100 + 50); /* a tick or two late */
+    listener_free(l);
+    close(client);
+    event_base_free(base);
+}
+END_TEST
+
+/* 300 s is three turns of the wheel (1024 x 100 ms); the clock jumps, as after a
+ * suspended process, so a whole turn is also caught up in one go. */
+START_TEST(test_deadline_beyond_one_turn_and_late_wakeup)
+{
+    struct event_base *base = event_base_new();
+    struct seen s;
+    int client;
+    struct listener *l = start(base, &s, 300000, &client);
+    for (int k = 0; k < 2; k++) {
+        lq_clock_skip_ms(140000); /* 140 s, then 280 s: more than a turn each time */
+        run_for(base, 250);
+        ck_assert_int_eq(s.keepalives, 0);
+    }
+    lq_clock_skip_ms(19000); /* 299 s */
+    run_for(base, 250);
+    ck_assert_int_eq(s.keepalives, 0);
+    lq_clock_skip_ms(1500); /* 300.5 s and more */
+    run_for(base, 300);
+    ck_assert_int_eq(s.keepalives, 1);
+    listener_free(l);
+    close(client);
+    event_base_free(base);
+}
+END_TEST
+
+/* Activity moves the deadline: the conn is looked at when its old one comes, found
+ * busy, and put back for the new one. */
+START_TEST(test_activity_moves_the_deadline)
+{
+    struct event_base *base = event_base_new();
+    struct seen s;
+    int client;
+    struct listener *l = start(base, &s, 300000, &client);
+    lq_clock_skip_ms(200000);
+    ck_assert_int_eq(write(client, "\xc0\x00", 2), 2); /* PINGREQ at 200 s */
+    run_for(base, 250);
+    lq_clock_skip_ms(150000); /* 350 s: the first deadline passed, 150 s idle */
+    run_for(base, 250);
+    ck_assert_int_eq(s.keepalives, 0);
+    lq_clock_skip_ms(160000); /* 510 s: 310 s idle */
+    run_for(base, 300);
+    ck_assert_int_eq(s.keepalives, 1);
+    listener_free(l);
+    close(client);
+    event_base_free(base);
+}
+END_TEST
+
+Suite *
+suite_conn(void)
+{
+    Suite *s = suite_create("conn");
+    TCase *tc = tcase_create("deadlines");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_keepalive_within_a_tick);
+    tcase_add_test(tc, test_deadline_beyond_one_turn_and_late_wakeup);
+    tcase_add_test(tc, test_activity_moves_the_deadline);
+    suite_add_tcase(s, tc);
+    return s;
+}
