@@ -268,10 +268,11 @@ topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_matc
             if (f.n->hash) report(f.n->hash, fn, arg); /* "a/#" matches "a" */
             continue;
         }
-        size_t e = f.pos;
-        while (e < nlen && name[e] != '/') e++;
-        size_t next = e < nlen ? e + 1 : nlen + 1;
         if (f.n->hash && wild_ok) report(f.n->hash, fn, arg);
+        if (!f.n->kids.n && !(f.n->plus && wild_ok)) continue; /* nothing deeper to try */
+        const char *slash = memchr(name + f.pos, '/', nlen - f.pos);
+        size_t e = slash ? (size_t)(slash - name) : nlen;
+        size_t next = e < nlen ? e + 1 : nlen + 1;
         if (f.n->plus && wild_ok) push(t, &sp, f.n->plus, next);
         struct tnode *c = levelmap_get(&f.n->kids, name + f.pos, e - f.pos);
         if (c) push(t, &sp, c, next);
