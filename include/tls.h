@@ -31,6 +31,10 @@ struct tls_identity {
     size_t nsan;
 };
 
+/* A copy that outlives its connection (a will published later); NULL gives NULL. */
+struct tls_identity *tls_identity_dup(const struct tls_identity *id);
+void tls_identity_free(struct tls_identity *id); /* NULL is a no-op */
+
 /* Once per process, before any tls_ctx_new: PSA crypto and the random generator. */
 int tls_global_init(char *err, size_t errlen);
 

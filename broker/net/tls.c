@@ -424,8 +424,8 @@ tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx)
     return t;
 }
 
-static void
-identity_free(struct tls_identity *id)
+void
+tls_identity_free(struct tls_identity *id)
 {
     if (!id) return;
     free(id->subject);
@@ -436,12 +436,33 @@ identity_free(struct tls_identity *id)
     free(id);
 }
 
+static char *
+dup_or_null(const char *s)
+{
+    return s ? lq_xstrdup(s) : NULL;
+}
+
+struct tls_identity *
+tls_identity_dup(const struct tls_identity *id)
+{
+    if (!id) return NULL;
+    struct tls_identity *d = lq_xcalloc(1, sizeof(*d));
+    d->subject = dup_or_null(id->subject);
+    d->cn = dup_or_null(id->cn);
+    d->serial = dup_or_null(id->serial);
+    memcpy(d->fingerprint, id->fingerprint, sizeof(d->fingerprint));
+    d->san = id->nsan ? lq_xcalloc(id->nsan, sizeof(*d->san)) : NULL;
+    for (size_t i = 0; i < id->nsan; i++) d->san[i] = lq_xstrdup(id->san[i]);
+    d->nsan = id->nsan;
+    return d;
+}
+
 void
 tls_conn_free(struct tls_conn *t)
 {
     if (!t) return;
     mbedtls_ssl_free(&t->ssl);
-    identity_free(t->id);
+    tls_identity_free(t->id);
     free(t->resumed_der);
     tls_ctx_unref(t->ctx);
     free(t);

@@ -13,8 +13,9 @@
 
 #include <event2/event.h>
 
-#include "retain.h"
+#include "hooks.h"
 #include "session_int.h"
+#include "tls.h"
 
 struct session *
 session_new(struct broker *b, const char *id, size_t len)
@@ -44,9 +45,26 @@ void
 session_set_will(struct session *s, struct msg *m, uint32_t delay)
 {
     session_clear_will(s);
-    s->will = lq_xmalloc(sizeof(*s->will));
-    s->will->m = m;
-    s->will->delay = delay;
+    struct will *w = lq_xcalloc(1, sizeof(*w));
+    w->m = m;
+    w->delay = delay;
+    w->username = s->username ? lq_xstrdup(s->username) : NULL;
+    w->version = s->version;
+    if (s->conn) {
+        w->address = lq_xstrdup(conn_peer(s->conn));
+        w->cert = tls_identity_dup(conn_tls_identity(s->conn));
+    }
+    s->will = w;
+}
+
+static void
+will_free(struct will *w)
+{
+    msg_unref(w->m);
+    free(w->username);
+    free(w->address);
+    tls_identity_free(w->cert);
+    free(w);
 }
 
 void
@@ -54,8 +72,7 @@ session_clear_will(struct session *s)
 {
     if (s->will_ev) event_del(s->will_ev);
     if (!s->will) return;
-    msg_unref(s->will->m);
-    free(s->will);
+    will_free(s->will);
     s->will = NULL;
 }
 
@@ -68,11 +85,15 @@ publish_will(struct session *s)
     struct broker *b = s->b;
     session_log(s, LQ_LOG_INFO, "publishing will on \"%s\"", w->m->topic);
     b->ctr.msgs_received++;
-    if (w->m->retain && b->conf.retain_available) retain_set(b->retained, w->m);
+    /* through the hooks like any message the client published */
+    struct hook_client cl = {.id = s->id,
+                             .username = w->username,
+                             .address = w->address,
+                             .version = w->version,
+                             .cert = w->cert};
     struct route_result r;
-    route_publish(b, w->m, s, &r);
-    msg_unref(w->m);
-    free(w);
+    broker_publish(b, w->m, s, &cl, NULL, &r);
+    will_free(w);
 }
 
 static void

@@ -100,6 +100,11 @@ struct alias_out {
 struct will {
     struct msg *m;
     uint32_t delay;
+    /* who published it, for the hooks it goes through (the connection may be gone by
+     * then): copies taken at CONNECT */
+    char *username, *address;
+    uint8_t version;
+    struct tls_identity *cert;
 };
 
 struct session {

@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from lqtest import ROOT, conf, pki_dir, wait_for
-from mqttraw import PUBACK, PUBLISH, USER_PROPERTY, connected
+from mqttraw import PUBACK, PUBLISH, SESSION_EXPIRY, USER_PROPERTY, WILL_DELAY, Client, connected
 
 HOST = "127.0.0.1"
 EXAMPLES = os.path.join(ROOT, "examples", "hooks")
@@ -253,6 +253,34 @@ end}''')
     out = got(s, 1)[0].payload.decode()
     assert out.startswith("first|false|"), out
     assert "'qos' was not read during on_publish" in out, out
+
+
+def test_will_messages_go_through_hooks(b):
+    """A will is a message the client published: it goes through the hooks, with the
+    client as it was at CONNECT (also after a will delay, when the connection is gone);
+    a hook may rewrite or drop it."""
+    install(b, "10-will.lua", '''
+return {topics = {"lastwill/#"}, on_publish = function(m)
+  if m.payload == "drop" then return nil end
+  m.payload = m.payload .. "|" .. m.client.id .. "|" .. tostring(m.client.username) ..
+    "|" .. tostring(m.client.address ~= nil) .. "|" .. m.client.protocol
+  return m
+end}''')
+    s = sub(b, "lastwill/#")
+    for cid, payload, delay in (("w-now", b"gone", 0), ("w-drop", b"drop", 0),
+                                ("w-later", b"late", 1)):
+        c = Client(b.port)
+        props = [(SESSION_EXPIRY, 10)] if delay else []
+        wp = [(WILL_DELAY, delay)] if delay else []
+        assert c.connect(cid, username="u-" + cid, properties=props,
+                         will={"topic": "lastwill/" + cid, "payload": payload, "qos": 1,
+                               "props": wp}).rc == 0
+        c.close()  # no DISCONNECT: the will is published
+    msgs = got(s, 2, timeout=5)
+    assert sorted((m.topic, m.payload) for m in msgs) == [
+        ("lastwill/w-later", b"late|w-later|u-w-later|true|5.0"),
+        ("lastwill/w-now", b"gone|w-now|u-w-now|true|5.0")]
+    s.expect_none(0.3)  # the dropped one never came
 
 
 def test_drop_and_refuse_codes(b):
