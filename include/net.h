@@ -53,6 +53,9 @@ struct listener *listener_new(struct event_base *base, const char *host, uint16_
                               struct tls_ctx *tls, const struct conn_ops *ops, void *ud);
 /* New TLS material for connections accepted from now on (ownership passes). */
 void listener_set_tls(struct listener *l, struct tls_ctx *tls);
+/* Before the listeners are freed: finish the TLS handshakes under way on the
+ * handshake thread and stop it. */
+void net_stop_workers(void);
 /* Stops accepting and frees every connection it accepted; NULL is a no-op. */
 void listener_free(struct listener *l);
 uint16_t listener_port(const struct listener *l);

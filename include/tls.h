@@ -51,6 +51,8 @@ uint32_t tls_ctx_handshake_timeout_ms(const struct tls_ctx *ctx);
 /* A connection's TLS state reading ciphertext from rx and writing it to tx. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx);
 void tls_conn_free(struct tls_conn *t); /* NULL is a no-op */
+/* Where records go from now on (a handshake on another thread writes its own buffer). */
+void tls_conn_set_tx(struct tls_conn *t, struct evbuffer *tx);
 
 enum tls_status { TLS_OK, TLS_HANDSHAKING, TLS_CLOSED, TLS_FAILED };
 /* Advance the handshake, then decrypt everything rx holds into plain. TLS_FAILED

@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "hs_worker.h"
 #include "lq.h"
 #include "mqtt.h"
 #include "net_int.h"
@@ -30,7 +31,7 @@
 static bool
 handshaking(const struct conn *c)
 {
-    return c->tls && !tls_conn_established(c->tls);
+    return c->tls && (c->job || !tls_conn_established(c->tls)); /* job: not ours to read */
 }
 
 /* The read event lives right after the conn, in the same allocation. */
@@ -127,7 +128,7 @@ conn_due(struct conn *c, uint64_t now)
         wheel_put(c, c->hs_deadline_ms);
         return;
     }
-    if (c->tls) tls_conn_shrink(c->tls); /* after large records, once a keep-alive period */
+    if (c->tls && !c->job) tls_conn_shrink(c->tls); /* after large records, once a period */
     if (!c->keepalive_ms) return;
     if (now - c->last_rx_ms >= c->keepalive_ms) {
         c->l->ops->on_keepalive(c, c->l->ud);
@@ -182,6 +183,12 @@ conns_init(struct listener *l)
     l->reap_ev = event_new(l->base, -1, 0, reap_cb, l);
     l->flush_ev = event_new(l->base, -1, 0, write_listed_cb, l);
     return l->tick && l->reap_ev && l->flush_ev;
+}
+
+void
+net_stop_workers(void)
+{
+    hs_worker_stop();
 }
 
 void
@@ -294,7 +301,7 @@ out_len(const struct conn *c)
 static void
 tls_flush(struct conn *c)
 {
-    if (!tls_conn_established(c->tls) || !evbuffer_get_length(c->tls_out)) return;
+    if (c->job || !tls_conn_established(c->tls) || !evbuffer_get_length(c->tls_out)) return;
     int rc = tls_conn_output(c->tls, c->tls_out);
     want_write(c);
     if (rc < 0) {
@@ -339,14 +346,11 @@ log_established(const struct conn *c)
            id->subject, san, id->serial, id->fingerprint);
 }
 
-/* TLS input: handshake, then decrypt into tls_in. False when there is nothing to
- * frame (handshake under way, or the connection failed and is closing). */
+/* What a TLS input step gave. False when there is nothing to frame (handshake under
+ * way, or the connection failed and is closing). */
 static bool
-tls_read(struct conn *c)
+tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
 {
-    bool was = tls_conn_established(c->tls);
-    char why[320];
-    enum tls_status st = tls_conn_input(c->tls, c->tls_in, why, sizeof(why));
     want_write(c); /* handshake records, alerts */
     if (st == TLS_FAILED) {
         lq_log(LQ_LOG_NOTICE, "%s: %s: %s", c->peer, was ? "TLS error" : "TLS handshake failed",
@@ -365,6 +369,67 @@ tls_read(struct conn *c)
     }
     if (st == TLS_CLOSED) c->peer_closed = true;
     return true;
+}
+
+static void handshake_done(struct hs_job *j);
+
+/* TLS input: the handshake goes to the handshake thread (reading stops until it
+ * comes back); once established, records are decrypted into tls_in here. */
+static bool
+tls_read(struct conn *c)
+{
+    if (c->job) return false;
+    bool was = tls_conn_established(c->tls);
+    if (!was && hs_worker_start(c->l->base, handshake_done)) {
+        struct hs_job *j = lq_xcalloc(1, sizeof(*j));
+        j->tls = c->tls;
+        j->plain = c->tls_in;
+        j->tx = evbuffer_new();
+        j->owner = c;
+        if (j->tx) {
+            tls_conn_set_tx(c->tls, j->tx);
+            c->job = j;
+            event_del(conn_rev(c));
+            hs_worker_submit(j);
+            return false;
+        }
+        free(j); /* no buffer: do it here */
+    }
+    char why[320];
+    enum tls_status st = tls_conn_input(c->tls, c->tls_in, why, sizeof(why));
+    return tls_result(c, st, was, why);
+}
+
+static void conn_free_unlinked(struct conn *c);
+static void frame(struct conn *c);
+
+/* In the loop: a handshake step came back from the thread. */
+static void
+handshake_done(struct hs_job *j)
+{
+    struct conn *c = j->owner;
+    tls_conn_set_tx(c->tls, c->out);
+    evbuffer_add_buffer(c->out, j->tx);
+    evbuffer_free(j->tx);
+    c->job = NULL;
+    bool orphan = j->orphan;
+    enum tls_status st = j->status;
+    char why[sizeof(j->why)];
+    memcpy(why, j->why, sizeof(why));
+    free(j);
+    if (orphan) { /* freed meanwhile: finish that */
+        conn_free_unlinked(c);
+        return;
+    }
+    if (c->closing) { /* timed out or shut down meanwhile: flush what there is */
+        want_write(c);
+        if (out_len(c) == 0) reap_soon(c);
+        return;
+    }
+    bool framing = tls_result(c, st, false, why);
+    if (c->closing) return;
+    if (!c->paused) event_add(conn_rev(c), NULL);
+    if (framing) frame(c);
 }
 
 static void
@@ -513,6 +578,7 @@ on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct conn *c = arg;
+    if (c->job) return; /* cannot happen: reading stops while the thread has it */
     if (c->big) {
         big_read(c, fd);
         return;
@@ -606,6 +672,14 @@ static void
 conn_free_unlinked(struct conn *c)
 {
     if (c->flush_slot) c->l->flush[c->flush_slot - 1] = NULL;
+    c->flush_slot = 0;
+    if (c->job) { /* the handshake thread has its TLS state: handshake_done frees it */
+        c->job->orphan = true;
+        if (on_wheel(c)) c->l->nwheel--;
+        unlink_timed(c);
+        if (event_initialized(conn_rev(c))) event_del(conn_rev(c));
+        return;
+    }
     if (on_wheel(c)) c->l->nwheel--;
     unlink_timed(c);
     tls_conn_free(c->tls);
@@ -824,6 +898,7 @@ conn_resume(struct conn *c)
 {
     if (!c->paused || c->closing) return;
     c->paused = false;
+    if (c->job) return; /* handshake_done resumes reading */
     event_add(conn_rev(c), NULL);
     /* packets already buffered would wait for new bytes: run the reader soon */
     if ((c->in && evbuffer_get_length(c->in)) || (c->tls && evbuffer_get_length(c->tls_in)))
@@ -842,7 +917,7 @@ conn_close(struct conn *c)
     if (c->closing) return; /* already on its way out? */
     c->closing = true;
     event_del(conn_rev(c));
-    if (c->tls) { /* what is queued leaves now, then the close_notify */
+    if (c->tls && !c->job) { /* what is queued leaves now, then the close_notify */
         tls_flush(c);
         tls_conn_shutdown(c->tls);
         want_write(c);

@@ -68,6 +68,7 @@ struct conn {
     uint64_t hs_deadline_ms; /* the handshake must finish by then */
     char *peer;              /* "address:port" */
     struct big_packet *big;  /* a large packet being read straight into place */
+    struct hs_job *job;      /* the handshake thread has its TLS state (hs_worker.c) */
     void *taking;            /* on_packet of a large packet: its block, until taken */
     /* the read event follows, in the same allocation (conn_rev) */
 };

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -48,6 +49,7 @@ struct tls_ctx {
     mbedtls_x509_crl crl;
     mbedtls_ssl_ticket_context tickets;
     mbedtls_gcm_context id_key; /* seals the certificate carried in our tickets */
+    pthread_mutex_t id_mu;      /* handshakes run on several threads (hs_worker.c) */
     int suites[MAX_SUITES + 1]; /* zero-terminated; unused when suites[0] == 0 */
     uint32_t handshake_timeout_ms;
     enum { USER_NONE, USER_CN, USER_SUBJECT } username;
@@ -66,7 +68,7 @@ struct tls_conn {
 
 /* The connection whose handshake is running: the ticket callbacks have no other
  * way to reach it (the loop is single-threaded). */
-static struct tls_conn *current;
+static _Thread_local struct tls_conn *current; /* per thread: see hs_worker.c */
 
 static mbedtls_entropy_context entropy;
 static mbedtls_ctr_drbg_context drbg;
@@ -191,8 +193,10 @@ ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
     unsigned char *iv = start + *tlen;
     if ((size_t)(end - iv) < ID_IV + der_len + ID_TAG) return 0; /* no room: plain ticket */
     if ((rc = mbedtls_ctr_drbg_random(&drbg, iv, ID_IV))) return rc;
+    pthread_mutex_lock(&ctx->id_mu);
     rc = mbedtls_gcm_crypt_and_tag(&ctx->id_key, MBEDTLS_GCM_ENCRYPT, der_len, iv, ID_IV, start + 2,
                                    inner, der, iv + ID_IV, ID_TAG, iv + ID_IV + der_len);
+    pthread_mutex_unlock(&ctx->id_mu);
     if (rc) return rc;
     *tlen += ID_IV + der_len + ID_TAG;
     return 0;
@@ -213,8 +217,11 @@ ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t l
         const unsigned char *iv = buf + 2 + inner;
         der_len = extra - ID_IV - ID_TAG;
         der = lq_xmalloc(der_len);
-        if (mbedtls_gcm_auth_decrypt(&ctx->id_key, der_len, iv, ID_IV, buf + 2, inner,
-                                     iv + ID_IV + der_len, ID_TAG, iv + ID_IV, der)) {
+        pthread_mutex_lock(&ctx->id_mu);
+        int bad = mbedtls_gcm_auth_decrypt(&ctx->id_key, der_len, iv, ID_IV, buf + 2, inner,
+                                           iv + ID_IV + der_len, ID_TAG, iv + ID_IV, der);
+        pthread_mutex_unlock(&ctx->id_mu);
+        if (bad) {
             free(der);
             return MBEDTLS_ERR_SSL_INVALID_MAC;
         }
@@ -243,6 +250,7 @@ ctx_alloc(void)
     mbedtls_x509_crl_init(&ctx->crl);
     mbedtls_ssl_ticket_init(&ctx->tickets);
     mbedtls_gcm_init(&ctx->id_key);
+    pthread_mutex_init(&ctx->id_mu, NULL);
     return ctx;
 }
 
@@ -377,6 +385,7 @@ tls_ctx_unref(struct tls_ctx *ctx)
     mbedtls_x509_crl_free(&ctx->crl);
     mbedtls_ssl_ticket_free(&ctx->tickets);
     mbedtls_gcm_free(&ctx->id_key);
+    pthread_mutex_destroy(&ctx->id_mu);
     free(ctx);
 }
 
@@ -455,6 +464,12 @@ tls_identity_dup(const struct tls_identity *id)
     for (size_t i = 0; i < id->nsan; i++) d->san[i] = lq_xstrdup(id->san[i]);
     d->nsan = id->nsan;
     return d;
+}
+
+void
+tls_conn_set_tx(struct tls_conn *t, struct evbuffer *tx)
+{
+    t->tx = tx;
 }
 
 void

@@ -322,6 +322,7 @@ broker_free(struct broker *b)
 {
     if (!b) return;
     b->shutting_down = true;
+    net_stop_workers();
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
     free(b->listeners);
     admin_free(b->admin);

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT
+ * Shared by the files of net/ only: the TLS handshake thread (hs_worker.c). */
+#ifndef LUNAMQ_HS_WORKER_H
+#define LUNAMQ_HS_WORKER_H
+
+#include <stdbool.h>
+
+#include "tls.h"
+
+struct event_base;
+struct evbuffer;
+
+/* One step of a handshake: tls_conn_input(tls, plain) on the worker thread. */
+struct hs_job {
+    struct tls_conn *tls;
+    struct evbuffer *plain; /* decrypted application data, once established */
+    struct evbuffer *tx;    /* what the handshake wrote */
+    void *owner;            /* the conn */
+    bool orphan;            /* the conn was freed meanwhile: finish frees it */
+    enum tls_status status;
+    char why[320];
+    struct hs_job *next;
+};
+
+/* Start the thread (once); finish runs in the loop for every job that is done. */
+bool hs_worker_start(struct event_base *base, void (*finish)(struct hs_job *));
+void hs_worker_submit(struct hs_job *j);
+/* Runs what is queued, joins the thread and finishes every job (at shutdown). */
+void hs_worker_stop(void);
+
+#endif
