@@ -674,7 +674,7 @@ conn_free_unlinked(struct conn *c)
     if (c->flush_slot) c->l->flush[c->flush_slot - 1] = NULL;
     c->flush_slot = 0;
     if (c->job) { /* the handshake thread has its TLS state: handshake_done frees it */
-        c->job->orphan = true;
+        hs_worker_orphan(c->job);
         if (on_wheel(c)) c->l->nwheel--;
         unlink_timed(c);
         if (event_initialized(conn_rev(c))) event_del(conn_rev(c));

@@ -49,8 +49,9 @@ run(void *arg)
         struct hs_job *j = w.todo;
         w.todo = j->next;
         if (!w.todo) w.todo_tail = &w.todo;
+        bool skip = j->orphan; /* its connection went while it waited: no work for it */
         pthread_mutex_unlock(&w.mu);
-        j->status = tls_conn_input(j->tls, j->plain, j->why, sizeof(j->why));
+        if (!skip) j->status = tls_conn_input(j->tls, j->plain, j->why, sizeof(j->why));
         pthread_mutex_lock(&w.mu);
         j->next = w.done;
         w.done = j;
@@ -122,6 +123,14 @@ hs_worker_submit(struct hs_job *j)
     *w.todo_tail = j;
     w.todo_tail = &j->next;
     pthread_cond_signal(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+}
+
+void
+hs_worker_orphan(struct hs_job *j)
+{
+    pthread_mutex_lock(&w.mu);
+    j->orphan = true;
     pthread_mutex_unlock(&w.mu);
 }
 

@@ -16,7 +16,7 @@ struct hs_job {
     struct evbuffer *plain; /* decrypted application data, once established */
     struct evbuffer *tx;    /* what the handshake wrote */
     void *owner;            /* the conn */
-    bool orphan;            /* the conn was freed meanwhile: finish frees it */
+    bool orphan;            /* the conn was freed meanwhile (set under the worker's lock) */
     enum tls_status status;
     char why[320];
     struct hs_job *next;
@@ -25,6 +25,8 @@ struct hs_job {
 /* Start the thread (once); finish runs in the loop for every job that is done. */
 bool hs_worker_start(struct event_base *base, void (*finish)(struct hs_job *));
 void hs_worker_submit(struct hs_job *j);
+/* The job's connection was freed: a step not yet started is skipped; finish frees it. */
+void hs_worker_orphan(struct hs_job *j);
 /* Runs what is queued, joins the thread and finishes every job (at shutdown). */
 void hs_worker_stop(void);
 
