@@ -3,7 +3,8 @@
 Receive Maximum flow control towards the client."""
 
 from lqtest import conf
-from mqttraw import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RECEIVE_MAXIMUM, connected
+from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RECEIVE_MAXIMUM, connected,
+                     publish_bytes)
 
 
 def test_qos_levels_both_ways(b):
@@ -137,17 +138,6 @@ def test_v311_publisher_v5_subscriber(b):
     assert sub.expect(PUBLISH).payload == b"hello"
 
 
-def _publish_bytes(topic, payload, qos=0, pid=1, retain=False):
-    """A v5 PUBLISH packet as bytes (no properties)."""
-    from mqttraw import packet
-    import struct
-    body = struct.pack("!H", len(topic)) + topic.encode()
-    if qos:
-        body += struct.pack("!H", pid)
-    body += b"\x00"
-    return packet(0x30 | (qos << 1) | (1 if retain else 0), body + payload)
-
-
 def test_large_packets_in_pieces_and_back_to_back(b):
     """Packets of 32 KiB and more are read straight into a block of their own, which
     becomes the message: trickled in pieces, several in one write with small packets
@@ -160,7 +150,7 @@ def test_large_packets_in_pieces_and_back_to_back(b):
     sizes = [32 * 1024 - 20, 32 * 1024, 200000, 1 << 20]
     payloads = [os.urandom(n) for n in sizes]
     # trickled: header first, then the rest in uneven pieces with pauses
-    one = _publish_bytes("big/trickle", payloads[2], qos=1, pid=1)
+    one = publish_bytes("big/trickle", payloads[2], qos=1, pid=1)
     for cut in (3, 1000, 70000, 150000, len(one)):
         pub.send(one[:cut])
         one = one[cut:]
@@ -169,7 +159,7 @@ def test_large_packets_in_pieces_and_back_to_back(b):
             break
     assert pub.expect(PUBACK).pid == 1
     # back to back in one write, small packets between the big ones
-    burst = b"".join(_publish_bytes("big/%d" % i, p, qos=1, pid=10 + i) + _publish_bytes(
+    burst = b"".join(publish_bytes("big/%d" % i, p, qos=1, pid=10 + i) + publish_bytes(
         "big/small", b"s%d" % i) for i, p in enumerate(payloads))
     pub.send(burst)
     assert sorted(pub.expect(PUBACK).pid for _ in payloads) == [10, 11, 12, 13]
@@ -184,7 +174,7 @@ def test_large_packets_in_pieces_and_back_to_back(b):
         got.append((m.topic, m.payload))
     assert got == want
     # retained: the adopted block lives on in the retained store
-    pub.send(_publish_bytes("big/kept", payloads[3], qos=1, pid=20, retain=True))
+    pub.send(publish_bytes("big/kept", payloads[3], qos=1, pid=20, retain=True))
     assert pub.expect(PUBACK).pid == 20
     late = connected(b.port, "big-late")
     late.subscribe(1, [("big/kept", 0)])
@@ -198,7 +188,7 @@ def test_large_packet_cut_off_midway(b):
     sub = connected(b.port, "cut-sub")
     sub.subscribe(1, [("cut/#", 0)])
     pub = connected(b.port, "cut-pub")
-    data = _publish_bytes("cut/x", b"x" * 500000)
+    data = publish_bytes("cut/x", b"x" * 500000)
     pub.send(data[:250000])
     pub.close()
     sub.expect_none(0.5)

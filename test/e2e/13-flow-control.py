@@ -7,16 +7,8 @@ import os
 import threading
 import time
 
-from lqtest import conf
-from mqttraw import PUBACK, PUBLISH, RECEIVE_MAXIMUM, connected
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from lqtest import conf, rss_kb
+from mqttraw import PUBACK, PUBLISH, RECEIVE_MAXIMUM, connected, publish_bytes
 
 
 @conf("max_queued_messages 100")
@@ -180,7 +172,7 @@ def test_subscribers_vanishing_while_output_is_queued(b):
         subs.append(c)
     pub = connected(b.port, "churn-pub")
     for rnd in range(10):
-        pub.send(b"".join(_qos0("churn/%d" % rnd, b"x" * 2000) for _ in range(200)))
+        pub.send(b"".join(publish_bytes("churn/%d" % rnd, b"x" * 2000) for _ in range(200)))
         for c in subs[rnd * 3:rnd * 3 + 3]:  # reset, not closed: no FIN, no flush
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
@@ -189,8 +181,3 @@ def test_subscribers_vanishing_while_output_is_queued(b):
     assert b.proc.poll() is None
     roundtrip(b.port)
 
-
-def _qos0(topic, payload):
-    from mqttraw import packet
-    t = topic.encode()
-    return packet(0x30, len(t).to_bytes(2, "big") + t + b"\x00" + payload)

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-from lqtest import BIN, ROOT, conf, may_exit, pki_dir, wait_for
+from lqtest import BIN, ROOT, conf, may_exit, pki_dir, rss_kb, wait_for
 from mqttraw import PINGRESP, PUBACK, PUBLISH, Client, roundtrip
 
 HOST = "127.0.0.1"
@@ -201,12 +201,20 @@ def test_large_payload_both_directions(b):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def tls_client(b, cid, keepalive=60, dev="dev1"):
-    """A raw MQTT client over mTLS (mqttraw on an ssl-wrapped socket)."""
+def mtls_context(dev="dev1"):
+    """A Python client context with the test PKI's CA and, unless dev is None, a device
+    certificate."""
     d = pki_dir()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(d + "/ca.crt")
-    ctx.load_cert_chain("%s/%s.crt" % (d, dev), "%s/%s.key" % (d, dev))
+    if dev:
+        ctx.load_cert_chain("%s/%s.crt" % (d, dev), "%s/%s.key" % (d, dev))
+    return ctx
+
+
+def tls_client(b, cid, keepalive=60, dev="dev1"):
+    """A raw MQTT client over mTLS (mqttraw on an ssl-wrapped socket)."""
+    ctx = mtls_context(dev)
     c = Client(b.tls_port)
     c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
     assert c.connect(cid, keepalive=keepalive).rc == 0
@@ -257,14 +265,6 @@ def test_idle_mtls_connections_cost_under_32_kb(b):
     finally:
         for c in clients + warm:
             c.close()
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 @conf(*MTLS)
@@ -343,8 +343,7 @@ def test_failing_handshake_flood_does_not_starve(b):
     # while plain clients exchange QoS 1 messages
     stop = threading.Event()
     done = [0]
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(pki_dir() + "/ca.crt")
+    ctx = mtls_context(dev=None)
 
     def flood():
         while not stop.is_set():
@@ -384,10 +383,7 @@ def test_shutdown_during_a_handshake_storm(b):
     running job are freed when it comes back, the threads are joined, and the broker exits
     0 (under AddressSanitizer a leak or a use after free would change that)."""
     stop = threading.Event()
-    d = pki_dir()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(d + "/ca.crt")
-    ctx.load_cert_chain(d + "/dev1.crt", d + "/dev1.key")
+    ctx = mtls_context()
 
     def storm():
         while not stop.is_set():
@@ -423,10 +419,7 @@ def test_handshake_timeout_while_queued_for_the_threads(b):
     n = 600
     if soft < n + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100), hard))
-    d = pki_dir()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(d + "/ca.crt")
-    ctx.load_cert_chain(d + "/dev1.crt", d + "/dev1.key")
+    ctx = mtls_context()
 
     def client_hello():
         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()

@@ -147,6 +147,15 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
 
+def rss_kb(pid):
+    """Resident memory of a process, kB (the broker's, for memory bounds)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def wait_for(pred, timeout=5.0, step=0.02):
     end = time.time() + timeout
     while time.time() < end:

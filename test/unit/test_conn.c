@@ -99,6 +99,14 @@ start(struct event_base *base, struct seen *s, uint64_t ka_ms, int *client)
     return l;
 }
 
+static void
+finish(struct event_base *base, struct listener *l, int client)
+{
+    listener_free(l);
+    close(client);
+    event_base_free(base);
+}
+
 START_TEST(test_keepalive_within_a_tick)
 {
     struct event_base *base = event_base_new();
@@ -112,9 +120,7 @@ START_TEST(test_keepalive_within_a_tick)
     ck_assert_int_eq(s.keepalives, 1);
     ck_assert_uint_ge(s.fired_at_ms - t0, 500);
     ck_assert_uint_le(s.fired_at_ms - t0, 500 + 2 * 100 + 50); /* a tick or two late */
-    listener_free(l);
-    close(client);
-    event_base_free(base);
+    finish(base, l, client);
 }
 END_TEST
 
@@ -137,9 +143,7 @@ START_TEST(test_deadline_beyond_one_turn_and_late_wakeup)
     lq_clock_skip_ms(1500); /* 300.5 s and more */
     run_for(base, 300);
     ck_assert_int_eq(s.keepalives, 1);
-    listener_free(l);
-    close(client);
-    event_base_free(base);
+    finish(base, l, client);
 }
 END_TEST
 
@@ -160,9 +164,7 @@ START_TEST(test_activity_moves_the_deadline)
     lq_clock_skip_ms(160000); /* 510 s: 310 s idle */
     run_for(base, 300);
     ck_assert_int_eq(s.keepalives, 1);
-    listener_free(l);
-    close(client);
-    event_base_free(base);
+    finish(base, l, client);
 }
 END_TEST
 
