@@ -89,6 +89,8 @@ void sandbox_close(struct hook *h);
  * in the hook's time figures: reading the clock twice would cost a pass-through
  * on_publish about as much as the call itself. */
 int sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *what);
+/* A warning about hook h, at most one a second (the rest counted in the next line). */
+void hook_log_failure(struct hook *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static inline struct hook *
 hook_of(lua_State *L)

@@ -134,7 +134,7 @@ output(struct hook *h, int idx, struct msg *in, bool *changed)
     struct msg *m = message_from_table(h->L, idx, in, err, sizeof(err));
     if (!m) {
         h->stats->errors++;
-        lq_log(LQ_LOG_WARNING, "hook %s: on_publish returned an invalid message: %s", h->name, err);
+        hook_log_failure(h, "on_publish returned an invalid message: %s", err);
         return NULL;
     }
     *changed = !message_equal(m, in);
@@ -193,8 +193,7 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
     }
     if (!lua_istable(L, 2)) {
         h->stats->errors++;
-        lq_log(LQ_LOG_WARNING, "hook %s: on_publish returned a %s, not a message", h->name,
-               luaL_typename(L, 2));
+        hook_log_failure(h, "on_publish returned a %s, not a message", luaL_typename(L, 2));
         lua_settop(L, 0);
         if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
         return;

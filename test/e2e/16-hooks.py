@@ -466,6 +466,30 @@ def test_invalid_output_counts_as_error(b):
     assert "'topic' is not a valid topic name" in b.output()
 
 
+def test_bad_output_on_every_message_logs_once_a_second(b):
+    """A hook that returns something other than a message on every message, or an
+    invalid one, is counted each time but logged at most once a second, like a hook
+    that raises errors: a busy topic must not flood the log."""
+    install(b, "10-bool.lua", 'return {topics = {"flood/bool"}, on_publish = function(m) '
+                              'return true end}')
+    install(b, "10-wild.lua", 'return {topics = {"flood/wild"}, on_publish = function(m) '
+                              'm.topic = "a/#" return m end}')
+    s = sub(b, "flood/#")
+    p = connected(b.port, "p")
+    for i in range(1, 201):
+        p.publish("flood/bool" if i % 2 else "flood/wild", "x", qos=1, pid=i)
+        assert p.expect(PUBACK).pid == i
+    assert len(got(s, 200)) == 200  # hook_on_error pass: all routed unchanged
+    log = b.output()
+    assert 1 <= log.count("hook 10-bool.lua: on_publish returned a boolean, not a message") <= 2
+    assert 1 <= log.count("hook 10-wild.lua: on_publish returned an invalid message") <= 2
+    time.sleep(1.1)
+    p.publish("flood/bool", "x", qos=1, pid=1)
+    p.expect(PUBACK)
+    got(s, 1)
+    assert wait_for(lambda: "similar errors not logged since the last line: 99)" in b.output(), 3)
+
+
 # ---- reloading ----
 
 def test_bad_file_keeps_previous_version(b):
