@@ -18,15 +18,24 @@ def free_port():
     return p
 
 
-def wait_port(port, timeout=10):
+def wait_port(port, timeout=10, proc=None, log=None):
+    """Wait until port accepts; a broker that exits meanwhile is an error with its log."""
     end = time.time() + timeout
     while time.time() < end:
         try:
             socket.create_connection((HOST, port), timeout=0.5).close()
             return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                break
             time.sleep(0.05)
-    raise RuntimeError("port %d not open" % port)
+    why = "exited with status %s" % proc.returncode if proc is not None and \
+        proc.poll() is not None else "not open after %d s" % timeout
+    tail = ""
+    if log:
+        with open(log, errors="replace") as f:
+            tail = "".join(f.readlines()[-10:])
+    raise RuntimeError("port %d: broker %s\n%s" % (port, why, tail))
 
 
 def rss_kb(pid):
@@ -55,10 +64,15 @@ def start_broker(kind, conf_path, lines, ports):
     Returns the process; stop it with stop_broker (by PID)."""
     with open(conf_path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    proc = subprocess.Popen([broker_binary(kind), "-c", conf_path], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for p in ports:
-        wait_port(p)
+    log = conf_path + ".log"  # what it says about itself: shown if it does not start
+    with open(log, "w") as out:
+        proc = subprocess.Popen([broker_binary(kind), "-c", conf_path], stdout=out, stderr=out)
+    try:
+        for p in ports:
+            wait_port(p, proc=proc, log=log)
+    except RuntimeError:
+        stop_broker(proc)
+        raise
     return proc
 
 

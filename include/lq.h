@@ -60,6 +60,13 @@ lq_log_enabled(unsigned level)
     return (lq_log_types & level) != 0;
 }
 void lq_log(unsigned level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* For what can happen on every message: at most one line a second per limit; the next
+ * line says how many were left out. Zeroed means nothing logged yet. */
+struct lq_log_limit {
+    uint64_t last_ms, unlogged;
+};
+void lq_log_limited(struct lq_log_limit *ll, unsigned level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Monotonic milliseconds, and wall-clock seconds. */
 uint64_t lq_now_ms(void);

@@ -108,3 +108,26 @@ lq_log(unsigned level, const char *fmt, ...)
     if (log_dests & LQ_DEST_SYSLOG) syslog(syslog_priority(level), "%s", msg);
     errno = saved;
 }
+
+void
+lq_log_limited(struct lq_log_limit *ll, unsigned level, const char *fmt, ...)
+{
+    if (!(lq_log_types & level)) return;
+    uint64_t now = lq_now_ms();
+    if (ll->last_ms && now - ll->last_ms < 1000) {
+        ll->unlogged++;
+        return;
+    }
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (ll->unlogged)
+        lq_log(level, "%s (similar lines left out since the last one: %llu)", msg,
+               (unsigned long long)ll->unlogged);
+    else
+        lq_log(level, "%s", msg);
+    ll->last_ms = now;
+    ll->unlogged = 0;
+}

@@ -10,6 +10,7 @@
 #include <lua.h>
 
 #include "hooks.h"
+#include "lq.h"
 
 struct event;
 struct msg;
@@ -48,9 +49,9 @@ struct hook {
     const char *pushed_topic, *pushed_payload;
     int ref_msg_meta; /* metatable of message tables */
 
-    struct hook_stats *stats; /* owned by its slot: survives reloads */
-    uint64_t last_error_log_ms, errors_unlogged;
-    unsigned untimed; /* calls since the last timed one */
+    struct hook_stats *stats;         /* owned by its slot: survives reloads */
+    struct lq_log_limit failures_log; /* a hook failing on every message must not flood the log */
+    unsigned untimed;                 /* calls since the last timed one */
 };
 
 /* A file of the scripts directory and the hook version running for it. */
@@ -77,6 +78,7 @@ struct hooks {
     int inotify_fd;
     struct event *inotify_ev, *rescan_ev;
     unsigned depth; /* nesting of hooks_run through broker.publish */
+    struct lq_log_limit depth_log;
 };
 
 /* sandbox.c: states, limits, calls */
@@ -89,8 +91,6 @@ void sandbox_close(struct hook *h);
  * in the hook's time figures: reading the clock twice would cost a pass-through
  * on_publish about as much as the call itself. */
 int sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *what);
-/* A warning about hook h, at most one a second (the rest counted in the next line). */
-void hook_log_failure(struct hook *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static inline struct hook *
 hook_of(lua_State *L)

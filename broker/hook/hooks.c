@@ -134,7 +134,8 @@ output(struct hook *h, int idx, struct msg *in, bool *changed)
     struct msg *m = message_from_table(h->L, idx, in, err, sizeof(err));
     if (!m) {
         h->stats->errors++;
-        hook_log_failure(h, "on_publish returned an invalid message: %s", err);
+        lq_log_limited(&h->failures_log, LQ_LOG_WARNING,
+                       "hook %s: on_publish returned an invalid message: %s", h->name, err);
         return NULL;
     }
     *changed = !message_equal(m, in);
@@ -193,7 +194,9 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
     }
     if (!lua_istable(L, 2)) {
         h->stats->errors++;
-        hook_log_failure(h, "on_publish returned a %s, not a message", luaL_typename(L, 2));
+        lq_log_limited(&h->failures_log, LQ_LOG_WARNING,
+                       "hook %s: on_publish returned a %s, not a message", h->name,
+                       luaL_typename(L, 2));
         lua_settop(L, 0);
         if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
         return;
@@ -265,9 +268,9 @@ hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl, const s
     chain_of(hs, m, skip, &c);
     if (c.n == 0) return false; /* the one index lookup most messages pay */
     if (hs->depth >= MAX_DEPTH) {
-        lq_log(LQ_LOG_WARNING,
-               "hooks: broker.publish nested %u deep: \"%s\" not passed through hooks", hs->depth,
-               m->topic);
+        lq_log_limited(&hs->depth_log, LQ_LOG_WARNING,
+                       "hooks: broker.publish nested %u deep: \"%s\" not passed through hooks",
+                       hs->depth, m->topic);
         chain_free(&c);
         return false;
     }

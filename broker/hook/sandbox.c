@@ -9,7 +9,6 @@
  * the script: pcall and xpcall are replaced by versions that re-raise once an abort
  * is under way, so the error always reaches sandbox_call. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,30 +406,6 @@ now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* At most one line per second and hook: a hook failing on every message must not flood
- * the log. The next line says how many were left out. */
-void
-hook_log_failure(struct hook *h, const char *fmt, ...)
-{
-    uint64_t now = lq_now_ms();
-    if (now - h->last_error_log_ms < 1000) {
-        h->errors_unlogged++;
-        return;
-    }
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (h->errors_unlogged)
-        lq_log(LQ_LOG_WARNING, "hook %s: %s (similar errors not logged since the last line: %llu)",
-               h->name, line, (unsigned long long)h->errors_unlogged);
-    else
-        lq_log(LQ_LOG_WARNING, "hook %s: %s", h->name, line);
-    h->last_error_log_ms = now;
-    h->errors_unlogged = 0;
-}
-
 int
 sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *what)
 {
@@ -479,7 +454,8 @@ sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *w
     }
     const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)";
     if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM) msg = "memory limit exceeded";
-    hook_log_failure(h, "%s: %s: %s", what, kind, msg);
+    lq_log_limited(&h->failures_log, LQ_LOG_WARNING, "hook %s: %s: %s: %s", h->name, what, kind,
+                   msg);
     lua_settop(L, base);
     h->abort = ABORT_NONE;
     h->limits_on = false; /* let the collector run unhindered */

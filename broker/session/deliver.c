@@ -220,6 +220,11 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
     struct broker *b = s->b;
     bool online = s->conn && s->connected;
     if (!online && qos == 0) return DELIVER_OK; /* QoS 0 is not kept for absent clients */
+    if (s->refused_full && !queue_is_full(s, msg_size(m))) {
+        session_log(s, LQ_LOG_NOTICE, "queue has room again: %llu QoS 1/2 messages refused",
+                    (unsigned long long)s->refused_full);
+        s->refused_full = 0;
+    }
     if (online && !s->q_head && conn_is_writable(s->conn)) { /* fast path */
         if (qos == 0) {
             send_publish(s, m, 0, retain, false, 0, sub_ids, nsub);
@@ -234,9 +239,12 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
     if (!forced && queue_is_full(s, msg_size(m))) {
         if (qos == 0 || !online) {
             b->ctr.dropped_queue_full++;
-            if (qos > 0)
-                session_log(s, LQ_LOG_WARNING, "queue full: QoS %u message on \"%s\" refused", qos,
-                            m->topic);
+            /* one line when it fills, one when it has room: not one per message */
+            if (qos > 0 && s->refused_full++ == 0)
+                session_log(s, LQ_LOG_WARNING,
+                            "queue full (%u messages, %llu bytes): QoS 1/2 messages for it are "
+                            "refused until it has room (first on \"%s\")",
+                            s->nqueued, (unsigned long long)s->qbytes, m->topic);
             return DELIVER_DROPPED;
         }
         rc = DELIVER_OVER; /* keep it, and hold the publisher back */

@@ -141,7 +141,8 @@ struct session {
     struct qentry *q_head, *q_tail;
     uint32_t nqueued;
     uint64_t qbytes;
-    bool over_bound; /* its queue passed the bound: publishers are held until it drains */
+    bool over_bound;       /* its queue passed the bound: publishers are held until it drains */
+    uint64_t refused_full; /* QoS 1/2 messages refused since its queue filled (logged once) */
     struct qentry *if_head, *if_tail;
     uint32_t ninflight;
     uint16_t next_pid;

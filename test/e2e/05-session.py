@@ -4,7 +4,7 @@ the expiry, clean start, 3.1.1 persistent sessions, offline queue bounds."""
 
 import time
 
-from lqtest import conf
+from lqtest import conf, wait_for
 from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SESSION_EXPIRY, Client, connected)
 
 PERSIST = [(SESSION_EXPIRY, 60)]
@@ -144,3 +144,27 @@ def test_offline_queue_bound_and_quota(b):
         c.ack(PUBACK, p.pid)
     assert got == [b"0", b"1", b"2", b"3", b"4"]
     c.expect_none(0.3)
+
+
+@conf("max_queued_messages 5")
+def test_full_offline_queue_logs_once_not_per_message(b):
+    """A publisher hammering a full offline queue is refused each time (0x97) but the
+    log says so once, and once more when the queue has room again, with the count."""
+    c = connected(b.port, "full", clean=False, properties=PERSIST)
+    c.subscribe(1, [("f", 1)])
+    c.disconnect()
+    pub = connected(b.port, "pub")
+    for i in range(200):
+        pub.publish("f", str(i), qos=1, pid=i % 60000 + 1)
+        assert pub.expect(PUBACK).rc == (0 if i < 5 else 0x97)
+    assert b.output().count('client "full" offline: queue full') == 1, b.output()
+    c = Client(b.port)
+    c.connect("full", clean=False, properties=PERSIST)
+    for _ in range(5):
+        c.ack(PUBACK, c.expect(PUBLISH).pid)
+    pub.publish("f", "after", qos=1, pid=1)
+    assert pub.expect(PUBACK).rc == 0
+    assert c.expect(PUBLISH).payload == b"after"
+    assert wait_for(lambda: "queue has room again: 195 QoS 1/2 messages refused" in b.output(), 3)
+    assert b.output().count("queue full") == 1
+

@@ -336,6 +336,25 @@ end}''')
     s.expect_none(0.4)  # echo/copy did not go through 10-echo.lua again
 
 
+def test_hooks_publishing_down_a_long_chain_stop_at_depth_and_log_once_a_second(b):
+    """Nine hooks, each publishing into the next one's topic on every message (a hook
+    never re-enters itself, so a loop needs distinct hooks): nesting stops at 8, the
+    last message is routed without hooks, and the warning about it is logged at most
+    once a second, not once per message."""
+    for i in range(1, 10):
+        install(b, "%02d-next.lua" % i,
+                'return {topics = {"d/%d"}, on_publish = function(m) '
+                'broker.publish("d/%d", m.payload) return m end}' % (i, i + 1))
+    s = sub(b, "d/#")
+    p = connected(b.port, "p")
+    for i in range(1, 51):
+        assert pub_ack(p, "d/1", "m%d" % i, pid=i) == 0
+    msgs = got(s, 50 * 9)  # d/1 .. d/9: d/9 went through no hook, so no d/10
+    assert sorted({m.topic for m in msgs}) == ["d/%d" % i for i in range(1, 10)]
+    s.expect_none(0.3)
+    assert 1 <= b.output().count("broker.publish nested 8 deep") <= 2, b.output()
+
+
 def test_paho_v5_through_hook(b):
     install(b, "10-tag.lua", 'return {topics = {"paho/#"}, on_publish = function(m) '
                              'm.properties.content_type = "tagged" return m end}')
@@ -487,7 +506,7 @@ def test_bad_output_on_every_message_logs_once_a_second(b):
     p.publish("flood/bool", "x", qos=1, pid=1)
     p.expect(PUBACK)
     got(s, 1)
-    assert wait_for(lambda: "similar errors not logged since the last line: 99)" in b.output(), 3)
+    assert wait_for(lambda: "similar lines left out since the last one: 99)" in b.output(), 3)
 
 
 # ---- reloading ----
