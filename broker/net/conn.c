@@ -31,10 +31,11 @@
 static bool
 handshaking(const struct conn *c)
 {
-    return c->tls && (c->job || !tls_conn_established(c->tls)); /* job: not ours to read */
+    return c->t && (c->job || !tls_conn_established(c->t->tls)); /* job: not ours to read */
 }
 
-/* The read event lives right after the conn, in the same allocation. */
+/* The read event lives right after the conn, in the same allocation; then a TLS
+ * connection's struct conn_tls, then the peer's name. */
 #define CONN_SIZE ((sizeof(struct conn) + 15) & ~(size_t)15)
 
 static struct event *
@@ -119,16 +120,16 @@ conn_due(struct conn *c, uint64_t now)
         return;
     }
     if (handshaking(c)) {
-        if (now >= c->hs_deadline_ms) {
+        if (now >= c->t->hs_deadline_ms) {
             lq_log(LQ_LOG_NOTICE, "%s: TLS handshake not finished in time: closing", c->peer);
             conn_close(c);
             c->l->ops->on_lost(c, "TLS handshake timeout", c->l->ud);
             return;
         }
-        wheel_put(c, c->hs_deadline_ms);
+        wheel_put(c, c->t->hs_deadline_ms);
         return;
     }
-    if (c->tls && !c->job) tls_conn_shrink(c->tls); /* after large records, once a period */
+    if (c->t && !c->job) tls_conn_shrink(c->t->tls); /* after large records, once a period */
     if (!c->keepalive_ms) return;
     if (now - c->last_rx_ms >= c->keepalive_ms) {
         c->l->ops->on_keepalive(c, c->l->ud);
@@ -233,7 +234,7 @@ buf_put(struct listener *l, struct evbuffer **b)
 static struct evbuffer *
 inbuf(const struct conn *c)
 {
-    return c->tls ? c->tls_in : c->in;
+    return c->t ? c->t->in : c->in;
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -286,7 +287,7 @@ write_done(struct conn *c)
 static struct evbuffer *
 outbuf(struct conn *c)
 {
-    if (c->tls) return c->tls_out;
+    if (c->t) return c->t->out;
     if (!c->out) c->out = buf_get(c->l);
     return c->out;
 }
@@ -301,11 +302,11 @@ out_len(const struct conn *c)
 static void
 tls_flush(struct conn *c)
 {
-    if (c->job || !tls_conn_established(c->tls) || !evbuffer_get_length(c->tls_out)) return;
-    int rc = tls_conn_output(c->tls, c->tls_out);
+    if (c->job || !tls_conn_established(c->t->tls) || !evbuffer_get_length(c->t->out)) return;
+    int rc = tls_conn_output(c->t->tls, c->t->out);
     want_write(c);
     if (rc < 0) {
-        evbuffer_drain(c->tls_out, evbuffer_get_length(c->tls_out));
+        evbuffer_drain(c->t->out, evbuffer_get_length(c->t->out));
         if (!c->closing) {
             lq_log(LQ_LOG_NOTICE, "%s: TLS write failed: closing", c->peer);
             conn_close(c);
@@ -325,15 +326,15 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 static void
 queued(struct conn *c)
 {
-    if (c->tls) event_active(c->flush_ev, EV_WRITE, 0); /* no-op when already active */
+    if (c->t) event_active(c->t->flush_ev, EV_WRITE, 0); /* no-op when already active */
 }
 
 static void
 log_established(const struct conn *c)
 {
     char d[128], san[512] = "";
-    const struct tls_identity *id = tls_conn_identity(c->tls);
-    tls_conn_describe(c->tls, d, sizeof(d));
+    const struct tls_identity *id = tls_conn_identity(c->t->tls);
+    tls_conn_describe(c->t->tls, d, sizeof(d));
     if (!id) {
         lq_log(LQ_LOG_DEBUG, "%s: TLS established (%s, no client certificate)", c->peer, d);
         return;
@@ -362,7 +363,7 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
     if (st == TLS_HANDSHAKING) return false;
     if (!was) { /* the CONNECT timeout starts now */
         if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
-        tls_conn_shrink(c->tls); /* the certificates are read and sent */
+        tls_conn_shrink(c->t->tls); /* the certificates are read and sent */
         c->last_rx_ms = lq_now_ms();
         conn_set_keepalive(c, c->keepalive_ms);
         queued(c);
@@ -379,15 +380,15 @@ static bool
 tls_read(struct conn *c)
 {
     if (c->job) return false;
-    bool was = tls_conn_established(c->tls);
+    bool was = tls_conn_established(c->t->tls);
     if (!was && hs_worker_start(c->l->base, handshake_done)) {
         struct hs_job *j = lq_xcalloc(1, sizeof(*j));
-        j->tls = c->tls;
-        j->plain = c->tls_in;
+        j->tls = c->t->tls;
+        j->plain = c->t->in;
         j->tx = evbuffer_new();
         j->owner = c;
         if (j->tx) {
-            tls_conn_set_tx(c->tls, j->tx);
+            tls_conn_set_tx(c->t->tls, j->tx);
             c->job = j;
             event_del(conn_rev(c));
             hs_worker_submit(j);
@@ -396,7 +397,7 @@ tls_read(struct conn *c)
         free(j); /* no buffer: do it here */
     }
     char why[320];
-    enum tls_status st = tls_conn_input(c->tls, c->tls_in, why, sizeof(why));
+    enum tls_status st = tls_conn_input(c->t->tls, c->t->in, why, sizeof(why));
     return tls_result(c, st, was, why);
 }
 
@@ -408,7 +409,7 @@ static void
 handshake_done(struct hs_job *j)
 {
     struct conn *c = j->owner;
-    tls_conn_set_tx(c->tls, c->out);
+    tls_conn_set_tx(c->t->tls, c->out);
     evbuffer_add_buffer(c->out, j->tx);
     evbuffer_free(j->tx);
     c->job = NULL;
@@ -483,17 +484,22 @@ big_deliver(struct conn *c)
         return;
     }
     c->bytes_in += b->len;
-    c->taking = b;
-    c->l->ops->on_packet(c, tf, b->data + hl, rem, c->l->ud);
-    free(c->taking); /* not taken */
-    c->taking = NULL;
+    struct listener *l = c->l;
+    l->taking = b;
+    l->taking_for = c;
+    l->ops->on_packet(c, tf, b->data + hl, rem, l->ud);
+    free(l->taking); /* not taken */
+    l->taking = NULL;
+    l->taking_for = NULL;
 }
 
 void *
 conn_take_packet(struct conn *c)
 {
-    void *b = c->taking;
-    c->taking = NULL;
+    struct listener *l = c->l;
+    if (l->taking_for != c) return NULL;
+    void *b = l->taking;
+    l->taking = NULL;
     return b;
 }
 
@@ -529,7 +535,7 @@ big_read(struct conn *c, evutil_socket_t fd)
 static void
 frame(struct conn *c)
 {
-    if (c->tls && !tls_read(c)) return;
+    if (c->t && !tls_read(c)) return;
     struct evbuffer *in = inbuf(c);
     while (in && !c->closing && !c->paused) {
         size_t avail = evbuffer_get_length(in);
@@ -552,7 +558,7 @@ frame(struct conn *c)
             break;
         }
         if (avail < total) {
-            if (total >= BIG_PACKET && !c->tls) big_start(c, in, total);
+            if (total >= BIG_PACKET && !c->t) big_start(c, in, total);
             break;
         }
         const uint8_t *p = evbuffer_pullup(in, (ssize_t)total);
@@ -561,10 +567,10 @@ frame(struct conn *c)
         evbuffer_drain(in, total);
     }
     if (c->peer_closed && !c->closing) lost(c, "connection closed by peer");
-    if (!c->tls && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
-    if (c->tls && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
+    if (!c->t && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
+    if (c->t && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
         buf_trim(c->in);
-        buf_trim(c->tls_in);
+        buf_trim(c->t->in);
     }
 }
 
@@ -619,7 +625,7 @@ write_out(struct conn *c)
     size_t left = out_len(c);
     if (left == 0) {
         if (c->wev) write_done(c);
-        if (!c->tls && c->out) buf_put(c->l, &c->out);
+        if (!c->t && c->out) buf_put(c->l, &c->out);
     } else {
         wait_writable(c);
     }
@@ -682,48 +688,54 @@ conn_free_unlinked(struct conn *c)
     }
     if (on_wheel(c)) c->l->nwheel--;
     unlink_timed(c);
-    tls_conn_free(c->tls);
-    if (c->tls_in) evbuffer_free(c->tls_in);
-    if (c->tls_out) evbuffer_free(c->tls_out);
-    if (c->flush_ev) event_free(c->flush_ev);
+    if (c->t) {
+        tls_conn_free(c->t->tls);
+        if (c->t->in) evbuffer_free(c->t->in);
+        if (c->t->out) evbuffer_free(c->t->out);
+        if (c->t->flush_ev) event_free(c->t->flush_ev);
+    }
     if (event_initialized(conn_rev(c))) event_del(conn_rev(c));
     if (c->wev) event_free(c->wev);
     if (c->in) evbuffer_free(c->in);
     if (c->out) evbuffer_free(c->out);
     evutil_closesocket(c->fd);
     free(c->big);
-    free(c->peer);
     free(c);
 }
 
-static char *
-peer_name(const struct sockaddr *sa)
+static void
+peer_name(const struct sockaddr *sa, char *out, size_t outlen)
 {
-    char ip[INET6_ADDRSTRLEN] = "?", out[INET6_ADDRSTRLEN + 16];
+    char ip[INET6_ADDRSTRLEN] = "?";
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
         inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
-        snprintf(out, sizeof(out), "%s:%u", ip, ntohs(in4->sin_port));
+        snprintf(out, outlen, "%s:%u", ip, ntohs(in4->sin_port));
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        snprintf(out, sizeof(out), "[%s]:%u", ip, ntohs(in6->sin6_port));
+        snprintf(out, outlen, "[%s]:%u", ip, ntohs(in6->sin6_port));
     } else {
-        snprintf(out, sizeof(out), "unix");
+        snprintf(out, outlen, "unix");
     }
-    return lq_xstrdup(out);
 }
 
 struct conn *
 conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen)
 {
     (void)salen;
-    struct conn *c = lq_xcalloc(1, CONN_SIZE + event_get_struct_event_size());
+    char peer[INET6_ADDRSTRLEN + 16];
+    peer_name(sa, peer, sizeof(peer));
+    /* one allocation: the conn, its read event, what TLS needs, its peer's name */
+    size_t rev_size = (event_get_struct_event_size() + 15) & ~(size_t)15, peer_len = strlen(peer);
+    size_t tls_size = l->tls ? sizeof(struct conn_tls) : 0;
+    struct conn *c = lq_xcalloc(1, CONN_SIZE + rev_size + tls_size + peer_len + 1);
     c->l = l;
     c->fd = fd;
     c->max_packet = UINT32_MAX;
     c->last_rx_ms = lq_now_ms();
-    c->peer = peer_name(sa);
+    c->peer = (char *)c + CONN_SIZE + rev_size + tls_size;
+    memcpy(c->peer, peer, peer_len + 1);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* latency over batching */
     evutil_make_socket_nonblocking(fd);
@@ -733,21 +745,22 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         return NULL;
     }
     if (l->tls) { /* the record layer reads and writes in and out: they stay */
+        c->t = (struct conn_tls *)(void *)((char *)c + CONN_SIZE + rev_size);
         c->in = evbuffer_new();
         c->out = evbuffer_new();
-        c->tls_in = evbuffer_new();
-        c->tls_out = evbuffer_new();
-        c->flush_ev = event_new(l->base, -1, 0, flush_cb, c);
-        c->tls = c->in && c->out && c->tls_in && c->tls_out && c->flush_ev
-                     ? tls_conn_new(l->tls, c->in, c->out)
-                     : NULL;
-        if (!c->tls) {
+        c->t->in = evbuffer_new();
+        c->t->out = evbuffer_new();
+        c->t->flush_ev = event_new(l->base, -1, 0, flush_cb, c);
+        c->t->tls = c->in && c->out && c->t->in && c->t->out && c->t->flush_ev
+                        ? tls_conn_new(l->tls, c->in, c->out)
+                        : NULL;
+        if (!c->t->tls) {
             lq_log(LQ_LOG_ERR, "%s: cannot set up TLS", c->peer);
             conn_free_unlinked(c);
             return NULL;
         }
-        c->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
-        wheel_put(c, c->hs_deadline_ms);
+        c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
+        wheel_put(c, c->t->hs_deadline_ms);
     }
     event_add(conn_rev(c), NULL);
 
@@ -818,7 +831,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 void
 conn_write_now(struct conn *c, const void *p, size_t n)
 {
-    if (c->tls || c->closing || out_len(c)) {
+    if (c->t || c->closing || out_len(c)) {
         conn_write(c, p, n);
         return;
     }
@@ -876,7 +889,7 @@ size_t
 conn_pending(const struct conn *c)
 {
     size_t n = out_len(c);
-    return c->tls ? n + evbuffer_get_length(c->tls_out) : n;
+    return c->t ? n + evbuffer_get_length(c->t->out) : n;
 }
 
 bool
@@ -901,7 +914,7 @@ conn_resume(struct conn *c)
     if (c->job) return; /* handshake_done resumes reading */
     event_add(conn_rev(c), NULL);
     /* packets already buffered would wait for new bytes: run the reader soon */
-    if ((c->in && evbuffer_get_length(c->in)) || (c->tls && evbuffer_get_length(c->tls_in)))
+    if ((c->in && evbuffer_get_length(c->in)) || (c->t && evbuffer_get_length(c->t->in)))
         event_active(conn_rev(c), EV_READ, 0);
 }
 
@@ -917,9 +930,9 @@ conn_close(struct conn *c)
     if (c->closing) return; /* already on its way out? */
     c->closing = true;
     event_del(conn_rev(c));
-    if (c->tls && !c->job) { /* what is queued leaves now, then the close_notify */
+    if (c->t && !c->job) { /* what is queued leaves now, then the close_notify */
         tls_flush(c);
-        tls_conn_shutdown(c->tls);
+        tls_conn_shutdown(c->t->tls);
         want_write(c);
     }
     if (out_len(c) == 0) {
@@ -938,19 +951,19 @@ conn_is_closing(const struct conn *c)
 bool
 conn_is_tls(const struct conn *c)
 {
-    return c->tls != NULL;
+    return c->t != NULL;
 }
 
 const struct tls_identity *
 conn_tls_identity(const struct conn *c)
 {
-    return c->tls ? tls_conn_identity(c->tls) : NULL;
+    return c->t ? tls_conn_identity(c->t->tls) : NULL;
 }
 
 const char *
 conn_tls_username(const struct conn *c)
 {
-    return c->tls ? tls_conn_username(c->tls) : NULL;
+    return c->t ? tls_conn_username(c->t->tls) : NULL;
 }
 
 void

@@ -41,6 +41,19 @@ struct listener {
     struct conn **flush; /* NULL entries: freed meanwhile */
     uint32_t nflush, cap_flush;
     struct event *flush_ev;
+    /* on_packet of a large packet read into its own block: the block, until taken */
+    void *taking;
+    struct conn *taking_for;
+};
+
+/* What only a TLS connection has. The conn's in and out carry ciphertext; packets are
+ * framed from t->in and written to t->out, which flush_ev encrypts once per loop
+ * iteration. */
+struct conn_tls {
+    struct tls_conn *tls;
+    struct evbuffer *in, *out;
+    struct event *flush_ev;
+    uint64_t hs_deadline_ms; /* the handshake must finish by then */
 };
 
 struct conn {
@@ -58,18 +71,12 @@ struct conn {
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;
-    bool peer_closed;    /* close_notify received */
-    uint32_t flush_slot; /* 1 + its index in l->flush, 0: not there */
-    /* TLS: in and out carry ciphertext; packets are framed from tls_in and written
-     * to tls_out, which flush_ev encrypts once per loop iteration. */
-    struct tls_conn *tls;
-    struct evbuffer *tls_in, *tls_out;
-    struct event *flush_ev;
-    uint64_t hs_deadline_ms; /* the handshake must finish by then */
-    char *peer;              /* "address:port" */
-    struct big_packet *big;  /* a large packet being read straight into place */
-    struct hs_job *job;      /* the handshake thread has its TLS state (hs_worker.c) */
-    void *taking;            /* on_packet of a large packet: its block, until taken */
+    bool peer_closed;       /* close_notify received */
+    uint32_t flush_slot;    /* 1 + its index in l->flush, 0: not there */
+    struct conn_tls *t;     /* NULL: plain TCP */
+    char *peer;             /* "address:port", in the conn's allocation */
+    struct big_packet *big; /* a large packet being read straight into place */
+    struct hs_job *job;     /* the handshake thread has its TLS state (hs_worker.c) */
     /* the read event follows, in the same allocation (conn_rev) */
 };
 

@@ -110,48 +110,50 @@ struct will {
 struct session {
     struct broker *b;
     char *id; /* in the same allocation, after the struct */
-    size_t id_len;
-    uint32_t hash;
     struct session *hnext;
     struct conn *conn; /* NULL while offline */
+    uint32_t id_len;
+    uint32_t hash;
+    /* Fields are ordered to leave no holes: an idle client's session is most of what
+     * its connection costs (13-flow-control.py checks the total). */
 
     /* connection scope, reset by session_attach */
-    uint8_t version;
-    bool problem_info;
-    bool connected; /* CONNACK sent and not closed */
-    uint16_t keepalive;
-    uint16_t client_recv_max;
-    uint16_t client_alias_max;
-    uint32_t client_max_packet;
-    uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
-    char *username;          /* from CONNECT, or the client certificate; NULL: none */
-    double connected_at;     /* wall clock of the last CONNACK */
+    char *username;      /* from CONNECT, or the client certificate; NULL: none */
+    double connected_at; /* wall clock of the last CONNACK */
     /* TOPIC_ALIAS_MAX + 1 slots, made on the first alias: idle clients pay nothing */
     char **alias_in;
     struct alias_out *alias_out;
+    uint32_t client_max_packet;
+    uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
+    uint16_t keepalive;
+    uint16_t client_recv_max;
+    uint16_t client_alias_max;
     uint16_t nalias_out;
+    uint8_t version;
+    bool problem_info;
+    bool connected; /* CONNACK sent and not closed */
 
     /* session scope */
+    bool over_bound; /* its queue passed the bound: publishers are held until it drains */
     uint32_t expiry; /* seconds; EXPIRY_NEVER */
     struct event *expiry_ev;
     struct will *will;
     struct event *will_ev;
     struct ssub *subs;
-    size_t nsubs, capsubs;
+    uint32_t nsubs, capsubs;
     struct qentry *q_head, *q_tail;
-    uint32_t nqueued;
     uint64_t qbytes;
-    bool over_bound;       /* its queue passed the bound: publishers are held until it drains */
-    uint64_t refused_full; /* QoS 1/2 messages refused since its queue filled (logged once) */
+    uint32_t nqueued;
+    uint32_t refused_full; /* QoS 1/2 messages refused since its queue filled (logged once) */
     struct qentry *if_head, *if_tail;
-    uint32_t ninflight;
-    uint16_t next_pid;
     uint16_t *in_pids; /* QoS 2 received, PUBREL awaited */
     uint32_t nin, capin;
+    uint32_t ninflight;
+    uint16_t next_pid;
 
     /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
-    uint64_t match_gen;
     uint32_t match_idx;
+    uint64_t match_gen;
 };
 
 /* A session one message matched: the most generous of its matching subscriptions. */

@@ -123,10 +123,11 @@ def test_qos1_to_deaf_subscriber_holds_the_publisher(b):
     assert grown < limit, "broker grew by %d kB" % grown
 
 
-def test_idle_connections_cost_under_850_bytes(b):
+def test_idle_connections_cost_less_than_mosquittos_0_72_kb(b):
     """An idle client costs the broker its session and connection state, no buffers
-    and no timer of its own (0.72 kB measured; mosquitto 0.72 kB; 1.24 kB before the
-    deadline wheel and the write-at-once CONNACK)."""
+    and no timer of its own: 0.65 kB measured (mosquitto 2.0.11: 0.72 kB in make bench;
+    1.24 kB before the deadline wheel and the write-at-once CONNACK, 0.75 kB before the
+    TLS fields and the peer's name moved out of / into the conn's allocation)."""
     import resource
     import socket
     if os.environ.get("LUNAMQ_SAN"):
@@ -150,7 +151,7 @@ def test_idle_connections_cost_under_850_bytes(b):
             assert s.recv(4)[:2] == b"\x20\x02"
         grown = rss_kb(b.proc.pid) - before
         print("  %d idle connections: %.2f kB each" % (n, grown / n))
-        assert grown / n < 0.85, "%.2f kB per idle connection" % (grown / n)
+        assert grown / n < 0.72, "%.2f kB per idle connection" % (grown / n)
     finally:
         for s in socks:
             s.close()
