@@ -78,7 +78,8 @@ $(B)/unit: $(UNIT_OBJ) $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(B)/obj/ctl.d $(UNIT_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(B)/obj/ctl.d $(B)/obj/bench/lunamq-bench.d \
+         $(UNIT_OBJ:.o=.d)
 
 # ---- set-up ----
 deps:
@@ -92,9 +93,9 @@ unit: $(B)/unit
 	$(Q)./$(B)/unit
 
 san:
-	$(Q)$(MAKE) --no-print-directory SAN=1 build/san/lunamq build/san/lunamq-ctl build/san/unit
+	$(Q)$(MAKE) --no-print-directory SAN=1 build/san/lunamq build/san/lunamq-ctl build/san/lunamq-bench build/san/unit
 
-e2e: $(B)/lunamq
+e2e: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 	$(Q)LUNAMQ_BIN=$(B)/lunamq /usr/bin/python3 test/e2e/run.py
 
 test: deps

@@ -659,8 +659,8 @@ main(int argc, char **argv)
     double secs = (double)(t_end - t_start) / 1e9;
     if (secs <= 0) secs = 1e-9; /* never started: rates of 0 */
     uint64_t expected = o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
-    uint64_t arrived = delivered + delivered_late; /* loss counts the grace period too */
-    qsort(lat, nlat, sizeof(*lat), cmp_u64);
+    uint64_t arrived = delivered + delivered_late;     /* loss counts the grace period too */
+    if (nlat) qsort(lat, nlat, sizeof(*lat), cmp_u64); /* lat is NULL when nothing was timed */
     double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0,
            p99 = nlat ? (double)lat[nlat * 99 / 100] / 1e3 : 0,
            pmax = nlat ? (double)lat[nlat - 1] / 1e3 : 0;
