@@ -514,59 +514,85 @@ opt_include_dir(struct parse *ps)
     return rc;
 }
 
+/* rest_after: for file and directory values, which may hold spaces as in mosquitto.conf,
+ * the value is the rest of the line after that many words (trimmed); 0: words only. */
 static const struct option {
     const char *name;
     int (*parse)(struct parse *ps);
+    int rest_after;
 } options[] = {
-    {"listener", opt_listener},
-    {"allow_anonymous", opt_allow_anonymous},
-    {"max_packet_size", opt_max_packet_size},
-    {"max_inflight_messages", opt_max_inflight_messages},
-    {"max_queued_messages", opt_max_queued_messages},
-    {"max_queued_bytes", opt_max_queued_bytes},
-    {"max_connections", opt_max_connections},
-    {"max_keepalive", opt_max_keepalive},
-    {"message_size_limit", opt_message_size_limit},
-    {"retain_available", opt_retain_available},
-    {"persistent_client_expiration", opt_persistent_client_expiration},
-    {"log_type", opt_log_type},
-    {"log_dest", opt_log_dest},
-    {"include_dir", opt_include_dir},
-    {"cafile", opt_cafile},
-    {"capath", opt_capath},
-    {"certfile", opt_certfile},
-    {"keyfile", opt_keyfile},
-    {"crlfile", opt_crlfile},
-    {"require_certificate", opt_require_certificate},
-    {"use_identity_as_username", opt_use_identity_as_username},
-    {"use_subject_as_username", opt_use_subject_as_username},
-    {"tls_version", opt_tls_version},
-    {"ciphers", opt_ciphers},
-    {"ciphers_tls1.3", opt_ciphers_tls13},
-    {"tls_handshake_timeout", opt_tls_handshake_timeout},
-    {"scripts_dir", opt_scripts_dir},
-    {"hook_instruction_limit", opt_hook_instruction_limit},
-    {"hook_memory_limit", opt_hook_memory_limit},
-    {"hook_on_error", opt_hook_on_error},
-    {"admin_socket", opt_admin_socket},
-    {"sys_interval", opt_sys_interval},
-    {"metrics_listener", opt_metrics_listener},
+    {"listener", opt_listener, 0},
+    {"allow_anonymous", opt_allow_anonymous, 0},
+    {"max_packet_size", opt_max_packet_size, 0},
+    {"max_inflight_messages", opt_max_inflight_messages, 0},
+    {"max_queued_messages", opt_max_queued_messages, 0},
+    {"max_queued_bytes", opt_max_queued_bytes, 0},
+    {"max_connections", opt_max_connections, 0},
+    {"max_keepalive", opt_max_keepalive, 0},
+    {"message_size_limit", opt_message_size_limit, 0},
+    {"retain_available", opt_retain_available, 0},
+    {"persistent_client_expiration", opt_persistent_client_expiration, 0},
+    {"log_type", opt_log_type, 0},
+    {"log_dest", opt_log_dest, 2}, /* log_dest file PATH */
+    {"include_dir", opt_include_dir, 1},
+    {"cafile", opt_cafile, 1},
+    {"capath", opt_capath, 1},
+    {"certfile", opt_certfile, 1},
+    {"keyfile", opt_keyfile, 1},
+    {"crlfile", opt_crlfile, 1},
+    {"require_certificate", opt_require_certificate, 0},
+    {"use_identity_as_username", opt_use_identity_as_username, 0},
+    {"use_subject_as_username", opt_use_subject_as_username, 0},
+    {"tls_version", opt_tls_version, 0},
+    {"ciphers", opt_ciphers, 0},
+    {"ciphers_tls1.3", opt_ciphers_tls13, 0},
+    {"tls_handshake_timeout", opt_tls_handshake_timeout, 0},
+    {"scripts_dir", opt_scripts_dir, 1},
+    {"hook_instruction_limit", opt_hook_instruction_limit, 0},
+    {"hook_memory_limit", opt_hook_memory_limit, 0},
+    {"hook_on_error", opt_hook_on_error, 0},
+    {"admin_socket", opt_admin_socket, 1},
+    {"sys_interval", opt_sys_interval, 0},
+    {"metrics_listener", opt_metrics_listener, 0},
 };
+
+static char *
+trim(char *s)
+{
+    s += strspn(s, " \t\r\n");
+    size_t n = strlen(s);
+    while (n && strchr(" \t\r\n", s[n - 1])) s[--n] = '\0';
+    return s;
+}
 
 static int
 parse_line(struct parse *ps, char *line)
 {
     ps->ntok = 0;
-    line += strspn(line, " \t\r\n");
+    line = trim(line);
     if (*line == '#' || *line == '\0') return 0; /* comment or blank */
-    for (char *save = NULL, *t = strtok_r(line, " \t\r\n", &save); t;
-         t = strtok_r(NULL, " \t\r\n", &save)) {
+    const struct option *opt = NULL;
+    size_t name_len = strcspn(line, " \t");
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]) && !opt; i++)
+        if (strlen(options[i].name) == name_len && memcmp(line, options[i].name, name_len) == 0)
+            opt = &options[i];
+    char *rest = NULL; /* the value that is the rest of the line */
+    char *p = line;
+    while (*p) {
+        p += strspn(p, " \t");
+        if (!*p) break;
+        if (opt && opt->rest_after && ps->ntok == opt->rest_after) {
+            rest = p; /* trimmed already: the line was */
+            break;
+        }
         if (ps->ntok == MAX_TOKENS) return fail(ps, "%s: too many values", ps->tok[0]);
-        ps->tok[ps->ntok++] = t;
+        ps->tok[ps->ntok++] = p;
+        p += strcspn(p, " \t");
+        if (*p) *p++ = '\0';
     }
-    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
-        if (strcmp(ps->tok[0], options[i].name) == 0) return options[i].parse(ps);
-    return fail(ps, "unknown option '%s'", ps->tok[0]);
+    if (rest) ps->tok[ps->ntok++] = rest;
+    if (!opt) return fail(ps, "unknown option '%s'", ps->tok[0]);
+    return opt->parse(ps);
 }
 
 static int

@@ -198,6 +198,36 @@ START_TEST(test_tls_options)
 }
 END_TEST
 
+/* As in mosquitto.conf, a file or directory value is the rest of the line: paths may
+ * hold spaces; the whitespace around them is not part of them. */
+START_TEST(test_paths_with_spaces)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "listener 8883\n"
+                                   "cafile /etc/my certs/ca.crt\n"
+                                   "certfile   /etc/my certs/server.crt  \t\n"
+                                   "keyfile /etc/my certs/server key.pem\r\n"
+                                   "crlfile /etc/my certs/ca.crl\n"
+                                   "scripts_dir /srv/lunamq hooks\n"
+                                   "admin_socket /run/lunamq/admin socket\n"
+                                   "log_dest file /var/log/lunamq/broker log.txt\n"),
+                     0);
+    const struct tls_conf *tc = c.listeners->tls;
+    ck_assert_str_eq(tc->file[TLS_CAFILE], "/etc/my certs/ca.crt");
+    ck_assert_str_eq(tc->file[TLS_CERTFILE], "/etc/my certs/server.crt");
+    ck_assert_str_eq(tc->file[TLS_KEYFILE], "/etc/my certs/server key.pem");
+    ck_assert_str_eq(tc->file[TLS_CRLFILE], "/etc/my certs/ca.crl");
+    ck_assert_str_eq(c.scripts_dir, "/srv/lunamq hooks");
+    ck_assert_str_eq(c.admin_socket, "/run/lunamq/admin socket");
+    ck_assert_str_eq(c.log_file, "/var/log/lunamq/broker log.txt");
+    conf_fini(&c);
+    /* options of words keep refusing extra words */
+    expect_error("log_dest stderr extra\n", 1, "log_dest: unexpected 'extra'");
+    expect_error("max_queued_messages 10 20\n", 1, "max_queued_messages: unexpected '20'");
+    expect_error("listener 8883\ncafile   \n", 2, "cafile: missing value");
+}
+END_TEST
+
 START_TEST(test_include_dir)
 {
     char dir[] = "/tmp/lunamq-inc-XXXXXX";
@@ -253,6 +283,7 @@ suite_conf(void)
     tcase_add_test(tc, test_hook_options);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_include_dir);
+    tcase_add_test(tc, test_paths_with_spaces);
     tcase_add_test(tc, test_durations);
     suite_add_tcase(s, tc);
     return s;
