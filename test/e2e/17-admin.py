@@ -304,3 +304,47 @@ def test_log_type_and_log_dest_file(b):
                for ln in lines), text
     assert "subscribe: " not in text and "debug: " not in text  # types not selected
     assert out == b"" and err == b""  # nothing on stderr with log_dest file only
+
+
+def test_log_dest_syslog(b):
+    """log_dest syslog: lines reach the syslog socket with the daemon facility, the
+    level as priority and lunamq[PID] as tag. The test listens on /dev/log itself: it
+    creates the socket when the machine has none (and removes it after), or runs the
+    broker in a mount namespace with its socket bound over the machine's."""
+    from lqtest import BIN, free_port, wait_port
+    port = free_port()
+    path = os.path.join(b.dir, "syslog.conf")
+    with open(path, "w") as f:
+        f.write("listener %d 127.0.0.1\nlog_dest syslog\nlog_type notice\nlog_type information\n"
+                "admin_socket none\nscripts_dir %s\n" % (port, b.scripts))
+    own = not os.path.exists("/dev/log")
+    sock_path = "/dev/log" if own else os.path.join(b.dir, "log.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(sock_path)
+    sink.settimeout(5)
+    cmd = [BIN, "-c", path]
+    if not own:
+        cmd = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /dev/log && exec "$@"',
+               sock_path] + cmd
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    got = []
+    try:
+        assert wait_port(port)
+        c = connected(port, "syslogged-client")
+        c.disconnect()
+        c.close()
+        end = time.time() + 5
+        while time.time() < end and not any(b"disconnected" in g for g in got):
+            got.append(sink.recv(4096))
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+        sink.close()
+        if own:
+            os.unlink("/dev/log")
+    tag = b"lunamq[%d]: " % proc.pid  # unshare and sh exec: the same process
+    assert any(g.startswith(b"<29>") and tag + b"listening on 127.0.0.1:%d" % port in g
+               for g in got), got  # LOG_DAEMON | LOG_NOTICE
+    assert any(g.startswith(b"<30>") and b'client "syslogged-client" 127.0.0.1:' in g
+               and b"connected (MQTT 5.0" in g for g in got), got  # LOG_DAEMON | LOG_INFO
+    assert out == b"" and err == b""  # syslog only: nothing on stderr
