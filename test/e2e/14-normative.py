@@ -6,16 +6,17 @@ import struct
 import time
 
 from lqtest import conf
-from mqttraw import (CONNACK, DISCONNECT, MAXIMUM_PACKET_SIZE, PINGRESP, PUBACK, PUBCOMP, PUBLISH,
-                     PUBREC, PUBREL, REASON_STRING, RECEIVE_MAXIMUM, SESSION_EXPIRY, SUBACK,
-                     SUBSCRIPTION_ID, TOPIC_ALIAS, UNSUBACK, USER_PROPERTY, Client, connected, packet,
-                     props, s)
+from mqttraw import (ASSIGNED_CLIENT_ID, AUTH_METHOD, CONNACK, CONTENT_TYPE, DISCONNECT,
+                     MAXIMUM_PACKET_SIZE, MESSAGE_EXPIRY, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC,
+                     PUBREL, REASON_STRING, RECEIVE_MAXIMUM, REQUEST_PROBLEM_INFO, RESPONSE_TOPIC,
+                     SESSION_EXPIRY, SUBACK, SUBSCRIPTION_ID, TOPIC_ALIAS, UNSUBACK, USER_PROPERTY,
+                     Client, connected, packet, props, s)
 
 PERSIST = [(SESSION_EXPIRY, 60)]
 
 
 def test_session_present_flags(b):
-    # [MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.2.2-2] [MQTT-3.2.2-3] [MQTT-3.1.3-2]
+    # [MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.2.2-2] [MQTT-3.2.2-3] [MQTT-3.1.3-2] [MQTT-3.1.4-4]
     c = Client(b.port)
     assert not c.connect("sp", clean=False, properties=PERSIST).session_present  # new session
     c.subscribe(1, [("a/b", 1)])
@@ -505,3 +506,367 @@ def test_disconnect_codes_valid(b):
     p = c.recv()
     assert p.type == DISCONNECT and p.rc in valid
     assert c.closed()
+
+
+# ---- statements checked in a second pass over the list (2026-11-25) ----
+
+def refused_and_closed(c):
+    """A malformed or refused CONNECT: at most a CONNACK of 0x80 or above, then the close."""
+    p = c.recv()
+    assert p is None or (p.type == CONNACK and p.rc >= 0x80), p
+    assert c.closed()
+
+
+def raw_connect(port, flags, payload, version=5):
+    c = Client(port, version)
+    body = s(b"MQTT") + bytes([version, flags, 0, 60]) + (props() if version == 5 else b"")
+    c.send(packet(0x10, body + payload))
+    return c
+
+
+def test_connect_payload_must_match_its_flags(b):
+    # [MQTT-3.1.2-15] no Will Flag, Will Retain set: malformed
+    refused_and_closed(raw_connect(b.port, 0x02 | 0x20, s("wr")))
+    # [MQTT-3.1.2-19] [MQTT-3.1.3-10] User Name Flag without a user name, or one that is not UTF-8
+    refused_and_closed(raw_connect(b.port, 0x02 | 0x80, s("un")))
+    refused_and_closed(raw_connect(b.port, 0x02 | 0x80, s("un") + s(b"\xc3\x28")))
+    # [MQTT-3.1.2-21] Password Flag without a password
+    refused_and_closed(raw_connect(b.port, 0x02 | 0x80 | 0x40, s("pw") + s("u")))
+    # [MQTT-3.1.2-18] [MQTT-3.1.2-20] [MQTT-3.1.3-1] fields the flags do not announce
+    refused_and_closed(raw_connect(b.port, 0x02, s("extra") + s("user")))
+    # [MQTT-3.1.3-3] [MQTT-3.1.3-4] the ClientID is there, first, and UTF-8
+    refused_and_closed(raw_connect(b.port, 0x02, b""))
+    refused_and_closed(raw_connect(b.port, 0x02, s(b"id\xff")))
+    # and well-formed, in that order, it is accepted
+    c = raw_connect(b.port, 0x02 | 0x80 | 0x40, s("ok") + s("user") + s(b"\x00\x01pw"))
+    assert c.expect(CONNACK).rc == 0
+
+
+def test_connack_reserved_flag_bits_zero(b):
+    # [MQTT-3.2.2-1] bits 7-1 of the Connect Acknowledge Flags are 0, session present or not
+    c = Client(b.port)
+    assert c.connect("flags", clean=False, properties=PERSIST).body[0] == 0
+    c.close()
+    time.sleep(0.1)
+    c = Client(b.port)
+    assert c.connect("flags", clean=False, properties=PERSIST).body[0] == 1
+
+
+def test_assigned_client_identifier_is_used(b):
+    # [MQTT-3.1.3-7] [MQTT-3.2.2-16] an empty ClientID gets a new unique one, returned in
+    # CONNACK, and the session is that id's
+    ids = set()
+    for _ in range(3):
+        c = Client(b.port)
+        ca = c.connect("", clean=False, properties=PERSIST)
+        assert ca.rc == 0
+        ids.add(ca.props[ASSIGNED_CLIENT_ID])
+        c.subscribe(1, [("assigned", 1)])
+        c.close()
+    assert len(ids) == 3
+    time.sleep(0.1)
+    c = Client(b.port)
+    assert c.connect(sorted(ids)[0], clean=False, properties=PERSIST).session_present
+
+
+def test_unsubscribe_must_be_well_formed(b):
+    # [MQTT-3.10.3-2] at least one Topic Filter
+    c = connected(b.port, "u1")
+    c.send(packet(0xA2, struct.pack("!H", 1) + props()))
+    assert c.expect(DISCONNECT).rc in (0x81, 0x82)
+    assert c.closed()
+    # [MQTT-3.10.3-1] Topic Filters are UTF-8 Encoded Strings
+    c = connected(b.port, "u2")
+    c.send(packet(0xA2, struct.pack("!H", 1) + props() + s(b"a/\xff")))
+    assert c.expect(DISCONNECT).rc == 0x81
+    assert c.closed()
+
+
+def test_suback_and_unsuback_follow_the_request(b):
+    # [MQTT-3.8.4-2] [MQTT-3.9.3-1] [MQTT-3.8.4-7] SUBACK: same Packet Identifier, one code per
+    # filter in order, each the granted QoS or a failure
+    c = connected(b.port, "order")
+    sa = c.subscribe(4242, [("o/a", 0), ("o/b/#", 2), ("o/#/bad", 1), ("o/c", 1)])
+    assert sa.pid == 4242
+    assert sa.codes[:2] == [0, 2] and sa.codes[2] >= 0x80 and sa.codes[3] == 1
+    # [MQTT-3.11.3-1] UNSUBACK codes in the order of the filters
+    ua = c.unsubscribe(77, ["o/b/#", "o/none", "o/a"])
+    assert ua.pid == 77 and ua.codes == [0x00, 0x11, 0x00]
+
+
+def test_retain_handling_0_resends_on_every_subscribe(b):
+    # [MQTT-3.8.4-4] retain handling 0: matching retained messages are sent again for a
+    # subscription that already existed, and publications are not lost meanwhile
+    pub = connected(b.port, "pub")
+    pub.publish("r0/x", b"kept", retain=True, qos=1, pid=1)
+    pub.expect(PUBACK)
+    c = connected(b.port, "r0")
+    for pid in (1, 2):
+        c.subscribe(pid, [("r0/#", 1)])
+        p = c.expect(PUBLISH)
+        assert p.retain and p.payload == b"kept"
+        c.ack(PUBACK, p.pid)
+    pub.publish("r0/x", b"live", qos=1, pid=2)
+    p = c.expect(PUBLISH)
+    assert p.payload == b"live" and not p.retain
+
+
+def test_topic_alias_not_carried_to_a_new_connection(b):
+    # [MQTT-3.3.2-7] an alias set on one connection means nothing on the next
+    c = Client(b.port)
+    c.connect("ta", clean=False, properties=PERSIST)
+    c.publish("ta/x", b"1", qos=1, pid=1, properties=[(TOPIC_ALIAS, 1)])
+    assert c.expect(PUBACK).rc in (0, 0x10)
+    c.close()
+    c = Client(b.port)
+    assert c.connect("ta", clean=False, properties=PERSIST).session_present
+    c.publish("", b"2", qos=1, pid=2, properties=[(TOPIC_ALIAS, 1)])
+    assert c.expect(DISCONNECT).rc == 0x82
+    assert c.closed()
+
+
+def test_publish_answered_by_qos(b):
+    # [MQTT-3.3.4-1] [MQTT-4.3.2-4] [MQTT-4.3.3-8] [MQTT-4.3.3-11] QoS 0: nothing; QoS 1: PUBACK;
+    # QoS 2: PUBREC, and PUBCOMP for the PUBREL, each with the PUBLISH's Packet Identifier
+    c = connected(b.port, "answers")
+    c.publish("ans", b"0")
+    c.expect_none(0.2)
+    c.publish("ans", b"1", qos=1, pid=301)
+    assert c.expect(PUBACK).pid == 301
+    c.publish("ans", b"2", qos=2, pid=302)
+    assert c.expect(PUBREC).pid == 302
+    c.ack(PUBREL, 302)
+    assert c.expect(PUBCOMP).pid == 302
+
+
+def test_qos1_same_packet_id_after_puback_is_a_new_message(b):
+    # [MQTT-4.3.2-5] once PUBACK is sent, a PUBLISH with the same Packet Identifier is new
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("q1new", 1)])
+    c = connected(b.port, "pub")
+    for payload in (b"first", b"second"):
+        c.publish("q1new", payload, qos=1, pid=9)
+        assert c.expect(PUBACK).pid == 9
+        p = sub.expect(PUBLISH)
+        assert p.payload == payload
+        sub.ack(PUBACK, p.pid)
+
+
+def test_qos2_receiver_exactly_once_then_new(b):
+    # [MQTT-4.3.3-10] until PUBREL, a PUBLISH with the same Packet Identifier is acknowledged
+    # with PUBREC and not delivered again; [MQTT-4.3.3-12] after PUBCOMP it is a new message
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("q2", 2)])
+    c = connected(b.port, "pub")
+    c.publish("q2", b"once", qos=2, pid=11)
+    assert c.expect(PUBREC).pid == 11
+    c.publish("q2", b"once", qos=2, pid=11, dup=True)
+    assert c.expect(PUBREC).pid == 11
+    p = sub.expect(PUBLISH)
+    assert p.payload == b"once"
+    sub.ack(PUBREC, p.pid)
+    assert sub.expect(PUBREL).pid == p.pid
+    sub.ack(PUBCOMP, p.pid)
+    sub.expect_none(0.3)  # not twice
+    c.ack(PUBREL, 11)
+    assert c.expect(PUBCOMP).pid == 11
+    c.publish("q2", b"again", qos=2, pid=11)
+    assert c.expect(PUBREC).pid == 11
+    assert sub.expect(PUBLISH).payload == b"again"
+
+
+@conf("message_size_limit 10")
+def test_qos2_after_refused_pubrec_is_a_new_message(b):
+    # [MQTT-4.3.3-9] after a PUBREC of 0x80 or above, the same Packet Identifier is new
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("q2r", 2)])
+    c = connected(b.port, "pub")
+    c.publish("q2r", b"far too large for the limit", qos=2, pid=21)
+    assert c.expect(PUBREC).rc == 0x97
+    c.publish("q2r", b"small", qos=2, pid=21)
+    p = c.expect(PUBREC)
+    assert p.pid == 21 and p.rc == 0
+    assert sub.expect(PUBLISH).payload == b"small"
+
+
+def test_qos2_sequence_completes_past_message_expiry(b):
+    # [MQTT-4.3.3-13] the QoS 2 exchange goes on even when the message has expired
+    c = connected(b.port, "pub")
+    c.publish("q2e", b"x", qos=2, pid=31, properties=[(MESSAGE_EXPIRY, 1)])
+    assert c.expect(PUBREC).pid == 31
+    time.sleep(1.2)
+    c.ack(PUBREL, 31)
+    assert c.expect(PUBCOMP).pid == 31
+
+
+def test_server_as_sender_qos_flows(b):
+    # [MQTT-4.3.1-1] QoS 0 out: DUP 0. [MQTT-4.3.2-1] [MQTT-4.3.2-2] QoS 1 out: an unused
+    # non-zero Packet Identifier, DUP 0. [MQTT-4.3.3-1] [MQTT-4.3.3-2] the same for QoS 2;
+    # [MQTT-4.3.3-4] PUBREC answered with PUBREL of the same identifier.
+    # [MQTT-3.3.1-3] DUP out does not follow DUP in.
+    sub = connected(b.port, "sub")
+    sub.subscribe(1, [("out/0", 0), ("out/1", 1), ("out/2", 2)])
+    pub = connected(b.port, "pub")
+    pub.publish("out/0", b"a", dup=False)
+    p0 = sub.expect(PUBLISH)
+    assert p0.qos == 0 and not p0.dup and p0.pid is None
+    pub.publish("out/1", b"b", qos=1, pid=5, dup=True)
+    pub.publish("out/1", b"c", qos=1, pid=6)
+    pub.publish("out/2", b"d", qos=2, pid=7, dup=True)
+    first, second = sub.expect(PUBLISH), sub.expect(PUBLISH)
+    third = sub.expect(PUBLISH)
+    assert [x.qos for x in (first, second, third)] == [1, 1, 2]
+    assert not any(x.dup for x in (first, second, third))
+    pids = [x.pid for x in (first, second, third)]
+    assert 0 not in pids and len(set(pids)) == 3  # unused: none in flight twice
+    sub.ack(PUBACK, first.pid)
+    sub.ack(PUBACK, second.pid)
+    sub.ack(PUBREC, third.pid)
+    assert sub.expect(PUBREL).pid == third.pid
+    sub.ack(PUBCOMP, third.pid)
+    sub.expect_none(0.3)
+
+
+def test_server_as_sender_keeps_unacknowledged_state(b):
+    # [MQTT-4.3.2-3] a QoS 1 PUBLISH stays unacknowledged until PUBACK: sent again on
+    # resume. [MQTT-4.3.3-3] [MQTT-4.3.3-5] [MQTT-4.3.3-6] a QoS 2 one until PUBREC, then
+    # its PUBREL until PUBCOMP: after PUBREC only the PUBREL is sent again, never the
+    # PUBLISH. [MQTT-4.3.3-7] no expiry once sent: the PUBREL survives the message's expiry.
+    # [MQTT-4.4.0-2] a PUBACK with 0x80 or above acknowledges too.
+    c = connected(b.port, "s", clean=False, properties=PERSIST)
+    c.subscribe(1, [("st/1", 1), ("st/2", 2)])
+    pub = connected(b.port, "pub")
+    pub.publish("st/1", b"one", qos=1, pid=1)
+    pub.publish("st/1", b"refused", qos=1, pid=2)
+    pub.publish("st/2", b"two", qos=2, pid=3, properties=[(MESSAGE_EXPIRY, 1)])
+    pub.expect(PUBACK)
+    pub.expect(PUBACK)
+    pub.expect(PUBREC)
+    pub.ack(PUBREL, 3)
+    pub.expect(PUBCOMP)
+    one, refused, two = c.expect(PUBLISH), c.expect(PUBLISH), c.expect(PUBLISH)
+    assert two.qos == 2
+    c.ack(PUBACK, refused.pid, rc=0x80)  # unspecified error: still acknowledged
+    c.ack(PUBREC, two.pid)
+    assert c.expect(PUBREL).pid == two.pid
+    c.close()  # "one" never acknowledged, "two" never completed
+    time.sleep(1.3)  # past the QoS 2 message's expiry
+    c = Client(b.port)
+    assert c.connect("s", clean=False, properties=PERSIST).session_present
+    got = [c.recv() for _ in range(2)]
+    c.expect_none(0.3)
+    pubs = [p for p in got if p.type == PUBLISH]
+    rels = [p for p in got if p.type == PUBREL]
+    assert [p.payload for p in pubs] == [b"one"] and pubs[0].dup
+    assert [p.pid for p in rels] == [two.pid]
+    c.ack(PUBACK, pubs[0].pid)
+    c.ack(PUBCOMP, two.pid)
+    c.expect_none(0.3)
+
+
+def test_null_character_refused_in_topics(b):
+    # [MQTT-4.7.3-2] no U+0000 in a Topic Name or a Topic Filter
+    c = connected(b.port, "n1")
+    c.publish("a\x00b", b"x")
+    assert c.expect(DISCONNECT).rc == 0x81
+    c = connected(b.port, "n2")
+    c.subscribe(1, [("a/\x00", 0)], expect=False)
+    assert c.expect(DISCONNECT).rc == 0x81
+    assert c.closed()
+
+
+def test_publish_string_properties_must_be_valid(b):
+    # [MQTT-3.3.2-13] Response Topic is UTF-8; [MQTT-3.3.2-14] without wildcards;
+    # [MQTT-3.3.2-19] Content Type is UTF-8; [MQTT-1.5.7-1] both strings of a user property
+    # are UTF-8; [MQTT-3.3.2-1] the Topic Name is UTF-8
+    def bad(properties, topic="p", rc=0x81):
+        c = connected(b.port, "bad")
+        c.publish(topic, b"x", qos=1, pid=1, properties=properties)
+        p = c.expect(DISCONNECT)
+        assert p.rc in (rc, 0x81, 0x82), p
+        assert c.closed()
+    bad([(RESPONSE_TOPIC, b"r/\xff")])
+    bad([(RESPONSE_TOPIC, "r/+/x")], rc=0x82)
+    bad([(CONTENT_TYPE, b"\xed\xa0\x80")])  # a UTF-16 surrogate
+    bad([(USER_PROPERTY, ("k", b"\xc0\xaf"))])  # overlong
+    bad([], topic=b"t/\xfe")
+    c = connected(b.port, "good")
+    c.publish("p", b"x", qos=1, pid=1, properties=[(RESPONSE_TOPIC, "r/x"), (CONTENT_TYPE, "a/b"),
+                                                  (USER_PROPERTY, ("k", "v"))])
+    assert c.expect(PUBACK).rc in (0, 0x10)
+
+
+def test_zero_property_length_when_none(b):
+    # [MQTT-2.2.2-1] no properties: a Property Length of 0, in SUBACK and in PUBLISH
+    c = connected(b.port, "plen")
+    sa = c.subscribe(1, [("pl", 0)])
+    assert sa.body[2] == 0 and sa.body[3:] == b"\x00"
+    pub = connected(b.port, "pub")
+    pub.publish("pl", b"payload")
+    p = c.expect(PUBLISH)
+    assert p.body == s("pl") + b"\x00" + b"payload"
+
+
+def test_server_disconnect_then_nothing_and_closed(b):
+    # [MQTT-3.14.4-1] [MQTT-3.14.4-2] after its DISCONNECT (here: session taken over) the
+    # server sends nothing more on that connection and closes it
+    old = connected(b.port, "same")
+    old.subscribe(1, [("after", 0)])
+    new = connected(b.port, "same")
+    assert old.expect(DISCONNECT).rc == 0x8E
+    new.publish("after", b"x")
+    assert old.closed()
+    assert old.buf == b""
+
+
+@conf("allow_anonymous false")
+def test_refused_authentication_closes(b):
+    # [MQTT-3.1.4-2] [MQTT-4.13.2-1] a failed check: CONNACK 0x80 or above, and the close
+    c = Client(b.port)
+    ca = c.connect("anon")
+    assert ca.rc == 0x87
+    assert c.closed()
+
+
+def test_unknown_authentication_method_refused(b):
+    # [MQTT-4.12.0-4] the server rejects enhanced authentication it does not support:
+    # CONNACK of 0x80 or above (0x8C bad authentication method) and the close
+    c = Client(b.port)
+    ca = c.connect("scram", properties=[(AUTH_METHOD, "SCRAM-SHA-1")])
+    assert ca.rc == 0x8C
+    assert c.closed()
+
+
+def test_acks_and_disconnect_fit_client_max_packet_size(b):
+    # [MQTT-3.4.2-2] [MQTT-3.4.2-3] [MQTT-3.5.2-2] [MQTT-3.5.2-3] [MQTT-3.6.2-2] [MQTT-3.6.2-3]
+    # [MQTT-3.7.2-2] [MQTT-3.7.2-3] [MQTT-3.14.2-3] [MQTT-3.14.2-4] no reason string or user
+    # property that would make PUBACK, PUBREC, PUBREL, PUBCOMP or DISCONNECT larger than the
+    # client's Maximum Packet Size, even with problem information requested
+    limit = 12
+    c = Client(b.port)
+    c.connect("tiny", properties=[(MAXIMUM_PACKET_SIZE, limit), (REQUEST_PROBLEM_INFO, 1)])
+    c.subscribe(1, [("q", 2)])
+    c.publish("t", b"x", qos=1, pid=1)
+    assert len(c.expect(PUBACK).body) + 2 <= limit
+    c.publish("q", b"x", qos=2, pid=2)  # to itself: PUBREC, then the delivery
+    got = [c.recv(), c.recv()]
+    rec = next(p for p in got if p.type == PUBREC)
+    out = next(p for p in got if p.type == PUBLISH)
+    assert len(rec.body) + 2 <= limit
+    c.ack(PUBREL, 2)
+    assert len(c.expect(PUBCOMP).body) + 2 <= limit
+    c.ack(PUBREC, out.pid)
+    assert len(c.expect(PUBREL).body) + 2 <= limit
+    c.ack(PUBCOMP, out.pid)
+    c.send(packet(0x30, s("a/+")))  # wildcard in a Topic Name: the server disconnects
+    d = c.expect(DISCONNECT)
+    assert d.rc >= 0x80 and len(d.body) + 2 <= limit
+    assert c.closed()
+
+
+def test_will_qos_0_1_2_accepted(b):
+    # [MQTT-3.1.2-14] with the Will Flag, Will QoS may be 0, 1 or 2
+    for q in (0, 1, 2):
+        c = Client(b.port)
+        assert c.connect("wq%d" % q, will=dict(topic="w", payload=b"p", qos=q)).rc == 0
+        c.close()
