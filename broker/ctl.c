@@ -67,11 +67,19 @@ request(int argc, char **argv, bool json, bool quiet_ok)
         if (fd >= 0) close(fd);
         return 1;
     }
+    /* one line, fields split by TAB; a backslash, TAB or newline inside an argument (a
+     * client id may hold them) goes escaped as \\, \t, \n */
     char line[4096];
     size_t n = (size_t)snprintf(line, sizeof(line), "%s", json ? "json" : "text");
-    for (int i = 0; i < argc && n < sizeof(line); i++)
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "\t%s", argv[i]);
-    if (n >= sizeof(line) - 1) {
+    for (int i = 0; i < argc && n < sizeof(line) - 2; i++) {
+        line[n++] = '\t';
+        for (const char *p = argv[i]; *p && n < sizeof(line) - 2; p++) {
+            char e = *p == '\\' ? '\\' : *p == '\t' ? 't' : *p == '\n' ? 'n' : 0;
+            if (e) line[n++] = '\\';
+            line[n++] = e ? e : *p;
+        }
+    }
+    if (n >= sizeof(line) - 2) {
         fprintf(stderr, "lunamq-ctl: request too long\n");
         close(fd);
         return 2;

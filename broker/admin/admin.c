@@ -466,15 +466,36 @@ cmd_reload(struct admin *a, struct reply *r, int argc, char **argv)
     return NULL;
 }
 
+/* A field of a request in place: lunamq-ctl sends \\, \t and \n for a backslash, a TAB
+ * and a newline inside an argument. */
+static char *
+unescape(char *s)
+{
+    char *o = s;
+    for (const char *p = s; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            *o++ = *p == 't' ? '\t' : *p == 'n' ? '\n' : *p;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return s;
+}
+
 /* Run one request line; returns the error message or NULL. */
 static const char *
 run(struct admin *a, char *line, struct sbuf *body)
 {
     char *argv[MAX_ARGS + 1];
     int argc = 0;
-    for (char *save = NULL, *t = strtok_r(line, "\t", &save); t && argc < MAX_ARGS;
-         t = strtok_r(NULL, "\t", &save))
-        argv[argc++] = t;
+    for (char *t = line; t && argc < MAX_ARGS;) { /* empty fields are arguments too */
+        char *tab = strchr(t, '\t');
+        if (tab) *tab = '\0';
+        argv[argc++] = unescape(t);
+        t = tab ? tab + 1 : NULL;
+    }
     if (argc < 2) return "empty request";
     struct reply r = {.b = body, .json = strcmp(argv[0], "json") == 0};
     const char *cmd = argv[1];

@@ -121,6 +121,19 @@ def test_kick(b):
     assert ctl(b, "kick", "victim", check=False).returncode == 1
 
 
+def test_arguments_with_tabs_newlines_and_empty_ones(b):
+    """Client ids may hold any character but U+0000: a TAB or a newline in one must not
+    split or end the request lunamq-ctl sends, and an empty argument stays one."""
+    odd = "dev\tA\nB\\C"
+    c = connected(b.port, odd)
+    assert [x["id"] for x in ctl_json(b, "clients", "dev*")] == [odd]
+    assert ctl_json(b, "client", odd)["id"] == odd
+    assert ctl_json(b, "kick", odd) == {"kicked": odd}
+    c.expect_disconnect(0x98)
+    r = ctl(b, "client", "", check=False)
+    assert r.returncode == 1 and "no such client" in r.stderr, r.stderr
+
+
 def test_hooks_counters(b):
     install(b, "10-count.lua", '''
 return {topics = {"h/#"}, on_publish = function(m)
