@@ -78,15 +78,39 @@ syslog_priority(unsigned level)
     }
 }
 
+/* Client ids, user names and topics may hold any character but U+0000: control
+ * characters are written escaped (\n, \r, \t, \xNN), so that a client can neither forge
+ * nor split log lines, nor send escape sequences to a terminal. */
+static void
+escape_controls(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < outlen; p++) {
+        if (*p >= 0x20 && *p != 0x7f) {
+            out[o++] = (char)*p;
+            continue;
+        }
+        char e = *p == '\n' ? 'n' : *p == '\r' ? 'r' : *p == '\t' ? 't' : 0;
+        if (e) {
+            out[o++] = '\\';
+            out[o++] = e;
+        } else {
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", *p);
+        }
+    }
+    out[o] = '\0';
+}
+
 void
 lq_log(unsigned level, const char *fmt, ...)
 {
     if (!(lq_log_types & level)) return;
-    char msg[1024];
+    char raw[1024], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    escape_controls(raw, msg, sizeof(msg));
 
     struct timeval tv;
     gettimeofday(&tv, NULL);

@@ -4,7 +4,7 @@ anonymous access."""
 
 import time
 
-from lqtest import conf
+from lqtest import conf, wait_for
 from mqttraw import (ASSIGNED_CLIENT_ID, DISCONNECT, MAXIMUM_PACKET_SIZE, PINGRESP, PUBLISH,
                      RECEIVE_MAXIMUM, RETAIN_AVAILABLE, SERVER_KEEP_ALIVE, SHARED_SUB_AVAILABLE,
                      SUB_ID_AVAILABLE, TOPIC_ALIAS_MAXIMUM, WILDCARD_SUB_AVAILABLE, Client, connected,
@@ -133,3 +133,17 @@ def test_publish_not_echoed_without_subscription(b):
     assert c.expect(4).pid == 5
     p = c.recv(0.3)
     assert p is None or p.type != PUBLISH
+
+
+def test_control_characters_cannot_forge_log_lines(b):
+    """A client id, user name or topic may hold control characters (only U+0000 is
+    forbidden): in the log they are escaped, so a device cannot forge or split lines."""
+    forged = "\n2026-01-01T00:00:00.000Z notice: forged line"
+    c = connected(b.port, "evil" + forged, username="u\r\x1b[2Jser")
+    c.subscribe(1, [("t" + forged, 0)])
+    c.disconnect()
+    assert wait_for(lambda: "disconnected" in b.output(), 3)
+    log = b.output()
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines()), log
+    assert "\x1b" not in log and "\r" not in log
+    assert 'client "evil\\n2026-01-01T00:00:00.000Z notice: forged line"' in log, log
