@@ -124,10 +124,13 @@ def test_kick(b):
 def test_arguments_with_tabs_newlines_and_empty_ones(b):
     """Client ids may hold any character but U+0000: a TAB or a newline in one must not
     split or end the request lunamq-ctl sends, and an empty argument stays one."""
-    odd = "dev\tA\nB\\C"
+    odd = "dev\tA\nB\\C\x1b[2J"
     c = connected(b.port, odd)
     assert [x["id"] for x in ctl_json(b, "clients", "dev*")] == [odd]
     assert ctl_json(b, "client", odd)["id"] == odd
+    text = ctl(b, "clients", "dev*").stdout  # for people: control characters escaped
+    assert "dev\\tA\\nB\\C" in text and "\x1b" not in text, text
+    assert len([ln for ln in text.splitlines() if ln.strip()]) == 1, text
     assert ctl_json(b, "kick", odd) == {"kicked": odd}
     c.expect_disconnect(0x98)
     r = ctl(b, "client", "", check=False)
