@@ -37,8 +37,10 @@ SCENARIOS = [
 def start(kind, work):
     port = free_port()
     conf = os.path.join(work, kind + ".conf")
+    # the same queue bounds for both: mosquitto's defaults (lunamq's own default adds a
+    # 64 MiB byte bound, which would hold the 1 MB publisher far sooner)
     lines = ["listener %d 127.0.0.1" % port, "allow_anonymous true", "max_queued_messages 1000",
-             "log_type error"]
+             "max_queued_bytes 0", "log_type error"]
     if kind == "lunamq":
         lines += ["admin_socket none", "scripts_dir " + os.path.join(work, "no-scripts")]
     return start_broker(kind, conf, lines, [port]), port

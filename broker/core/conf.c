@@ -624,6 +624,9 @@ conf_init(struct lq_conf *c)
     c->allow_anonymous = true;
     c->max_inflight_messages = 20;
     c->max_queued_messages = 1000;
+    /* unlike mosquitto (none): 1000 messages of any size would let one subscriber that
+     * does not read hold gigabytes */
+    c->max_queued_bytes = 64u << 20;
     c->max_keepalive = 65535;
     c->retain_available = true;
     c->persistent_client_expiration = -1;

@@ -182,3 +182,46 @@ def test_subscribers_vanishing_while_output_is_queued(b):
     assert b.proc.poll() is None
     roundtrip(b.port)
 
+
+
+def test_default_queue_byte_bound_holds_large_messages(b):
+    """With the default configuration a subscriber that never reads cannot make the broker
+    hold its 1000-message queue of large messages: max_queued_bytes defaults to 64 MiB,
+    past which the QoS 1 publisher is held. (Unbounded, 150 messages of 1 MB would all be
+    acknowledged and kept.)"""
+    import socket
+    sub = connected(b.port, "deaf")
+    sub.subscribe(1, [("big/#", 1)])
+    sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pub = connected(b.port, "flooder")
+    payload = b"x" * (1 << 20)
+    acks = [0]
+    done = threading.Event()
+
+    def send():
+        try:
+            for i in range(150):
+                pub.publish("big/x", payload, qos=1, pid=i + 1)
+        except OSError:
+            pass  # closed below, while held
+        done.set()
+
+    before = rss_kb(b.proc.pid)
+    t = threading.Thread(target=send)
+    t.start()
+    end = time.time() + 5
+    while time.time() < end and not done.is_set():
+        p = pub.recv(0.2)
+        if p is not None and p.type == PUBACK:
+            acks[0] += 1
+    time.sleep(0.3)
+    while pub.recv(0.2) is not None:
+        acks[0] += 1
+    grown = rss_kb(b.proc.pid) - before
+    pub.close()
+    t.join(10)
+    print("  acknowledged %d of 150, broker grew %d kB" % (acks[0], grown))
+    # 64 queued + 20 in flight to the subscriber + what was being read when it was held
+    assert 60 <= acks[0] <= 90, acks[0]
+    if not os.environ.get("LUNAMQ_SAN"):
+        assert grown < 160 * 1024, "broker grew by %d kB" % grown

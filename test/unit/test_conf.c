@@ -48,6 +48,7 @@ START_TEST(test_defaults)
     ck_assert(c.retain_available);
     ck_assert_uint_eq(c.max_inflight_messages, 20);
     ck_assert_uint_eq(c.max_queued_messages, 1000);
+    ck_assert_uint_eq(c.max_queued_bytes, 64u << 20);
     ck_assert_uint_eq(c.max_keepalive, 65535);
     ck_assert_int_eq(c.persistent_client_expiration, -1);
     ck_assert_ptr_null(c.listeners);
