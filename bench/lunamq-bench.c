@@ -178,7 +178,7 @@ publish_one(struct client *c)
         static uint8_t *big;
         static size_t bigsz;
         if (bigsz < size) {
-            big = realloc(big, size);
+            big = lq_xrealloc(big, size);
             memset(big, 'x', size);
             bigsz = size;
         }
@@ -232,7 +232,7 @@ record_latency(const uint8_t *payload, size_t len)
     uint64_t now = now_ns();
     if (nlat == caplat) {
         caplat = caplat ? caplat * 2 : 1 << 16;
-        lat = realloc(lat, caplat * sizeof(*lat));
+        lat = lq_xrealloc(lat, caplat * sizeof(*lat));
     }
     lat[nlat++] = now > t ? now - t : 0;
 }
@@ -618,7 +618,7 @@ main(int argc, char **argv)
     case CONN: nclients = o.clients; break;
     case IDLE: nclients = o.clients; break;
     }
-    clients = calloc((size_t)nclients, sizeof(*clients));
+    clients = lq_xcalloc((size_t)nclients, sizeof(*clients));
     for (int i = 0; i < nclients; i++) {
         struct client *c = &clients[i];
         c->idx = i;
