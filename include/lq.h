@@ -60,6 +60,11 @@ lq_log_enabled(unsigned level)
     return (lq_log_types & level) != 0;
 }
 void lq_log(unsigned level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Client ids, user names and topics may hold any character but U+0000: for logs and
+ * text meant for people, control characters are written escaped (\n, \r, \t, \xNN), so
+ * that a client can neither forge nor split lines, nor send terminal escapes. out gets at
+ * most outlen - 1 bytes and a NUL; 4 * strlen(in) + 1 always holds all of it. */
+void lq_escape_controls(const char *in, char *out, size_t outlen);
 /* For what can happen on every message: at most one line a second per limit; the next
  * line says how many were left out. Zeroed means nothing logged yet. */
 struct lq_log_limit {

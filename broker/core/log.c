@@ -78,14 +78,11 @@ syslog_priority(unsigned level)
     }
 }
 
-/* Client ids, user names and topics may hold any character but U+0000: control
- * characters are written escaped (\n, \r, \t, \xNN), so that a client can neither forge
- * nor split log lines, nor send escape sequences to a terminal. */
-static void
-escape_controls(const char *in, char *out, size_t outlen)
+void
+lq_escape_controls(const char *in, char *out, size_t outlen)
 {
     size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < outlen; p++) {
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < outlen; p++) {
         if (*p >= 0x20 && *p != 0x7f) {
             out[o++] = (char)*p;
             continue;
@@ -110,7 +107,7 @@ lq_log(unsigned level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
-    escape_controls(raw, msg, sizeof(msg));
+    lq_escape_controls(raw, msg, sizeof(msg)); /* a client cannot forge or split lines */
 
     struct timeval tv;
     gettimeofday(&tv, NULL);

@@ -129,23 +129,6 @@ reply_end_list(struct reply *r)
     r->nfields = 1; /* a list is a field of the enclosing object, if any */
 }
 
-/* For people: control characters (a client id may hold them) escaped, so that a device
- * cannot break the layout or send escape sequences to the operator's terminal. */
-static void
-text_str(struct sbuf *b, const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p >= 0x20 && *p != 0x7f)
-            sbuf_put(b, (const char *)p, 1);
-        else if (*p == '\n')
-            sbuf_put(b, "\\n", 2);
-        else if (*p == '\t')
-            sbuf_put(b, "\\t", 2);
-        else
-            sbuf_printf(b, "\\x%02x", *p);
-    }
-}
-
 void
 reply_str(struct reply *r, const char *k, const char *v)
 {
@@ -155,8 +138,12 @@ reply_str(struct reply *r, const char *k, const char *v)
             sbuf_json_str(r->b, v, strlen(v));
         else
             sbuf_put(r->b, "null", 4);
-    } else if (v) {
-        text_str(r->b, v);
+    } else if (v) { /* for people: a client id may hold control characters */
+        size_t cap = 4 * strlen(v) + 1;
+        char *e = lq_xmalloc(cap);
+        lq_escape_controls(v, e, cap);
+        sbuf_put(r->b, e, strlen(e));
+        free(e);
     } else {
         sbuf_put(r->b, "-", 1);
     }

@@ -6,9 +6,9 @@ import time
 
 from lqtest import conf, wait_for
 from mqttraw import (ASSIGNED_CLIENT_ID, DISCONNECT, MAXIMUM_PACKET_SIZE, PINGRESP, PUBLISH,
-                     RECEIVE_MAXIMUM, RETAIN_AVAILABLE, SERVER_KEEP_ALIVE, SHARED_SUB_AVAILABLE,
-                     SUB_ID_AVAILABLE, TOPIC_ALIAS_MAXIMUM, WILDCARD_SUB_AVAILABLE, Client, connected,
-                     packet, roundtrip)
+                     RECEIVE_MAXIMUM, RETAIN_AVAILABLE, SERVER_KEEP_ALIVE, SESSION_EXPIRY,
+                     SHARED_SUB_AVAILABLE, SUB_ID_AVAILABLE, TOPIC_ALIAS_MAXIMUM,
+                     WILDCARD_SUB_AVAILABLE, Client, connected, packet, roundtrip)
 
 
 @conf("max_inflight_messages 7")
@@ -28,14 +28,20 @@ def test_connack_advertises_limits(b):
 
 
 def test_assigned_client_identifier(b):
-    # [MQTT-3.1.3-6,7] an empty id gets a unique one, returned in CONNACK
+    # [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16] an empty id gets a new unique one,
+    # returned in CONNACK, and the session is that id's
     ids = set()
     for _ in range(3):
         c = Client(b.port)
-        ca = c.connect("")
+        ca = c.connect("", clean=False, properties=[(SESSION_EXPIRY, 60)])
         assert ca.rc == 0
         ids.add(ca.props[ASSIGNED_CLIENT_ID])
+        c.subscribe(1, [("assigned", 1)])
+        c.close()
     assert len(ids) == 3 and all(i.startswith("auto-") for i in ids)
+    time.sleep(0.1)
+    c = Client(b.port)
+    assert c.connect(sorted(ids)[0], clean=False, properties=[(SESSION_EXPIRY, 60)]).session_present
 
 
 def test_v311_empty_id(b):
@@ -55,12 +61,16 @@ def test_v31_client(b):
 
 
 def test_session_takeover(b):
-    # [MQTT-3.1.4-3] the existing connection gets DISCONNECT 0x8E and is closed
+    # [MQTT-3.1.4-3] the existing connection gets DISCONNECT 0x8E and is closed;
+    # [MQTT-3.14.4-1] [MQTT-3.14.4-2] after that DISCONNECT nothing more is sent on it
     first = connected(b.port, "same")
+    first.subscribe(1, [("after", 0)])
     second = connected(b.port, "same")
     p = first.recv()
     assert p is not None and p.type == DISCONNECT and p.rc == 0x8E
+    second.publish("after", b"x")
     assert first.closed(2)
+    assert first.buf == b""
     second.send(packet(0xC0, b""))
     assert second.expect(PINGRESP)
 
@@ -102,6 +112,7 @@ def test_keep_alive_kept_by_pings(b):
 
 @conf("allow_anonymous false")
 def test_anonymous_refused(b):
+    # [MQTT-3.1.4-2] [MQTT-4.13.2-1] a failed check: CONNACK 0x80 or above, then the close
     c = Client(b.port)
     assert c.connect("anon").rc == 0x87
     assert c.closed(2)

@@ -32,7 +32,8 @@ def test_qos_levels_both_ways(b):
 
 
 def test_qos2_exactly_once_with_dup(b):
-    # [MQTT-4.3.3-?] a resent PUBLISH with the same id before PUBREL is not routed again
+    # [MQTT-4.3.3-10] a resent PUBLISH with the same id before PUBREL is acknowledged with
+    # PUBREC and not routed again; [MQTT-4.3.3-12] after PUBCOMP the id is a new message
     sub = connected(b.port, "sub")
     sub.subscribe(1, [("once", 2)])
     pub = connected(b.port, "pub")

@@ -36,7 +36,7 @@ def test_store_replace_clear(b):
 
 
 def test_retain_handling(b):
-    # [MQTT-3.3.1-9..11]
+    # [MQTT-3.3.1-9..11] [MQTT-3.8.4-4]
     pub = connected(b.port, "pub")
     pub.publish("rh/x", b"kept", retain=True)
     c = connected(b.port, "rh")
@@ -48,6 +48,8 @@ def test_retain_handling(b):
     assert retained(c) == []
     c.subscribe(4, [("rh/+", 0x00)])  # 0: always
     assert retained(c) == [("rh/x", b"kept", True)]
+    pub.publish("rh/x", b"live")  # and publications are not lost meanwhile
+    assert retained(c) == [("rh/x", b"live", False)]
 
 
 def test_retain_as_published(b):

@@ -6,7 +6,7 @@ import struct
 import time
 
 from lqtest import conf
-from mqttraw import (ASSIGNED_CLIENT_ID, AUTH_METHOD, CONNACK, CONTENT_TYPE, DISCONNECT,
+from mqttraw import (AUTH_METHOD, CONNACK, CONTENT_TYPE, DISCONNECT,
                      MAXIMUM_PACKET_SIZE, MESSAGE_EXPIRY, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC,
                      PUBREL, REASON_STRING, RECEIVE_MAXIMUM, REQUEST_PROBLEM_INFO, RESPONSE_TOPIC,
                      SESSION_EXPIRY, SUBACK, SUBSCRIPTION_ID, TOPIC_ALIAS, UNSUBACK, USER_PROPERTY,
@@ -552,23 +552,6 @@ def test_connack_reserved_flag_bits_zero(b):
     assert c.connect("flags", clean=False, properties=PERSIST).body[0] == 1
 
 
-def test_assigned_client_identifier_is_used(b):
-    # [MQTT-3.1.3-7] [MQTT-3.2.2-16] an empty ClientID gets a new unique one, returned in
-    # CONNACK, and the session is that id's
-    ids = set()
-    for _ in range(3):
-        c = Client(b.port)
-        ca = c.connect("", clean=False, properties=PERSIST)
-        assert ca.rc == 0
-        ids.add(ca.props[ASSIGNED_CLIENT_ID])
-        c.subscribe(1, [("assigned", 1)])
-        c.close()
-    assert len(ids) == 3
-    time.sleep(0.1)
-    c = Client(b.port)
-    assert c.connect(sorted(ids)[0], clean=False, properties=PERSIST).session_present
-
-
 def test_unsubscribe_must_be_well_formed(b):
     # [MQTT-3.10.3-2] at least one Topic Filter
     c = connected(b.port, "u1")
@@ -592,23 +575,6 @@ def test_suback_and_unsuback_follow_the_request(b):
     # [MQTT-3.11.3-1] UNSUBACK codes in the order of the filters
     ua = c.unsubscribe(77, ["o/b/#", "o/none", "o/a"])
     assert ua.pid == 77 and ua.codes == [0x00, 0x11, 0x00]
-
-
-def test_retain_handling_0_resends_on_every_subscribe(b):
-    # [MQTT-3.8.4-4] retain handling 0: matching retained messages are sent again for a
-    # subscription that already existed, and publications are not lost meanwhile
-    pub = connected(b.port, "pub")
-    pub.publish("r0/x", b"kept", retain=True, qos=1, pid=1)
-    pub.expect(PUBACK)
-    c = connected(b.port, "r0")
-    for pid in (1, 2):
-        c.subscribe(pid, [("r0/#", 1)])
-        p = c.expect(PUBLISH)
-        assert p.retain and p.payload == b"kept"
-        c.ack(PUBACK, p.pid)
-    pub.publish("r0/x", b"live", qos=1, pid=2)
-    p = c.expect(PUBLISH)
-    assert p.payload == b"live" and not p.retain
 
 
 def test_topic_alias_not_carried_to_a_new_connection(b):
@@ -650,29 +616,6 @@ def test_qos1_same_packet_id_after_puback_is_a_new_message(b):
         p = sub.expect(PUBLISH)
         assert p.payload == payload
         sub.ack(PUBACK, p.pid)
-
-
-def test_qos2_receiver_exactly_once_then_new(b):
-    # [MQTT-4.3.3-10] until PUBREL, a PUBLISH with the same Packet Identifier is acknowledged
-    # with PUBREC and not delivered again; [MQTT-4.3.3-12] after PUBCOMP it is a new message
-    sub = connected(b.port, "sub")
-    sub.subscribe(1, [("q2", 2)])
-    c = connected(b.port, "pub")
-    c.publish("q2", b"once", qos=2, pid=11)
-    assert c.expect(PUBREC).pid == 11
-    c.publish("q2", b"once", qos=2, pid=11, dup=True)
-    assert c.expect(PUBREC).pid == 11
-    p = sub.expect(PUBLISH)
-    assert p.payload == b"once"
-    sub.ack(PUBREC, p.pid)
-    assert sub.expect(PUBREL).pid == p.pid
-    sub.ack(PUBCOMP, p.pid)
-    sub.expect_none(0.3)  # not twice
-    c.ack(PUBREL, 11)
-    assert c.expect(PUBCOMP).pid == 11
-    c.publish("q2", b"again", qos=2, pid=11)
-    assert c.expect(PUBREC).pid == 11
-    assert sub.expect(PUBLISH).payload == b"again"
 
 
 @conf("message_size_limit 10")
@@ -744,7 +687,8 @@ def test_server_as_sender_keeps_unacknowledged_state(b):
     pub.expect(PUBREC)
     pub.ack(PUBREL, 3)
     pub.expect(PUBCOMP)
-    one, refused, two = c.expect(PUBLISH), c.expect(PUBLISH), c.expect(PUBLISH)
+    c.expect(PUBLISH)  # "one": left unacknowledged
+    refused, two = c.expect(PUBLISH), c.expect(PUBLISH)
     assert two.qos == 2
     c.ack(PUBACK, refused.pid, rc=0x80)  # unspecified error: still acknowledged
     c.ack(PUBREC, two.pid)
@@ -805,27 +749,6 @@ def test_zero_property_length_when_none(b):
     pub.publish("pl", b"payload")
     p = c.expect(PUBLISH)
     assert p.body == s("pl") + b"\x00" + b"payload"
-
-
-def test_server_disconnect_then_nothing_and_closed(b):
-    # [MQTT-3.14.4-1] [MQTT-3.14.4-2] after its DISCONNECT (here: session taken over) the
-    # server sends nothing more on that connection and closes it
-    old = connected(b.port, "same")
-    old.subscribe(1, [("after", 0)])
-    new = connected(b.port, "same")
-    assert old.expect(DISCONNECT).rc == 0x8E
-    new.publish("after", b"x")
-    assert old.closed()
-    assert old.buf == b""
-
-
-@conf("allow_anonymous false")
-def test_refused_authentication_closes(b):
-    # [MQTT-3.1.4-2] [MQTT-4.13.2-1] a failed check: CONNACK 0x80 or above, and the close
-    c = Client(b.port)
-    ca = c.connect("anon")
-    assert ca.rc == 0x87
-    assert c.closed()
 
 
 def test_unknown_authentication_method_refused(b):
