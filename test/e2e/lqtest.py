@@ -99,6 +99,7 @@ class Broker:
                 line = line.replace("{dir}", self.dir)
                 f.write(line.replace("{tls_port}", str(self.tls_port)) + "\n")
         self.proc = None
+        self.uses_tls_port = listeners and any("{tls_port}" in l for l in conf_lines)
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
@@ -110,6 +111,10 @@ class Broker:
         if wait and not wait_port(self.port):
             self.stop()
             raise RuntimeError("broker did not start:\n" + self.output())
+        # a TLS listener opens after its certificates load: wait for it too
+        if wait and self.uses_tls_port and not wait_port(self.tls_port):
+            self.stop()
+            raise RuntimeError("TLS listener did not open:\n" + self.output())
         return self
 
     def output(self):

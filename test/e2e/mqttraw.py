@@ -360,3 +360,70 @@ def roundtrip(port, tag="check"):
     assert p.topic == "rt/" + tag and p.payload == b"ping"
     sub.close()
     pub.close()
+
+
+class Probe:
+    """A well-behaved neighbour: one connection that sends itself a QoS 1 message every
+    `interval` seconds on a background thread and records each round trip (PUBLISH out,
+    PUBACK and its own copy back). Used as `with Probe(port) as p: ...harm...`, then
+    p.worst (seconds) and p.alive say how the broker served it meanwhile. A round trip
+    that takes longer than `limit` ends the probe (worst = limit, alive = False)."""
+
+    def __init__(self, port, client_id="probe", interval=0.02, limit=10.0):
+        import threading
+        self.port, self.client_id, self.interval, self.limit = port, client_id, interval, limit
+        self.worst = 0.0
+        self.count = 0
+        self.alive = True
+        self.error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.c = connected(self.port, self.client_id, keepalive=60)
+        assert self.c.subscribe(1, [("probe/" + self.client_id, 1)]).codes == [1]
+        self._thread.start()
+        return self
+
+    def _once(self, pid):
+        t0 = time.time()
+        self.c.publish("probe/" + self.client_id, b"p", qos=1, pid=pid)
+        got_ack = got_msg = False
+        while not (got_ack and got_msg):
+            left = t0 + self.limit - time.time()
+            p = self.c.recv(max(left, 0.001))
+            if p is None:
+                raise AssertionError("probe: no answer in %.1f s (closed or stalled)" % self.limit)
+            if p.type == PUBACK and p.pid == pid:
+                got_ack = True
+            elif p.type == PUBLISH:
+                got_msg = True
+                if p.qos:
+                    self.c.ack(PUBACK, p.pid)
+        return time.time() - t0
+
+    def _run(self):
+        pid = 1
+        try:
+            while not self._stop.is_set():
+                took = self._once(pid)
+                self.worst = max(self.worst, took)
+                self.count += 1
+                pid = pid % 60000 + 1
+                self._stop.wait(self.interval)
+        except Exception as e:  # noqa: BLE001 -- reported through alive/error
+            self.alive = False
+            self.worst = max(self.worst, self.limit)
+            self.error = e
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(self.limit + 1)
+        self.c.close()
+        return False
+
+    def check(self, worst):
+        """Assert the probe stayed served: connected, answered, no round trip over worst."""
+        assert self.alive, "probe lost: %s" % self.error
+        assert self.count > 0, "probe made no round trip"
+        assert self.worst <= worst, "probe's worst round trip %.3f s > %.3f s" % (self.worst, worst)
