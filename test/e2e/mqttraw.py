@@ -381,6 +381,7 @@ class Probe:
 
     def __enter__(self):
         self.c = connected(self.port, self.client_id, keepalive=60)
+        self.c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delays
         assert self.c.subscribe(1, [("probe/" + self.client_id, 1)]).codes == [1]
         self._thread.start()
         return self
