@@ -44,7 +44,9 @@ struct lq_conf {
     uint32_t max_packet_size;             /* bytes, 0 = protocol max; default 0 */
     uint16_t max_inflight_messages;       /* per client, outgoing QoS 1/2; default 20; 0 = 65535 */
     uint32_t max_queued_messages;         /* per client; default 1000; 0 = no limit */
-    uint64_t max_queued_bytes;            /* per client; default 0 = no limit */
+    uint64_t max_queued_bytes;            /* per client; default 64 MiB, 0 = no limit */
+    uint64_t max_queued_bytes_total;      /* all queues together; default 1 GiB, 0 = none */
+    uint32_t max_hold_time_ms;            /* publishers held for a stalled subscriber; 1000 */
     uint32_t max_connections;             /* 0 = no limit (mosquitto: -1) */
     uint16_t max_keepalive;               /* seconds; default 65535 */
     uint32_t message_size_limit;          /* payload bytes, 0 = no limit */

@@ -174,7 +174,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 80 /* collect() fills 55 */
+#define MAX_FIGURES 80 /* collect() fills 60 */
 
 static size_t
 collect(struct admin *a, struct figure *f)
@@ -261,6 +261,14 @@ collect(struct admin *a, struct figure *f)
     G("subscriptions", "subscriptions/count", topic_tree_count(b->subs), "subscriptions");
     G("inflight", NULL, inflight, "outgoing QoS 1/2 messages awaiting acknowledgement");
     G("queued", NULL, queued, "messages queued for subscribers");
+    G("queued_bytes", NULL, b->queued_bytes, "bytes of messages queued for subscribers");
+    G("queued_bytes_limit", NULL, b->conf.max_queued_bytes_total,
+      "max_queued_bytes_total (0: none)");
+    C("publishers_held", NULL, c->publishers_held, "times a publisher's acks were withheld");
+    C("slow_consumers_disconnected", NULL, c->slow_consumers_disconnected,
+      "subscribers cut after max_hold_time without progress");
+    C("slow_consumers_shedding", NULL, c->slow_consumers_shedding,
+      "persistent subscribers that began dropping after max_hold_time");
     G("hooks_loaded", NULL, hooks_loaded, "Lua hooks running");
     G("hooks_failed", NULL, hooks_failed, "hook files whose last load failed");
     C("hook_calls", NULL, hk.calls, "hook on_publish calls");
@@ -318,6 +326,8 @@ client_fields(struct reply *r, const struct session *s)
     reply_u64(r, "subscriptions", s->nsubs);
     reply_u64(r, "inflight", s->ninflight);
     reply_u64(r, "queued", s->nqueued);
+    reply_u64(r, "queued_bytes", s->qbytes);
+    reply_u64(r, "dropped", s->dropped);
     uint64_t in = 0, out = 0;
     if (online(s)) conn_bytes(s->conn, &in, &out);
     reply_u64(r, "bytes_in", in);
@@ -544,7 +554,7 @@ sys_pub(struct admin *a, const char *topic, const char *fmt, ...)
     retain_set(b->retained, m);
     uint64_t dropped = b->ctr.dropped_no_subscriber; /* nobody listening to $SYS is normal */
     struct route_result r;
-    route_publish(b, m, NULL, &r);
+    route_publish(b, m, NULL, DELIVER_NO_HOLD, &r);
     b->ctr.dropped_no_subscriber = dropped;
     msg_unref(m);
 }

@@ -154,6 +154,30 @@ opt_max_queued_bytes(struct parse *ps)
 }
 
 static int
+opt_max_queued_bytes_total(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, LLONG_MAX, &v)) return -1;
+    ps->c->max_queued_bytes_total = (uint64_t)v;
+    return 0;
+}
+
+/* Seconds, fractions allowed ("0.5"); kept in milliseconds. */
+static int
+opt_max_hold_time(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(ps->tok[1], &end);
+    if (errno || end == ps->tok[1] || *end || !(v >= 0 && v <= 3600))
+        return fail(ps, "max_hold_time: '%s' is not a number of seconds from 0 to 3600",
+                    ps->tok[1]);
+    ps->c->max_hold_time_ms = (uint32_t)(v * 1000 + 0.5);
+    return 0;
+}
+
+static int
 opt_max_connections(struct parse *ps)
 {
     long long v;
@@ -527,6 +551,8 @@ static const struct option {
     {"max_inflight_messages", opt_max_inflight_messages, 0},
     {"max_queued_messages", opt_max_queued_messages, 0},
     {"max_queued_bytes", opt_max_queued_bytes, 0},
+    {"max_queued_bytes_total", opt_max_queued_bytes_total, 0},
+    {"max_hold_time", opt_max_hold_time, 0},
     {"max_connections", opt_max_connections, 0},
     {"max_keepalive", opt_max_keepalive, 0},
     {"message_size_limit", opt_message_size_limit, 0},
@@ -627,6 +653,9 @@ conf_init(struct lq_conf *c)
     /* unlike mosquitto (none): 1000 messages of any size would let one subscriber that
      * does not read hold gigabytes */
     c->max_queued_bytes = 64u << 20;
+    /* the same for all queues together: 16 clients at the per-client bound */
+    c->max_queued_bytes_total = 1u << 30;
+    c->max_hold_time_ms = 1000;
     c->max_keepalive = 65535;
     c->retain_available = true;
     c->persistent_client_expiration = -1;

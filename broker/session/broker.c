@@ -41,40 +41,6 @@ connection_count(const struct broker *b)
     return n;
 }
 
-/* ---- backpressure: publishers held back while subscriber queues are full ---- */
-
-void
-broker_hold_publisher(struct broker *b, struct conn *c)
-{
-    if (conn_is_paused(c)) return;
-    if (b->npaused == b->cap_paused) {
-        b->cap_paused = b->cap_paused ? b->cap_paused * 2 : 16;
-        b->paused = lq_xrealloc(b->paused, b->cap_paused * sizeof(*b->paused));
-    }
-    b->paused[b->npaused++] = c;
-    conn_pause(c);
-}
-
-void
-broker_release_publishers(struct broker *b)
-{
-    /* all at once: a publisher still blocked is held again by its next message */
-    size_t n = b->npaused;
-    b->npaused = 0;
-    for (size_t i = 0; i < n; i++) conn_resume(b->paused[i]);
-}
-
-void
-broker_forget_conn(struct broker *b, struct conn *c)
-{
-    for (size_t i = 0; i < b->npaused; i++) {
-        if (b->paused[i] == c) {
-            b->paused[i] = b->paused[--b->npaused];
-            return;
-        }
-    }
-}
-
 /* ---- connection events ---- */
 
 static bool
@@ -235,9 +201,8 @@ on_lost(struct conn *c, const char *why, void *ud)
 static void
 on_free(struct conn *c, void *ud)
 {
-    struct broker *b = ud;
+    (void)ud;
     struct session *s = conn_owner(c);
-    broker_forget_conn(b, c);
     if (s && s->conn == c) session_detach(s, false); /* listener_free at shutdown */
 }
 
@@ -268,7 +233,7 @@ static void
 hook_publish(void *ud, struct msg *m, const struct hook *from)
 {
     struct route_result r;
-    broker_publish(ud, m, NULL, NULL, from, &r);
+    broker_publish(ud, m, NULL, NULL, from, DELIVER_NO_HOLD, &r);
 }
 
 struct broker *
@@ -340,7 +305,7 @@ broker_free(struct broker *b)
     free(b->buckets);
     topic_tree_free(b->subs);
     retain_free(b->retained);
-    free(b->paused);
+    hold_fini(b);
     free(b->matches);
     if (b->shutdown_ev) event_free(b->shutdown_ev);
     free(b->conf_path);

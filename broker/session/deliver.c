@@ -9,8 +9,8 @@
  * [MQTT-3.3.4-4,5]. A message is never copied per subscriber: queue entries hold a
  * reference. Nothing acknowledged is dropped silently: a QoS 1/2 message for an
  * online subscriber over its queue bound is still queued and the publisher is held
- * back; for an offline session over its bound it is refused (v5 publishers hear
- * 0x97) and counted. */
+ * back (backpressure.c); for an offline session over its bound it is refused (v5
+ * publishers hear 0x97) and counted. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,12 +27,23 @@ inflight_limit(const struct session *s)
     return s->client_recv_max < lim ? s->client_recv_max : lim;
 }
 
+/* Would one more message of add bytes pass s's bounds, or the broker's? Retained
+ * messages sent on subscribe may pass the message count (there is no publisher to hold
+ * back for them) but not the bytes. Past 3/4 of the broker-wide ceiling QoS 0 is shed,
+ * so that QoS 1/2 still has room. */
 static bool
-queue_is_full(const struct session *s, size_t add_bytes)
+over_bounds(const struct session *s, size_t add, enum deliver_how how, uint8_t qos)
 {
-    const struct lq_conf *c = &s->b->conf;
-    if (c->max_queued_messages && s->nqueued >= c->max_queued_messages) return true;
-    if (c->max_queued_bytes && s->qbytes + add_bytes > c->max_queued_bytes) return true;
+    const struct broker *b = s->b;
+    const struct lq_conf *c = &b->conf;
+    if (how != DELIVER_RETAINED && c->max_queued_messages && s->nqueued >= c->max_queued_messages)
+        return true;
+    if (c->max_queued_bytes && s->qbytes + add > c->max_queued_bytes) return true;
+    if (c->max_queued_bytes_total) {
+        uint64_t lim = c->max_queued_bytes_total;
+        if (qos == 0) lim -= lim / 4;
+        if (b->queued_bytes + add > lim) return true;
+    }
     return false;
 }
 
@@ -213,14 +224,29 @@ send_entry(struct session *s, struct qentry *e)
     inflight_append(s, e);
 }
 
+/* A delivery s cannot take: counted for it, logged when it begins and when it ends. */
+static int
+drop_for(struct session *s, const struct msg *m, uint8_t qos)
+{
+    s->b->ctr.dropped_queue_full++;
+    s->dropped++;
+    if (qos > 0 && s->refused_full++ == 0 && !s->shedding)
+        session_log(s, LQ_LOG_WARNING,
+                    "queue full (%u messages, %llu bytes): QoS 1/2 messages for it are "
+                    "refused until it has room (first on \"%s\")",
+                    s->nqueued, (unsigned long long)s->qbytes, m->topic);
+    return DELIVER_DROPPED;
+}
+
 int
 session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
-                uint8_t nsub, bool forced)
+                uint8_t nsub, enum deliver_how how)
 {
     struct broker *b = s->b;
     bool online = s->conn && s->connected;
     if (!online && qos == 0) return DELIVER_OK; /* QoS 0 is not kept for absent clients */
-    if (s->refused_full && !queue_is_full(s, msg_size(m))) {
+    size_t size = msg_size(m);
+    if (s->refused_full && !over_bounds(s, size, DELIVER_HOLDABLE, 1)) {
         session_log(s, LQ_LOG_NOTICE, "queue has room again: %llu QoS 1/2 messages refused",
                     (unsigned long long)s->refused_full);
         s->refused_full = 0;
@@ -236,19 +262,13 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
         }
     }
     int rc = DELIVER_OK;
-    if (!forced && queue_is_full(s, msg_size(m))) {
-        if (qos == 0 || !online) {
-            b->ctr.dropped_queue_full++;
-            /* one line when it fills, one when it has room: not one per message */
-            if (qos > 0 && s->refused_full++ == 0)
-                session_log(s, LQ_LOG_WARNING,
-                            "queue full (%u messages, %llu bytes): QoS 1/2 messages for it are "
-                            "refused until it has room (first on \"%s\")",
-                            s->nqueued, (unsigned long long)s->qbytes, m->topic);
-            return DELIVER_DROPPED;
-        }
-        rc = DELIVER_OVER; /* keep it, and hold the publisher back */
-        s->over_bound = true;
+    if (over_bounds(s, size, how, qos)) {
+        /* keep it and hold the publisher back, unless there is none to hold, it is
+         * QoS 0, the subscriber is away, or it already stalled past max_hold_time */
+        if (qos == 0 || !online || s->shedding || how != DELIVER_HOLDABLE)
+            return drop_for(s, m, qos);
+        rc = DELIVER_OVER;
+        slow_mark(s);
     }
     struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
     if (s->q_tail)
@@ -257,7 +277,8 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
         s->q_head = e;
     s->q_tail = e;
     s->nqueued++;
-    s->qbytes += msg_size(m);
+    s->qbytes += size;
+    b->queued_bytes += size;
     return rc;
 }
 
@@ -269,6 +290,7 @@ queue_pop(struct session *s)
     if (!s->q_head) s->q_tail = NULL;
     s->nqueued--;
     s->qbytes -= msg_size(e->m);
+    s->b->queued_bytes -= msg_size(e->m);
     return e;
 }
 
@@ -277,6 +299,7 @@ session_pump(struct session *s)
 {
     if (!s->conn || !s->connected) return;
     uint32_t lim = inflight_limit(s);
+    uint32_t before = s->nqueued;
     while (s->q_head && conn_is_writable(s->conn)) {
         struct qentry *e = s->q_head;
         if (msg_is_expired(e->m, lq_now_ms())) { /* expired while queued: never sent */
@@ -287,11 +310,15 @@ session_pump(struct session *s)
         if (e->qos > 0 && s->ninflight >= lim) break; /* order kept: wait for acks */
         send_entry(s, queue_pop(s));
     }
+    if (s->nqueued != before && s->over_bound) s->stalled_since = lq_now_ms(); /* progress */
     /* only the subscriber that held the publishers lets them go: a publisher's own
      * output draining says nothing about the queue that stopped it */
-    if (s->over_bound && queue_is_low(s)) {
-        s->over_bound = false;
-        if (s->b->npaused) broker_release_publishers(s->b);
+    if ((s->over_bound || s->shedding) && queue_is_low(s)) {
+        if (s->shedding)
+            session_log(s, LQ_LOG_NOTICE, "slow consumer drained: %llu messages were dropped",
+                        (unsigned long long)s->dropped);
+        s->shedding = false;
+        if (s->over_bound) slow_drained(s);
     }
 }
 
@@ -333,6 +360,7 @@ session_free_queues(struct session *s)
     }
     s->q_head = s->q_tail = s->if_head = s->if_tail = NULL;
     s->nqueued = s->ninflight = 0;
+    s->b->queued_bytes -= s->qbytes;
     s->qbytes = 0;
 }
 
@@ -363,6 +391,7 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
     case MQTT_PUBCOMP: done = e && e->state == Q_WAIT_PUBCOMP; break;
     }
     if (done) { /* unknown or unexpected acks are ignored */
+        if (s->over_bound) s->stalled_since = lq_now_ms(); /* progress */
         *pp = e->next;
         if (s->if_tail == e) s->if_tail = prev;
         s->ninflight--;
@@ -429,7 +458,8 @@ match_cb(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
 }
 
 void
-route_publish(struct broker *b, struct msg *m, const struct session *origin, struct route_result *r)
+route_publish(struct broker *b, struct msg *m, const struct session *origin, enum deliver_how how,
+              struct route_result *r)
 {
     memset(r, 0, sizeof(*r));
     struct match_ctx ctx = {b, origin};
@@ -441,7 +471,7 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin, str
         r->matched++;
         uint8_t qos = m->qos < mt->qos ? m->qos : mt->qos;
         int rc =
-            session_deliver(mt->s, m, qos, mt->retain && m->retain, mt->sub_ids, mt->nsub, false);
+            session_deliver(mt->s, m, qos, mt->retain && m->retain, mt->sub_ids, mt->nsub, how);
         if (rc == DELIVER_DROPPED && qos > 0) r->quota_exceeded = true;
         if (rc == DELIVER_OVER) r->hold_publisher = true;
     }

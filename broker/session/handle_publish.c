@@ -55,6 +55,24 @@ in_pid_add(struct session *s, uint16_t pid)
     s->in_pids[s->nin++] = pid;
 }
 
+/* An acknowledgement to the publisher: sent, or withheld while it is held back (in
+ * order: once one is withheld, the ones after it wait too). */
+static void
+ack_publisher(struct session *s, uint8_t type, uint16_t pid, uint8_t rc, bool hold)
+{
+    if (hold || s->hold)
+        hold_ack(s, type, pid, rc);
+    else
+        send_ack(s, type, pid, rc);
+}
+
+/* QoS 1/2 messages the client sent that we have not finished acknowledging. */
+static uint32_t
+unacknowledged(const struct session *s)
+{
+    return s->nin + (s->hold ? s->hold->nqos1 : 0);
+}
+
 /* The topic of p, resolving a topic alias [MQTT-3.3.2-7..12]. */
 static uint8_t
 resolve_topic(struct session *s, const struct mqtt_publish *p, const char **topic, size_t *len)
@@ -108,26 +126,27 @@ make_msg(struct session *s, const struct mqtt_publish *p, const char *topic, siz
 
 static void
 retain_and_route(struct broker *b, struct msg *m, const struct session *origin,
-                 struct route_result *r)
+                 enum deliver_how how, struct route_result *r)
 {
     if (m->retain && b->conf.retain_available) retain_set(b->retained, m);
-    route_publish(b, m, origin, r);
+    route_publish(b, m, origin, how, r);
 }
 
 uint8_t
 broker_publish(struct broker *b, struct msg *m, const struct session *origin,
-               const struct hook_client *cl, const struct hook *skip, struct route_result *r)
+               const struct hook_client *cl, const struct hook *skip, enum deliver_how how,
+               struct route_result *r)
 {
     struct hook_verdict v = {0};
     if (!hooks_run(b->hooks, m, cl, skip, &v)) { /* no hook for this topic */
-        retain_and_route(b, m, origin, r);
+        retain_and_route(b, m, origin, how, r);
         return 0;
     }
     memset(r, 0, sizeof(*r));
     if (v.n == 0) b->ctr.dropped_hook++;
     for (size_t i = 0; i < v.n; i++) {
         struct route_result one;
-        retain_and_route(b, v.out[i], origin, &one);
+        retain_and_route(b, v.out[i], origin, how, &one);
         r->matched += one.matched;
         r->quota_exceeded |= one.quota_exceeded;
         r->hold_publisher |= one.hold_publisher;
@@ -155,23 +174,24 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
     bool v5 = s->version == MQTT_V5;
 
-    if (p.qos == 2) {
-        if (in_pid_find(s, p.packet_id, NULL)) { /* a duplicate: acknowledge, do not route */
-            send_ack(s, MQTT_PUBREC, p.packet_id, 0);
-            return MQTT_RC_SUCCESS;
-        }
-        if (s->nin >= broker_receive_max(b)) return MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED;
+    if (p.qos == 2 && in_pid_find(s, p.packet_id, NULL)) { /* duplicate: ack, do not route */
+        ack_publisher(s, MQTT_PUBREC, p.packet_id, 0, false);
+        return MQTT_RC_SUCCESS;
     }
+    /* past our Receive Maximum [MQTT-3.3.4-7]; QoS 1 only while held, and 3.1.x clients,
+     * which do not know it, are not read past it instead (hold_ack) */
+    if ((p.qos == 2 || (p.qos == 1 && v5)) && unacknowledged(s) >= broker_receive_max(b))
+        return MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED;
     if (b->conf.message_size_limit && p.payload.len > b->conf.message_size_limit) {
         b->ctr.dropped_oversize++;
         session_log(s, LQ_LOG_NOTICE,
                     "message on \"%.*s\" over message_size_limit (%zu > %u): dropped", (int)tlen,
                     topic, p.payload.len, b->conf.message_size_limit);
         uint8_t refuse = v5 ? MQTT_RC_QUOTA_EXCEEDED : 0;
-        if (p.qos == 1) send_ack(s, MQTT_PUBACK, p.packet_id, refuse);
+        if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, refuse, false);
         if (p.qos == 2) {
             if (!refuse) in_pid_add(s, p.packet_id); /* v3: the flow must still complete */
-            send_ack(s, MQTT_PUBREC, p.packet_id, refuse);
+            ack_publisher(s, MQTT_PUBREC, p.packet_id, refuse, false);
         }
         return MQTT_RC_SUCCESS;
     }
@@ -183,19 +203,20 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
                              .version = s->version,
                              .cert = conn_tls_identity(s->conn)};
     struct route_result r;
-    uint8_t refused = broker_publish(b, m, s, &cl, NULL, &r);
+    uint8_t refused =
+        broker_publish(b, m, s, &cl, NULL, p.qos ? DELIVER_HOLDABLE : DELIVER_NO_HOLD, &r);
     msg_unref(m);
 
     uint8_t ack = !v5                ? MQTT_RC_SUCCESS
                   : refused          ? refused
                   : r.quota_exceeded ? MQTT_RC_QUOTA_EXCEEDED
                                      : MQTT_RC_SUCCESS;
-    if (p.qos == 1) send_ack(s, MQTT_PUBACK, p.packet_id, ack);
+    bool hold = r.hold_publisher && s->conn;
+    if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, ack, hold);
     if (p.qos == 2) {
         if (!ack) in_pid_add(s, p.packet_id);
-        send_ack(s, MQTT_PUBREC, p.packet_id, ack);
+        ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold);
     }
-    if (r.hold_publisher && s->conn) broker_hold_publisher(b, s->conn);
     return MQTT_RC_SUCCESS;
 }
 

@@ -76,7 +76,7 @@ send_retained(struct msg *m, void *arg)
     uint8_t qos = m->qos < ctx->o->qos ? m->qos : ctx->o->qos;
     /* retain flag set on messages sent because of a new subscription [MQTT-3.3.1-8] */
     session_deliver(ctx->s, m, qos, true, ctx->o->sub_id ? &ctx->o->sub_id : NULL,
-                    ctx->o->sub_id ? 1 : 0, true);
+                    ctx->o->sub_id ? 1 : 0, DELIVER_RETAINED);
 }
 
 uint8_t

@@ -92,7 +92,7 @@ publish_will(struct session *s)
                              .version = w->version,
                              .cert = w->cert};
     struct route_result r;
-    broker_publish(b, w->m, s, &cl, NULL, &r);
+    broker_publish(b, w->m, s, &cl, NULL, DELIVER_NO_HOLD, &r);
     will_free(w);
 }
 
@@ -133,10 +133,7 @@ session_arm_expiry(struct session *s)
 static void
 reset_connection_state(struct session *s)
 {
-    if (s->over_bound) { /* offline sessions refuse instead of holding publishers */
-        s->over_bound = false;
-        if (s->b->npaused) broker_release_publishers(s->b);
-    }
+    hold_forget(s); /* as publisher and as subscriber */
     if (s->alias_in) {
         for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) free(s->alias_in[i]);
         free(s->alias_in);

@@ -38,6 +38,9 @@ struct counters {
     uint64_t received_bytes_qos[4], sent_bytes_qos[4]; /* their bytes */
     uint64_t connections_peak;
     uint64_t connections_total;
+    uint64_t slow_consumers_disconnected; /* cut after max_hold_time without progress */
+    uint64_t slow_consumers_shedding;     /* persistent ones that began dropping instead */
+    uint64_t publishers_held;             /* times a publisher's acks were withheld */
 };
 
 struct broker {
@@ -56,8 +59,14 @@ struct broker {
     uint64_t match_gen;
     struct match *matches;
     uint32_t nmatches, cap_matches;
-    struct conn **paused; /* publishers held back until subscriber queues drain */
-    size_t npaused, cap_paused;
+    /* backpressure (deliver.c): publishers whose acks are withheld, and the subscribers
+     * over their queue bound that hold them, for at most max_hold_time each */
+    struct session **held;
+    size_t nheld, cap_held;
+    struct session **slow;
+    size_t nslow, cap_slow;
+    struct event *slow_ev; /* checks the slow ones while there are any */
+    uint64_t queued_bytes; /* all sessions' qbytes: max_queued_bytes_total */
     uint64_t next_auto_id;
     bool shutting_down;
     uint64_t shutdown_deadline;
@@ -107,6 +116,19 @@ struct will {
     struct tls_identity *cert;
 };
 
+/* PUBACKs and PUBRECs withheld from a publisher while it is held back: sent in order
+ * when it is released. */
+struct held_ack {
+    uint8_t type, rc;
+    uint16_t pid;
+};
+struct hold {
+    uint32_t n, cap;
+    uint32_t nqos1;   /* withheld PUBACKs: with nin, the client's unacknowledged QoS 1/2 */
+    bool conn_paused; /* a 3.1.x client went past our receive maximum: not read */
+    struct held_ack a[];
+};
+
 struct session {
     struct broker *b;
     char *id; /* in the same allocation, after the struct */
@@ -135,7 +157,11 @@ struct session {
 
     /* session scope */
     bool over_bound; /* its queue passed the bound: publishers are held until it drains */
+    bool shedding;   /* stalled past max_hold_time: messages over its bound are dropped */
     uint32_t expiry; /* seconds; EXPIRY_NEVER */
+    struct hold *hold;      /* as a publisher: acks withheld; NULL when not held */
+    uint64_t stalled_since; /* over its bound: ms of its last progress */
+    uint64_t dropped;       /* messages for it dropped at its bounds */
     struct event *expiry_ev;
     struct will *will;
     struct event *will_ev;
@@ -168,9 +194,6 @@ struct match {
 /* broker.c */
 uint32_t broker_receive_max(const struct broker *b);
 uint32_t broker_max_packet(const struct broker *b);
-void broker_hold_publisher(struct broker *b, struct conn *c);
-void broker_release_publishers(struct broker *b);
-void broker_forget_conn(struct broker *b, struct conn *c);
 
 /* registry.c: client id -> session */
 struct session *registry_find(struct broker *b, const char *id, size_t len);
@@ -197,8 +220,14 @@ struct route_result {
     bool quota_exceeded; /* a QoS>0 copy could not be queued */
     bool hold_publisher; /* an online subscriber is over its queue bound */
 };
+/* How a delivery may treat the queue bounds. */
+enum deliver_how {
+    DELIVER_HOLDABLE,  /* over a bound: queue it anyway and hold the publisher back */
+    DELIVER_NO_HOLD,   /* nobody to hold (wills, hooks' own messages): drop over a bound */
+    DELIVER_RETAINED,  /* retained on subscribe: past the message count, not the bytes */
+};
 void route_publish(struct broker *b, struct msg *m, const struct session *origin,
-                   struct route_result *r);
+                   enum deliver_how how, struct route_result *r);
 /* A message accepted from a client (origin, cl) or published by a hook (skip): through
  * the Lua hooks, then retained and routed. Returns the reason code a hook refused it
  * with, or 0. */
@@ -206,14 +235,23 @@ struct hook_client;
 struct hook;
 uint8_t broker_publish(struct broker *b, struct msg *m, const struct session *origin,
                        const struct hook_client *cl, const struct hook *skip,
-                       struct route_result *r);
-/* Queue (or send) one delivery; forced: ignore queue bounds (retained on subscribe). */
+                       enum deliver_how how, struct route_result *r);
+/* Queue (or send) one delivery. */
 int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
-                    const uint32_t *sub_ids, uint8_t nsub, bool forced);
+                    const uint32_t *sub_ids, uint8_t nsub, enum deliver_how how);
 void session_pump(struct session *s);
 void session_resend_inflight(struct session *s);
 void session_free_queues(struct session *s);
 uint8_t handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a);
+/* Backpressure. A publisher whose message went over a subscriber's bound has its acks
+ * withheld (hold_ack) until the subscribers drain, or until the one that stalled has
+ * made no progress for max_hold_time and pays for it (slow-consumer policy). */
+void hold_ack(struct session *publisher, uint8_t type, uint16_t pid, uint8_t rc);
+void hold_release_all(struct broker *b);
+void hold_forget(struct session *s); /* the session's connection goes */
+void slow_mark(struct session *s);    /* s went over its bound and holds publishers */
+void slow_drained(struct session *s); /* s is down to half its bound */
+void hold_fini(struct broker *b);
 
 /* handlers */
 /* Encode the properties of an incoming PUBLISH (or will) that are forwarded
