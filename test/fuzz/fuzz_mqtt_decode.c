@@ -22,12 +22,12 @@
 
 #include "mqtt.h"
 
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                  \
-        }                                                                             \
+            abort();                                                                 \
+        }                                                                            \
     } while (0)
 
 /* Any packet the codec decodes, tagged by its type. */
@@ -73,15 +73,13 @@ decode_packet(uint8_t tf, const uint8_t *body, size_t len, uint8_t version, stru
     case MQTT_PUBREL:
     case MQTT_PUBCOMP: return mqtt_decode_ack(type, flags, body, len, version, &pk->u.ack);
     case MQTT_SUBSCRIBE: return mqtt_decode_subscribe(flags, body, len, version, &pk->u.sub);
-    case MQTT_UNSUBSCRIBE:
-        return mqtt_decode_unsubscribe(flags, body, len, version, &pk->u.unsub);
+    case MQTT_UNSUBSCRIBE: return mqtt_decode_unsubscribe(flags, body, len, version, &pk->u.unsub);
     case MQTT_DISCONNECT:
         return mqtt_decode_disconnect(flags, body, len, version, &pk->u.disconnect);
     case MQTT_AUTH: return mqtt_decode_auth(flags, body, len, &pk->u.disconnect);
     case MQTT_CONNACK: return mqtt_decode_connack(flags, body, len, version, &pk->u.connack);
     case MQTT_SUBACK:
-    case MQTT_UNSUBACK:
-        return mqtt_decode_suback(type, flags, body, len, version, &pk->u.suback);
+    case MQTT_UNSUBACK: return mqtt_decode_suback(type, flags, body, len, version, &pk->u.suback);
     case MQTT_PINGREQ: /* no decoder: broker.c's dispatch checks these two */
     case MQTT_PINGRESP: return flags || len ? MQTT_RC_MALFORMED_PACKET : MQTT_RC_SUCCESS;
     default: return NO_DECODER;
@@ -192,8 +190,7 @@ same_connect(const struct mqtt_connect *a, const struct mqtt_connect *b)
            a->clean_start == b->clean_start && a->keep_alive == b->keep_alive &&
            same_props(&a->props, &b->props) && same_bytes(a->client_id, b->client_id) &&
            a->will == b->will && a->will_qos == b->will_qos && a->will_retain == b->will_retain &&
-           same_props(&a->will_props, &b->will_props) &&
-           same_bytes(a->will_topic, b->will_topic) &&
+           same_props(&a->will_props, &b->will_props) && same_bytes(a->will_topic, b->will_topic) &&
            same_bytes(a->will_payload, b->will_payload) && a->has_username == b->has_username &&
            a->has_password == b->has_password && same_bytes(a->username, b->username) &&
            same_bytes(a->password, b->password);
@@ -241,8 +238,7 @@ same_unsubscribe(const struct mqtt_unsubscribe *a, const struct mqtt_unsubscribe
 /* v3 forms are lossy by design (mqtt.h): a v3 SUBACK carries failures as 0x80 and a
  * v3 UNSUBACK no codes at all. */
 static bool
-same_suback(uint8_t type, const struct mqtt_suback *a, const struct mqtt_suback *b,
-            uint8_t version)
+same_suback(uint8_t type, const struct mqtt_suback *a, const struct mqtt_suback *b, uint8_t version)
 {
     if (a->packet_id != b->packet_id || !same_props(&a->props, &b->props)) return false;
     if (version != MQTT_V5 && type == MQTT_UNSUBACK) return b->count == 0;
@@ -362,13 +358,8 @@ check_publish(const struct mqtt_publish *p, uint8_t version, const uint8_t *whol
     memset(&fwd.props, 0, sizeof(fwd.props));
     fwd.props.raw = (struct lq_bytes){raw, len};
     CHECK(mqtt_encode_publish(&fwd, version, enc2, sizeof(enc2)) == n);
+    CHECK(memcmp(enc2, whole, n) == 0);
     free(raw);
-    struct packet b;
-    uint32_t rem;
-    size_t hl;
-    CHECK(mqtt_frame_header(enc2, n, &b.type, &rem, &hl) == 1 && hl + rem == n);
-    CHECK(mqtt_decode_publish(enc2[0] & 0x0f, enc2 + hl, rem, version, &b.u.publish) == 0);
-    CHECK(same_publish(p, &b.u.publish));
 }
 
 /* Decode; if that succeeds, encode, frame and decode again: same struct, same bytes. */
@@ -442,6 +433,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct packet pk;
             uint8_t rc = round_trip(tf, body, rem, version, &pk);
             mqtt_rc_str(rc); /* what the broker logs when it disconnects */
+            mqtt_type_str(tf >> 4);
         }
         free(body);
         if (!version) break;

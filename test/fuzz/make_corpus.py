@@ -90,7 +90,8 @@ def session(version):
     """CONNECT, SUBSCRIBE, PUBLISH QoS 1 and 2, PUBREL, PINGREQ, DISCONNECT."""
     v5 = version == 5
     out = connect(version, "fz%d" % version, will=("will/t", b"bye"), username="u",
-                  password=b"p", cprops=b"\x11" + u32(30) + b"\x21" + u16(10) + user("k", "v"))
+                  password=b"p", cprops=b"\x11" + u32(30) + b"\x21" + u16(10) + b"\x17\x01" +
+                  b"\x19\x01" + b"\x22" + u16(4) + b"\x27" + u32(65536) + user("k", "v"))
     out += subscribe(version, 1, [("a/+", 0x2E), ("b/#", 0x01)],
                      b"\x0b" + varint(7) + user("s", "1"))
     out += publish(version, 1, 2, "a/x", b"hello",
