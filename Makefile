@@ -107,17 +107,22 @@ test: deps
 	$(Q)LUNAMQ_BIN=build/san/lunamq LUNAMQ_SAN=1 /usr/bin/python3 test/e2e/run.py
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
-# ---- fuzzing: libFuzzer over the packet decoder, bounded in time ----
+# ---- fuzzing: libFuzzer over the packet codec, one client session per input ----
+# Prints the fuzzer's first and last status lines; on a failure the end of its log
+# (the crash and its input under $(B)/fuzz-artifacts/), and exits with its status.
 FUZZ_SECONDS ?= 60
 MQTT_SRC := $(wildcard broker/mqtt/*.c) broker/core/alloc.c
 $(B)/fuzz_mqtt_decode: test/fuzz/fuzz_mqtt_decode.c $(MQTT_SRC)
 	@mkdir -p $(@D)
-	$(Q)clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $^ -o $@
+	$(Q)clang $(WARN) -Wconversion -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $^ -o $@
 
 fuzz: $(B)/fuzz_mqtt_decode
-	@mkdir -p $(B)/fuzz-corpus
+	@mkdir -p $(B)/fuzz-corpus $(B)/fuzz-artifacts
 	$(Q)./$(B)/fuzz_mqtt_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    $(B)/fuzz-corpus test/fuzz/corpus 2>&1 | tail -n 3
+	    -artifact_prefix=$(B)/fuzz-artifacts/ $(B)/fuzz-corpus test/fuzz/corpus \
+	    >$(B)/fuzz.log 2>&1; rc=$$?; \
+	grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' $(B)/fuzz.log; \
+	if [ $$rc -ne 0 ]; then tail -n 40 $(B)/fuzz.log; fi; exit $$rc
 
 # ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
 # lunamq against Debian's mosquitto; rewrites the generated part of bench/RESULTS.md
