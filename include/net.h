@@ -39,7 +39,8 @@ struct conn_ops {
     void (*on_malformed)(struct conn *c, void *ud);
     /* Output fell below the low-water mark: more may be written. */
     void (*on_drain)(struct conn *c, void *ud);
-    /* The keep-alive deadline passed without a packet from the peer. */
+    /* The keep-alive deadline passed without a packet from the peer, or the deadline
+     * of conn_set_deadline passed. */
     void (*on_keepalive)(struct conn *c, void *ud);
     /* The peer closed, or a socket error happened. The conn is already closing. */
     void (*on_lost)(struct conn *c, const char *why, void *ud);
@@ -79,6 +80,13 @@ const char *conn_tls_username(const struct conn *c);
 void conn_set_max_packet(struct conn *c, uint32_t max);
 /* Keep-alive: the peer must send something within `ms` (0 = never). */
 void conn_set_keepalive(struct conn *c, uint64_t ms);
+/* An absolute deadline (the CONNECT timeout): the peer has `ms` from now, or on TLS
+ * from the end of the handshake, however slowly it sends, then on_keepalive is
+ * called. Keep-alive is not checked meanwhile. 0 clears it. */
+void conn_set_deadline(struct conn *c, uint32_t ms);
+/* Copy up to n bytes of the input not yet handed over as packets (in on_oversize:
+ * the start of the refused packet). Returns how many. */
+size_t conn_peek(const struct conn *c, void *out, size_t n);
 
 /* Queue bytes for the peer (copied). */
 /* During on_packet: the malloc'd block the body lies in, now the caller's to free,

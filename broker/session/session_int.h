@@ -63,6 +63,7 @@ struct broker {
     uint64_t shutdown_deadline;
     struct event *shutdown_ev;
     struct counters ctr;
+    struct lq_log_limit connect_too_large_log; /* CONNECTs over max_connect_packet_size */
 };
 
 enum qstate {
@@ -168,6 +169,7 @@ struct match {
 /* broker.c */
 uint32_t broker_receive_max(const struct broker *b);
 uint32_t broker_max_packet(const struct broker *b);
+uint32_t broker_connect_max_packet(const struct broker *b);
 void broker_hold_publisher(struct broker *b, struct conn *c);
 void broker_release_publishers(struct broker *b);
 void broker_forget_conn(struct broker *b, struct conn *c);
@@ -221,6 +223,8 @@ uint8_t handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
 size_t publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap);
 void handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
                     size_t len);
+/* The first packet is over broker_connect_max_packet: refused before it is read. */
+void handle_connect_too_large(struct broker *b, struct conn *c, uint32_t size);
 uint8_t handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 uint8_t handle_pubrel(struct session *s, const struct mqtt_ack *a);
 uint8_t handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
