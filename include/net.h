@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct evconnlistener;
 struct conn;
 struct listener;
 struct tls_ctx;
@@ -62,6 +63,13 @@ void listener_free(struct listener *l);
 uint16_t listener_port(const struct listener *l);
 /* Connections accepted by l and not yet freed. */
 size_t listener_conn_count(const struct listener *l);
+
+/* For every evconnlistener (MQTT, admin socket, metrics): when accept fails (EMFILE,
+ * ENFILE, ENOMEM), call accept_backoff_failed from the listener's error callback: it
+ * logs through a rate limiter and stops accepting for 100 ms instead of spinning. */
+struct accept_backoff *accept_backoff_new(struct evconnlistener *evl, const char *name);
+void accept_backoff_free(struct accept_backoff *ab); /* NULL is a no-op */
+void accept_backoff_failed(struct accept_backoff *ab);
 
 /* Owner's pointer attached to a connection (the session once CONNECT succeeded). */
 void conn_set_owner(struct conn *c, void *owner);

@@ -18,6 +18,7 @@
 struct listener {
     struct event_base *base;
     struct evconnlistener *evl;
+    struct accept_backoff *backoff; /* pauses accepting at the descriptor limit */
     const struct conn_ops *ops;
     void *ud;
     uint16_t port;

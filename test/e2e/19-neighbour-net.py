@@ -164,3 +164,186 @@ def test_connect_size_limit_zero_means_max_packet_size(b):
     over.send(connect_bytes("over", password=b"t" * 60000, will_payload=b"w" * 60000))
     ca = over.recv()
     assert ca is not None and ca.type == CONNACK and ca.rc == 0x95, ca
+
+
+
+# ---- 11.9: the /metrics endpoint ----
+
+METRICS = "metrics_listener {tls_port}"
+
+
+def http_reply(sock, timeout=3.0):
+    """What the server sent until it closed (or timeout)."""
+    sock.settimeout(timeout)
+    got = b""
+    end = time.time() + timeout
+    try:
+        while time.time() < end:
+            d = sock.recv(65536)
+            if not d:
+                break
+            got += d
+    except OSError:
+        pass
+    return got
+
+
+def push(sock, chunk, seconds, limit):
+    """Send chunk after chunk for up to `seconds` or `limit` bytes, until the peer stops
+    taking them; returns the bytes sent."""
+    sent, t0 = 0, time.time()
+    sock.settimeout(0.5)
+    try:
+        while sent < limit and time.time() - t0 < seconds:
+            sent += sock.send(chunk)
+    except OSError:
+        pass
+    return sent
+
+
+def scrape(b):
+    sock = socket.create_connection((HOST, b.tls_port))
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    r = http_reply(sock)
+    sock.close()
+    return r
+
+
+@conf(METRICS)
+def test_metrics_header_size_capped(b):
+    """issue 11.9: a request whose headers never end (3.1 GB in 20 s before) is answered
+    431 once past 8 KiB and closed; the broker keeps none of it."""
+    with Probe(b.port) as p:
+        rss0 = rss_kb(b.proc.pid)
+        sock = socket.create_connection((HOST, b.tls_port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        sent = push(sock, b"X-Pad: " + b"a" * 4000 + b"\r\n", 3.0, 200_000_000)
+        reply = http_reply(sock)
+        sock.close()
+        grew = rss_kb(b.proc.pid) - rss0
+        p.check(0.5)
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:80]
+    assert sent < 4_000_000, "the server took %d bytes of headers" % sent
+    assert grew < 4096, "RSS grew %d kB" % grew
+    assert b" 200 OK" in scrape(b)
+
+
+@conf(METRICS)
+def test_metrics_refuses_bodies(b):
+    """issue 11.9: a request with a body (Content-Length or chunked) is refused with 413
+    at once, before the body is read; another method than GET/HEAD gets 405."""
+    with Probe(b.port) as p:
+        rss0 = rss_kb(b.proc.pid)
+        sock = socket.create_connection((HOST, b.tls_port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        sent = push(sock, b"b" * 65536, 2.0, 100_000_000)
+        reply = http_reply(sock)
+        sock.close()
+        chunked = socket.create_connection((HOST, b.tls_port))
+        chunked.sendall(b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        reply_chunked = http_reply(chunked)
+        chunked.close()
+        post = socket.create_connection((HOST, b.tls_port))
+        post.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply_post = http_reply(post)
+        post.close()
+        grew = rss_kb(b.proc.pid) - rss0
+        p.check(0.5)
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:80]
+    assert sent < 4_000_000, "the server took %d bytes of body" % sent
+    assert reply_chunked.startswith(b"HTTP/1.1 413 "), reply_chunked[:80]
+    assert reply_post.startswith(b"HTTP/1.1 405 "), reply_post[:80]
+    assert grew < 4096, "RSS grew %d kB" % grew
+
+
+@conf(METRICS)
+def test_metrics_slow_request_timed_out(b):
+    """issue 11.9: a request trickled one byte every 0.5 s is cut 5 s after accept."""
+    with Probe(b.port) as p:
+        sock = socket.create_connection((HOST, b.tls_port))
+        t0 = time.time()
+        end = trickle(sock, b"GET /metrics HTTP/1.1\r\nHost: " + b"h" * 100 + b"\r\n\r\n", 8.0)
+        sock.close()
+        p.check(0.5)
+    assert end is not None, "a trickled request held its connection 8 s"
+    assert 4.5 <= end - t0 <= 6.0, end - t0
+    assert b" 200 OK" in scrape(b)
+
+
+@conf(METRICS)
+def test_metrics_connections_capped(b):
+    """issue 11.9: idle connections to /metrics are capped (16): the others are answered
+    503 and closed at once, so they hold no descriptor; a scrape works once they go."""
+    pid = b.proc.pid
+    with Probe(b.port) as p:
+        fds0 = open_fds(pid)
+        idle = [socket.create_connection((HOST, b.tls_port)) for _ in range(64)]
+        time.sleep(0.5)
+        fds = open_fds(pid) - fds0
+        refused = sum(1 for sk in idle[16:] if http_reply(sk, 0.2).startswith(b"HTTP/1.1 503 "))
+        for sk in idle:
+            sk.close()
+        p.check(0.5)
+    assert fds <= 16, "%d descriptors held for idle /metrics connections" % fds
+    assert refused == 48, refused
+    assert wait_for(lambda: b" 200 OK" in scrape(b), 3.0)
+
+
+# ---- 11.10: at the descriptor limit ----
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def accept_lines(b):
+    return sum(1 for line in b.output().splitlines() if "accept" in line.lower())
+
+
+@conf("metrics_listener {tls_port}")
+def test_accept_backs_off_at_descriptor_limit(b):
+    """issue 11.10: with RLIMIT_NOFILE reached, accept fails at once and the listening
+    socket stays readable: the MQTT listener, the admin socket and the metrics listener
+    pause accepting (100 ms) instead of spinning, and log through the rate limiter. The
+    broker's CPU stays low, the log quiet, the probe served; freed descriptors are used
+    again."""
+    pid = b.proc.pid
+    held = []
+    try:
+        with Probe(b.port) as p:
+            limit = open_fds(pid) + 16
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+            for _ in range(24):  # 16 accepted, the rest wait in the backlog
+                held.append(socket.create_connection((HOST, b.port)))
+            assert wait_for(lambda: open_fds(pid) >= limit, 3.0)
+            for _ in range(2):  # the admin socket and the metrics listener meet it too
+                u = socket.socket(socket.AF_UNIX)
+                u.connect(b.admin)
+                held.append(u)
+                held.append(socket.create_connection((HOST, b.tls_port)))
+            time.sleep(0.3)
+            lines0, cpu0, t0 = accept_lines(b), cpu_seconds(pid), time.time()
+            while time.time() - t0 < 2.0:  # keep knocking
+                held.append(socket.create_connection((HOST, b.port)))
+                time.sleep(0.02)
+            cpu = (cpu_seconds(pid) - cpu0) / (time.time() - t0)
+            lines = accept_lines(b) - lines0
+    finally:
+        for sk in held:
+            sk.close()
+    assert cpu < 0.3, "the broker used %.0f%% CPU at the descriptor limit" % (cpu * 100)
+    assert lines < 10, "%d log lines about accept in 2 s" % lines
+    p.check(0.5)
+
+    def serves():
+        try:
+            roundtrip(b.port, "after")
+            return True
+        except (AssertionError, OSError):
+            return False
+    assert wait_for(serves, 5.0, 0.2), "no new client served once descriptors were freed"
