@@ -16,6 +16,8 @@ from mqttraw import (CONNACK, PUBLISH, Client, Probe, connected, packet, props, 
                      varint)
 
 HOST = "127.0.0.1"
+# RSS bounds, kB: under ASan freed memory sits in quarantine, so RSS grows with any traffic
+RSS_SLACK = 8 if os.environ.get("LUNAMQ_SAN") else 1
 TLS = ("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
        "keyfile {pki}/server.key", "tls_handshake_timeout 2")
 
@@ -91,7 +93,7 @@ def test_connect_deadline_is_absolute(b):
     assert got.get("tls") is not None, "a trickled CONNECT held its TLS connection 13 s"
     assert 9.5 <= got["tls"] <= 11.0 + got["tls_hs"], got
     assert b.output().count("no CONNECT within 10 s") == 2
-    assert rss_kb(b.proc.pid) - rss0 < 4096
+    assert rss_kb(b.proc.pid) - rss0 < 4096 * RSS_SLACK
 
 
 def test_huge_connect_refused_at_once(b):
@@ -129,7 +131,7 @@ def test_huge_connect_refused_at_once(b):
         grew = rss_kb(b.proc.pid) - rss0
         p.check(0.5)
     assert sent < 40_000_000, "the broker took all of a refused CONNECT's bytes"
-    assert grew < 8192, "RSS grew %d kB" % grew
+    assert grew < 8192 * RSS_SLACK, "RSS grew %d kB" % grew
     assert b.output().count("CONNECT too large") == 1  # the second line is rate limited
 
 
@@ -224,7 +226,7 @@ def test_metrics_header_size_capped(b):
         p.check(0.5)
     assert reply.startswith(b"HTTP/1.1 431 "), reply[:80]
     assert sent < 4_000_000, "the server took %d bytes of headers" % sent
-    assert grew < 4096, "RSS grew %d kB" % grew
+    assert grew < 4096 * RSS_SLACK, "RSS grew %d kB" % grew
     assert b" 200 OK" in scrape(b)
 
 
@@ -253,7 +255,7 @@ def test_metrics_refuses_bodies(b):
     assert sent < 4_000_000, "the server took %d bytes of body" % sent
     assert reply_chunked.startswith(b"HTTP/1.1 413 "), reply_chunked[:80]
     assert reply_post.startswith(b"HTTP/1.1 405 "), reply_post[:80]
-    assert grew < 4096, "RSS grew %d kB" % grew
+    assert grew < 4096 * RSS_SLACK, "RSS grew %d kB" % grew
 
 
 @conf(METRICS)
