@@ -55,7 +55,7 @@ struct admin {
     uint64_t lag_ms, lag_max_ms;
     struct load load_received, load_sent, load_bytes_received, load_bytes_sent, load_connections;
     uint64_t ticks;
-    struct metrics_http *http;       /* metrics_listener */
+    struct metrics_http *http;      /* metrics_listener */
     struct accept_backoff *backoff; /* the admin socket's, at the descriptor limit */
 };
 

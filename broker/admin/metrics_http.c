@@ -24,9 +24,9 @@
 #include "net.h"
 #include "sbuf.h"
 
-#define HTTP_MAX_HEADER  8192      /* request line and headers */
-#define HTTP_TIMEOUT_MS  5000      /* from accept to the reply, whatever the client sends */
-#define HTTP_MAX_CONNS   16        /* at once; a scraper needs one */
+#define HTTP_MAX_HEADER  8192       /* request line and headers */
+#define HTTP_TIMEOUT_MS  5000       /* from accept to the reply, whatever the client sends */
+#define HTTP_MAX_CONNS   16         /* at once; a scraper needs one */
 #define HTTP_MAX_DISCARD (64 << 10) /* read and dropped after the reply, before closing */
 
 struct http_conn {
@@ -320,10 +320,9 @@ metrics_http_new(struct event_base *base, const char *host, uint16_t port,
         free(m);
         return NULL;
     }
-    m->evl = evconnlistener_new_bind(base, accept_cb, m,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     16, res->ai_addr, (int)res->ai_addrlen);
+    m->evl = evconnlistener_new_bind(
+        base, accept_cb, m, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 16,
+        res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (!m->evl) {
         lq_log(LQ_LOG_ERR, "metrics_listener %s:%u: %s", host, port, strerror(errno));

@@ -56,8 +56,8 @@ mqtt_connect_version(const uint8_t *buf, size_t len)
     uint32_t rem;
     size_t hl;
     if (mqtt_frame_header(buf, len, &tf, &rem, &hl) <= 0 || tf != (MQTT_CONNECT << 4)) return 0;
-    static const uint8_t mqtt[] = {0, 4, 'M', 'Q', 'T', 'T'}, mqisdp[] = {0, 6, 'M', 'Q', 'I', 's',
-                                                                          'd', 'p'};
+    static const uint8_t mqtt[] = {0, 4, 'M', 'Q', 'T', 'T'},
+                         mqisdp[] = {0, 6, 'M', 'Q', 'I', 's', 'd', 'p'};
     const uint8_t *p = buf + hl;
     size_t n = len - hl;
     if (n > sizeof(mqtt) && memcmp(p, mqtt, sizeof(mqtt)) == 0)

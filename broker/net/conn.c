@@ -130,7 +130,8 @@ conn_due(struct conn *c, uint64_t now)
         return;
     }
     if (c->t && !c->job) tls_conn_shrink(c->t->tls); /* after large records, once a period */
-    if (c->deadline_ms) { /* however much arrived meanwhile */
+    /* a deadline (before CONNECT) holds however much arrived meanwhile */
+    if (c->deadline_ms) {
         if (now >= c->deadline_ms)
             c->l->ops->on_keepalive(c, c->l->ud);
         else

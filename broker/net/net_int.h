@@ -69,8 +69,8 @@ struct conn {
     void *owner;
     uint64_t keepalive_ms;
     uint64_t last_rx_ms;
-    uint64_t deadline_ms;     /* conn_set_deadline: absolute, 0 = none; keep-alive waits */
-    uint32_t deadline_len_ms; /* TLS: the deadline counts from the end of the handshake */
+    uint64_t deadline_ms;         /* conn_set_deadline: absolute, 0 = none; keep-alive waits */
+    uint32_t deadline_len_ms;     /* TLS: the deadline counts from the end of the handshake */
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;
