@@ -42,6 +42,7 @@ struct lq_conf {
     struct listener_conf *listeners;      /* NULL after parsing: caller adds 127.0.0.1:1883 */
     bool allow_anonymous;                 /* default true (see README) */
     uint32_t max_packet_size;             /* bytes, 0 = protocol max; default 0 */
+    uint32_t max_connect_packet_size;     /* before CONNECT; default 65536, 0 = max_packet_size */
     uint16_t max_inflight_messages;       /* per client, outgoing QoS 1/2; default 20; 0 = 65535 */
     uint32_t max_queued_messages;         /* per client; default 1000; 0 = no limit */
     uint64_t max_queued_bytes;            /* per client; default 64 MiB, 0 = no limit */

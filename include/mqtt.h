@@ -197,6 +197,11 @@ struct mqtt_props {
 int mqtt_frame_header(const uint8_t *buf, size_t len, uint8_t *type_flags, uint32_t *remaining,
                       size_t *header_len);
 
+/* The protocol level of a CONNECT from its first bytes (fixed header included), for
+ * answering one that is refused before it is all in: 3, 4 or 5; 0 when the bytes are
+ * not the start of an MQTT CONNECT or do not reach the level yet. */
+uint8_t mqtt_connect_version(const uint8_t *buf, size_t len);
+
 /* ---- decoding: `body` is the packet after its fixed header (remaining bytes) ---- */
 
 struct mqtt_connect {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct evconnlistener;
 struct conn;
 struct listener;
 struct tls_ctx;
@@ -39,7 +40,8 @@ struct conn_ops {
     void (*on_malformed)(struct conn *c, void *ud);
     /* Output fell below the low-water mark: more may be written. */
     void (*on_drain)(struct conn *c, void *ud);
-    /* The keep-alive deadline passed without a packet from the peer. */
+    /* The keep-alive deadline passed without a packet from the peer, or the deadline
+     * of conn_set_deadline passed. */
     void (*on_keepalive)(struct conn *c, void *ud);
     /* The peer closed, or a socket error happened. The conn is already closing. */
     void (*on_lost)(struct conn *c, const char *why, void *ud);
@@ -62,6 +64,13 @@ uint16_t listener_port(const struct listener *l);
 /* Connections accepted by l and not yet freed. */
 size_t listener_conn_count(const struct listener *l);
 
+/* For every evconnlistener (MQTT, admin socket, metrics): when accept fails (EMFILE,
+ * ENFILE, ENOMEM), call accept_backoff_failed from the listener's error callback: it
+ * logs through a rate limiter and stops accepting for 100 ms instead of spinning. */
+struct accept_backoff *accept_backoff_new(struct evconnlistener *evl, const char *name);
+void accept_backoff_free(struct accept_backoff *ab); /* NULL is a no-op */
+void accept_backoff_failed(struct accept_backoff *ab);
+
 /* Owner's pointer attached to a connection (the session once CONNECT succeeded). */
 void conn_set_owner(struct conn *c, void *owner);
 void *conn_owner(const struct conn *c);
@@ -79,6 +88,13 @@ const char *conn_tls_username(const struct conn *c);
 void conn_set_max_packet(struct conn *c, uint32_t max);
 /* Keep-alive: the peer must send something within `ms` (0 = never). */
 void conn_set_keepalive(struct conn *c, uint64_t ms);
+/* An absolute deadline (the CONNECT timeout): the peer has `ms` from now, or on TLS
+ * from the end of the handshake, however slowly it sends, then on_keepalive is
+ * called. Keep-alive is not checked meanwhile. 0 clears it. */
+void conn_set_deadline(struct conn *c, uint32_t ms);
+/* Copy up to n bytes of the input not yet handed over as packets (in on_oversize:
+ * the start of the refused packet). Returns how many. */
+size_t conn_peek(const struct conn *c, void *out, size_t n);
 
 /* Queue bytes for the peer (copied). */
 /* During on_packet: the malloc'd block the body lies in, now the caller's to free,

@@ -18,12 +18,12 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/listener.h>
 #include <math.h>
 
 #include "../session/session_int.h"
 #include "admin.h"
+#include "admin_int.h"
 #include "broker.h"
 #include "hooks.h"
 #include "retain.h"
@@ -55,7 +55,8 @@ struct admin {
     uint64_t lag_ms, lag_max_ms;
     struct load load_received, load_sent, load_bytes_received, load_bytes_sent, load_connections;
     uint64_t ticks;
-    struct evhttp *http; /* metrics_listener */
+    struct metrics_http *http;      /* metrics_listener */
+    struct accept_backoff *backoff; /* the admin socket's, at the descriptor limit */
 };
 
 static void publish_sys(struct admin *a);
@@ -638,23 +639,9 @@ metrics_page(struct admin *a, struct sbuf *b)
 }
 
 static void
-http_cb(struct evhttp_request *req, void *arg)
+http_page(void *arg, struct sbuf *out)
 {
-    struct admin *a = arg;
-    const char *uri = evhttp_request_get_uri(req);
-    if (strcmp(uri, "/metrics") != 0 && strncmp(uri, "/metrics?", 9) != 0) {
-        evhttp_send_error(req, HTTP_NOTFOUND, "only /metrics here");
-        return;
-    }
-    struct sbuf page = {0};
-    metrics_page(a, &page);
-    struct evbuffer *out = evbuffer_new();
-    evbuffer_add(out, page.p, page.len);
-    sbuf_free(&page);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_send_reply(req, HTTP_OK, "OK", out);
-    evbuffer_free(out);
+    metrics_page(arg, out);
 }
 
 /* ---- the socket ---- */
@@ -717,6 +704,14 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+static void
+accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+    (void)evl;
+    struct admin *a = arg;
+    accept_backoff_failed(a->backoff);
+}
+
 static bool
 someone_listens(const struct sockaddr_un *sun)
 {
@@ -739,15 +734,9 @@ admin_new(struct broker *b, struct event_base *base, const char *path)
     const struct lq_conf *c = &b->conf;
     if (c->metrics_port) {
         const char *host = c->metrics_host ? c->metrics_host : "127.0.0.1";
-        a->http = evhttp_new(base);
-        if (!a->http || !evhttp_bind_socket_with_handle(a->http, host, c->metrics_port)) {
-            lq_log(LQ_LOG_ERR, "metrics_listener %s:%u: %s", host, c->metrics_port,
-                   strerror(errno));
-        } else {
-            evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-            evhttp_set_gencb(a->http, http_cb, a);
+        a->http = metrics_http_new(base, host, c->metrics_port, http_page, a);
+        if (a->http)
             lq_log(LQ_LOG_NOTICE, "metrics on http://%s:%u/metrics", host, c->metrics_port);
-        }
     }
     if (!path || strcmp(path, "none") == 0) return a;
 
@@ -774,6 +763,8 @@ admin_new(struct broker *b, struct event_base *base, const char *path)
         admin_free(a);
         return NULL;
     }
+    a->backoff = accept_backoff_new(a->evl, "admin_socket");
+    evconnlistener_set_error_cb(a->evl, accept_error_cb);
     a->path = lq_xstrdup(path);
     lq_log(LQ_LOG_NOTICE, "admin socket %s", path);
     return a;
@@ -784,9 +775,10 @@ admin_free(struct admin *a)
 {
     if (!a) return;
     if (a->evl) evconnlistener_free(a->evl);
+    accept_backoff_free(a->backoff);
     if (a->path) unlink(a->path);
     if (a->tick) event_free(a->tick);
-    if (a->http) evhttp_free(a->http);
+    metrics_http_free(a->http);
     free(a->path);
     free(a);
 }

@@ -127,6 +127,16 @@ opt_max_packet_size(struct parse *ps)
 }
 
 static int
+opt_max_connect_packet_size(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 268435460, &v)) return -1;
+    if (v != 0 && v < 20) return fail(ps, "max_connect_packet_size: %lld is below 20 bytes", v);
+    ps->c->max_connect_packet_size = (uint32_t)v;
+    return 0;
+}
+
+static int
 opt_max_inflight_messages(struct parse *ps)
 {
     long long v;
@@ -548,6 +558,7 @@ static const struct option {
     {"listener", opt_listener, 0},
     {"allow_anonymous", opt_allow_anonymous, 0},
     {"max_packet_size", opt_max_packet_size, 0},
+    {"max_connect_packet_size", opt_max_connect_packet_size, 0},
     {"max_inflight_messages", opt_max_inflight_messages, 0},
     {"max_queued_messages", opt_max_queued_messages, 0},
     {"max_queued_bytes", opt_max_queued_bytes, 0},
@@ -648,6 +659,7 @@ conf_init(struct lq_conf *c)
 {
     memset(c, 0, sizeof(*c));
     c->allow_anonymous = true;
+    c->max_connect_packet_size = 65536;
     c->max_inflight_messages = 20;
     c->max_queued_messages = 1000;
     /* unlike mosquitto (none): 1000 messages of any size would let one subscriber that

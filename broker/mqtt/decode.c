@@ -49,6 +49,24 @@ mqtt_frame_header(const uint8_t *buf, size_t len, uint8_t *type_flags, uint32_t 
     return -1; /* a fifth length byte */
 }
 
+uint8_t
+mqtt_connect_version(const uint8_t *buf, size_t len)
+{
+    uint8_t tf;
+    uint32_t rem;
+    size_t hl;
+    if (mqtt_frame_header(buf, len, &tf, &rem, &hl) <= 0 || tf != (MQTT_CONNECT << 4)) return 0;
+    static const uint8_t mqtt[] = {0, 4, 'M', 'Q', 'T', 'T'},
+                         mqisdp[] = {0, 6, 'M', 'Q', 'I', 's', 'd', 'p'};
+    const uint8_t *p = buf + hl;
+    size_t n = len - hl;
+    if (n > sizeof(mqtt) && memcmp(p, mqtt, sizeof(mqtt)) == 0)
+        return p[sizeof(mqtt)] == MQTT_V311 || p[sizeof(mqtt)] == MQTT_V5 ? p[sizeof(mqtt)] : 0;
+    if (n > sizeof(mqisdp) && memcmp(p, mqisdp, sizeof(mqisdp)) == 0)
+        return p[sizeof(mqisdp)] == MQTT_V31 ? MQTT_V31 : 0;
+    return 0;
+}
+
 static bool
 is_wildcard_free(struct lq_bytes t)
 {

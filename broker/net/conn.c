@@ -130,6 +130,14 @@ conn_due(struct conn *c, uint64_t now)
         return;
     }
     if (c->t && !c->job) tls_conn_shrink(c->t->tls); /* after large records, once a period */
+    /* a deadline (before CONNECT) holds however much arrived meanwhile */
+    if (c->deadline_ms) {
+        if (now >= c->deadline_ms)
+            c->l->ops->on_keepalive(c, c->l->ud);
+        else
+            wheel_put(c, c->deadline_ms);
+        return;
+    }
     if (!c->keepalive_ms) return;
     if (now - c->last_rx_ms >= c->keepalive_ms) {
         c->l->ops->on_keepalive(c, c->l->ud);
@@ -361,10 +369,11 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
         return false;
     }
     if (st == TLS_HANDSHAKING) return false;
-    if (!was) { /* the CONNECT timeout starts now */
+    if (!was) { /* the CONNECT deadline starts now: the handshake had its own */
         if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
         tls_conn_shrink(c->t->tls); /* the certificates are read and sent */
         c->last_rx_ms = lq_now_ms();
+        if (c->deadline_len_ms) c->deadline_ms = c->last_rx_ms + c->deadline_len_ms;
         conn_set_keepalive(c, c->keepalive_ms);
         queued(c);
     }
@@ -809,13 +818,39 @@ conn_set_max_packet(struct conn *c, uint32_t max)
     c->max_packet = max ? max : UINT32_MAX;
 }
 
+/* When to look at c next: its deadline, else its keep-alive counted from now. */
+static void
+arm(struct conn *c)
+{
+    if (c->closing) return;
+    if (handshaking(c)) return; /* the handshake deadline comes first; re-armed after it */
+    if (c->deadline_ms)
+        wheel_put(c, c->deadline_ms);
+    else
+        wheel_put(c, c->keepalive_ms ? lq_now_ms() + c->keepalive_ms : 0);
+}
+
 void
 conn_set_keepalive(struct conn *c, uint64_t ms)
 {
     c->keepalive_ms = ms;
-    if (c->closing) return;
-    if (handshaking(c)) return; /* the handshake deadline comes first; re-armed after it */
-    wheel_put(c, ms ? lq_now_ms() + ms : 0);
+    arm(c);
+}
+
+void
+conn_set_deadline(struct conn *c, uint32_t ms)
+{
+    c->deadline_len_ms = ms;
+    c->deadline_ms = ms ? lq_now_ms() + ms : 0;
+    arm(c);
+}
+
+size_t
+conn_peek(const struct conn *c, void *out, size_t n)
+{
+    struct evbuffer *in = inbuf(c);
+    ev_ssize_t got = in ? evbuffer_copyout(in, out, n) : 0;
+    return got > 0 ? (size_t)got : 0;
 }
 
 void

@@ -25,13 +25,69 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
     if (!l->ops->on_accept(c, l->ud)) conn_free(c);
 }
 
+/* ---- accept back-off ----
+ * At the descriptor limit (EMFILE, ENFILE) or out of memory, accept fails at once and
+ * the listening socket stays readable: libevent would call again and again, at 100%
+ * CPU (260 000 log lines a second). The listener stops for ACCEPT_PAUSE_MS instead;
+ * connections wait in the backlog meanwhile. */
+#define ACCEPT_PAUSE_MS 100
+
+struct accept_backoff {
+    struct evconnlistener *evl;
+    struct event *resume;
+    struct lq_log_limit log;
+    char name[64];
+};
+
+static void
+resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct accept_backoff *ab = arg;
+    evconnlistener_enable(ab->evl);
+}
+
+struct accept_backoff *
+accept_backoff_new(struct evconnlistener *evl, const char *name)
+{
+    struct accept_backoff *ab = lq_xcalloc(1, sizeof(*ab));
+    ab->evl = evl;
+    ab->resume = evtimer_new(evconnlistener_get_base(evl), resume_cb, ab);
+    snprintf(ab->name, sizeof(ab->name), "%s", name);
+    if (!ab->resume) {
+        free(ab);
+        return NULL;
+    }
+    return ab;
+}
+
+void
+accept_backoff_free(struct accept_backoff *ab)
+{
+    if (!ab) return;
+    event_free(ab->resume);
+    free(ab);
+}
+
+void
+accept_backoff_failed(struct accept_backoff *ab)
+{
+    int e = errno;
+    if (!ab) return;
+    lq_log_limited(&ab->log, LQ_LOG_ERR, "%s: accept: %s: not accepting for %d ms", ab->name,
+                   strerror(e), ACCEPT_PAUSE_MS);
+    evconnlistener_disable(ab->evl);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(ab->resume, &tv);
+}
+
 static void
 accept_error_cb(struct evconnlistener *evl, void *arg)
 {
     (void)evl;
     struct listener *l = arg;
-    /* EMFILE and friends: log and keep listening; libevent retries on the next event */
-    lq_log(LQ_LOG_ERR, "listener %u: accept: %s", l->port, strerror(errno));
+    accept_backoff_failed(l->backoff);
 }
 
 struct listener *
@@ -68,13 +124,18 @@ listener_new(struct event_base *base, const char *host, uint16_t port, struct tl
         lq_log(LQ_LOG_ERR, "listener %s:%u: %s", host ? host : "*", port, strerror(errno));
         goto fail;
     }
-    evconnlistener_set_error_cb(l->evl, accept_error_cb);
-
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(evconnlistener_get_fd(l->evl), (struct sockaddr *)&ss, &sl);
     l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    char name[32];
+    snprintf(name, sizeof(name), "listener %u", l->port);
+    if (!(l->backoff = accept_backoff_new(l->evl, name))) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    evconnlistener_set_error_cb(l->evl, accept_error_cb);
     return l;
 fail:
     listener_free(l);
@@ -89,6 +150,7 @@ listener_free(struct listener *l)
     while (l->nspare) evbuffer_free(l->spare[--l->nspare]);
     while (l->nspare_wev) event_free(l->spare_wev[--l->nspare_wev]);
     if (l->evl) evconnlistener_free(l->evl);
+    accept_backoff_free(l->backoff);
     tls_ctx_unref(l->tls);
     free(l);
 }

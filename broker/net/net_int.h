@@ -18,6 +18,7 @@
 struct listener {
     struct event_base *base;
     struct evconnlistener *evl;
+    struct accept_backoff *backoff; /* pauses accepting at the descriptor limit */
     const struct conn_ops *ops;
     void *ud;
     uint16_t port;
@@ -68,6 +69,8 @@ struct conn {
     void *owner;
     uint64_t keepalive_ms;
     uint64_t last_rx_ms;
+    uint64_t deadline_ms;         /* conn_set_deadline: absolute, 0 = none; keep-alive waits */
+    uint32_t deadline_len_ms;     /* TLS: the deadline counts from the end of the handshake */
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
     bool closing;
     bool paused;

@@ -33,6 +33,14 @@ broker_max_packet(const struct broker *b)
     return b->conf.max_packet_size ? b->conf.max_packet_size : 268435460u;
 }
 
+/* Until CONNECT is accepted (issue 11.8): max_connect_packet_size, 0 = max_packet_size */
+uint32_t
+broker_connect_max_packet(const struct broker *b)
+{
+    uint32_t m = broker_max_packet(b), cm = b->conf.max_connect_packet_size;
+    return cm && cm < m ? cm : m;
+}
+
 static size_t
 connection_count(const struct broker *b)
 {
@@ -57,8 +65,8 @@ on_accept(struct conn *c, void *ud)
     b->ctr.connections_total++;
     size_t now = connection_count(b);
     if (now > b->ctr.connections_peak) b->ctr.connections_peak = now;
-    conn_set_max_packet(c, broker_max_packet(b));
-    conn_set_keepalive(c, CONNECT_TIMEOUT_MS);
+    conn_set_max_packet(c, broker_connect_max_packet(b)); /* handle_connect lifts both */
+    conn_set_deadline(c, CONNECT_TIMEOUT_MS); /* from accept, however slowly CONNECT comes */
     if (lq_log_enabled(LQ_LOG_DEBUG)) lq_log(LQ_LOG_DEBUG, "%s: new connection", conn_peer(c));
     return true;
 }
@@ -149,8 +157,7 @@ on_oversize(struct conn *c, uint32_t size, void *ud)
         session_disconnect(s, MQTT_RC_PACKET_TOO_LARGE, why);
         return;
     }
-    lq_log(LQ_LOG_NOTICE, "%s: packet too large before CONNECT (%s): closing", conn_peer(c), why);
-    conn_close(c);
+    handle_connect_too_large(b, c, size);
 }
 
 static void

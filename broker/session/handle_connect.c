@@ -38,6 +38,18 @@ refuse(struct conn *c, const struct mqtt_connect *ck, uint8_t rc, const char *wh
     conn_close(c);
 }
 
+void
+handle_connect_too_large(struct broker *b, struct conn *c, uint32_t size)
+{
+    uint8_t head[16]; /* the fixed header and the protocol name and level */
+    uint8_t v = mqtt_connect_version(head, conn_peek(c, head, sizeof(head)));
+    lq_log_limited(&b->connect_too_large_log, LQ_LOG_NOTICE,
+                   "%s: CONNECT too large (%u > %u bytes, max_connect_packet_size): refused",
+                   conn_peer(c), size, broker_connect_max_packet(b));
+    if (v == MQTT_V5) send_connack(c, v, MQTT_RC_PACKET_TOO_LARGE, false, NULL);
+    conn_close(c);
+}
+
 static struct msg *
 make_will(struct session *s, const struct mqtt_connect *ck)
 {
@@ -173,6 +185,8 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
                          (ck.will_props.present & MQTT_PBIT(MQTT_PROP_WILL_DELAY))
                              ? ck.will_props.will_delay
                              : 0);
+    conn_set_max_packet(c, broker_max_packet(b)); /* the CONNECT limits are lifted */
+    conn_set_deadline(c, 0);
     conn_set_keepalive(c, (uint64_t)keepalive * 1500); /* 1.5 x [MQTT-3.1.2-22] */
 
     struct mqtt_props p;

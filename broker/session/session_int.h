@@ -72,6 +72,7 @@ struct broker {
     uint64_t shutdown_deadline;
     struct event *shutdown_ev;
     struct counters ctr;
+    struct lq_log_limit connect_too_large_log; /* CONNECTs over max_connect_packet_size */
 };
 
 enum qstate {
@@ -194,6 +195,7 @@ struct match {
 /* broker.c */
 uint32_t broker_receive_max(const struct broker *b);
 uint32_t broker_max_packet(const struct broker *b);
+uint32_t broker_connect_max_packet(const struct broker *b);
 
 /* registry.c: client id -> session */
 struct session *registry_find(struct broker *b, const char *id, size_t len);
@@ -259,6 +261,8 @@ void hold_fini(struct broker *b);
 size_t publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap);
 void handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
                     size_t len);
+/* The first packet is over broker_connect_max_packet: refused before it is read. */
+void handle_connect_too_large(struct broker *b, struct conn *c, uint32_t size);
 uint8_t handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 uint8_t handle_pubrel(struct session *s, const struct mqtt_ack *a);
 uint8_t handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);

@@ -49,6 +49,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c.max_inflight_messages, 20);
     ck_assert_uint_eq(c.max_queued_messages, 1000);
     ck_assert_uint_eq(c.max_queued_bytes, 64u << 20);
+    ck_assert_uint_eq(c.max_connect_packet_size, 65536);
     ck_assert_uint_eq(c.max_keepalive, 65535);
     ck_assert_int_eq(c.persistent_client_expiration, -1);
     ck_assert_ptr_null(c.listeners);
@@ -77,6 +78,7 @@ START_TEST(test_every_option)
                                    "listener 8883\n"
                                    "allow_anonymous false\n"
                                    "max_packet_size 1000\n"
+                                   "max_connect_packet_size 4096\n"
                                    "max_inflight_messages 7\n"
                                    "max_queued_messages 50\n"
                                    "max_queued_bytes 1048576\n"
@@ -96,6 +98,7 @@ START_TEST(test_every_option)
     ck_assert(!c.allow_anonymous);
     ck_assert(!c.retain_available);
     ck_assert_uint_eq(c.max_packet_size, 1000);
+    ck_assert_uint_eq(c.max_connect_packet_size, 4096);
     ck_assert_uint_eq(c.max_inflight_messages, 7);
     ck_assert_uint_eq(c.max_queued_messages, 50);
     ck_assert_uint_eq(c.max_queued_bytes, 1048576);
@@ -120,6 +123,8 @@ START_TEST(test_errors)
     expect_error("listener 1883 127.0.0.1 extra\n", 1, "listener: unexpected 'extra'");
     expect_error("allow_anonymous yes\n", 1, "allow_anonymous: 'yes' is not true or false");
     expect_error("max_packet_size 10\n", 1, "max_packet_size: 10 is below 20 bytes");
+    expect_error("max_connect_packet_size 19\n", 1,
+                 "max_connect_packet_size: 19 is below 20 bytes");
     expect_error("log_type chatty\n", 1, "log_type: unknown type 'chatty'");
     expect_error("log_dest topic\n", 1, "log_dest topic: not supported");
     expect_error("persistent_client_expiration 5s\n", 1,

@@ -49,6 +49,25 @@ START_TEST(test_frame_header)
 }
 END_TEST
 
+/* The level of a CONNECT too large to read, from its first bytes (issue 11.8). */
+START_TEST(test_connect_version)
+{
+    const uint8_t v5[] = {0x10, 0x80, 0xc2, 0xd7, 0x2f, 0, 4, 'M', 'Q', 'T', 'T', 5, 2};
+    ck_assert_uint_eq(mqtt_connect_version(v5, sizeof(v5)), 5);
+    ck_assert_uint_eq(mqtt_connect_version(v5, 11), 0); /* the level is not in yet */
+    const uint8_t v4[] = {0x10, 0x7f, 0, 4, 'M', 'Q', 'T', 'T', 4};
+    ck_assert_uint_eq(mqtt_connect_version(v4, sizeof(v4)), 4);
+    const uint8_t v3[] = {0x10, 0x7f, 0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3};
+    ck_assert_uint_eq(mqtt_connect_version(v3, sizeof(v3)), 3);
+    const uint8_t v9[] = {0x10, 0x7f, 0, 4, 'M', 'Q', 'T', 'T', 9};
+    ck_assert_uint_eq(mqtt_connect_version(v9, sizeof(v9)), 0);
+    const uint8_t pub[] = {0x30, 0x7f, 0, 4, 'M', 'Q', 'T', 'T', 5};
+    ck_assert_uint_eq(mqtt_connect_version(pub, sizeof(pub)), 0);
+    const uint8_t http[] = "GET / HTTP/1.1\r\n";
+    ck_assert_uint_eq(mqtt_connect_version(http, sizeof(http) - 1), 0);
+}
+END_TEST
+
 START_TEST(test_utf8)
 {
     ck_assert(mqtt_utf8_is_valid((const uint8_t *)"abc", 3));
@@ -535,6 +554,7 @@ suite_mqtt_codec(void)
     Suite *s = suite_create("mqtt_codec");
     TCase *tc = tcase_create("framing");
     tcase_add_test(tc, test_frame_header);
+    tcase_add_test(tc, test_connect_version);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_rc_strings);
     suite_add_tcase(s, tc);
