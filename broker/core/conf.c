@@ -652,8 +652,8 @@ conf_init(struct lq_conf *c)
     /* mosquitto's limit too: a topic costs ~200 bytes a level in the trees, so 64 KB
      * of '/' would hold 11 MB */
     c->max_topic_levels = 200;
-    /* one SUBSCRIBE is handled in one callback (~1 us a filter): 10 000 bound it to
-     * ~10 ms and ~3 MB, far above what devices use; bridges can raise it */
+    /* one SUBSCRIBE is handled in one callback (~2 us a new filter): 10 000 bound it
+     * to ~20 ms and a few MB, far above what devices use; bridges can raise it */
     c->max_subscriptions_per_client = 10000;
     c->persistent_client_expiration = -1;
     c->log_types = LQ_LOG_DEFAULT;

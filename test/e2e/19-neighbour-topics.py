@@ -17,6 +17,7 @@ from lqtest import CTL, conf, rss_kb, wait_for
 from mqttraw import (PUBACK, PUBLISH, SUBACK, UNSUBACK, Client, Probe, connected, packet, publish_bytes,
                      s)
 
+SLOW = 4 if os.environ.get("LUNAMQ_SAN") else 1  # ASan+UBSan: bounds in time stretched
 DEEP_TOPIC_LEVELS = 65530  # the issue's figure: 65 529 '/' in a 64 KB topic
 DEEP_FILTER_LEVELS = 32764  # "+/+/.../+" in a 64 KB filter
 
@@ -69,7 +70,7 @@ def test_deep_publish_refused(b):
                     c.expect_disconnect(0x90)
                     c.close()
         grew = rss_kb(b.proc.pid) - rss0
-        p.check(0.5)
+        p.check(0.5 * SLOW)
     assert grew < 8 * 1024, "RSS grew by %d kB" % grew
     st = ctl_json(b, "stats")
     assert st["retained"] == 0, st
@@ -116,7 +117,7 @@ def test_deep_filter_refused(b):
             assert ack.codes == [0x8F if version == 5 else 0x80, 1], ack.codes
             c.close()
         grew = rss_kb(b.proc.pid) - rss0
-        p.check(0.5)
+        p.check(0.5 * SLOW)
     assert grew < 8 * 1024, "RSS grew by %d kB" % grew
     c = connected(b.port, "edge")
     assert c.subscribe(1, [("e" + "/+" * 199, 0), ("e" + "/+" * 200, 0)]).codes == [0, 0x8F]
@@ -192,7 +193,9 @@ def many_filters(n, tag="m"):
 def test_80000_filters_one_packet(b):
     """issue 11.4: 80 000 filters in one SUBSCRIBE (about 1 MB) are granted within a
     couple of seconds, as is their UNSUBSCRIBE and the end of a session holding them
-    all; the Probe's worst round trip stays small throughout."""
+    all; the Probe's worst round trip stays small throughout. With no limit the whole
+    packet is one callback (~2 us a filter, ~0.2 s here; it was 40 s, quadratic):
+    the Probe waits for it once. The default limit bounds it (next tests)."""
     filters = many_filters(80000)
     with Probe(b.port) as p:
         c = connected(b.port, "many")
@@ -214,10 +217,10 @@ def test_80000_filters_one_packet(b):
         c.close()
         assert wait_for(lambda: ctl_json(b, "stats")["subscriptions"] <= 1, 5)
         took_end = time.time() - t0
-        p.check(0.5)
+        p.check(1.0 * SLOW)
     print("80000 filters: subscribe %.3f s, unsubscribe %.3f s, session end %.3f s, "
           "probe worst %.3f s" % (took_sub, took_unsub, took_end, p.worst))
-    assert took_sub < 2.5 and took_unsub < 2.5 and took_end < 2.5
+    assert max(took_sub, took_unsub, took_end) < 2.5 * SLOW
 
 
 @conf("max_subscriptions_per_client 0")
@@ -236,8 +239,8 @@ def test_many_small_subscribes(b):
         for k in range(400):
             assert c.expect(SUBACK, timeout=5).codes == [1] * 100
         took = time.time() - t0
-        p.check(0.5)
-    assert took < 2.5, took
+        p.check(0.5 * SLOW)
+    assert took < 2.5 * SLOW, took
 
 
 @conf("max_subscriptions_per_client 0")
@@ -257,8 +260,8 @@ def test_40000_share_groups_one_filter(b):
         c.disconnect()
         c.close()
         assert wait_for(lambda: ctl_json(b, "stats")["subscriptions"] <= 1, 5)
-        p.check(1.0)
-    assert took < 1.5, took
+        p.check(1.0 * SLOW)
+    assert took < 1.5 * SLOW, took
 
 
 @conf("max_subscriptions_per_client 10")
@@ -294,7 +297,7 @@ def test_subscription_limit_default(b):
         c = connected(b.port, "dflt")
         subscribe_raw(c, 1, [(f, 0) for f in many_filters(80000)])
         codes = c.expect(SUBACK, timeout=5).codes
-        p.check(0.5)
+        p.check(0.5 * SLOW)
     assert codes[:10000] == [0] * 10000 and codes[10000:] == [0x97] * 70000
 
 
@@ -316,7 +319,7 @@ def test_repeated_filter_one_packet(b):
         subscribe_raw(c, 1, [("#", 0)] * 1000)
         time.sleep(1.0)
         grew = rss_kb(b.proc.pid) - rss0
-        p.check(0.5)
+        p.check(0.5 * SLOW)
         assert len(ctl_json(b, "client", "sleeper")["subscription_list"]) == 1
     c.close()
     assert grew < 24 * 1024, "RSS grew by %d kB" % grew
