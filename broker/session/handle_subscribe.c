@@ -74,23 +74,18 @@ subscribe_one(struct session *s, const struct mqtt_sub_entry *e, uint32_t sub_id
 {
     struct broker *b = s->b;
     struct filter_view v;
-    uint8_t rc = 0;
-    uint32_t *count = NULL;
-    if (!parse_filter(e->filter, &v))
-        count = &r->invalid, rc = MQTT_RC_TOPIC_FILTER_INVALID;
-    else if (topic_is_too_deep(v.filter, v.flen, b->conf.max_topic_levels))
-        count = &r->deep, rc = MQTT_RC_TOPIC_FILTER_INVALID; /* allowed, not for us */
-    if (rc) {
-        if (!r->invalid && !r->deep && !r->quota) r->first = e->filter;
-        (*count)++;
-        return rc;
-    }
-    struct ssub *x = session_sub_find(s, v.filter, v.flen, v.group, v.glen);
+    uint32_t *refused = !parse_filter(e->filter, &v) ? &r->invalid
+                        : topic_is_too_deep(v.filter, v.flen, b->conf.max_topic_levels)
+                            ? &r->deep /* well-formed, but not for this server: 0x8F too */
+                            : NULL;
+    struct ssub *x = refused ? NULL : session_sub_find(s, v.filter, v.flen, v.group, v.glen);
     uint32_t max = b->conf.max_subscriptions_per_client;
-    if (!x && max && s->nsubs >= max) {
+    if (!refused && !x && max && s->nsubs >= max) refused = &r->quota;
+    if (refused) {
         if (!r->invalid && !r->deep && !r->quota) r->first = e->filter;
-        r->quota++;
-        return MQTT_RC_QUOTA_EXCEEDED; /* 3.1.1: 0x80 */
+        ++*refused;
+        return refused == &r->quota ? MQTT_RC_QUOTA_EXCEEDED /* 3.1.1: 0x80 */
+                                    : MQTT_RC_TOPIC_FILTER_INVALID;
     }
     struct sub_opts o = {.qos = e->qos > 2 ? 2 : e->qos,
                          .no_local = e->no_local,
