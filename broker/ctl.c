@@ -184,8 +184,11 @@ hooks_test(int argc, char **argv)
         return 1;
     }
     lq_log_open(LQ_LOG_ERR | LQ_LOG_WARNING | LQ_LOG_NOTICE | LQ_LOG_INFO, LQ_DEST_STDERR, NULL);
-    struct hooks_conf c = {
-        .dir = dir, .instruction_limit = 1000000, .memory_limit = 16 << 20, .drop_on_error = false};
+    struct hooks_conf c = {.dir = dir,
+                           .instruction_limit = 1000000,
+                           .memory_limit = 16 << 20,
+                           .drop_on_error = false,
+                           .max_topic_levels = 200};
     struct hook_host host = {.publish = test_publish};
     struct hooks *hs = hooks_new(NULL, &c, &host);
     struct hook_info hi;

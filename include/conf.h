@@ -64,6 +64,10 @@ struct lq_conf {
     uint32_t sys_interval;                /* seconds between $SYS updates; default 10, 0 = off */
     uint16_t metrics_port;                /* Prometheus /metrics; 0 = off (default) */
     char *metrics_host;                   /* default 127.0.0.1 */
+    /* topic and filter levels; default 200 (as mosquitto); 0 = no limit */
+    uint32_t max_topic_levels;
+    /* per client; default 10 000; 0 = no limit */
+    uint32_t max_subscriptions_per_client;
 };
 
 /* Defaults as listed above. */

@@ -30,6 +30,7 @@ struct hooks_conf {
     uint64_t instruction_limit; /* per call (hook_instruction_limit) */
     size_t memory_limit;        /* bytes per hook state (hook_memory_limit) */
     bool drop_on_error;         /* hook_on_error drop (default: pass) */
+    uint32_t max_topic_levels;  /* for the topics of messages hooks make; 0: no limit */
 };
 
 struct hook_host {

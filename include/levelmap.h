@@ -24,8 +24,10 @@ struct levelmap {
 };
 
 void *levelmap_get(const struct levelmap *m, const char *s, size_t len);
-/* Insert (the key must not be present). */
-void levelmap_put(struct levelmap *m, const char *s, size_t len, void *val);
+/* Insert (the key must not be present). Returns the map's copy of the key (len bytes,
+ * not NUL-terminated), valid until levelmap_del: a node can name itself with it
+ * instead of a copy of its own. */
+const char *levelmap_put(struct levelmap *m, const char *s, size_t len, void *val);
 void levelmap_del(struct levelmap *m, const char *s, size_t len);
 void levelmap_fini(struct levelmap *m); /* frees entries, not values */
 

@@ -31,5 +31,7 @@ void retain_match(struct retain *r, const char *filter, size_t flen,
                   void (*fn)(struct msg *m, void *arg), void *arg);
 
 size_t retain_count(const struct retain *r);
+/* Bytes the store holds: its nodes, level names and messages (shared ones too). */
+size_t retain_bytes(const struct retain *r);
 
 #endif

@@ -25,6 +25,12 @@ bool topic_name_is_valid(const char *t, size_t len);
  * alone in its level [MQTT-4.7.1-1..2]. For "$share/..." use topic_parse_shared. */
 bool topic_filter_is_valid(const char *f, size_t len);
 
+/* Has topic name or filter t more than max levels ('/' + 1)? max 0: no limit. Every
+ * level costs a node of ~200 bytes in the subscription tree or the retained store,
+ * so a deep topic (64 KB of '/') would cost 175 times its size: max_topic_levels
+ * bounds that for what clients, wills and hooks publish and subscribe. */
+bool topic_is_too_deep(const char *t, size_t len, uint32_t max);
+
 /* "$share/GROUP/FILTER": returns 1 and sets group/filter views when f is a shared
  * subscription, 0 when it is not one, -1 when it starts with "$share/" but is not
  * valid (empty or wildcard group, no filter, invalid filter) [MQTT-4.8.2-1,2]. */
@@ -75,5 +81,7 @@ bool sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg),
 
 /* Number of subscriptions (plain + shared members) in the tree. */
 size_t topic_tree_count(const struct topic_tree *t);
+/* Bytes its nodes, level names and subscription records hold (lunamq-ctl stats). */
+size_t topic_tree_bytes(const struct topic_tree *t);
 
 #endif

@@ -215,6 +215,24 @@ opt_message_size_limit(struct parse *ps)
 }
 
 static int
+opt_max_topic_levels(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 65535, &v)) return -1;
+    ps->c->max_topic_levels = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_max_subscriptions_per_client(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
+    ps->c->max_subscriptions_per_client = (uint32_t)v;
+    return 0;
+}
+
+static int
 opt_persistent_client_expiration(struct parse *ps)
 {
     if (want_args(ps, 1, 1)) return -1;
@@ -568,6 +586,8 @@ static const struct option {
     {"max_keepalive", opt_max_keepalive, 0},
     {"message_size_limit", opt_message_size_limit, 0},
     {"retain_available", opt_retain_available, 0},
+    {"max_topic_levels", opt_max_topic_levels, 0},
+    {"max_subscriptions_per_client", opt_max_subscriptions_per_client, 0},
     {"persistent_client_expiration", opt_persistent_client_expiration, 0},
     {"log_type", opt_log_type, 0},
     {"log_dest", opt_log_dest, 2}, /* log_dest file PATH */
@@ -670,6 +690,12 @@ conf_init(struct lq_conf *c)
     c->max_hold_time_ms = 1000;
     c->max_keepalive = 65535;
     c->retain_available = true;
+    /* mosquitto's limit too: a topic costs ~200 bytes a level in the trees, so 64 KB
+     * of '/' would hold 11 MB */
+    c->max_topic_levels = 200;
+    /* one SUBSCRIBE is handled in one callback (~2 us a new filter): 10 000 bound it
+     * to ~20 ms and a few MB, far above what devices use; bridges can raise it */
+    c->max_subscriptions_per_client = 10000;
     c->persistent_client_expiration = -1;
     c->log_types = LQ_LOG_DEFAULT;
     c->log_dests = LQ_DEST_STDERR;

@@ -418,6 +418,10 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         fail(&b, "'%s' is not a valid topic name", "topic");
         goto out;
     }
+    if (topic_is_too_deep(in.topic, in.topic_len, hook_of(L)->hs->conf.max_topic_levels)) {
+        fail(&b, "'%s' has more levels than max_topic_levels", "topic");
+        goto out;
+    }
     rawfield(L, idx, "payload");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {

@@ -14,7 +14,7 @@
 
 struct rnode {
     struct rnode *parent;
-    char *name;
+    const char *name; /* nlen bytes: the levelmap's copy */
     size_t nlen;
     struct levelmap kids;
     struct msg *m;
@@ -28,6 +28,7 @@ struct rframe {
 struct retain {
     struct rnode root;
     size_t count;
+    size_t bytes; /* nodes, level names and the stored messages (lunamq-ctl stats) */
     struct rframe *stack;
     size_t cap;
 };
@@ -45,7 +46,6 @@ node_free(struct rnode *n)
         for (struct levelmap_entry *e = n->kids.b[i]; e; e = e->next) node_free(e->val);
     levelmap_fini(&n->kids);
     msg_unref(n->m);
-    free(n->name);
     if (n->parent) free(n);
 }
 
@@ -56,6 +56,19 @@ retain_free(struct retain *r)
     node_free(&r->root);
     free(r->stack);
     free(r);
+}
+
+/* A node with its levelmap entry in the parent. */
+static size_t
+node_bytes(const struct rnode *n)
+{
+    return sizeof(*n) + n->nlen + sizeof(struct levelmap_entry);
+}
+
+static size_t
+msg_bytes(const struct msg *m)
+{
+    return sizeof(*m) + m->topic_len + 1u + m->props_len + m->payload_len;
 }
 
 static struct rnode *
@@ -71,9 +84,10 @@ walk(struct retain *r, const char *t, size_t len, bool create)
             if (!create) return NULL;
             c = lq_xcalloc(1, sizeof(*c));
             c->parent = n;
-            c->name = lq_xstrndup(t + i, e - i);
             c->nlen = e - i;
-            levelmap_put(&n->kids, t + i, e - i, c);
+            size_t kids = n->kids.cap * sizeof(*n->kids.b);
+            c->name = levelmap_put(&n->kids, t + i, e - i, c);
+            r->bytes += node_bytes(c) + n->kids.cap * sizeof(*n->kids.b) - kids;
         }
         n = c;
         if (e >= len) return n;
@@ -82,12 +96,13 @@ walk(struct retain *r, const char *t, size_t len, bool create)
 }
 
 static void
-prune(struct rnode *n)
+prune(struct retain *r, struct rnode *n)
 {
     while (n->parent && !n->m && !n->kids.n) {
         struct rnode *p = n->parent;
+        size_t kids = p->kids.cap * sizeof(*p->kids.b);
         levelmap_del(&p->kids, n->name, n->nlen);
-        free(n->name);
+        r->bytes -= node_bytes(n) + kids - p->kids.cap * sizeof(*p->kids.b);
         free(n);
         n = p;
     }
@@ -98,10 +113,11 @@ retain_clear(struct retain *r, const char *topic, size_t len)
 {
     struct rnode *n = walk(r, topic, len, false);
     if (!n || !n->m) return;
+    r->bytes -= msg_bytes(n->m);
     msg_unref(n->m);
     n->m = NULL;
     r->count--;
-    prune(n);
+    prune(r, n);
 }
 
 void
@@ -112,11 +128,14 @@ retain_set(struct retain *r, struct msg *m)
         return;
     }
     struct rnode *n = walk(r, m->topic, m->topic_len, true);
-    if (n->m)
+    if (n->m) {
+        r->bytes -= msg_bytes(n->m);
         msg_unref(n->m);
-    else
+    } else {
         r->count++;
+    }
     n->m = msg_ref(m);
+    r->bytes += msg_bytes(m);
 }
 
 static void
@@ -178,4 +197,10 @@ size_t
 retain_count(const struct retain *r)
 {
     return r->count;
+}
+
+size_t
+retain_bytes(const struct retain *r)
+{
+    return r->bytes;
 }

@@ -42,7 +42,7 @@ grow(struct levelmap *m)
     m->cap = cap;
 }
 
-void
+const char *
 levelmap_put(struct levelmap *m, const char *s, size_t len, void *val)
 {
     if (m->n >= m->cap) grow(m);
@@ -54,6 +54,7 @@ levelmap_put(struct levelmap *m, const char *s, size_t len, void *val)
     e->next = m->b[e->hash & (m->cap - 1)];
     m->b[e->hash & (m->cap - 1)] = e;
     m->n++;
+    return e->name;
 }
 
 void

@@ -29,6 +29,16 @@ topic_filter_is_valid(const char *f, size_t len)
     return true;
 }
 
+bool
+topic_is_too_deep(const char *t, size_t len, uint32_t max)
+{
+    if (!max || len < max) return false; /* fewer than max - 1 '/' */
+    uint32_t levels = 1;
+    for (const char *p = t, *end = t + len; (p = memchr(p, '/', (size_t)(end - p))); p++)
+        if (++levels > max) return true;
+    return false;
+}
+
 int
 topic_parse_shared(const char *f, size_t len, const char **group, size_t *group_len,
                    const char **filter, size_t *filter_len)

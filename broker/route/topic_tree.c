@@ -20,8 +20,8 @@ struct tsub {
 };
 
 struct sub_group {
-    struct sub_group *next;
-    char *name;
+    struct sub_group *next, *prev; /* the node's list in the order made, for matching */
+    const char *name;              /* nlen bytes: the group index's copy */
     size_t nlen;
     struct tsub *m;
     uint32_t n, cap, rr;
@@ -29,13 +29,21 @@ struct sub_group {
 
 struct tnode {
     struct tnode *parent;
-    char *name; /* the level, NUL-terminated; "+" and "#" for wildcards */
+    const char *name; /* the level (nlen bytes, the levelmap's copy); "+" or "#" */
     size_t nlen;
     struct levelmap kids;
     struct tnode *plus, *hash;
     struct tsub *subs;
     uint32_t nsubs, capsubs;
     struct sub_group *groups;
+    struct group_index *group_index; /* made with the first group */
+};
+
+/* Group name -> group: one client could otherwise make every SUBSCRIBE scan 10 000
+ * groups on one filter. And the list's tail, to keep the order groups were made. */
+struct group_index {
+    struct levelmap map;
+    struct sub_group *tail;
 };
 
 struct frame {
@@ -46,6 +54,7 @@ struct frame {
 struct topic_tree {
     struct tnode root;
     size_t count;
+    size_t bytes; /* what nodes, names and subscription records hold (not the stack) */
     struct frame *stack;
     size_t cap;
 };
@@ -66,12 +75,12 @@ node_free(struct tnode *n)
     if (n->hash) node_free(n->hash);
     for (struct sub_group *g = n->groups, *next; g; g = next) {
         next = g->next;
-        free(g->name);
         free(g->m);
         free(g);
     }
+    if (n->group_index) levelmap_fini(&n->group_index->map);
+    free(n->group_index);
     free(n->subs);
-    free(n->name);
     if (n->parent) free(n);
 }
 
@@ -84,8 +93,29 @@ topic_tree_free(struct topic_tree *t)
     free(t);
 }
 
+/* The bucket array of a node's named children. */
+static size_t
+kids_bytes(const struct levelmap *m)
+{
+    return m->cap * sizeof(*m->b);
+}
+
+/* A node and its place in its parent (a levelmap entry unless a wildcard). */
+static size_t
+node_bytes(const struct tnode *n, bool named)
+{
+    return sizeof(*n) + n->capsubs * sizeof(struct tsub) +
+           (named ? sizeof(struct levelmap_entry) + n->nlen : 0);
+}
+
+static size_t
+group_bytes(const struct sub_group *g)
+{
+    return sizeof(*g) + sizeof(struct levelmap_entry) + g->nlen + g->cap * sizeof(struct tsub);
+}
+
 static struct tnode *
-child(struct tnode *n, const char *lvl, size_t len, bool create)
+child(struct topic_tree *t, struct tnode *n, const char *lvl, size_t len, bool create)
 {
     struct tnode **slot = NULL, *c;
     if (len == 1 && lvl[0] == '+')
@@ -96,12 +126,15 @@ child(struct tnode *n, const char *lvl, size_t len, bool create)
     if (c || !create) return c;
     c = lq_xcalloc(1, sizeof(*c));
     c->parent = n;
-    c->name = lq_xstrndup(lvl, len);
     c->nlen = len;
-    if (slot)
+    size_t kids = kids_bytes(&n->kids);
+    if (slot) {
         *slot = c;
-    else
-        levelmap_put(&n->kids, lvl, len, c);
+        c->name = lvl[0] == '+' ? "+" : "#";
+    } else {
+        c->name = levelmap_put(&n->kids, lvl, len, c);
+    }
+    t->bytes += node_bytes(c, !slot) + kids_bytes(&n->kids) - kids;
     return c;
 }
 
@@ -113,7 +146,7 @@ walk(struct topic_tree *t, const char *f, size_t flen, bool create)
     for (;;) {
         size_t e = i;
         while (e < flen && f[e] != '/') e++;
-        n = child(n, f + i, e - i, create);
+        n = child(t, n, f + i, e - i, create);
         if (!n || e >= flen) return n;
         i = e + 1;
     }
@@ -129,7 +162,8 @@ find_sub(struct tsub *a, uint32_t n, const void *owner)
 
 /* Add or replace owner in an array; returns 1 when added. */
 static int
-put_sub(struct tsub **a, uint32_t *n, uint32_t *cap, void *owner, const struct sub_opts *o)
+put_sub(struct topic_tree *t, struct tsub **a, uint32_t *n, uint32_t *cap, void *owner,
+        const struct sub_opts *o)
 {
     struct tsub *s = find_sub(*a, *n, owner);
     if (s) {
@@ -137,6 +171,7 @@ put_sub(struct tsub **a, uint32_t *n, uint32_t *cap, void *owner, const struct s
         return 0;
     }
     if (*n == *cap) {
+        t->bytes += (*cap ? *cap : 2) * sizeof(**a);
         *cap = *cap ? *cap * 2 : 2;
         *a = lq_xrealloc(*a, *cap * sizeof(**a));
     }
@@ -145,14 +180,56 @@ put_sub(struct tsub **a, uint32_t *n, uint32_t *cap, void *owner, const struct s
 }
 
 static struct sub_group *
-find_group(struct tnode *n, const char *g, size_t glen, struct sub_group ***link)
+find_group(struct tnode *n, const char *g, size_t glen)
 {
-    struct sub_group **pp = &n->groups;
-    for (; *pp; pp = &(*pp)->next) {
-        if ((*pp)->nlen == glen && memcmp((*pp)->name, g, glen) == 0) break;
+    return n->group_index ? levelmap_get(&n->group_index->map, g, glen) : NULL;
+}
+
+static struct sub_group *
+group_new(struct topic_tree *t, struct tnode *n, const char *name, size_t nlen)
+{
+    if (!n->group_index) {
+        n->group_index = lq_xcalloc(1, sizeof(*n->group_index));
+        t->bytes += sizeof(*n->group_index);
     }
-    if (link) *link = pp;
-    return *pp;
+    struct group_index *x = n->group_index;
+    struct sub_group *g = lq_xcalloc(1, sizeof(*g));
+    size_t kids = kids_bytes(&x->map);
+    g->name = levelmap_put(&x->map, name, nlen, g);
+    g->nlen = nlen;
+    t->bytes += group_bytes(g) + kids_bytes(&x->map) - kids;
+    g->prev = x->tail;
+    if (x->tail)
+        x->tail->next = g;
+    else
+        n->groups = g;
+    x->tail = g;
+    return g;
+}
+
+static void
+group_free(struct topic_tree *t, struct tnode *n, struct sub_group *g)
+{
+    struct group_index *x = n->group_index;
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        n->groups = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    else
+        x->tail = g->prev;
+    size_t kids = kids_bytes(&x->map);
+    t->bytes -= group_bytes(g);
+    levelmap_del(&x->map, g->name, g->nlen); /* g->name goes with it */
+    t->bytes -= kids - kids_bytes(&x->map);
+    if (!x->map.n) {
+        free(x);
+        n->group_index = NULL;
+        t->bytes -= sizeof(*x);
+    }
+    free(g->m);
+    free(g);
 }
 
 int
@@ -162,17 +239,11 @@ topic_tree_add(struct topic_tree *t, const char *filter, size_t flen, const char
     struct tnode *n = walk(t, filter, flen, true);
     int added;
     if (group) {
-        struct sub_group **link;
-        struct sub_group *g = find_group(n, group, glen, &link);
-        if (!g) {
-            g = lq_xcalloc(1, sizeof(*g));
-            g->name = lq_xstrndup(group, glen);
-            g->nlen = glen;
-            *link = g;
-        }
-        added = put_sub(&g->m, &g->n, &g->cap, owner, o);
+        struct sub_group *g = find_group(n, group, glen);
+        if (!g) g = group_new(t, n, group, glen);
+        added = put_sub(t, &g->m, &g->n, &g->cap, owner, o);
     } else {
-        added = put_sub(&n->subs, &n->nsubs, &n->capsubs, owner, o);
+        added = put_sub(t, &n->subs, &n->nsubs, &n->capsubs, owner, o);
     }
     t->count += (size_t)added;
     return added;
@@ -185,18 +256,20 @@ node_is_empty(const struct tnode *n)
 }
 
 static void
-prune(struct tnode *n)
+prune(struct topic_tree *t, struct tnode *n)
 {
     while (n->parent && node_is_empty(n)) {
         struct tnode *p = n->parent;
+        bool named = p->plus != n && p->hash != n;
+        size_t kids = kids_bytes(&p->kids);
         if (p->plus == n)
             p->plus = NULL;
         else if (p->hash == n)
             p->hash = NULL;
         else
             levelmap_del(&p->kids, n->name, n->nlen);
+        t->bytes -= node_bytes(n, named) + kids - kids_bytes(&p->kids);
         free(n->subs);
-        free(n->name);
         free(n);
         n = p;
     }
@@ -218,22 +291,17 @@ topic_tree_remove(struct topic_tree *t, const char *filter, size_t flen, const c
     struct tnode *n = walk(t, filter, flen, false);
     if (!n) return -1;
     if (group) {
-        struct sub_group **link;
-        struct sub_group *g = find_group(n, group, glen, &link);
+        struct sub_group *g = find_group(n, group, glen);
         if (!g || !remove_sub(g->m, &g->n, owner)) return -1;
-        if (!g->n) {
-            *link = g->next;
-            free(g->name);
-            free(g->m);
-            free(g);
-        } else if (g->rr >= g->n) {
+        if (!g->n)
+            group_free(t, n, g);
+        else if (g->rr >= g->n)
             g->rr = 0;
-        }
     } else if (!remove_sub(n->subs, &n->nsubs, owner)) {
         return -1;
     }
     t->count--;
-    prune(n);
+    prune(t, n);
     return 0;
 }
 
@@ -298,4 +366,10 @@ size_t
 topic_tree_count(const struct topic_tree *t)
 {
     return t->count;
+}
+
+size_t
+topic_tree_bytes(const struct topic_tree *t)
+{
+    return t->bytes;
 }

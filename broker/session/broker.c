@@ -233,6 +233,7 @@ hooks_conf_of(const struct lq_conf *c, struct hooks_conf *hc)
     hc->instruction_limit = c->hook_instruction_limit;
     hc->memory_limit = (size_t)c->hook_memory_limit;
     hc->drop_on_error = c->hook_on_error_drop;
+    hc->max_topic_levels = c->max_topic_levels;
 }
 
 /* broker.publish() from a hook: through the other hooks, then routed. */

@@ -108,6 +108,9 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     if (ck.will) {
         if (!topic_name_is_valid((const char *)ck.will_topic.p, ck.will_topic.len))
             return refuse(c, &ck, MQTT_RC_TOPIC_NAME_INVALID, "will topic");
+        if (topic_is_too_deep((const char *)ck.will_topic.p, ck.will_topic.len,
+                              b->conf.max_topic_levels))
+            return refuse(c, &ck, MQTT_RC_TOPIC_NAME_INVALID, "will topic over max_topic_levels");
         if (ck.will_retain && !b->conf.retain_available) /* [MQTT-3.2.2-13] */
             return refuse(c, &ck, MQTT_RC_RETAIN_NOT_SUPPORTED, "retained will");
     }

@@ -170,6 +170,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     size_t tlen;
     rc = resolve_topic(s, &p, &topic, &tlen);
     if (rc) return rc;
+    if (topic_is_too_deep(topic, tlen, b->conf.max_topic_levels)) return MQTT_RC_TOPIC_NAME_INVALID;
     if (p.retain && !b->conf.retain_available)
         return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
     bool v5 = s->version == MQTT_V5;

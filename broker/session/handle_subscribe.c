@@ -1,15 +1,23 @@
 /* SPDX-License-Identifier: MIT
  *
  * handle_subscribe: SUBSCRIBE and UNSUBSCRIBE. Each filter is checked on its own
- * and refused in the SUBACK (0x8F) without failing the others; a protocol error
- * (no local on a shared subscription) fails the whole packet before any change.
- * Retained messages are sent after the SUBACK, by retain handling
- * [MQTT-3.3.1-9..11], never for shared subscriptions. */
+ * and refused in the SUBACK without failing the others: 0x8F when invalid or deeper
+ * than max_topic_levels, 0x97 when it would be a new subscription over
+ * max_subscriptions_per_client (3.1.1: 0x80 for both); a protocol error (no local
+ * on a shared subscription) fails the whole packet before any change. A filter
+ * repeated in one packet is one subscription, as if sent in packets one after the
+ * other (the last options win), but its retained messages go once. Retained
+ * messages are sent after the SUBACK, by retain handling [MQTT-3.3.1-9..11], never
+ * for shared subscriptions. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "retain.h"
 #include "session_int.h"
+
+/* subscribe / unsubscribe log lines per packet: a packet of 80 000 filters would
+ * otherwise spend most of its time writing them (the rest get one line) */
+#define LOG_FILTERS_MAX 20
 
 struct filter_view {
     const char *filter, *group;
@@ -32,36 +40,6 @@ parse_filter(struct lq_bytes in, struct filter_view *v)
     return topic_filter_is_valid(v->filter, v->flen);
 }
 
-static struct ssub *
-ssub_find(struct session *s, const struct filter_view *v)
-{
-    for (size_t i = 0; i < s->nsubs; i++) {
-        struct ssub *x = &s->subs[i];
-        if (strlen(x->filter) != v->flen || memcmp(x->filter, v->filter, v->flen) != 0) continue;
-        if (!x->group != !v->group) continue;
-        if (v->group && (strlen(x->group) != v->glen || memcmp(x->group, v->group, v->glen) != 0))
-            continue;
-        return x;
-    }
-    return NULL;
-}
-
-static void
-ssub_put(struct session *s, const struct filter_view *v, const struct sub_opts *o)
-{
-    struct ssub *x = ssub_find(s, v);
-    if (!x) {
-        if (s->nsubs == s->capsubs) {
-            s->capsubs = s->capsubs ? s->capsubs * 2 : 4;
-            s->subs = lq_xrealloc(s->subs, s->capsubs * sizeof(*s->subs));
-        }
-        x = &s->subs[s->nsubs++];
-        x->filter = lq_xstrndup(v->filter, v->flen);
-        x->group = v->group ? lq_xstrndup(v->group, v->glen) : NULL;
-    }
-    x->o = *o;
-}
-
 struct retained_ctx {
     struct session *s;
     const struct sub_opts *o;
@@ -79,10 +57,96 @@ send_retained(struct msg *m, void *arg)
                     ctx->o->sub_id ? 1 : 0, DELIVER_RETAINED);
 }
 
+/* What one SUBSCRIBE refused, for one log line per packet. */
+struct refusals {
+    uint32_t invalid, deep, quota;
+    struct lq_bytes first; /* the first refused filter */
+};
+
+#define NOT_SUBSCRIBED UINT32_MAX
+
+/* One filter of a SUBSCRIBE, entry i: its reason code. Sets *at to its place in
+ * s->subs (stable while the packet only adds) and x->mark = i, so that a filter the
+ * packet repeats counts once (retained messages go with its last occurrence). */
+static uint8_t
+subscribe_one(struct session *s, const struct mqtt_sub_entry *e, uint32_t sub_id, uint32_t i,
+              uint32_t *at, bool *fresh, struct refusals *r)
+{
+    struct broker *b = s->b;
+    struct filter_view v;
+    uint32_t *refused = !parse_filter(e->filter, &v) ? &r->invalid
+                        : topic_is_too_deep(v.filter, v.flen, b->conf.max_topic_levels)
+                            ? &r->deep /* well-formed, but not for this server: 0x8F too */
+                            : NULL;
+    struct ssub *x = refused ? NULL : session_sub_find(s, v.filter, v.flen, v.group, v.glen);
+    uint32_t max = b->conf.max_subscriptions_per_client;
+    if (!refused && !x && max && s->nsubs >= max) refused = &r->quota;
+    if (refused) {
+        if (!r->invalid && !r->deep && !r->quota) r->first = e->filter;
+        ++*refused;
+        return refused == &r->quota ? MQTT_RC_QUOTA_EXCEEDED /* 3.1.1: 0x80 */
+                                    : MQTT_RC_TOPIC_FILTER_INVALID;
+    }
+    struct sub_opts o = {.qos = e->qos > 2 ? 2 : e->qos,
+                         .no_local = e->no_local,
+                         .retain_as_published = e->retain_as_published,
+                         .retain_handling = e->retain_handling,
+                         .sub_id = sub_id};
+    *fresh = topic_tree_add(b->subs, v.filter, v.flen, v.group, v.glen, s, &o) == 1;
+    if (!x) x = session_sub_add(s, v.filter, v.flen, v.group, v.glen);
+    x->o = o;
+    x->mark = i;
+    *at = (uint32_t)(x - s->subs);
+    if (i < LOG_FILTERS_MAX && lq_log_enabled(LQ_LOG_SUBSCRIBE))
+        session_log(s, LQ_LOG_SUBSCRIBE, "subscribe \"%.*s\" qos %u", (int)e->filter.len,
+                    (const char *)e->filter.p, o.qos);
+    return o.qos;
+}
+
+static void
+log_refusals(struct session *s, const struct refusals *r)
+{
+    /* one limit for every session: many clients must not flood the log either */
+    static struct lq_log_limit refused_log;
+    if (!r->invalid && !r->deep && !r->quota) return;
+    char first[80];
+    size_t n = r->first.len < sizeof(first) - 1 ? r->first.len : sizeof(first) - 1;
+    memcpy(first, r->first.p, n);
+    first[n] = '\0';
+    char esc[4 * sizeof(first)];
+    lq_escape_controls(first, esc, sizeof(esc));
+    lq_log_limited(&refused_log, LQ_LOG_NOTICE,
+                   "client \"%s\": subscribe refused %u invalid filters, %u over "
+                   "max_topic_levels (%u), %u over max_subscriptions_per_client (%u); "
+                   "first \"%s%s\"",
+                   s->id, r->invalid, r->deep, s->b->conf.max_topic_levels, r->quota,
+                   s->b->conf.max_subscriptions_per_client, esc, n < r->first.len ? "..." : "");
+}
+
+/* Retained messages for the n entries of a SUBSCRIBE, after its SUBACK, by retain
+ * handling [MQTT-3.3.1-9..11]; a filter the packet repeats is one subscription:
+ * its retained messages go once, with its last options, and it is new when the
+ * packet made it. at[k]: the entry's place in s->subs, or NOT_SUBSCRIBED. */
+static void
+send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh)
+{
+    if (!retain_count(s->b->retained)) return;
+    for (uint32_t k = 0; k < n; k++) /* new: on the last occurrence */
+        if (at[k] != NOT_SUBSCRIBED && fresh[k]) fresh[s->subs[at[k]].mark] = true;
+    for (uint32_t k = 0; k < n; k++) {
+        const struct ssub *x = at[k] != NOT_SUBSCRIBED ? &s->subs[at[k]] : NULL;
+        if (!x || x->mark != k || x->group) continue; /* repeated later; shared */
+        uint8_t rh = x->o.retain_handling;
+        if (rh == 2 || (rh == 1 && !fresh[k])) continue;
+        struct sub_opts o = {.qos = x->o.qos, .sub_id = x->o.sub_id};
+        struct retained_ctx ctx = {s, &o, lq_now_ms()};
+        retain_match(s->b->retained, x->filter, strlen(x->filter), send_retained, &ctx);
+    }
+}
+
 uint8_t
 handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len)
 {
-    struct broker *b = s->b;
     struct mqtt_subscribe sub;
     uint8_t rc = mqtt_decode_subscribe(flags, body, len, s->version, &sub);
     if (rc) return rc;
@@ -99,28 +163,19 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
 
     uint8_t *codes = lq_xmalloc(sub.count);
     bool *fresh = lq_xcalloc(sub.count, sizeof(bool));
-    size_t i = 0;
+    uint32_t *at = lq_xmalloc(sub.count * sizeof(*at));
+    struct refusals refused = {0};
+    uint32_t i = 0;
     pos = 0;
     while (mqtt_sub_next(&sub, s->version, &pos, &e) && i < sub.count) {
-        struct filter_view v;
-        if (!parse_filter(e.filter, &v)) {
-            codes[i++] = MQTT_RC_TOPIC_FILTER_INVALID;
-            session_log(s, LQ_LOG_NOTICE, "subscribe \"%.*s\": invalid filter", (int)e.filter.len,
-                        (const char *)e.filter.p);
-            continue;
-        }
-        struct sub_opts o = {.qos = e.qos > 2 ? 2 : e.qos,
-                             .no_local = e.no_local,
-                             .retain_as_published = e.retain_as_published,
-                             .retain_handling = e.retain_handling,
-                             .sub_id = sub_id};
-        fresh[i] = topic_tree_add(b->subs, v.filter, v.flen, v.group, v.glen, s, &o) == 1;
-        ssub_put(s, &v, &o);
-        codes[i++] = o.qos;
-        if (lq_log_enabled(LQ_LOG_SUBSCRIBE))
-            session_log(s, LQ_LOG_SUBSCRIBE, "subscribe \"%.*s\" qos %u", (int)e.filter.len,
-                        (const char *)e.filter.p, o.qos);
+        at[i] = NOT_SUBSCRIBED;
+        codes[i] = subscribe_one(s, &e, sub_id, i, &at[i], &fresh[i], &refused);
+        i++;
     }
+    if (i > LOG_FILTERS_MAX && lq_log_enabled(LQ_LOG_SUBSCRIBE))
+        session_log(s, LQ_LOG_SUBSCRIBE, "subscribe: %u more filters in this packet",
+                    i - LOG_FILTERS_MAX);
+    log_refusals(s, &refused);
 
     struct mqtt_suback ack;
     memset(&ack, 0, sizeof(ack));
@@ -133,21 +188,10 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
     conn_write(s->conn, out, n);
     free(out);
 
-    /* retained messages, after the SUBACK */
-    i = 0;
-    pos = 0;
-    while (mqtt_sub_next(&sub, s->version, &pos, &e) && i < sub.count) {
-        struct filter_view v;
-        bool ok = codes[i] < 0x80, is_new = fresh[i];
-        i++;
-        if (!ok || !parse_filter(e.filter, &v) || v.group) continue;
-        if (e.retain_handling == 2 || (e.retain_handling == 1 && !is_new)) continue;
-        struct sub_opts o = {.qos = e.qos, .sub_id = sub_id};
-        struct retained_ctx ctx = {s, &o, lq_now_ms()};
-        retain_match(b->retained, v.filter, v.flen, send_retained, &ctx);
-    }
+    send_retained_for(s, i, at, fresh);
     free(codes);
     free(fresh);
+    free(at);
     return MQTT_RC_SUCCESS;
 }
 
@@ -162,20 +206,22 @@ handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t
     struct lq_bytes f;
     while (mqtt_unsub_next(&u, &pos, &f) && i < u.count) {
         struct filter_view v;
-        struct ssub *x = parse_filter(f, &v) ? ssub_find(s, &v) : NULL;
+        struct ssub *x =
+            parse_filter(f, &v) ? session_sub_find(s, v.filter, v.flen, v.group, v.glen) : NULL;
         if (!x) {
             codes[i++] = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
             continue;
         }
         topic_tree_remove(s->b->subs, v.filter, v.flen, v.group, v.glen, s);
-        free(x->filter);
-        free(x->group);
-        *x = s->subs[--s->nsubs];
-        codes[i++] = MQTT_RC_SUCCESS;
-        if (lq_log_enabled(LQ_LOG_UNSUBSCRIBE))
+        session_sub_remove(s, x);
+        if (i < LOG_FILTERS_MAX && lq_log_enabled(LQ_LOG_UNSUBSCRIBE))
             session_log(s, LQ_LOG_UNSUBSCRIBE, "unsubscribe \"%.*s\"", (int)f.len,
                         (const char *)f.p);
+        codes[i++] = MQTT_RC_SUCCESS;
     }
+    if (i > LOG_FILTERS_MAX && lq_log_enabled(LQ_LOG_UNSUBSCRIBE))
+        session_log(s, LQ_LOG_UNSUBSCRIBE, "unsubscribe: %zu more filters in this packet",
+                    i - LOG_FILTERS_MAX);
     struct mqtt_suback ack;
     memset(&ack, 0, sizeof(ack));
     ack.packet_id = u.packet_id;
@@ -193,12 +239,10 @@ handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t
 void
 session_unsubscribe_all(struct session *s)
 {
-    for (size_t i = 0; i < s->nsubs; i++) {
+    for (uint32_t i = 0; i < s->nsubs; i++) {
         struct ssub *x = &s->subs[i];
         topic_tree_remove(s->b->subs, x->filter, strlen(x->filter), x->group,
                           x->group ? strlen(x->group) : 0, s);
-        free(x->filter);
-        free(x->group);
     }
-    s->nsubs = 0;
+    session_subs_free(s);
 }

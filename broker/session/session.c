@@ -190,7 +190,6 @@ session_end(struct session *s)
     if (s->will_ev) event_free(s->will_ev);
     if (s->expiry_ev) event_free(s->expiry_ev);
     registry_remove(b, s);
-    free(s->subs);
     free(s->in_pids);
     free(s->username);
     free(s);

@@ -97,8 +97,10 @@ struct qentry {
 
 struct ssub { /* one of the session's subscriptions, to undo them when it ends */
     char *filter;
-    char *group; /* NULL: not shared */
+    char *group; /* NULL: not shared; in filter's allocation */
     struct sub_opts o;
+    uint32_t hash; /* of (group, filter), for the session's index */
+    uint32_t mark; /* handle_subscribe: the packet entry that set it last */
 };
 
 struct alias_out {
@@ -166,7 +168,8 @@ struct session {
     struct event *expiry_ev;
     struct will *will;
     struct event *will_ev;
-    struct ssub *subs;
+    struct ssub *subs;    /* a removal moves the last one into the gap */
+    uint32_t *subs_index; /* (group, filter) -> subs[i - 1]; see sublist.c */
     uint32_t nsubs, capsubs;
     struct qentry *q_head, *q_tail;
     uint64_t qbytes;
@@ -215,6 +218,15 @@ void session_disconnect(struct session *s, uint8_t rc, const char *detail);
 void session_set_will(struct session *s, struct msg *m, uint32_t delay);
 void session_clear_will(struct session *s);
 void session_arm_expiry(struct session *s);
+
+/* sublist.c: the session's subscriptions, found by (group, filter) in O(1) */
+struct ssub *session_sub_find(struct session *s, const char *filter, size_t flen, const char *group,
+                              size_t glen);
+/* A new entry (session_sub_find said there is none); its options are the caller's. */
+struct ssub *session_sub_add(struct session *s, const char *filter, size_t flen, const char *group,
+                             size_t glen);
+void session_sub_remove(struct session *s, struct ssub *x); /* x is invalid after */
+void session_subs_free(struct session *s);                  /* every entry, and the index */
 
 /* deliver.c: routing and the outgoing message state machine */
 struct route_result {

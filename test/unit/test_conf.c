@@ -51,6 +51,8 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c.max_queued_bytes, 64u << 20);
     ck_assert_uint_eq(c.max_connect_packet_size, 65536);
     ck_assert_uint_eq(c.max_keepalive, 65535);
+    ck_assert_uint_eq(c.max_topic_levels, 200);
+    ck_assert_uint_eq(c.max_subscriptions_per_client, 10000);
     ck_assert_int_eq(c.persistent_client_expiration, -1);
     ck_assert_ptr_null(c.listeners);
     conf_fini(&c);
@@ -86,6 +88,8 @@ START_TEST(test_every_option)
                                    "max_keepalive 30\n"
                                    "message_size_limit 500\n"
                                    "retain_available false\n"
+                                   "max_topic_levels 32\n"
+                                   "max_subscriptions_per_client 0\n"
                                    "persistent_client_expiration 2d\n"
                                    "log_type error\nlog_type subscribe\n"
                                    "log_dest stdout\nlog_dest file /tmp/lunamq-test.log\n"),
@@ -105,6 +109,8 @@ START_TEST(test_every_option)
     ck_assert_uint_eq(c.max_connections, 0);
     ck_assert_uint_eq(c.max_keepalive, 30);
     ck_assert_uint_eq(c.message_size_limit, 500);
+    ck_assert_uint_eq(c.max_topic_levels, 32);
+    ck_assert_uint_eq(c.max_subscriptions_per_client, 0);
     ck_assert_int_eq(c.persistent_client_expiration, 2 * 86400);
     ck_assert_uint_eq(c.log_types, LQ_LOG_ERR | LQ_LOG_SUBSCRIBE);
     ck_assert_uint_eq(c.log_dests, LQ_DEST_STDOUT | LQ_DEST_FILE);

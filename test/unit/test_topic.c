@@ -234,6 +234,64 @@ START_TEST(test_shared_groups)
 }
 END_TEST
 
+/* issue 11.3: topic_is_too_deep counts levels ('/' + 1); 0 is no limit. */
+START_TEST(test_topic_levels_limit)
+{
+    ck_assert(!topic_is_too_deep(S("a/b/c"), 3));
+    ck_assert(topic_is_too_deep(S("a/b/c/d"), 3));
+    ck_assert(topic_is_too_deep(S("///"), 3)); /* four empty levels */
+    ck_assert(!topic_is_too_deep(S("//"), 3));
+    ck_assert(!topic_is_too_deep(S("a/b/c/d"), 0));
+    static char deep[65536];
+    memset(deep, '/', sizeof(deep) - 1);
+    ck_assert(topic_is_too_deep(deep, sizeof(deep) - 1, 200));
+    ck_assert(!topic_is_too_deep(deep, 199, 200));
+    ck_assert(topic_is_too_deep(deep, 200, 200));
+}
+END_TEST
+
+static void
+count_groups(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
+{
+    (void)owner;
+    (void)o;
+    if (g) ++*(int *)arg;
+}
+
+/* issue 11.3/11.4: the bytes the tree holds go back to where they were when what
+ * was added is removed; 20 000 groups on one filter are indexed (found in O(1)). */
+START_TEST(test_tree_bytes_and_many_groups)
+{
+    struct topic_tree *t = topic_tree_new();
+    size_t empty = topic_tree_bytes(t);
+    char f[64], g[16];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(f, sizeof(f), "a/%d/+/x/#", i);
+        ck_assert_int_eq(topic_tree_add(t, S(f), NULL, 0, &a, &q1), 1);
+    }
+    size_t full = topic_tree_bytes(t);
+    ck_assert_uint_gt(full, empty + 1000 * 4 * 80);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(g, sizeof(g), "g%d", i);
+        ck_assert_int_eq(topic_tree_add(t, S("s/x"), S(g), &b, &q1), 1);
+    }
+    int ngroups = 0;
+    topic_tree_match(t, S("s/x"), count_groups, &ngroups);
+    ck_assert_int_eq(ngroups, 20000);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(g, sizeof(g), "g%d", i);
+        ck_assert_int_eq(topic_tree_remove(t, S("s/x"), S(g), &b), 0);
+    }
+    ck_assert_uint_eq(topic_tree_bytes(t), full);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(f, sizeof(f), "a/%d/+/x/#", i);
+        ck_assert_int_eq(topic_tree_remove(t, S(f), NULL, 0, &a), 0);
+    }
+    ck_assert_uint_eq(topic_tree_bytes(t), empty);
+    topic_tree_free(t);
+}
+END_TEST
+
 Suite *
 suite_topic(void)
 {
@@ -242,6 +300,7 @@ suite_topic(void)
     tcase_add_test(tc, test_names_and_filters);
     tcase_add_test(tc, test_shared_names);
     tcase_add_test(tc, test_matching_spec_examples);
+    tcase_add_test(tc, test_topic_levels_limit);
     suite_add_tcase(s, tc);
     tc = tcase_create("tree");
     tcase_add_test(tc, test_tree_wildcards);
@@ -249,6 +308,7 @@ suite_topic(void)
     tcase_add_test(tc, test_tree_many_children);
     tcase_add_test(tc, test_tree_deep);
     tcase_add_test(tc, test_shared_groups);
+    tcase_add_test(tc, test_tree_bytes_and_many_groups);
     suite_add_tcase(s, tc);
     return s;
 }
