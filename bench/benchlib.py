@@ -56,6 +56,8 @@ def cpu_s(pid):
 def broker_binary(kind):
     if kind == "lunamq":
         return os.environ.get("LUNAMQ_BIN", os.path.join(ROOT, "build", "lunamq"))
+    if kind == "before":  # another lunamq build, for before/after figures
+        return os.environ["LUNAMQ_BEFORE"]
     return "/usr/sbin/mosquitto"
 
 

@@ -4,7 +4,10 @@
 same load, in one run, alternating A/B, each on a freshly started broker. Prints a
 Markdown table of medians and lunamq/mosquitto ratios, and the exact commands.
 
-Usage: bench/compare.py [--rounds R] [--seconds S] [--only TEXT]   (loopback only)"""
+Usage: bench/compare.py [--rounds R] [--seconds S] [--only TEXT] [--before BIN]
+(loopback only). --before BIN compares build/lunamq with another lunamq build instead of
+mosquitto (before/after figures for a change on the message path; both then run without
+the options the older build may not know)."""
 
 import argparse
 import json
@@ -34,15 +37,17 @@ SCENARIOS = [
 ]
 
 
-def start(kind, work):
+def start(kind, work, ab=False):
     port = free_port()
     conf = os.path.join(work, kind + ".conf")
     # the same queue bounds for both: mosquitto's defaults (lunamq's own default adds a
     # 64 MiB byte bound, which would hold the 1 MB publisher far sooner)
     lines = ["listener %d 127.0.0.1" % port, "allow_anonymous true", "max_queued_messages 1000",
              "max_queued_bytes 0", "log_type error"]
-    if kind == "lunamq":
+    if kind != "mosquitto":
         lines += ["admin_socket none", "scripts_dir " + os.path.join(work, "no-scripts")]
+    if kind == "lunamq" and not ab:
+        lines += ["max_queued_bytes_total 0"]  # mosquitto has no broker-wide bound either
     return start_broker(kind, conf, lines, [port]), port
 
 
@@ -58,18 +63,23 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--only", default="")
+    ap.add_argument("--before", help="another lunamq binary to compare with, not mosquitto")
     args = ap.parse_args()
+    other = "mosquitto"
+    if args.before:
+        os.environ["LUNAMQ_BEFORE"] = os.path.abspath(args.before)
+        other = "before"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # brokers and clients inherit it
     scenarios = [s for s in SCENARIOS if args.only in s[0]]
-    res = {(n, k): [] for n, _ in scenarios for k in ("lunamq", "mosquitto")}
+    res = {(n, k): [] for n, _ in scenarios for k in ("lunamq", other)}
     work = tempfile.mkdtemp(prefix="lunamq-compare-")
     os.makedirs(os.path.join(work, "no-scripts"))
     try:
         for r in range(args.rounds):
             for name, bargs in scenarios:
-                for kind in (("lunamq", "mosquitto") if r % 2 == 0 else ("mosquitto", "lunamq")):
-                    proc, port = start(kind, work)
+                for kind in (("lunamq", other) if r % 2 == 0 else (other, "lunamq")):
+                    proc, port = start(kind, work, ab=bool(args.before))
                     try:
                         res[(name, kind)].append(run(bargs, port, proc.pid, args.seconds))
                     finally:
@@ -82,7 +92,7 @@ def main():
         vals = [x.get(key, 0) for x in res[(name, kind)]]
         return statistics.median(vals) if vals else 0
 
-    print("| scenario | figure | lunamq | mosquitto | lunamq / mosquitto |")
+    print("| scenario | figure | lunamq | %s | lunamq / %s |" % (other, other))
     print("|---|---|---:|---:|---:|")
     for name, bargs in scenarios:
         if bargs[0] == "conn":
@@ -98,7 +108,7 @@ def main():
                     ("broker CPU us/msg", "broker_cpu_us_per_msg"),
                     ("latency p99 us", "latency_p99_us"), ("lost", "lost")]
         for label, key in figs:
-            a, m = med(name, "lunamq", key), med(name, "mosquitto", key)
+            a, m = med(name, "lunamq", key), med(name, other, key)
             ratio = "%.2f" % (a / m) if m else "-"
             print("| %s | %s | %.1f | %.1f | %s |" % (name, label, a, m, ratio))
     print()

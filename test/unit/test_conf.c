@@ -49,6 +49,8 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c.max_inflight_messages, 20);
     ck_assert_uint_eq(c.max_queued_messages, 1000);
     ck_assert_uint_eq(c.max_queued_bytes, 64u << 20);
+    ck_assert_uint_eq(c.max_queued_bytes_total, 1u << 30);
+    ck_assert_uint_eq(c.max_hold_time_ms, 1000);
     ck_assert_uint_eq(c.max_connect_packet_size, 65536);
     ck_assert_uint_eq(c.max_keepalive, 65535);
     ck_assert_uint_eq(c.max_topic_levels, 200);
@@ -84,6 +86,8 @@ START_TEST(test_every_option)
                                    "max_inflight_messages 7\n"
                                    "max_queued_messages 50\n"
                                    "max_queued_bytes 1048576\n"
+                                   "max_queued_bytes_total 0\n"
+                                   "max_hold_time 0.25\n"
                                    "max_connections -1\n"
                                    "max_keepalive 30\n"
                                    "message_size_limit 500\n"
@@ -106,6 +110,8 @@ START_TEST(test_every_option)
     ck_assert_uint_eq(c.max_inflight_messages, 7);
     ck_assert_uint_eq(c.max_queued_messages, 50);
     ck_assert_uint_eq(c.max_queued_bytes, 1048576);
+    ck_assert_uint_eq(c.max_queued_bytes_total, 0);
+    ck_assert_uint_eq(c.max_hold_time_ms, 250);
     ck_assert_uint_eq(c.max_connections, 0);
     ck_assert_uint_eq(c.max_keepalive, 30);
     ck_assert_uint_eq(c.message_size_limit, 500);
@@ -124,6 +130,10 @@ START_TEST(test_errors)
     expect_error("listener 1883\nmax_bogus 1\n", 2, "unknown option 'max_bogus'");
     expect_error("max_keepalive 5\n", 1, "max_keepalive: '5' out of range 10..65535");
     expect_error("max_keepalive ten\n", 1, "max_keepalive: 'ten' is not a number");
+    expect_error("max_hold_time -1\n", 1,
+                 "max_hold_time: '-1' is not a number of seconds from 0 to 3600");
+    expect_error("max_hold_time 1s\n", 1,
+                 "max_hold_time: '1s' is not a number of seconds from 0 to 3600");
     expect_error("listener\n", 1, "listener: missing value");
     expect_error("listener 0\n", 1, "listener: '0' out of range 1..65535");
     expect_error("listener 1883 127.0.0.1 extra\n", 1, "listener: unexpected 'extra'");
