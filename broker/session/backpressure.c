@@ -41,6 +41,7 @@ hold_ack(struct session *s, uint8_t type, uint16_t pid, uint8_t rc)
         }
         b->held[b->nheld++] = s;
         b->ctr.publishers_held++;
+        session_log(s, LQ_LOG_DEBUG, "held back: a subscriber is over its queue bound");
     }
     if (h->n == h->cap) {
         h->cap *= 2;
@@ -80,6 +81,7 @@ hold_release_all(struct broker *b)
         struct session *s = b->held[i];
         struct hold *h = s->hold;
         s->hold = NULL;
+        session_log(s, LQ_LOG_DEBUG, "released: %u acknowledgements sent", h->n);
         for (uint32_t k = 0; k < h->n; k++) send_ack(s, h->a[k].type, h->a[k].pid, h->a[k].rc);
         if (h->conn_paused && s->conn) conn_resume(s->conn);
         free(h);

@@ -286,3 +286,44 @@ def test_broker_wide_ceiling_applies_the_slow_consumer_policy_to_qos1(b):
     p.check(2.0)
     got = drain_until_close(slow)
     assert got and got[-1].type == DISCONNECT and got[-1].rc == 0x97
+
+
+@conf("max_queued_messages 10", "max_hold_time 30")
+def test_v311_publisher_past_our_receive_maximum_is_paused_not_cut(b):
+    """issue 11.1: a 3.1.1 client knows no Receive Maximum. Held, it may send more than
+    20 unacknowledged QoS 1 messages: it is then no longer read (its PINGREQ waits), not
+    disconnected; when the subscriber drains, every PUBACK comes in order, the PINGRESP
+    after them, and every message is delivered."""
+    slow = deaf_subscriber(b, "slow", "v3/#", recv_max=5)
+    pub = Client(b.port, version=4)
+    pub.connect("pub3")
+    pub.send(b"".join(packet(0x32, b"\x00\x04v3/x" + i.to_bytes(2, "big") + b"%d" % i)
+                      for i in range(1, 101)))
+    pub.send(packet(0xC0, b""))  # PINGREQ behind them
+    acks = []
+    while True:
+        p = pub.recv(1.0)
+        if p is None:
+            break
+        assert p.type == PUBACK, p
+        acks.append(p.pid)
+    assert len(acks) < 60, "not held: %d PUBACKs" % len(acks)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    got = []
+    end = time.time() + 10
+    while len(got) < 100 and time.time() < end:
+        m = slow.recv(1.0)
+        if m is not None and m.type == PUBLISH:
+            got.append(int(m.payload))
+            slow.ack(PUBACK, m.pid)
+    assert sorted(got) == list(range(1, 101)), got
+    pong = False  # PINGRESP is not ordered with the withheld PUBACKs
+    while len(acks) < 100 or not pong:
+        p = pub.recv(2.0)
+        assert p is not None, "PUBACKs lost: %d, PINGRESP %s" % (len(acks), pong)
+        if p.type == PINGRESP:
+            pong = True
+        else:
+            assert p.type == PUBACK, p
+            acks.append(p.pid)
+    assert acks == list(range(1, 101))
