@@ -74,6 +74,11 @@ $(B)/lunamq-bench: $(B)/obj/bench/lunamq-bench.o $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
 
+# hooks_run alone, without a broker (not part of `all`): build/lunamq-hookbench
+$(B)/lunamq-hookbench: $(B)/obj/bench/hookbench.o $(B)/liblunamq.a
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
+
 $(B)/unit: $(UNIT_OBJ) $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(CHECK_LIBS) $(LIBS)

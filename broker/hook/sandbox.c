@@ -43,14 +43,13 @@ now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* Where sandbox_check looks next: the clock of a long call, then the budget's end. */
+/* Where sandbox_check looks next while the limits are on: the clock of a long call,
+ * then the budget's end. */
 static void
 set_check_at(struct hook *h)
 {
     uint64_t over = h->step_limit + 1;
-    h->check_at = !h->limits_on ? UINT64_MAX
-                  : h->t0_us    ? over
-                                : (LONG_CALL_STEPS < over ? LONG_CALL_STEPS : over);
+    h->check_at = h->t0_us || over < LONG_CALL_STEPS ? over : LONG_CALL_STEPS;
 }
 
 static void
@@ -62,31 +61,42 @@ note_long_call(struct hook *h)
     }
 }
 
-/* May the state grow by `grow` bytes for a request of nsize at ptr? Past the budget
- * no; past the cap no, and Lua then runs a full collection and asks again with the
- * same arguments: only a repeat that still does not fit is a memory overrun. Otherwise
- * garbage a hook has not yet collected would count against it. */
-static bool
-admit(struct hook *h, void *ptr, size_t grow, size_t nsize, bool retry)
+/* A request while the limits are on. Past the cap it is refused, and Lua then runs a
+ * full collection and asks again with the same arguments: only a repeat that still
+ * does not fit is a memory overrun. Otherwise garbage a hook has not yet collected
+ * would count against it. Past the budget it is refused too. */
+__attribute__((noinline)) static void *
+limited_realloc(struct hook *h, void *ptr, size_t osize, size_t nsize)
 {
-    h->grown += grow;
-    h->steps += h->grown / ALLOC_BYTES_PER_STEP;
-    h->grown %= ALLOC_BYTES_PER_STEP;
-    note_long_call(h);
-    if (h->mem + grow > h->mem_limit) {
-        if (!retry) h->steps += h->mem / GC_BYTES_PER_STEP; /* the collection to come */
-        h->abort = ABORT_MEMORY;
-        h->refused.ptr = ptr;
-        h->refused.size = nsize;
-        return false;
+    bool retry = h->refused.size && h->refused.ptr == ptr && h->refused.size == nsize;
+    h->refused.size = 0;
+    if (nsize > osize) {
+        size_t grow = nsize - osize;
+        h->grown += grow;
+        if (h->grown >= ALLOC_BYTES_PER_STEP) {
+            h->steps += h->grown / ALLOC_BYTES_PER_STEP;
+            h->grown %= ALLOC_BYTES_PER_STEP;
+        }
+        if (h->mem + grow > h->mem_limit) {
+            if (!retry) h->steps += h->mem / GC_BYTES_PER_STEP; /* the collection to come */
+            h->abort = ABORT_MEMORY;
+            h->refused.ptr = ptr;
+            h->refused.size = nsize;
+            return NULL;
+        }
+        if (h->steps >= h->check_at) { /* the budget's end or the clock of a long call */
+            note_long_call(h);
+            /* past the budget, refuse once: the error on its way must still be made */
+            if (h->steps > h->step_limit && (h->abort == ABORT_NONE || retry)) {
+                h->abort = ABORT_BUDGET;
+                return NULL;
+            }
+        }
+        if (retry && h->abort == ABORT_MEMORY) h->abort = ABORT_NONE; /* it made room */
     }
-    /* past the budget, refuse once: the error on its way must still be made */
-    if (h->steps > h->step_limit && (h->abort == ABORT_NONE || retry)) {
-        h->abort = ABORT_BUDGET;
-        return false;
-    }
-    if (retry && h->abort == ABORT_MEMORY) h->abort = ABORT_NONE; /* the collection made room */
-    return true;
+    void *p = realloc(ptr, nsize);
+    if (p) h->mem = h->mem - osize + nsize;
+    return p;
 }
 
 /* Limits apply only while the hook's Lua code runs (limits_on): there a refusal is an
@@ -101,9 +111,7 @@ limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         h->mem -= osize;
         return NULL;
     }
-    bool retry = h->refused.size && h->refused.ptr == ptr && h->refused.size == nsize;
-    h->refused.size = 0;
-    if (nsize > osize && h->limits_on && !admit(h, ptr, nsize - osize, nsize, retry)) return NULL;
+    if (h->limits_on) return limited_realloc(h, ptr, osize, nsize);
     void *p = realloc(ptr, nsize);
     if (p) h->mem = h->mem - osize + nsize;
     return p;
@@ -432,7 +440,6 @@ static void
 limits_arm(struct hook *h)
 {
     h->steps = 0;
-    h->grown = 0;
     h->abort = ABORT_NONE;
     h->refused.size = 0;
     h->limits_on = true;
@@ -443,7 +450,7 @@ static void
 limits_disarm(struct hook *h)
 {
     h->limits_on = false;
-    set_check_at(h);
+    h->check_at = UINT64_MAX;
 }
 
 struct hook *
@@ -549,7 +556,6 @@ set_gc_mode(struct hook *h)
 static void
 account_time(struct hook *h, bool sampled, unsigned sample)
 {
-    if (!h->t0_us) return;
     uint64_t took = now_us() - h->t0_us;
     h->t0_us = 0;
     bool long_call = h->steps >= LONG_CALL_STEPS;
@@ -573,7 +579,7 @@ sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *w
     int rc = lua_pcall(L, nargs, nres, 0);
     limits_disarm(h);
     h->running = false;
-    account_time(h, sampled, sample);
+    if (h->t0_us) account_time(h, sampled, sample);
     if (rc == LUA_OK) return LUA_OK;
 
     const char *kind;
