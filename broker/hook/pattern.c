@@ -18,7 +18,6 @@
 #define SCAN_BYTES_PER_STEP 16   /* a plain find or a back-reference compare */
 #define MAX_DEPTH           200  /* nested items (captures, ?, backtracking): as Lua */
 #define MAX_CAPTURES        32   /* as Lua */
-#define SPECIALS            "^$*+?.([%-"
 #define CAP_UNFINISHED      (-1)
 #define CAP_POSITION        (-2)
 
@@ -81,7 +80,7 @@ class_has(int c, int cl)
 
 /* The end of the class starting at p: after "x", "%x" or "[...]". */
 static const char *
-class_end(struct mstate *ms, const char *p)
+class_end_slow(struct mstate *ms, const char *p)
 {
     char c = *p++;
     if (c == '%') {
@@ -95,6 +94,12 @@ class_end(struct mstate *ms, const char *p)
         if (*p++ == '%' && p < ms->p_end) p++;
     } while (p >= ms->p_end || *p != ']');
     return p + 1;
+}
+
+static inline const char *
+class_end(struct mstate *ms, const char *p)
+{
+    return *p == '%' || *p == '[' ? class_end_slow(ms, p) : p + 1; /* most are one char */
 }
 
 /* Is c in the set [...] that starts at p and whose ']' is at close? */
@@ -123,7 +128,7 @@ set_has(int c, const char *p, const char *close)
 }
 
 /* Does the character at s match the class p..ep? */
-static bool
+static inline bool
 single(const struct mstate *ms, const char *s, const char *p, const char *ep)
 {
     if (s >= ms->s_end) return false;
@@ -332,7 +337,7 @@ static int
 push_captures(struct mstate *ms, const char *s, const char *e)
 {
     int n = ms->level == 0 && s ? 1 : ms->level;
-    luaL_checkstack(ms->L, n, "too many captures");
+    if (n > 1) luaL_checkstack(ms->L, n, "too many captures"); /* LUA_MINSTACK is 20 */
     for (int i = 0; i < n; i++) push_capture(ms, i, s, e);
     return n;
 }
@@ -362,8 +367,13 @@ start_of(lua_Integer pos, size_t len)
 static bool
 has_specials(const char *p, size_t lp)
 {
-    for (size_t i = 0; i < lp; i++)
-        if (p[i] && strchr(SPECIALS, p[i])) return true;
+    for (size_t i = 0; i < lp; i++) {
+        switch (p[i]) {
+        case '^': case '$': case '*': case '+': case '?': /* the magic characters */
+        case '.': case '(': case '[': case '%': case '-': return true;
+        default: break;
+        }
+    }
     return false;
 }
 
