@@ -21,20 +21,18 @@ static const struct {
     const char *name, *src;
 } scenarios[] = {
     {"pass-through", "return {topics = {'sensors/#'}, on_publish = function(msg) return msg end}"},
-    {"topic:find('^sensors/')",
-     "local n = 0\n"
-     "return {topics = {'sensors/#'}, on_publish = function(msg)\n"
-     "  if msg.topic:find('^sensors/') then n = n + 1 end\n"
-     "  return msg end}"},
+    {"topic:find('^sensors/')", "local n = 0\n"
+                                "return {topics = {'sensors/#'}, on_publish = function(msg)\n"
+                                "  if msg.topic:find('^sensors/') then n = n + 1 end\n"
+                                "  return msg end}"},
     {"topic:match('^sensors/([^/]+)/')",
      "local last\n"
      "return {topics = {'sensors/#'}, on_publish = function(msg)\n"
      "  last = msg.topic:match('^sensors/([^/]+)/')\n"
      "  return msg end}"},
-    {"payload:gsub('%d', '#')",
-     "return {topics = {'sensors/#'}, on_publish = function(msg)\n"
-     "  msg.payload = msg.payload:gsub('%d', '#')\n"
-     "  return msg end}"},
+    {"payload:gsub('%d', '#')", "return {topics = {'sensors/#'}, on_publish = function(msg)\n"
+                                "  msg.payload = msg.payload:gsub('%d', '#')\n"
+                                "  return msg end}"},
 };
 
 static double
@@ -110,7 +108,7 @@ main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++)
         if (argc <= 3 || strstr(scenarios[i].name, argv[3]))
             printf("| %s | %.0f |\n", scenarios[i].name,
-               run_scenario(dir, scenarios[i].src, messages, rounds));
+                   run_scenario(dir, scenarios[i].src, messages, rounds));
     rmdir(dir);
     return 0;
 }

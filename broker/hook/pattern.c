@@ -73,7 +73,7 @@ class_has(int c, int cl)
     case 'w': in = isalnum(c); break;
     case 'x': in = isxdigit(c); break;
     case 'z': in = c == 0; break; /* deprecated, still in 5.4 */
-    default: return cl == c; /* %. %% %( ...: the character itself */
+    default: return cl == c;      /* %. %% %( ...: the character itself */
     }
     return isupper(cl) ? !in : in;
 }
@@ -369,8 +369,16 @@ has_specials(const char *p, size_t lp)
 {
     for (size_t i = 0; i < lp; i++) {
         switch (p[i]) {
-        case '^': case '$': case '*': case '+': case '?': /* the magic characters */
-        case '.': case '(': case '[': case '%': case '-': return true;
+        case '^':
+        case '$':
+        case '*':
+        case '+':
+        case '?': /* the magic characters */
+        case '.':
+        case '(':
+        case '[':
+        case '%':
+        case '-': return true;
         default: break;
         }
     }
@@ -607,10 +615,7 @@ p_gsub(lua_State *L)
 void
 pattern_open(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"find", p_find},
-                                   {"match", p_match},
-                                   {"gmatch", p_gmatch},
-                                   {"gsub", p_gsub},
-                                   {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"find", p_find}, {"match", p_match}, {"gmatch", p_gmatch}, {"gsub", p_gsub}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

@@ -245,7 +245,8 @@ START_TEST(test_long_c_calls_are_charged_to_the_budget)
         "string.rep('x', 1 << 40)",
         "table.concat(setmetatable({}, {__index = function() return '' end}), '', 1, 1 << 40)",
         "table.move({}, 1, 1 << 40, 1)",
-        "local t = setmetatable({}, {__len = function() return 1 << 40 end}); table.insert(t, 1, 1)",
+        "local t = setmetatable({}, {__len = function() return 1 << 40 end}); table.insert(t, 1, "
+        "1)",
         "local s = string.rep('ab', 1 << 20); for i = 1, 1e6 do local u = s:upper() end",
         "local s = string.rep('ab', 1 << 20); for i = 1, 1e6 do local u = s .. i end",
         "local s = string.rep('ab', 1 << 20); for i = 1, 1e6 do local u = s:find('b', 1, true) end",
@@ -285,18 +286,20 @@ END_TEST
 START_TEST(test_gc_metamethods_are_refused)
 {
     setup();
-    write_hook("10-gc.lua",
-               "return {topics = {'gc'}, on_publish = function(m)\n"
-               "  local ok, e = pcall(setmetatable, {}, {__gc = function() while true do end end})\n"
-               "  m.payload = ok and 'accepted' or e\n"
-               "  for i = 1, 1e5 do local t = {} end -- a collection now and then\n"
-               "  return m end}\n");
-    write_hook("20-gc-late.lua",
-               "keep = {}\n"
-               "return {topics = {'late'}, on_publish = function(m)\n"
-               "  local mt = {}\n"
-               "  keep[#keep + 1] = setmetatable({}, mt); mt.__gc = function() while true do end end\n"
-               "  return m end}\n");
+    write_hook(
+        "10-gc.lua",
+        "return {topics = {'gc'}, on_publish = function(m)\n"
+        "  local ok, e = pcall(setmetatable, {}, {__gc = function() while true do end end})\n"
+        "  m.payload = ok and 'accepted' or e\n"
+        "  for i = 1, 1e5 do local t = {} end -- a collection now and then\n"
+        "  return m end}\n");
+    write_hook(
+        "20-gc-late.lua",
+        "keep = {}\n"
+        "return {topics = {'late'}, on_publish = function(m)\n"
+        "  local mt = {}\n"
+        "  keep[#keep + 1] = setmetatable({}, mt); mt.__gc = function() while true do end end\n"
+        "  return m end}\n");
     struct hooks *hs = start(1000000, 16 << 20, true);
     char first[128];
     ck_assert_uint_eq(run(hs, "gc", "x", first, NULL), 1);
@@ -345,12 +348,14 @@ static const char pattern_cases[] =
     "  local t = table.pack(...)\n"
     "  for i = 1, t.n do\n"
     "    local v, e = tostring(t[i]), {}\n"
-    "    for k = 1, #v do local b = v:byte(k) e[k] = (b < 32 or b > 126) and ('\\\\' .. b) or string.char(b) end\n"
+    "    for k = 1, #v do local b = v:byte(k) e[k] = (b < 32 or b > 126) and ('\\\\' .. b) or "
+    "string.char(b) end\n"
     "    t[i] = table.concat(e)\n"
     "  end\n"
     "  out[#out + 1] = (ok and '' or 'E:') .. table.concat(t, ',', 1, t.n)\n"
     "end\n"
-    "local function all(it) local r = {} for a, b in it do r[#r + 1] = tostring(a) .. '/' .. tostring(b) end return table.concat(r, ' ') end\n"
+    "local function all(it) local r = {} for a, b in it do r[#r + 1] = tostring(a) .. '/' .. "
+    "tostring(b) end return table.concat(r, ' ') end\n"
     "local finds = {\n"
     "  {'hello world', 'o'}, {'hello world', 'o', 6}, {'hello world', 'l+'}, {'hello', '^h'},\n"
     "  {'hello', '^e'}, {'hello', 'o$'}, {'a$b', '$b'}, {'hello', ''}, {'', ''}, {'', 'a*'},\n"
@@ -359,7 +364,8 @@ static const char pattern_cases[] =
     "  {'THE (quick) fox', '%f[%a]%a+', 4}, {'hello', '()ll()'}, {'abcabc', '(abc)%1'},\n"
     "  {'aaa', 'a-b'}, {'aaab', 'a-b'}, {'aaab', 'a*'}, {'[]]', '[]]'}, {'a-b', '[a%-]+'},\n"
     "  {'a^b', '[%^b]+'}, {'xyz', '[^x]+'}, {'0x1F', '%x+', 3}, {'hello', 'l', -2},\n"
-    "  {'hello', 'l', -100}, {'hello', 'l', 10}, {'hello', 'l', 6}, {'h\\195\\169llo', '[\\128-\\255]+'},\n"
+    "  {'hello', 'l', -100}, {'hello', 'l', 10}, {'hello', 'l', 6}, {'h\\195\\169llo', "
+    "'[\\128-\\255]+'},\n"
     "  {'a.b', '.', 1, true}, {'a.b', '%.'}, {'a+b', '+', 1, true}, {'a b\\tc\\nd', '%s'},\n"
     "  {'ABCdef123', '%u+%l+%d+'}, {'ABCdef123', '%U+'}, {'1.5e10 x', '^[+-]?%d+%.?%d*[eE]?%d*'},\n"
     "  {'/a/b/', '/([^/]+)'}, {'transactions/eu/m1', '^transactions/([^/]+)/'},\n"
@@ -383,7 +389,8 @@ static const char pattern_cases[] =
     "  {'hello world', 'o', '0'}, {'hello world', '(o)', '[%1]'}, {'hello', '', '-'},\n"
     "  {'hello world', '%w+', '%0 %0', 1}, {'abc', '%w', '%%'}, {'abc', '%w', '%2'},\n"
     "  {'abc', '%w', '%'}, {'abc', '%w', '%x'}, {'hello', 'l', {l = 'L'}}, {'hello', 'l', {}},\n"
-    "  {'hello', '(h)(e)', function(a, b) return b .. a end}, {'hello', 'l', function() return false end},\n"
+    "  {'hello', '(h)(e)', function(a, b) return b .. a end}, {'hello', 'l', function() return "
+    "false end},\n"
     "  {'hello', 'l', function() return {} end}, {'abc', '^a', 'x'}, {'abc', '()b', '%1'},\n"
     "  {'x', 'x', 5}, {'hello', 'l+', '%0%0', 0}, {'hello', 'l', '.', -1}, {'abc', 'b*', '-'},\n"
     "  {'abc', '', '%1'}, {'a b c', '%s', {[' '] = 1.5}}, {'abc', '.', true},\n"
@@ -426,7 +433,8 @@ START_TEST(test_pattern_functions_behave_as_lua)
              "  for l in (got .. '\\n'):gmatch('(.-)\\n') do gl[#gl + 1] = l end\n"
              "  for l in (want .. '\\n'):gmatch('(.-)\\n') do wl[#wl + 1] = l end\n"
              "  for i = 1, math.max(#gl, #wl) do\n"
-             "    if gl[i] ~= wl[i] then m.payload = i .. ': ' .. tostring(gl[i]) .. ' | ' .. tostring(wl[i]) return m end\n"
+             "    if gl[i] ~= wl[i] then m.payload = i .. ': ' .. tostring(gl[i]) .. ' | ' .. "
+             "tostring(wl[i]) return m end\n"
              "  end\n"
              "end}\n",
              pattern_cases, want);
