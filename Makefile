@@ -52,7 +52,7 @@ $(B)/obj/%.o: broker/%.c
 $(B)/obj/test/%.o: test/unit/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
-	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(OPT) $(EXTRA) $(CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(OPT) $(EXTRA) $(CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
 $(B)/liblunamq.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -71,6 +71,11 @@ $(B)/obj/bench/%.o: bench/%.c
 	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
 $(B)/lunamq-bench: $(B)/obj/bench/lunamq-bench.o $(B)/liblunamq.a
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
+
+# hooks_run alone, without a broker (not part of `all`): build/lunamq-hookbench
+$(B)/lunamq-hookbench: $(B)/obj/bench/hookbench.o $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
 

@@ -29,15 +29,19 @@ struct hook {
     struct event *timer;
     unsigned order; /* rank in file-name order, for chaining */
 
-    /* limits, checked by the allocator and the count hook */
+    /* limits, checked by the allocator, the count hook and the C functions that
+     * charge their work (sandbox_charge) */
     size_t mem, mem_limit;
     uint64_t steps, step_limit;
+    uint64_t check_at; /* steps at which sandbox_check runs: the limit or the clock */
+    uint64_t t0_us;    /* when the call under way began to be timed, 0: not timed */
+    size_t grown;      /* bytes allocated and not yet charged as a step */
     enum hook_abort abort;
     struct {
         void *ptr;
         size_t size; /* 0: none */
     } refused;       /* the last request the cap refused, until the next one */
-    bool limits_on;  /* off while the state is being built */
+    bool limits_on;  /* only while Lua code of the hook runs: a refusal elsewhere is fatal */
     enum gc_mode { GC_UNSET, GC_ROOMY, GC_NORMAL, GC_TIGHT } gc_mode; /* see sandbox_call */
     bool running; /* a call is under way: never re-entered */
 
@@ -97,6 +101,26 @@ hook_of(lua_State *L)
 {
     return *(struct hook **)lua_getextraspace(L);
 }
+
+/* Steps of work a C function does inside one call (match steps, bytes copied...), where
+ * no count hook fires: charged to the same instruction budget. Raises the budget error
+ * when it is spent; starts the clock of a call that turns out long. */
+void sandbox_check(lua_State *L);
+static inline void
+sandbox_charge(lua_State *L, uint64_t steps)
+{
+    struct hook *h = hook_of(L);
+    h->steps += steps;
+    if (h->steps >= h->check_at) sandbox_check(L);
+}
+
+/* bounded.c: replaces the functions of string, table and utf8 whose work grows with
+ * their arguments by versions that charge it first; calls pattern_open. */
+void bounded_open(lua_State *L);
+
+/* pattern.c: string.find, match, gmatch and gsub with Lua's pattern syntax, each
+ * matching step charged to the budget (Lua's own matcher runs unbounded in C). */
+void pattern_open(lua_State *L); /* replaces them in the string table on top */
 
 /* message.c: messages to and from Lua tables */
 void message_setup(struct hook *h); /* once per state */

@@ -185,11 +185,13 @@ void
 message_setup(struct hook *h)
 {
     lua_State *L = h->L;
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushcfunction(L, msg_index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, msg_pairs);
     lua_setfield(L, -2, "__pairs");
+    lua_pushboolean(L, 0); /* getmetatable(msg) is false: a __gc added here would be a */
+    lua_setfield(L, -2, "__metatable"); /* finalizer on every message table */
     h->ref_msg_meta = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 

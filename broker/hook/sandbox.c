@@ -23,12 +23,84 @@
 #include "topic.h"
 
 #define COUNT_STEP 1000 /* instructions between budget checks */
+/* What one step of the budget buys in work Lua does inside a single instruction or C
+ * call, where no count hook fires: bytes allocated (copies, concatenations, buffers)
+ * and, when the cap refuses a request, the full collection Lua runs before it asks
+ * again (a hook living at its cap would otherwise pay one per allocation). */
+#define ALLOC_BYTES_PER_STEP 128
+#define GC_BYTES_PER_STEP    64
+/* A call still running after this many steps is timed from then on, even when it is
+ * not the sampled one: a long call always shows in the hook's time figures. */
+#define LONG_CALL_STEPS COUNT_STEP
 
 int luaopen_cjson(lua_State *L); /* Debian's lua-cjson */
 
-/* When a request does not fit, Lua runs a full collection and asks again with the same
- * arguments: only a repeat that still does not fit is an overrun. Otherwise garbage a
- * hook has not yet collected would count against it. */
+static uint64_t
+now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Where sandbox_check looks next while the limits are on: the clock of a long call,
+ * then the budget's end. */
+static void
+set_check_at(struct hook *h)
+{
+    uint64_t over = h->step_limit + 1;
+    h->check_at = h->t0_us || over < LONG_CALL_STEPS ? over : LONG_CALL_STEPS;
+}
+
+static void
+note_long_call(struct hook *h)
+{
+    if (!h->t0_us && h->steps >= LONG_CALL_STEPS) {
+        h->t0_us = now_us();
+        set_check_at(h);
+    }
+}
+
+/* A request while the limits are on. Past the cap it is refused, and Lua then runs a
+ * full collection and asks again with the same arguments: only a repeat that still
+ * does not fit is a memory overrun. Otherwise garbage a hook has not yet collected
+ * would count against it. Past the budget it is refused too. */
+__attribute__((noinline)) static void *
+limited_realloc(struct hook *h, void *ptr, size_t osize, size_t nsize)
+{
+    bool retry = h->refused.size && h->refused.ptr == ptr && h->refused.size == nsize;
+    h->refused.size = 0;
+    if (nsize > osize) {
+        size_t grow = nsize - osize;
+        h->grown += grow;
+        if (h->grown >= ALLOC_BYTES_PER_STEP) {
+            h->steps += h->grown / ALLOC_BYTES_PER_STEP;
+            h->grown %= ALLOC_BYTES_PER_STEP;
+        }
+        if (h->mem + grow > h->mem_limit) {
+            if (!retry) h->steps += h->mem / GC_BYTES_PER_STEP; /* the collection to come */
+            h->abort = ABORT_MEMORY;
+            h->refused.ptr = ptr;
+            h->refused.size = nsize;
+            return NULL;
+        }
+        if (h->steps >= h->check_at) { /* the budget's end or the clock of a long call */
+            note_long_call(h);
+            /* past the budget, refuse once: the error on its way must still be made */
+            if (h->steps > h->step_limit && (h->abort == ABORT_NONE || retry)) {
+                h->abort = ABORT_BUDGET;
+                return NULL;
+            }
+        }
+        if (retry && h->abort == ABORT_MEMORY) h->abort = ABORT_NONE; /* it made room */
+    }
+    void *p = realloc(ptr, nsize);
+    if (p) h->mem = h->mem - osize + nsize;
+    return p;
+}
+
+/* Limits apply only while the hook's Lua code runs (limits_on): there a refusal is an
+ * error sandbox_call catches, elsewhere (building a message table) it would abort. */
 static void *
 limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -39,31 +111,48 @@ limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         h->mem -= osize;
         return NULL;
     }
-    bool retry = h->refused.size && h->refused.ptr == ptr && h->refused.size == nsize;
-    h->refused.size = 0;
-    if (nsize > osize && h->limits_on && h->mem + (nsize - osize) > h->mem_limit) {
-        h->abort = ABORT_MEMORY;
-        h->refused.ptr = ptr;
-        h->refused.size = nsize;
-        return NULL;
-    }
-    if (retry && h->abort == ABORT_MEMORY) h->abort = ABORT_NONE; /* the collection made room */
+    if (h->limits_on) return limited_realloc(h, ptr, osize, nsize);
     void *p = realloc(ptr, nsize);
     if (p) h->mem = h->mem - osize + nsize;
     return p;
 }
 
-static void
-count_hook(lua_State *L, lua_Debug *ar)
+/* The error names the innermost Lua function running (a C function charging its
+ * work is not one). lua_error, not luaL_error: that would prefix its caller's line. */
+static int
+budget_error(lua_State *L)
+{
+    struct hook *h = hook_of(L);
+    h->abort = h->abort == ABORT_NONE ? ABORT_BUDGET : h->abort;
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sl", &ar);
+        if (ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: instruction budget of %I exceeded", ar.short_src,
+                            ar.currentline, (lua_Integer)h->step_limit);
+            return lua_error(L);
+        }
+    }
+    lua_pushfstring(L, "instruction budget of %I exceeded", (lua_Integer)h->step_limit);
+    return lua_error(L);
+}
+
+void
+sandbox_check(lua_State *L)
 {
     struct hook *h = hook_of(L);
     if (!h->limits_on) return;
+    note_long_call(h);
+    if (h->steps > h->step_limit || h->abort != ABORT_NONE) budget_error(L);
+}
+
+static void
+count_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct hook *h = hook_of(L);
     h->steps += COUNT_STEP;
-    if (h->steps <= h->step_limit && h->abort == ABORT_NONE) return;
-    h->abort = h->abort == ABORT_NONE ? ABORT_BUDGET : h->abort;
-    lua_getinfo(L, "Sl", ar);
-    luaL_error(L, "%s:%d: instruction budget of %I exceeded", ar->short_src, ar->currentline,
-               (lua_Integer)h->step_limit);
+    if (h->steps >= h->check_at || h->abort != ABORT_NONE) sandbox_check(L);
 }
 
 /* pcall/xpcall that cannot swallow a budget or memory abort. */
@@ -102,6 +191,27 @@ safe_xpcall(lua_State *L)
     return finish_pcall(L, status, 2);
 }
 
+/* setmetatable without finalizers: Lua runs __gc with hooks off, so no budget would
+ * stop one that loops (and lua_close runs them all on reload). A field added to the
+ * metatable later makes no finalizer: Lua marks an object only when it gets its
+ * metatable. */
+static int
+safe_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        bool gc = lua_rawget(L, 2) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (gc)
+            return luaL_error(L, "setmetatable: __gc is not allowed in hooks (finalizers "
+                                 "would run outside the instruction budget)");
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 /* load(chunk [, chunkname]): text chunks from strings only. */
 static int
 safe_load(lua_State *L)
@@ -121,9 +231,9 @@ static void
 log_args(lua_State *L, int first, unsigned level)
 {
     struct hook *h = hook_of(L);
+    int n = lua_gettop(L); /* before the buffer's own slot */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    int n = lua_gettop(L);
     for (int i = first; i <= n; i++) {
         if (i > first) luaL_addchar(&b, ' ');
         luaL_tolstring(L, i, NULL);
@@ -235,6 +345,9 @@ open_libs(lua_State *L)
                                     {NULL, NULL}};
     lua_pushglobaltable(L);
     luaL_setfuncs(L, base, 0);
+    lua_getfield(L, -1, "setmetatable");
+    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_setfield(L, -2, "setmetatable");
     lua_pop(L, 1);
     /* json: lua-cjson, decode errors are Lua errors (pcall catches them) */
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
@@ -246,6 +359,7 @@ open_libs(lua_State *L)
                                       {NULL, NULL}};
     luaL_newlib(L, broker);
     lua_setglobal(L, "broker");
+    bounded_open(L); /* string, table, utf8 and json functions that charge their work */
 }
 
 static int
@@ -321,6 +435,24 @@ read_spec(struct hook *h, char *err, size_t errlen)
     return true;
 }
 
+/* The limits apply from here until limits_disarm: a fresh budget. */
+static void
+limits_arm(struct hook *h)
+{
+    h->steps = 0;
+    h->abort = ABORT_NONE;
+    h->refused.size = 0;
+    h->limits_on = true;
+    set_check_at(h);
+}
+
+static void
+limits_disarm(struct hook *h)
+{
+    h->limits_on = false;
+    h->check_at = UINT64_MAX;
+}
+
 struct hook *
 sandbox_load(struct hooks *hs, const char *name, const char *path, char *err, size_t errlen)
 {
@@ -358,20 +490,20 @@ sandbox_load(struct hooks *hs, const char *name, const char *path, char *err, si
     const char *src = lua_tolstring(h->L, -1, &len);
     char chunkname[300];
     snprintf(chunkname, sizeof(chunkname), "@%s", name);
-    h->limits_on = true;
     if (luaL_loadbufferx(h->L, src, len, chunkname, "t") != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
         sandbox_close(h);
         return NULL;
     }
     lua_remove(h->L, -2); /* the source */
-    h->steps = 0;
-    h->abort = ABORT_NONE;
+    limits_arm(h);
     int rc = lua_pcall(h->L, 0, 1, 0);
+    limits_disarm(h);
     if (rc != LUA_OK) {
         snprintf(err, errlen, "%s",
-                 h->abort == ABORT_MEMORY ? "memory limit exceeded while loading"
-                                          : luaL_optstring(h->L, -1, "error while loading"));
+                 h->abort == ABORT_MEMORY   ? "memory limit exceeded while loading"
+                 : h->abort == ABORT_BUDGET ? "instruction budget exceeded while loading"
+                                            : luaL_optstring(h->L, -1, "error while loading"));
         sandbox_close(h);
         return NULL;
     }
@@ -380,6 +512,7 @@ sandbox_load(struct hooks *hs, const char *name, const char *path, char *err, si
         return NULL;
     }
     lua_settop(h->L, 0);
+    h->t0_us = 0;
     return h;
 }
 
@@ -388,22 +521,47 @@ sandbox_close(struct hook *h)
 {
     if (!h) return;
     if (h->timer) event_free(h->timer);
-    if (h->L) {
-        h->limits_on = false;
-        lua_close(h->L);
-    }
+    if (h->L) lua_close(h->L); /* runs no Lua finalizer: __gc is refused */
     for (size_t i = 0; i < h->ntopics; i++) free(h->topics[i]);
     free(h->topics);
     free(h->name);
     free(h);
 }
 
-static uint64_t
-now_us(void)
+/* How soon Lua collects, by how full the state is. Small states (most hooks) wait
+ * until the heap is 8 times what lived after the last collection: every message
+ * leaves garbage (its table), and each collection walks everything alive. Past half
+ * the cap, garbage would hit the cap first (and lauxlib's buffers fail without the
+ * collect-and-retry the core does): collect sooner and faster there, but never with a
+ * pause of 100% or less, which starts the next cycle as soon as one ends: when one
+ * step covers a whole cycle, every allocation then walks the whole heap (a hook making
+ * 200 000 tables after a call that left its state full took hours). */
+static void
+set_gc_mode(struct hook *h)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    enum gc_mode mode = h->mem < h->mem_limit / 16   ? GC_ROOMY
+                        : h->mem <= h->mem_limit / 2 ? GC_NORMAL
+                                                     : GC_TIGHT;
+    if (mode != h->gc_mode) {
+        static const int pause[] = {800, 200, 120}, stepmul[] = {100, 100, 400};
+        lua_gc(h->L, LUA_GCINC, pause[mode - GC_ROOMY], stepmul[mode - GC_ROOMY], 0);
+        h->gc_mode = mode;
+    }
+}
+
+/* The time figures: one call in `sample` is timed and counts for `sample` calls; a
+ * call that ran long (timed from its LONG_CALL_STEPS-th step on) counts for itself
+ * alone, sampled or not, and a sampled one that ran long leaves the sample to the
+ * next call. */
+static void
+account_time(struct hook *h, bool sampled, unsigned sample)
+{
+    uint64_t took = now_us() - h->t0_us;
+    h->t0_us = 0;
+    bool long_call = h->steps >= LONG_CALL_STEPS;
+    h->stats->total_us += long_call ? took : took * sample;
+    if (sampled && !long_call) h->untimed = 0;
+    if (took > h->stats->max_us) h->stats->max_us = took;
 }
 
 int
@@ -411,55 +569,42 @@ sandbox_call(struct hook *h, int nargs, int nres, unsigned sample, const char *w
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs - 1; /* what was below the function stays */
-    h->steps = 0;
-    h->abort = ABORT_NONE;
     h->mem_limit = h->hs->conf.memory_limit;
     h->step_limit = h->hs->conf.instruction_limit;
-    /* How soon Lua collects, by how full the state is. Small states (most hooks) wait
-     * until the heap is 8 times what lived after the last collection: every message
-     * leaves garbage (its table), and each collection walks everything alive. Past
-     * half the cap, garbage would hit the cap first (and lauxlib's buffers fail without
-     * the collect-and-retry the core does): collect continuously and faster there. */
-    enum gc_mode mode = h->mem < h->mem_limit / 16   ? GC_ROOMY
-                        : h->mem <= h->mem_limit / 2 ? GC_NORMAL
-                                                     : GC_TIGHT;
-    if (mode != h->gc_mode) {
-        static const int pause[] = {800, 200, 100}, stepmul[] = {100, 100, 400};
-        lua_gc(L, LUA_GCINC, pause[mode - GC_ROOMY], stepmul[mode - GC_ROOMY], 0);
-        h->gc_mode = mode;
-    }
+    set_gc_mode(h);
     h->running = true;
-    bool timed = ++h->untimed >= sample;
-    uint64_t t0 = timed ? now_us() : 0;
+    bool sampled = ++h->untimed >= sample;
+    h->t0_us = sampled ? now_us() : 0;
+    limits_arm(h);
     int rc = lua_pcall(L, nargs, nres, 0);
+    limits_disarm(h);
     h->running = false;
-    if (timed) {
-        uint64_t took = now_us() - t0;
-        h->untimed = 0;
-        h->stats->total_us += took * sample;
-        if (took > h->stats->max_us) h->stats->max_us = took;
-    }
+    if (h->t0_us) account_time(h, sampled, sample);
     if (rc == LUA_OK) return LUA_OK;
 
     const char *kind;
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)";
+    char budget_msg[64];
     if (h->abort == ABORT_BUDGET) {
         h->stats->budget_overruns++;
         kind = "instruction budget";
+        if (rc == LUA_ERRMEM || !strstr(msg, "instruction budget")) { /* refused allocation */
+            snprintf(budget_msg, sizeof(budget_msg), "instruction budget of %llu exceeded",
+                     (unsigned long long)h->step_limit);
+            msg = budget_msg;
+        }
     } else if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM) {
         h->stats->memory_overruns++;
         kind = "memory limit";
+        msg = "memory limit exceeded";
     } else {
         h->stats->errors++;
         kind = "error";
     }
-    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)";
-    if (h->abort == ABORT_MEMORY || rc == LUA_ERRMEM) msg = "memory limit exceeded";
     lq_log_limited(&h->failures_log, LQ_LOG_WARNING, "hook %s: %s: %s: %s", h->name, what, kind,
                    msg);
     lua_settop(L, base);
     h->abort = ABORT_NONE;
-    h->limits_on = false; /* let the collector run unhindered */
-    lua_gc(L, LUA_GCCOLLECT);
-    h->limits_on = true;
+    lua_gc(L, LUA_GCCOLLECT); /* limits are off: the collector runs unhindered */
     return rc;
 }

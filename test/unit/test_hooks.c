@@ -4,9 +4,12 @@
  * hooks_run with a host that records broker.publish, and the per-hook counters the
  * admin CLI will show. */
 #include <check.h>
+#include <lauxlib.h>
+#include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hooks.h"
@@ -158,9 +161,10 @@ START_TEST(test_limits_cannot_be_caught)
     write_hook("10-loop.lua", "return {topics = {'loop'}, on_publish = function(m)\n"
                               "  pcall(function() while true do end end)\n"
                               "  m.payload = 'escaped' return m end}\n");
-    write_hook("20-hog.lua", "return {topics = {'hog'}, on_publish = function(m)\n"
+    write_hook("20-hog.lua", "local x = '0123456789abcdef' x = x .. x .. x .. x\n"
+                             "return {topics = {'hog'}, on_publish = function(m)\n"
                              "  pcall(function() local t = {} for i = 1, 1e9 do\n"
-                             "    t[i] = string.rep('x', 64) .. i end end)\n"
+                             "    t[i] = x .. i end end)\n"
                              "  m.payload = 'escaped' return m end}\n");
     struct hooks *hs = start(100000, 1 << 20, true); /* hook_on_error drop */
     ck_assert_uint_eq(run(hs, "loop", "x", NULL, NULL), 0);
@@ -195,6 +199,252 @@ START_TEST(test_garbage_near_the_cap_is_collected_not_cut)
     }
     ck_assert_uint_eq(stats_of(hs, "10-big.lua").memory_overruns, 0);
     ck_assert_uint_eq(stats_of(hs, "10-big.lua").errors, 0);
+    teardown(hs);
+}
+END_TEST
+
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* issue 11.5: Lua's pattern matcher runs inside one C call, where no count hook fires.
+ * A backtracking pattern on 300 commas took seconds; the sandbox's own matcher charges
+ * its steps to the instruction budget, so the call is cut as an overrun, and a long
+ * call shows in the time figures even when it was not the sampled one. */
+START_TEST(test_pattern_matching_is_bounded_by_the_budget)
+{
+    setup();
+    write_hook("10-csv.lua", "return {topics = {'csv'}, on_publish = function(m)\n"
+                             "  local a, b, c, d = m.payload:match('^(.-),(.-),(.-),(.-);$')\n"
+                             "  return m end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, true);
+    char payload[302];
+    memset(payload, ',', 300);
+    payload[300] = '\0';
+    uint64_t t0 = mono_us();
+    ck_assert_uint_eq(run(hs, "csv", payload, NULL, NULL), 0); /* cut: dropped */
+    uint64_t took = mono_us() - t0;
+    ck_assert_msg(took < 200000, "the match ran %llu us", (unsigned long long)took);
+    struct hook_stats s = stats_of(hs, "10-csv.lua");
+    ck_assert_uint_eq(s.budget_overruns, 1);
+    ck_assert_uint_gt(s.max_us, 0); /* the first call is not a sampled one */
+    teardown(hs);
+}
+END_TEST
+
+/* issue 11.5: other C functions whose work grows with their arguments, in a loop that
+ * costs the VM few instructions: each must be charged, not run for minutes. */
+START_TEST(test_long_c_calls_are_charged_to_the_budget)
+{
+    static const char *const bodies[] = {
+        "string.rep('', 1 << 50)",
+        "string.rep('x', 1 << 40)",
+        "table.concat(setmetatable({}, {__index = function() return '' end}), '', 1, 1 << 40)",
+        "table.move({}, 1, 1 << 40, 1)",
+        "local t = setmetatable({}, {__len = function() return 1 << 40 end}); table.insert(t, 1, "
+        "1)",
+        "local s = string.rep('ab', 1 << 20); for i = 1, 1e6 do local u = s:upper() end",
+        "local s = string.rep('ab', 1 << 20); for i = 1, 1e6 do local u = s .. i end",
+        "local s = string.rep('ab', 1 << 20); for i = 1, 1e6 do local u = s:find('b', 1, true) end",
+        "local s = string.rep('a', 1 << 20); for i = 1, 1e6 do local u = s:find('a*b') end",
+        "local s = string.rep('a', 1 << 20); for i = 1, 1e6 do local u = s:gsub('a', 'b') end",
+        "local s = string.rep('\\xff', 1 << 20); for i = 1, 1e6 do local u = utf8.len(s) end",
+        NULL};
+    setup();
+    char src[512];
+    for (int i = 0; bodies[i]; i++) {
+        snprintf(src, sizeof(src),
+                 "return {topics = {'c/%d'}, on_publish = function(m) %s return m end}\n", i,
+                 bodies[i]);
+        char name[32];
+        snprintf(name, sizeof(name), "%02d.lua", i);
+        write_hook(name, src);
+    }
+    struct hooks *hs = start(1000000, 16 << 20, true);
+    for (int i = 0; bodies[i]; i++) {
+        char topic[16], name[32];
+        snprintf(topic, sizeof(topic), "c/%d", i);
+        snprintf(name, sizeof(name), "%02d.lua", i);
+        uint64_t t0 = mono_us();
+        run(hs, topic, "x", NULL, NULL);
+        uint64_t took = mono_us() - t0;
+        struct hook_stats s = stats_of(hs, name);
+        ck_assert_msg(took < 500000, "%s ran %llu us", bodies[i], (unsigned long long)took);
+        ck_assert_msg(s.budget_overruns + s.memory_overruns + s.errors == 1, "%s not cut",
+                      bodies[i]);
+    }
+    teardown(hs);
+}
+END_TEST
+
+/* issue 11.6: Lua runs finalizers with hooks off, so a __gc that loops was never cut,
+ * neither during a call nor when lua_close ran it on reload. __gc is refused. */
+START_TEST(test_gc_metamethods_are_refused)
+{
+    setup();
+    write_hook(
+        "10-gc.lua",
+        "return {topics = {'gc'}, on_publish = function(m)\n"
+        "  local ok, e = pcall(setmetatable, {}, {__gc = function() while true do end end})\n"
+        "  m.payload = ok and 'accepted' or e\n"
+        "  for i = 1, 1e5 do local t = {} end -- a collection now and then\n"
+        "  return m end}\n");
+    write_hook(
+        "20-gc-late.lua",
+        "keep = {}\n"
+        "return {topics = {'late'}, on_publish = function(m)\n"
+        "  local mt = {}\n"
+        "  keep[#keep + 1] = setmetatable({}, mt); mt.__gc = function() while true do end end\n"
+        "  return m end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, true);
+    char first[128];
+    ck_assert_uint_eq(run(hs, "gc", "x", first, NULL), 1);
+    ck_assert_msg(strstr(first, "__gc") && strstr(first, "not allowed"), "%s", first);
+    run(hs, "late", "x", NULL, NULL);
+    ck_assert_uint_eq(run(hs, "late", "x", first, NULL), 1); /* a field set later is no finalizer */
+    ck_assert_str_eq(first, "late x");
+    teardown(hs); /* lua_close runs finalizers: must not hang */
+}
+END_TEST
+
+/* issue 11.11: on_publish building 200 000 tables fits the default 16 MiB cap and
+ * leaves the state full of garbage; the next call never returned: with the collector's
+ * pause at 100%, each allocation ran a whole collection cycle. Every call must end:
+ * 200 000 tables pass, 300 000 (more than the cap) are cut as memory overruns. */
+START_TEST(test_memory_cap_ends_every_call)
+{
+    setup();
+    write_hook("10-tables.lua", "return {topics = {'t'}, on_publish = function(m)\n"
+                                "  local t = {}\n"
+                                "  for i = 1, tonumber(m.payload) do t[i] = {} end\n"
+                                "  return m end}\n");
+    struct hooks *hs = start(100000000, 16 << 20, true);
+    static const char *const counts[] = {"200000", "200000", "300000", "200000", "300000"};
+    for (int i = 0; i < 5; i++) {
+        uint64_t t0 = mono_us();
+        run(hs, "t", counts[i], NULL, NULL);
+        uint64_t took = mono_us() - t0;
+        ck_assert_msg(took < 2000000, "call %d ran %llu us", i, (unsigned long long)took);
+    }
+    struct hook_stats s = stats_of(hs, "10-tables.lua");
+    ck_assert_uint_eq(s.calls, 5);
+    ck_assert_uint_eq(s.passed, 3);
+    ck_assert_uint_eq(s.memory_overruns, 2);
+    ck_assert_uint_eq(s.budget_overruns + s.errors, 0);
+    teardown(hs);
+}
+END_TEST
+
+/* The sandbox's pattern functions (pattern.c) against Lua's own on the same cases:
+ * results and error messages must be the same. */
+static const char pattern_cases[] =
+    "local F, M, G, S = ...\n"
+    "local out = {}\n"
+    "local function put(ok, ...)\n"
+    "  local t = table.pack(...)\n"
+    "  for i = 1, t.n do\n"
+    "    local v, e = tostring(t[i]), {}\n"
+    "    for k = 1, #v do local b = v:byte(k) e[k] = (b < 32 or b > 126) and ('\\\\' .. b) or "
+    "string.char(b) end\n"
+    "    t[i] = table.concat(e)\n"
+    "  end\n"
+    "  out[#out + 1] = (ok and '' or 'E:') .. table.concat(t, ',', 1, t.n)\n"
+    "end\n"
+    "local function all(it) local r = {} for a, b in it do r[#r + 1] = tostring(a) .. '/' .. "
+    "tostring(b) end return table.concat(r, ' ') end\n"
+    "local finds = {\n"
+    "  {'hello world', 'o'}, {'hello world', 'o', 6}, {'hello world', 'l+'}, {'hello', '^h'},\n"
+    "  {'hello', '^e'}, {'hello', 'o$'}, {'a$b', '$b'}, {'hello', ''}, {'', ''}, {'', 'a*'},\n"
+    "  {'  key = value ', '^%s*(%w+)%s*=%s*(%w+)%s*$'}, {'THE (quick) fox', '%((%a+)%)'},\n"
+    "  {'x = 1, y = 22', '(%a)%s*=%s*(%d+)'}, {'f(a(b)c)d', '%b()'}, {'f(a(b c', '%b()'},\n"
+    "  {'THE (quick) fox', '%f[%a]%a+', 4}, {'hello', '()ll()'}, {'abcabc', '(abc)%1'},\n"
+    "  {'aaa', 'a-b'}, {'aaab', 'a-b'}, {'aaab', 'a*'}, {'[]]', '[]]'}, {'a-b', '[a%-]+'},\n"
+    "  {'a^b', '[%^b]+'}, {'xyz', '[^x]+'}, {'0x1F', '%x+', 3}, {'hello', 'l', -2},\n"
+    "  {'hello', 'l', -100}, {'hello', 'l', 10}, {'hello', 'l', 6}, {'h\\195\\169llo', "
+    "'[\\128-\\255]+'},\n"
+    "  {'a.b', '.', 1, true}, {'a.b', '%.'}, {'a+b', '+', 1, true}, {'a b\\tc\\nd', '%s'},\n"
+    "  {'ABCdef123', '%u+%l+%d+'}, {'ABCdef123', '%U+'}, {'1.5e10 x', '^[+-]?%d+%.?%d*[eE]?%d*'},\n"
+    "  {'/a/b/', '/([^/]+)'}, {'transactions/eu/m1', '^transactions/([^/]+)/'},\n"
+    "  {'abc', 'a?b?c?'}, {'b', 'a?'}, {'q', '[%a-z]'}, {'-', '[a-]'}, {'-', '[-a]'},\n"
+    "  {'axx', 'x*$'}, {'a\\0b', '%z'}, {'a\\0b', '\\0'}, {'a\\0b', '[\\0]'}, {'x', '%f[%z]'},\n"
+    "  {'THE END', '%f[%w]%w+%f[%W]'}, {'abc', '(a)(b)(c)'}, {'abc', '((a)(b))'}, {'a%b', '%%'},\n"
+    "  {'hello', '%'}, {'hello', '[a'}, {'hello', '[a%'}, {'hello', '(%'}, {'hello', '%b'},\n"
+    "  {'hello', '%f'}, {'hello', '(()'}, {'hello', '%1'}, {'hello', '(h)%2'}, {'hello', ')'},\n"
+    "  {'a', string.rep('(', 33) .. 'a' .. string.rep(')', 33)}, {'x', string.rep('a?', 300)},\n"
+    "  {'hello', '(h)(e)(%1)'}, {'hello', 'h(.-)o'}, {'hello', '.-'}, {'', '^$'}, {'x', '^$'},\n"
+    "  {'abc', '[]'}, {'abc', '[^]'}, {'a]c', '[]a]+'}, {'abc', '.', 4}, {'abc', '', 4},\n"
+    "  {'abc', '', 5}, {'café', 'é'}, {'a.b.c', '.', 2, true},\n"
+    "}\n"
+    "for _, c in ipairs(finds) do\n"
+    "  put(pcall(F, c[1], c[2], c[3], c[4]))\n"
+    "  put(pcall(M, c[1], c[2], c[3]))\n"
+    "  put(pcall(function() return all(G(c[1], c[2], c[3])) end))\n"
+    "  put(pcall(S, c[1], c[2], '<%0>'))\n"
+    "end\n"
+    "local subs = {\n"
+    "  {'hello world', 'o', '0'}, {'hello world', '(o)', '[%1]'}, {'hello', '', '-'},\n"
+    "  {'hello world', '%w+', '%0 %0', 1}, {'abc', '%w', '%%'}, {'abc', '%w', '%2'},\n"
+    "  {'abc', '%w', '%'}, {'abc', '%w', '%x'}, {'hello', 'l', {l = 'L'}}, {'hello', 'l', {}},\n"
+    "  {'hello', '(h)(e)', function(a, b) return b .. a end}, {'hello', 'l', function() return "
+    "false end},\n"
+    "  {'hello', 'l', function() return {} end}, {'abc', '^a', 'x'}, {'abc', '()b', '%1'},\n"
+    "  {'x', 'x', 5}, {'hello', 'l+', '%0%0', 0}, {'hello', 'l', '.', -1}, {'abc', 'b*', '-'},\n"
+    "  {'abc', '', '%1'}, {'a b c', '%s', {[' '] = 1.5}}, {'abc', '.', true},\n"
+    "}\n"
+    "for _, c in ipairs(subs) do put(pcall(S, c[1], c[2], c[3], c[4])) end\n"
+    "put(pcall(function() return all(G('hello world from lua', '%a+', -3)) end))\n"
+    "put(pcall(function() return all(G('abc', '^a')) end))\n"
+    "put(pcall(function() return ('x'):find('x'), ('abc'):match('b'), ('a'):gsub('a', 'b') end))\n"
+    "return table.concat(out, '\\n')\n";
+
+static char *
+pattern_results_of_stock_lua(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    ck_assert_int_eq(luaL_loadbuffer(L, pattern_cases, strlen(pattern_cases), "=cases"), LUA_OK);
+    lua_getglobal(L, "string");
+    static const char *const fns[] = {"find", "match", "gmatch", "gsub"};
+    for (int i = 0; i < 4; i++) lua_getfield(L, -1 - i, fns[i]);
+    lua_remove(L, -5);
+    ck_assert_int_eq(lua_pcall(L, 4, 1, 0), LUA_OK);
+    char *r = strdup(lua_tostring(L, -1));
+    lua_close(L);
+    return r;
+}
+
+START_TEST(test_pattern_functions_behave_as_lua)
+{
+    setup();
+    char *want = pattern_results_of_stock_lua();
+    size_t n = 2 * strlen(pattern_cases) + strlen(want) + 1024;
+    char *src = malloc(n);
+    snprintf(src, n,
+             "local run = load([==[%s]==], '=cases')\n"
+             "local want = [==[%s]==]\n"
+             "return {topics = {'p'}, on_publish = function(m)\n"
+             "  local got = run(string.find, string.match, string.gmatch, string.gsub)\n"
+             "  if got == want then m.payload = 'same' return m end\n"
+             "  local gl, wl = {}, {}\n"
+             "  for l in (got .. '\\n'):gmatch('(.-)\\n') do gl[#gl + 1] = l end\n"
+             "  for l in (want .. '\\n'):gmatch('(.-)\\n') do wl[#wl + 1] = l end\n"
+             "  for i = 1, math.max(#gl, #wl) do\n"
+             "    if gl[i] ~= wl[i] then m.payload = i .. ': ' .. tostring(gl[i]) .. ' | ' .. "
+             "tostring(wl[i]) return m end\n"
+             "  end\n"
+             "end}\n",
+             pattern_cases, want);
+    write_hook("10-patterns.lua", src);
+    free(src);
+    free(want);
+    struct hooks *hs = start(10000000, 16 << 20, false);
+    char first[128];
+    ck_assert_uint_eq(run(hs, "p", "x", first, NULL), 1);
+    ck_assert_str_eq(first, "p same");
     teardown(hs);
 }
 END_TEST
@@ -238,6 +488,11 @@ suite_hooks(void)
     tcase_add_test(tc, test_limits_cannot_be_caught);
     tcase_add_test(tc, test_chain_and_failed_reload);
     tcase_add_test(tc, test_garbage_near_the_cap_is_collected_not_cut);
+    tcase_add_test(tc, test_pattern_matching_is_bounded_by_the_budget);
+    tcase_add_test(tc, test_long_c_calls_are_charged_to_the_budget);
+    tcase_add_test(tc, test_gc_metamethods_are_refused);
+    tcase_add_test(tc, test_memory_cap_ends_every_call);
+    tcase_add_test(tc, test_pattern_functions_behave_as_lua);
     suite_add_tcase(s, tc);
     return s;
 }
