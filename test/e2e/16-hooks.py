@@ -600,3 +600,19 @@ return {topics = {"life/#"}, interval = 0.2,
     assert [(m.topic, m.payload) for m in msgs] == [("life/event", b"loaded"), ("life/tick", b"3")]
     os.unlink(os.path.join(b.scripts, "10-life.lua"))
     assert wait_for(lambda: "hook 10-life.lua: unloading after" in b.output(), 5)
+
+
+def test_log_and_print_lines_are_exactly_their_arguments(b):
+    """issue 12.8: broker.log() and print() write their arguments joined by spaces and
+    nothing else (a stray "userdata: 0x..." was appended: the buffer's own stack slot)."""
+    install(b, "talk.lua", 'return {topics = {"talk"}, on_publish = function(msg)\n'
+                           '  broker.log("notice", "seen", msg.topic, 42)\n'
+                           '  print("printed", true, nil)\n'
+                           '  return msg\n'
+                           'end}\n')
+    c = connected(b.port, "talker")
+    pub_ack(c, "talk", b"x")
+    assert wait_for(lambda: "hook talk.lua: printed" in b.output(), 3)
+    lines = [l.split(": ", 1)[1] for l in b.output().splitlines() if "hook talk.lua: " in l
+             and "loaded" not in l]
+    assert lines == ["hook talk.lua: seen talk 42", "hook talk.lua: printed true nil"], lines
