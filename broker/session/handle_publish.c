@@ -179,10 +179,11 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         ack_publisher(s, MQTT_PUBREC, p.packet_id, 0, false);
         return MQTT_RC_SUCCESS;
     }
-    /* past our Receive Maximum [MQTT-3.3.4-7]; QoS 1 only while held, and 3.1.x clients,
-     * which do not know it, are not read past it instead (hold_ack) */
-    if ((p.qos == 2 || (p.qos == 1 && v5)) && unacknowledged(s) >= broker_receive_max(b))
-        return MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED;
+    /* past our Receive Maximum [MQTT-3.3.4-7] (QoS 1 only while held). 3.1.x clients do
+     * not know it: while held they are not read past it instead (hold_ack), and only the
+     * QoS 2 state we keep for them is bounded here */
+    uint32_t unacked = v5 ? unacknowledged(s) : p.qos == 2 ? s->nin : 0;
+    if (p.qos && unacked >= broker_receive_max(b)) return MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED;
     if (b->conf.message_size_limit && p.payload.len > b->conf.message_size_limit) {
         b->ctr.dropped_oversize++;
         session_log(s, LQ_LOG_NOTICE,
