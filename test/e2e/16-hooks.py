@@ -15,23 +15,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
-from lqtest import ROOT, conf, pki_dir, wait_for
+from lqtest import install_hook as install, ROOT, conf, pki_dir, wait_for
 from mqttraw import PUBACK, PUBLISH, SESSION_EXPIRY, USER_PROPERTY, WILL_DELAY, Client, connected
 
 HOST = "127.0.0.1"
 EXAMPLES = os.path.join(ROOT, "examples", "hooks")
-
-
-def install(b, name, src, expect="loaded"):
-    """Write a hook file (atomically, as editors and deploy tools do) and wait until
-    the broker has loaded it, or logged `expect` about it."""
-    marker = "hook %s: %s" % (name, expect)
-    before = b.output().count(marker)
-    tmp = os.path.join(b.scripts, "." + name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(src)
-    os.rename(tmp, os.path.join(b.scripts, name))
-    assert wait_for(lambda: b.output().count(marker) > before, 5), b.output()
 
 
 def install_example(b, name, replace=()):

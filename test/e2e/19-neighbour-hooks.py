@@ -11,19 +11,8 @@ import os
 import subprocess
 import time
 
-from lqtest import CTL, conf, rss_kb, wait_for
+from lqtest import install_hook as install, CTL, conf, rss_kb, wait_for
 from mqttraw import PUBACK, PUBLISH, Probe, connected
-
-
-def install(b, name, src, expect="loaded"):
-    """Write a hook file atomically and wait until the broker logged `expect` for it."""
-    marker = "hook %s: %s" % (name, expect)
-    before = b.output().count(marker)
-    tmp = os.path.join(b.scripts, "." + name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(src)
-    os.rename(tmp, os.path.join(b.scripts, name))
-    assert wait_for(lambda: b.output().count(marker) > before, 5), b.output()
 
 
 def hook_stats(b, name):

@@ -168,3 +168,15 @@ def wait_for(pred, timeout=5.0, step=0.02):
             return True
         time.sleep(step)
     return pred()
+
+
+def install_hook(b, name, src, expect="loaded"):
+    """Write a hook file into b's scripts_dir (atomically, as editors and deploy tools do)
+    and wait until the broker has loaded it, or logged `expect` about it."""
+    marker = "hook %s: %s" % (name, expect)
+    before = b.output().count(marker)
+    tmp = os.path.join(b.scripts, "." + name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(src)
+    os.rename(tmp, os.path.join(b.scripts, name))
+    assert wait_for(lambda: b.output().count(marker) > before, 5), b.output()
