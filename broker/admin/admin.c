@@ -724,9 +724,19 @@ someone_listens(const struct sockaddr_un *sun)
     return yes;
 }
 
-struct admin *
-admin_new(struct broker *b, struct event_base *base, const char *path)
+/* Only a socket is ours to remove: a stale one of a broker that did not stop cleanly.
+ * Anything else at that path (a typo naming a file) stays. */
+static void
+unlink_socket(const char *path)
 {
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+}
+
+struct admin *
+admin_new(struct broker *b, struct event_base *base, const char *path, char *err, size_t errlen)
+{
+    err[0] = '\0';
     struct admin *a = lq_xcalloc(1, sizeof(*a));
     a->b = b;
     a->started_ms = a->last_tick_ms = lq_now_ms();
@@ -754,7 +764,14 @@ admin_new(struct broker *b, struct event_base *base, const char *path)
         admin_free(a);
         return NULL;
     }
-    unlink(path);             /* a stale socket of a broker that did not stop cleanly */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "admin_socket %s: exists and is not a socket: not replacing it",
+                 path);
+        admin_free(a);
+        return NULL;
+    }
+    unlink_socket(path);
     mode_t old = umask(0177); /* created 0600: the broker's user (and root) only */
     a->evl =
         evconnlistener_new_bind(base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
@@ -778,7 +795,7 @@ admin_free(struct admin *a)
     if (!a) return;
     if (a->evl) evconnlistener_free(a->evl);
     accept_backoff_free(a->backoff);
-    if (a->path) unlink(a->path);
+    if (a->path) unlink_socket(a->path);
     if (a->tick) event_free(a->tick);
     metrics_http_free(a->http);
     free(a->path);

@@ -244,6 +244,31 @@ hook_publish(void *ud, struct msg *m, const struct hook *from)
     broker_publish(ud, m, NULL, NULL, from, DELIVER_NO_HOLD, &r);
 }
 
+/* Does every listener take the username from a client certificate it requires? */
+static bool
+usernames_from_certificates(const struct lq_conf *c)
+{
+    for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next) {
+        const struct tls_conf *t = lc->tls;
+        if (!t || !t->require_certificate ||
+            !(t->use_identity_as_username || t->use_subject_as_username))
+            return false;
+    }
+    return true;
+}
+
+/* allow_anonymous false only asks for a username: with no password file (none yet)
+ * nothing checks it, and an operator coming from mosquitto would expect it checked. */
+static void
+warn_unchecked_usernames(const struct lq_conf *c)
+{
+    if (c->allow_anonymous || usernames_from_certificates(c)) return;
+    lq_log(LQ_LOG_WARNING,
+           "allow_anonymous false: lunamq checks no passwords (there is no password_file "
+           "yet): any client that sends a username, whatever it is, is let in; for "
+           "authentication, use require_certificate with use_identity_as_username");
+}
+
 struct broker *
 broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path, char *errbuf,
            size_t errlen)
@@ -259,13 +284,20 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     b->nbuckets = 1024;
     b->buckets = lq_xcalloc(b->nbuckets, sizeof(*b->buckets));
     b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
+    warn_unchecked_usernames(&b->conf);
 
     struct hook_host host = {.publish = hook_publish, .ud = b};
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     b->hooks = hooks_new(base, &hc, &host);
-    /* no admin socket is not a reason to refuse service: admin_new logged why */
-    b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock");
+    /* no admin socket is not a reason to refuse service (admin_new logged why), a
+     * path naming something else is a configuration error */
+    b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock",
+                         errbuf, errlen);
+    if (errbuf[0]) {
+        broker_free(b);
+        return NULL;
+    }
 
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
         struct tls_ctx *tls = NULL;
@@ -412,6 +444,7 @@ broker_reload(struct broker *b)
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     hooks_configure(b->hooks, &hc); /* new limits; the directory is rescanned */
+    warn_unchecked_usernames(&b->conf);
     lq_log(LQ_LOG_NOTICE, "configuration reloaded from %s", b->conf_path);
     return 0;
 }
