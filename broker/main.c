@@ -61,9 +61,8 @@ main(int argc, char **argv)
     const char *conf_path = NULL;
     long port = 0;
     bool verbose = false;
-    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "c:p:vhV", longopts, NULL)) != -1) {
         switch (opt) {

@@ -27,6 +27,8 @@ struct tls_conf {
     int min_version;               /* 12 or 13 (tls_version tlsv1.2 / tlsv1.3); default 12 */
     char *ciphers;                 /* TLS 1.2 suites, colon separated IANA names; NULL: defaults */
     char *ciphers_tls13;           /* TLS 1.3 suites, likewise */
+    char *ciphers_at;              /* "FILE:LINE" of each, for its errors */
+    char *ciphers_tls13_at;
     uint32_t handshake_timeout;    /* seconds; default 10 */
 };
 
