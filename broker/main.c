@@ -41,7 +41,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    broker_reload(arg);
+    broker_reload(arg, NULL, 0);
 }
 
 static void
@@ -50,6 +50,7 @@ add_listener(struct lq_conf *c, const char *host, uint16_t port)
     struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
     lc->host = lq_xstrdup(host);
     lc->port = port;
+    lc->implicit = true;
     struct listener_conf **pp = &c->listeners;
     while (*pp) pp = &(*pp)->next;
     *pp = lc;

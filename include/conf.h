@@ -36,6 +36,7 @@ struct listener_conf {
     char *host; /* NULL: all addresses */
     uint16_t port;
     char *at;                   /* "FILE:LINE" of the listener line */
+    bool implicit;              /* not from the file: -p, or the default 127.0.0.1:1883 */
     struct tls_conf *tls;       /* NULL: plain TCP (no certfile given) */
     struct listener_conf *next; /* in file order */
 };

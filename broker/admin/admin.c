@@ -472,9 +472,12 @@ cmd_reload(struct admin *a, struct reply *r, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    if (broker_reload(a->b) < 0) return "the configuration file does not parse (see the log)";
+    char restart[128];
+    if (broker_reload(a->b, restart, sizeof(restart)) < 0)
+        return "the configuration file does not parse (see the log)";
     reply_object(r);
     reply_str(r, "reloaded", a->b->conf_path ? a->b->conf_path : "(no configuration file)");
+    reply_str(r, "needs_restart", restart[0] ? restart : NULL);
     reply_end_object(r);
     return NULL;
 }

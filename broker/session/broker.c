@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "tls.h"
 #include "retain.h"
+#include "sbuf.h"
 #include "session_int.h"
 
 #define CONNECT_TIMEOUT_MS 10000 /* a socket must send CONNECT within this */
@@ -416,9 +417,58 @@ reload_tls(struct broker *b, const struct lq_conf *nc)
     }
 }
 
-int
-broker_reload(struct broker *b)
+static bool
+same_str(const char *a, const char *b)
 {
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Do the listeners of the file differ from those running (-p's and the default one
+ * aside)? Any difference, even only TLS material loading, needs a restart. */
+static bool
+listeners_differ(const struct listener_conf *run, const struct listener_conf *nl)
+{
+    for (;;) {
+        while (run && run->implicit) run = run->next;
+        if (!run || !nl) return run || nl;
+        if (run->port != nl->port || !same_str(run->host, nl->host) || !run->tls != !nl->tls)
+            return true;
+        run = run->next;
+        nl = nl->next;
+    }
+}
+
+/* The options only a restart applies: they keep their running values in b->conf
+ * (so that it says what runs), and restart lists those that changed. */
+static void
+keep_restart_only(struct lq_conf *run, struct lq_conf *nc, char *restart, size_t len)
+{
+    struct sbuf names = {0};
+    if (listeners_differ(run->listeners, nc->listeners)) sbuf_printf(&names, "listener");
+    if (!same_str(run->admin_socket, nc->admin_socket))
+        sbuf_printf(&names, "%sadmin_socket", names.len ? ", " : "");
+    if (run->metrics_port != nc->metrics_port || !same_str(run->metrics_host, nc->metrics_host))
+        sbuf_printf(&names, "%smetrics_listener", names.len ? ", " : "");
+    if (names.len) lq_log(LQ_LOG_WARNING, "reload: %s changed: not applied until restart", names.p);
+    if (restart) snprintf(restart, len, "%s", names.len ? names.p : "");
+    sbuf_free(&names);
+    /* swapped: the old struct is freed with the values the new file gave */
+    struct listener_conf *l = run->listeners;
+    run->listeners = nc->listeners;
+    nc->listeners = l;
+    char *s = run->admin_socket;
+    run->admin_socket = nc->admin_socket;
+    nc->admin_socket = s;
+    s = run->metrics_host;
+    run->metrics_host = nc->metrics_host;
+    nc->metrics_host = s;
+    nc->metrics_port = run->metrics_port;
+}
+
+int
+broker_reload(struct broker *b, char *restart, size_t len)
+{
+    if (restart && len) restart[0] = '\0';
     if (!b->conf_path) {
         lq_log(LQ_LOG_NOTICE, "reload: no configuration file");
         return 0;
@@ -436,11 +486,10 @@ broker_reload(struct broker *b)
     /* listeners stay as they are (changing them needs a restart); their TLS
      * material is reloaded for new connections */
     reload_tls(b, &nc);
+    keep_restart_only(&b->conf, &nc, restart, len); /* nc now holds the running ones */
     struct lq_conf old = b->conf;
     b->conf = nc;
-    b->conf.listeners = old.listeners;
-    old.listeners = nc.listeners; /* freed with the rest of the old values */
-    conf_fini(&old);
+    conf_fini(&old); /* the values replaced, and those the file gave for restart-only ones */
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     hooks_configure(b->hooks, &hc); /* new limits; the directory is rescanned */
