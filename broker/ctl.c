@@ -28,6 +28,8 @@ usage(FILE *f)
                "  clients [PATTERN]           clients whose id matches the glob PATTERN\n"
                "  client ID                   one client and its subscriptions\n"
                "  subscriptions [FILTER]      subscriptions whose filter FILTER matches\n"
+               "  subscribers TOPIC           who a message on TOPIC reaches (sessions,\n"
+               "                              filters, share groups and their next member)\n"
                "  retained [FILTER]           retained messages (topic, size, age)\n"
                "  hooks                       every hook with its state and counters\n"
                "  hooks reload                reload the scripts directory now\n"
@@ -396,8 +398,9 @@ main(int argc, char **argv)
         }
         return watch(s, json);
     }
-    static const char *const known[] = {"stats", "clients", "client", "subscriptions", "retained",
-                                        "hooks", "kick",    "reload", "version",       NULL};
+    static const char *const known[] = {"stats",       "clients",  "client", "subscriptions",
+                                        "subscribers", "retained", "hooks",  "kick",
+                                        "reload",      "version",  NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);
