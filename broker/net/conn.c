@@ -1023,6 +1023,13 @@ conn_close(struct conn *c)
     wheel_put(c, lq_now_ms() + CLOSE_GRACE_MS);
 }
 
+void
+conn_close_by_peer(struct conn *c)
+{
+    c->peer_gone = true; /* a connection storm pays no shutdown and wait per client */
+    conn_close(c);
+}
+
 bool
 conn_is_closing(const struct conn *c)
 {

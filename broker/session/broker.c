@@ -87,7 +87,7 @@ handle_disconnect(struct session *s, uint8_t flags, const uint8_t *body, size_t 
     struct conn *c = s->conn;
     /* 0x00 deletes the will [MQTT-3.14.4-3]; any other reason keeps it */
     session_detach(s, d.reason != MQTT_RC_SUCCESS);
-    conn_close(c);
+    conn_close_by_peer(c);
     return MQTT_RC_SUCCESS;
 }
 
