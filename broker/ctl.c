@@ -16,6 +16,7 @@
 #include "hooks.h"
 #include "lq.h"
 #include "msg.h"
+#include "sbuf.h"
 
 static const char *sock_path = "lunamq.sock";
 
@@ -27,6 +28,8 @@ usage(FILE *f)
                "  clients [PATTERN]           clients whose id matches the glob PATTERN\n"
                "  client ID                   one client and its subscriptions\n"
                "  subscriptions [FILTER]      subscriptions whose filter FILTER matches\n"
+               "  subscribers TOPIC           who a message on TOPIC reaches (sessions,\n"
+               "                              filters, share groups and their next member)\n"
                "  retained [FILTER]           retained messages (topic, size, age)\n"
                "  hooks                       every hook with its state and counters\n"
                "  hooks reload                reload the scripts directory now\n"
@@ -113,15 +116,30 @@ request(int argc, char **argv, bool json, bool quiet_ok)
     return status;
 }
 
+/* --watch SECONDS: a number of seconds, at least 0.1; anything else is a usage error. */
+static bool
+watch_interval(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= 0.1) || v > 86400) return false;
+    *out = v;
+    return true;
+}
+
+/* Like top; with --json, one JSON object per line (JSON Lines) and nothing else. */
 static int
 watch(double seconds, bool json)
 {
     char stats[] = "stats";
     char *args[] = {stats};
-    for (unsigned n = 0;; n++) {
-        if (!json) printf("\033[H\033[2J");
-        printf("lunamq-ctl stats --watch %.1f   (%s)\n\n", seconds, sock_path);
-        fflush(stdout);
+    for (;;) {
+        if (!json) {
+            printf("\033[H\033[2J");
+            printf("lunamq-ctl stats --watch %.1f   (%s)\n\n", seconds, sock_path);
+            fflush(stdout);
+        }
         int rc = request(1, args, json, false);
         fflush(stdout);
         if (rc) return rc;
@@ -131,6 +149,57 @@ watch(double seconds, bool json)
 
 /* ---- hooks test: the hooks module on one message, no broker ---- */
 
+/* What the hook made, in order: broker.publish() calls, then the verdict's messages. */
+struct test_out {
+    struct test_msg {
+        const char *kind;
+        struct msg *m;
+    } * v;
+    size_t n;
+};
+
+static void
+out_add(struct test_out *o, const char *kind, struct msg *m)
+{
+    o->v = lq_xrealloc(o->v, (o->n + 1) * sizeof(*o->v));
+    o->v[o->n++] = (struct test_msg){kind, msg_ref(m)};
+}
+
+static void
+test_publish(void *ud, struct msg *m, const struct hook *from)
+{
+    (void)from;
+    out_add(ud, "broker.publish", m);
+}
+
+/* The log lines written meanwhile, without their time stamps. */
+static char *
+read_log(const char *path)
+{
+    struct sbuf b = {0};
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    while (f && getline(&line, &cap, f) > 0) {
+        const char *sp = strchr(line, ' ');
+        sbuf_printf(&b, "%s", sp ? sp + 1 : line);
+    }
+    free(line);
+    if (f) fclose(f);
+    if (b.len && b.p[b.len - 1] == '\n') b.p[--b.len] = '\0';
+    return b.p ? b.p : lq_xstrdup("");
+}
+
+struct test_result {
+    const char *file, *topic;
+    const char *result; /* "no match", "refused", "dropped", "published", "does not load" */
+    char *error;        /* a load error */
+    uint8_t reason_code;
+    uint64_t errors; /* runtime errors and budget / memory overruns */
+    struct test_out out;
+    char *log; /* with --json: the log lines (else they went to stderr) */
+};
+
 static void
 print_msg(const char *what, const struct msg *m)
 {
@@ -139,15 +208,94 @@ print_msg(const char *what, const struct msg *m)
 }
 
 static void
-test_publish(void *ud, struct msg *m, const struct hook *from)
+print_result(const struct test_result *tr, bool json)
 {
-    (void)ud;
-    (void)from;
-    print_msg("broker.publish", m);
+    if (!json) {
+        if (tr->error) {
+            fprintf(stderr, "lunamq-ctl: %s does not load: %s\n", tr->file, tr->error);
+            return;
+        }
+        for (size_t i = 0; i < tr->out.n; i++) print_msg(tr->out.v[i].kind, tr->out.v[i].m);
+        if (strcmp(tr->result, "no match") == 0)
+            printf("no filter of %s matches %s: the message passes untouched\n", tr->file,
+                   tr->topic);
+        else if (strcmp(tr->result, "refused") == 0)
+            printf("refused with reason code 0x%02x\n", tr->reason_code);
+        else if (strcmp(tr->result, "dropped") == 0)
+            printf("dropped\n");
+        return;
+    }
+    struct sbuf b = {0};
+    struct reply r = {.b = &b, .json = true};
+    reply_object(&r);
+    reply_str(&r, "file", tr->file);
+    reply_str(&r, "topic", tr->topic);
+    reply_str(&r, "result", tr->result);
+    reply_str(&r, "error", tr->error);
+    reply_u64(&r, "reason_code", tr->reason_code);
+    reply_u64(&r, "errors", tr->errors);
+    reply_str(&r, "log", tr->log);
+    reply_list(&r, "messages");
+    for (size_t i = 0; i < tr->out.n; i++) {
+        const struct msg *m = tr->out.v[i].m;
+        reply_object(&r);
+        reply_str(&r, "kind", tr->out.v[i].kind);
+        reply_str(&r, "topic", m->topic);
+        reply_u64(&r, "qos", m->qos);
+        reply_bool(&r, "retain", m->retain);
+        struct sbuf p = {0}; /* the payload as text (a hook may have put a NUL in it) */
+        sbuf_put(&p, (const char *)m->payload, m->payload_len);
+        reply_str(&r, "payload", p.p ? p.p : "");
+        sbuf_free(&p);
+        reply_end_object(&r);
+    }
+    reply_end_list(&r);
+    reply_end_object(&r);
+    printf("%.*s\n", (int)b.len, b.p);
+    sbuf_free(&b);
+}
+
+/* Load the hooks of dir (one file), run them on one message into tr. */
+static void
+run_hook(const char *dir, const struct msg_init *in, struct test_result *tr)
+{
+    struct hooks_conf c = {.dir = dir,
+                           .instruction_limit = 1000000,
+                           .memory_limit = 16 << 20,
+                           .drop_on_error = false,
+                           .max_topic_levels = 200};
+    struct hook_host host = {.publish = test_publish, .ud = &tr->out};
+    struct hooks *hs = hooks_new(NULL, &c, &host);
+    struct hook_info hi;
+    if (!hooks_info(hs, 0, &hi) || !hi.loaded) {
+        tr->result = "does not load";
+        tr->error = lq_xstrdup(hooks_info(hs, 0, &hi) && hi.error ? hi.error : "not a .lua file");
+        hooks_free(hs);
+        return;
+    }
+    struct msg *m = msg_new(in);
+    struct hook_client cl = {.id = "lunamq-ctl", .address = "offline", .version = 5};
+    struct hook_verdict v = {0};
+    if (!hooks_run(hs, m, &cl, NULL, &v)) {
+        tr->result = "no match";
+    } else if (v.refuse) {
+        tr->result = "refused";
+        tr->reason_code = v.refuse;
+    } else if (v.n == 0) {
+        tr->result = "dropped";
+    } else {
+        tr->result = "published";
+        for (size_t i = 0; i < v.n; i++) out_add(&tr->out, "publish", v.out[i]);
+    }
+    hooks_info(hs, 0, &hi);
+    tr->errors = hi.stats.errors + hi.stats.budget_overruns + hi.stats.memory_overruns;
+    hook_verdict_clear(&v);
+    msg_unref(m);
+    hooks_free(hs);
 }
 
 static int
-hooks_test(int argc, char **argv)
+hooks_test(int argc, char **argv, bool json)
 {
     const char *topic = NULL, *payload = "", *file = NULL;
     int qos = 0;
@@ -175,51 +323,34 @@ hooks_test(int argc, char **argv)
         return 1;
     }
     const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
-    char link[PATH_MAX], abs[PATH_MAX];
+    char link[PATH_MAX], abs[PATH_MAX], logf[PATH_MAX];
     snprintf(link, sizeof(link), "%s/%s", dir, base);
-    int status = 1;
+    snprintf(logf, sizeof(logf), "%s/ctl.log", dir); /* not .lua: not a hook */
     if (!realpath(file, abs) || symlink(abs, link) < 0) {
         fprintf(stderr, "lunamq-ctl: %s: %s\n", file, strerror(errno));
         rmdir(dir);
         return 1;
     }
-    lq_log_open(LQ_LOG_ERR | LQ_LOG_WARNING | LQ_LOG_NOTICE | LQ_LOG_INFO, LQ_DEST_STDERR, NULL);
-    struct hooks_conf c = {.dir = dir,
-                           .instruction_limit = 1000000,
-                           .memory_limit = 16 << 20,
-                           .drop_on_error = false,
-                           .max_topic_levels = 200};
-    struct hook_host host = {.publish = test_publish};
-    struct hooks *hs = hooks_new(NULL, &c, &host);
-    struct hook_info hi;
-    if (!hooks_info(hs, 0, &hi) || !hi.loaded) {
-        fprintf(stderr, "lunamq-ctl: %s does not load: %s\n", file,
-                hooks_info(hs, 0, &hi) && hi.error ? hi.error : "not a .lua file");
-        goto out;
-    }
+    /* with --json, stdout is one JSON document even with stderr merged into it */
+    unsigned types = LQ_LOG_ERR | LQ_LOG_WARNING | LQ_LOG_NOTICE | LQ_LOG_INFO;
+    if (!json || lq_log_open(types, LQ_DEST_FILE, logf) < 0)
+        lq_log_open(types, LQ_DEST_STDERR, NULL);
+    struct test_result tr = {.file = base, .topic = topic};
     struct msg_init in = {.topic = topic,
                           .topic_len = strlen(topic),
                           .payload = (const uint8_t *)payload,
                           .payload_len = strlen(payload),
                           .qos = (uint8_t)qos};
-    struct msg *m = msg_new(&in);
-    struct hook_client cl = {.id = "lunamq-ctl", .address = "offline", .version = 5};
-    struct hook_verdict v = {0};
-    if (!hooks_run(hs, m, &cl, NULL, &v)) {
-        printf("no filter of %s matches %s: the message passes untouched\n", base, topic);
-    } else if (v.refuse) {
-        printf("refused with reason code 0x%02x\n", v.refuse);
-    } else if (v.n == 0) {
-        printf("dropped\n");
-    } else {
-        for (size_t i = 0; i < v.n; i++) print_msg("publish", v.out[i]);
-    }
-    hooks_info(hs, 0, &hi);
-    status = hi.stats.errors || hi.stats.budget_overruns || hi.stats.memory_overruns ? 1 : 0;
-    hook_verdict_clear(&v);
-    msg_unref(m);
-out:
-    hooks_free(hs);
+    run_hook(dir, &in, &tr);
+    lq_log_close();
+    if (json) tr.log = read_log(logf);
+    print_result(&tr, json);
+    int status = tr.error || tr.errors ? 1 : 0;
+    for (size_t i = 0; i < tr.out.n; i++) msg_unref(tr.out.v[i].m);
+    free(tr.out.v);
+    free(tr.error);
+    free(tr.log);
+    unlink(logf);
     unlink(link);
     rmdir(dir);
     return status;
@@ -256,13 +387,20 @@ main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[0], "hooks") == 0 && argc > 1 && strcmp(argv[1], "test") == 0)
-        return hooks_test(argc - 2, argv + 2);
+        return hooks_test(argc - 2, argv + 2, json);
     if (strcmp(argv[0], "stats") == 0 && argc > 1 && strcmp(argv[1], "--watch") == 0) {
-        double s = argc > 2 ? atof(argv[2]) : 1.0;
-        return watch(s > 0.1 ? s : 1.0, json);
+        double s = 1.0;
+        if (argc > 3 || (argc > 2 && !watch_interval(argv[2], &s))) {
+            fprintf(stderr, "lunamq-ctl: --watch %s: not a number of seconds (0.1 or more)\n",
+                    argc > 2 ? argv[2] : "");
+            usage(stderr);
+            return 2;
+        }
+        return watch(s, json);
     }
-    static const char *const known[] = {"stats", "clients", "client", "subscriptions", "retained",
-                                        "hooks", "kick",    "reload", "version",       NULL};
+    static const char *const known[] = {"stats",       "clients",  "client", "subscriptions",
+                                        "subscribers", "retained", "hooks",  "kick",
+                                        "reload",      "version",  NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

@@ -2,6 +2,7 @@
  *
  * lunamq: argv, configuration, wiring, the event loop. Nothing else. */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -18,11 +19,12 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: lunamq [-c FILE] [-p PORT] [-v] [-h]\n"
-               "  -c FILE   configuration file (mosquitto.conf syntax)\n"
-               "  -p PORT   also listen on 127.0.0.1:PORT\n"
-               "  -v        verbose: log everything\n"
-               "  -h        this help\n"
+    fprintf(f, "usage: lunamq [-c FILE] [-p PORT] [-v] [-h] [-V]\n"
+               "  -c FILE          configuration file (mosquitto.conf syntax)\n"
+               "  -p PORT          also listen on 127.0.0.1:PORT\n"
+               "  -v               verbose: log everything\n"
+               "  -h, --help       this help\n"
+               "  -V, --version    print the version\n"
                "With no listener configured, lunamq listens on 127.0.0.1:1883.\n");
 }
 
@@ -39,7 +41,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    broker_reload(arg);
+    broker_reload(arg, NULL, 0);
 }
 
 static void
@@ -48,6 +50,7 @@ add_listener(struct lq_conf *c, const char *host, uint16_t port)
     struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
     lc->host = lq_xstrdup(host);
     lc->port = port;
+    lc->implicit = true;
     struct listener_conf **pp = &c->listeners;
     while (*pp) pp = &(*pp)->next;
     *pp = lc;
@@ -59,8 +62,10 @@ main(int argc, char **argv)
     const char *conf_path = NULL;
     long port = 0;
     bool verbose = false;
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt(argc, argv, "c:p:vh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:p:vhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': conf_path = optarg; break;
         case 'p': {
@@ -74,6 +79,7 @@ main(int argc, char **argv)
         }
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("lunamq %s\n", LUNAMQ_VERSION); return 0;
         default: usage(stderr); return 3;
         }
     }

@@ -17,8 +17,11 @@ struct event_base;
 struct admin;
 
 /* Listen on path (NULL or "none": no socket, statistics are still sampled). Returns
- * NULL, logged, when the socket cannot be made (another broker holds it, ...). */
-struct admin *admin_new(struct broker *b, struct event_base *base, const char *path);
+ * NULL, logged, when the socket cannot be made (another broker holds it, ...); then
+ * err is "" unless the path names something that is not a socket, which is a
+ * configuration error (the broker does not start: it would delete that file). */
+struct admin *admin_new(struct broker *b, struct event_base *base, const char *path, char *err,
+                        size_t errlen);
 void admin_free(struct admin *a); /* removes the socket file; NULL is a no-op */
 
 #endif

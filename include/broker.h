@@ -21,7 +21,9 @@ void broker_free(struct broker *b); /* NULL is a no-op */
 void broker_shutdown(struct broker *b);
 
 /* Re-read the config file and apply the values that can change live. Returns 0, or
- * -1 when the file does not parse (logged, nothing changed). */
-int broker_reload(struct broker *b);
+ * -1 when the file does not parse (logged, nothing changed). The options that changed
+ * but take effect only on restart ("listener, admin_socket") go into restart
+ * (len bytes; "" when none; NULL: only logged). */
+int broker_reload(struct broker *b, char *restart, size_t len);
 
 #endif

@@ -27,6 +27,8 @@ struct tls_conf {
     int min_version;               /* 12 or 13 (tls_version tlsv1.2 / tlsv1.3); default 12 */
     char *ciphers;                 /* TLS 1.2 suites, colon separated IANA names; NULL: defaults */
     char *ciphers_tls13;           /* TLS 1.3 suites, likewise */
+    char *ciphers_at;              /* "FILE:LINE" of each, for its errors */
+    char *ciphers_tls13_at;
     uint32_t handshake_timeout;    /* seconds; default 10 */
 };
 
@@ -34,6 +36,7 @@ struct listener_conf {
     char *host; /* NULL: all addresses */
     uint16_t port;
     char *at;                   /* "FILE:LINE" of the listener line */
+    bool implicit;              /* not from the file: -p, or the default 127.0.0.1:1883 */
     struct tls_conf *tls;       /* NULL: plain TCP (no certfile given) */
     struct listener_conf *next; /* in file order */
 };

@@ -122,8 +122,13 @@ void conn_resume(struct conn *c);
 bool conn_is_paused(const struct conn *c);
 
 /* Close: no more callbacks except on_drain is suppressed; pending output is flushed
- * (at most for a short grace period) and the conn freed at a safe point. */
+ * (at most for a short grace period), then writing is shut down and what the peer
+ * still sends is discarded until it closes (at most 2 s and 64 KiB, so that it reads
+ * the last packet instead of a reset), and the conn freed at a safe point. */
 void conn_close(struct conn *c);
+/* The peer ended the conversation (its DISCONNECT): close without lingering, as there
+ * is no last word of ours it could miss. */
+void conn_close_by_peer(struct conn *c);
 bool conn_is_closing(const struct conn *c);
 
 #endif

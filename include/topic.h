@@ -79,6 +79,11 @@ void topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic
 bool sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg), void *arg,
                     void **owner, const struct sub_opts **o);
 
+/* The k-th member of g counted from the one sub_group_pick tries next, without moving
+ * the round robin, and the group's name (nlen bytes); false when k is past the last
+ * member. For lunamq-ctl subscribers. */
+bool sub_group_peek(const struct sub_group *g, uint32_t k, void **owner, const char **name,
+                    size_t *nlen);
 /* Number of subscriptions (plain + shared members) in the tree. */
 size_t topic_tree_count(const struct topic_tree *t);
 /* Bytes its nodes, level names and subscription records hold (lunamq-ctl stats). */

@@ -175,7 +175,14 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 80 /* collect() fills 62 */
+#define MAX_FIGURES 80 /* collect() fills 64 */
+
+static void
+count_one(struct msg *m, void *arg)
+{
+    (void)m;
+    (*(uint64_t *)arg)++;
+}
 
 static size_t
 collect(struct admin *a, struct figure *f)
@@ -210,6 +217,8 @@ collect(struct admin *a, struct figure *f)
         for (size_t k = 0; k < NHOOK_COUNTERS; k++)
             if (hook_counters[k].counter) *hook_counter(&hk, k) += *hook_counter(&hi.stats, k);
     }
+    uint64_t retained_sys = 0; /* the broker's own $SYS topics, retained too */
+    retain_match(b->retained, "$SYS/#", 6, count_one, &retained_sys);
     size_t n = 0;
 #define G(nm, sy, val, h) f[n++] = (struct figure){nm, sy, false, false, (double)(val), h}
 #define C(nm, sy, val, h)                     \
@@ -225,7 +234,8 @@ collect(struct admin *a, struct figure *f)
     G("uptime_s", NULL, (lq_now_ms() - a->started_ms) / 1000, "seconds since start");
     G("clients_connected", "clients/connected", online_n, "clients connected now");
     G("clients_peak", "clients/maximum", c->connections_peak, "most connections at once");
-    C("clients_total", NULL, c->connections_total, "connections accepted since start");
+    G("clients_total", "clients/total", online_n + offline_n, "sessions, online and offline");
+    C("connections_total", NULL, c->connections_total, "TCP connections accepted since start");
     G("clients_v5", NULL, v5, "connected MQTT 5.0 clients");
     G("clients_v311", NULL, v311, "connected MQTT 3.1.1 clients");
     G("clients_v31", NULL, v31, "connected MQTT 3.1 clients");
@@ -258,8 +268,11 @@ collect(struct admin *a, struct figure *f)
     C("dropped_hook", NULL, c->dropped_hook, "dropped or refused by a Lua hook");
     C("dropped_oversize", NULL, c->dropped_oversize, "dropped: over a size limit");
     C("dropped_no_subscriber", NULL, c->dropped_no_subscriber, "published with no subscriber");
-    G("retained", "retained messages/count", retain_count(b->retained), "retained messages");
-    G("retained_bytes", NULL, retain_bytes(b->retained), "bytes the retained store holds");
+    G("retained", "retained messages/count", retain_count(b->retained) - retained_sys,
+      "retained messages published by clients and hooks");
+    G("retained_sys", NULL, retained_sys, "retained $SYS messages the broker publishes");
+    G("retained_bytes", NULL, retain_bytes(b->retained),
+      "bytes the retained store holds, $SYS included");
     G("subscriptions", "subscriptions/count", topic_tree_count(b->subs), "subscriptions");
     G("subscriptions_bytes", NULL, topic_tree_bytes(b->subs), "bytes the subscription tree holds");
     G("inflight", NULL, inflight, "outgoing QoS 1/2 messages awaiting acknowledgement");
@@ -402,6 +415,128 @@ cmd_subscriptions(struct admin *a, struct reply *r, int argc, char **argv)
     reply_end_list(r);
 }
 
+/* ---- subscribers TOPIC: who a message on TOPIC reaches ---- */
+
+struct reach {
+    void **owners; /* sessions with a plain subscription that matches (repeats) */
+    size_t nowners, capowners;
+    struct sub_group **groups;
+    size_t ngroups, capgroups;
+};
+
+static void
+reach_one(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
+{
+    (void)o;
+    struct reach *w = arg;
+    if (g) {
+        if (w->ngroups == w->capgroups) {
+            w->capgroups = w->capgroups ? 2 * w->capgroups : 8;
+            w->groups = lq_xrealloc(w->groups, w->capgroups * sizeof(*w->groups));
+        }
+        w->groups[w->ngroups++] = g;
+        return;
+    }
+    if (w->nowners == w->capowners) {
+        w->capowners = w->capowners ? 2 * w->capowners : 16;
+        w->owners = lq_xrealloc(w->owners, w->capowners * sizeof(*w->owners));
+    }
+    w->owners[w->nowners++] = owner;
+}
+
+static int
+by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* s's subscription in group (NULL: plain ones) whose filter matches topic, from i on. */
+static const struct ssub *
+matching_sub(const struct session *s, size_t *i, const char *group, size_t glen, const char *topic,
+             size_t tlen)
+{
+    for (; *i < s->nsubs; (*i)++) {
+        const struct ssub *sub = &s->subs[*i];
+        if (!sub->group != !group) continue;
+        if (group && (strlen(sub->group) != glen || memcmp(sub->group, group, glen) != 0)) continue;
+        if (topic_matches(sub->filter, strlen(sub->filter), topic, tlen)) return sub;
+    }
+    return NULL;
+}
+
+static void
+reach_fields(struct reply *r, const struct session *s, const struct ssub *sub)
+{
+    reply_str(r, "client", s->id);
+    reply_bool(r, "online", online(s));
+    reply_str(r, "filter", sub ? sub->filter : NULL);
+    reply_u64(r, "qos", sub ? sub->o.qos : 0);
+    reply_u64(r, "subscription_id", sub ? sub->o.sub_id : 0);
+    reply_str(r, "share_group", sub ? sub->group : NULL);
+}
+
+/* One share group: its members in round-robin order, and the one the next message
+ * goes to (the first online, else the first: as deliver.c picks). */
+static void
+reach_group(struct reply *r, struct sub_group *g, const char *topic, size_t tlen)
+{
+    struct sbuf members = {0}, note = {0};
+    const char *name;
+    size_t nlen;
+    void *owner;
+    struct session *next = NULL, *first = NULL;
+    for (uint32_t k = 0; sub_group_peek(g, k, &owner, &name, &nlen); k++) {
+        struct session *s = owner;
+        sbuf_printf(&members, "%s%s", k ? " " : "", s->id);
+        sbuf_printf(&note, "%s%s", k ? ", " : "", s->id);
+        if (!first) first = s;
+        if (!next && online(s)) next = s;
+    }
+    if (!next) next = first;
+    if (!next) return;
+    size_t i = 0;
+    reply_object(r);
+    reach_fields(r, next, matching_sub(next, &i, name, nlen, topic, tlen));
+    reply_str(r, "members", members.p);
+    struct sbuf line = {0};
+    sbuf_printf(&line, "group %.*s: one of %s (next: %s)", (int)nlen, name, note.p, next->id);
+    reply_str(r, "note", line.p);
+    reply_end_object(r);
+    sbuf_free(&line);
+    sbuf_free(&members);
+    sbuf_free(&note);
+}
+
+static const char *
+cmd_subscribers(struct admin *a, struct reply *r, int argc, char **argv)
+{
+    if (argc < 2) return "usage: subscribers TOPIC";
+    const char *topic = argv[1];
+    size_t tlen = strlen(topic);
+    if (!topic_name_is_valid(topic, tlen))
+        return "not a topic name (for a filter: subscriptions FILTER)";
+    struct reach w = {0};
+    topic_tree_match(a->b->subs, topic, tlen, reach_one, &w);
+    if (w.nowners) qsort(w.owners, w.nowners, sizeof(*w.owners), by_address);
+    reply_list(r, NULL);
+    for (size_t k = 0; k < w.nowners; k++) {
+        if (k && w.owners[k] == w.owners[k - 1]) continue; /* one line per subscription */
+        const struct session *s = w.owners[k];
+        const struct ssub *sub;
+        for (size_t i = 0; (sub = matching_sub(s, &i, NULL, 0, topic, tlen)); i++) {
+            reply_object(r);
+            reach_fields(r, s, sub);
+            reply_end_object(r);
+        }
+    }
+    for (size_t k = 0; k < w.ngroups; k++) reach_group(r, w.groups[k], topic, tlen);
+    reply_end_list(r);
+    free(w.owners);
+    free(w.groups);
+    return NULL;
+}
+
 struct retained_walk {
     struct reply *r;
     uint64_t now;
@@ -472,9 +607,12 @@ cmd_reload(struct admin *a, struct reply *r, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    if (broker_reload(a->b) < 0) return "the configuration file does not parse (see the log)";
+    char restart[128];
+    if (broker_reload(a->b, restart, sizeof(restart)) < 0)
+        return "the configuration file does not parse (see the log)";
     reply_object(r);
     reply_str(r, "reloaded", a->b->conf_path ? a->b->conf_path : "(no configuration file)");
+    reply_str(r, "needs_restart", restart[0] ? restart : NULL);
     reply_end_object(r);
     return NULL;
 }
@@ -524,6 +662,8 @@ run(struct admin *a, char *line, struct sbuf *body)
         return cmd_client(a, &r, argc, args);
     else if (strcmp(cmd, "subscriptions") == 0)
         cmd_subscriptions(a, &r, argc, args);
+    else if (strcmp(cmd, "subscribers") == 0)
+        return cmd_subscribers(a, &r, argc, args);
     else if (strcmp(cmd, "retained") == 0)
         cmd_retained(a, &r, argc, args);
     else if (strcmp(cmd, "hooks") == 0)
@@ -582,16 +722,12 @@ publish_sys(struct admin *a)
     sys_pub(a, "$SYS/broker/version", "lunamq version %s", LUNAMQ_VERSION);
     sys_pub(a, "$SYS/broker/uptime", "%llu seconds",
             (unsigned long long)((lq_now_ms() - a->started_ms) / 1000));
-    uint64_t online_n = 0, offline_n = 0;
     char t[300];
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(f[i].name, "clients_connected") == 0) online_n = (uint64_t)f[i].v;
-        if (strcmp(f[i].name, "sessions_offline") == 0) offline_n = (uint64_t)f[i].v;
         if (!f[i].sys) continue;
         snprintf(t, sizeof(t), "$SYS/broker/%s", f[i].sys);
         sys_pub(a, t, "%llu", (unsigned long long)f[i].v);
     }
-    sys_pub(a, "$SYS/broker/clients/total", "%llu", (unsigned long long)(online_n + offline_n));
     sys_pub(a, "$SYS/broker/publish/messages/received", "%llu",
             (unsigned long long)a->b->ctr.msgs_received);
     sys_pub(a, "$SYS/broker/publish/messages/sent", "%llu",
@@ -724,9 +860,19 @@ someone_listens(const struct sockaddr_un *sun)
     return yes;
 }
 
-struct admin *
-admin_new(struct broker *b, struct event_base *base, const char *path)
+/* Only a socket is ours to remove: a stale one of a broker that did not stop cleanly.
+ * Anything else at that path (a typo naming a file) stays. */
+static void
+unlink_socket(const char *path)
 {
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+}
+
+struct admin *
+admin_new(struct broker *b, struct event_base *base, const char *path, char *err, size_t errlen)
+{
+    err[0] = '\0';
     struct admin *a = lq_xcalloc(1, sizeof(*a));
     a->b = b;
     a->started_ms = a->last_tick_ms = lq_now_ms();
@@ -754,7 +900,14 @@ admin_new(struct broker *b, struct event_base *base, const char *path)
         admin_free(a);
         return NULL;
     }
-    unlink(path);             /* a stale socket of a broker that did not stop cleanly */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "admin_socket %s: exists and is not a socket: not replacing it",
+                 path);
+        admin_free(a);
+        return NULL;
+    }
+    unlink_socket(path);
     mode_t old = umask(0177); /* created 0600: the broker's user (and root) only */
     a->evl =
         evconnlistener_new_bind(base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
@@ -778,7 +931,7 @@ admin_free(struct admin *a)
     if (!a) return;
     if (a->evl) evconnlistener_free(a->evl);
     accept_backoff_free(a->backoff);
-    if (a->path) unlink(a->path);
+    if (a->path) unlink_socket(a->path);
     if (a->tick) event_free(a->tick);
     metrics_http_free(a->http);
     free(a->path);

@@ -478,6 +478,8 @@ opt_ciphers(struct parse *ps)
     if (!tc || want_args(ps, 1, 1)) return -1;
     free(tc->ciphers);
     tc->ciphers = lq_xstrdup(ps->tok[1]);
+    free(tc->ciphers_at);
+    tc->ciphers_at = where(ps);
     return 0;
 }
 
@@ -488,6 +490,8 @@ opt_ciphers_tls13(struct parse *ps)
     if (!tc || want_args(ps, 1, 1)) return -1;
     free(tc->ciphers_tls13);
     tc->ciphers_tls13 = lq_xstrdup(ps->tok[1]);
+    free(tc->ciphers_tls13_at);
+    tc->ciphers_tls13_at = where(ps);
     return 0;
 }
 
@@ -716,6 +720,8 @@ conf_fini(struct lq_conf *c)
             }
             free(l->tls->ciphers);
             free(l->tls->ciphers_tls13);
+            free(l->tls->ciphers_at);
+            free(l->tls->ciphers_tls13_at);
             free(l->tls);
         }
         free(l->host);

@@ -5,7 +5,8 @@
  * the write event fires once the loop is done with this iteration's callbacks, and
  * everything queued by then leaves in one write.
  * Closing is a state change; the free happens from the listener's reap event once
- * the output was flushed, or from the deadline wheel when the grace period ran out. */
+ * the output was flushed (and the peer stopped sending, see linger), or from the
+ * deadline wheel when the grace period ran out. */
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -27,6 +28,8 @@
 #define OUT_HIGH       (256 * 1024) /* stop producing output above this */
 #define OUT_LOW        (32 * 1024)  /* on_drain fires when output falls to this */
 #define CLOSE_GRACE_MS 2000         /* how long a closing conn may take to flush */
+#define LINGER_MS      2000         /* then how long it reads what the peer still sends */
+#define LINGER_BYTES   (64 * 1024)  /* and how much of it */
 
 static bool
 handshaking(const struct conn *c)
@@ -111,11 +114,11 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
     while (l->reap) conn_free(l->reap); /* conn_free unlinks it */
 }
 
-/* c's deadline passed: the close grace, the TLS handshake or the keep-alive. */
+/* c's deadline passed: the close grace or linger, the TLS handshake or the keep-alive. */
 static void
 conn_due(struct conn *c, uint64_t now)
 {
-    if (c->closing) { /* out of time to flush */
+    if (c->closing) { /* out of time to flush, or to linger */
         conn_free(c);
         return;
     }
@@ -445,6 +448,7 @@ handshake_done(struct hs_job *j)
 static void
 lost(struct conn *c, const char *why)
 {
+    c->peer_gone = true;
     if (c->closing) { /* nothing more will be flushed */
         reap_soon(c);
         return;
@@ -583,6 +587,43 @@ frame(struct conn *c)
     }
 }
 
+/* ---- lingering close ----
+ * Closing a socket whose input holds unread bytes makes the kernel send a reset,
+ * and the reset discards what the peer had not read yet: the DISCONNECT or CONNACK
+ * reason code of a client that was still sending. So once the output is flushed,
+ * writing is shut down (the peer reads it all, then end of stream) and what the peer
+ * still sends is read and discarded until it closes, for at most LINGER_MS and
+ * LINGER_BYTES: a peer that goes on sending is cut then. Web servers do the same. */
+static void
+linger(struct conn *c)
+{
+    if (c->lingering) return;
+    if (c->peer_gone || c->job || shutdown(c->fd, SHUT_WR) < 0) {
+        reap_soon(c);
+        return;
+    }
+    c->lingering = true;
+    c->linger_left = LINGER_BYTES;
+    c->l->nlinger++;
+    wheel_put(c, lq_now_ms() + LINGER_MS);
+    event_add(conn_rev(c), NULL); /* on_readable discards from now on */
+}
+
+static void
+linger_read(struct conn *c, evutil_socket_t fd)
+{
+    char sink[4096];
+    for (;;) {
+        size_t want = c->linger_left < sizeof(sink) ? c->linger_left : sizeof(sink);
+        ssize_t n = recv(fd, sink, want, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        if (n <= 0) break; /* closed by the peer, or reset */
+        c->linger_left -= (uint32_t)n;
+        if (!c->linger_left) break; /* sent too much: cut */
+    }
+    reap_soon(c);
+}
+
 /* At most READ_BURST bytes per wake-up (libevent reads 4 KiB per call): a publisher
  * that floods cannot hold the loop, and subscribers get their turn to drain. 64 KiB
  * bursts measured worse: more QoS 0 overflow at slow subscribers. */
@@ -594,6 +635,10 @@ on_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct conn *c = arg;
     if (c->job) return; /* cannot happen: reading stops while the thread has it */
+    if (c->lingering) {
+        linger_read(c, fd);
+        return;
+    }
     if (c->big) {
         big_read(c, fd);
         return;
@@ -639,7 +684,7 @@ write_out(struct conn *c)
         wait_writable(c);
     }
     if (c->closing) {
-        if (left == 0) reap_soon(c);
+        if (left == 0) linger(c);
         return;
     }
     if (left <= OUT_LOW) c->l->ops->on_drain(c, c->l->ud);
@@ -697,6 +742,7 @@ conn_free_unlinked(struct conn *c)
     }
     if (on_wheel(c)) c->l->nwheel--;
     unlink_timed(c);
+    if (c->lingering) c->l->nlinger--;
     if (c->t) {
         tls_conn_free(c->t->tls);
         if (c->t->in) evbuffer_free(c->t->in);
@@ -971,10 +1017,17 @@ conn_close(struct conn *c)
         want_write(c);
     }
     if (out_len(c) == 0) {
-        reap_soon(c);
+        linger(c);
         return;
     }
     wheel_put(c, lq_now_ms() + CLOSE_GRACE_MS);
+}
+
+void
+conn_close_by_peer(struct conn *c)
+{
+    c->peer_gone = true; /* a connection storm pays no shutdown and wait per client */
+    conn_close(c);
 }
 
 bool

@@ -171,5 +171,5 @@ listener_port(const struct listener *l)
 size_t
 listener_conn_count(const struct listener *l)
 {
-    return l->nconns;
+    return l->nconns - l->nlinger; /* a lingering close is not a client any more */
 }

@@ -28,6 +28,7 @@ struct listener {
     struct event *spare_wev[64]; /* likewise write events, re-assigned with event_assign */
     unsigned nspare_wev;
     size_t nconns;
+    size_t nlinger;             /* of them, closed and lingering (not counted as clients) */
     struct conn *conns;         /* every conn accepted, doubly linked */
     struct evbuffer_iovec resv; /* conn_reserve .. conn_commit, one at a time */
 
@@ -75,6 +76,9 @@ struct conn {
     bool closing;
     bool paused;
     bool peer_closed;       /* close_notify received */
+    bool peer_gone;         /* the peer closed or reset: nothing to linger for */
+    bool lingering;         /* written shut: reading and discarding until the peer closes */
+    uint32_t linger_left;   /* bytes it may still send before the close */
     uint32_t flush_slot;    /* 1 + its index in l->flush, 0: not there */
     struct conn_tls *t;     /* NULL: plain TCP */
     char *peer;             /* "address:port", in the conn's allocation */

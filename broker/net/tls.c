@@ -322,12 +322,11 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
         char bad[128];
         if (add_suites(ctx, &n, tc->ciphers_tls13, true, bad, sizeof(bad)) < 0)
             return load_fail(ctx, err, errlen, 0,
-                             "%s: listener %s: unknown TLS 1.3 cipher suite '%s'",
-                             tc->at[TLS_CERTFILE], "ciphers_tls1.3", bad);
+                             "%s: ciphers_tls1.3: unknown TLS 1.3 cipher suite '%s'",
+                             tc->ciphers_tls13_at ? tc->ciphers_tls13_at : "?", bad);
         if (add_suites(ctx, &n, tc->ciphers, false, bad, sizeof(bad)) < 0)
-            return load_fail(ctx, err, errlen, 0,
-                             "%s: listener %s: unknown TLS 1.2 cipher suite '%s'",
-                             tc->at[TLS_CERTFILE], "ciphers", bad);
+            return load_fail(ctx, err, errlen, 0, "%s: ciphers: unknown TLS 1.2 cipher suite '%s'",
+                             tc->ciphers_at ? tc->ciphers_at : "?", bad);
         ctx->suites[n] = 0;
         mbedtls_ssl_conf_ciphersuites(c, ctx->suites);
     }

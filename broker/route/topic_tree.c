@@ -362,6 +362,16 @@ sub_group_pick(struct sub_group *g, bool (*usable)(void *owner, void *arg), void
     return false;
 }
 
+bool
+sub_group_peek(const struct sub_group *g, uint32_t k, void **owner, const char **name, size_t *nlen)
+{
+    *name = g->name;
+    *nlen = g->nlen;
+    if (k >= g->n) return false;
+    *owner = g->m[(g->rr + k) % g->n].owner;
+    return true;
+}
+
 size_t
 topic_tree_count(const struct topic_tree *t)
 {

@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "tls.h"
 #include "retain.h"
+#include "sbuf.h"
 #include "session_int.h"
 
 #define CONNECT_TIMEOUT_MS 10000 /* a socket must send CONNECT within this */
@@ -86,7 +87,7 @@ handle_disconnect(struct session *s, uint8_t flags, const uint8_t *body, size_t 
     struct conn *c = s->conn;
     /* 0x00 deletes the will [MQTT-3.14.4-3]; any other reason keeps it */
     session_detach(s, d.reason != MQTT_RC_SUCCESS);
-    conn_close(c);
+    conn_close_by_peer(c);
     return MQTT_RC_SUCCESS;
 }
 
@@ -244,6 +245,31 @@ hook_publish(void *ud, struct msg *m, const struct hook *from)
     broker_publish(ud, m, NULL, NULL, from, DELIVER_NO_HOLD, &r);
 }
 
+/* Does every listener take the username from a client certificate it requires? */
+static bool
+usernames_from_certificates(const struct lq_conf *c)
+{
+    for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next) {
+        const struct tls_conf *t = lc->tls;
+        if (!t || !t->require_certificate ||
+            !(t->use_identity_as_username || t->use_subject_as_username))
+            return false;
+    }
+    return true;
+}
+
+/* allow_anonymous false only asks for a username: with no password file (none yet)
+ * nothing checks it, and an operator coming from mosquitto would expect it checked. */
+static void
+warn_unchecked_usernames(const struct lq_conf *c)
+{
+    if (c->allow_anonymous || usernames_from_certificates(c)) return;
+    lq_log(LQ_LOG_WARNING,
+           "allow_anonymous false: lunamq checks no passwords (there is no password_file "
+           "yet): any client that sends a username, whatever it is, is let in; for "
+           "authentication, use require_certificate with use_identity_as_username");
+}
+
 struct broker *
 broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path, char *errbuf,
            size_t errlen)
@@ -259,13 +285,20 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     b->nbuckets = 1024;
     b->buckets = lq_xcalloc(b->nbuckets, sizeof(*b->buckets));
     b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
+    warn_unchecked_usernames(&b->conf);
 
     struct hook_host host = {.publish = hook_publish, .ud = b};
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     b->hooks = hooks_new(base, &hc, &host);
-    /* no admin socket is not a reason to refuse service: admin_new logged why */
-    b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock");
+    /* no admin socket is not a reason to refuse service (admin_new logged why), a
+     * path naming something else is a configuration error */
+    b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock",
+                         errbuf, errlen);
+    if (errbuf[0]) {
+        broker_free(b);
+        return NULL;
+    }
 
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
         struct tls_ctx *tls = NULL;
@@ -384,9 +417,58 @@ reload_tls(struct broker *b, const struct lq_conf *nc)
     }
 }
 
-int
-broker_reload(struct broker *b)
+static bool
+same_str(const char *a, const char *b)
 {
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Do the listeners of the file differ from those running (-p's and the default one
+ * aside)? Any difference, even only TLS material loading, needs a restart. */
+static bool
+listeners_differ(const struct listener_conf *run, const struct listener_conf *nl)
+{
+    for (;;) {
+        while (run && run->implicit) run = run->next;
+        if (!run || !nl) return run || nl;
+        if (run->port != nl->port || !same_str(run->host, nl->host) || !run->tls != !nl->tls)
+            return true;
+        run = run->next;
+        nl = nl->next;
+    }
+}
+
+/* The options only a restart applies: they keep their running values in b->conf
+ * (so that it says what runs), and restart lists those that changed. */
+static void
+keep_restart_only(struct lq_conf *run, struct lq_conf *nc, char *restart, size_t len)
+{
+    struct sbuf names = {0};
+    if (listeners_differ(run->listeners, nc->listeners)) sbuf_printf(&names, "listener");
+    if (!same_str(run->admin_socket, nc->admin_socket))
+        sbuf_printf(&names, "%sadmin_socket", names.len ? ", " : "");
+    if (run->metrics_port != nc->metrics_port || !same_str(run->metrics_host, nc->metrics_host))
+        sbuf_printf(&names, "%smetrics_listener", names.len ? ", " : "");
+    if (names.len) lq_log(LQ_LOG_WARNING, "reload: %s changed: not applied until restart", names.p);
+    if (restart) snprintf(restart, len, "%s", names.len ? names.p : "");
+    sbuf_free(&names);
+    /* swapped: the old struct is freed with the values the new file gave */
+    struct listener_conf *l = run->listeners;
+    run->listeners = nc->listeners;
+    nc->listeners = l;
+    char *s = run->admin_socket;
+    run->admin_socket = nc->admin_socket;
+    nc->admin_socket = s;
+    s = run->metrics_host;
+    run->metrics_host = nc->metrics_host;
+    nc->metrics_host = s;
+    nc->metrics_port = run->metrics_port;
+}
+
+int
+broker_reload(struct broker *b, char *restart, size_t len)
+{
+    if (restart && len) restart[0] = '\0';
     if (!b->conf_path) {
         lq_log(LQ_LOG_NOTICE, "reload: no configuration file");
         return 0;
@@ -404,14 +486,14 @@ broker_reload(struct broker *b)
     /* listeners stay as they are (changing them needs a restart); their TLS
      * material is reloaded for new connections */
     reload_tls(b, &nc);
+    keep_restart_only(&b->conf, &nc, restart, len); /* nc now holds the running ones */
     struct lq_conf old = b->conf;
     b->conf = nc;
-    b->conf.listeners = old.listeners;
-    old.listeners = nc.listeners; /* freed with the rest of the old values */
-    conf_fini(&old);
+    conf_fini(&old); /* the values replaced, and those the file gave for restart-only ones */
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     hooks_configure(b->hooks, &hc); /* new limits; the directory is rescanned */
+    warn_unchecked_usernames(&b->conf);
     lq_log(LQ_LOG_NOTICE, "configuration reloaded from %s", b->conf_path);
     return 0;
 }

@@ -13,8 +13,12 @@
 # DIR/future.crt/.key          a device certificate valid from 2090
 # DIR/other-ca.crt, stranger.crt/.key   a second CA and a device it signed
 # DIR/ca.crl                   the CA's CRL, revoking revoked.crt
-# Re-running with DIR/revoke-dev2 present also revokes dev2 (to test a CRL reload):
-#   examples/certs/make-certs.sh DIR revoke dev2
+#
+#   examples/certs/make-certs.sh DIR revoke NAME
+#
+# revokes DIR/NAME.crt in the CA of an existing DIR (made by the first form) and writes
+# a new DIR/ca.crl listing it besides the ones revoked before; nothing else is remade.
+# Then SIGHUP makes the broker load the new CRL (that is how the tests revoke dev2).
 set -eu
 
 dir=${1:-certs}

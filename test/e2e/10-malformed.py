@@ -3,10 +3,12 @@
 right reason code and a log line naming the client; a client connected before and one
 connected after keep working."""
 
+import socket
 import struct
+import time
 
 from lqtest import conf
-from mqttraw import (AUTH, CONNACK, DISCONNECT, PUBCOMP, PUBLISH, Client, connected, packet, props,
+from mqttraw import (AUTH, CONNACK, DISCONNECT, PUBCOMP, PUBLISH, Client, Probe, connected, packet, props,
                      prop, roundtrip, s, varint, CONTENT_TYPE, SUBSCRIPTION_ID, TOPIC_ALIAS,
                      SESSION_EXPIRY, RECEIVE_MAXIMUM)
 
@@ -254,3 +256,75 @@ def test_puback_unknown_is_ignored(b):
     c.ack(4, 42)
     c.expect_none()
     roundtrip(b.port)
+
+
+def read_until_close(sock, timeout=5.0):
+    """Every byte the broker sent up to its close; raises ConnectionResetError when a
+    reset discarded what was not read yet."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def first_disconnect(data):
+    """The reason code of the first DISCONNECT in a byte stream, or None."""
+    i = 0
+    while i + 2 <= len(data):
+        n, shift, j = 0, 0, i + 1
+        while True:
+            c = data[j]
+            n |= (c & 0x7F) << shift
+            shift += 7
+            j += 1
+            if not c & 0x80:
+                break
+        if data[i] >> 4 == DISCONNECT:
+            return data[j] if n else 0
+        i = j + n
+    return None
+
+
+def test_reason_code_survives_pipelined_input(b):
+    """issue 12.4: a v5 client sends 21 QoS 2 PUBLISHes back to back (Receive Maximum
+    20) and more after them without reading; it then reads the DISCONNECT 0x93, not a
+    reset: the broker shuts down writing and reads the rest before closing."""
+    for attempt in range(3):
+        c = connected(b.port, "pipelined-%d" % attempt)
+        burst = b"".join(packet(0x34, s("q") + struct.pack("!H", i) + props() + b"x")
+                         for i in range(1, 22))
+        more = packet(0x30, s("q") + props() + b"y" * 16000) * 2  # still on its way
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        c.send(burst + more)
+        time.sleep(0.3)  # the broker has answered and closed meanwhile
+        data = read_until_close(c.sock)  # ConnectionResetError before the fix
+        assert first_disconnect(data) == 0x93, data[-16:]
+        c.close()
+    roundtrip(b.port)
+
+
+def test_lingering_close_is_bounded(b):
+    """issue 12.4: after the final DISCONNECT the broker reads and discards only for a
+    bounded time and amount: a peer that keeps sending (fast, or a trickle) is cut."""
+    with Probe(b.port) as probe:
+        for fast in (True, False):
+            c = connected(b.port, "hostile-%s" % fast)
+            c.send(b"".join(packet(0x34, s("q") + struct.pack("!H", i) + props() + b"x")
+                            for i in range(1, 22)))
+            t0 = time.time()
+            cut = None
+            c.sock.settimeout(1.0)
+            while time.time() - t0 < 8:
+                try:
+                    c.sock.sendall(b"\x00" * (65536 if fast else 1))
+                except OSError:  # EPIPE / ECONNRESET: the broker closed the socket
+                    cut = time.time() - t0
+                    break
+                time.sleep(0.001 if fast else 0.1)
+            assert cut is not None, "peer held the connection open for 8 s"
+            assert (cut < 1.5) if fast else (1.5 < cut < 3.5), (fast, cut)
+            c.close()
+    probe.check(0.5)

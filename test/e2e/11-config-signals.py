@@ -118,3 +118,33 @@ def test_no_connect_timeout(b):
     t0 = time.time()
     assert s.closed(15)
     assert 9 < time.time() - t0 < 13
+
+
+def test_long_help_and_version(b):
+    """issue 12.11: --help prints the usage (status 0, not "invalid option" and 3);
+    --version and -V print the version."""
+    p = subprocess.run([lqtest.BIN, "--help"], capture_output=True, timeout=10)
+    assert p.returncode == 0 and b"usage: lunamq" in p.stdout and not p.stderr, p
+    for opt in ("--version", "-V"):
+        p = subprocess.run([lqtest.BIN, opt], capture_output=True, timeout=10)
+        assert p.returncode == 0 and p.stdout == b"lunamq 0.1.0\n", p
+    p = subprocess.run([lqtest.BIN, "--bogus"], capture_output=True, timeout=10)
+    assert p.returncode == 3 and b"usage: lunamq" in p.stderr
+
+
+@conf("allow_anonymous false")
+def test_allow_anonymous_false_warns_without_password_checks(b):
+    """issue 12.16: with allow_anonymous false and no way to check passwords, any
+    username gets in: the broker says so at start-up."""
+    assert b.wait_log("warning: allow_anonymous false: lunamq checks no passwords", 3), \
+        b.output()
+    c = Client(b.port)
+    assert c.connect("anyone", username="whoever", password="wrong").rc == 0  # as it warns
+    c2 = Client(b.port)
+    assert c2.connect("nobody").rc == 0x87  # no username: still refused
+
+
+def test_allow_anonymous_true_does_not_warn(b):
+    """issue 12.16: the warning is only for allow_anonymous false."""
+    assert b.wait_log("listening on", 3)
+    assert "allow_anonymous" not in b.output()

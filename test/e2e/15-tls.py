@@ -482,6 +482,18 @@ def test_config_errors(b):
     start_fails(base + ["sslversion x"], "FILE:5: unknown option 'sslversion'")
 
 
+@may_exit
+def test_cipher_errors_name_their_own_line(b):
+    """issue 12.12: an unknown suite in ciphers / ciphers_tls1.3 is reported at the line
+    of that option, not at the certfile line."""
+    port = "listener %d 127.0.0.1" % b.tls_port
+    base = [port, "cafile {pki}/ca.crt", "certfile {pki}/server.crt", "keyfile {pki}/server.key"]
+    start_fails(base + ["require_certificate true", "ciphers TLS_NOT_A_SUITE"],
+                "FILE:6: ciphers: unknown TLS 1.2 cipher suite 'TLS_NOT_A_SUITE'")
+    start_fails(base + ["ciphers_tls1.3 TLS_AES_128_GCM_SHA256:TLS_BOGUS", "tls_version tlsv1.2"],
+                "FILE:5: ciphers_tls1.3: unknown TLS 1.3 cipher suite 'TLS_BOGUS'")
+
+
 @conf("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
       "keyfile {pki}/server.key", "require_certificate true",
       "ciphers TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",

@@ -11,7 +11,7 @@ import stat
 import subprocess
 import time
 
-from lqtest import CTL, ROOT, conf, wait_for
+from lqtest import CTL, ROOT, conf, may_exit, wait_for
 from mqttraw import DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, connected
 
 
@@ -364,3 +364,188 @@ def test_log_dest_syslog(b):
     assert any(g.startswith(b"<30>") and b'client "syslogged-client" 127.0.0.1:' in g
                and b"connected (MQTT 5.0" in g for g in got), got  # LOG_DAEMON | LOG_INFO
     assert out == b"" and err == b""  # syslog only: nothing on stderr
+
+
+def test_hooks_test_json(b):
+    """issue 12.9: `--json hooks test` prints one JSON document, even with stderr merged
+    into stdout: the hook's log lines are a field of it."""
+    ex = os.path.join(ROOT, "examples", "hooks")
+    hook = os.path.join(b.dir, "noisy.lua")
+    with open(hook, "w") as f:
+        f.write('print("loading noisy")\n'
+                'return {topics = {"n/#"}, on_publish = function(m)\n'
+                '  broker.log("info", "seen " .. m.topic)\n'
+                '  broker.publish("copy/" .. m.topic, m.payload)\n'
+                '  m.payload = "up" return m end}\n')
+    r = subprocess.run([CTL, "--json", "hooks", "test", hook, "--topic", "n/1", "--payload", "p"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
+    assert r.returncode == 0, r.stdout
+    doc = json.loads(r.stdout)
+    assert doc["result"] == "published", doc
+    assert [(m["kind"], m["topic"], m["payload"]) for m in doc["messages"]] == [
+        ("broker.publish", "copy/n/1", "p"), ("publish", "n/1", "up")], doc
+    assert "loading noisy" in doc["log"] and "seen n/1" in doc["log"], doc
+    for args, result in ((["--payload", '{"temp": 999}'], "dropped"),
+                         (["--payload", "nope"], "refused")):
+        r = subprocess.run([CTL, "hooks", "test", os.path.join(ex, "temp-range.lua"), "--topic",
+                            "sensors/a/temp", *args, "--json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=10)
+        doc = json.loads(r.stdout)
+        assert doc["result"] == result, doc
+    assert doc["reason_code"] == 0x99
+    r = subprocess.run([CTL, "--json", "hooks", "test", hook, "--topic", "other"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
+    assert json.loads(r.stdout)["result"] == "no match", r.stdout
+    bad = os.path.join(b.dir, "bad.lua")
+    with open(bad, "w") as f:
+        f.write("return {topics = {}}")
+    r = subprocess.run([CTL, "--json", "hooks", "test", bad, "--topic", "x"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["result"] == "does not load" and doc["error"], doc
+
+
+def test_watch_rejects_bad_intervals(b):
+    """issue 12.10: --watch 0, -1, abc (and a missing or trailing-junk value) are usage
+    errors, status 2, instead of a silent 1 s."""
+    for bad in ("0", "-1", "abc", "1x", "0.05"):
+        r = subprocess.run(["timeout", "3", CTL, "-s", b.admin, "stats", "--watch", bad],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "--watch" in r.stderr, (bad, r.returncode, r.stderr)
+
+
+def test_watch_json_lines(b):
+    """issue 12.10: with --json, --watch prints one JSON object per line, no headers."""
+    r = subprocess.run(["timeout", "2.5", CTL, "-s", b.admin, "--json", "stats", "--watch",
+                        "0.5"], capture_output=True, text=True)
+    lines = r.stdout.splitlines()
+    assert len(lines) >= 3, r.stdout
+    for line in lines:
+        assert json.loads(line)["version"] == "0.1.0", line
+
+
+def test_reload_reports_restart_only_changes(b):
+    """issue 12.13: a reload that cannot apply a change (a new listener, another
+    admin_socket or metrics_listener) says so in its reply and in the log."""
+    from lqtest import free_port, wait_port
+    port, mport = free_port(), free_port()
+    with open(b.conf_path, "a") as f:
+        f.write("listener %d 127.0.0.1\nmetrics_listener %d\nmax_inflight_messages 7\n"
+                % (port, mport))
+    rep = ctl_json(b, "reload")
+    assert rep["reloaded"] == b.conf_path
+    assert rep["needs_restart"] == "listener, metrics_listener", rep
+    assert b.wait_log("reload: listener, metrics_listener changed: not applied until restart")
+    text = ctl(b, "reload").stdout
+    assert "needs_restart" in text and "listener, metrics_listener" in text, text
+    assert not wait_port(port, 0.3)
+    assert connected(b.port, "after").connack.props[0x21] == 7  # the rest was applied
+    # the admin socket keeps its path, and says so
+    with open(b.conf_path, "a") as f:
+        f.write("admin_socket %s\n" % os.path.join(b.dir, "other.sock"))
+    assert ctl_json(b, "reload")["needs_restart"] == "listener, admin_socket, metrics_listener"
+    # an unchanged file needs nothing
+    text = open(b.conf_path).read()
+    with open(b.conf_path, "w") as f:
+        f.write(text.split("listener %d" % port)[0])
+    assert ctl_json(b, "reload")["needs_restart"] is None
+
+
+def test_subscribers_of_a_topic(b):
+    """issue 12.15: `subscribers TOPIC` lists who a message on TOPIC reaches (the
+    tree's matching, '$' rule included) and, per share group, its members and the one
+    the next message would go to."""
+    a = connected(b.port, "a")
+    a.subscribe(1, [("s/+/x", 1), ("s/#", 0), ("other", 0)])
+    c = connected(b.port, "c")
+    c.subscribe(1, [("#", 0)])
+    g = [connected(b.port, m) for m in ("g1", "g2")]
+    for m in g:
+        m.subscribe(1, [("$share/grp/s/1/x", 1)])
+    subs = ctl_json(b, "subscribers", "s/1/x")
+    plain = sorted((x["client"], x["filter"]) for x in subs if not x["share_group"])
+    assert plain == [("a", "s/#"), ("a", "s/+/x"), ("c", "#")], subs
+    grp = [x for x in subs if x["share_group"]]
+    assert len(grp) == 1 and grp[0]["filter"] == "s/1/x" and grp[0]["share_group"] == "grp"
+    assert grp[0]["members"] == "g1 g2" and grp[0]["client"] == "g1", grp
+    text = ctl(b, "subscribers", "s/1/x").stdout
+    assert "group grp: one of g1, g2 (next: g1)" in text, text
+    # the next message goes to g1, then the group points at g2
+    p = connected(b.port, "p")
+    p.publish("s/1/x", b"m", qos=1, pid=1)
+    assert g[0].expect(PUBLISH).payload == b"m"
+    assert ctl_json(b, "subscribers", "s/1/x")[-1]["client"] == "g2"
+    # '#' does not match $SYS topics; a filter is not a topic
+    assert ctl_json(b, "subscribers", "$SYS/x") == []
+    r = ctl(b, "subscribers", "s/+/x", check=False)
+    assert r.returncode == 1 and "not a topic name" in r.stderr
+    assert ctl(b, "subscribers", check=False).returncode == 1
+
+
+@conf("sys_interval 1", "metrics_listener {tls_port}")
+def test_counts_agree_in_stats_sys_and_metrics(b):
+    """issue 12.15: `retained` and `clients_total` mean the same in stats, $SYS and
+    /metrics: retained messages clients published (not the broker's own $SYS ones), and
+    sessions (online and offline); connections accepted are `connections_total`."""
+    p = connected(b.port, "keeper")
+    p.publish("keep/1", b"r", retain=True, qos=1, pid=1)
+    p.expect(PUBACK)
+    off = connected(b.port, "offline", clean=False, properties=[(0x11, 300)])
+    off.close()
+    connected(b.port, "brief").close()
+    time.sleep(2.3)  # $SYS published (and retained) twice
+    st = ctl_json(b, "stats")
+    assert st["retained"] == 1 and st["retained_sys"] > 10, st
+    assert len(ctl_json(b, "retained")) == st["retained"]
+    assert st["clients_total"] == 2 and st["connections_total"] >= 3, st
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(b.port), "-t",
+                        "$SYS/broker/#", "-v", "-W", "2"], capture_output=True, text=True)
+    sys = {}
+    for line in r.stdout.splitlines():
+        k, _, v = line.rpartition(" ")  # "retained messages/count" holds a space
+        sys.setdefault(k, v)
+    assert sys["$SYS/broker/retained messages/count"] == "1", sys
+    assert sys["$SYS/broker/clients/total"] == "2"
+    body = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/metrics" % b.tls_port],
+                          capture_output=True, text=True, timeout=10).stdout
+    values = dict(l.rsplit(" ", 1) for l in body.splitlines() if l and not l.startswith("#"))
+    assert float(values["lunamq_retained"]) == 1
+    assert float(values["lunamq_clients_total"]) == 2
+    assert float(values["lunamq_connections_total"]) >= 4
+    assert "# TYPE lunamq_clients_total gauge" in body
+
+
+@may_exit
+def test_admin_socket_on_a_regular_file_refused(b):
+    """issue 12.14: an admin_socket path naming a regular file is neither deleted at
+    start nor at exit: the broker refuses to start (status 3); a stale socket is
+    replaced as before."""
+    from lqtest import BIN, free_port, wait_port
+    victim = os.path.join(b.dir, "precious.txt")
+    with open(victim, "w") as f:
+        f.write("keep me")
+    conf_path = os.path.join(b.dir, "own.conf")
+    with open(conf_path, "w") as f:
+        f.write("listener %d 127.0.0.1\nadmin_socket %s\nscripts_dir %s\n"
+                % (free_port(), victim, b.scripts))
+    r = subprocess.run([BIN, "-c", conf_path], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "admin_socket %s: exists and is not a socket" % victim in r.stderr, r.stderr
+    assert open(victim).read() == "keep me"
+    # a stale socket (a broker that did not stop cleanly) is replaced
+    stale = os.path.join(b.dir, "stale.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(stale)
+    s.close()
+    port = free_port()
+    with open(conf_path, "w") as f:
+        f.write("listener %d 127.0.0.1\nadmin_socket %s\nscripts_dir %s\n"
+                % (port, stale, b.scripts))
+    p = subprocess.Popen([BIN, "-c", conf_path], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port(port)
+        assert ctl_json(type("B", (), {"admin": stale}), "version")["version"] == "0.1.0"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+    assert not os.path.exists(stale)

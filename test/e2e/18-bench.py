@@ -89,7 +89,7 @@ def test_connection_storm_with_client_certificates(b):
     res = bench(b, "conn", "-n", "2", "-d", "1", *tls, port=b.tls_port)
     assert res["connections_per_s"] > 0 and res["errors"] == 0, res
     assert res["broker_cpu_us_per_msg"] > 0, res  # per connection in this scenario
-    assert stats(b)["clients_total"] >= res["connections_per_s"] * 0.9, res
+    assert stats(b)["connections_total"] >= res["connections_per_s"] * 0.9, res
     # without a client certificate the broker refuses every handshake: errors, no count
     r = bench(b, "conn", "-n", "1", "-d", "1", "--cafile", d + "/ca.crt", port=b.tls_port,
               check=False)
@@ -119,7 +119,7 @@ def test_idle_connections_from_several_source_addresses(b):
 
 
 def test_refuses_targets_off_loopback_and_bad_arguments(b):
-    before = stats(b)["clients_total"]  # the harness's port probe counts as one
+    before = stats(b)["connections_total"]  # the harness's port probe counts as one
     for host in ("10.1.2.3", "192.168.0.1", "localhost.example"):
         r = subprocess.run([BENCH, "fanin", "-h", host, "-p", str(b.port), "-d", "1"],
                            capture_output=True, text=True, timeout=10)
@@ -129,4 +129,4 @@ def test_refuses_targets_off_loopback_and_bad_arguments(b):
         r = subprocess.run([BENCH, *args, "-p", str(b.port), "-d", "1"], capture_output=True,
                            text=True, timeout=10)
         assert r.returncode != 0 and "usage" in r.stderr, (args, r)
-    assert stats(b)["clients_total"] == before  # nothing reached the broker
+    assert stats(b)["connections_total"] == before  # nothing reached the broker

@@ -204,6 +204,9 @@ START_TEST(test_tls_options)
     ck_assert(tc->require_certificate && tc->use_identity_as_username);
     ck_assert_int_eq(tc->min_version, 13);
     ck_assert_str_eq(tc->ciphers_tls13, "TLS_AES_128_GCM_SHA256");
+    snprintf(at, sizeof(at), "%s:10", path); /* issue 12.12: errors name this line */
+    ck_assert_str_eq(tc->ciphers_tls13_at, at);
+    ck_assert_ptr_null(tc->ciphers_at);
     ck_assert_uint_eq(tc->handshake_timeout, 3);
     conf_fini(&c);
 
