@@ -517,6 +517,10 @@ START_TEST(test_connack_disconnect_auth)
     ck_assert_uint_eq(d.props.server_keep_alive, 10);
     n = mqtt_encode_connack(&c, MQTT_V311, buf, sizeof(buf));
     ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(buf[2], 1); /* Session Present */
+    n = mqtt_encode_connack(&c, MQTT_V31, buf, sizeof(buf));
+    ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(buf[2], 0); /* 3.1: reserved, 0 (issue 12.3) */
 
     struct mqtt_disconnect x = {.reason = MQTT_RC_SERVER_SHUTTING_DOWN}, y;
     n = mqtt_encode_disconnect(&x, MQTT_V5, buf, sizeof(buf));
