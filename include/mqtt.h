@@ -139,6 +139,9 @@ enum mqtt_prop_id {
     MQTT_PROP_SHARED_SUB_AVAILABLE = 0x2A,
 };
 
+/* The largest Remaining Length a fixed header can carry (4-byte varint). */
+#define MQTT_MAX_REMAINING 268435455u
+
 /* Bit for property id X in struct mqtt_props.present. */
 #define MQTT_PBIT(id) (UINT64_C(1) << (id))
 
@@ -182,7 +185,7 @@ struct mqtt_props {
     /* User properties: a property block of which only the 0x26 entries count (the
      * decoder points it at the whole block it read), encoded back in their order. */
     struct lq_bytes user;
-    uint16_t user_count;
+    uint32_t user_count; /* any number [MQTT-3.3.2-17]: the packet size bounds it */
     /* Encoding only: already-encoded property entries appended verbatim. */
     struct lq_bytes raw;
 };
