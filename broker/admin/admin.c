@@ -175,7 +175,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 80 /* collect() fills 62 */
+#define MAX_FIGURES 80 /* collect() fills 63 */
 
 static size_t
 collect(struct admin *a, struct figure *f)
@@ -258,6 +258,7 @@ collect(struct admin *a, struct figure *f)
     C("dropped_hook", NULL, c->dropped_hook, "dropped or refused by a Lua hook");
     C("dropped_oversize", NULL, c->dropped_oversize, "dropped: over a size limit");
     C("dropped_no_subscriber", NULL, c->dropped_no_subscriber, "published with no subscriber");
+    C("dropped_sys_topic", NULL, c->dropped_sys_topic, "refused: a client published under $SYS");
     G("retained", "retained messages/count", retain_count(b->retained), "retained messages");
     G("retained_bytes", NULL, retain_bytes(b->retained), "bytes the retained store holds");
     G("subscriptions", "subscriptions/count", topic_tree_count(b->subs), "subscriptions");

@@ -476,6 +476,7 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin, enu
         if (rc == DELIVER_OVER) r->hold_publisher = true;
     }
     b->nmatches = 0;
+    r->no_subscriber = r->matched == 0;
     if (!r->matched) b->ctr.dropped_no_subscriber++;
 }
 

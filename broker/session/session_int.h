@@ -34,6 +34,7 @@ struct counters {
     uint64_t msgs_received, msgs_sent, bytes_received, bytes_sent;
     uint64_t dropped_queue_full, dropped_expired, dropped_oversize, dropped_no_subscriber;
     uint64_t dropped_hook;                             /* messages a hook dropped or refused */
+    uint64_t dropped_sys_topic;                        /* client publishes under $SYS refused */
     uint64_t received_qos[4], sent_qos[4];             /* PUBLISH packets */
     uint64_t received_bytes_qos[4], sent_bytes_qos[4]; /* their bytes */
     uint64_t connections_peak;
@@ -73,6 +74,7 @@ struct broker {
     struct event *shutdown_ev;
     struct counters ctr;
     struct lq_log_limit connect_too_large_log; /* CONNECTs over max_connect_packet_size */
+    struct lq_log_limit sys_publish_log;       /* client publishes under $SYS */
 };
 
 enum qstate {
@@ -231,6 +233,7 @@ void session_subs_free(struct session *s);                  /* every entry, and 
 /* deliver.c: routing and the outgoing message state machine */
 struct route_result {
     uint32_t matched;
+    bool no_subscriber;  /* routed, and nobody subscribed (MQTT 5 publishers hear 0x10) */
     bool quota_exceeded; /* a QoS>0 copy could not be queued */
     bool hold_publisher; /* an online subscriber is over its queue bound */
 };
