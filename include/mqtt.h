@@ -145,14 +145,13 @@ enum mqtt_prop_id {
 /* Bit for property id X in struct mqtt_props.present. */
 #define MQTT_PBIT(id) (UINT64_C(1) << (id))
 
-/* The largest number of subscription identifiers one outgoing PUBLISH carries. */
-#define MQTT_MAX_SUB_IDS 16
-
 /* Decoded (or to-be-encoded) properties of one packet. A property is there when its
  * bit is set in `present`. User properties are kept as the raw encoded run of
  * (0x26, name, value) entries, in their order, so they forward unchanged.
- * Subscription identifiers: on decode (SUBSCRIBE) at most one, in sub_ids[0]; on
- * encode (PUBLISH to a client) up to MQTT_MAX_SUB_IDS. */
+ * Subscription identifiers: decoding keeps the one a SUBSCRIBE may carry in sub_id (a
+ * repeat is a protocol error); encoding writes sub_id_count of them from sub_ids (a
+ * PUBLISH to a client: every identifier of the client's matching subscriptions
+ * [MQTT-3.3.4-4]), or sub_id alone when sub_id_count is 0. */
 struct mqtt_props {
     uint64_t present;
     uint8_t payload_format;
@@ -171,8 +170,9 @@ struct mqtt_props {
     uint32_t session_expiry;
     uint32_t will_delay;
     uint32_t maximum_packet_size;
-    uint32_t sub_ids[MQTT_MAX_SUB_IDS];
-    uint8_t sub_id_count;
+    uint32_t sub_id;
+    uint32_t sub_id_count;
+    const uint32_t *sub_ids; /* encoding only: the caller's array */
     struct lq_bytes content_type;
     struct lq_bytes response_topic;
     struct lq_bytes correlation_data;

@@ -56,10 +56,15 @@ struct broker {
     struct admin *admin;      /* admin socket and statistics */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
-    /* routing one message: the sessions it matched, once each (see deliver.c) */
+    /* routing one message: the sessions it matched, once each, and their subscription
+     * identifiers, chained per match (see deliver.c); kept for the next message */
     uint64_t match_gen;
     struct match *matches;
     uint32_t nmatches, cap_matches;
+    struct match_id *match_ids;
+    uint32_t nmatch_ids, cap_match_ids;
+    uint32_t *sub_id_buf; /* one match's identifiers in a row, to send */
+    uint32_t cap_sub_id_buf;
     /* backpressure (deliver.c): publishers whose acks are withheld, and the subscribers
      * over their queue bound that hold them, for at most max_hold_time each */
     struct session **held;
@@ -84,17 +89,18 @@ enum qstate {
     Q_WAIT_PUBCOMP, /* QoS 2, PUBREL sent */
 };
 
-/* One delivery of a message to one session: queued, or in flight. */
+/* One delivery of a message to one session: queued, or in flight. 24 bytes before its
+ * subscription identifiers: every queued message costs one. */
 struct qentry {
     struct qentry *next;
     struct msg *m;
     uint8_t qos;
     uint8_t state; /* enum qstate */
-    bool retain;   /* retain flag to send */
-    bool dup;
     uint16_t pid;
-    uint8_t nsub;
-    uint32_t sub_ids[]; /* nsub of them */
+    uint32_t retain : 1; /* retain flag to send */
+    uint32_t dup : 1;
+    uint32_t nsub : 30;  /* of one client's subscriptions that match one topic: fewer */
+    uint32_t sub_ids[];  /* nsub of them */
 };
 
 struct ssub { /* one of the session's subscriptions, to undo them when it ends */
@@ -188,13 +194,19 @@ struct session {
     uint64_t match_gen;
 };
 
-/* A session one message matched: the most generous of its matching subscriptions. */
+/* A session one message matched: the most generous of its matching subscriptions, and
+ * the identifiers of all of them [MQTT-3.3.4-4] (nsub, chained in b->match_ids from
+ * first_id: however many overlap, and nothing to allocate for the usual 0 or 1). */
 struct match {
     struct session *s;
     uint8_t qos;
     bool retain;
-    uint8_t nsub;
-    uint32_t sub_ids[MQTT_MAX_SUB_IDS];
+    uint32_t nsub;
+    uint32_t first_id, last_id;
+};
+struct match_id {
+    uint32_t id;
+    uint32_t next; /* index in b->match_ids; the last one's is unused */
 };
 
 /* broker.c */
@@ -255,7 +267,7 @@ uint8_t broker_publish(struct broker *b, struct msg *m, const struct session *or
                        enum deliver_how how, struct route_result *r);
 /* Queue (or send) one delivery. */
 int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
-                    const uint32_t *sub_ids, uint8_t nsub, enum deliver_how how);
+                    const uint32_t *sub_ids, uint32_t nsub, enum deliver_how how);
 void session_pump(struct session *s);
 void session_resend_inflight(struct session *s);
 void session_free_queues(struct session *s);
