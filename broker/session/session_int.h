@@ -99,8 +99,8 @@ struct qentry {
     uint16_t pid;
     uint32_t retain : 1; /* retain flag to send */
     uint32_t dup : 1;
-    uint32_t nsub : 30;  /* of one client's subscriptions that match one topic: fewer */
-    uint32_t sub_ids[];  /* nsub of them */
+    uint32_t nsub : 30; /* of one client's subscriptions that match one topic: fewer */
+    uint32_t sub_ids[]; /* nsub of them */
 };
 
 struct ssub { /* one of the session's subscriptions, to undo them when it ends */

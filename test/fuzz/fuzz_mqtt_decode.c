@@ -269,9 +269,9 @@ same_packet(const struct packet *a, const struct packet *b, uint8_t version)
                same_props(&a->u.disconnect.props, &b->u.disconnect.props);
     case MQTT_CONNACK:
         /* 3.1 has no Session Present: the encoder writes 0 (issue 12.3) */
-        return (version == MQTT_V31 ? !b->u.connack.session_present
-                                    : a->u.connack.session_present ==
-                                          b->u.connack.session_present) &&
+        return (version == MQTT_V31
+                    ? !b->u.connack.session_present
+                    : a->u.connack.session_present == b->u.connack.session_present) &&
                a->u.connack.reason == b->u.connack.reason &&
                same_props(&a->u.connack.props, &b->u.connack.props);
     case MQTT_SUBACK:

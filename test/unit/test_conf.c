@@ -139,7 +139,8 @@ START_TEST(test_errors)
 {
     expect_error("listener 1883\nmax_bogus 1\n", 2, "unknown option 'max_bogus'");
     expect_error("max_keepalive 5\n", 1, "max_keepalive: '5' is not 0 (no limit) or 10..65535");
-    expect_error("max_keepalive 65536\n", 1, "max_keepalive: '65536' is not 0 (no limit) or 10..65535");
+    expect_error("max_keepalive 65536\n", 1,
+                 "max_keepalive: '65536' is not 0 (no limit) or 10..65535");
     expect_error("max_keepalive ten\n", 1, "max_keepalive: 'ten' is not a number");
     expect_error("max_hold_time -1\n", 1,
                  "max_hold_time: '-1' is not a number of seconds from 0 to 3600");
