@@ -52,7 +52,7 @@ struct lq_conf {
     uint64_t max_queued_bytes_total;      /* all queues together; default 1 GiB, 0 = none */
     uint32_t max_hold_time_ms;            /* publishers held for a stalled subscriber; 1000 */
     uint32_t max_connections;             /* 0 = no limit (mosquitto: -1) */
-    uint16_t max_keepalive;               /* seconds; default 65535 */
+    uint16_t max_keepalive;               /* seconds; default 0 = no limit */
     uint32_t message_size_limit;          /* payload bytes, 0 = no limit */
     bool retain_available;                /* default true */
     int64_t persistent_client_expiration; /* seconds, -1 = never (default) */

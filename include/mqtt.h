@@ -139,17 +139,19 @@ enum mqtt_prop_id {
     MQTT_PROP_SHARED_SUB_AVAILABLE = 0x2A,
 };
 
+/* The largest Remaining Length a fixed header can carry (4-byte varint). */
+#define MQTT_MAX_REMAINING 268435455u
+
 /* Bit for property id X in struct mqtt_props.present. */
 #define MQTT_PBIT(id) (UINT64_C(1) << (id))
-
-/* The largest number of subscription identifiers one outgoing PUBLISH carries. */
-#define MQTT_MAX_SUB_IDS 16
 
 /* Decoded (or to-be-encoded) properties of one packet. A property is there when its
  * bit is set in `present`. User properties are kept as the raw encoded run of
  * (0x26, name, value) entries, in their order, so they forward unchanged.
- * Subscription identifiers: on decode (SUBSCRIBE) at most one, in sub_ids[0]; on
- * encode (PUBLISH to a client) up to MQTT_MAX_SUB_IDS. */
+ * Subscription identifiers: decoding keeps the one a SUBSCRIBE may carry in sub_id (a
+ * repeat is a protocol error); encoding writes sub_id_count of them from sub_ids (a
+ * PUBLISH to a client: every identifier of the client's matching subscriptions
+ * [MQTT-3.3.4-4]), or sub_id alone when sub_id_count is 0. */
 struct mqtt_props {
     uint64_t present;
     uint8_t payload_format;
@@ -168,8 +170,9 @@ struct mqtt_props {
     uint32_t session_expiry;
     uint32_t will_delay;
     uint32_t maximum_packet_size;
-    uint32_t sub_ids[MQTT_MAX_SUB_IDS];
-    uint8_t sub_id_count;
+    uint32_t sub_id;
+    uint32_t sub_id_count;
+    const uint32_t *sub_ids; /* encoding only: the caller's array */
     struct lq_bytes content_type;
     struct lq_bytes response_topic;
     struct lq_bytes correlation_data;
@@ -182,7 +185,7 @@ struct mqtt_props {
     /* User properties: a property block of which only the 0x26 entries count (the
      * decoder points it at the whole block it read), encoded back in their order. */
     struct lq_bytes user;
-    uint16_t user_count;
+    uint32_t user_count; /* any number [MQTT-3.3.2-17]: the packet size bounds it */
     /* Encoding only: already-encoded property entries appended verbatim. */
     struct lq_bytes raw;
 };

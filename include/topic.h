@@ -25,6 +25,10 @@ bool topic_name_is_valid(const char *t, size_t len);
  * alone in its level [MQTT-4.7.1-1..2]. For "$share/..." use topic_parse_shared. */
 bool topic_filter_is_valid(const char *f, size_t len);
 
+/* Is topic name t under $SYS ("$SYS" or "$SYS/...")? Only the broker publishes there:
+ * clients and hooks may not (mosquitto refuses them too). */
+bool topic_is_sys(const char *t, size_t len);
+
 /* Has topic name or filter t more than max levels ('/' + 1)? max 0: no limit. Every
  * level costs a node of ~200 bytes in the subscription tree or the retained store,
  * so a deep topic (64 KB of '/') would cost 175 times its size: max_topic_levels

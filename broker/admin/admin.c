@@ -175,7 +175,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 80 /* collect() fills 64 */
+#define MAX_FIGURES 80 /* collect() fills 65 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -268,6 +268,7 @@ collect(struct admin *a, struct figure *f)
     C("dropped_hook", NULL, c->dropped_hook, "dropped or refused by a Lua hook");
     C("dropped_oversize", NULL, c->dropped_oversize, "dropped: over a size limit");
     C("dropped_no_subscriber", NULL, c->dropped_no_subscriber, "published with no subscriber");
+    C("dropped_sys_topic", NULL, c->dropped_sys_topic, "refused: a client published under $SYS");
     G("retained", "retained messages/count", retain_count(b->retained) - retained_sys,
       "retained messages published by clients and hooks");
     G("retained_sys", NULL, retained_sys, "retained $SYS messages the broker publishes");

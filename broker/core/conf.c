@@ -200,7 +200,9 @@ static int
 opt_max_keepalive(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 10, 65535, &v)) return -1;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], LLONG_MIN, LLONG_MAX, &v)) return -1;
+    if (v != 0 && (v < 10 || v > 65535)) /* as mosquitto: 0 is no limit */
+        return fail(ps, "%s: '%s' is not 0 (no limit) or 10..65535", ps->tok[0], ps->tok[1]);
     ps->c->max_keepalive = (uint16_t)v;
     return 0;
 }
@@ -692,7 +694,7 @@ conf_init(struct lq_conf *c)
     /* the same for all queues together: 16 clients at the per-client bound */
     c->max_queued_bytes_total = 1u << 30;
     c->max_hold_time_ms = 1000;
-    c->max_keepalive = 65535;
+    c->max_keepalive = 0; /* no limit, as mosquitto since 2.0.13 */
     c->retain_available = true;
     /* mosquitto's limit too: a topic costs ~200 bytes a level in the trees, so 64 KB
      * of '/' would hold 11 MB */

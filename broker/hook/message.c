@@ -4,6 +4,7 @@
  * struct msg, checked as strictly as a PUBLISH from a client would be (valid topic
  * name, UTF-8 strings, QoS 0..2). The forwardable properties travel as the table
  * `properties` with `user` an ordered list of {name, value} pairs. */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +58,7 @@ push_properties(lua_State *L, const struct msg *m)
         lua_pushinteger(L, msg_expiry_left(m, lq_now_ms()));
         lua_setfield(L, -2, "message_expiry");
     }
-    lua_createtable(L, p.user_count, 0);
+    lua_createtable(L, p.user_count < INT_MAX ? (int)p.user_count : 0, 0);
     size_t pos = 0;
     struct lq_bytes k, v;
     for (lua_Integer i = 1; mqtt_props_next_user(p.user, &pos, &k, &v, NULL); i++) {
@@ -420,6 +421,10 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         fail(&b, "'%s' is not a valid topic name", "topic");
         goto out;
     }
+    if (topic_is_sys(in.topic, in.topic_len)) {
+        fail(&b, "'%s' is under $SYS/, which only the broker publishes", "topic");
+        goto out;
+    }
     if (topic_is_too_deep(in.topic, in.topic_len, hook_of(L)->hs->conf.max_topic_levels)) {
         fail(&b, "'%s' has more levels than max_topic_levels", "topic");
         goto out;
@@ -460,6 +465,12 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         blob = lq_xmalloc(in.props_len ? in.props_len : 1);
         mqtt_encode_props_raw(&p, blob, in.props_len);
         in.props = blob;
+    }
+    /* as a QoS 1/2 PUBLISH, it must fit one MQTT packet (its properties too) */
+    if (2 + in.topic_len + 2 + 4 + in.props_len + in.payload_len > MQTT_MAX_REMAINING) {
+        fail(&b, "%s", "the message does not fit an MQTT packet (256 MB)");
+        free(blob);
+        goto out;
     }
     m = msg_new(&in);
     free(blob);

@@ -34,7 +34,8 @@ static void
 body_connack(struct mqtt_writer *w, const void *arg)
 {
     const struct connack_ctx *x = arg;
-    put_u8(w, x->c->session_present ? 1 : 0);
+    /* acknowledge flags: Session Present, which 3.1 does not have (reserved, 0) */
+    put_u8(w, x->c->session_present && x->version != MQTT_V31 ? 1 : 0);
     put_u8(w, x->c->reason);
     if (x->version == MQTT_V5) mqtt_put_props_block(w, &x->c->props);
 }

@@ -134,7 +134,7 @@ read_one(struct mqtt_cursor *c, uint32_t id, struct mqtt_props *o)
     case P_VARINT: /* subscription identifier, 1 .. 268,435,455 */
         if (read_varint(c, &u32)) return MQTT_RC_MALFORMED_PACKET;
         if (u32 == 0) return MQTT_RC_PROTOCOL_ERROR;
-        if (o->sub_id_count < MQTT_MAX_SUB_IDS) o->sub_ids[o->sub_id_count++] = u32;
+        o->sub_id = u32; /* one: a repeated property is refused by the caller */
         return MQTT_RC_SUCCESS;
     case P_UTF8:
         if (read_utf8(c, &s)) return MQTT_RC_MALFORMED_PACKET;
@@ -271,9 +271,13 @@ mqtt_put_props(struct mqtt_writer *w, const struct mqtt_props *p)
     if (HAS(MQTT_PROP_CORRELATION_DATA))
         put_bytes_prop(w, MQTT_PROP_CORRELATION_DATA, p->correlation_data);
     if (HAS(MQTT_PROP_SUBSCRIPTION_ID)) {
-        for (unsigned i = 0; i < p->sub_id_count; i++) {
+        for (uint32_t i = 0; i < p->sub_id_count; i++) {
             put_u8(w, MQTT_PROP_SUBSCRIPTION_ID);
             put_varint(w, p->sub_ids[i]);
+        }
+        if (!p->sub_id_count) {
+            put_u8(w, MQTT_PROP_SUBSCRIPTION_ID);
+            put_varint(w, p->sub_id);
         }
     }
     if (HAS(MQTT_PROP_SESSION_EXPIRY)) {

@@ -30,6 +30,12 @@ topic_filter_is_valid(const char *f, size_t len)
 }
 
 bool
+topic_is_sys(const char *t, size_t len)
+{
+    return len >= 4 && memcmp(t, "$SYS", 4) == 0 && (len == 4 || t[4] == '/');
+}
+
+bool
 topic_is_too_deep(const char *t, size_t len, uint32_t max)
 {
     if (!max || len < max) return false; /* fewer than max - 1 '/' */

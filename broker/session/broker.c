@@ -348,6 +348,8 @@ broker_free(struct broker *b)
     retain_free(b->retained);
     hold_fini(b);
     free(b->matches);
+    free(b->match_ids);
+    free(b->sub_id_buf);
     if (b->shutdown_ev) event_free(b->shutdown_ev);
     free(b->conf_path);
     conf_fini(&b->conf);

@@ -56,8 +56,11 @@ queue_is_low(const struct session *s)
     return true;
 }
 
+/* every queued message costs one: no holes */
+_Static_assert(sizeof(struct qentry) == 2 * sizeof(void *) + 8, "struct qentry has holes");
+
 static struct qentry *
-qentry_new(struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids, uint8_t nsub)
+qentry_new(struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids, uint32_t nsub)
 {
     struct qentry *e = lq_xmalloc(sizeof(*e) + nsub * sizeof(uint32_t));
     e->next = NULL;
@@ -113,7 +116,7 @@ alias_out(struct session *s, const struct msg *m, bool *is_new)
  * client accepts [MQTT-3.1.2-25] (then it is treated as delivered). */
 static bool
 send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool dup, uint16_t pid,
-             const uint32_t *sub_ids, uint8_t nsub)
+             const uint32_t *sub_ids, uint32_t nsub)
 {
     struct broker *b = s->b;
     struct conn *c = s->conn;
@@ -138,7 +141,7 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
         }
         if (nsub) {
             p.props.present |= MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID);
-            memcpy(p.props.sub_ids, sub_ids, nsub * sizeof(uint32_t));
+            p.props.sub_ids = sub_ids;
             p.props.sub_id_count = nsub;
         }
         p.props.raw = (struct lq_bytes){m->props, m->props_len};
@@ -240,7 +243,7 @@ drop_for(struct session *s, const struct msg *m, uint8_t qos)
 
 int
 session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
-                uint8_t nsub, enum deliver_how how)
+                uint32_t nsub, enum deliver_how how)
 {
     struct broker *b = s->b;
     bool online = s->conn && s->connected;
@@ -416,6 +419,39 @@ member_is_online(void *owner, void *arg)
     return s->conn != NULL;
 }
 
+/* One more subscription identifier for match mt, at the end of its chain. */
+static void
+add_sub_id(struct broker *b, struct match *mt, uint32_t id)
+{
+    if (b->nmatch_ids == b->cap_match_ids) {
+        b->cap_match_ids = b->cap_match_ids ? 2 * b->cap_match_ids : 64;
+        b->match_ids = lq_xrealloc(b->match_ids, b->cap_match_ids * sizeof(*b->match_ids));
+    }
+    uint32_t at = b->nmatch_ids++;
+    b->match_ids[at].id = id;
+    if (mt->nsub++)
+        b->match_ids[mt->last_id].next = at;
+    else
+        mt->first_id = at;
+    mt->last_id = at;
+}
+
+/* Match mt's identifiers in a row: in place for one, else gathered into a buffer that
+ * is valid until the next call. */
+static const uint32_t *
+match_sub_ids(struct broker *b, const struct match *mt)
+{
+    if (mt->nsub <= 1) return mt->nsub ? &b->match_ids[mt->first_id].id : NULL;
+    if (mt->nsub > b->cap_sub_id_buf) {
+        b->cap_sub_id_buf = mt->nsub;
+        free(b->sub_id_buf);
+        b->sub_id_buf = lq_xmalloc(mt->nsub * sizeof(*b->sub_id_buf));
+    }
+    for (uint32_t i = 0, at = mt->first_id; i < mt->nsub; i++, at = b->match_ids[at].next)
+        b->sub_id_buf[i] = b->match_ids[at].id;
+    return b->sub_id_buf;
+}
+
 static void
 add_match(struct broker *b, struct session *s, const struct sub_opts *o)
 {
@@ -437,7 +473,7 @@ add_match(struct broker *b, struct session *s, const struct sub_opts *o)
         if (o->qos > mt->qos) mt->qos = o->qos;
         if (o->retain_as_published) mt->retain = true;
     }
-    if (o->sub_id && mt->nsub < MQTT_MAX_SUB_IDS) mt->sub_ids[mt->nsub++] = o->sub_id;
+    if (o->sub_id) add_sub_id(b, mt, o->sub_id);
 }
 
 static void
@@ -465,17 +501,19 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin, enu
     struct match_ctx ctx = {b, origin};
     b->match_gen++;
     b->nmatches = 0;
+    b->nmatch_ids = 0;
     topic_tree_match(b->subs, m->topic, m->topic_len, match_cb, &ctx);
     for (uint32_t i = 0; i < b->nmatches; i++) {
         const struct match *mt = &b->matches[i];
         r->matched++;
         uint8_t qos = m->qos < mt->qos ? m->qos : mt->qos;
-        int rc =
-            session_deliver(mt->s, m, qos, mt->retain && m->retain, mt->sub_ids, mt->nsub, how);
+        int rc = session_deliver(mt->s, m, qos, mt->retain && m->retain, match_sub_ids(b, mt),
+                                 mt->nsub, how);
         if (rc == DELIVER_DROPPED && qos > 0) r->quota_exceeded = true;
         if (rc == DELIVER_OVER) r->hold_publisher = true;
     }
     b->nmatches = 0;
+    r->no_subscriber = r->matched == 0;
     if (!r->matched) b->ctr.dropped_no_subscriber++;
 }
 

@@ -73,6 +73,19 @@ unacknowledged(const struct session *s)
     return s->nin + (s->hold ? s->hold->nqos1 : 0);
 }
 
+/* A message not taken: an MQTT 5 publisher hears rc in its PUBACK/PUBREC; a 3.1.x one
+ * cannot be told, so its QoS 1/2 flow completes as if the message had been taken. */
+static void
+refuse_message(struct session *s, const struct mqtt_publish *p, uint8_t rc)
+{
+    uint8_t ack = s->version == MQTT_V5 ? rc : MQTT_RC_SUCCESS;
+    if (p->qos == 1) ack_publisher(s, MQTT_PUBACK, p->packet_id, ack, false);
+    if (p->qos == 2) {
+        if (!ack) in_pid_add(s, p->packet_id);
+        ack_publisher(s, MQTT_PUBREC, p->packet_id, ack, false);
+    }
+}
+
 /* The topic of p, resolving a topic alias [MQTT-3.3.2-7..12]. */
 static uint8_t
 resolve_topic(struct session *s, const struct mqtt_publish *p, const char **topic, size_t *len)
@@ -143,7 +156,7 @@ broker_publish(struct broker *b, struct msg *m, const struct session *origin,
         return 0;
     }
     memset(r, 0, sizeof(*r));
-    if (v.n == 0) b->ctr.dropped_hook++;
+    if (v.n == 0) b->ctr.dropped_hook++; /* the hook's doing: not "no subscriber" */
     for (size_t i = 0; i < v.n; i++) {
         struct route_result one;
         retain_and_route(b, v.out[i], origin, how, &one);
@@ -151,6 +164,7 @@ broker_publish(struct broker *b, struct msg *m, const struct session *origin,
         r->quota_exceeded |= one.quota_exceeded;
         r->hold_publisher |= one.hold_publisher;
     }
+    r->no_subscriber = v.n > 0 && r->matched == 0;
     uint8_t refuse = v.refuse;
     hook_verdict_clear(&v);
     return refuse;
@@ -189,12 +203,16 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         session_log(s, LQ_LOG_NOTICE,
                     "message on \"%.*s\" over message_size_limit (%zu > %u): dropped", (int)tlen,
                     topic, p.payload.len, b->conf.message_size_limit);
-        uint8_t refuse = v5 ? MQTT_RC_QUOTA_EXCEEDED : 0;
-        if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, refuse, false);
-        if (p.qos == 2) {
-            if (!refuse) in_pid_add(s, p.packet_id); /* v3: the flow must still complete */
-            ack_publisher(s, MQTT_PUBREC, p.packet_id, refuse, false);
-        }
+        refuse_message(s, &p, MQTT_RC_QUOTA_EXCEEDED);
+        return MQTT_RC_SUCCESS;
+    }
+    if (topic_is_sys(topic, tlen)) { /* only the broker writes there: neither routed nor kept */
+        b->ctr.dropped_sys_topic++;
+        lq_log_limited(&b->sys_publish_log, LQ_LOG_NOTICE,
+                       "client \"%s\" %s: publish to \"%.*s\" refused: $SYS topics are the "
+                       "broker's",
+                       s->id, conn_peer(s->conn), (int)tlen, topic);
+        refuse_message(s, &p, MQTT_RC_NOT_AUTHORIZED);
         return MQTT_RC_SUCCESS;
     }
 
@@ -212,11 +230,12 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     uint8_t ack = !v5                ? MQTT_RC_SUCCESS
                   : refused          ? refused
                   : r.quota_exceeded ? MQTT_RC_QUOTA_EXCEEDED
+                  : r.no_subscriber  ? MQTT_RC_NO_MATCHING_SUBSCRIBERS
                                      : MQTT_RC_SUCCESS;
     bool hold = r.hold_publisher && s->conn;
     if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, ack, hold);
     if (p.qos == 2) {
-        if (!ack) in_pid_add(s, p.packet_id);
+        if (ack < 0x80) in_pid_add(s, p.packet_id); /* 0x10 is a success: PUBREL follows */
         ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold);
     }
     return MQTT_RC_SUCCESS;

@@ -151,7 +151,7 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
     uint8_t rc = mqtt_decode_subscribe(flags, body, len, s->version, &sub);
     if (rc) return rc;
     uint32_t sub_id =
-        (sub.props.present & MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID)) ? sub.props.sub_ids[0] : 0;
+        (sub.props.present & MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID)) ? sub.props.sub_id : 0;
 
     struct mqtt_sub_entry e;
     size_t pos = 0;

@@ -34,6 +34,7 @@ struct counters {
     uint64_t msgs_received, msgs_sent, bytes_received, bytes_sent;
     uint64_t dropped_queue_full, dropped_expired, dropped_oversize, dropped_no_subscriber;
     uint64_t dropped_hook;                             /* messages a hook dropped or refused */
+    uint64_t dropped_sys_topic;                        /* client publishes under $SYS refused */
     uint64_t received_qos[4], sent_qos[4];             /* PUBLISH packets */
     uint64_t received_bytes_qos[4], sent_bytes_qos[4]; /* their bytes */
     uint64_t connections_peak;
@@ -55,10 +56,15 @@ struct broker {
     struct admin *admin;      /* admin socket and statistics */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
-    /* routing one message: the sessions it matched, once each (see deliver.c) */
+    /* routing one message: the sessions it matched, once each, and their subscription
+     * identifiers, chained per match (see deliver.c); kept for the next message */
     uint64_t match_gen;
     struct match *matches;
     uint32_t nmatches, cap_matches;
+    struct match_id *match_ids;
+    uint32_t nmatch_ids, cap_match_ids;
+    uint32_t *sub_id_buf; /* one match's identifiers in a row, to send */
+    uint32_t cap_sub_id_buf;
     /* backpressure (deliver.c): publishers whose acks are withheld, and the subscribers
      * over their queue bound that hold them, for at most max_hold_time each */
     struct session **held;
@@ -73,6 +79,7 @@ struct broker {
     struct event *shutdown_ev;
     struct counters ctr;
     struct lq_log_limit connect_too_large_log; /* CONNECTs over max_connect_packet_size */
+    struct lq_log_limit sys_publish_log;       /* client publishes under $SYS */
 };
 
 enum qstate {
@@ -82,16 +89,17 @@ enum qstate {
     Q_WAIT_PUBCOMP, /* QoS 2, PUBREL sent */
 };
 
-/* One delivery of a message to one session: queued, or in flight. */
+/* One delivery of a message to one session: queued, or in flight. 24 bytes before its
+ * subscription identifiers: every queued message costs one. */
 struct qentry {
     struct qentry *next;
     struct msg *m;
     uint8_t qos;
     uint8_t state; /* enum qstate */
-    bool retain;   /* retain flag to send */
-    bool dup;
     uint16_t pid;
-    uint8_t nsub;
+    uint32_t retain : 1; /* retain flag to send */
+    uint32_t dup : 1;
+    uint32_t nsub : 30; /* of one client's subscriptions that match one topic: fewer */
     uint32_t sub_ids[]; /* nsub of them */
 };
 
@@ -186,13 +194,19 @@ struct session {
     uint64_t match_gen;
 };
 
-/* A session one message matched: the most generous of its matching subscriptions. */
+/* A session one message matched: the most generous of its matching subscriptions, and
+ * the identifiers of all of them [MQTT-3.3.4-4] (nsub, chained in b->match_ids from
+ * first_id: however many overlap, and nothing to allocate for the usual 0 or 1). */
 struct match {
     struct session *s;
     uint8_t qos;
     bool retain;
-    uint8_t nsub;
-    uint32_t sub_ids[MQTT_MAX_SUB_IDS];
+    uint32_t nsub;
+    uint32_t first_id, last_id;
+};
+struct match_id {
+    uint32_t id;
+    uint32_t next; /* index in b->match_ids; the last one's is unused */
 };
 
 /* broker.c */
@@ -231,6 +245,7 @@ void session_subs_free(struct session *s);                  /* every entry, and 
 /* deliver.c: routing and the outgoing message state machine */
 struct route_result {
     uint32_t matched;
+    bool no_subscriber;  /* routed, and nobody subscribed (MQTT 5 publishers hear 0x10) */
     bool quota_exceeded; /* a QoS>0 copy could not be queued */
     bool hold_publisher; /* an online subscriber is over its queue bound */
 };
@@ -252,7 +267,7 @@ uint8_t broker_publish(struct broker *b, struct msg *m, const struct session *or
                        enum deliver_how how, struct route_result *r);
 /* Queue (or send) one delivery. */
 int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
-                    const uint32_t *sub_ids, uint8_t nsub, enum deliver_how how);
+                    const uint32_t *sub_ids, uint32_t nsub, enum deliver_how how);
 void session_pump(struct session *s);
 void session_resend_inflight(struct session *s);
 void session_free_queues(struct session *s);

@@ -60,6 +60,20 @@ def test_v31_client(b):
     assert c.expect(PINGRESP)
 
 
+def test_v31_connack_flags_reserved(b):
+    """issue 12.3: in MQTT 3.1 (MQIsdp) the CONNACK byte before the return code is
+    reserved and 0, also when the session is resumed; 3.1.1 has Session Present there."""
+    for version in (3, 4):
+        c = Client(b.port, version=version)
+        ca = c.connect("resume-%d" % version, clean=False)
+        assert ca.rc == 0 and ca.body[0] == 0
+        c.close()
+        c = Client(b.port, version=version)
+        ca = c.connect("resume-%d" % version, clean=False)
+        assert ca.rc == 0
+        assert ca.body[0] == (0 if version == 3 else 1), (version, ca.body)
+
+
 def test_session_takeover(b):
     # [MQTT-3.1.4-3] the existing connection gets DISCONNECT 0x8E and is closed;
     # [MQTT-3.14.4-1] [MQTT-3.14.4-2] after that DISCONNECT nothing more is sent on it
@@ -88,9 +102,42 @@ def test_server_keep_alive(b):
     assert c.connect("ka", keepalive=60).props[SERVER_KEEP_ALIVE] == 10
     c = Client(b.port)
     assert SERVER_KEEP_ALIVE not in c.connect("ka2", keepalive=5).props
-    # 3.1.1 cannot be told: refused, as mosquitto does
+    # 3.1.1 cannot be told: refused, as mosquitto does, also keep alive 0 (issue 12.2)
     c = Client(b.port, version=4)
     assert c.connect("ka3", keepalive=60).rc == 2
+    c = Client(b.port, version=4)
+    assert c.connect("ka4", keepalive=0).rc == 2
+    c = Client(b.port)
+    assert c.connect("ka5", keepalive=0).props[SERVER_KEEP_ALIVE] == 10
+
+
+def test_keep_alive_zero_accepted_without_a_limit(b):
+    """issue 12.2: as mosquitto since 2.0.13, max_keepalive defaults to 0 = no limit:
+    keep alive 0 (keep alive off) is legal and accepted from 3.1.1, 3.1 and 5 clients, and
+    a long one is kept as asked (no Server Keep Alive)."""
+    for version in (4, 3):
+        c = Client(b.port, version=version)
+        assert c.connect("ka0-%d" % version, keepalive=0).rc == 0
+        c.send(packet(0xC0, b""))
+        assert c.expect(PINGRESP)
+    c = Client(b.port)
+    ca = c.connect("ka0-5", keepalive=0)
+    assert ca.rc == 0 and SERVER_KEEP_ALIVE not in ca.props
+    c = Client(b.port)
+    ca = c.connect("ka-long", keepalive=65535)
+    assert ca.rc == 0 and SERVER_KEEP_ALIVE not in ca.props
+    c = Client(b.port, version=4)
+    assert c.connect("ka-long-4", keepalive=65535).rc == 0
+
+
+@conf("max_keepalive 0")
+def test_max_keepalive_0_is_no_limit(b):
+    """issue 12.2: `max_keepalive 0` is accepted and means no limit, as in mosquitto."""
+    c = Client(b.port, version=4)
+    assert c.connect("ka0", keepalive=0).rc == 0
+    c = Client(b.port)
+    ca = c.connect("ka0-5", keepalive=0)
+    assert ca.rc == 0 and SERVER_KEEP_ALIVE not in ca.props
 
 
 def test_keep_alive_enforced(b):

@@ -2,7 +2,7 @@
 """SUBSCRIBE and UNSUBSCRIBE: wildcards, the $ rule, overlapping subscriptions,
 subscription identifiers, no local, shared subscriptions, reason codes."""
 
-from mqttraw import PUBACK, PUBLISH, SUBSCRIPTION_ID, connected, packet
+from mqttraw import PUBACK, PUBLISH, SESSION_EXPIRY, SUBSCRIPTION_ID, Client, connected, packet
 
 
 def topics_received(c, n, timeout=2.0):
@@ -79,6 +79,48 @@ def test_overlapping_one_copy_all_identifiers(b):
     assert sorted(p.props[SUBSCRIPTION_ID]) == [11, 22]
     c.ack(4, p.pid)
     c.expect_none(0.3)
+
+
+def overlapping_filters(n):
+    """n distinct filters that all match topic a/b/c/d."""
+    out = []
+    for mask in range(16):  # each level literal or '+'
+        out.append("/".join("+" if mask >> i & 1 else x for i, x in enumerate("abcd")))
+    out += ["#", "a/#", "+/#", "a/b/#", "a/+/#", "+/b/#", "a/b/c/#", "+/+/+/#", "a/+/c/#"]
+    assert n <= len(out)
+    return out[:n]
+
+
+def test_overlapping_more_than_16_identifiers(b):
+    """issue 12.6: [MQTT-3.3.4-4] the single copy carries every subscription identifier
+    of the overlapping subscriptions, here 21 and 25 (there was room for 16), when sent
+    at once and when queued for an offline session."""
+    c = connected(b.port, "many-ids", clean=False, properties=[(SESSION_EXPIRY, 60)])
+    filters = overlapping_filters(25)
+    for i, f in enumerate(filters[:21]):
+        assert c.subscribe(i + 1, [(f, 1)], properties=[(SUBSCRIPTION_ID, 1000 + i)]).codes == [1]
+    pub = connected(b.port, "pub")
+    pub.publish("a/b/c/d", b"21", qos=1, pid=1)
+    assert pub.expect(PUBACK).rc == 0
+    p = c.expect(PUBLISH)
+    assert p.payload == b"21"
+    assert sorted(p.props[SUBSCRIPTION_ID]) == list(range(1000, 1021))
+    c.ack(PUBACK, p.pid)
+    for i, f in enumerate(filters[21:], 21):
+        assert c.subscribe(i + 1, [(f, 1)], properties=[(SUBSCRIPTION_ID, 1000 + i)]).codes == [1]
+    c.disconnect()
+    c.close()
+    pub.publish("a/b/c/d", b"25", qos=1, pid=2)  # queued for the offline session
+    assert pub.expect(PUBACK).rc == 0
+    c = Client(b.port)
+    assert c.connect("many-ids", clean=False, properties=[(SESSION_EXPIRY, 60)]).session_present
+    p = c.expect(PUBLISH)
+    assert p.payload == b"25"
+    assert sorted(p.props[SUBSCRIPTION_ID]) == list(range(1000, 1025))
+    c.ack(PUBACK, p.pid)
+    pub.publish("a/b/c/d", b"last", qos=1, pid=3)  # one copy each: the next is the control
+    assert pub.expect(PUBACK).rc == 0
+    assert c.expect(PUBLISH).payload == b"last"
 
 
 def test_no_local(b):

@@ -2,9 +2,19 @@
 """QoS 0, 1 and 2 in both directions, exactly once, packet identifiers, order, and
 Receive Maximum flow control towards the client."""
 
-from lqtest import conf
+import json
+import subprocess
+
+from lqtest import CTL, conf
 from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RECEIVE_MAXIMUM, connected,
                      publish_bytes)
+
+
+def stats(b):
+    r = subprocess.run([CTL, "-s", b.admin, "--json", "stats"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
 def test_qos_levels_both_ways(b):
@@ -195,3 +205,73 @@ def test_large_packet_cut_off_midway(b):
     sub.expect_none(0.5)
     from mqttraw import roundtrip
     roundtrip(b.port)
+
+
+def test_sys_topics_refused_from_clients(b):
+    """issue 12.1: only the broker publishes under $SYS (mosquitto refuses clients too).
+    MQTT 5: PUBACK/PUBREC 0x87; 3.1.x: acknowledged (the flow completes) and dropped;
+    QoS 0 dropped; a retained one is not stored; each counted and logged."""
+    watch = connected(b.port, "watch")
+    assert watch.subscribe(1, [("$SYS/forged/#", 1), ("$SYS", 1), ("ctl", 1)]).codes == [1, 1, 1]
+    p5 = connected(b.port, "p5")
+    p5.publish("$SYS/forged/a", b"x", qos=1, pid=1, retain=True)
+    a = p5.expect(PUBACK)
+    assert (a.pid, a.rc) == (1, 0x87)
+    p5.publish("$SYS/forged/b", b"x", qos=2, pid=2)
+    a = p5.expect(PUBREC)
+    assert (a.pid, a.rc) == (2, 0x87)
+    p5.ack(PUBREL, 2)  # refused: nothing to release [MQTT-4.3.3-?]
+    assert p5.expect(PUBCOMP).rc == 0x92
+    p5.publish("$SYS/forged/c", b"x", retain=True)  # QoS 0
+    p5.publish("$SYS", b"x", qos=1, pid=3)
+    assert p5.expect(PUBACK).rc == 0x87
+    p3 = connected(b.port, "p3", version=4)
+    p3.publish("$SYS/forged/d", b"x", qos=1, pid=4, retain=True)
+    assert p3.expect(PUBACK).pid == 4
+    p3.publish("$SYS/forged/e", b"x", qos=2, pid=5)
+    assert p3.expect(PUBREC).pid == 5
+    p3.ack(PUBREL, 5)
+    assert p3.expect(PUBCOMP).pid == 5
+    # a "$SYSTEM" topic is not $SYS: it goes through
+    p5.publish("$SYSTEM/x", b"ok", qos=1, pid=6)
+    assert p5.expect(PUBACK).rc == 0x10
+    p5.publish("ctl", b"after", qos=1, pid=7)
+    assert p5.expect(PUBACK).rc == 0
+    m = watch.expect(PUBLISH)
+    assert (m.topic, m.payload) == ("ctl", b"after"), m.topic  # none of the forged ones
+    watch.ack(PUBACK, m.pid)
+    # nothing retained: a new subscriber gets only the control message
+    late = connected(b.port, "late")
+    assert late.subscribe(1, [("$SYS/forged/#", 1), ("ctl", 1)]).codes == [1, 1]
+    p5.publish("ctl", b"again", qos=1, pid=8)
+    assert p5.expect(PUBACK).rc == 0
+    m = late.expect(PUBLISH)
+    assert (m.topic, m.payload) == ("ctl", b"again"), m.topic
+    assert stats(b)["dropped_sys_topic"] == 6
+    assert b.wait_log('publish to "$SYS/forged/a" refused: $SYS topics are the broker\'s')
+
+
+def test_no_matching_subscribers_0x10(b):
+    """issue 12.7: an MQTT 5 QoS 1/2 message that reached no subscriber is answered
+    0x10 (No matching subscribers), as mosquitto and HiveMQ do; 3.1.1 cannot be told."""
+    p = connected(b.port, "p")
+    p.publish("nobody/here", b"x", qos=1, pid=1)
+    a = p.expect(PUBACK)
+    assert (a.pid, a.rc) == (1, 0x10)
+    p.publish("nobody/here", b"x", qos=2, pid=2)
+    a = p.expect(PUBREC)
+    assert (a.pid, a.rc) == (2, 0x10)
+    p.ack(PUBREL, 2)  # 0x10 is a success: the flow goes on [MQTT-4.3.3-?]
+    c = p.expect(PUBCOMP)
+    assert (c.pid, c.rc) == (2, 0)
+    p.publish("nobody/kept", b"x", qos=1, pid=3, retain=True)  # stored, still nobody
+    assert p.expect(PUBACK).rc == 0x10
+    s = connected(b.port, "s")
+    assert s.subscribe(1, [("some/+", 1)]).codes == [1]
+    p.publish("some/one", b"x", qos=1, pid=4)
+    assert p.expect(PUBACK).rc == 0
+    assert s.expect(PUBLISH).payload == b"x"
+    p3 = connected(b.port, "p3", version=4)
+    p3.publish("nobody/here", b"x", qos=1, pid=5)
+    a = p3.expect(PUBACK)
+    assert a.pid == 5 and len(a.body) == 2

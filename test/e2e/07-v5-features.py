@@ -27,6 +27,22 @@ def test_properties_forwarded_unchanged(b):
     assert p.props[USER_PROPERTY] == users
 
 
+def test_65536_and_more_user_properties_forwarded(b):
+    """issue 12.5: [MQTT-3.3.2-17] every user property is forwarded unaltered, also
+    65 536 and 70 000 of them (a 16-bit count wrapped to 0 and dropped them all)."""
+    sub = connected(b.port, "sub")
+    assert sub.subscribe(1, [("many", 1)]).codes == [1]
+    pub = connected(b.port, "pub")
+    for n in (65536, 70000, 65535):
+        users = [("", "%x" % i) for i in range(n)]
+        pub.publish("many", b"n=%d" % n, qos=1, pid=1, properties=[(USER_PROPERTY, u) for u in users])
+        assert pub.expect(PUBACK, timeout=10).rc == 0
+        p = sub.expect(PUBLISH, timeout=10)
+        sub.ack(PUBACK, p.pid)
+        assert p.payload == b"n=%d" % n
+        assert p.props.get(USER_PROPERTY) == users, (n, len(p.props.get(USER_PROPERTY, [])))
+
+
 def test_message_expiry_decremented(b):
     # [MQTT-3.3.2-6] the interval sent is what is left
     c = connected(b.port, "exp", clean=False, properties=[(SESSION_EXPIRY, 60)])

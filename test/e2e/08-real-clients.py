@@ -164,6 +164,22 @@ def test_paho_properties_roundtrip(b):
     p.stop()
 
 
+def test_no_matching_subscribers_is_success_for_real_clients(b):
+    """issue 12.7: 0x10 (No matching subscribers) is a success code: mosquitto_pub and
+    paho finish a QoS 1/2 publish to nobody without an error or a warning."""
+    for q in (1, 2):
+        r = subprocess.run(["mosquitto_pub", "-h", HOST, "-p", str(b.port), "-V", "mqttv5", "-t",
+                            "nobody/%d" % q, "-m", "x", "-q", str(q), "-d"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0 and "failed" not in r.stderr + r.stdout, (r.stdout, r.stderr)
+        if q == 1:
+            assert "RC:16" in r.stdout, r.stdout  # it did get 0x10
+    p = Paho(b, "to-nobody")
+    for q in (1, 2):
+        p.publish("nobody/paho", b"x", qos=q)  # asserts it completed
+    p.stop()
+
+
 def test_paho_connack_properties(b):
     c = Paho(b, "")
     assert c.rc == 0

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
-from lqtest import install_hook as install, ROOT, conf, pki_dir, wait_for
+from lqtest import install_hook as install, CTL, ROOT, conf, pki_dir, wait_for
 from mqttraw import PUBACK, PUBLISH, SESSION_EXPIRY, USER_PROPERTY, WILL_DELAY, Client, connected
 
 HOST = "127.0.0.1"
@@ -110,7 +110,7 @@ def test_example_transactions_aggregate(b):
     for region, values in amounts.items():
         for i, a in enumerate(values):
             assert pub_ack(p, "transactions/%s/m%d" % (region, i), json.dumps({"amount": a}),
-                           pid) == 0
+                           pid) == 0x10  # nobody subscribes to them here (issue 12.7)
             pid += 1
     time.sleep(1.2)
     late = sub(b, "stats/transactions/+", cid="dashboard")  # retained totals
@@ -236,7 +236,7 @@ return {topics = {"kp/#"}, on_publish = function(m)
 end}''')
     s = sub(b, "kp/out")
     p = connected(b.port, "p")
-    assert pub_ack(p, "kp/1", "first", 1) == 0
+    assert pub_ack(p, "kp/1", "first", 1) == 0x10  # no subscriber on kp/1 (issue 12.7)
     assert pub_ack(p, "kp/1", "report", 2) == 0
     out = got(s, 1)[0].payload.decode()
     assert out.startswith("first|false|"), out
@@ -291,6 +291,71 @@ end}''')
     p3 = connected(b.port, "p3", version=4)
     p3.publish("g/1", b"deny", qos=1, pid=9)
     assert p3.expect(PUBACK).pid == 9
+
+
+def test_drop_answers_success_and_no_subscriber_0x10(b):
+    """issue 12.7: a message a hook dropped is answered 0x00 (or the hook's own code),
+    not 0x10; one that went through the hooks to nobody is answered 0x10."""
+    install(b, "10-gate.lua", '''
+return {topics = {"d/#"}, on_publish = function(m)
+  if m.payload == "drop" then return nil end
+  if m.payload == "deny" then return false, 0x97 end
+  if m.payload == "away" then m.topic = "nobody/else" end
+  return m
+end}''')
+    s = sub(b, "d/sub")
+    p = connected(b.port, "p")
+    assert pub_ack(p, "d/x", "drop", 1) == 0
+    assert pub_ack(p, "d/sub", "drop", 2) == 0
+    assert pub_ack(p, "d/x", "deny", 3) == 0x97
+    assert pub_ack(p, "d/x", "keep", 4) == 0x10
+    assert pub_ack(p, "d/sub", "away", 5) == 0x10
+    assert pub_ack(p, "d/sub", "keep", 6) == 0
+    assert [m.payload for m in got(s, 1)] == [b"keep"]
+
+
+def test_hooks_cannot_publish_sys(b):
+    """issue 12.1: a hook may not write under $SYS either, by broker.publish or by
+    rewriting a message's topic: an invalid message, counted as a hook error."""
+    install(b, "10-sys.lua", '''
+return {topics = {"h/#"}, on_publish = function(m)
+  if m.payload == "publish" then broker.publish("$SYS/forged", "x", {retain = true}) end
+  if m.payload == "rewrite" then m.topic = "$SYS/forged" end
+  return m
+end}''')
+    s = connected(b.port, "s")
+    assert s.subscribe(1, [("$SYS/forged", 1), ("h/#", 1)]).codes == [1, 1]
+    p = connected(b.port, "p")
+    assert pub_ack(p, "h/1", "publish", 1) == 0  # the error is the hook's; it passes
+    assert pub_ack(p, "h/1", "rewrite", 2) == 0
+    assert [(m.topic, m.payload) for m in got(s, 2)] == [("h/1", b"publish"), ("h/1", b"rewrite")]
+    assert "broker.publish: 'topic' is under $SYS/, which only the broker publishes" in b.output()
+    r = subprocess.run([CTL, "-s", b.admin, "--json", "hooks"], capture_output=True, text=True,
+                       timeout=10)
+    h = [x for x in json.loads(r.stdout) if x["name"] == "10-sys.lua"][0]
+    assert (h["calls"], h["errors"], h["passed"]) == (2, 2, 0), h
+    late = connected(b.port, "late")
+    assert late.subscribe(1, [("$SYS/forged", 1), ("h/#", 1)]).codes == [1, 1]
+    assert pub_ack(p, "h/1", "plain", 3) == 0
+    assert got(late, 1)[0].topic == "h/1"  # nothing retained under $SYS/forged
+
+
+@conf("hook_memory_limit 268435456")
+def test_hook_made_message_keeps_65536_user_properties(b):
+    """issue 12.5: [MQTT-3.3.2-17] a message a hook rewrites keeps every user property,
+    also 65 536 of them (a 16-bit count wrapped to 0 and dropped them all)."""
+    install(b, "10-tag.lua", '''
+return {topics = {"u/#"}, on_publish = function(m)
+  local u = m.properties.user
+  u[#u + 1] = {"by", "hook"}
+  return m
+end}''')
+    s = sub(b, "u/#")
+    p = connected(b.port, "p")
+    users = [("", "%x" % i) for i in range(65535)]
+    assert pub_ack(p, "u/1", "x", props=[(USER_PROPERTY, u) for u in users]) == 0
+    m = got(s, 1)[0]
+    assert m.props.get(USER_PROPERTY) == users + [("by", "hook")]
 
 
 def test_client_table(b):

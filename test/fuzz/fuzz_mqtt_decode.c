@@ -170,8 +170,7 @@ same_props(const struct mqtt_props *a, const struct mqtt_props *b)
            a->topic_alias_maximum == b->topic_alias_maximum && a->topic_alias == b->topic_alias &&
            a->message_expiry == b->message_expiry && a->session_expiry == b->session_expiry &&
            a->will_delay == b->will_delay && a->maximum_packet_size == b->maximum_packet_size &&
-           a->sub_id_count == b->sub_id_count &&
-           memcmp(a->sub_ids, b->sub_ids, sizeof(a->sub_ids)) == 0 &&
+           a->sub_id == b->sub_id && a->sub_id_count == b->sub_id_count &&
            same_bytes(a->content_type, b->content_type) &&
            same_bytes(a->response_topic, b->response_topic) &&
            same_bytes(a->correlation_data, b->correlation_data) &&
@@ -269,7 +268,10 @@ same_packet(const struct packet *a, const struct packet *b, uint8_t version)
         return a->u.disconnect.reason == b->u.disconnect.reason &&
                same_props(&a->u.disconnect.props, &b->u.disconnect.props);
     case MQTT_CONNACK:
-        return a->u.connack.session_present == b->u.connack.session_present &&
+        /* 3.1 has no Session Present: the encoder writes 0 (issue 12.3) */
+        return (version == MQTT_V31
+                    ? !b->u.connack.session_present
+                    : a->u.connack.session_present == b->u.connack.session_present) &&
                a->u.connack.reason == b->u.connack.reason &&
                same_props(&a->u.connack.props, &b->u.connack.props);
     case MQTT_SUBACK:

@@ -52,7 +52,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c.max_queued_bytes_total, 1u << 30);
     ck_assert_uint_eq(c.max_hold_time_ms, 1000);
     ck_assert_uint_eq(c.max_connect_packet_size, 65536);
-    ck_assert_uint_eq(c.max_keepalive, 65535);
+    ck_assert_uint_eq(c.max_keepalive, 0); /* no limit, as mosquitto >= 2.0.13 (issue 12.2) */
     ck_assert_uint_eq(c.max_topic_levels, 200);
     ck_assert_uint_eq(c.max_subscriptions_per_client, 10000);
     ck_assert_int_eq(c.persistent_client_expiration, -1);
@@ -71,6 +71,16 @@ START_TEST(test_long_comments)
                                    "max_keepalive 40\n"),
                      0);
     ck_assert_uint_eq(c.max_keepalive, 40);
+    conf_fini(&c);
+}
+END_TEST
+
+/* issue 12.2: max_keepalive 0 means no limit, as in mosquitto. */
+START_TEST(test_max_keepalive_zero)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "max_keepalive 30\nmax_keepalive 0\n"), 0);
+    ck_assert_uint_eq(c.max_keepalive, 0);
     conf_fini(&c);
 }
 END_TEST
@@ -128,7 +138,9 @@ END_TEST
 START_TEST(test_errors)
 {
     expect_error("listener 1883\nmax_bogus 1\n", 2, "unknown option 'max_bogus'");
-    expect_error("max_keepalive 5\n", 1, "max_keepalive: '5' out of range 10..65535");
+    expect_error("max_keepalive 5\n", 1, "max_keepalive: '5' is not 0 (no limit) or 10..65535");
+    expect_error("max_keepalive 65536\n", 1,
+                 "max_keepalive: '65536' is not 0 (no limit) or 10..65535");
     expect_error("max_keepalive ten\n", 1, "max_keepalive: 'ten' is not a number");
     expect_error("max_hold_time -1\n", 1,
                  "max_hold_time: '-1' is not a number of seconds from 0 to 3600");
@@ -304,6 +316,7 @@ suite_conf(void)
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_every_option);
     tcase_add_test(tc, test_long_comments);
+    tcase_add_test(tc, test_max_keepalive_zero);
     tcase_add_test(tc, test_tls_options);
     tcase_add_test(tc, test_hook_options);
     tcase_add_test(tc, test_errors);

@@ -292,8 +292,8 @@ START_TEST(test_publish_v311_and_subids)
     p.topic = B("t");
     p.payload = B("x");
     p.props.present = MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID);
-    p.props.sub_ids[0] = 1;
-    p.props.sub_ids[1] = 268435455;
+    const uint32_t ids[] = {1, 268435455};
+    p.props.sub_ids = ids;
     p.props.sub_id_count = 2;
     size_t n = mqtt_encode_publish(&p, MQTT_V311, buf, sizeof(buf));
     ck_assert_uint_eq(n, 2 + 3 + 2 + 1); /* no properties in 3.1.1 */
@@ -400,8 +400,7 @@ START_TEST(test_subscribe)
     struct mqtt_props props;
     memset(&props, 0, sizeof(props));
     props.present = MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID);
-    props.sub_ids[0] = 200000;
-    props.sub_id_count = 1;
+    props.sub_id = 200000;
     size_t n = mqtt_encode_subscribe(5, &props, e, 2, MQTT_V5, buf, sizeof(buf));
     uint8_t tf;
     const uint8_t *body;
@@ -412,7 +411,7 @@ START_TEST(test_subscribe)
     ck_assert_uint_eq(mqtt_decode_subscribe(tf & 15, body, len, MQTT_V5, &s), 0);
     ck_assert_uint_eq(s.count, 2);
     ck_assert_uint_eq(s.packet_id, 5);
-    ck_assert_uint_eq(s.props.sub_ids[0], 200000);
+    ck_assert_uint_eq(s.props.sub_id, 200000);
     struct mqtt_sub_entry x;
     size_t pos = 0;
     ck_assert(mqtt_sub_next(&s, MQTT_V5, &pos, &x));
@@ -517,6 +516,10 @@ START_TEST(test_connack_disconnect_auth)
     ck_assert_uint_eq(d.props.server_keep_alive, 10);
     n = mqtt_encode_connack(&c, MQTT_V311, buf, sizeof(buf));
     ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(buf[2], 1); /* Session Present */
+    n = mqtt_encode_connack(&c, MQTT_V31, buf, sizeof(buf));
+    ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(buf[2], 0); /* 3.1: reserved, 0 (issue 12.3) */
 
     struct mqtt_disconnect x = {.reason = MQTT_RC_SERVER_SHUTTING_DOWN}, y;
     n = mqtt_encode_disconnect(&x, MQTT_V5, buf, sizeof(buf));

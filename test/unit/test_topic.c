@@ -31,6 +31,19 @@ START_TEST(test_names_and_filters)
 }
 END_TEST
 
+/* issue 12.1: the $SYS tree is the broker's; "$SYSTEM" and "a/$SYS" are not in it. */
+START_TEST(test_sys_topics)
+{
+    ck_assert(topic_is_sys(S("$SYS")));
+    ck_assert(topic_is_sys(S("$SYS/")));
+    ck_assert(topic_is_sys(S("$SYS/broker/version")));
+    ck_assert(!topic_is_sys(S("$SYSTEM/x")));
+    ck_assert(!topic_is_sys(S("$SY")));
+    ck_assert(!topic_is_sys(S("a/$SYS")));
+    ck_assert(!topic_is_sys(S("$sys/x")));
+}
+END_TEST
+
 START_TEST(test_shared_names)
 {
     const char *g, *f;
@@ -298,6 +311,7 @@ suite_topic(void)
     Suite *s = suite_create("topic");
     TCase *tc = tcase_create("syntax");
     tcase_add_test(tc, test_names_and_filters);
+    tcase_add_test(tc, test_sys_topics);
     tcase_add_test(tc, test_shared_names);
     tcase_add_test(tc, test_matching_spec_examples);
     tcase_add_test(tc, test_topic_levels_limit);
