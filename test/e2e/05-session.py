@@ -101,13 +101,18 @@ def test_disconnect_changes_expiry(b):
 def test_clean_start_discards(b):
     # [MQTT-3.1.2-4]
     c = connected(b.port, "cs", clean=False, properties=PERSIST)
-    c.subscribe(1, [("cs", 1)])
+    assert c.subscribe(1, [("cs", 1)]).codes == [1]
     c.disconnect()
     c = Client(b.port)
     assert not c.connect("cs", clean=True, properties=PERSIST).session_present
     pub = connected(b.port, "pub")
     pub.publish("cs", b"x", qos=1, pid=1)
+    pub.expect(PUBACK)
     c.expect_none(0.3)  # the old subscription went with the old session
+    # issue 12.19: subscribed again on this session, the next message arrives
+    assert c.subscribe(2, [("cs", 1)]).codes == [1]
+    pub.publish("cs", b"y", qos=1, pid=2)
+    assert c.expect(PUBLISH).payload == b"y"
 
 
 def test_v311_persistent_session(b):
