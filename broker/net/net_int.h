@@ -75,6 +75,7 @@ struct conn {
     bool closing;
     bool paused;
     bool peer_closed;       /* close_notify received */
+    const char *broken;     /* why output or events were lost: close, send nothing more */
     uint32_t flush_slot;    /* 1 + its index in l->flush, 0: not there */
     struct conn_tls *t;     /* NULL: plain TCP */
     char *peer;             /* "address:port", in the conn's allocation */

@@ -159,6 +159,33 @@ START_TEST(test_counters)
 }
 END_TEST
 
+/* issue 12.22: the message table is made, and a returned table read, outside
+ * on_publish's protected call. With the memory cap lowered to a byte, making the table
+ * fails: a hook failure (counted, hook_on_error applies), not a Lua panic that aborts
+ * the process. */
+START_TEST(test_out_of_memory_around_the_call)
+{
+    setup();
+    write_hook("10-any.lua", "return {topics = {'t/#'}, on_publish = function(m)\n"
+                             "  return {topic = 't/out', payload = 1.5} end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    ck_assert_uint_eq(hooks_count(hs), 1);
+    struct hooks_conf c = {.dir = dir, .instruction_limit = 1000000, .memory_limit = 1};
+    hooks_configure(hs, &c);
+    char first[128];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(run(hs, "t/1", "x", first, NULL), 1);
+        ck_assert_str_eq(first, "t/1 x"); /* hook_on_error pass: on unchanged */
+    }
+    ck_assert_uint_ge(stats_of(hs, "10-any.lua").memory_overruns, 3);
+    c.memory_limit = 16 << 20;
+    hooks_configure(hs, &c);
+    ck_assert_uint_eq(run(hs, "t/1", "x", first, NULL), 1);
+    ck_assert_str_eq(first, "t/out 1.5"); /* the state recovered */
+    teardown(hs);
+}
+END_TEST
+
 START_TEST(test_limits_cannot_be_caught)
 {
     setup();
@@ -242,6 +269,7 @@ suite_hooks(void)
     TCase *tc = tcase_create("hooks");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_counters);
+    tcase_add_test(tc, test_out_of_memory_around_the_call);
     tcase_add_test(tc, test_limits_cannot_be_caught);
     tcase_add_test(tc, test_chain_and_failed_reload);
     tcase_add_test(tc, test_garbage_near_the_cap_is_collected_not_cut);

@@ -63,7 +63,7 @@ START_TEST(test_set_replace_clear)
     retain_match(r, "a/b", 3, collect, &s);
     ck_assert_int_eq(s.n, 1);
     ck_assert_str_eq(s.payloads[0], "2"); /* the replacing message is stored (issue 12.20) */
-    put(r, "a/b", ""); /* empty payload clears [MQTT-3.3.1-6] */
+    put(r, "a/b", "");                    /* empty payload clears [MQTT-3.3.1-6] */
     ck_assert_uint_eq(retain_count(r), 0);
     ck_assert_int_eq(matches(r, "a/b"), 0);
     put(r, "x", ""); /* and is never stored [MQTT-3.3.1-7] */
