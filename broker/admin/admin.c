@@ -729,6 +729,12 @@ someone_listens(const struct sockaddr_un *sun)
     return yes;
 }
 
+bool
+admin_serves_metrics(const struct admin *a)
+{
+    return a && a->http;
+}
+
 struct admin *
 admin_new(struct broker *b, struct event_base *base, const char *path)
 {

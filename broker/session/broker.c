@@ -266,6 +266,12 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     b->hooks = hooks_new(base, &hc, &host);
     /* no admin socket is not a reason to refuse service: admin_new logged why */
     b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock");
+    if (b->conf.metrics_port && !admin_serves_metrics(b->admin)) { /* issue 12.21 */
+        snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
+                 b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
+        broker_free(b);
+        return NULL;
+    }
 
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
         struct tls_ctx *tls = NULL;
