@@ -133,15 +133,15 @@ main(int argc, char **argv)
     struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, b);
     struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, b);
     struct event *sighup = evsignal_new(base, SIGHUP, on_hup, b);
-    event_add(sigint, NULL);
-    event_add(sigterm, NULL);
-    event_add(sighup, NULL);
+    if (!sigint || !sigterm || !sighup || event_add(sigint, NULL) || event_add(sigterm, NULL) ||
+        event_add(sighup, NULL)) /* running on, SIGTERM would kill without the flush */
+        lq_log(LQ_LOG_ERR, "cannot handle signals: SIGTERM stops without flushing, no SIGHUP");
 
     event_base_dispatch(base);
 
-    event_free(sigint);
-    event_free(sigterm);
-    event_free(sighup);
+    if (sigint) event_free(sigint);
+    if (sigterm) event_free(sigterm);
+    if (sighup) event_free(sighup);
     broker_free(b);
     event_base_free(base);
     lq_log(LQ_LOG_NOTICE, "stopped");

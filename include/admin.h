@@ -12,6 +12,8 @@
 #ifndef LUNAMQ_ADMIN_H
 #define LUNAMQ_ADMIN_H
 
+#include <stdbool.h>
+
 struct broker;
 struct event_base;
 struct admin;
@@ -23,5 +25,7 @@ struct admin;
 struct admin *admin_new(struct broker *b, struct event_base *base, const char *path, char *err,
                         size_t errlen);
 void admin_free(struct admin *a); /* removes the socket file; NULL is a no-op */
+/* Is /metrics being served (metrics_listener configured and listening)? */
+bool admin_serves_metrics(const struct admin *a);
 
 #endif

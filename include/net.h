@@ -106,7 +106,8 @@ void conn_write(struct conn *c, const void *p, size_t n);
  * coalesce with and a buffer per connection would outlive the packet. */
 void conn_write_now(struct conn *c, const void *p, size_t n);
 /* Reserve n contiguous bytes at the end of the output, to be written in place and
- * committed with conn_commit(c, n). */
+ * committed with conn_commit(c, n). NULL when out of memory: as for any output that
+ * cannot be queued, the conn then sends nothing more and is closed as lost. */
 uint8_t *conn_reserve(struct conn *c, size_t n);
 void conn_commit(struct conn *c, size_t n);
 /* Queue bytes by reference: release(arg) is called once they are sent or dropped. */

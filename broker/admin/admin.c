@@ -220,17 +220,19 @@ collect(struct admin *a, struct figure *f)
     uint64_t retained_sys = 0; /* the broker's own $SYS topics, retained too */
     retain_match(b->retained, "$SYS/#", 6, count_one, &retained_sys);
     size_t n = 0;
-#define G(nm, sy, val, h) f[n++] = (struct figure){nm, sy, false, false, (double)(val), h}
-#define C(nm, sy, val, h)                     \
-    f[n++] = (struct figure)                  \
-    {                                         \
-        nm, sy, true, false, (double)(val), h \
-    }
-#define F(nm, sy, val, h)                     \
-    f[n++] = (struct figure)                  \
-    {                                         \
-        nm, sy, false, true, (double)(val), h \
-    }
+    /* f holds MAX_FIGURES (issue 12.22): each line below takes one __COUNTER__ value, so
+     * the static assertion after the last one counts them; the run-time check is the
+     * guard should a line ever be added in a loop */
+    enum { first_figure = __COUNTER__ };
+#define FIG(nm, sy, counter, fraction, val, h)                                            \
+    do {                                                                                  \
+        enum { counted = __COUNTER__ };                                                   \
+        (void)counted;                                                                    \
+        if (n < MAX_FIGURES) f[n++] = (struct figure){nm, sy, counter, fraction, val, h}; \
+    } while (0)
+#define G(nm, sy, val, h) FIG(nm, sy, false, false, (double)(val), h)
+#define C(nm, sy, val, h) FIG(nm, sy, true, false, (double)(val), h)
+#define F(nm, sy, val, h) FIG(nm, sy, false, true, (double)(val), h)
     G("uptime_s", NULL, (lq_now_ms() - a->started_ms) / 1000, "seconds since start");
     G("clients_connected", "clients/connected", online_n, "clients connected now");
     G("clients_peak", "clients/maximum", c->connections_peak, "most connections at once");
@@ -301,6 +303,9 @@ collect(struct admin *a, struct figure *f)
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
+    _Static_assert(__COUNTER__ - first_figure - 1 <= MAX_FIGURES,
+                   "collect() fills more than f holds");
+#undef FIG
 #undef G
 #undef C
 #undef F
@@ -859,6 +864,12 @@ someone_listens(const struct sockaddr_un *sun)
     bool yes = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0;
     close(fd);
     return yes;
+}
+
+bool
+admin_serves_metrics(const struct admin *a)
+{
+    return a && a->http;
 }
 
 /* Only a socket is ours to remove: a stale one of a broker that did not stop cleanly.

@@ -125,8 +125,8 @@ void pattern_open(lua_State *L); /* replaces them in the string table on top */
 /* message.c: messages to and from Lua tables */
 void message_setup(struct hook *h); /* once per state */
 /* Push the table for m published by cl: empty, each field made on its first read
- * while the call lasts. */
-void message_push(struct hook *h, const struct msg *m, const struct hook_client *cl);
+ * while the call lasts. False (nothing pushed) when the memory cap leaves no room. */
+bool message_push(struct hook *h, const struct msg *m, const struct hook_client *cl);
 /* After the call: the table keeps the fields that were read; reading another one is
  * an error. */
 void message_seal(struct hook *h);
@@ -136,6 +136,10 @@ bool message_unchanged(struct hook *h, const struct msg *m, int ret, int pushed)
  * a reason in err when the table is not a valid message. */
 struct msg *message_from_table(lua_State *L, int idx, const struct msg *def, char *err,
                                size_t errlen);
+/* The same outside a Lua call (a hook's result): read in a protected call, so that
+ * running out of memory is a NULL with a reason, not a panic. */
+struct msg *message_from_result(lua_State *L, int idx, const struct msg *def, char *err,
+                                size_t errlen);
 bool message_equal(const struct msg *a, const struct msg *b);
 
 /* hooks.c: for broker.publish */

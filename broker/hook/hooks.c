@@ -131,7 +131,7 @@ static struct msg *
 output(struct hook *h, int idx, struct msg *in, bool *changed)
 {
     char err[200];
-    struct msg *m = message_from_table(h->L, idx, in, err, sizeof(err));
+    struct msg *m = message_from_result(h->L, idx, in, err, sizeof(err));
     if (!m) {
         h->stats->errors++;
         lq_log_limited(&h->failures_log, LQ_LOG_WARNING,
@@ -173,7 +173,14 @@ run_one(struct hook *h, struct msg *m, const struct hook_client *cl, const struc
     struct hooks *hs = h->hs;
     lua_State *L = h->L;
     h->stats->calls++;
-    message_push(h, m, cl); /* stack: msg table (kept at 1), on_publish, msg table */
+    if (!message_push(h, m, cl)) { /* no room for its table: as a call cut by the cap */
+        h->stats->memory_overruns++;
+        lq_log_limited(&h->failures_log, LQ_LOG_WARNING,
+                       "hook %s: on_publish: memory limit: no room for the message", h->name);
+        if (!hs->conf.drop_on_error) run_chain(hs, m, cl, c, i + 1, v);
+        return;
+    }
+    /* stack: msg table (kept at 1), on_publish, msg table */
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_on_publish);
     lua_pushvalue(L, 1);
     int rc = sandbox_call(h, 1, 2, TIME_SAMPLE, "on_publish");
@@ -311,7 +318,8 @@ start(struct hooks *hs, struct hook *h)
         h->timer = event_new(hs->base, -1, EV_PERSIST, timer_cb, h);
         double s = h->interval;
         struct timeval tv = {.tv_sec = (time_t)s, .tv_usec = (suseconds_t)((s - (time_t)s) * 1e6)};
-        event_add(h->timer, &tv);
+        if (!h->timer || event_add(h->timer, &tv) != 0)
+            lq_log(LQ_LOG_ERR, "hook %s: cannot arm its timer: on_timer will not run", h->name);
     }
 }
 
@@ -462,7 +470,10 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (!relevant) return;
     struct timeval tv = {0, RESCAN_MS * 1000};
-    event_add(hs->rescan_ev, &tv); /* re-adding pushes the deadline: one rescan per burst */
+    /* re-adding pushes the deadline: one rescan per burst */
+    if (event_add(hs->rescan_ev, &tv) != 0)
+        lq_log(LQ_LOG_ERR, "scripts_dir %s: cannot arm the rescan: changes apply on SIGHUP",
+               hs->dir);
 }
 
 static void
@@ -484,7 +495,8 @@ watch(struct hooks *hs)
         return;
     }
     hs->inotify_ev = event_new(hs->base, hs->inotify_fd, EV_READ | EV_PERSIST, inotify_cb, hs);
-    event_add(hs->inotify_ev, NULL);
+    if (!hs->inotify_ev || event_add(hs->inotify_ev, NULL) != 0)
+        lq_log(LQ_LOG_WARNING, "scripts_dir %s: cannot watch it: changes apply on SIGHUP", hs->dir);
 }
 
 struct hooks *

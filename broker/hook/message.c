@@ -193,20 +193,41 @@ message_setup(struct hook *h)
     lua_setfield(L, -2, "__pairs");
     lua_pushboolean(L, 0); /* getmetatable(msg) is false: a __gc added here would be a */
     lua_setfield(L, -2, "__metatable"); /* finalizer on every message table */
+    /* the field names, kept alive: pushing one later (hooks.c reads "topic" outside a
+     * protected call) finds the interned string and allocates nothing */
+    for (int f = 0; f < F_NONE; f++) {
+        lua_pushstring(L, names[f]);
+        lua_rawseti(L, -2, f + 1);
+    }
     h->ref_msg_meta = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-void
+static int
+new_msg_table(lua_State *L)
+{
+    lua_createtable(L, 0, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hook_of(L)->ref_msg_meta);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+bool
 message_push(struct hook *h, const struct msg *m, const struct hook_client *cl)
 {
     lua_State *L = h->L;
-    lua_createtable(L, 0, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_msg_meta);
-    lua_setmetatable(L, -2);
+    /* protected: out of memory here is an error, not a panic (issue 12.22); under the
+     * cap configured now, or a failure here would keep an old one forever */
+    h->mem_limit = h->hs->conf.memory_limit;
+    lua_pushcfunction(L, new_msg_table);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        return false;
+    }
     h->msg = m;
     h->client = cl;
     h->msg_table = lua_topointer(L, -1);
     h->pushed_topic = h->pushed_payload = NULL;
+    return true;
 }
 
 void
@@ -386,14 +407,15 @@ properties(struct builder *b, int idx, struct mqtt_props *p, bool *has_expiry, u
     return user_list(b, idx, p);
 }
 
-struct msg *
-message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size_t errlen)
+static struct msg *
+from_table(struct builder *bp, int idx, const struct msg *def)
 {
+    lua_State *L = bp->L;
+    struct builder *b = bp; /* the caller frees b->user, even after a Lua error */
     idx = lua_absindex(L, idx);
-    struct builder b = {.L = L, .err = err, .errlen = errlen};
     struct msg *m = NULL;
     if (!lua_istable(L, idx)) {
-        fail(&b, "%s", "a message must be a table");
+        fail(b, "%s", "a message must be a table");
         return NULL;
     }
     int top = lua_gettop(L);
@@ -411,28 +433,28 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
     rawfield(L, idx, "topic");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING) {
-            fail(&b, "%s", "'topic' is not a string");
+            fail(b, "%s", "'topic' is not a string");
             goto out;
         }
         in.topic = lua_tolstring(L, -1, &in.topic_len);
     }
     if (in.topic_len > 65535 || !topic_name_is_valid(in.topic, in.topic_len) ||
         !mqtt_utf8_is_valid((const uint8_t *)in.topic, in.topic_len)) {
-        fail(&b, "'%s' is not a valid topic name", "topic");
+        fail(b, "'%s' is not a valid topic name", "topic");
         goto out;
     }
     if (topic_is_sys(in.topic, in.topic_len)) {
-        fail(&b, "'%s' is under $SYS/, which only the broker publishes", "topic");
+        fail(b, "'%s' is under $SYS/, which only the broker publishes", "topic");
         goto out;
     }
     if (topic_is_too_deep(in.topic, in.topic_len, hook_of(L)->hs->conf.max_topic_levels)) {
-        fail(&b, "'%s' has more levels than max_topic_levels", "topic");
+        fail(b, "'%s' has more levels than max_topic_levels", "topic");
         goto out;
     }
     rawfield(L, idx, "payload");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-            fail(&b, "%s", "'payload' is not a string");
+            fail(b, "%s", "'payload' is not a string");
             goto out;
         }
         const char *s = lua_tolstring(L, -1, &in.payload_len);
@@ -443,7 +465,7 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
         int ok;
         lua_Integer q = lua_tointegerx(L, -1, &ok);
         if (!ok || q < 0 || q > 2) {
-            fail(&b, "%s", "'qos' must be 0, 1 or 2");
+            fail(b, "%s", "'qos' must be 0, 1 or 2");
             goto out;
         }
         in.qos = (uint8_t)q;
@@ -454,13 +476,13 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
     uint8_t *blob = NULL;
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1)) {
-            fail(&b, "%s", "'properties' is not a table");
+            fail(b, "%s", "'properties' is not a table");
             goto out;
         }
         struct mqtt_props p;
         memset(&p, 0, sizeof(p));
         in.has_expiry = false;
-        if (!properties(&b, lua_gettop(L), &p, &in.has_expiry, &in.expiry_interval)) goto out;
+        if (!properties(b, lua_gettop(L), &p, &in.has_expiry, &in.expiry_interval)) goto out;
         in.props_len = mqtt_encode_props_raw(&p, NULL, 0);
         blob = lq_xmalloc(in.props_len ? in.props_len : 1);
         mqtt_encode_props_raw(&p, blob, in.props_len);
@@ -468,16 +490,57 @@ message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size
     }
     /* as a QoS 1/2 PUBLISH, it must fit one MQTT packet (its properties too) */
     if (2 + in.topic_len + 2 + 4 + in.props_len + in.payload_len > MQTT_MAX_REMAINING) {
-        fail(&b, "%s", "the message does not fit an MQTT packet (256 MB)");
+        fail(b, "%s", "the message does not fit an MQTT packet (256 MB)");
         free(blob);
         goto out;
     }
     m = msg_new(&in);
     free(blob);
 out:
-    free(b.user);
     lua_settop(L, top);
     return m;
+}
+
+struct msg *
+message_from_table(lua_State *L, int idx, const struct msg *def, char *err, size_t errlen)
+{
+    struct builder b = {.L = L, .err = err, .errlen = errlen};
+    struct msg *m = from_table(&b, idx, def);
+    free(b.user);
+    return m;
+}
+
+struct protected_read {
+    struct builder b;
+    const struct msg *def;
+    struct msg *m;
+};
+
+static int
+read_protected(lua_State *L)
+{
+    struct protected_read *r = lua_touserdata(L, 1);
+    r->b.L = L;
+    r->m = from_table(&r->b, 2, r->def);
+    return 0;
+}
+
+struct msg *
+message_from_result(lua_State *L, int idx, const struct msg *def, char *err, size_t errlen)
+{
+    struct protected_read r = {.b = {.err = err, .errlen = errlen}, .def = def};
+    idx = lua_absindex(L, idx);
+    lua_pushcfunction(L, read_protected);
+    lua_pushlightuserdata(L, &r);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) { /* out of memory: user entries may be half read */
+        lua_pop(L, 1);
+        snprintf(err, errlen, "%s", "memory limit exceeded while reading it");
+        free(r.b.user);
+        return NULL;
+    }
+    free(r.b.user);
+    return r.m;
 }
 
 bool

@@ -249,6 +249,8 @@ inbuf(const struct conn *c)
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
+static void close_soon(struct conn *c, const char *why, const char *detail);
+static void arm_event(struct conn *c, struct event *ev, const char *what);
 
 /* Wait for the socket to take more (it was full). */
 static void
@@ -262,16 +264,18 @@ wait_writable(struct conn *c)
     } else {
         c->wev = event_new(l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
     }
-    event_add(c->wev, NULL);
+    if (!c->wev) {
+        close_soon(c, "out of memory for output", "write event");
+        return;
+    }
+    arm_event(c, c->wev, "write event");
 }
 
 /* Output was queued: it leaves when this loop iteration's callbacks are done, all of
  * it in one write per connection. */
 static void
-want_write(struct conn *c)
+list_for_flush(struct conn *c)
 {
-    if (!c->out || !evbuffer_get_length(c->out)) return;
-    if (c->wev || c->flush_slot) return; /* waiting for the socket, or already listed */
     struct listener *l = c->l;
     if (l->nflush == l->cap_flush) {
         l->cap_flush = l->cap_flush ? 2 * l->cap_flush : 64;
@@ -280,6 +284,42 @@ want_write(struct conn *c)
     l->flush[l->nflush++] = c;
     c->flush_slot = l->nflush;
     if (l->nflush == 1) event_active(l->flush_ev, EV_WRITE, 0);
+}
+
+static void
+want_write(struct conn *c)
+{
+    if (!c->out || !evbuffer_get_length(c->out)) return;
+    if (c->wev || c->flush_slot) return; /* waiting for the socket, or already listed */
+    list_for_flush(c);
+}
+
+/* Output could not be queued (out of memory) or an event not armed: the stream has a
+ * hole or would stall, so nothing more is sent, and the conn is closed as lost from
+ * the flush, outside the caller, which may be in the middle of routing (issue 12.22). */
+static void
+close_soon(struct conn *c, const char *why, const char *detail)
+{
+    static struct lq_log_limit limit;
+    if (c->broken) return;
+    c->broken = why;
+    lq_log_limited(&limit, LQ_LOG_ERR, "%s: %s (%s): closing", c->peer, why, detail);
+    if (!c->flush_slot) list_for_flush(c);
+}
+
+static void
+out_failed(struct conn *c, size_t n)
+{
+    char d[48];
+    snprintf(d, sizeof(d), "%zu bytes", n);
+    close_soon(c, "out of memory for output", d);
+}
+
+/* Arm c's read or write event; a failure (the kernel's or libevent's) closes c. */
+static void
+arm_event(struct conn *c, struct event *ev, const char *what)
+{
+    if (event_add(ev, NULL) != 0) close_soon(c, "cannot arm an event", what);
 }
 
 /* Output all written: the write event goes back to the listener's spares. */
@@ -441,7 +481,7 @@ handshake_done(struct hs_job *j)
     }
     bool framing = tls_result(c, st, false, why);
     if (c->closing) return;
-    if (!c->paused) event_add(conn_rev(c), NULL);
+    if (!c->paused) arm_event(c, conn_rev(c), "read event");
     if (framing) frame(c);
 }
 
@@ -711,6 +751,10 @@ write_listed_cb(evutil_socket_t fd, short what, void *arg)
         struct conn *c = l->flush[i];
         if (!c) continue;
         c->flush_slot = 0;
+        if (c->broken && !c->closing) {
+            lost(c, c->broken);
+            if (!out_len(c)) continue; /* already on the reap list */
+        }
         write_out(c);
     }
     uint32_t later = 0;
@@ -723,7 +767,8 @@ write_listed_cb(evutil_socket_t fd, short what, void *arg)
     l->nflush = later;
     if (later) {
         struct timeval now = {0, 0};
-        event_add(l->flush_ev, &now);
+        if (event_add(l->flush_ev, &now) != 0)
+            lq_log(LQ_LOG_ERR, "cannot arm the output flush: %u connections wait", later);
     }
 }
 
@@ -817,7 +862,11 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
         wheel_put(c, c->t->hs_deadline_ms);
     }
-    event_add(conn_rev(c), NULL);
+    if (event_add(conn_rev(c), NULL) != 0) {
+        lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", c->peer);
+        conn_free_unlinked(c);
+        return NULL;
+    }
 
     c->next = l->conns;
     if (l->conns) l->conns->prev = c;
@@ -902,8 +951,12 @@ conn_peek(const struct conn *c, void *out, size_t n)
 void
 conn_write(struct conn *c, const void *p, size_t n)
 {
-    if (c->closing && !n) return;
-    evbuffer_add(outbuf(c), p, n);
+    if ((c->closing && !n) || c->broken) return;
+    struct evbuffer *b = outbuf(c);
+    if (!b || evbuffer_add(b, p, n) != 0) {
+        out_failed(c, n);
+        return;
+    }
     c->bytes_out += n;
     queued(c);
     want_write(c);
@@ -925,7 +978,11 @@ conn_write_now(struct conn *c, const void *p, size_t n)
 uint8_t *
 conn_reserve(struct conn *c, size_t n)
 {
-    if (evbuffer_reserve_space(outbuf(c), (ssize_t)n, &c->l->resv, 1) != 1) return NULL;
+    struct evbuffer *b = c->broken ? NULL : outbuf(c);
+    if (!b || evbuffer_reserve_space(b, (ssize_t)n, &c->l->resv, 1) != 1) {
+        out_failed(c, n);
+        return NULL;
+    }
     return c->l->resv.iov_base;
 }
 
@@ -960,7 +1017,13 @@ conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *ar
     struct ref_release *r = lq_xmalloc(sizeof(*r));
     r->fn = release;
     r->arg = arg;
-    evbuffer_add_reference(outbuf(c), p, n, release_cb, r);
+    struct evbuffer *b = c->broken ? NULL : outbuf(c);
+    if (!b || evbuffer_add_reference(b, p, n, release_cb, r) != 0) {
+        release(arg); /* libevent calls no cleanup when it fails */
+        free(r);
+        if (!c->broken) out_failed(c, n);
+        return;
+    }
     c->bytes_out += n;
     queued(c);
     want_write(c);
@@ -993,7 +1056,7 @@ conn_resume(struct conn *c)
     if (!c->paused || c->closing) return;
     c->paused = false;
     if (c->job) return; /* handshake_done resumes reading */
-    event_add(conn_rev(c), NULL);
+    arm_event(c, conn_rev(c), "read event");
     /* packets already buffered would wait for new bytes: run the reader soon */
     if ((c->in && evbuffer_get_length(c->in)) || (c->t && evbuffer_get_length(c->t->in)))
         event_active(conn_rev(c), EV_READ, 0);

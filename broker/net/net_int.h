@@ -79,6 +79,7 @@ struct conn {
     bool peer_gone;         /* the peer closed or reset: nothing to linger for */
     bool lingering;         /* written shut: reading and discarding until the peer closes */
     uint32_t linger_left;   /* bytes it may still send before the close */
+    const char *broken;     /* why output or events were lost: close, send nothing more */
     uint32_t flush_slot;    /* 1 + its index in l->flush, 0: not there */
     struct conn_tls *t;     /* NULL: plain TCP */
     char *peer;             /* "address:port", in the conn's allocation */

@@ -28,6 +28,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
@@ -335,9 +336,10 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
                                        MBEDTLS_CIPHER_AES_256_GCM, TICKET_LIFETIME_S)))
         return load_fail(ctx, err, errlen, rc, "TLS session tickets");
     unsigned char key[32];
-    if ((rc = mbedtls_ctr_drbg_random(&drbg, key, sizeof(key))) ||
-        (rc = mbedtls_gcm_setkey(&ctx->id_key, MBEDTLS_CIPHER_ID_AES, key, 256)))
-        return load_fail(ctx, err, errlen, rc, "TLS session tickets");
+    if ((rc = mbedtls_ctr_drbg_random(&drbg, key, sizeof(key))) == 0)
+        rc = mbedtls_gcm_setkey(&ctx->id_key, MBEDTLS_CIPHER_ID_AES, key, 256);
+    mbedtls_platform_zeroize(key, sizeof(key)); /* the GCM context has it now (issue 12.22) */
+    if (rc) return load_fail(ctx, err, errlen, rc, "TLS session tickets");
     mbedtls_ssl_conf_session_tickets_cb(c, ticket_write, ticket_parse, ctx);
     mbedtls_ssl_conf_tls13_key_exchange_modes(c, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_ALL);
     mbedtls_ssl_conf_new_session_tickets(c, 1);

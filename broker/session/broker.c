@@ -292,9 +292,13 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     hooks_conf_of(&b->conf, &hc);
     b->hooks = hooks_new(base, &hc, &host);
     /* no admin socket is not a reason to refuse service (admin_new logged why), a
-     * path naming something else is a configuration error */
+     * path naming something else is a configuration error; so is a metrics_listener
+     * that cannot listen (issue 12.21) */
     b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock",
                          errbuf, errlen);
+    if (!errbuf[0] && b->conf.metrics_port && !admin_serves_metrics(b->admin))
+        snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
+                 b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
     if (errbuf[0]) {
         broker_free(b);
         return NULL;

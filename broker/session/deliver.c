@@ -164,10 +164,12 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
     }
     if (total <= SMALL_PACKET) {
         uint8_t *out = conn_reserve(c, total);
+        if (!out) return false; /* out of memory: the conn is being closed */
         mqtt_encode_publish(&p, s->version, out, total);
         conn_commit(c, total);
     } else {
         uint8_t *out = conn_reserve(c, head);
+        if (!out) return false;
         mqtt_encode_publish_head(&p, s->version, out, head, &total);
         conn_commit(c, head);
         conn_write_ref(c, m->payload, m->payload_len, release_msg, msg_ref(m));

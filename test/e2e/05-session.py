@@ -101,13 +101,18 @@ def test_disconnect_changes_expiry(b):
 def test_clean_start_discards(b):
     # [MQTT-3.1.2-4]
     c = connected(b.port, "cs", clean=False, properties=PERSIST)
-    c.subscribe(1, [("cs", 1)])
+    assert c.subscribe(1, [("cs", 1)]).codes == [1]
     c.disconnect()
     c = Client(b.port)
     assert not c.connect("cs", clean=True, properties=PERSIST).session_present
     pub = connected(b.port, "pub")
     pub.publish("cs", b"x", qos=1, pid=1)
+    pub.expect(PUBACK)
     c.expect_none(0.3)  # the old subscription went with the old session
+    # issue 12.19: subscribed again on this session, the next message arrives
+    assert c.subscribe(2, [("cs", 1)]).codes == [1]
+    pub.publish("cs", b"y", qos=1, pid=2)
+    assert c.expect(PUBLISH).payload == b"y"
 
 
 def test_v311_persistent_session(b):
@@ -168,3 +173,38 @@ def test_full_offline_queue_logs_once_not_per_message(b):
     assert wait_for(lambda: "queue has room again: 195 QoS 1/2 messages refused" in b.output(), 3)
     assert b.output().count("queue full") == 1
 
+
+
+def session_expiry_of(b, client_id):
+    import json
+    import subprocess
+    from lqtest import CTL
+    r = subprocess.run([CTL, "-s", b.admin, "--json", "client", client_id], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["session_expiry"]
+
+
+@conf("persistent_client_expiration 2h")
+def test_persistent_client_expiration_applies_to_v3_sessions(b):
+    """issue 12.21: persistent_client_expiration is the session expiry of a 3.1.x client
+    with clean session 0 (and of no other). The smallest unit is an hour (as mosquitto),
+    so this checks the value the session gets; the timer that ends a session at its
+    expiry is the one test_session_expiry sees fire."""
+    for cid, version, clean in (("p4", 4, False), ("p3", 3, False), ("c4", 4, True)):
+        c = connected(b.port, cid, version=version, clean=clean)
+        c.close()
+    v5 = connected(b.port, "p5", clean=False, properties=[(SESSION_EXPIRY, 60)])
+    v5.close()
+    time.sleep(0.2)
+    assert session_expiry_of(b, "p4") == 7200
+    assert session_expiry_of(b, "p3") == 7200
+    assert session_expiry_of(b, "p5") == 60
+
+
+def test_v3_sessions_never_expire_by_default(b):
+    """issue 12.21: without persistent_client_expiration a 3.1.1 session does not expire."""
+    c = connected(b.port, "forever", version=4, clean=False)
+    c.close()
+    time.sleep(0.2)
+    assert session_expiry_of(b, "forever") == 0xFFFFFFFF

@@ -4,14 +4,25 @@ properties forwarded, will delay, cancelled by a reconnect within the delay."""
 
 import time
 
-from mqttraw import (CONTENT_TYPE, PUBLISH, SESSION_EXPIRY, USER_PROPERTY, WILL_DELAY, Client,
+from mqttraw import (CONTENT_TYPE, PUBACK, PUBLISH, SESSION_EXPIRY, USER_PROPERTY, WILL_DELAY, Client,
                      connected)
 
 
 def watcher(b, name="watch"):
     w = connected(b.port, name)
-    w.subscribe(1, [("will/#", 1)])
+    assert w.subscribe(1, [("will/#", 1)]).codes == [1]
     return w
+
+
+def control(b, w, tag):
+    """A message that must reach watcher w after the "nothing" it saw: a broker that
+    routes nothing fails the negative test here (issue 12.19)."""
+    pub = connected(b.port, "control-" + tag)
+    pub.publish("will/control", tag.encode(), qos=1, pid=1)
+    pub.expect(PUBACK)
+    p = w.expect(PUBLISH)
+    assert (p.topic, p.payload) == ("will/control", tag.encode())
+    pub.close()
 
 
 def test_will_on_abnormal_loss(b):
@@ -35,6 +46,7 @@ def test_no_will_on_normal_disconnect(b):
     c.disconnect(0)
     c.close()
     w.expect_none(0.5)
+    control(b, w, "polite")
 
 
 def test_will_on_disconnect_with_will(b):
@@ -78,6 +90,7 @@ def test_will_delay_cancelled_by_reconnect(b):
     c = Client(b.port)
     assert c.connect("back", clean=False, properties=[(SESSION_EXPIRY, 30)]).session_present
     w.expect_none(1.5)
+    control(b, w, "back")
 
 
 def test_will_sent_when_session_ends_first(b):

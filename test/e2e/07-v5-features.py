@@ -77,10 +77,15 @@ def test_message_expired_while_queued(b):
 def test_retained_message_expiry(b):
     pub = connected(b.port, "pub")
     pub.publish("re", b"x", retain=True, properties=[(MESSAGE_EXPIRY, 1)])
+    pub.publish("re/kept", b"k", retain=True, properties=[(MESSAGE_EXPIRY, 60)])
     time.sleep(1.3)
     c = connected(b.port, "late")
-    c.subscribe(1, [("re", 0)])
+    assert c.subscribe(1, [("re", 0)]).codes == [0]
     c.expect_none(0.3)
+    # issue 12.19: a retained message that has not expired is still sent
+    assert c.subscribe(2, [("re/kept", 0)]).codes == [0]
+    p = c.expect(PUBLISH)
+    assert (p.topic, p.payload, p.retain) == ("re/kept", b"k", True)
 
 
 def test_topic_alias_from_client(b):

@@ -2,15 +2,18 @@
 """Command line, configuration errors, signals (SIGTERM graceful shutdown with 0x8B,
 SIGHUP reload), max_connections."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 
 import lqtest
 from lqtest import conf, may_exit
-from mqttraw import DISCONNECT, RECEIVE_MAXIMUM, Client, connected, roundtrip
+from mqttraw import (DISCONNECT, MAXIMUM_PACKET_SIZE, PUBACK, PUBLISH, RECEIVE_MAXIMUM,
+                     RETAIN_AVAILABLE, SERVER_KEEP_ALIVE, Client, connected, roundtrip)
 
 
 def run_with_conf(text, *args):
@@ -148,3 +151,174 @@ def test_allow_anonymous_true_does_not_warn(b):
     """issue 12.16: the warning is only for allow_anonymous false."""
     assert b.wait_log("listening on", 3)
     assert "allow_anonymous" not in b.output()
+
+
+# ---- issue 12.21: README behaviours that had no test ----
+
+def test_metrics_listener_cannot_bind_is_a_startup_error(b):
+    """issue 12.21: a metrics_listener whose port is taken stops start-up (exit 3, a
+    message naming the option), as the README says; it used to run on without it."""
+    taken = socket.socket()
+    taken.bind((lqtest.HOST, 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        rc, err, _ = run_with_conf("listener %d 127.0.0.1\nadmin_socket none\n"
+                                   "metrics_listener %d\n" % (lqtest.free_port(), port))
+    finally:
+        taken.close()
+    assert rc == 3, (rc, err)
+    assert "metrics_listener" in err and str(port) in err, err
+
+
+def test_broker_started_from_include_dir(b):
+    """issue 12.21: the main file only names include_dir; the listener and an option
+    come from a *.conf in it (a file of another name is not read)."""
+    d = tempfile.mkdtemp(dir=b.dir)
+    port = lqtest.free_port()
+    with open(os.path.join(d, "10-listener.conf"), "w") as f:
+        f.write("listener %d 127.0.0.1\nadmin_socket none\n" % port)
+    with open(os.path.join(d, "20-limits.conf"), "w") as f:
+        f.write("max_inflight_messages 7\n")
+    with open(os.path.join(d, "30-ignored.conf.off"), "w") as f:
+        f.write("bogus_option 1\n")
+    main = os.path.join(b.dir, "main.conf")
+    with open(main, "w") as f:
+        f.write("include_dir %s\n" % d)
+    p = subprocess.Popen([lqtest.BIN, "-c", main], stderr=subprocess.PIPE)
+    try:
+        assert lqtest.wait_port(port), p.stderr.read1(4096) if p.poll() is not None else ""
+        assert connected(port, "inc").connack.props[RECEIVE_MAXIMUM] == 7
+        roundtrip(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+
+
+def test_make_install_layout(b):
+    """issue 12.21: make install with PREFIX and DESTDIR puts the two programs and the
+    example configuration where the README says, and the installed broker runs."""
+    dest = tempfile.mkdtemp(dir=b.dir)
+    r = subprocess.run(["make", "-s", "-C", lqtest.ROOT, "install", "DESTDIR=" + dest,
+                        "PREFIX=/opt/lq"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    root = os.path.join(dest, "opt", "lq")
+    found = sorted(os.path.relpath(os.path.join(d, f), root)
+                   for d, _, fs in os.walk(root) for f in fs)
+    assert found == ["bin/lunamq", "bin/lunamq-ctl", "share/lunamq/lunamq.conf.example"], found
+    for exe in ("bin/lunamq", "bin/lunamq-ctl"):
+        assert os.stat(os.path.join(root, exe)).st_mode & 0o777 == 0o755
+    assert os.stat(os.path.join(root, "share/lunamq/lunamq.conf.example")).st_mode & 0o777 == 0o644
+    h = subprocess.run([os.path.join(root, "bin/lunamq"), "-h"], capture_output=True, timeout=10)
+    assert h.returncode == 0 and b"usage: lunamq" in h.stdout
+    port = lqtest.free_port()  # the installed example configuration parses and serves
+    with open(os.path.join(root, "share/lunamq/lunamq.conf.example")) as f:
+        example = f.read()
+    assert "listener 1883 127.0.0.1\n" in example  # moved to a free port: tests run side by side
+    with open(os.path.join(dest, "example.conf"), "w") as f:
+        f.write(example.replace("listener 1883 127.0.0.1\n", "listener %d 127.0.0.1\n" % port))
+    p = subprocess.Popen([os.path.join(root, "bin/lunamq"), "-c", os.path.join(dest, "example.conf")],
+                         cwd=dest, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        assert lqtest.wait_port(port)
+        roundtrip(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+
+
+RELOAD_BEFORE = ["max_packet_size 0", "max_keepalive 65535", "allow_anonymous true",
+                 "retain_available true", "message_size_limit 0", "max_topic_levels 200",
+                 "persistent_client_expiration 1h"]
+RELOAD_AFTER = ["max_packet_size 5000", "max_keepalive 30", "allow_anonymous false",
+                "retain_available false", "message_size_limit 10", "max_topic_levels 3",
+                "persistent_client_expiration 2h"]
+
+
+def observe(b, tag):
+    """What each reloadable option shows to a new client."""
+    c = connected(b.port, "obs-" + tag, keepalive=600, username="u")
+    ca = c.connack.props
+    anon = Client(b.port).connect("anon-" + tag).rc
+    c.publish("big/" + tag, b"x" * 20, qos=1, pid=1)
+    big = c.expect(PUBACK).rc
+    c3 = connected(b.port, "v3-" + tag, version=4, clean=False, username="u", keepalive=10)
+    c3.close()
+    time.sleep(0.1)
+    expiry = json.loads(subprocess.run([lqtest.CTL, "-s", b.admin, "--json", "client", "v3-" + tag],
+                                       capture_output=True, text=True, timeout=10).stdout)
+    c.publish("a/b/c/d/" + tag, b"x")  # 4 levels: refused past max_topic_levels 3
+    deep = c.recv(1)
+    return dict(max_packet=ca.get(MAXIMUM_PACKET_SIZE), keepalive=ca.get(SERVER_KEEP_ALIVE),
+                anon=anon, retain=ca.get(RETAIN_AVAILABLE), big=big,
+                expiry=expiry["session_expiry"], deep=deep and (deep.type, deep.rc))
+
+
+@conf(*RELOAD_BEFORE)
+def test_sighup_applies_each_reloadable_option_and_not_the_restart_ones(b):
+    """issue 12.21: SIGHUP applies every reloadable option the README lists (seen by a
+    new client), and not listener or metrics_listener (restart only)."""
+    before = observe(b, "1")
+    assert before == dict(max_packet=None, keepalive=None, anon=0, retain=1, big=0,
+                          expiry=3600, deep=None), before
+    new_port, metrics_port = lqtest.free_port(), lqtest.free_port()
+    with open(b.conf_path) as f:
+        text = f.read()
+    for old, new in zip(RELOAD_BEFORE, RELOAD_AFTER):
+        text = text.replace(old + "\n", new + "\n")
+    text += "listener %d 127.0.0.1\nmetrics_listener %d\n" % (new_port, metrics_port)
+    with open(b.conf_path, "w") as f:
+        f.write(text)
+    b.send_signal(signal.SIGHUP)
+    assert b.wait_log("configuration reloaded")
+    after = observe(b, "2")
+    assert after == dict(max_packet=5000, keepalive=30, anon=0x87, retain=0, big=0x97,
+                         expiry=7200, deep=(DISCONNECT, 0x90)), after
+    for port in (new_port, metrics_port):  # restart-only: not opened by a reload
+        with socket.socket() as s:
+            assert s.connect_ex((lqtest.HOST, port)) != 0, port
+    roundtrip_named(b.port)
+
+
+def roundtrip_named(port):
+    sub = connected(port, "rt-sub", username="u")
+    assert sub.subscribe(1, [("rt", 1)]).codes == [1]
+    pub = connected(port, "rt-pub", username="u")
+    pub.publish("rt", b"ok", qos=1, pid=1)
+    assert pub.expect(PUBACK).rc == 0
+    assert sub.expect(PUBLISH).payload == b"ok"
+
+
+@may_exit
+def test_sigterm_flushes_for_up_to_2s(b):
+    """issue 12.21: at SIGTERM what is queued for a client is still sent while it reads
+    (up to 2 s), and a client that never reads holds the exit back no more than that."""
+    reader = connected(b.port, "reader")
+    assert reader.subscribe(1, [("f/#", 0)]).codes == [0]
+    stuck = connected(b.port, "stuck")
+    assert stuck.subscribe(1, [("f/#", 0)]).codes == [0]
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pub = connected(b.port, "pub")
+    n, payload = 200, b"x" * 20000  # 4 MB each: far more than the socket buffers
+    for i in range(n):
+        pub.publish("f/%d" % i, payload)
+    pub.publish("f/end", b"end", qos=1, pid=1)
+    assert pub.expect(PUBACK).rc == 0
+    time.sleep(0.3)
+    t0 = time.time()
+    b.send_signal(signal.SIGTERM)
+    got, last = 0, None
+    while True:  # the reader, reading from now on, gets what was queued, then the close
+        p = reader.recv(3)
+        if p is None:
+            break
+        if p.type == PUBLISH:
+            got += 1
+        last = p
+    # DISCONNECT 0x8B comes after everything queued before it: the whole queue left
+    assert reader.eof and last is not None and (last.type, last.rc) == (DISCONNECT, 0x8B), (last, got, time.time() - t0)
+    assert got >= n // 2, got  # megabytes, so sent after the signal
+    assert b.proc.wait(5) == 0
+    took = time.time() - t0
+    assert 1.5 <= took <= 3.5, took  # the stuck client was given its 2 s, no more
+    stuck.close()

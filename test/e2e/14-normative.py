@@ -46,13 +46,17 @@ def test_refused_connack_session_present_zero(b):
 def test_refused_connect_ignores_following_data(b):
     # [MQTT-3.1.4-6] data after a refused CONNECT is not processed
     sub = connected(b.port, "watch")
-    sub.subscribe(1, [("leak", 0)])
+    assert sub.subscribe(1, [("leak", 0)]).codes == [0]
     c = Client(b.port)
     body = s(b"MQTT") + bytes([5, 0x02, 0, 60]) + props((0x15, "X")) + s("bad")
     pub = packet(0x30, s("leak") + props() + b"x")
     c.send(packet(0x10, body) + pub)
-    c.closed()
+    assert c.closed()
     sub.expect_none(0.4)
+    # issue 12.19: the same PUBLISH from an accepted client does arrive
+    ok = connected(b.port, "good")
+    ok.send(pub)
+    assert sub.expect(PUBLISH).payload == b"x"
 
 
 def test_second_connect_protocol_error(b):
@@ -127,6 +131,11 @@ def test_session_discarded_after_expiry(b):
     c = Client(b.port)
     assert not c.connect("gone", clean=False).session_present
     c.expect_none(0.3)
+    # issue 12.19: the same subscription on the new session does get the next message
+    assert c.subscribe(2, [("g", 1)]).codes == [1]
+    pub.publish("g", b"now", qos=1, pid=2)
+    pub.expect(PUBACK)
+    assert c.expect(PUBLISH).payload == b"now"
 
 
 def test_client_id_chars(b):
@@ -309,17 +318,21 @@ def test_no_disconnect_before_connack(b):
     c.send(packet(0x10, body))
     p = c.recv()
     assert p.type == CONNACK and p.rc >= 0x80
-    assert c.recv(0.5) is None
+    assert c.recv(2) is None and c.eof  # the close, no DISCONNECT first (issue 12.18)
 
 
 def test_disconnect_success_discards_will(b):
     # [MQTT-3.14.4-3] [MQTT-3.1.2-26]
     sub = connected(b.port, "s")
-    sub.subscribe(1, [("lastwill", 0)])
+    assert sub.subscribe(1, [("lastwill", 0)]).codes == [0]
     w = connected(b.port, "w", will=dict(topic="lastwill", payload=b"x"))
     w.disconnect()
     w.close()
     sub.expect_none(0.5)
+    # issue 12.19: a will that is not discarded (a lost connection) does arrive
+    w = connected(b.port, "w2", will=dict(topic="lastwill", payload=b"y"))
+    w.close()
+    assert sub.expect(PUBLISH).payload == b"y"
 
 
 def test_forwarded_properties_unchanged(b):

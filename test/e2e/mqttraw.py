@@ -176,6 +176,7 @@ class Client:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
         self.connack = None
+        self.eof = False  # the broker closed (or reset) the connection: recv() saw it
 
     # ---- sending ----
     def send(self, data):
@@ -269,7 +270,8 @@ class Client:
         self.buf += data
 
     def recv(self, timeout=3.0):
-        """Next packet, or None if the connection closed or nothing came in time."""
+        """Next packet, or None if nothing came in time or the connection closed; the two
+        are told apart by self.eof, which a close sets (issue 12.18)."""
         deadline = time.time() + timeout
         try:
             while True:
@@ -289,19 +291,34 @@ class Client:
                         self.buf = self.buf[i + n:]
                         return Packet(first, body, self.version)
                 self._fill(deadline)
-        except (socket.timeout, EOFError, ConnectionResetError, OSError):
+        except socket.timeout:
+            return None
+        except (EOFError, OSError):  # EOF, reset, broken pipe: closed, not a timeout
+            self.eof = True
             return None
 
     def expect(self, ptype, timeout=3.0):
         p = self.recv(timeout)
-        assert p is not None, "expected packet type %d, got nothing (closed or timeout)" % ptype
+        assert p is not None, "expected packet type %d, got %s" % (
+            ptype, "a close" if self.eof else "nothing in %.1f s" % timeout)
         assert p.type == ptype, "expected packet type %d, got %r" % (ptype, p)
         return p
 
-    def expect_none(self, timeout=0.5):
-        """Nothing arrives within timeout (and the connection stays open)."""
+    def ping(self, timeout=3.0):
+        """PINGREQ -> PINGRESP: the connection is open and served (issue 12.18)."""
+        self.send(packet(0xC0, b""))
+        self.expect(PINGRESP, timeout)
+
+    def expect_none(self, timeout=0.5, ping=True):
+        """Nothing arrives within timeout, and the connection stays open: a close is a
+        failure, not "nothing", and with ping a PINGREQ then gets its PINGRESP (with no
+        other packet before it), so the broker still serves this client (issue 12.18).
+        ping=False only before CONNACK, where PINGREQ is not allowed."""
         p = self.recv(timeout)
         assert p is None, "unexpected %r" % (p,)
+        assert not self.eof, "the broker closed the connection (expected it to stay open)"
+        if ping:
+            self.ping()
 
     def closed(self, timeout=3.0):
         """True when the server closes the connection within timeout (packets before

@@ -3,6 +3,7 @@
  * The retained store: set, replace, clear with an empty payload, and the walk of
  * a filter with wildcards and the '$' rule. */
 #include <check.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "msg.h"
@@ -24,13 +25,16 @@ mk(const char *topic, const char *payload)
 struct seen {
     int n;
     char topics[16][32];
+    char payloads[16][32];
 };
 
 static void
 collect(struct msg *m, void *arg)
 {
     struct seen *s = arg;
-    strncpy(s->topics[s->n++], m->topic, 31);
+    strncpy(s->topics[s->n], m->topic, 31);
+    snprintf(s->payloads[s->n], 32, "%.*s", (int)m->payload_len, (const char *)m->payload);
+    s->n++;
 }
 
 static int
@@ -58,7 +62,8 @@ START_TEST(test_set_replace_clear)
     struct seen s = {0};
     retain_match(r, "a/b", 3, collect, &s);
     ck_assert_int_eq(s.n, 1);
-    put(r, "a/b", ""); /* empty payload clears [MQTT-3.3.1-6] */
+    ck_assert_str_eq(s.payloads[0], "2"); /* the replacing message is stored (issue 12.20) */
+    put(r, "a/b", "");                    /* empty payload clears [MQTT-3.3.1-6] */
     ck_assert_uint_eq(retain_count(r), 0);
     ck_assert_int_eq(matches(r, "a/b"), 0);
     put(r, "x", ""); /* and is never stored [MQTT-3.3.1-7] */
