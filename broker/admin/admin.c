@@ -890,7 +890,8 @@ admin_new(struct broker *b, struct event_base *base, const char *path, char *err
     a->started_ms = a->last_tick_ms = lq_now_ms();
     a->tick = event_new(base, -1, EV_PERSIST, tick_cb, a);
     struct timeval one = {1, 0};
-    event_add(a->tick, &one);
+    if (!a->tick || event_add(a->tick, &one) < 0) /* issue 12.22: rates and lag stay 0 */
+        lq_log(LQ_LOG_ERR, "admin: cannot arm the one-second tick");
     const struct lq_conf *c = &b->conf;
     if (c->metrics_port) {
         const char *host = c->metrics_host ? c->metrics_host : "127.0.0.1";

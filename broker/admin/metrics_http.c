@@ -287,7 +287,11 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
     m->conns = hc;
     m->nconns++;
     struct timeval tv = {HTTP_TIMEOUT_MS / 1000, (HTTP_TIMEOUT_MS % 1000) * 1000};
-    evtimer_add(hc->deadline, &tv);
+    if (evtimer_add(hc->deadline, &tv) < 0) { /* no deadline: do not serve it */
+        lq_log(LQ_LOG_ERR, "metrics: cannot arm a request deadline: closing");
+        conn_free(hc);
+        return;
+    }
     bufferevent_setwatermark(hc->bev, EV_READ, 0, HTTP_MAX_HEADER); /* reads stop there */
     bufferevent_setcb(hc->bev, read_cb, NULL, event_cb, hc);
     bufferevent_enable(hc->bev, EV_READ | EV_WRITE);

@@ -90,7 +90,8 @@ wheel_put(struct conn *c, uint64_t due_ms)
     l->nwheel++;
     if (!evtimer_pending(l->tick, NULL)) {
         struct timeval tv = {0, WHEEL_TICK_MS * 1000};
-        evtimer_add(l->tick, &tv);
+        if (evtimer_add(l->tick, &tv) < 0)
+            lq_log(LQ_LOG_ERR, "listener: cannot arm the deadline wheel: deadlines wait");
     }
 }
 
@@ -181,7 +182,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (l->nwheel && !evtimer_pending(l->tick, NULL)) {
         struct timeval tv = {0, WHEEL_TICK_MS * 1000};
-        evtimer_add(l->tick, &tv);
+        if (evtimer_add(l->tick, &tv) < 0)
+            lq_log(LQ_LOG_ERR, "listener: cannot arm the deadline wheel: deadlines wait");
     }
 }
 
@@ -646,7 +648,7 @@ linger(struct conn *c)
     c->linger_left = LINGER_BYTES;
     c->l->nlinger++;
     wheel_put(c, lq_now_ms() + LINGER_MS);
-    event_add(conn_rev(c), NULL); /* on_readable discards from now on */
+    if (event_add(conn_rev(c), NULL) < 0) reap_soon(c); /* on_readable discards from now on */
 }
 
 static void

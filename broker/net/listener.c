@@ -79,7 +79,8 @@ accept_backoff_failed(struct accept_backoff *ab)
                    strerror(e), ACCEPT_PAUSE_MS);
     evconnlistener_disable(ab->evl);
     struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
-    evtimer_add(ab->resume, &tv);
+    if (evtimer_add(ab->resume, &tv) < 0) /* paused for good would be worse: go on */
+        evconnlistener_enable(ab->evl);
 }
 
 static void

@@ -101,7 +101,8 @@ slow_arm(struct broker *b)
     if (ms > TICK_MAX_MS) ms = TICK_MAX_MS;
     if (ms < 10) ms = 10;
     struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)ms * 1000};
-    evtimer_add(b->slow_ev, &tv);
+    if (!b->slow_ev || evtimer_add(b->slow_ev, &tv) < 0)
+        lq_log(LQ_LOG_ERR, "cannot arm the slow-consumer check: holds end when queues drain");
 }
 
 void

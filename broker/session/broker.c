@@ -371,7 +371,7 @@ shutdown_tick(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(b->base, NULL);
         return;
     }
-    evtimer_add(b->shutdown_ev, &tick);
+    if (evtimer_add(b->shutdown_ev, &tick) < 0) event_base_loopexit(b->base, NULL);
 }
 
 void

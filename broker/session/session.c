@@ -120,7 +120,8 @@ arm(struct session *s, struct event **ev, event_callback_fn fn, uint32_t seconds
 {
     if (!*ev) *ev = evtimer_new(s->b->base, fn, s);
     struct timeval tv = {.tv_sec = seconds, .tv_usec = 0};
-    evtimer_add(*ev, &tv);
+    if (!*ev || evtimer_add(*ev, &tv) < 0)
+        session_log(s, LQ_LOG_ERR, "cannot arm a session timer (will delay or expiry)");
 }
 
 void
