@@ -29,7 +29,7 @@ struct tls_conf {
     char *ciphers_tls13;           /* TLS 1.3 suites, likewise */
     char *ciphers_at;              /* "FILE:LINE" of each, for its errors */
     char *ciphers_tls13_at;
-    uint32_t handshake_timeout;    /* seconds; default 10 */
+    uint32_t handshake_timeout; /* seconds; default 10 */
 };
 
 struct listener_conf {

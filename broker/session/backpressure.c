@@ -157,8 +157,7 @@ slow_pays(struct session *s)
     }
     b->ctr.slow_consumers_shedding++;
     s->shedding = true;
-    session_log(s, LQ_LOG_WARNING, "%s: further messages for it are dropped until it drains",
-                why);
+    session_log(s, LQ_LOG_WARNING, "%s: further messages for it are dropped until it drains", why);
 }
 
 static void

@@ -167,9 +167,9 @@ struct session {
     bool connected; /* CONNACK sent and not closed */
 
     /* session scope */
-    bool over_bound; /* its queue passed the bound: publishers are held until it drains */
-    bool shedding;   /* stalled past max_hold_time: messages over its bound are dropped */
-    uint32_t expiry; /* seconds; EXPIRY_NEVER */
+    bool over_bound;        /* its queue passed the bound: publishers are held until it drains */
+    bool shedding;          /* stalled past max_hold_time: messages over its bound are dropped */
+    uint32_t expiry;        /* seconds; EXPIRY_NEVER */
     struct hold *hold;      /* as a publisher: acks withheld; NULL when not held */
     uint64_t stalled_since; /* over its bound: ms of its last progress */
     uint64_t dropped;       /* messages for it dropped at its bounds */
@@ -251,9 +251,9 @@ struct route_result {
 };
 /* How a delivery may treat the queue bounds. */
 enum deliver_how {
-    DELIVER_HOLDABLE,  /* over a bound: queue it anyway and hold the publisher back */
-    DELIVER_NO_HOLD,   /* nobody to hold (wills, hooks' own messages): drop over a bound */
-    DELIVER_RETAINED,  /* retained on subscribe: past the message count, not the bytes */
+    DELIVER_HOLDABLE, /* over a bound: queue it anyway and hold the publisher back */
+    DELIVER_NO_HOLD,  /* nobody to hold (wills, hooks' own messages): drop over a bound */
+    DELIVER_RETAINED, /* retained on subscribe: past the message count, not the bytes */
 };
 void route_publish(struct broker *b, struct msg *m, const struct session *origin,
                    enum deliver_how how, struct route_result *r);
@@ -263,8 +263,8 @@ void route_publish(struct broker *b, struct msg *m, const struct session *origin
 struct hook_client;
 struct hook;
 uint8_t broker_publish(struct broker *b, struct msg *m, const struct session *origin,
-                       const struct hook_client *cl, const struct hook *skip,
-                       enum deliver_how how, struct route_result *r);
+                       const struct hook_client *cl, const struct hook *skip, enum deliver_how how,
+                       struct route_result *r);
 /* Queue (or send) one delivery. */
 int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
                     const uint32_t *sub_ids, uint32_t nsub, enum deliver_how how);
@@ -277,7 +277,7 @@ uint8_t handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
  * made no progress for max_hold_time and pays for it (slow-consumer policy). */
 void hold_ack(struct session *publisher, uint8_t type, uint16_t pid, uint8_t rc);
 void hold_release_all(struct broker *b);
-void hold_forget(struct session *s); /* the session's connection goes */
+void hold_forget(struct session *s);  /* the session's connection goes */
 void slow_mark(struct session *s);    /* s went over its bound and holds publishers */
 void slow_drained(struct session *s); /* s is down to half its bound */
 void hold_fini(struct broker *b);
