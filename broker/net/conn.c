@@ -251,7 +251,9 @@ inbuf(const struct conn *c)
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
-static void close_soon(struct conn *c, const char *why, const char *detail);
+enum { BROKEN_NOT, BROKEN_NO_MEMORY, BROKEN_NO_EVENT };
+static const char *const broken_why[] = {NULL, "out of memory for output", "cannot arm an event"};
+static void close_soon(struct conn *c, uint8_t why, const char *detail);
 static void arm_event(struct conn *c, struct event *ev, const char *what);
 
 /* Wait for the socket to take more (it was full). */
@@ -267,7 +269,7 @@ wait_writable(struct conn *c)
         c->wev = event_new(l->base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
     }
     if (!c->wev) {
-        close_soon(c, "out of memory for output", "write event");
+        close_soon(c, BROKEN_NO_MEMORY, "write event");
         return;
     }
     arm_event(c, c->wev, "write event");
@@ -300,12 +302,12 @@ want_write(struct conn *c)
  * hole or would stall, so nothing more is sent, and the conn is closed as lost from
  * the flush, outside the caller, which may be in the middle of routing (issue 12.22). */
 static void
-close_soon(struct conn *c, const char *why, const char *detail)
+close_soon(struct conn *c, uint8_t why, const char *detail)
 {
     static struct lq_log_limit limit;
     if (c->broken) return;
     c->broken = why;
-    lq_log_limited(&limit, LQ_LOG_ERR, "%s: %s (%s): closing", c->peer, why, detail);
+    lq_log_limited(&limit, LQ_LOG_ERR, "%s: %s (%s): closing", c->peer, broken_why[why], detail);
     if (!c->flush_slot) list_for_flush(c);
 }
 
@@ -314,14 +316,14 @@ out_failed(struct conn *c, size_t n)
 {
     char d[48];
     snprintf(d, sizeof(d), "%zu bytes", n);
-    close_soon(c, "out of memory for output", d);
+    close_soon(c, BROKEN_NO_MEMORY, d);
 }
 
 /* Arm c's read or write event; a failure (the kernel's or libevent's) closes c. */
 static void
 arm_event(struct conn *c, struct event *ev, const char *what)
 {
-    if (event_add(ev, NULL) != 0) close_soon(c, "cannot arm an event", what);
+    if (event_add(ev, NULL) != 0) close_soon(c, BROKEN_NO_EVENT, what);
 }
 
 /* Output all written: the write event goes back to the listener's spares. */
@@ -418,7 +420,7 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
         if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
         tls_conn_shrink(c->t->tls); /* the certificates are read and sent */
         c->last_rx_ms = lq_now_ms();
-        if (c->deadline_len_ms) c->deadline_ms = c->last_rx_ms + c->deadline_len_ms;
+        if (c->t->deadline_len_ms) c->deadline_ms = c->last_rx_ms + c->t->deadline_len_ms;
         conn_set_keepalive(c, c->keepalive_ms);
         queued(c);
     }
@@ -754,7 +756,7 @@ write_listed_cb(evutil_socket_t fd, short what, void *arg)
         if (!c) continue;
         c->flush_slot = 0;
         if (c->broken && !c->closing) {
-            lost(c, c->broken);
+            lost(c, broken_why[c->broken]);
             if (!out_len(c)) continue; /* already on the reap list */
         }
         write_out(c);
@@ -937,7 +939,7 @@ conn_set_keepalive(struct conn *c, uint64_t ms)
 void
 conn_set_deadline(struct conn *c, uint32_t ms)
 {
-    c->deadline_len_ms = ms;
+    if (c->t) c->t->deadline_len_ms = ms;
     c->deadline_ms = ms ? lq_now_ms() + ms : 0;
     arm(c);
 }

@@ -55,7 +55,8 @@ struct conn_tls {
     struct tls_conn *tls;
     struct evbuffer *in, *out;
     struct event *flush_ev;
-    uint64_t hs_deadline_ms; /* the handshake must finish by then */
+    uint64_t hs_deadline_ms;  /* the handshake must finish by then */
+    uint32_t deadline_len_ms; /* conn_set_deadline counts from the end of the handshake */
 };
 
 struct conn {
@@ -71,16 +72,16 @@ struct conn {
     uint64_t keepalive_ms;
     uint64_t last_rx_ms;
     uint64_t deadline_ms;         /* conn_set_deadline: absolute, 0 = none; keep-alive waits */
-    uint32_t deadline_len_ms;     /* TLS: the deadline counts from the end of the handshake */
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
+    uint32_t linger_left;         /* bytes it may still send before the close */
+    uint32_t flush_slot;          /* 1 + its index in l->flush, 0: not there */
+    /* fields are ordered to leave no holes (13-flow-control.py checks an idle conn) */
     bool closing;
     bool paused;
     bool peer_closed;       /* close_notify received */
     bool peer_gone;         /* the peer closed or reset: nothing to linger for */
     bool lingering;         /* written shut: reading and discarding until the peer closes */
-    uint32_t linger_left;   /* bytes it may still send before the close */
-    const char *broken;     /* why output or events were lost: close, send nothing more */
-    uint32_t flush_slot;    /* 1 + its index in l->flush, 0: not there */
+    uint8_t broken;         /* output or events were lost (BROKEN_*): close, send nothing more */
     struct conn_tls *t;     /* NULL: plain TCP */
     char *peer;             /* "address:port", in the conn's allocation */
     struct big_packet *big; /* a large packet being read straight into place */

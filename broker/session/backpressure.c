@@ -111,7 +111,7 @@ slow_mark(struct session *s)
     struct broker *b = s->b;
     if (s->over_bound) return;
     s->over_bound = true;
-    s->stalled_since = lq_now_ms();
+    s->stalled_since = (uint32_t)lq_now_ms();
     if (b->nslow == b->cap_slow) {
         b->cap_slow = b->cap_slow ? 2 * b->cap_slow : 16;
         b->slow = lq_xrealloc(b->slow, b->cap_slow * sizeof(*b->slow));
@@ -140,6 +140,13 @@ slow_drained(struct session *s)
     if (s->b->nheld) hold_release_all(s->b);
 }
 
+/* How long s has made no progress (wraps safely: holds last seconds, not 49 days). */
+static uint32_t
+stalled_ms(const struct session *s)
+{
+    return (uint32_t)lq_now_ms() - s->stalled_since;
+}
+
 /* s made no progress for max_hold_time with publishers held for it. */
 static void
 slow_pays(struct session *s)
@@ -148,8 +155,7 @@ slow_pays(struct session *s)
     char why[160];
     snprintf(why, sizeof(why),
              "slow consumer: no progress for %.1f s with %u messages, %llu bytes queued",
-             (double)(lq_now_ms() - s->stalled_since) / 1000, s->nqueued,
-             (unsigned long long)s->qbytes);
+             (double)stalled_ms(s) / 1000, s->nqueued, (unsigned long long)s->qbytes);
     if (s->expiry == 0) {
         b->ctr.slow_consumers_disconnected++;
         session_disconnect(s, MQTT_RC_QUOTA_EXCEEDED, why); /* ends s */
@@ -166,11 +172,10 @@ slow_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct broker *b = arg;
-    uint64_t now = lq_now_ms();
     bool paid = false;
     for (size_t i = 0; i < b->nslow;) {
         struct session *s = b->slow[i];
-        if (now - s->stalled_since < b->conf.max_hold_time_ms) {
+        if (stalled_ms(s) < b->conf.max_hold_time_ms) {
             i++;
             continue;
         }

@@ -168,11 +168,10 @@ struct session {
 
     /* session scope */
     bool over_bound;        /* its queue passed the bound: publishers are held until it drains */
-    bool shedding;          /* stalled past max_hold_time: messages over its bound are dropped */
     uint32_t expiry;        /* seconds; EXPIRY_NEVER */
+    uint32_t stalled_since; /* over its bound: lq_now_ms() of its last progress, mod 2^32 */
+    uint32_t dropped;       /* messages for it dropped at its bounds */
     struct hold *hold;      /* as a publisher: acks withheld; NULL when not held */
-    uint64_t stalled_since; /* over its bound: ms of its last progress */
-    uint64_t dropped;       /* messages for it dropped at its bounds */
     struct event *expiry_ev;
     struct will *will;
     struct event *will_ev;
@@ -188,6 +187,7 @@ struct session {
     uint32_t nin, capin;
     uint32_t ninflight;
     uint16_t next_pid;
+    bool shedding; /* stalled past max_hold_time: messages over its bound are dropped */
 
     /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
     uint32_t match_idx;
