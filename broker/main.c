@@ -108,6 +108,9 @@ main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* the listeners accept before the signal events exist: a SIGHUP in between must not
+     * end the broker (its default action); the file just read is the current one anyway */
+    signal(SIGHUP, SIG_IGN);
     /* one descriptor per client: take all the hard limit allows */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
