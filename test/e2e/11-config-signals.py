@@ -300,7 +300,9 @@ def test_sigterm_flushes_for_up_to_2s(b):
     assert stuck.subscribe(1, [("f/#", 0)]).codes == [0]
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     pub = connected(b.port, "pub")
-    n, payload = 200, b"x" * 20000  # 4 MB each: far more than the socket buffers
+    # 12 MB each: far more than the socket buffers (the kernel's send buffer alone may
+    # take 4 MB, and then nothing would be left for the 2 s to wait for)
+    n, payload = 600, b"x" * 20000
     for i in range(n):
         pub.publish("f/%d" % i, payload)
     pub.publish("f/end", b"end", qos=1, pid=1)
@@ -318,7 +320,9 @@ def test_sigterm_flushes_for_up_to_2s(b):
         last = p
     # DISCONNECT 0x8B comes after everything queued before it: the whole queue left
     assert reader.eof and last is not None and (last.type, last.rc) == (DISCONNECT, 0x8B), (last, got, time.time() - t0)
-    assert got >= n // 2, got  # megabytes, so sent after the signal
+    # megabytes, read after the signal: what its connection held (the session's own queue
+    # ends with the session at shutdown: there is no persistence)
+    assert got >= 150, got
     assert b.proc.wait(5) == 0
     took = time.time() - t0
     assert 1.5 <= took <= 3.5, took  # the stuck client was given its 2 s, no more
