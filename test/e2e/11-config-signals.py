@@ -16,6 +16,16 @@ from mqttraw import (DISCONNECT, MAXIMUM_PACKET_SIZE, PUBACK, PUBLISH, RECEIVE_M
                      RETAIN_AVAILABLE, SERVER_KEEP_ALIVE, Client, connected, roundtrip)
 
 
+def serves_then_stops(p, port):
+    """The broker process p serves a round trip on port, then stops cleanly on SIGTERM."""
+    try:
+        assert lqtest.wait_port(port)
+        roundtrip(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+
+
 def run_with_conf(text, *args):
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
         f.write(text)
@@ -49,13 +59,8 @@ def test_help(b):
 
 def test_port_option(b):
     port = lqtest.free_port()
-    p = subprocess.Popen([lqtest.BIN, "-p", str(port)], stderr=subprocess.DEVNULL)
-    try:
-        assert lqtest.wait_port(port)
-        roundtrip(port)
-    finally:
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(10) == 0
+    serves_then_stops(subprocess.Popen([lqtest.BIN, "-p", str(port)], stderr=subprocess.DEVNULL),
+                      port)
 
 
 @may_exit
@@ -217,14 +222,9 @@ def test_make_install_layout(b):
     assert "listener 1883 127.0.0.1\n" in example  # moved to a free port: tests run side by side
     with open(os.path.join(dest, "example.conf"), "w") as f:
         f.write(example.replace("listener 1883 127.0.0.1\n", "listener %d 127.0.0.1\n" % port))
-    p = subprocess.Popen([os.path.join(root, "bin/lunamq"), "-c", os.path.join(dest, "example.conf")],
-                         cwd=dest, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    try:
-        assert lqtest.wait_port(port)
-        roundtrip(port)
-    finally:
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(10) == 0
+    serves_then_stops(subprocess.Popen([os.path.join(root, "bin/lunamq"), "-c",
+                                        os.path.join(dest, "example.conf")], cwd=dest,
+                                       stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port)
 
 
 RELOAD_BEFORE = ["max_packet_size 0", "max_keepalive 65535", "allow_anonymous true",
