@@ -10,10 +10,11 @@
  * longer read once it has sent more than that many unacknowledged.
  *
  * A hold lasts while the subscribers that caused it make progress (an ack, a message
- * written). One that made none for max_hold_time pays for it, not the publishers: a
- * clean session is disconnected with 0x97, a persistent one keeps its bounded queue and
- * further messages for it are dropped (counted, logged once) until it drains. Held
- * publishers are released when a subscriber drains to half its bound, or pays. */
+ * written; noted per message as a flag, timed by the check every max_hold_time / 4). One that made
+ * none for max_hold_time pays for it, not the publishers: a clean session is disconnected with
+ * 0x97, a persistent one keeps its bounded queue and further messages for it are dropped (counted,
+ * logged once) until it drains. Held publishers are released when a subscriber drains to half its
+ * bound, or pays. */
 #include <stdlib.h>
 
 #include <event2/event.h>
@@ -111,6 +112,7 @@ slow_mark(struct session *s)
     struct broker *b = s->b;
     if (s->over_bound) return;
     s->over_bound = true;
+    s->progressed = false;
     s->stalled_since = (uint32_t)lq_now_ms();
     if (b->nslow == b->cap_slow) {
         b->cap_slow = b->cap_slow ? 2 * b->cap_slow : 16;
@@ -173,9 +175,14 @@ slow_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct broker *b = arg;
     bool paid = false;
+    uint32_t now = (uint32_t)lq_now_ms();
     for (size_t i = 0; i < b->nslow;) {
         struct session *s = b->slow[i];
-        if (stalled_ms(s) < b->conf.max_hold_time_ms) {
+        if (s->progressed) { /* progress is noted per message, timed here per tick */
+            s->progressed = false;
+            s->stalled_since = now;
+        }
+        if (now - s->stalled_since < b->conf.max_hold_time_ms) {
             i++;
             continue;
         }

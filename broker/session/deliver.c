@@ -315,8 +315,7 @@ session_pump(struct session *s)
         if (e->qos > 0 && s->ninflight >= lim) break; /* order kept: wait for acks */
         send_entry(s, queue_pop(s));
     }
-    if (s->nqueued != before && s->over_bound)
-        s->stalled_since = (uint32_t)lq_now_ms(); /* progress */
+    if (s->nqueued != before) s->progressed = true; /* no clock read per message */
     /* only the subscriber that held the publishers lets them go: a publisher's own
      * output draining says nothing about the queue that stopped it */
     if ((s->over_bound || s->shedding) && queue_is_low(s)) {
@@ -397,7 +396,7 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
     case MQTT_PUBCOMP: done = e && e->state == Q_WAIT_PUBCOMP; break;
     }
     if (done) { /* unknown or unexpected acks are ignored */
-        if (s->over_bound) s->stalled_since = (uint32_t)lq_now_ms(); /* progress */
+        s->progressed = true;
         *pp = e->next;
         if (s->if_tail == e) s->if_tail = prev;
         s->ninflight--;

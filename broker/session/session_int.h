@@ -187,7 +187,8 @@ struct session {
     uint32_t nin, capin;
     uint32_t ninflight;
     uint16_t next_pid;
-    bool shedding; /* stalled past max_hold_time: messages over its bound are dropped */
+    bool shedding;   /* stalled past max_hold_time: messages over its bound are dropped */
+    bool progressed; /* over its bound: an ack or a write since the last slow check */
 
     /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
     uint32_t match_idx;
