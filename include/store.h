@@ -93,6 +93,9 @@ int store_snapshot_begin(struct store *st);
 void store_snapshot_add(struct store *st, uint8_t type, const void *p, size_t len);
 void store_snapshot_end(struct store *st, bool ok);
 bool store_snapshot_running(const struct store *st);
+/* Start-up only (recovery found a corrupt segment): block until the snapshot just
+ * ended is on disk. Returns its success. */
+bool store_snapshot_wait(struct store *st);
 size_t store_snapshot_backlog(const struct store *st); /* bytes added, not yet written */
 
 struct store_stats {
