@@ -467,8 +467,10 @@ stop_writer(struct store *st)
     log_deferred(st);
     uint64_t durable = atomic_load(&st->durable);
     if (durable < st->appended)
-        lq_log(LQ_LOG_ERR, "persistence: stopping with records %" PRIu64 "..%" PRIu64
-               " not on disk (the disk failed)", durable + 1, st->appended);
+        lq_log(LQ_LOG_ERR,
+               "persistence: stopping with records %" PRIu64 "..%" PRIu64
+               " not on disk (the disk failed)",
+               durable + 1, st->appended);
 }
 
 void

@@ -26,15 +26,15 @@
 
 struct writer {
     struct store *st;
-    int fd;             /* the current segment, -1: none open */
-    char seg_name[64];  /* its name once synced */
-    bool seg_renamed;   /* false while it is <name>.new (a retry) */
-    bool seg_dirty;     /* written since its last fdatasync */
-    bool dir_dirty;     /* a segment made or renamed since the last directory fsync */
+    int fd;            /* the current segment, -1: none open */
+    char seg_name[64]; /* its name once synced */
+    bool seg_renamed;  /* false while it is <name>.new (a retry) */
+    bool seg_dirty;    /* written since its last fdatasync */
+    bool dir_dirty;    /* a segment made or renamed since the last directory fsync */
     bool failing;
     uint64_t retry_at_ms, last_sync_ms;
-    struct item *unsynced, **unsynced_tail; /* written or not: not yet fdatasynced */
-    uint64_t counted;                       /* durable_bytes holds the items up to here */
+    struct item *unsynced, **unsynced_tail;    /* written or not: not yet fdatasynced */
+    uint64_t counted;                          /* durable_bytes holds the items up to here */
     uint64_t jb_cur, jr_cur, jb_prev, jr_prev; /* journal since / before the last rotation */
     struct snap_writer *snap;
 };
