@@ -161,3 +161,30 @@ def test_corrupt_record_mid_journal_keeps_the_valid_prefix(b):
         os.path.join(b.dir, "data"))
     b.start()  # clean now: starts from the snapshot
     assert "CORRUPT" not in b.output().split("starting")[-1]
+
+
+@conf(*PERSIST, "sys_interval 1", "metrics_listener {tls_port}")
+def test_persistence_figures_in_sys_and_metrics(b):
+    """issue 13: $SYS and /metrics carry the journal's figures, not only lunamq-ctl stats."""
+    import subprocess
+    import time
+    p = Client(b.port)
+    p.connect("pub")
+    p.publish("r/1", b"kept", qos=1, retain=True, pid=1)
+    p.expect(4)
+    p.close()
+    time.sleep(1.3)
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(b.port), "-t",
+                        "$SYS/broker/persistence/#", "-v", "-W", "2"], capture_output=True,
+                       text=True)
+    sys = dict(line.partition(" ")[::2] for line in r.stdout.splitlines())
+    assert int(sys["$SYS/broker/persistence/journal_records"]) >= 2, sys
+    assert sys["$SYS/broker/persistence/failing"] == "0", sys
+    assert "$SYS/broker/persistence/fsync_p99_us" in sys, sys
+    url = "http://127.0.0.1:%d/metrics" % b.tls_port
+    body = subprocess.run(["curl", "-s", url], capture_output=True, text=True, timeout=10).stdout
+    values = {l.rpartition(" ")[0]: float(l.rpartition(" ")[2]) for l in body.splitlines()
+              if l and not l.startswith("#")}
+    assert values["lunamq_persistence"] == 1, body
+    assert values["lunamq_persistence_journal_records"] >= 2, body
+    assert values["lunamq_persistence_errors_total"] == 0, body
