@@ -129,8 +129,8 @@ check_snapshot_frame(uint8_t type, uint64_t seq, const uint8_t *p, size_t len, v
                             sub == SNAP_HDR_SUBTYPE && v == c->seq);
     if (seq != c->records + 1) return false;
     if (type != 0) return ++c->records, true;
-    return (c->footer = u8_u64_payload(p, len, &sub, &v) && sub == SNAP_END_SUBTYPE &&
-                        v == c->records);
+    return (c->footer =
+                u8_u64_payload(p, len, &sub, &v) && sub == SNAP_END_SUBTYPE && v == c->records);
 }
 
 struct replay {
@@ -167,8 +167,8 @@ load_snapshot(struct store *st, uint64_t seq, struct replay *rp, struct store_re
     } else {
         char bad[96];
         snprintf(bad, sizeof(bad), "%s.corrupt", name);
-        lq_log(LQ_LOG_ERR, "persistence: %s/%s is incomplete or damaged: set aside as %s",
-               st->dir, name, bad);
+        lq_log(LQ_LOG_ERR, "persistence: %s/%s is incomplete or damaged: set aside as %s", st->dir,
+               name, bad);
         renameat(st->dirfd, name, st->dirfd, bad);
     }
     unmap(&m);

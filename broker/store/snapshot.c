@@ -45,8 +45,8 @@ go_bad(struct snap_writer *sw, const char *what)
 {
     if (sw->bad) return;
     sw->bad = true;
-    store_defer_log(sw->st, LQ_LOG_ERR, "persistence: snapshot %" PRIu64 " in %s: %s: %s",
-                    sw->seq, sw->st->dir, what, strerror(errno));
+    store_defer_log(sw->st, LQ_LOG_ERR, "persistence: snapshot %" PRIu64 " in %s: %s: %s", sw->seq,
+                    sw->st->dir, what, strerror(errno));
 }
 
 static struct snap_writer *
@@ -82,7 +82,8 @@ finish(struct snap_writer *sw, uint64_t records)
     char tmp[80], name[80];
     store_snapshot_name(tmp, sizeof(tmp), sw->seq, "tmp");
     store_snapshot_name(name, sizeof(name), sw->seq, "snap");
-    if (write_marker(sw, SNAP_END_SUBTYPE, records + 1, records) < 0) return go_bad(sw, "write"), false;
+    if (write_marker(sw, SNAP_END_SUBTYPE, records + 1, records) < 0)
+        return go_bad(sw, "write"), false;
     if (fdatasync(sw->fd) < 0) return go_bad(sw, "fdatasync"), false;
     if (renameat(st->dirfd, tmp, st->dirfd, name) < 0) return go_bad(sw, "rename"), false;
     store_crash_point("snapshot-renamed");
@@ -149,7 +150,8 @@ static bool
 parse_seq(const char *name, const char *prefix, const char *suffix, uint64_t *seq)
 {
     size_t lp = strlen(prefix), ls = strlen(suffix), n = strlen(name);
-    if (n != lp + 20 + ls || strncmp(name, prefix, lp) || strcmp(name + lp + 20, suffix)) return false;
+    if (n != lp + 20 + ls || strncmp(name, prefix, lp) || strcmp(name + lp + 20, suffix))
+        return false;
     uint64_t v = 0;
     for (size_t i = lp; i < lp + 20; i++) {
         if (name[i] < '0' || name[i] > '9') return false;

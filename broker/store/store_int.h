@@ -17,9 +17,9 @@
 /* A frame: u32 payload length, u32 CRC32C over type, seq and payload, u8 type,
  * u64 seq, payload; little-endian. */
 #define FRAME_HDR        17u
-#define FRAME_CRC_AT     8u          /* the CRC covers from here to the end of the payload */
+#define FRAME_CRC_AT     8u           /* the CRC covers from here to the end of the payload */
 #define FRAME_MAX_LEN    (256u << 20) /* a longer length field is a bad frame */
-#define SNAP_HDR_SUBTYPE 1           /* type-0 payload: subtype byte, then u64 */
+#define SNAP_HDR_SUBTYPE 1            /* type-0 payload: subtype byte, then u64 */
 #define SNAP_END_SUBTYPE 2
 
 void frame_put(struct rec_buf *b, uint8_t type, uint64_t seq, const void *p, size_t len);
@@ -75,10 +75,10 @@ struct store {
     pthread_cond_t progress; /* waiters: durable moved, snapshot done */
     struct item *todo, **todo_tail;
     bool stop;
-    bool snap_done;       /* a snapshot result waits for the loop */
+    bool snap_done; /* a snapshot result waits for the loop */
     bool snap_done_ok;
     struct log_line *log_lines; /* the writer's, for the loop to log (newest first) */
-    struct store_stats stats; /* the writer's part: errors, batches, journal, snapshot */
+    struct store_stats stats;   /* the writer's part: errors, batches, journal, snapshot */
     uint32_t fsync_us[1024];
     uint32_t fsync_n;
     pthread_t thread;
@@ -90,6 +90,7 @@ struct store {
     _Atomic uint64_t durable_bytes;
     _Atomic uint64_t snap_written;
     _Atomic bool failing;
+    _Atomic bool notify_pending; /* a byte is in the pipe the loop has not read */
 
     /* writer thread only */
     struct writer *w;

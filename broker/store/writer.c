@@ -26,15 +26,15 @@
 
 struct writer {
     struct store *st;
-    int fd;             /* the current segment, -1: none open */
-    char seg_name[64];  /* its name once synced */
-    bool seg_renamed;   /* false while it is <name>.new (a retry) */
-    bool seg_dirty;     /* written since its last fdatasync */
-    bool dir_dirty;     /* a segment made or renamed since the last directory fsync */
+    int fd;            /* the current segment, -1: none open */
+    char seg_name[64]; /* its name once synced */
+    bool seg_renamed;  /* false while it is <name>.new (a retry) */
+    bool seg_dirty;    /* written since its last fdatasync */
+    bool dir_dirty;    /* a segment made or renamed since the last directory fsync */
     bool failing;
     uint64_t retry_at_ms, last_sync_ms;
-    struct item *unsynced, **unsynced_tail; /* written or not: not yet fdatasynced */
-    uint64_t counted;                       /* durable_bytes holds the items up to here */
+    struct item *unsynced, **unsynced_tail;    /* written or not: not yet fdatasynced */
+    uint64_t counted;                          /* durable_bytes holds the items up to here */
     uint64_t jb_cur, jr_cur, jb_prev, jr_prev; /* journal since / before the last rotation */
     struct snap_writer *snap;
 };
@@ -169,15 +169,6 @@ count_durable(struct writer *w, const struct item *it)
     w->counted = it->last;
 }
 
-/* process mode: written is enough */
-static void
-publish_item(struct writer *w, const struct item *it)
-{
-    count_durable(w, it);
-    update_stats(w, 1);
-    store_notify_loop(w->st);
-}
-
 static void
 free_items(struct item *it)
 {
@@ -257,9 +248,11 @@ retry(struct writer *w)
 }
 
 /* ---- the thread ---- */
+/* Process mode: written is enough (the writes of one hand-over make one batch). */
 static void
 process(struct writer *w, struct item *items, bool power)
 {
+    uint64_t was = w->counted;
     for (struct item *it = items, *next; it; it = next) {
         next = it->next;
         if (it->kind != ITEM_JOURNAL && it->kind != ITEM_ROTATE) {
@@ -279,8 +272,12 @@ process(struct writer *w, struct item *items, bool power)
         } else if (write_journal(w, it, false) < 0) {
             fail(w, "write to");
         } else if (!power) {
-            publish_item(w, it);
+            count_durable(w, it);
         }
+    }
+    if (w->counted != was) {
+        update_stats(w, 1);
+        store_notify_loop(w->st);
     }
 }
 
