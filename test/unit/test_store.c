@@ -583,6 +583,8 @@ fsize_child(void)
     if (setrlimit(RLIMIT_FSIZE, &rl) < 0) return 15;
     if (!run_until(&f, not_failing, 5000)) return 16;
     if (f.durable != 17) return 17;
+    append_u64(&f, 18); /* written at once again, not at the next retry */
+    if (!run_until(&f, all_durable, 700)) return 18;
     close_store(&f);
     return 0;
 }
@@ -597,14 +599,87 @@ START_TEST(test_write_error_fails_then_recovers)
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child step %d",
                   WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    /* replay: 1..16, the cut-off partial write, then 17 from the retried segment */
+    /* replay: 1..16, the cut-off partial write, then 17 and 18 from the retried segment */
     static struct got g;
     memset(&g, 0, sizeof(g));
     struct store_recovery info;
     struct fixture f;
     open_store(&f, STORE_SYNC_POWER, NULL, &info);
     ck_assert(!info.corrupt);
-    ck_assert_uint_eq(store_appended(f.st), 17);
+    ck_assert_uint_eq(store_appended(f.st), 18);
+    close_store(&f);
+    remove_dir();
+}
+END_TEST
+
+/* ---- crash points: a child aborts there, the parent recovers ---- */
+static bool
+has_snapshot_done(struct fixture *f)
+{
+    return f->snap_done > 0;
+}
+
+static void
+crash_child(const char *point)
+{
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    setenv("LUNAMQ_CRASH_AT", point, 1); /* read at the first crash point: none ran yet */
+    struct fixture f;
+    open_store(&f, STORE_SYNC_POWER, NULL, NULL);
+    for (uint64_t i = 1; i <= 20; i++) append_u64(&f, i);
+    run_until(&f, all_durable, 5000); /* after-write aborts in here */
+    store_snapshot_begin(f.st);
+    struct rec_buf b = {0};
+    rec_u64(&b, 500);
+    for (int i = 0; i < 5; i++) store_snapshot_add(f.st, 7, b.p, b.len);
+    rec_buf_free(&b);
+    store_snapshot_end(f.st, true);
+    run_until(&f, has_snapshot_done, 5000); /* the snapshot points abort in here */
+    _exit(0);
+}
+
+static void
+crash_and_recover(const char *point, uint64_t want_records, uint64_t want_snapshot)
+{
+    make_dir();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) crash_child(point);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: no abort", point);
+    static struct got g;
+    memset(&g, 0, sizeof(g));
+    struct store_recovery info;
+    struct fixture f;
+    open_store(&f, STORE_SYNC_POWER, &g, &info);
+    ck_assert_uint_eq(g.n, want_records);
+    ck_assert_uint_eq(info.snapshot_seq, want_snapshot);
+    ck_assert(!info.corrupt);
+    ck_assert(!exists("snapshot-00000000000000000020.tmp"));
+    close_store(&f);
+    remove_dir();
+}
+
+START_TEST(test_crash_points)
+{
+    crash_and_recover("after-write", 20, 0);      /* written, not synced: the kernel has it */
+    crash_and_recover("mid-snapshot", 20, 0);     /* the .tmp is dropped, the journal stays */
+    crash_and_recover("snapshot-renamed", 5, 20); /* the snapshot counts; old segments go */
+}
+END_TEST
+
+START_TEST(test_backlogged)
+{
+    make_dir();
+    struct fixture f;
+    open_store(&f, STORE_SYNC_POWER, NULL, NULL);
+    static uint8_t big[4096];
+    for (int i = 0; i < 300; i++) store_append(f.st, 7, big, sizeof(big)); /* > 1 MiB */
+    ck_assert(store_backlogged(f.st));
+    ck_assert(run_until(&f, all_durable, 5000));
+    ck_assert(!store_backlogged(f.st));
     close_store(&f);
     remove_dir();
 }
@@ -711,6 +786,8 @@ suite_store(void)
     tcase_add_test(tc, test_incomplete_snapshot_ignored);
     tcase_add_test(tc, test_lock_refused);
     tcase_add_test(tc, test_write_error_fails_then_recovers);
+    tcase_add_test(tc, test_crash_points);
+    tcase_add_test(tc, test_backlogged);
     suite_add_tcase(s, tc);
     TCase *bench = tcase_create("bench");
     tcase_set_timeout(bench, 120);
