@@ -231,9 +231,8 @@ emit_qentry(struct persist *p, const struct session *s, const struct qentry *e, 
     rec_u64(r, s->store_id);
     rec_u64(r, e->m->store_id);
     rec_u8(r, e->qos);
-    /* a QoS 1 packet id is not kept: it goes again as a new PUBLISH (a duplicate is
-     * what QoS 1 allows); QoS 2 keeps id and state, or it could be delivered twice */
-    bool keep = e->qos == 2 && e->state != Q_QUEUED;
+    /* sent: the packet id and state, for the resend with the same id [MQTT-4.4.0-1] */
+    bool keep = e->state != Q_QUEUED;
     rec_u8(r, keep ? e->state : Q_QUEUED);
     rec_u16(r, keep ? e->pid : 0);
     rec_u8(r, (uint8_t)(e->retain | e->dup << 1));
@@ -369,25 +368,36 @@ persist_in_pid(struct session *s, uint16_t pid, bool add)
     if (p && s->store_id) emit_ids(p, add ? R_IN_PUT : R_IN_DEL, s->store_id, pid, to_journal);
 }
 
+uint64_t
+persist_seq(const struct broker *b)
+{
+    const struct persist *p = live(b);
+    return p ? store_appended(p->st) : 0;
+}
+
+/* Only records appended since `since` (by this packet) hold the output: what came
+ * before is held already if it must be, and a client whose packets changed nothing
+ * durable (a clean session, QoS 0) is not made to wait, not even for a failing disk.
+ * Durability is a prefix: waiting for the last record waits for all before it. */
 void
-persist_gate(struct session *s)
+persist_gate(struct session *s, uint64_t since)
 {
     struct persist *p = live(s->b);
     if (!p || !s->conn) return;
     uint64_t want = store_appended(p->st);
-    if (want > store_durable(p->st)) conn_gate(s->conn, want);
+    if (want > since && want > store_durable(p->st)) conn_gate(s->conn, want);
 }
 
 #ifdef LUNAMQ_CHECKS
 /* The test build's ordering check: an acknowledgement written now leaves after its
  * records are durable: either they are, or the output is held for them. */
 void
-persist_check_ack(const struct session *s)
+persist_check_ack(const struct session *s, uint64_t since)
 {
     struct persist *p = live(s->b);
     if (!p || !s->conn) return;
     uint64_t need = store_appended(p->st);
-    if (need > store_durable(p->st) && conn_gate_seq(s->conn) < need) {
+    if (need > since && need > store_durable(p->st) && conn_gate_seq(s->conn) < need) {
         lq_log(LQ_LOG_ERR,
                "ordering check: an ack for sequence %llu would leave before it is "
                "durable (%llu)",
