@@ -924,7 +924,7 @@ by_order(const void *x, const void *y)
 static void
 replay_queues(struct replay *rp)
 {
-    qsort(rp->q, rp->nq, sizeof(*rp->q), by_order);
+    if (rp->nq) qsort(rp->q, rp->nq, sizeof(*rp->q), by_order);
     for (size_t i = 0; i < rp->nq; i++) {
         const struct rq *q = &rp->q[i];
         if (!q->live) continue;
