@@ -17,7 +17,8 @@ SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 ifeq ($(SAN),1)
   B := build/san
   OPT := -O1 -g
-  EXTRA := $(SANFLAGS)
+  # LUNAMQ_CHECKS: the persistence ordering check (no ack before its records are durable)
+  EXTRA := $(SANFLAGS) -DLUNAMQ_CHECKS
 endif
 
 # mbedTLS 3.6: from build/deps (written by `make deps`), or the system's

@@ -37,6 +37,7 @@ usage(FILE *f)
                "                              run a hook file offline on one message\n"
                "  kick ID                     disconnect a client (reason 0x98)\n"
                "  reload                      reload the configuration (as SIGHUP)\n"
+               "  persistence snapshot        compact the journal now (persistence true)\n"
                "  version                     the broker's version\n"
                "SOCKET defaults to ./lunamq.sock (the broker's admin_socket).\n");
 }
@@ -398,9 +399,9 @@ main(int argc, char **argv)
         }
         return watch(s, json);
     }
-    static const char *const known[] = {"stats",       "clients",  "client", "subscriptions",
-                                        "subscribers", "retained", "hooks",  "kick",
-                                        "reload",      "version",  NULL};
+    static const char *const known[] = {"stats",       "clients",  "client",      "subscriptions",
+                                        "subscribers", "retained", "hooks",       "kick",
+                                        "reload",      "version",  "persistence", NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

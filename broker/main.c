@@ -108,6 +108,9 @@ main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* a file size limit (RLIMIT_FSIZE) must be a write error (EFBIG) the journal
+     * reports and retries, not the end of the process */
+    signal(SIGXFSZ, SIG_IGN);
     /* the listeners accept before the signal events exist: a SIGHUP in between must not
      * end the broker (its default action); the file just read is the current one anyway */
     signal(SIGHUP, SIG_IGN);

@@ -71,6 +71,13 @@ struct lq_conf {
     uint32_t max_topic_levels;
     /* per client; default 10 000; 0 = no limit */
     uint32_t max_subscriptions_per_client;
+    /* persistence (issue 13): the journal in persistence_location */
+    bool persistence;              /* default false, as mosquitto */
+    char *persistence_location;    /* directory; NULL: "." */
+    char *persistence_file;        /* mosquitto's file name: only noted, lunamq uses a directory */
+    bool persistence_sync_process; /* persistence_sync process; default power (fdatasync) */
+    uint32_t autosave_interval;    /* seconds (or changes), then the journal is compacted; 1800 */
+    bool autosave_on_changes;      /* autosave_interval counts changes, not seconds */
 };
 
 /* Defaults as listed above. */

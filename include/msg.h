@@ -22,6 +22,11 @@ struct msg {
     uint16_t topic_len;
     uint32_t props_len; /* forwardable properties, encoded (see below) */
     uint32_t payload_len;
+    /* persistence (session/persist.c writes these two, nothing else does): the id of
+     * its record in the journal (0: not written) and the journal generation it was
+     * written in (a compaction starts a new one; an older record may be gone) */
+    uint32_t store_gen;
+    uint64_t store_id;
     uint64_t expire_at_ms; /* lq_now_ms() deadline when has_expiry */
     uint64_t created_ms;   /* lq_now_ms() when built (retained age) */
     const void *origin;    /* publishing session, for no-local; never dereferenced */
@@ -50,6 +55,8 @@ struct msg_init {
     uint32_t expiry_interval; /* seconds, with has_expiry */
     const void *origin;
     void *adopt; /* NULL, or a malloc'd block holding payload: kept, not copied */
+    /* recovery: lq_now_ms() values to use instead of now (0: now) */
+    uint64_t created_ms, expire_at_ms;
 };
 
 /* New message with one reference; copies everything it is given but an adopted

@@ -117,6 +117,17 @@ size_t conn_pending(const struct conn *c);
 /* Is there room below the high-water mark? */
 bool conn_is_writable(const struct conn *c);
 
+/* Durability gates (persistence): output written after conn_gate(c, seq) is held until
+ * listener_release(l, durable) is called with durable >= seq; held output keeps its
+ * order with what follows it. The net layer does not know what seq means. */
+void conn_gate(struct conn *c, uint64_t seq);
+/* The highest seq new output would wait for; 0: output goes out now. */
+uint64_t conn_gate_seq(const struct conn *c);
+/* Let go the output of l's conns held for sequence numbers up to durable. */
+void listener_release(struct listener *l, uint64_t durable);
+/* Connections of l with output held. */
+size_t listener_gated(const struct listener *l);
+
 /* Stop / resume reading (backpressure). Packets already buffered wait too. */
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);

@@ -30,6 +30,13 @@ void retain_clear(struct retain *r, const char *topic, size_t len);
 void retain_match(struct retain *r, const char *filter, size_t flen,
                   void (*fn)(struct msg *m, void *arg), void *arg);
 
+/* Every retained message, in slices (the persistence snapshot): changes between calls
+ * are allowed. Each message present from begin to the end is returned once; ones set
+ * meanwhile may be returned or not, cleared ones are not returned after they went.
+ * One iteration at a time. */
+void retain_iter_begin(struct retain *r);
+struct msg *retain_iter_next(struct retain *r); /* borrowed; NULL at the end */
+
 size_t retain_count(const struct retain *r);
 /* Bytes the store holds: its nodes, level names and messages (shared ones too). */
 size_t retain_bytes(const struct retain *r);

@@ -102,13 +102,13 @@ struct store_stats {
     bool failing;
     uint64_t errors; /* write/fsync failures */
     uint64_t appended, durable;
-    uint64_t backlog_bytes;        /* appended, not yet durable */
-    uint64_t journal_bytes;        /* segments since the last snapshot */
-    uint64_t journal_records;      /* records in them */
-    uint64_t batches;              /* made durable since start */
-    double last_snapshot_at;       /* wall clock, 0: none yet */
-    double last_snapshot_seconds;  /* how long it took */
-    uint64_t last_snapshot_bytes;  /* its size */
+    uint64_t backlog_bytes;              /* appended, not yet durable */
+    uint64_t journal_bytes;              /* segments since the last snapshot */
+    uint64_t journal_records;            /* records in them */
+    uint64_t batches;                    /* made durable since start */
+    double last_snapshot_at;             /* wall clock, 0: none yet */
+    double last_snapshot_seconds;        /* how long it took */
+    uint64_t last_snapshot_bytes;        /* its size */
     uint32_t fsync_p50_us, fsync_p99_us; /* over the last 1024 syncs */
 };
 void store_get_stats(const struct store *st, struct store_stats *out);

@@ -175,7 +175,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 80 /* collect() fills 65 */
+#define MAX_FIGURES 96 /* collect() fills 78 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -217,6 +217,8 @@ collect(struct admin *a, struct figure *f)
         for (size_t k = 0; k < NHOOK_COUNTERS; k++)
             if (hook_counters[k].counter) *hook_counter(&hk, k) += *hook_counter(&hi.stats, k);
     }
+    struct persist_stats ps;
+    persist_get_stats(b, &ps);
     uint64_t retained_sys = 0; /* the broker's own $SYS topics, retained too */
     retain_match(b->retained, "$SYS/#", 6, count_one, &retained_sys);
     size_t n = 0;
@@ -300,6 +302,26 @@ collect(struct admin *a, struct figure *f)
     C("hook_budget_overruns", NULL, hk.budget_overruns, "hook instruction budget overruns");
     C("hook_memory_overruns", NULL, hk.memory_overruns, "hook memory cap overruns");
     C("hook_time_us", NULL, hk.total_us, "microseconds spent in hooks");
+    G("persistence", NULL, ps.enabled, "persistence true (1) or false (0)");
+    G("persistence_failing", NULL, ps.store.failing,
+      "1 while the journal cannot be written (QoS 1/2 not acknowledged)");
+    C("persistence_errors", NULL, ps.store.errors, "journal write or fsync failures");
+    G("persistence_journal_bytes", NULL, ps.store.journal_bytes,
+      "journal bytes since the snapshot");
+    G("persistence_journal_records", NULL, ps.store.journal_records,
+      "journal records since the snapshot");
+    G("persistence_backlog_bytes", NULL, ps.store.backlog_bytes, "appended, not yet durable");
+    G("persistence_acks_waiting", NULL, ps.acks_waiting,
+      "connections whose acknowledgements wait for the journal");
+    G("persistence_batches_per_second", NULL, ps.batches_per_second,
+      "journal batches made durable in the last second");
+    G("persistence_fsync_p50_us", NULL, ps.store.fsync_p50_us, "median fdatasync latency");
+    G("persistence_fsync_p99_us", NULL, ps.store.fsync_p99_us, "99th percentile fdatasync latency");
+    F("persistence_last_snapshot_at", NULL, ps.store.last_snapshot_at,
+      "wall clock of the last snapshot (0: none)");
+    F("persistence_last_snapshot_seconds", NULL, ps.store.last_snapshot_seconds,
+      "how long the last snapshot took");
+    F("persistence_recovery_seconds", NULL, ps.recovery_seconds, "journal replay at start-up");
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
@@ -321,6 +343,10 @@ cmd_stats(struct admin *a, struct reply *r, int argc, char **argv)
     size_t n = collect(a, f);
     reply_object(r);
     reply_str(r, "version", LUNAMQ_VERSION);
+    reply_str(r, "persistence_sync",
+              !a->b->persist                        ? "off"
+              : a->b->conf.persistence_sync_process ? "process"
+                                                    : "power");
     for (size_t i = 0; i < n; i++) {
         if (f[i].fraction)
             reply_dbl(r, f[i].name, f[i].v);
@@ -609,6 +635,18 @@ cmd_kick(struct admin *a, struct reply *r, int argc, char **argv)
 }
 
 static const char *
+cmd_persistence(struct admin *a, struct reply *r, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "snapshot") != 0) return "usage: persistence snapshot";
+    if (!a->b->persist) return "persistence is off (persistence false)";
+    if (persist_snapshot_now(a->b) < 0) return "a snapshot is already being written";
+    reply_object(r);
+    reply_str(r, "snapshot", "started");
+    reply_end_object(r);
+    return NULL;
+}
+
+static const char *
 cmd_reload(struct admin *a, struct reply *r, int argc, char **argv)
 {
     (void)argc;
@@ -674,6 +712,8 @@ run(struct admin *a, char *line, struct sbuf *body)
         cmd_retained(a, &r, argc, args);
     else if (strcmp(cmd, "hooks") == 0)
         cmd_hooks(a, &r, argc, args);
+    else if (strcmp(cmd, "persistence") == 0)
+        return cmd_persistence(a, &r, argc, args);
     else if (strcmp(cmd, "kick") == 0)
         return cmd_kick(a, &r, argc, args);
     else if (strcmp(cmd, "reload") == 0)

@@ -365,6 +365,61 @@ opt_metrics_listener(struct parse *ps)
     return 0;
 }
 
+/* ---- persistence (issue 13) ---- */
+
+static int
+opt_persistence(struct parse *ps)
+{
+    return boolean(ps, &ps->c->persistence);
+}
+
+static int
+opt_persistence_location(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    free(ps->c->persistence_location);
+    ps->c->persistence_location = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+/* mosquitto's one file: accepted, and the broker says at start that it uses a directory */
+static int
+opt_persistence_file(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    free(ps->c->persistence_file);
+    ps->c->persistence_file = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_persistence_sync(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], "power") == 0)
+        ps->c->persistence_sync_process = false;
+    else if (strcmp(ps->tok[1], "process") == 0)
+        ps->c->persistence_sync_process = true;
+    else
+        return fail(ps, "persistence_sync: '%s' is not power or process", ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_autosave_interval(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
+    ps->c->autosave_interval = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_autosave_on_changes(struct parse *ps)
+{
+    return boolean(ps, &ps->c->autosave_on_changes);
+}
+
 static int
 opt_hook_on_error(struct parse *ps)
 {
@@ -617,6 +672,12 @@ static const struct option {
     {"admin_socket", opt_admin_socket, 1},
     {"sys_interval", opt_sys_interval, 0},
     {"metrics_listener", opt_metrics_listener, 0},
+    {"persistence", opt_persistence, 0},
+    {"persistence_location", opt_persistence_location, 1},
+    {"persistence_file", opt_persistence_file, 1},
+    {"persistence_sync", opt_persistence_sync, 0},
+    {"autosave_interval", opt_autosave_interval, 0},
+    {"autosave_on_changes", opt_autosave_on_changes, 0},
 };
 
 static char *
@@ -708,6 +769,7 @@ conf_init(struct lq_conf *c)
     c->hook_instruction_limit = 1000000;
     c->hook_memory_limit = 16 * 1024 * 1024;
     c->sys_interval = 10;
+    c->autosave_interval = 1800; /* mosquitto's */
 }
 
 void
@@ -732,6 +794,8 @@ conf_fini(struct lq_conf *c)
     }
     free(c->log_file);
     free(c->scripts_dir);
+    free(c->persistence_location);
+    free(c->persistence_file);
     free(c->admin_socket);
     free(c->metrics_host);
     conf_init(c);

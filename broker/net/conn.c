@@ -213,6 +213,7 @@ conns_fini(struct listener *l)
     if (l->reap_ev) event_free(l->reap_ev);
     if (l->flush_ev) event_free(l->flush_ev);
     free(l->flush);
+    free(l->gated);
 }
 
 /* Buffers come and go with traffic: an idle connection holds none. The listener
@@ -339,9 +340,131 @@ write_done(struct conn *c)
     c->wev = NULL;
 }
 
+/* ---- durability gates: output that waits for the journal ---- */
+
+static void queued(struct conn *c);
+static void linger(struct conn *c);
+static size_t out_len(const struct conn *c);
+
+struct gate_mark {
+    uint64_t seq; /* the held bytes from `at` on wait for it */
+    size_t at;
+};
+struct conn_gate {
+    struct evbuffer *held;
+    struct gate_mark *marks; /* seq and at both increase */
+    uint32_t n, cap;
+    uint32_t slot; /* 1 + index in l->gated */
+};
+
+static bool
+gated(const struct conn *c)
+{
+    return c->gate && c->gate->n;
+}
+
+static size_t
+held_len(const struct conn *c)
+{
+    return c->gate ? evbuffer_get_length(c->gate->held) : 0;
+}
+
+static void
+gate_free(struct conn *c)
+{
+    struct conn_gate *g = c->gate;
+    if (!g) return;
+    struct listener *l = c->l;
+    if (g->slot) { /* the last one takes its place */
+        struct conn *last = l->gated[--l->ngated];
+        l->gated[g->slot - 1] = last;
+        last->gate->slot = g->slot;
+    }
+    evbuffer_free(g->held);
+    free(g->marks);
+    free(g);
+    c->gate = NULL;
+}
+
+void
+conn_gate(struct conn *c, uint64_t seq)
+{
+    if (c->broken) return;
+    struct conn_gate *g = c->gate;
+    if (!g) {
+        struct evbuffer *held = evbuffer_new();
+        if (!held) {
+            close_soon(c, BROKEN_NO_MEMORY, "held output");
+            return;
+        }
+        g = c->gate = lq_xcalloc(1, sizeof(*g));
+        g->held = held;
+        struct listener *l = c->l;
+        if (l->ngated == l->cap_gated) {
+            l->cap_gated = l->cap_gated ? 2 * l->cap_gated : 64;
+            l->gated = lq_xrealloc(l->gated, l->cap_gated * sizeof(*l->gated));
+        }
+        l->gated[l->ngated++] = c;
+        g->slot = l->ngated;
+    }
+    size_t at = evbuffer_get_length(g->held);
+    if (g->n && g->marks[g->n - 1].at == at) { /* nothing written since the last mark */
+        if (seq > g->marks[g->n - 1].seq) g->marks[g->n - 1].seq = seq;
+        return;
+    }
+    if (g->n && seq < g->marks[g->n - 1].seq) seq = g->marks[g->n - 1].seq;
+    if (g->n == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 4;
+        g->marks = lq_xrealloc(g->marks, g->cap * sizeof(*g->marks));
+    }
+    g->marks[g->n++] = (struct gate_mark){seq, at};
+}
+
+uint64_t
+conn_gate_seq(const struct conn *c)
+{
+    return gated(c) ? c->gate->marks[c->gate->n - 1].seq : 0;
+}
+
+static void
+gate_release(struct conn *c, uint64_t durable)
+{
+    struct conn_gate *g = c->gate;
+    uint32_t k = 0;
+    while (k < g->n && g->marks[k].seq <= durable) k++;
+    if (!k) return;
+    size_t upto = k < g->n ? g->marks[k].at : evbuffer_get_length(g->held);
+    g->n -= k;
+    memmove(g->marks, g->marks + k, g->n * sizeof(*g->marks));
+    for (uint32_t i = 0; i < g->n; i++) g->marks[i].at -= upto;
+    struct evbuffer *dst = c->t ? c->t->out : c->out ? c->out : (c->out = buf_get(c->l));
+    if (upto && (!dst || evbuffer_remove_buffer(g->held, dst, upto) != (int)upto)) {
+        close_soon(c, BROKEN_NO_MEMORY, "releasing held output");
+        return;
+    }
+    if (!g->n) gate_free(c);
+    queued(c);
+    want_write(c);
+    if (c->closing && !out_len(c) && !gated(c)) linger(c);
+}
+
+void
+listener_release(struct listener *l, uint64_t durable)
+{
+    for (uint32_t i = l->ngated; i-- > 0;) /* a released one leaves: the last takes its slot */
+        if (i < l->ngated) gate_release(l->gated[i], durable);
+}
+
+size_t
+listener_gated(const struct listener *l)
+{
+    return l->ngated;
+}
+
 static struct evbuffer *
 outbuf(struct conn *c)
 {
+    if (gated(c)) return c->gate->held;
     if (c->t) return c->t->out;
     if (!c->out) c->out = buf_get(c->l);
     return c->out;
@@ -728,7 +851,7 @@ write_out(struct conn *c)
         wait_writable(c);
     }
     if (c->closing) {
-        if (left == 0) linger(c);
+        if (left == 0 && !gated(c)) linger(c);
         return;
     }
     if (left <= OUT_LOW) c->l->ops->on_drain(c, c->l->ud);
@@ -791,6 +914,7 @@ conn_free_unlinked(struct conn *c)
     }
     if (on_wheel(c)) c->l->nwheel--;
     unlink_timed(c);
+    gate_free(c);
     if (c->lingering) c->l->nlinger--;
     if (c->t) {
         tls_conn_free(c->t->tls);
@@ -969,7 +1093,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 void
 conn_write_now(struct conn *c, const void *p, size_t n)
 {
-    if (c->t || c->closing || out_len(c)) {
+    if (c->t || c->closing || out_len(c) || gated(c)) {
         conn_write(c, p, n);
         return;
     }
@@ -1036,7 +1160,7 @@ conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *ar
 size_t
 conn_pending(const struct conn *c)
 {
-    size_t n = out_len(c);
+    size_t n = out_len(c) + held_len(c);
     return c->t ? n + evbuffer_get_length(c->t->out) : n;
 }
 
@@ -1078,12 +1202,15 @@ conn_close(struct conn *c)
     if (c->closing) return; /* already on its way out? */
     c->closing = true;
     event_del(conn_rev(c));
+    /* TLS: held output cannot follow the close_notify; it was not acknowledged, so the
+     * client sends again after reconnecting */
+    if (c->t && c->gate) gate_free(c);
     if (c->t && !c->job) { /* what is queued leaves now, then the close_notify */
         tls_flush(c);
         tls_conn_shutdown(c->t->tls);
         want_write(c);
     }
-    if (out_len(c) == 0) {
+    if (out_len(c) == 0 && !gated(c)) {
         linger(c);
         return;
     }

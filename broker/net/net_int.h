@@ -43,6 +43,9 @@ struct listener {
     struct conn **flush; /* NULL entries: freed meanwhile */
     uint32_t nflush, cap_flush;
     struct event *flush_ev;
+    /* conns with output held by conn_gate, until listener_release lets it go */
+    struct conn **gated;
+    uint32_t ngated, cap_gated;
     /* on_packet of a large packet read into its own block: the block, until taken */
     void *taking;
     struct conn *taking_for;
@@ -86,6 +89,7 @@ struct conn {
     char *peer;             /* "address:port", in the conn's allocation */
     struct big_packet *big; /* a large packet being read straight into place */
     struct hs_job *job;     /* the handshake thread has its TLS state (hs_worker.c) */
+    struct conn_gate *gate; /* output held until the journal is durable; NULL: none */
     /* the read event follows, in the same allocation (conn_rev) */
 };
 

@@ -18,6 +18,7 @@ struct rnode {
     size_t nlen;
     struct levelmap kids;
     struct msg *m;
+    struct rnode *lnext, *lprev; /* while m is set: r->lhead's list, in the order set */
 };
 
 struct rframe {
@@ -31,6 +32,8 @@ struct retain {
     size_t bytes; /* nodes, level names and the stored messages (lunamq-ctl stats) */
     struct rframe *stack;
     size_t cap;
+    struct rnode *lhead, *ltail; /* the nodes holding a message */
+    struct rnode *iter;          /* retain_iter_next's next node */
 };
 
 struct retain *
@@ -108,11 +111,54 @@ prune(struct retain *r, struct rnode *n)
     }
 }
 
+static void
+list_add(struct retain *r, struct rnode *n)
+{
+    n->lnext = NULL;
+    n->lprev = r->ltail;
+    if (r->ltail)
+        r->ltail->lnext = n;
+    else
+        r->lhead = n;
+    r->ltail = n;
+}
+
+static void
+list_remove(struct retain *r, struct rnode *n)
+{
+    if (r->iter == n) r->iter = n->lnext; /* the iteration goes on after it */
+    if (n->lprev)
+        n->lprev->lnext = n->lnext;
+    else
+        r->lhead = n->lnext;
+    if (n->lnext)
+        n->lnext->lprev = n->lprev;
+    else
+        r->ltail = n->lprev;
+    n->lnext = n->lprev = NULL;
+}
+
+void
+retain_iter_begin(struct retain *r)
+{
+    r->iter = r->lhead;
+}
+
+struct msg *
+retain_iter_next(struct retain *r)
+{
+    struct rnode *n = r->iter;
+    if (!n) return NULL;
+    r->iter = n->lnext;
+    return n->m;
+}
+
 void
 retain_clear(struct retain *r, const char *topic, size_t len)
 {
     struct rnode *n = walk(r, topic, len, false);
     if (!n || !n->m) return;
+    list_remove(r, n);
     r->bytes -= msg_bytes(n->m);
     msg_unref(n->m);
     n->m = NULL;
@@ -133,6 +179,7 @@ retain_set(struct retain *r, struct msg *m)
         msg_unref(n->m);
     } else {
         r->count++;
+        list_add(r, n);
     }
     n->m = msg_ref(m);
     r->bytes += msg_bytes(m);

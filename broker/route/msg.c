@@ -21,8 +21,12 @@ msg_new(const struct msg_init *in)
     m->topic_len = (uint16_t)in->topic_len;
     m->props_len = (uint32_t)in->props_len;
     m->payload_len = (uint32_t)in->payload_len;
-    m->created_ms = lq_now_ms();
-    m->expire_at_ms = in->has_expiry ? m->created_ms + (uint64_t)in->expiry_interval * 1000 : 0;
+    m->store_gen = 0;
+    m->store_id = 0;
+    m->created_ms = in->created_ms ? in->created_ms : lq_now_ms();
+    m->expire_at_ms = !in->has_expiry    ? 0
+                      : in->expire_at_ms ? in->expire_at_ms
+                                         : m->created_ms + (uint64_t)in->expiry_interval * 1000;
     m->origin = in->origin;
     m->topic = (char *)m->data;
     memcpy(m->topic, in->topic, in->topic_len);

@@ -299,6 +299,7 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     if (!errbuf[0] && b->conf.metrics_port && !admin_serves_metrics(b->admin))
         snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
                  b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
+    if (!errbuf[0]) persist_open(b, errbuf, errlen); /* listeners open after recovery */
     if (errbuf[0]) {
         broker_free(b);
         return NULL;
@@ -332,6 +333,7 @@ broker_free(struct broker *b)
 {
     if (!b) return;
     b->shutting_down = true;
+    persist_close(b); /* the teardown below is not recorded: sessions outlive it */
     net_stop_workers();
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
     free(b->listeners);
@@ -455,6 +457,15 @@ keep_restart_only(struct lq_conf *run, struct lq_conf *nc, char *restart, size_t
         sbuf_printf(&names, "%sadmin_socket", names.len ? ", " : "");
     if (run->metrics_port != nc->metrics_port || !same_str(run->metrics_host, nc->metrics_host))
         sbuf_printf(&names, "%smetrics_listener", names.len ? ", " : "");
+    if (run->persistence != nc->persistence ||
+        run->persistence_sync_process != nc->persistence_sync_process ||
+        !same_str(run->persistence_location, nc->persistence_location))
+        sbuf_printf(&names, "%spersistence", names.len ? ", " : "");
+    nc->persistence = run->persistence;
+    nc->persistence_sync_process = run->persistence_sync_process;
+    char *loc = run->persistence_location;
+    run->persistence_location = nc->persistence_location;
+    nc->persistence_location = loc;
     if (names.len) lq_log(LQ_LOG_WARNING, "reload: %s changed: not applied until restart", names.p);
     if (restart) snprintf(restart, len, "%s", names.len ? names.p : "");
     sbuf_free(&names);

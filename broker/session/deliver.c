@@ -211,9 +211,11 @@ inflight_append(struct session *s, struct qentry *e)
     s->ninflight++;
 }
 
-/* Send e now: QoS 0 is done, QoS 1/2 enters the in-flight window. */
+/* Send e now: QoS 0 is done, QoS 1/2 enters the in-flight window. fresh: not queued
+ * before, so not in the journal yet. A QoS 2 PUBLISH leaves once its packet id is
+ * durable: after a restart the exchange goes on with that id. */
 static void
-send_entry(struct session *s, struct qentry *e)
+send_entry(struct session *s, struct qentry *e, bool fresh)
 {
     if (e->qos == 0) {
         send_publish(s, e->m, 0, e->retain, false, 0, e->sub_ids, e->nsub);
@@ -222,7 +224,12 @@ send_entry(struct session *s, struct qentry *e)
     }
     e->pid = next_pid(s);
     e->state = e->qos == 1 ? Q_WAIT_PUBACK : Q_WAIT_PUBREC;
+    if (s->store_id && (fresh || e->qos == 2)) {
+        persist_qentry(s, e);
+        if (e->qos == 2) persist_gate(s);
+    }
     if (!send_publish(s, e->m, e->qos, e->retain, false, e->pid, e->sub_ids, e->nsub)) {
+        persist_qentry_done(s, e);
         qentry_free(e);
         return;
     }
@@ -262,7 +269,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
             return DELIVER_OK;
         }
         if (s->ninflight < inflight_limit(s)) {
-            send_entry(s, qentry_new(m, qos, retain, sub_ids, nsub));
+            send_entry(s, qentry_new(m, qos, retain, sub_ids, nsub), true);
             return DELIVER_OK;
         }
     }
@@ -284,7 +291,30 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
     s->nqueued++;
     s->qbytes += size;
     b->queued_bytes += size;
+    if (s->store_id && qos) persist_qentry(s, e);
     return rc;
+}
+
+void
+session_restore_entry(struct session *s, struct msg *m, uint8_t qos, uint8_t state, uint16_t pid,
+                      bool retain, bool dup, const uint32_t *sub_ids, uint32_t nsub)
+{
+    struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
+    e->state = state;
+    e->pid = pid;
+    e->dup = dup;
+    if (state != Q_QUEUED) {
+        inflight_append(s, e);
+        return;
+    }
+    if (s->q_tail)
+        s->q_tail->next = e;
+    else
+        s->q_head = e;
+    s->q_tail = e;
+    s->nqueued++;
+    s->qbytes += msg_size(m);
+    s->b->queued_bytes += msg_size(m);
 }
 
 static struct qentry *
@@ -308,12 +338,13 @@ session_pump(struct session *s)
     while (s->q_head && conn_is_writable(s->conn)) {
         struct qentry *e = s->q_head;
         if (msg_is_expired(e->m, lq_now_ms())) { /* expired while queued: never sent */
+            persist_qentry_done(s, e);
             qentry_free(queue_pop(s));
             s->b->ctr.dropped_expired++;
             continue;
         }
         if (e->qos > 0 && s->ninflight >= lim) break; /* order kept: wait for acks */
-        send_entry(s, queue_pop(s));
+        send_entry(s, queue_pop(s), false);
     }
     if (s->nqueued != before) s->progressed = true; /* no clock read per message */
     /* only the subscriber that held the publishers lets them go: a publisher's own
@@ -346,6 +377,7 @@ session_resend_inflight(struct session *s)
         } else {
             *pp = e->next;
             s->ninflight--;
+            persist_qentry_done(s, e);
             qentry_free(e);
         }
     }
@@ -389,6 +421,11 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
                 done = true;
             } else {
                 e->state = Q_WAIT_PUBCOMP;
+                if (s->store_id) { /* after a restart: PUBREL again, not the PUBLISH */
+                    persist_qentry(s, e);
+                    persist_gate(s);
+                    persist_check_ack(s);
+                }
                 send_ack(s, MQTT_PUBREL, e->pid, 0);
             }
         }
@@ -400,6 +437,7 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
         *pp = e->next;
         if (s->if_tail == e) s->if_tail = prev;
         s->ninflight--;
+        persist_qentry_done(s, e);
         qentry_free(e);
         session_pump(s);
     }

@@ -218,6 +218,8 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
             p.server_keep_alive = keepalive;
         }
     }
+    persist_session(s); /* CONNACK says the session exists: once it is durable */
+    persist_gate(s);
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
     s->connected_at = lq_wall_time();

@@ -53,6 +53,7 @@ in_pid_add(struct session *s, uint16_t pid)
         s->in_pids = lq_xrealloc(s->in_pids, s->capin * sizeof(*s->in_pids));
     }
     s->in_pids[s->nin++] = pid;
+    persist_in_pid(s, pid, true);
 }
 
 /* An acknowledgement to the publisher: sent, or withheld while it is held back (in
@@ -60,10 +61,13 @@ in_pid_add(struct session *s, uint16_t pid)
 static void
 ack_publisher(struct session *s, uint8_t type, uint16_t pid, uint8_t rc, bool hold)
 {
-    if (hold || s->hold)
+    persist_gate(s); /* it leaves once what the message changed is durable */
+    if (hold || s->hold) {
         hold_ack(s, type, pid, rc);
-    else
-        send_ack(s, type, pid, rc);
+        return;
+    }
+    persist_check_ack(s);
+    send_ack(s, type, pid, rc);
 }
 
 /* QoS 1/2 messages the client sent that we have not finished acknowledging. */
@@ -141,7 +145,10 @@ static void
 retain_and_route(struct broker *b, struct msg *m, const struct session *origin,
                  enum deliver_how how, struct route_result *r)
 {
-    if (m->retain && b->conf.retain_available) retain_set(b->retained, m);
+    if (m->retain && b->conf.retain_available) {
+        retain_set(b->retained, m);
+        persist_retain(b, m);
+    }
     route_publish(b, m, origin, how, r);
 }
 
@@ -238,6 +245,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         if (ack < 0x80) in_pid_add(s, p.packet_id); /* 0x10 is a success: PUBREL follows */
         ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold);
     }
+    if (p.qos) persist_pause_if_behind(s);
     return MQTT_RC_SUCCESS;
 }
 
@@ -250,6 +258,9 @@ handle_pubrel(struct session *s, const struct mqtt_ack *a)
         return MQTT_RC_SUCCESS;
     }
     s->in_pids[at] = s->in_pids[--s->nin];
+    persist_in_pid(s, a->packet_id, false);
+    persist_gate(s); /* else a restart could take its next use of the id for a duplicate */
+    persist_check_ack(s);
     send_ack(s, MQTT_PUBCOMP, a->packet_id, 0);
     return MQTT_RC_SUCCESS;
 }

@@ -96,6 +96,7 @@ subscribe_one(struct session *s, const struct mqtt_sub_entry *e, uint32_t sub_id
     if (!x) x = session_sub_add(s, v.filter, v.flen, v.group, v.glen);
     x->o = o;
     x->mark = i;
+    persist_sub(s, x);
     *at = (uint32_t)(x - s->subs);
     if (i < LOG_FILTERS_MAX && lq_log_enabled(LQ_LOG_SUBSCRIBE))
         session_log(s, LQ_LOG_SUBSCRIBE, "subscribe \"%.*s\" qos %u", (int)e->filter.len,
@@ -185,6 +186,7 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
     size_t n = mqtt_encode_suback(MQTT_SUBACK, &ack, s->version, NULL, 0);
     uint8_t *out = lq_xmalloc(n);
     mqtt_encode_suback(MQTT_SUBACK, &ack, s->version, out, n);
+    persist_gate(s);
     conn_write(s->conn, out, n);
     free(out);
 
@@ -213,6 +215,7 @@ handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t
             continue;
         }
         topic_tree_remove(s->b->subs, v.filter, v.flen, v.group, v.glen, s);
+        persist_unsub(s, x);
         session_sub_remove(s, x);
         if (i < LOG_FILTERS_MAX && lq_log_enabled(LQ_LOG_UNSUBSCRIBE))
             session_log(s, LQ_LOG_UNSUBSCRIBE, "unsubscribe \"%.*s\"", (int)f.len,
@@ -230,6 +233,7 @@ handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t
     size_t n = mqtt_encode_suback(MQTT_UNSUBACK, &ack, s->version, NULL, 0);
     uint8_t *out = lq_xmalloc(n);
     mqtt_encode_suback(MQTT_UNSUBACK, &ack, s->version, out, n);
+    persist_gate(s);
     conn_write(s->conn, out, n);
     free(out);
     free(codes);

@@ -102,7 +102,9 @@ will_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct session *s = arg;
-    if (s->will) publish_will(s);
+    if (!s->will) return;
+    publish_will(s);
+    persist_session(s);
 }
 
 static void
@@ -176,13 +178,26 @@ session_detach(struct session *s, bool send_will)
         session_end(s);
         return;
     }
+    persist_session(s); /* offline since now, and its will */
     session_arm_expiry(s);
+}
+
+void
+session_restore_timers(struct session *s, uint32_t gone)
+{
+    if (s->will) {
+        uint32_t delay = s->will->delay < s->expiry ? s->will->delay : s->expiry;
+        arm(s, &s->will_ev, will_cb, delay > gone ? delay - gone : 0);
+    }
+    if (s->expiry != EXPIRY_NEVER)
+        arm(s, &s->expiry_ev, expiry_cb, s->expiry > gone ? s->expiry - gone : 0);
 }
 
 void
 session_end(struct session *s)
 {
     struct broker *b = s->b;
+    persist_session_end(s);
     if (s->conn) conn_set_owner(s->conn, NULL);
     session_unsubscribe_all(s);
     if (s->will) publish_will(s); /* the session ends before the will delay */

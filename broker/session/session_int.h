@@ -54,6 +54,7 @@ struct broker {
     struct retain *retained;
     struct hooks *hooks;      /* Lua hooks of scripts_dir */
     struct admin *admin;      /* admin socket and statistics */
+    struct persist *persist;  /* the journal (persist.c); NULL: persistence false */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
     /* routing one message: the sessions it matched, once each, and their subscription
@@ -190,6 +191,8 @@ struct session {
     bool shedding;   /* stalled past max_hold_time: messages over its bound are dropped */
     bool progressed; /* over its bound: an ack or a write since the last slow check */
 
+    uint64_t store_id; /* its records in the journal (persist.c); 0: not written */
+
     /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
     uint32_t match_idx;
     uint64_t match_gen;
@@ -282,6 +285,46 @@ void hold_forget(struct session *s);  /* the session's connection goes */
 void slow_mark(struct session *s);    /* s went over its bound and holds publishers */
 void slow_drained(struct session *s); /* s is down to half its bound */
 void hold_fini(struct broker *b);
+
+/* Recovery (persist.c): a queue entry read back, appended to the in-flight window
+ * (state past Q_QUEUED) or the queue; the will and expiry timers of a session that went
+ * offline `gone` seconds ago. */
+void session_restore_entry(struct session *s, struct msg *m, uint8_t qos, uint8_t state,
+                           uint16_t pid, bool retain, bool dup, const uint32_t *sub_ids,
+                           uint32_t nsub);
+void session_restore_timers(struct session *s, uint32_t gone);
+
+/* persist.c: the durable state, when persistence is on (all are no-ops when off) */
+#include "store.h"
+struct persist_stats {
+    bool enabled, sync_process;
+    struct store_stats store;
+    double recovery_seconds;
+    uint64_t batches_per_second;
+    uint64_t acks_waiting; /* connections whose output waits for the journal */
+};
+int persist_open(struct broker *b, char *err, size_t errlen); /* recovers; before listening */
+void persist_close(struct broker *b);                 /* waits (bounded) for what was appended */
+void persist_retain(struct broker *b, struct msg *m); /* after retain_set */
+/* s changed (connected, went offline, expiry, will): written, or deleted when it no
+ * longer outlives its connection */
+void persist_session(struct session *s);
+void persist_session_end(struct session *s);
+void persist_sub(struct session *s, const struct ssub *x);
+void persist_unsub(struct session *s, const struct ssub *x);
+void persist_qentry(struct session *s, const struct qentry *e); /* queued, or a new state */
+void persist_qentry_done(struct session *s, const struct qentry *e);
+void persist_in_pid(struct session *s, uint16_t pid, bool add);
+/* Before writing an acknowledgement: it waits for every record appended so far. */
+void persist_gate(struct session *s);
+void persist_pause_if_behind(struct session *s); /* after a QoS 1/2 PUBLISH */
+int persist_snapshot_now(struct broker *b);      /* -1: off, or one is running */
+void persist_get_stats(const struct broker *b, struct persist_stats *out);
+#ifdef LUNAMQ_CHECKS
+void persist_check_ack(const struct session *s);
+#else
+#define persist_check_ack(s) ((void)0)
+#endif
 
 /* handlers */
 /* Encode the properties of an incoming PUBLISH (or will) that are forwarded

@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * writer: the thread that owns the journal on disk. It takes everything the loop
+ * handed over, write()s it to the current segment and (power mode) fdatasyncs once
+ * for all of it: natural group commit, whatever arrives during one sync goes into the
+ * next. Then it publishes the durable sequence and wakes the loop.
+ *
+ * Everything not yet fdatasynced stays in memory (the unsynced list). When a write
+ * or a sync fails, the segment is not trusted any more: the store says failing, and
+ * every second the writer rewrites the whole unsynced list into a fresh segment
+ * (written as <name>.new and renamed once synced, so that a segment the kernel still
+ * holds is never truncated). Replay skips the duplicates this makes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lq.h"
+#include "store_int.h"
+
+#define SECOND_MS 1000
+
+struct writer {
+    struct store *st;
+    int fd;            /* the current segment, -1: none open */
+    char seg_name[64]; /* its name once synced */
+    bool seg_renamed;  /* false while it is <name>.new (a retry) */
+    bool seg_dirty;    /* written since its last fdatasync */
+    bool dir_dirty;    /* a segment made or renamed since the last directory fsync */
+    bool failing;
+    uint64_t retry_at_ms, last_sync_ms;
+    struct item *unsynced, **unsynced_tail;    /* written or not: not yet fdatasynced */
+    uint64_t counted;                          /* durable_bytes holds the items up to here */
+    uint64_t jb_cur, jr_cur, jb_prev, jr_prev; /* journal since / before the last rotation */
+    struct snap_writer *snap;
+};
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+int
+store_write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -1;
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* ---- segments ---- */
+static int
+open_segment(struct writer *w, uint64_t first, bool retry)
+{
+    char name[80];
+    store_segment_name(w->seg_name, sizeof(w->seg_name), first);
+    snprintf(name, sizeof(name), "%s%s", w->seg_name, retry ? ".new" : "");
+    w->fd = openat(w->st->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) return -1;
+    w->seg_renamed = !retry;
+    w->dir_dirty = true;
+    return 0;
+}
+
+/* fdatasync the segment; a retry's segment takes its real name once synced */
+static int
+seal(struct writer *w)
+{
+    if (w->fd < 0) return 0;
+    if (w->seg_dirty && fdatasync(w->fd) < 0) return -1;
+    w->seg_dirty = false;
+    if (!w->seg_renamed) {
+        char tmp[80];
+        snprintf(tmp, sizeof(tmp), "%s.new", w->seg_name);
+        if (renameat(w->st->dirfd, tmp, w->st->dirfd, w->seg_name) < 0) return -1;
+        w->seg_renamed = true;
+        w->dir_dirty = true;
+    }
+    return 0;
+}
+
+static void
+record_latency(struct writer *w, uint64_t us)
+{
+    struct store *st = w->st;
+    pthread_mutex_lock(&st->mu);
+    st->fsync_us[st->fsync_n++ % 1024] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static int
+sync_all(struct writer *w)
+{
+    uint64_t t0 = mono_us();
+    if (seal(w) < 0) return -1;
+    if (w->dir_dirty && store_fsync_dir(w->st) < 0) return -1;
+    w->dir_dirty = false;
+    record_latency(w, mono_us() - t0);
+    w->last_sync_ms = mono_ms();
+    return 0;
+}
+
+static int
+rotate(struct writer *w)
+{
+    if (sync_all(w) < 0) return -1;
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    return 0;
+}
+
+static int
+write_journal(struct writer *w, struct item *it, bool retry)
+{
+    if (w->fd < 0 && open_segment(w, it->first, retry) < 0) return -1;
+    if (store_write_all(w->fd, it->buf.p, it->buf.len) < 0) return -1;
+    w->seg_dirty = true;
+    store_crash_point("after-write");
+    if (!retry) {
+        w->jb_cur += it->buf.len;
+        w->jr_cur += it->last - it->first + 1;
+    }
+    return 0;
+}
+
+/* ---- durable ---- */
+static void
+update_stats(struct writer *w, uint64_t batches)
+{
+    struct store *st = w->st;
+    pthread_mutex_lock(&st->mu);
+    st->stats.batches += batches;
+    st->stats.journal_bytes = w->jb_prev + w->jb_cur;
+    st->stats.journal_records = w->jr_prev + w->jr_cur;
+    pthread_cond_broadcast(&st->progress);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void
+count_durable(struct writer *w, const struct item *it)
+{
+    if (it->kind != ITEM_JOURNAL || it->last <= w->counted) return;
+    atomic_fetch_add(&w->st->durable_bytes, it->buf.len);
+    atomic_store(&w->st->durable, it->last);
+    w->counted = it->last;
+}
+
+/* process mode: written is enough */
+static void
+publish_item(struct writer *w, const struct item *it)
+{
+    count_durable(w, it);
+    update_stats(w, 1);
+    store_notify_loop(w->st);
+}
+
+static void
+free_items(struct item *it)
+{
+    while (it) {
+        struct item *next = it->next;
+        rec_buf_free(&it->buf);
+        free(it);
+        it = next;
+    }
+}
+
+/* everything unsynced is on disk now */
+static void
+publish_unsynced(struct writer *w)
+{
+    for (struct item *it = w->unsynced; it; it = it->next) count_durable(w, it);
+    free_items(w->unsynced);
+    w->unsynced = NULL;
+    w->unsynced_tail = &w->unsynced;
+    update_stats(w, 1);
+    store_notify_loop(w->st);
+}
+
+static void
+keep(struct writer *w, struct item *it)
+{
+    it->next = NULL;
+    *w->unsynced_tail = it;
+    w->unsynced_tail = &it->next;
+}
+
+/* ---- failure and retry ---- */
+static void
+fail(struct writer *w, const char *what)
+{
+    int e = errno;
+    struct store *st = w->st;
+    pthread_mutex_lock(&st->mu);
+    st->stats.errors++;
+    pthread_mutex_unlock(&st->mu);
+    if (!w->failing) {
+        store_defer_log(st, LQ_LOG_ERR,
+                        "persistence: %s %s/%s failed: %s; nothing more is acknowledged as "
+                        "durable until the disk works again (retrying every second)",
+                        what, st->dir, w->seg_name, strerror(e));
+        w->failing = true;
+        atomic_store(&st->failing, true);
+        store_notify_loop(st);
+    }
+    if (w->fd >= 0) close(w->fd); /* not trusted any more: the retry starts a new segment */
+    w->fd = -1;
+    w->seg_dirty = false;
+    w->retry_at_ms = mono_ms() + SECOND_MS;
+}
+
+static void
+retry(struct writer *w)
+{
+    if (!w->failing || mono_ms() < w->retry_at_ms) return;
+    for (struct item *it = w->unsynced; it; it = it->next) {
+        int rc = it->kind == ITEM_ROTATE ? rotate(w) : write_journal(w, it, true);
+        if (rc < 0) {
+            fail(w, it->kind == ITEM_ROTATE ? "fdatasync of" : "write to");
+            return;
+        }
+    }
+    if (sync_all(w) < 0) {
+        fail(w, "fdatasync of");
+        return;
+    }
+    w->failing = false;
+    atomic_store(&w->st->failing, false);
+    store_defer_log(w->st, LQ_LOG_NOTICE,
+                    "persistence: the disk works again (recovered): %s/%s written and synced",
+                    w->st->dir, w->seg_name);
+    publish_unsynced(w);
+}
+
+/* ---- the thread ---- */
+static void
+process(struct writer *w, struct item *items, bool power)
+{
+    for (struct item *it = items, *next; it; it = next) {
+        next = it->next;
+        if (it->kind != ITEM_JOURNAL && it->kind != ITEM_ROTATE) {
+            snap_item(w->st, &w->snap, it);
+            continue;
+        }
+        keep(w, it);
+        if (w->failing) continue;
+        if (it->kind == ITEM_ROTATE) {
+            if (rotate(w) < 0) {
+                fail(w, "fdatasync of");
+                continue;
+            }
+            w->jb_prev += w->jb_cur;
+            w->jr_prev += w->jr_cur;
+            w->jb_cur = w->jr_cur = 0;
+        } else if (write_journal(w, it, false) < 0) {
+            fail(w, "write to");
+        } else if (!power) {
+            publish_item(w, it);
+        }
+    }
+}
+
+static uint64_t
+deadline_ms(const struct writer *w, bool power)
+{
+    if (w->failing) return w->retry_at_ms;
+    if (!power && w->unsynced) return w->last_sync_ms + SECOND_MS;
+    return UINT64_MAX;
+}
+
+static void
+wait_for_work(struct store *st, struct writer *w, bool power)
+{
+    while (!st->todo && !st->stop) {
+        uint64_t until = deadline_ms(w, power);
+        if (until == UINT64_MAX) {
+            pthread_cond_wait(&st->cv, &st->mu);
+            continue;
+        }
+        if (mono_ms() >= until) return;
+        struct timespec ts = {.tv_sec = (time_t)(until / 1000),
+                              .tv_nsec = (long)(until % 1000) * 1000000};
+        pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    }
+}
+
+void *
+writer_main(void *arg)
+{
+    struct store *st = arg;
+    struct writer *w = st->w;
+    bool power = st->o.sync == STORE_SYNC_POWER;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        wait_for_work(st, w, power);
+        struct item *items = st->todo;
+        st->todo = NULL;
+        st->todo_tail = &st->todo;
+        bool stopping = st->stop;
+        pthread_mutex_unlock(&st->mu);
+        process(w, items, power);
+        retry(w);
+        bool due = power || stopping || mono_ms() >= w->last_sync_ms + SECOND_MS;
+        if (!w->failing && w->unsynced && due) {
+            if (sync_all(w) < 0)
+                fail(w, "fdatasync of");
+            else
+                publish_unsynced(w);
+        }
+        pthread_mutex_lock(&st->mu);
+        if (stopping && !st->todo) break;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+void
+writer_snapshot_done(struct writer *w)
+{
+    w->jb_prev = w->jr_prev = 0;
+    update_stats(w, 0);
+}
+
+struct writer *
+writer_new(struct store *st, uint64_t journal_bytes, uint64_t journal_records)
+{
+    struct writer *w = lq_xcalloc(1, sizeof(*w));
+    w->st = st;
+    w->fd = -1;
+    w->unsynced_tail = &w->unsynced;
+    w->counted = atomic_load(&st->durable);
+    w->jb_cur = journal_bytes;
+    w->jr_cur = journal_records;
+    w->last_sync_ms = mono_ms();
+    st->stats.journal_bytes = journal_bytes;
+    st->stats.journal_records = journal_records;
+    return w;
+}
+
+void
+writer_free(struct writer *w)
+{
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    free_items(w->unsynced);
+    snap_writer_free(w->snap);
+    free(w);
+}
