@@ -406,6 +406,63 @@ def test_mosquitto_sub_persistent_session_across_sigkill(b):
     assert again.stdout.decode().strip() == "ms/cmd while-away", (again.stdout, again.stderr)
 
 
+def paho_client(b, client_id, clean_start, expiry=0):
+    """A connected paho MQTT 5 client; returns (client, messages queue, CONNACK flags)."""
+    import queue
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    msgs, connack = queue.Queue(), queue.Queue()
+    c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_message = lambda cl, u, m: msgs.put(m)
+    c.on_connect = lambda cl, u, f, rc, p=None: connack.put((f, rc))
+    props = None
+    if expiry:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = expiry
+    c.connect("127.0.0.1", b.port, keepalive=30, clean_start=clean_start, properties=props)
+    c.loop_start()
+    flags, rc = connack.get(timeout=5)
+    assert rc == 0, rc
+    return c, msgs, flags
+
+
+@conf(*PCONF)
+def test_paho_session_and_retained_across_sigkill(b):
+    """issue 13: real clients (paho MQTT 5): a persistent session (clean start false,
+    session expiry 600) with QoS 1 and QoS 2 messages queued, and a retained message,
+    survive SIGKILL; the session is present on reconnection."""
+    import queue
+    s, _, _ = paho_client(b, "paho-sleeper", False, 600)
+    done = queue.Queue()
+    s.on_subscribe = lambda cl, u, mid, rcs, p=None: done.put(rcs)
+    s.subscribe("pp/#", 2)
+    done.get(timeout=5)
+    s.disconnect()
+    s.loop_stop()
+    p, _, _ = paho_client(b, "paho-pub", True)
+    for topic, payload, qos, retain in (("pp/1", b"one", 1, False), ("pp/2", b"two", 2, False),
+                                        ("pr/r", b"kept", 1, True)):
+        info = p.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(5)
+        assert info.is_published()
+    p.disconnect()
+    p.loop_stop()
+    restart(b, "kill")
+    s, msgs, flags = paho_client(b, "paho-sleeper", False, 600)
+    try:
+        assert flags["session present"] == 1, flags
+        got = [msgs.get(timeout=5) for _ in range(2)]
+        assert [(m.topic, m.qos, m.payload) for m in got] == [("pp/1", 1, b"one"),
+                                                               ("pp/2", 2, b"two")]
+        time.sleep(0.3)
+        assert msgs.empty(), "delivered again: %s" % msgs.get().topic
+    finally:
+        s.disconnect()
+        s.loop_stop()
+    assert retained(b.port, "pr/#")["pr/r"].payload == b"kept"
+
+
 @conf(*PCONF)
 def test_will_delay_published_after_crash(b):
     """issue 13: the will (delay 3 s) of a persistent session whose connection the crash

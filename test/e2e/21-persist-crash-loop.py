@@ -53,6 +53,7 @@ class Publisher(threading.Thread):
         self.refused = 0
         self.ret_acked = {}  # topic -> highest acknowledged sequence number
         self.connects = 0
+        self.resent = {"pub1": 0, "pub2": 0, "rel": 0}  # flows resumed after reconnections
         self.anomalies = []
         self.error = None
         self.next_pid = 1
@@ -132,8 +133,10 @@ class Publisher(threading.Thread):
         for pid, m in list(self.inflight.items()):
             if m["state"] == "rec":
                 m["rel_again"] = True
+                self.resent["rel"] += 1
                 c.ack(PUBREL, pid)
             else:
+                self.resent["pub%d" % m["qos"]] += 1
                 c.publish(m["topic"], m["payload"], qos=m["qos"], pid=pid, retain=m["retain"],
                           dup=True)
 
@@ -301,9 +304,12 @@ def test_crash_loop(b):
     for p in pubs:
         sent.update(p.sent)
     print("crash loop: %d kills in %.1f s; sent %d, acknowledged QoS 1 %d, QoS 2 PUBREC %d "
-          "PUBCOMP %d, refused %d, reconnections %s" % (
+          "PUBCOMP %d, refused %d, reconnections %s; resumed: QoS 1 PUBLISH %d, QoS 2 "
+          "PUBLISH %d, PUBREL %d" % (
               kills, loop_s, len(sent), len(acked1), len(rec2), len(comp2),
-              sum(p.refused for p in pubs), [p.connects for p in pubs]), flush=True)
+              sum(p.refused for p in pubs), [p.connects for p in pubs],
+              sum(p.resent["pub1"] for p in pubs), sum(p.resent["pub2"] for p in pubs),
+              sum(p.resent["rel"] for p in pubs)), flush=True)
     assert kills >= min(ROUNDS, 30)
     # enough traffic that the checks mean something
     assert len(acked1) > 100 and len(rec2) > 100, "too little acknowledged traffic"
