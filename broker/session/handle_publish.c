@@ -223,6 +223,9 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         return MQTT_RC_SUCCESS;
     }
 
+    /* QoS 2: its queue entries and its packet id are replayed all or none, else a
+     * restart could route the re-sent PUBLISH again, or acknowledge it unrouted */
+    if (p.qos == 2) persist_group_begin(b);
     struct msg *m = make_msg(s, &p, topic, tlen);
     struct hook_client cl = {.id = s->id,
                              .username = s->username,
@@ -243,6 +246,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, ack, hold);
     if (p.qos == 2) {
         if (ack < 0x80) in_pid_add(s, p.packet_id); /* 0x10 is a success: PUBREL follows */
+        persist_group_end(b);
         ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold);
     }
     if (p.qos) persist_pause_if_behind(s);

@@ -41,7 +41,12 @@ enum rec_type {
     R_QE_DEL = 9,     /* sid, mid */
     R_IN_PUT = 10,    /* sid, pid: QoS 2 received, PUBREL awaited */
     R_IN_DEL = 11,    /* sid, pid */
+    R_GROUP_END = 12, /* the records flagged R_GROUPED before it are one change */
 };
+/* A change of several records that must not be half replayed (a QoS 2 PUBLISH: its
+ * queue entries and its packet id) flags them; replay applies them at R_GROUP_END and
+ * drops a group the journal ends in the middle of. */
+#define R_GROUPED 0x80
 
 #define SLICE_MS        2             /* a snapshot slice holds the loop at most this */
 #define SNAP_BACKLOG    (16u << 20)   /* the writer this far behind: the slices wait */
@@ -58,6 +63,8 @@ struct persist {
     uint32_t jgen;
     struct rec_buf rb;
     bool replaying;
+    unsigned group_depth;   /* persist_group_begin .. end */
+    uint64_t group_records; /* appended in the open group */
     /* snapshot in slices */
     bool snap_retained_done;
     size_t snap_bucket;
@@ -91,7 +98,38 @@ typedef void (*emit_fn)(struct persist *p, uint8_t type);
 static void
 to_journal(struct persist *p, uint8_t type)
 {
+    if (p->group_depth) {
+        type |= R_GROUPED;
+        p->group_records++;
+    }
     store_append(p->st, type, p->rb.p, p->rb.len);
+}
+
+static void
+group_begin(struct persist *p)
+{
+    if (p->group_depth++ == 0) p->group_records = 0;
+}
+
+static void
+group_end(struct persist *p)
+{
+    if (--p->group_depth || !p->group_records) return;
+    store_append(p->st, R_GROUP_END, NULL, 0);
+}
+
+void
+persist_group_begin(struct broker *b)
+{
+    struct persist *p = b->persist;
+    if (p && !p->replaying) group_begin(p);
+}
+
+void
+persist_group_end(struct broker *b)
+{
+    struct persist *p = b->persist;
+    if (p && !p->replaying) group_end(p);
 }
 
 static void
@@ -271,7 +309,9 @@ persist_session(struct session *s)
         return;
     }
     s->store_id = ++p->next_sid; /* a new one, or one that now outlives its connection */
+    group_begin(p);
     dump_session(p, s, to_journal);
+    group_end(p);
 }
 
 void
@@ -419,6 +459,7 @@ slice_cb(evutil_socket_t fd, short what, void *arg)
             p->snap_retained_done = true;
             break;
         }
+        if (topic_is_sys(m->topic, m->topic_len)) continue; /* the broker's, made anew */
         snapshot_msg(p, m);
         emit_retain(p, m, to_snapshot);
         if (++n % 256 == 0 && lq_now_ms() >= end) goto again;
@@ -554,6 +595,8 @@ struct rq {
 
 struct replay {
     struct persist *p;
+    struct rec_buf group; /* records of an open group: type, u32 length, bytes */
+    uint64_t dropped_group;
     struct rmap msgs;     /* mid -> struct msg (NULL: expired) */
     struct rmap sessions; /* sid -> struct session, aux: offline since (wall ms) */
     struct rmap qmap;     /* (sid, mid) -> index in q + 1 */
@@ -810,11 +853,34 @@ replay_in(struct replay *rp, struct rec_reader *r, bool put)
     s->in_pids[s->nin++] = (uint16_t)pid;
 }
 
+static void apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len);
+
 static void
 replay_record(uint8_t type, const uint8_t *p, size_t len, bool from_snapshot, void *arg)
 {
     (void)from_snapshot;
     struct replay *rp = arg;
+    if (type & R_GROUPED) { /* applied with the rest of its group */
+        rec_u8(&rp->group, type & ~R_GROUPED);
+        rec_bytes(&rp->group, p, len);
+        rp->dropped_group++;
+        return;
+    }
+    if (rp->group.len) { /* the group is whole: apply it */
+        struct rec_reader g = {.p = rp->group.p, .len = rp->group.len};
+        uint8_t t;
+        const uint8_t *b;
+        uint32_t n;
+        while (rec_get_u8(&g, &t) && rec_get_bytes(&g, &b, &n)) apply_record(rp, t, b, n);
+        rp->group.len = 0;
+        rp->dropped_group = 0;
+    }
+    if (type != R_GROUP_END) apply_record(rp, type, p, len);
+}
+
+static void
+apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len)
+{
     struct rec_reader r = {.p = p, .len = len};
     switch (type) {
     case R_MSG_PUT: replay_msg(rp, &r); break;
@@ -886,6 +952,7 @@ replay_free(struct replay *rp)
     free(rp->qmap.e);
     free(rp->q);
     free(rp->ids);
+    rec_buf_free(&rp->group);
 }
 
 /* Startup after a corrupt journal: the valid prefix becomes a snapshot at once. */
@@ -924,6 +991,11 @@ recover(struct persist *p, char *err, size_t errlen)
            (unsigned long long)info.bytes, info.snapshot_seq ? ", with a snapshot" : "",
            info.segments, info.seconds, info.truncated_tail ? "; torn tail cut off" : "",
            info.corrupt ? "; CORRUPT journal: replay stopped at the first bad record" : "");
+    if (rp.dropped_group)
+        lq_log(LQ_LOG_NOTICE,
+               "persistence: the journal ended inside one change (%llu records, "
+               "never acknowledged): left out",
+               (unsigned long long)rp.dropped_group);
     if (rp.bad || rp.unresolved)
         lq_log(LQ_LOG_WARNING,
                "persistence: %llu records could not be read, %llu referred to "

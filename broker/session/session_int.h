@@ -315,6 +315,9 @@ void persist_unsub(struct session *s, const struct ssub *x);
 void persist_qentry(struct session *s, const struct qentry *e); /* queued, or a new state */
 void persist_qentry_done(struct session *s, const struct qentry *e);
 void persist_in_pid(struct session *s, uint16_t pid, bool add);
+/* The records appended between these are replayed all or none (nestable). */
+void persist_group_begin(struct broker *b);
+void persist_group_end(struct broker *b);
 /* Before writing an acknowledgement: it waits for every record appended so far. */
 void persist_gate(struct session *s);
 void persist_pause_if_behind(struct session *s); /* after a QoS 1/2 PUBLISH */

@@ -308,6 +308,37 @@ START_TEST(test_durations)
 }
 END_TEST
 
+/* Issue 13: persistence options, as mosquitto.conf names them, and persistence_sync. */
+START_TEST(test_persistence_options)
+{
+    struct lq_conf c;
+    conf_init(&c);
+    ck_assert(!c.persistence); /* mosquitto's default */
+    ck_assert(!c.persistence_sync_process);
+    ck_assert_uint_eq(c.autosave_interval, 1800);
+    ck_assert(!c.autosave_on_changes);
+    ck_assert_ptr_null(c.persistence_location);
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "persistence true\n"
+                                   "persistence_location /var/lib/luna mq/\n"
+                                   "persistence_file mosquitto.db\n"
+                                   "persistence_sync process\n"
+                                   "autosave_interval 100\n"
+                                   "autosave_on_changes true\n"),
+                     0);
+    ck_assert(c.persistence);
+    ck_assert_str_eq(c.persistence_location, "/var/lib/luna mq/");
+    ck_assert_str_eq(c.persistence_file, "mosquitto.db");
+    ck_assert(c.persistence_sync_process);
+    ck_assert_uint_eq(c.autosave_interval, 100);
+    ck_assert(c.autosave_on_changes);
+    conf_fini(&c);
+    expect_error("persistence_sync disk\n", 1, "persistence_sync: 'disk' is not power or process");
+    expect_error("persistence on\n", 1, "persistence: 'on' is not true or false");
+    expect_error("autosave_interval -5\n", 1, "autosave_interval: '-5' out of range 0..4294967295");
+}
+END_TEST
+
 Suite *
 suite_conf(void)
 {
@@ -323,6 +354,7 @@ suite_conf(void)
     tcase_add_test(tc, test_include_dir);
     tcase_add_test(tc, test_paths_with_spaces);
     tcase_add_test(tc, test_durations);
+    tcase_add_test(tc, test_persistence_options);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -223,6 +223,58 @@ START_TEST(test_output_lost_to_memory_closes)
 }
 END_TEST
 
+static size_t
+read_some(int fd, char *buf, size_t cap, int ms)
+{
+    struct timeval tv = {0, ms * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ssize_t n = recv(fd, buf, cap, 0);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Issue 13: output written after conn_gate(seq) waits for listener_release(>= seq);
+ * what was written before goes at once, and the order is kept. */
+START_TEST(test_gate_holds_output_until_durable)
+{
+    struct event_base *base = event_base_new();
+    struct seen s;
+    int client;
+    struct listener *l = start(base, &s, 0, &client);
+    char buf[64];
+    conn_write(s.c, "a", 1);
+    conn_gate(s.c, 5);
+    conn_write(s.c, "b", 1);
+    conn_gate(s.c, 7);
+    conn_write_now(s.c, "c", 1); /* not past the held bytes */
+    ck_assert_uint_eq(conn_gate_seq(s.c), 7);
+    ck_assert_uint_eq(listener_gated(l), 1);
+    run_for(base, 20);
+    ck_assert_uint_eq(read_some(client, buf, sizeof(buf), 50), 1);
+    ck_assert_int_eq(buf[0], 'a');
+    listener_release(l, 4); /* not yet */
+    run_for(base, 20);
+    ck_assert_uint_eq(read_some(client, buf, sizeof(buf), 50), 0);
+    listener_release(l, 6); /* the first gate only */
+    run_for(base, 20);
+    ck_assert_uint_eq(read_some(client, buf, sizeof(buf), 50), 1);
+    ck_assert_int_eq(buf[0], 'b');
+    ck_assert_uint_eq(listener_gated(l), 1);
+    listener_release(l, 9);
+    run_for(base, 20);
+    ck_assert_uint_eq(read_some(client, buf, sizeof(buf), 50), 1);
+    ck_assert_int_eq(buf[0], 'c');
+    ck_assert_uint_eq(listener_gated(l), 0);
+    ck_assert_uint_eq(conn_gate_seq(s.c), 0);
+    conn_write(s.c, "d", 1); /* no gate: at once */
+    run_for(base, 20);
+    ck_assert_uint_eq(read_some(client, buf, sizeof(buf), 50), 1);
+    ck_assert_int_eq(buf[0], 'd');
+    conn_gate(s.c, 10); /* freed with its conn, held bytes and all */
+    conn_write(s.c, "e", 1);
+    finish(base, l, client);
+}
+END_TEST
+
 Suite *
 suite_conn(void)
 {
@@ -233,6 +285,7 @@ suite_conn(void)
     tcase_add_test(tc, test_deadline_beyond_one_turn_and_late_wakeup);
     tcase_add_test(tc, test_activity_moves_the_deadline);
     tcase_add_test(tc, test_output_lost_to_memory_closes);
+    tcase_add_test(tc, test_gate_holds_output_until_durable);
     suite_add_tcase(s, tc);
     return s;
 }

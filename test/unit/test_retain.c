@@ -95,6 +95,41 @@ START_TEST(test_wildcard_walk)
 }
 END_TEST
 
+/* Issue 13: the snapshot walks the store in slices while it changes. Every message
+ * present from begin to end is returned once; one cleared before the cursor reaches it
+ * is not; clearing the node the cursor points at does not lose the rest. */
+START_TEST(test_iteration_survives_changes)
+{
+    struct retain *r = retain_new();
+    char t[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(t, sizeof(t), "t/%d", i);
+        put(r, t, "v");
+    }
+    retain_iter_begin(r);
+    struct msg *m = retain_iter_next(r);
+    ck_assert_str_eq(m->topic, "t/0");
+    retain_clear(r, "t/1", 3); /* the cursor's node: the walk goes on after it */
+    put(r, "t/5", "replaced"); /* replaced in place: still once */
+    put(r, "t/6", "");         /* cleared ahead of the cursor: not returned */
+    put(r, "new", "v");        /* set meanwhile: at the end */
+    int seen[10] = {0}, others = 0, n = 1;
+    seen[0] = 1;
+    while ((m = retain_iter_next(r))) {
+        n++;
+        int k;
+        if (sscanf(m->topic, "t/%d", &k) == 1)
+            seen[k]++;
+        else
+            others++;
+    }
+    for (int i = 0; i < 10; i++) ck_assert_int_eq(seen[i], i == 1 || i == 6 ? 0 : 1);
+    ck_assert_int_eq(others, 1);
+    ck_assert_int_eq(n, 9);
+    retain_free(r);
+}
+END_TEST
+
 Suite *
 suite_retain(void)
 {
@@ -102,6 +137,7 @@ suite_retain(void)
     TCase *tc = tcase_create("store");
     tcase_add_test(tc, test_set_replace_clear);
     tcase_add_test(tc, test_wildcard_walk);
+    tcase_add_test(tc, test_iteration_survives_changes);
     suite_add_tcase(s, tc);
     return s;
 }
