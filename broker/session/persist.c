@@ -263,6 +263,7 @@ dump_session(struct persist *p, struct session *s, emit_fn emit)
     for (uint32_t i = 0; i < s->nin; i++) emit_ids(p, R_IN_PUT, s->store_id, s->in_pids[i], emit);
     for (int pass = 0; pass < 2; pass++) {
         for (struct qentry *e = pass ? s->q_head : s->if_head; e; e = e->next) {
+            if (e->qos == 0) continue; /* never kept */
             msg_to(p, e->m);
             emit_qentry(p, s, e, emit);
         }

@@ -188,3 +188,33 @@ def test_persistence_figures_in_sys_and_metrics(b):
     assert values["lunamq_persistence"] == 1, body
     assert values["lunamq_persistence_journal_records"] >= 2, body
     assert values["lunamq_persistence_errors_total"] == 0, body
+
+
+@conf(*PERSIST)
+def test_snapshot_leaves_out_queued_qos0(b):
+    """issue 13: QoS 0 messages are never written, also not by a snapshot taken while an
+    online persistent subscriber that does not read has some queued."""
+    import subprocess
+    import time
+    sub = Client(b.port)
+    sub.connect("deaf", clean=False, properties=[EXPIRY])
+    sub.subscribe(1, [("z/#", 0)])  # and never reads again
+    p = Client(b.port)
+    p.connect("pub")
+    for i in range(4000):
+        p.publish("z/x", b"y" * 4000)
+    p.ping(timeout=10)
+    stats = lambda: __import__("json").loads(subprocess.run(
+        [lqtest.CTL, "-s", b.admin, "--json", "stats"], capture_output=True, text=True).stdout)
+    assert stats()["queued"] > 0, "nothing queued: the test proves nothing"
+    r = subprocess.run([lqtest.CTL, "-s", b.admin, "persistence", "snapshot"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert lqtest.wait_for(lambda: stats()["persistence_last_snapshot_at"] > 0, timeout=10)
+    sub.close()
+    p.close()
+    b.stop()
+    b.start()
+    assert b.wait_log("persistence: recovered")
+    time.sleep(0.2)
+    assert "could not be read" not in b.output(), b.output()[-2000:]
