@@ -268,9 +268,21 @@ def test_crash_loop(b):
     QoS 1/2 and retained traffic from 3 persistent publishers to an offline persistent
     subscriber: nothing acknowledged is lost, no QoS 2 message is delivered twice, the
     retained topics hold their last acknowledged value or a later one, the broker
-    restarts every time."""
+    restarts every time. persistence_sync power (the default)."""
+    crash_loop(b, ROUNDS)
+
+
+@conf(*CONF, "persistence_sync process")
+def test_crash_loop_sync_process(b):
+    """issue 13: the same with persistence_sync process (write() before the ack, fdatasync
+    every second), whose promise is to survive kill -9 (>= 30 kills; 15 under the
+    sanitizers, where each round is slower)."""
+    crash_loop(b, ROUNDS // 2 if SAN else ROUNDS)
+
+
+def crash_loop(b, rounds):
     seed = int(os.environ.get("LUNAMQ_SEED") or random.SystemRandom().randrange(1 << 31))
-    print("crash loop: LUNAMQ_SEED=%d ROUNDS=%d" % (seed, ROUNDS), flush=True)
+    print("crash loop: LUNAMQ_SEED=%d ROUNDS=%d" % (seed, rounds), flush=True)
     rng = random.Random(seed)
     s = connected(b.port, "drain", clean=False, properties=EXPIRY)
     assert s.subscribe(1, [("cl/#", 2)]).codes == [2]
@@ -282,7 +294,7 @@ def test_crash_loop(b):
     kills = 0
     t0 = time.time()
     try:
-        for k in range(ROUNDS):
+        for k in range(rounds):
             time.sleep(rng.uniform(0.15, 1.0) * (2 if SAN else 1))
             for p in pubs:
                 assert p.is_alive() and p.error is None, "%s: %s" % (p.cid, p.error)
@@ -310,7 +322,7 @@ def test_crash_loop(b):
               sum(p.refused for p in pubs), [p.connects for p in pubs],
               sum(p.resent["pub1"] for p in pubs), sum(p.resent["pub2"] for p in pubs),
               sum(p.resent["rel"] for p in pubs)), flush=True)
-    assert kills >= min(ROUNDS, 30)
+    assert kills >= rounds
     # enough traffic that the checks mean something
     assert len(acked1) > 100 and len(rec2) > 100, "too little acknowledged traffic"
     anomalies = [a for p in pubs for a in p.anomalies]
