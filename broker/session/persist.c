@@ -450,6 +450,15 @@ on_durable(uint64_t durable, void *ud)
 
 /* ---- compaction ---- */
 
+/* The next slice after the loop has polled for I/O: event_active would run it in this
+ * same loop iteration, and the whole snapshot with it. */
+static void
+next_slice(struct persist *p)
+{
+    static const struct timeval now = {0, 0};
+    if (event_add(p->slice_ev, &now) < 0) event_active(p->slice_ev, EV_TIMEOUT, 0);
+}
+
 static void
 slice_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -487,7 +496,7 @@ slice_cb(evutil_socket_t fd, short what, void *arg)
     store_snapshot_end(p->st, true);
     return;
 again:
-    event_active(p->slice_ev, EV_TIMEOUT, 0);
+    next_slice(p);
 }
 
 static int
@@ -502,7 +511,7 @@ compact(struct persist *p)
     struct store_stats ss;
     store_get_stats(p->st, &ss);
     p->records_at_compaction = ss.appended;
-    event_active(p->slice_ev, EV_TIMEOUT, 0);
+    next_slice(p);
     return 0;
 }
 
