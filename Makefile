@@ -105,6 +105,7 @@ e2e: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 	$(Q)LUNAMQ_BIN=$(B)/lunamq /usr/bin/python3 test/e2e/run.py
 
 test: deps
+	$(Q)$(MAKE) --no-print-directory check-headers
 	$(Q)$(MAKE) --no-print-directory all build/unit
 	$(Q)./build/unit
 	$(Q)$(MAKE) --no-print-directory san
