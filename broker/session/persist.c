@@ -559,25 +559,19 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- recovery ---- */
 
-/* A map from one or two 64-bit keys to a pointer and a number, for replay only:
- * open addressing, never deletes (values are cleared instead). */
+/* A map from one or two 64-bit keys (a is never 0: ids start at 1) to a pointer and a
+ * number, for replay only: open addressing with Fibonacci hashing (the high bits of the
+ * product: sequential ids spread), never deletes (values are cleared instead). */
 struct rmap_ent {
     uint64_t a, b;
     void *v;
     uint64_t aux;
-    bool used;
 };
 struct rmap {
     struct rmap_ent *e;
     size_t n, cap;
+    unsigned shift; /* 64 - log2(cap) */
 };
-
-static size_t
-rmap_hash(uint64_t a, uint64_t b)
-{
-    uint64_t h = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
-    return (size_t)(h ^ h >> 31);
-}
 
 static struct rmap_ent *
 rmap_slot(struct rmap *m, uint64_t a, uint64_t b, bool add)
@@ -585,28 +579,51 @@ rmap_slot(struct rmap *m, uint64_t a, uint64_t b, bool add)
     if (add && (m->n + 1) * 4 > m->cap * 3) {
         struct rmap old = *m;
         m->cap = m->cap ? 2 * m->cap : 1024;
+        m->shift = old.cap ? old.shift - 1 : 64 - 10;
         m->e = lq_xcalloc(m->cap, sizeof(*m->e));
         m->n = 0;
         for (size_t i = 0; i < old.cap; i++)
-            if (old.e[i].used) *rmap_slot(m, old.e[i].a, old.e[i].b, true) = old.e[i];
+            if (old.e[i].a) *rmap_slot(m, old.e[i].a, old.e[i].b, true) = old.e[i];
         free(old.e);
     }
     if (!m->cap) return NULL;
-    for (size_t i = rmap_hash(a, b) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    uint64_t h = (a * 0x9e3779b97f4a7c15ull) ^ (b * 0xbf58476d1ce4e5b9ull);
+    for (size_t i = (size_t)(h * 0x9e3779b97f4a7c15ull >> m->shift);; i = (i + 1) & (m->cap - 1)) {
         struct rmap_ent *x = &m->e[i];
-        if (x->used && x->a == a && x->b == b) return x;
-        if (!x->used) {
+        if (x->a == a && x->b == b) return x;
+        if (!x->a) {
             if (!add) return NULL;
-            *x = (struct rmap_ent){.a = a, .b = b, .used = true};
+            *x = (struct rmap_ent){.a = a, .b = b};
             m->n++;
             return x;
         }
     }
 }
 
+/* Message ids are handed out in sequence, so the messages read back are found in pages
+ * of MID_PAGE slots (found by page number in a small map), not in a hash of millions of
+ * entries that misses the cache on every lookup. A slot: NULL (unknown), MID_EXPIRED or
+ * the message. */
+#define MID_PAGE 4096
+static char mid_expired;
+#define MID_EXPIRED ((struct msg *)(void *)&mid_expired)
+
+static struct msg **
+mid_slot(struct rmap *pages, uint64_t mid, bool add)
+{
+    struct rmap_ent *x = rmap_slot(pages, mid / MID_PAGE + 1, 0, add);
+    if (!x) return NULL;
+    if (!x->v) {
+        if (!add) return NULL;
+        x->v = lq_xcalloc(MID_PAGE, sizeof(struct msg *));
+    }
+    return (struct msg **)x->v + mid % MID_PAGE;
+}
+
 /* A queue entry read back: placed in its session once everything is read. */
 struct rq {
     uint64_t sid, mid, order;
+    struct msg *m; /* its own reference; NULL: expired while the broker was down */
     uint8_t qos, state, flags;
     bool live;
     uint16_t pid;
@@ -617,7 +634,7 @@ struct replay {
     struct persist *p;
     struct rec_buf group; /* records of an open group: type, u32 length, bytes */
     uint64_t dropped_group;
-    struct rmap msgs;     /* mid -> struct msg (NULL: expired) */
+    struct rmap msgs;     /* mid / MID_PAGE + 1 -> a page of messages (mid_slot) */
     struct rmap sessions; /* sid -> struct session, aux: offline since (wall ms) */
     struct rmap qmap;     /* (sid, mid) -> index in q + 1 */
     struct rq *q;
@@ -625,6 +642,9 @@ struct replay {
     uint32_t *ids;
     size_t nids, capids;
     uint64_t order, now_wall, bad, unresolved;
+    /* the message last put: the record after it usually refers to it */
+    uint64_t last_mid;
+    struct msg *last_msg;
 };
 
 static bool
@@ -646,14 +666,16 @@ replay_msg(struct replay *rp, struct rec_reader *r)
     if (!rec_get_u64(r, &mid) || !rec_get_u8(r, &qos) || !rec_get_u8(r, &retain) ||
         !rec_get_u8(r, &has_expiry) || !rec_get_u64(r, &expire) || !rec_get_u64(r, &created) ||
         !rec_get_bytes(r, &topic, &tlen) || !rec_get_bytes(r, &props, &plen) ||
-        !rec_get_bytes(r, &payload, &ylen) || tlen > UINT16_MAX || qos > 2) {
+        !rec_get_bytes(r, &payload, &ylen) || tlen > UINT16_MAX || qos > 2 || mid == 0) {
         rp->bad++;
         return;
     }
     if (mid >= rp->p->next_mid) rp->p->next_mid = mid;
-    struct rmap_ent *x = rmap_slot(&rp->msgs, mid, 0, true);
-    msg_unref(x->v); /* the same message again (a later generation): the newest wins */
-    x->v = NULL;
+    struct msg **x = mid_slot(&rp->msgs, mid, true);
+    if (*x != MID_EXPIRED) msg_unref(*x); /* the same again (a later generation): the newest */
+    *x = MID_EXPIRED;
+    rp->last_mid = mid;
+    rp->last_msg = NULL;
     uint64_t now = lq_now_ms();
     if (has_expiry && expire <= rp->now_wall) return; /* expired while the broker was down */
     uint64_t age = rp->now_wall > created ? rp->now_wall - created : 0;
@@ -673,15 +695,20 @@ replay_msg(struct replay *rp, struct rec_reader *r)
     struct msg *m = msg_new(&in);
     m->store_id = mid;
     m->store_gen = rp->p->jgen;
-    x->v = m;
+    *x = m;
+    rp->last_msg = m;
 }
 
 static struct msg *
 replay_find_msg(struct replay *rp, uint64_t mid, bool *known)
 {
-    struct rmap_ent *x = rmap_slot(&rp->msgs, mid, 0, false);
-    *known = x != NULL;
-    return x ? x->v : NULL;
+    if (mid && mid == rp->last_mid) {
+        *known = true;
+        return rp->last_msg;
+    }
+    struct msg **x = mid ? mid_slot(&rp->msgs, mid, false) : NULL;
+    *known = x && *x;
+    return x && *x != MID_EXPIRED ? *x : NULL;
 }
 
 static void
@@ -810,7 +837,7 @@ replay_qentry(struct replay *rp, struct rec_reader *r, bool put)
     uint8_t qos = 0, state = 0, flags = 0;
     uint16_t pid = 0;
     uint32_t nsub = 0;
-    if (!rec_get_u64(r, &sid) || !rec_get_u64(r, &mid) ||
+    if (!rec_get_u64(r, &sid) || !rec_get_u64(r, &mid) || !sid || !mid ||
         (put && (!rec_get_u8(r, &qos) || !rec_get_u8(r, &state) || !rec_get_u16(r, &pid) ||
                  !rec_get_u8(r, &flags) || !rec_get_u32(r, &nsub) || nsub > (r->len - r->at) / 4 ||
                  qos < 1 || qos > 2 || state > Q_WAIT_PUBCOMP))) {
@@ -833,6 +860,10 @@ replay_qentry(struct replay *rp, struct rec_reader *r, bool put)
         x->aux = ++rp->nq;
         q = &rp->q[rp->nq - 1];
         q->order = ++rp->order;
+        bool known;
+        q->m = replay_find_msg(rp, mid, &known);
+        if (q->m) msg_ref(q->m);
+        if (!known) rp->unresolved++;
     }
     q->sid = sid;
     q->mid = mid;
@@ -938,9 +969,7 @@ replay_queues(struct replay *rp)
         const struct rq *q = &rp->q[i];
         if (!q->live) continue;
         struct session *s = replay_session_of(rp, q->sid);
-        bool known;
-        struct msg *m = replay_find_msg(rp, q->mid, &known);
-        if (!known) rp->unresolved++;
+        struct msg *m = q->m;
         if (!s || !m) continue; /* gone, or expired while the broker was down */
         session_restore_entry(s, m, q->qos, q->state, q->pid, q->flags & 1, (q->flags >> 1) & 1,
                               &rp->ids[q->ids_at], q->nsub);
@@ -954,7 +983,7 @@ replay_timers(struct replay *rp)
 {
     for (size_t i = 0; i < rp->sessions.cap; i++) {
         struct rmap_ent *x = &rp->sessions.e[i];
-        struct session *s = x->used ? x->v : NULL;
+        struct session *s = x->v;
         if (!s) continue;
         uint64_t since = x->aux ? x->aux : rp->now_wall;
         uint64_t gone = rp->now_wall > since ? (rp->now_wall - since) / 1000 : 0;
@@ -965,8 +994,13 @@ replay_timers(struct replay *rp)
 static void
 replay_free(struct replay *rp)
 {
-    for (size_t i = 0; i < rp->msgs.cap; i++)
-        if (rp->msgs.e[i].used) msg_unref(rp->msgs.e[i].v);
+    for (size_t i = 0; i < rp->msgs.cap; i++) {
+        struct msg **page = rp->msgs.e[i].v;
+        for (size_t k = 0; page && k < MID_PAGE; k++)
+            if (page[k] != MID_EXPIRED) msg_unref(page[k]);
+        free(page);
+    }
+    for (size_t i = 0; i < rp->nq; i++) msg_unref(rp->q[i].m);
     free(rp->msgs.e);
     free(rp->sessions.e);
     free(rp->qmap.e);
