@@ -13,7 +13,9 @@ messages are stored whatever their QoS) on one connection, the last one at QoS 1
 whose PUBACK says they are all in (the broker handles a connection's packets in order).
 The queued messages go at QoS 1, 10 000 in flight at a time.
 
-Usage: bench/recovery.py [--retained N] [--sessions N] [--queued N] [--markdown]"""
+Usage: bench/recovery.py [--retained N] [--sessions N] [--queued N] [--keep]
+(--keep: leave the work directory, with the broker's configuration and
+persistence_location, for profiling a start-up: `perf record -g build/lunamq -c ...`)"""
 
 import argparse
 import os
@@ -273,7 +275,7 @@ def main():
     ap.add_argument("--retained", type=int, default=1000000)
     ap.add_argument("--sessions", type=int, default=10000)
     ap.add_argument("--queued", type=int, default=100)
-    ap.add_argument("--markdown", action="store_true", help="a table for bench/RESULTS.md")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="lunamq-recovery-")
     rows = []
@@ -313,7 +315,10 @@ def main():
         if b.proc and b.proc.poll() is None:
             b.proc.kill()
             b.proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print("kept: %s (configuration %s)" % (work, b.conf), file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     check = "one session read back after the last restart: %d of %d queued messages; " \
             "a retained message: %s" % (got, args.queued, "yes" if retained else "NO")
