@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py (lunamq
-against Debian's mosquitto, alternating, one run) and bench/recovery.py and write their tables into bench/RESULTS.md,
-between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
+against Debian's mosquitto, alternating, one run) and bench/recovery.py, and write their
+tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
 commit and the exact commands. The rest of the file (the reading of the figures) is
 left as it is; a run that fails changes nothing.
 
