@@ -105,6 +105,7 @@ e2e: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 	$(Q)LUNAMQ_BIN=$(B)/lunamq /usr/bin/python3 test/e2e/run.py
 
 test: deps
+	$(Q)$(MAKE) --no-print-directory check-headers
 	$(Q)$(MAKE) --no-print-directory all build/unit
 	$(Q)./build/unit
 	$(Q)$(MAKE) --no-print-directory san
@@ -122,13 +123,25 @@ $(B)/fuzz_mqtt_decode: test/fuzz/fuzz_mqtt_decode.c $(MQTT_SRC)
 	@mkdir -p $(@D)
 	$(Q)clang $(WARN) -Wconversion -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $^ -o $@
 
-fuzz: $(B)/fuzz_mqtt_decode
-	@mkdir -p $(B)/fuzz-corpus $(B)/fuzz-artifacts
-	$(Q)./$(B)/fuzz_mqtt_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -artifact_prefix=$(B)/fuzz-artifacts/ $(B)/fuzz-corpus test/fuzz/corpus \
-	    >$(B)/fuzz.log 2>&1; rc=$$?; \
-	grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' $(B)/fuzz.log; \
-	if [ $$rc -ne 0 ]; then tail -n 40 $(B)/fuzz.log; fi; exit $$rc
+# the journal/snapshot reader (broker/store/record.c) alone
+STORE_FUZZ_SRC := broker/store/record.c broker/core/alloc.c
+$(B)/fuzz_store_read: test/fuzz/fuzz_store_read.c $(STORE_FUZZ_SRC)
+	@mkdir -p $(@D)
+	$(Q)clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ibroker/store $^ -o $@
+
+# run_fuzzer NAME SEEDS: FUZZ_SECONDS of NAME, its INITED/DONE lines, its log's end on failure
+define run_fuzzer
+	@mkdir -p $(B)/fuzz-corpus-$(1) $(B)/fuzz-artifacts
+	$(Q)./$(B)/$(1) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=$(B)/fuzz-artifacts/ $(B)/fuzz-corpus-$(1) $(2) \
+	    >$(B)/$(1).log 2>&1; rc=$$?; \
+	grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' $(B)/$(1).log; \
+	if [ $$rc -ne 0 ]; then tail -n 40 $(B)/$(1).log; fi; exit $$rc
+endef
+
+fuzz: $(B)/fuzz_mqtt_decode $(B)/fuzz_store_read
+	$(call run_fuzzer,fuzz_mqtt_decode,test/fuzz/corpus)
+	$(call run_fuzzer,fuzz_store_read,test/fuzz/corpus-store)
 
 # ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
 # lunamq against Debian's mosquitto; rewrites the generated part of bench/RESULTS.md
@@ -144,7 +157,7 @@ install: all
 
 clean:
 	rm -rf build/obj build/san build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
-	    build/fuzz_mqtt_decode
+	    build/fuzz_mqtt_decode build/fuzz_store_read
 
 FMT_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -13,6 +13,7 @@
 #define LUNAMQ_ADMIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct broker;
 struct event_base;

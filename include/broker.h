@@ -5,6 +5,8 @@
 #ifndef LUNAMQ_BROKER_H
 #define LUNAMQ_BROKER_H
 
+#include <stddef.h>
+
 struct event_base;
 struct lq_conf;
 struct broker;

@@ -16,10 +16,18 @@
  *   journal-<first>.log    segments; <first> is the 20-digit sequence of the first
  *   snapshot-<seq>.snap    live state as of journal sequence <seq>; replay goes on
  *                          with the segments after it
+ *   snapshot-<seq>.tmp     a snapshot being written (deleted at recovery)
+ *   journal-<first>.log.new  a segment rewritten after a disk error, until synced
+ *   *.corrupt              set aside by recovery, kept for a human to look at
  * Recovery = the newest complete snapshot + the journal after it. A torn tail of the
  * last segment is cut off (it was never acknowledged); a bad record elsewhere stops
- * replay there (logged with file and offset): the broker starts with the valid prefix
- * and the store writes a fresh snapshot before anything else.
+ * replay there (logged with file and offset) and that segment and the later ones are
+ * renamed *.corrupt: the broker starts with the valid prefix, and the caller writes a
+ * fresh snapshot before anything else (store_snapshot_begin/add/end, then
+ * store_snapshot_wait), since until then the prefix is only in the .corrupt files.
+ *
+ * Threads: every function here is for the loop thread. The writer thread does all
+ * the disk work after store_recover; its log lines go out on the loop thread.
  */
 #ifndef LUNAMQ_STORE_H
 #define LUNAMQ_STORE_H
@@ -49,9 +57,10 @@ struct store_opts {
     void *ud;
 };
 
-/* Lock and open dir (made if missing). NULL with a message in err when the directory
- * is unusable or locked by another process ("... in use by pid N"). Nothing is
- * written before store_recover. */
+/* Lock and open dir (made if missing, one level). NULL with a message in err when the
+ * directory is unusable or locked by another process ("persistence_location DIR is in
+ * use by another lunamq (pid N)"). Nothing but the lock file is written before
+ * store_recover. */
 struct store *store_open(struct event_base *base, const struct store_opts *o, char *err,
                          size_t errlen);
 /* Waits for the writer to make everything appended durable (bounded: 5 s), stops
@@ -60,7 +69,8 @@ void store_close(struct store *st);
 
 /* Replay: fn is called for every valid record, the snapshot's first (from_snapshot
  * true), then the journal's, in order. Returns 0, or -1 when the directory cannot be
- * read at all (err). After it the store appends to a new segment. */
+ * read at all (err). Call it once, before anything is appended: it starts the writer,
+ * and appends then go to a new segment at the last sequence + 1. */
 struct store_recovery {
     uint64_t records, bytes;
     uint64_t snapshot_seq; /* 0: none */
@@ -75,7 +85,9 @@ int store_recover(struct store *st, store_record_fn fn, void *arg, struct store_
                   char *err, size_t errlen);
 
 /* Append one record to the open batch (memory only). Returns its sequence number
- * (the first is 1). Records too large (> 256 MiB) abort: callers bound them. */
+ * (the first is 1). Records too large (> 256 MiB) abort: callers bound them. type is
+ * 1..255: 0 is the store's own (replay never passes it to fn). The batch goes to the
+ * writer at the end of the event-loop iteration. */
 uint64_t store_append(struct store *st, uint8_t type, const void *p, size_t len);
 uint64_t store_appended(const struct store *st); /* the last sequence appended */
 uint64_t store_durable(const struct store *st);  /* everything up to it is on disk */
@@ -88,13 +100,14 @@ bool store_failing(const struct store *st);
  * the caller then feeds the live state with store_snapshot_add, in slices, and ends
  * with store_snapshot_end (ok false abandons it). When the writer has the snapshot
  * on disk (fsync, rename, directory fsync) the segments before it are deleted and
- * on_snapshot_done is called. Returns -1 when a snapshot is already under way. */
+ * on_snapshot_done is called (exactly once per snapshot begun). Returns -1 when a
+ * snapshot is already under way (or before store_recover). */
 int store_snapshot_begin(struct store *st);
 void store_snapshot_add(struct store *st, uint8_t type, const void *p, size_t len);
 void store_snapshot_end(struct store *st, bool ok);
 bool store_snapshot_running(const struct store *st);
 /* Start-up only (recovery found a corrupt segment): block until the snapshot just
- * ended is on disk. Returns its success. */
+ * ended is on disk. Returns its success; on_snapshot_done has been called for it. */
 bool store_snapshot_wait(struct store *st);
 size_t store_snapshot_backlog(const struct store *st); /* bytes added, not yet written */
 

@@ -774,6 +774,16 @@ publish_sys(struct admin *a)
         snprintf(t, sizeof(t), "$SYS/broker/%s", f[i].sys);
         sys_pub(a, t, "%llu", (unsigned long long)f[i].v);
     }
+    /* lunamq's own: the journal's figures, when there is one */
+    static const char pfx[] = "persistence_";
+    for (size_t i = 0; i < n && a->b->persist; i++) {
+        if (strncmp(f[i].name, pfx, sizeof(pfx) - 1) != 0) continue;
+        snprintf(t, sizeof(t), "$SYS/broker/persistence/%s", f[i].name + sizeof(pfx) - 1);
+        if (f[i].fraction)
+            sys_pub(a, t, "%.3f", f[i].v);
+        else
+            sys_pub(a, t, "%llu", (unsigned long long)f[i].v);
+    }
     sys_pub(a, "$SYS/broker/publish/messages/received", "%llu",
             (unsigned long long)a->b->ctr.msgs_received);
     sys_pub(a, "$SYS/broker/publish/messages/sent", "%llu",

@@ -211,11 +211,11 @@ inflight_append(struct session *s, struct qentry *e)
     s->ninflight++;
 }
 
-/* Send e now: QoS 0 is done, QoS 1/2 enters the in-flight window. fresh: not queued
- * before, so not in the journal yet. A QoS 2 PUBLISH leaves once its packet id is
- * durable: after a restart the exchange goes on with that id. */
+/* Send e now: QoS 0 is done, QoS 1/2 enters the in-flight window. A QoS 2 PUBLISH
+ * leaves once its packet id is durable: after a restart the exchange goes on with
+ * that id. */
 static void
-send_entry(struct session *s, struct qentry *e, bool fresh)
+send_entry(struct session *s, struct qentry *e)
 {
     if (e->qos == 0) {
         send_publish(s, e->m, 0, e->retain, false, 0, e->sub_ids, e->nsub);
@@ -224,9 +224,10 @@ send_entry(struct session *s, struct qentry *e, bool fresh)
     }
     e->pid = next_pid(s);
     e->state = e->qos == 1 ? Q_WAIT_PUBACK : Q_WAIT_PUBREC;
-    if (s->store_id && (fresh || e->qos == 2)) {
+    if (s->store_id) { /* its packet id: QoS 1 may go before it is durable */
+        uint64_t since = persist_seq(s->b);
         persist_qentry(s, e);
-        if (e->qos == 2) persist_gate(s);
+        if (e->qos == 2) persist_gate(s, since);
     }
     if (!send_publish(s, e->m, e->qos, e->retain, false, e->pid, e->sub_ids, e->nsub)) {
         persist_qentry_done(s, e);
@@ -269,7 +270,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
             return DELIVER_OK;
         }
         if (s->ninflight < inflight_limit(s)) {
-            send_entry(s, qentry_new(m, qos, retain, sub_ids, nsub), true);
+            send_entry(s, qentry_new(m, qos, retain, sub_ids, nsub));
             return DELIVER_OK;
         }
     }
@@ -344,7 +345,7 @@ session_pump(struct session *s)
             continue;
         }
         if (e->qos > 0 && s->ninflight >= lim) break; /* order kept: wait for acks */
-        send_entry(s, queue_pop(s), false);
+        send_entry(s, queue_pop(s));
     }
     if (s->nqueued != before) s->progressed = true; /* no clock read per message */
     /* only the subscriber that held the publishers lets them go: a publisher's own
@@ -422,9 +423,10 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
             } else {
                 e->state = Q_WAIT_PUBCOMP;
                 if (s->store_id) { /* after a restart: PUBREL again, not the PUBLISH */
+                    uint64_t since = persist_seq(s->b);
                     persist_qentry(s, e);
-                    persist_gate(s);
-                    persist_check_ack(s);
+                    persist_gate(s, since);
+                    persist_check_ack(s, since);
                 }
                 send_ack(s, MQTT_PUBREL, e->pid, 0);
             }

@@ -80,6 +80,7 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
 {
     struct mqtt_connect ck;
     memset(&ck, 0, sizeof(ck));
+    uint64_t since = persist_seq(b); /* CONNACK waits for what this CONNECT changed */
     uint8_t rc = mqtt_decode_connect(flags, body, len, &ck);
     if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
         /* [MQTT-3.1.2-2]: answer in a form the client can read, then close */
@@ -219,7 +220,7 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
         }
     }
     persist_session(s); /* CONNACK says the session exists: once it is durable */
-    persist_gate(s);
+    persist_gate(s, since);
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
     s->connected_at = lq_wall_time();

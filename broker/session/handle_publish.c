@@ -59,14 +59,14 @@ in_pid_add(struct session *s, uint16_t pid)
 /* An acknowledgement to the publisher: sent, or withheld while it is held back (in
  * order: once one is withheld, the ones after it wait too). */
 static void
-ack_publisher(struct session *s, uint8_t type, uint16_t pid, uint8_t rc, bool hold)
+ack_publisher(struct session *s, uint8_t type, uint16_t pid, uint8_t rc, bool hold, uint64_t since)
 {
-    persist_gate(s); /* it leaves once what the message changed is durable */
+    persist_gate(s, since); /* it leaves once what the message changed is durable */
     if (hold || s->hold) {
         hold_ack(s, type, pid, rc);
         return;
     }
-    persist_check_ack(s);
+    persist_check_ack(s, since);
     send_ack(s, type, pid, rc);
 }
 
@@ -80,13 +80,13 @@ unacknowledged(const struct session *s)
 /* A message not taken: an MQTT 5 publisher hears rc in its PUBACK/PUBREC; a 3.1.x one
  * cannot be told, so its QoS 1/2 flow completes as if the message had been taken. */
 static void
-refuse_message(struct session *s, const struct mqtt_publish *p, uint8_t rc)
+refuse_message(struct session *s, const struct mqtt_publish *p, uint8_t rc, uint64_t since)
 {
     uint8_t ack = s->version == MQTT_V5 ? rc : MQTT_RC_SUCCESS;
-    if (p->qos == 1) ack_publisher(s, MQTT_PUBACK, p->packet_id, ack, false);
+    if (p->qos == 1) ack_publisher(s, MQTT_PUBACK, p->packet_id, ack, false, since);
     if (p->qos == 2) {
         if (!ack) in_pid_add(s, p->packet_id);
-        ack_publisher(s, MQTT_PUBREC, p->packet_id, ack, false);
+        ack_publisher(s, MQTT_PUBREC, p->packet_id, ack, false, since);
     }
 }
 
@@ -184,6 +184,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     struct mqtt_publish p;
     uint8_t rc = mqtt_decode_publish(flags, body, len, s->version, &p);
     if (rc) return rc;
+    uint64_t since = persist_seq(b); /* the ack waits for what this PUBLISH changed */
     b->ctr.msgs_received++;
     b->ctr.received_qos[p.qos & 3]++;
     b->ctr.received_bytes_qos[p.qos & 3] += len + 2; /* about: the header is 2..5 bytes */
@@ -196,8 +197,10 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
     bool v5 = s->version == MQTT_V5;
 
-    if (p.qos == 2 && in_pid_find(s, p.packet_id, NULL)) { /* duplicate: ack, do not route */
-        ack_publisher(s, MQTT_PUBREC, p.packet_id, 0, false);
+    /* duplicate: ack, do not route; after everything appended so far (its first PUBREC,
+     * on a connection since taken over, may not have been durable yet) */
+    if (p.qos == 2 && in_pid_find(s, p.packet_id, NULL)) {
+        ack_publisher(s, MQTT_PUBREC, p.packet_id, 0, false, 0);
         return MQTT_RC_SUCCESS;
     }
     /* past our Receive Maximum [MQTT-3.3.4-7] (QoS 1 only while held). 3.1.x clients do
@@ -210,7 +213,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         session_log(s, LQ_LOG_NOTICE,
                     "message on \"%.*s\" over message_size_limit (%zu > %u): dropped", (int)tlen,
                     topic, p.payload.len, b->conf.message_size_limit);
-        refuse_message(s, &p, MQTT_RC_QUOTA_EXCEEDED);
+        refuse_message(s, &p, MQTT_RC_QUOTA_EXCEEDED, since);
         return MQTT_RC_SUCCESS;
     }
     if (topic_is_sys(topic, tlen)) { /* only the broker writes there: neither routed nor kept */
@@ -219,10 +222,13 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
                        "client \"%s\" %s: publish to \"%.*s\" refused: $SYS topics are the "
                        "broker's",
                        s->id, conn_peer(s->conn), (int)tlen, topic);
-        refuse_message(s, &p, MQTT_RC_NOT_AUTHORIZED);
+        refuse_message(s, &p, MQTT_RC_NOT_AUTHORIZED, since);
         return MQTT_RC_SUCCESS;
     }
 
+    /* QoS 2: its queue entries and its packet id are replayed all or none, else a
+     * restart could route the re-sent PUBLISH again, or acknowledge it unrouted */
+    if (p.qos == 2) persist_group_begin(b);
     struct msg *m = make_msg(s, &p, topic, tlen);
     struct hook_client cl = {.id = s->id,
                              .username = s->username,
@@ -240,12 +246,13 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
                   : r.no_subscriber  ? MQTT_RC_NO_MATCHING_SUBSCRIBERS
                                      : MQTT_RC_SUCCESS;
     bool hold = r.hold_publisher && s->conn;
-    if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, ack, hold);
+    if (p.qos == 1) ack_publisher(s, MQTT_PUBACK, p.packet_id, ack, hold, since);
     if (p.qos == 2) {
         if (ack < 0x80) in_pid_add(s, p.packet_id); /* 0x10 is a success: PUBREL follows */
-        ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold);
+        persist_group_end(b);
+        ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold, since);
     }
-    if (p.qos) persist_pause_if_behind(s);
+    persist_pause_if_behind(s); /* QoS 0 too: a retained one is written */
     return MQTT_RC_SUCCESS;
 }
 
@@ -257,10 +264,11 @@ handle_pubrel(struct session *s, const struct mqtt_ack *a)
         send_ack(s, MQTT_PUBCOMP, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
         return MQTT_RC_SUCCESS;
     }
+    uint64_t since = persist_seq(s->b);
     s->in_pids[at] = s->in_pids[--s->nin];
     persist_in_pid(s, a->packet_id, false);
-    persist_gate(s); /* else a restart could take its next use of the id for a duplicate */
-    persist_check_ack(s);
+    persist_gate(s, since); /* else a restart could take its next use of the id for a duplicate */
+    persist_check_ack(s, since);
     send_ack(s, MQTT_PUBCOMP, a->packet_id, 0);
     return MQTT_RC_SUCCESS;
 }

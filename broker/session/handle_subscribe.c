@@ -162,6 +162,7 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
             return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.8.3-4] */
     }
 
+    uint64_t since = persist_seq(s->b);
     uint8_t *codes = lq_xmalloc(sub.count);
     bool *fresh = lq_xcalloc(sub.count, sizeof(bool));
     uint32_t *at = lq_xmalloc(sub.count * sizeof(*at));
@@ -186,7 +187,7 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
     size_t n = mqtt_encode_suback(MQTT_SUBACK, &ack, s->version, NULL, 0);
     uint8_t *out = lq_xmalloc(n);
     mqtt_encode_suback(MQTT_SUBACK, &ack, s->version, out, n);
-    persist_gate(s);
+    persist_gate(s, since);
     conn_write(s->conn, out, n);
     free(out);
 
@@ -203,6 +204,7 @@ handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t
     struct mqtt_unsubscribe u;
     uint8_t rc = mqtt_decode_unsubscribe(flags, body, len, s->version, &u);
     if (rc) return rc;
+    uint64_t since = persist_seq(s->b);
     uint8_t *codes = lq_xmalloc(u.count);
     size_t i = 0, pos = 0;
     struct lq_bytes f;
@@ -233,7 +235,7 @@ handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t
     size_t n = mqtt_encode_suback(MQTT_UNSUBACK, &ack, s->version, NULL, 0);
     uint8_t *out = lq_xmalloc(n);
     mqtt_encode_suback(MQTT_UNSUBACK, &ack, s->version, out, n);
-    persist_gate(s);
+    persist_gate(s, since);
     conn_write(s->conn, out, n);
     free(out);
     free(codes);

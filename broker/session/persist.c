@@ -41,7 +41,12 @@ enum rec_type {
     R_QE_DEL = 9,     /* sid, mid */
     R_IN_PUT = 10,    /* sid, pid: QoS 2 received, PUBREL awaited */
     R_IN_DEL = 11,    /* sid, pid */
+    R_GROUP_END = 12, /* the records flagged R_GROUPED before it are one change */
 };
+/* A change of several records that must not be half replayed (a QoS 2 PUBLISH: its
+ * queue entries and its packet id) flags them; replay applies them at R_GROUP_END and
+ * drops a group the journal ends in the middle of. */
+#define R_GROUPED 0x80
 
 #define SLICE_MS        2             /* a snapshot slice holds the loop at most this */
 #define SNAP_BACKLOG    (16u << 20)   /* the writer this far behind: the slices wait */
@@ -58,6 +63,8 @@ struct persist {
     uint32_t jgen;
     struct rec_buf rb;
     bool replaying;
+    unsigned group_depth;   /* persist_group_begin .. end */
+    uint64_t group_records; /* appended in the open group */
     /* snapshot in slices */
     bool snap_retained_done;
     size_t snap_bucket;
@@ -91,7 +98,38 @@ typedef void (*emit_fn)(struct persist *p, uint8_t type);
 static void
 to_journal(struct persist *p, uint8_t type)
 {
+    if (p->group_depth) {
+        type |= R_GROUPED;
+        p->group_records++;
+    }
     store_append(p->st, type, p->rb.p, p->rb.len);
+}
+
+static void
+group_begin(struct persist *p)
+{
+    if (p->group_depth++ == 0) p->group_records = 0;
+}
+
+static void
+group_end(struct persist *p)
+{
+    if (--p->group_depth || !p->group_records) return;
+    store_append(p->st, R_GROUP_END, NULL, 0);
+}
+
+void
+persist_group_begin(struct broker *b)
+{
+    struct persist *p = b->persist;
+    if (p && !p->replaying) group_begin(p);
+}
+
+void
+persist_group_end(struct broker *b)
+{
+    struct persist *p = b->persist;
+    if (p && !p->replaying) group_end(p);
 }
 
 static void
@@ -193,9 +231,8 @@ emit_qentry(struct persist *p, const struct session *s, const struct qentry *e, 
     rec_u64(r, s->store_id);
     rec_u64(r, e->m->store_id);
     rec_u8(r, e->qos);
-    /* a QoS 1 packet id is not kept: it goes again as a new PUBLISH (a duplicate is
-     * what QoS 1 allows); QoS 2 keeps id and state, or it could be delivered twice */
-    bool keep = e->qos == 2 && e->state != Q_QUEUED;
+    /* sent: the packet id and state, for the resend with the same id [MQTT-4.4.0-1] */
+    bool keep = e->state != Q_QUEUED;
     rec_u8(r, keep ? e->state : Q_QUEUED);
     rec_u16(r, keep ? e->pid : 0);
     rec_u8(r, (uint8_t)(e->retain | e->dup << 1));
@@ -225,6 +262,7 @@ dump_session(struct persist *p, struct session *s, emit_fn emit)
     for (uint32_t i = 0; i < s->nin; i++) emit_ids(p, R_IN_PUT, s->store_id, s->in_pids[i], emit);
     for (int pass = 0; pass < 2; pass++) {
         for (struct qentry *e = pass ? s->q_head : s->if_head; e; e = e->next) {
+            if (e->qos == 0) continue; /* never kept */
             msg_to(p, e->m);
             emit_qentry(p, s, e, emit);
         }
@@ -271,7 +309,9 @@ persist_session(struct session *s)
         return;
     }
     s->store_id = ++p->next_sid; /* a new one, or one that now outlives its connection */
+    group_begin(p);
     dump_session(p, s, to_journal);
+    group_end(p);
 }
 
 void
@@ -328,25 +368,36 @@ persist_in_pid(struct session *s, uint16_t pid, bool add)
     if (p && s->store_id) emit_ids(p, add ? R_IN_PUT : R_IN_DEL, s->store_id, pid, to_journal);
 }
 
+uint64_t
+persist_seq(const struct broker *b)
+{
+    const struct persist *p = live(b);
+    return p ? store_appended(p->st) : 0;
+}
+
+/* Only records appended since `since` (by this packet) hold the output: what came
+ * before is held already if it must be, and a client whose packets changed nothing
+ * durable (a clean session, QoS 0) is not made to wait, not even for a failing disk.
+ * Durability is a prefix: waiting for the last record waits for all before it. */
 void
-persist_gate(struct session *s)
+persist_gate(struct session *s, uint64_t since)
 {
     struct persist *p = live(s->b);
     if (!p || !s->conn) return;
     uint64_t want = store_appended(p->st);
-    if (want > store_durable(p->st)) conn_gate(s->conn, want);
+    if (want > since && want > store_durable(p->st)) conn_gate(s->conn, want);
 }
 
 #ifdef LUNAMQ_CHECKS
 /* The test build's ordering check: an acknowledgement written now leaves after its
  * records are durable: either they are, or the output is held for them. */
 void
-persist_check_ack(const struct session *s)
+persist_check_ack(const struct session *s, uint64_t since)
 {
     struct persist *p = live(s->b);
     if (!p || !s->conn) return;
     uint64_t need = store_appended(p->st);
-    if (need > store_durable(p->st) && conn_gate_seq(s->conn) < need) {
+    if (need > since && need > store_durable(p->st) && conn_gate_seq(s->conn) < need) {
         lq_log(LQ_LOG_ERR,
                "ordering check: an ack for sequence %llu would leave before it is "
                "durable (%llu)",
@@ -399,6 +450,15 @@ on_durable(uint64_t durable, void *ud)
 
 /* ---- compaction ---- */
 
+/* The next slice after the loop has polled for I/O: event_active would run it in this
+ * same loop iteration, and the whole snapshot with it. */
+static void
+next_slice(struct persist *p)
+{
+    static const struct timeval now = {0, 0};
+    if (event_add(p->slice_ev, &now) < 0) event_active(p->slice_ev, EV_TIMEOUT, 0);
+}
+
 static void
 slice_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -419,6 +479,7 @@ slice_cb(evutil_socket_t fd, short what, void *arg)
             p->snap_retained_done = true;
             break;
         }
+        if (topic_is_sys(m->topic, m->topic_len)) continue; /* the broker's, made anew */
         snapshot_msg(p, m);
         emit_retain(p, m, to_snapshot);
         if (++n % 256 == 0 && lq_now_ms() >= end) goto again;
@@ -435,7 +496,7 @@ slice_cb(evutil_socket_t fd, short what, void *arg)
     store_snapshot_end(p->st, true);
     return;
 again:
-    event_active(p->slice_ev, EV_TIMEOUT, 0);
+    next_slice(p);
 }
 
 static int
@@ -450,7 +511,7 @@ compact(struct persist *p)
     struct store_stats ss;
     store_get_stats(p->st, &ss);
     p->records_at_compaction = ss.appended;
-    event_active(p->slice_ev, EV_TIMEOUT, 0);
+    next_slice(p);
     return 0;
 }
 
@@ -554,6 +615,8 @@ struct rq {
 
 struct replay {
     struct persist *p;
+    struct rec_buf group; /* records of an open group: type, u32 length, bytes */
+    uint64_t dropped_group;
     struct rmap msgs;     /* mid -> struct msg (NULL: expired) */
     struct rmap sessions; /* sid -> struct session, aux: offline since (wall ms) */
     struct rmap qmap;     /* (sid, mid) -> index in q + 1 */
@@ -810,11 +873,34 @@ replay_in(struct replay *rp, struct rec_reader *r, bool put)
     s->in_pids[s->nin++] = (uint16_t)pid;
 }
 
+static void apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len);
+
 static void
 replay_record(uint8_t type, const uint8_t *p, size_t len, bool from_snapshot, void *arg)
 {
     (void)from_snapshot;
     struct replay *rp = arg;
+    if (type & R_GROUPED) { /* applied with the rest of its group */
+        rec_u8(&rp->group, type & ~R_GROUPED);
+        rec_bytes(&rp->group, p, len);
+        rp->dropped_group++;
+        return;
+    }
+    if (rp->group.len) { /* the group is whole: apply it */
+        struct rec_reader g = {.p = rp->group.p, .len = rp->group.len};
+        uint8_t t;
+        const uint8_t *b;
+        uint32_t n;
+        while (rec_get_u8(&g, &t) && rec_get_bytes(&g, &b, &n)) apply_record(rp, t, b, n);
+        rp->group.len = 0;
+        rp->dropped_group = 0;
+    }
+    if (type != R_GROUP_END) apply_record(rp, type, p, len);
+}
+
+static void
+apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len)
+{
     struct rec_reader r = {.p = p, .len = len};
     switch (type) {
     case R_MSG_PUT: replay_msg(rp, &r); break;
@@ -847,7 +933,7 @@ by_order(const void *x, const void *y)
 static void
 replay_queues(struct replay *rp)
 {
-    qsort(rp->q, rp->nq, sizeof(*rp->q), by_order);
+    if (rp->nq) qsort(rp->q, rp->nq, sizeof(*rp->q), by_order);
     for (size_t i = 0; i < rp->nq; i++) {
         const struct rq *q = &rp->q[i];
         if (!q->live) continue;
@@ -886,6 +972,7 @@ replay_free(struct replay *rp)
     free(rp->qmap.e);
     free(rp->q);
     free(rp->ids);
+    rec_buf_free(&rp->group);
 }
 
 /* Startup after a corrupt journal: the valid prefix becomes a snapshot at once. */
@@ -924,6 +1011,11 @@ recover(struct persist *p, char *err, size_t errlen)
            (unsigned long long)info.bytes, info.snapshot_seq ? ", with a snapshot" : "",
            info.segments, info.seconds, info.truncated_tail ? "; torn tail cut off" : "",
            info.corrupt ? "; CORRUPT journal: replay stopped at the first bad record" : "");
+    if (rp.dropped_group)
+        lq_log(LQ_LOG_NOTICE,
+               "persistence: the journal ended inside one change (%llu records, "
+               "never acknowledged): left out",
+               (unsigned long long)rp.dropped_group);
     if (rp.bad || rp.unresolved)
         lq_log(LQ_LOG_WARNING,
                "persistence: %llu records could not be read, %llu referred to "

@@ -315,15 +315,21 @@ void persist_unsub(struct session *s, const struct ssub *x);
 void persist_qentry(struct session *s, const struct qentry *e); /* queued, or a new state */
 void persist_qentry_done(struct session *s, const struct qentry *e);
 void persist_in_pid(struct session *s, uint16_t pid, bool add);
-/* Before writing an acknowledgement: it waits for every record appended so far. */
-void persist_gate(struct session *s);
-void persist_pause_if_behind(struct session *s); /* after a QoS 1/2 PUBLISH */
+/* The records appended between these are replayed all or none (nestable). */
+void persist_group_begin(struct broker *b);
+void persist_group_end(struct broker *b);
+/* The journal's last sequence number (0: persistence off), to pass to persist_gate. */
+uint64_t persist_seq(const struct broker *b);
+/* Before writing an acknowledgement: it waits for the records appended after `since`
+ * (and, as durability is a prefix, for all before them); 0: for everything so far. */
+void persist_gate(struct session *s, uint64_t since);
+void persist_pause_if_behind(struct session *s); /* after a PUBLISH */
 int persist_snapshot_now(struct broker *b);      /* -1: off, or one is running */
 void persist_get_stats(const struct broker *b, struct persist_stats *out);
 #ifdef LUNAMQ_CHECKS
-void persist_check_ack(const struct session *s);
+void persist_check_ack(const struct session *s, uint64_t since);
 #else
-#define persist_check_ack(s) ((void)0)
+#define persist_check_ack(s, since) ((void)(since))
 #endif
 
 /* handlers */

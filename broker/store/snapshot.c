@@ -40,13 +40,15 @@ write_marker(struct snap_writer *sw, uint8_t subtype, uint64_t frame_seq, uint64
     return rc;
 }
 
-static void
+/* Logs the first failure (later steps are skipped); returns false for finish(). */
+static bool
 go_bad(struct snap_writer *sw, const char *what)
 {
-    if (sw->bad) return;
+    if (sw->bad) return false;
     sw->bad = true;
     store_defer_log(sw->st, LQ_LOG_ERR, "persistence: snapshot %" PRIu64 " in %s: %s: %s", sw->seq,
                     sw->st->dir, what, strerror(errno));
+    return false;
 }
 
 static struct snap_writer *
@@ -82,12 +84,11 @@ finish(struct snap_writer *sw, uint64_t records)
     char tmp[80], name[80];
     store_snapshot_name(tmp, sizeof(tmp), sw->seq, "tmp");
     store_snapshot_name(name, sizeof(name), sw->seq, "snap");
-    if (write_marker(sw, SNAP_END_SUBTYPE, records + 1, records) < 0)
-        return go_bad(sw, "write"), false;
-    if (fdatasync(sw->fd) < 0) return go_bad(sw, "fdatasync"), false;
-    if (renameat(st->dirfd, tmp, st->dirfd, name) < 0) return go_bad(sw, "rename"), false;
+    if (write_marker(sw, SNAP_END_SUBTYPE, records + 1, records) < 0) return go_bad(sw, "write");
+    if (fdatasync(sw->fd) < 0) return go_bad(sw, "fdatasync");
+    if (renameat(st->dirfd, tmp, st->dirfd, name) < 0) return go_bad(sw, "rename");
     store_crash_point("snapshot-renamed");
-    if (store_fsync_dir(st) < 0) return go_bad(sw, "directory fsync"), false;
+    if (store_fsync_dir(st) < 0) return go_bad(sw, "directory fsync");
     store_remove_older(st, sw->seq);
     return true;
 }

@@ -92,7 +92,8 @@ store_defer_log(struct store *st, unsigned level, const char *fmt, ...)
 void
 store_notify_loop(struct store *st)
 {
-    ssize_t r = write(st->pipe[1], "", 1); /* a full pipe already says it */
+    if (atomic_exchange(&st->notify_pending, true)) return; /* the loop has not looked yet */
+    ssize_t r = write(st->pipe[1], "", 1);                  /* a full pipe already says it */
     (void)r;
 }
 
@@ -133,6 +134,7 @@ notify_cb(evutil_socket_t fd, short what, void *arg)
     struct store *st = arg;
     char buf[256];
     while (read(fd, buf, sizeof(buf)) > 0) continue;
+    atomic_store(&st->notify_pending, false); /* before looking: a later change writes again */
     log_deferred(st);
     pthread_mutex_lock(&st->mu);
     bool snap_done = st->snap_done, snap_ok = st->snap_done_ok;

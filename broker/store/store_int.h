@@ -90,6 +90,7 @@ struct store {
     _Atomic uint64_t durable_bytes;
     _Atomic uint64_t snap_written;
     _Atomic bool failing;
+    _Atomic bool notify_pending; /* a byte is in the pipe the loop has not read */
 
     /* writer thread only */
     struct writer *w;

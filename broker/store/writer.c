@@ -169,15 +169,6 @@ count_durable(struct writer *w, const struct item *it)
     w->counted = it->last;
 }
 
-/* process mode: written is enough */
-static void
-publish_item(struct writer *w, const struct item *it)
-{
-    count_durable(w, it);
-    update_stats(w, 1);
-    store_notify_loop(w->st);
-}
-
 static void
 free_items(struct item *it)
 {
@@ -257,9 +248,11 @@ retry(struct writer *w)
 }
 
 /* ---- the thread ---- */
+/* Process mode: written is enough (the writes of one hand-over make one batch). */
 static void
 process(struct writer *w, struct item *items, bool power)
 {
+    uint64_t was = w->counted;
     for (struct item *it = items, *next; it; it = next) {
         next = it->next;
         if (it->kind != ITEM_JOURNAL && it->kind != ITEM_ROTATE) {
@@ -279,8 +272,12 @@ process(struct writer *w, struct item *items, bool power)
         } else if (write_journal(w, it, false) < 0) {
             fail(w, "write to");
         } else if (!power) {
-            publish_item(w, it);
+            count_durable(w, it);
         }
+    }
+    if (w->counted != was) {
+        update_stats(w, 1);
+        store_notify_loop(w->st);
     }
 }
 

@@ -63,9 +63,12 @@ def free_port():
     return port
 
 
-def wait_port(port, timeout=10.0):
+def wait_port(port, timeout=10.0, proc=None):
+    """True once port accepts; False after timeout, or as soon as proc (if given) exits."""
     end = time.time() + timeout
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             socket.create_connection((HOST, port), timeout=0.5).close()
             return True
@@ -101,14 +104,28 @@ class Broker:
         self.proc = None
         self.uses_tls_port = listeners and any("{tls_port}" in l for l in conf_lines)
 
-    def start(self, wait=True):
+    def start(self, wait=True, env=None, pipe_log=False):
+        """Start the broker. env: extra environment variables for it (e.g. a crash point).
+        pipe_log: its output goes through a pipe that a thread copies into the log file,
+        so a file size limit set on the broker (RLIMIT_FSIZE) does not stop its log."""
         self.log = open(self.log_path, "ab")
         args = [BIN, "-c", self.conf_path]
         if "mosquitto" not in os.path.basename(BIN):
             args.append("-v")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        if wait and not wait_port(self.port):
+        full_env = None
+        if env:
+            full_env = dict(os.environ)
+            full_env.update(env)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE if pipe_log else self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=full_env)
+        self._copier = None
+        if pipe_log:
+            import threading
+            self._copier = threading.Thread(target=self._copy_log, args=(self.proc, self.log),
+                                            daemon=True)
+            self._copier.start()
+        if wait and not wait_port(self.port, proc=self.proc):
             self.stop()
             raise RuntimeError("broker did not start:\n" + self.output())
         # a TLS listener opens after its certificates load: wait for it too
@@ -116,6 +133,46 @@ class Broker:
             self.stop()
             raise RuntimeError("TLS listener did not open:\n" + self.output())
         return self
+
+    @staticmethod
+    def _copy_log(proc, log):
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            try:
+                log.write(chunk)
+                log.flush()
+            except (ValueError, OSError):  # log closed by stop()
+                break
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def kill(self, timeout=10.0):
+        """SIGKILL by PID (a crash: nothing flushed, no goodbye); returns the exit status."""
+        return self.stop(signal.SIGKILL, timeout)
+
+    def restart(self, env=None, wait=True, pipe_log=False):
+        """Start again on the same port with the same config (and so the same persistence
+        directory). The previous process must have stopped (stop() or kill())."""
+        assert not self.alive(), "restart() of a running broker"
+        return self.start(wait=wait, env=env, pipe_log=pipe_log)
+
+    def start_or_exit(self, env=None, timeout=10.0, pipe_log=False):
+        """Start without asserting it listens: returns True once the port opens, False
+        when the process exits first (then self.proc.returncode says how)."""
+        self.start(wait=False, env=env, pipe_log=pipe_log)
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                self._close_log()
+                return False
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("broker neither listened nor exited in %.0f s:\n%s"
+                           % (timeout, self.output()))
 
     def output(self):
         with open(self.log_path, "rb") as f:
@@ -144,9 +201,16 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        self._close_log()
         rc = self.proc.returncode
         return rc
+
+    def _close_log(self):
+        if getattr(self, "_copier", None) is not None:
+            self._copier.join(5)  # the pipe ends with the process: copy what is left
+            self._copier = None
+            self.proc.stdout.close()
+        self.log.close()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
