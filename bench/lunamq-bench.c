@@ -12,7 +12,11 @@
  *   idle    hold N connected clients for the duration
  * Every payload starts with the send time (monotonic ns), so latency is measured at
  * the subscriber. With --pid, the broker's CPU time per delivered message and its
- * peak resident memory are read from /proc. */
+ * peak resident memory are read from /proc.
+ * --persistent: subscribers keep their session (clean start 0, fixed client ids, v5
+ * session expiry 3600 s), so that a broker with persistence writes their messages;
+ * after the stop the run waits (up to DRAIN_LIMIT_S) until every message is delivered
+ * and acknowledged, which leaves the broker's queues empty. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -46,6 +50,7 @@ static struct opts {
     int pid;
     int sources; /* spread connections over 127.0.0.2 .. 127.0.0.(1+sources) */
     bool json;
+    bool persistent; /* subscribers: clean start 0, session expiry; drain at the end */
     const char *cafile, *certfile, *keyfile; /* --cafile: TLS */
 } o = {.host = "127.0.0.1", .port = 1883, .version = 4, .clients = 4, .seconds = 5, .size = 64};
 
@@ -57,6 +62,7 @@ struct client {
     bool publisher, subscriber, ready;
     uint16_t next_pid;
     uint32_t inflight, window;
+    uint64_t *sent_at; /* QoS > 0 publishers: send time by packet id % ACK_SLOTS */
     char topic[64];
 };
 
@@ -67,10 +73,15 @@ static uint64_t sent, delivered, conns_done, errors_seen;
 static uint64_t delivered_late; /* arrived in the grace period after the stop */
 static uint64_t *lat;           /* latency samples, ns */
 static size_t nlat, caplat;
+static uint64_t *acklat; /* PUBLISH to its PUBACK/PUBCOMP at the publisher, ns */
+static size_t nacklat, capacklat;
+#define ACK_SLOTS 1024        /* more than a window: the packet ids in flight differ mod this */
+static uint64_t last_arrival; /* --persistent: when the last PUBLISH arrived */
 static uint64_t t_start, t_end;
 static bool running;
-static struct event *pace_ev, *stop_ev, *setup_ev;
+static struct event *pace_ev, *stop_ev, *setup_ev, *drain_ev;
 #define SETUP_LIMIT_S 60 /* every client ready by then, or the run is abandoned */
+#define DRAIN_LIMIT_S 20 /* --persistent: the longest wait for the queues to empty */
 static double credit;    /* messages the pacer allows now */
 static uint64_t last_pace;
 static struct sockaddr_in target;
@@ -124,12 +135,20 @@ static void
 send_connect(struct client *c)
 {
     char id[48];
-    snprintf(id, sizeof(id), "bench-%d-%d", (int)getpid(), c->idx);
+    bool keep = o.persistent && c->subscriber;
+    if (keep) /* the same ids in every run: a fresh broker per run has no old session */
+        snprintf(id, sizeof(id), "bench-sub-%d", c->idx);
+    else
+        snprintf(id, sizeof(id), "bench-%d-%d", (int)getpid(), c->idx);
     struct mqtt_connect k;
     memset(&k, 0, sizeof(k));
     k.protocol_name = (struct lq_bytes){(const uint8_t *)"MQTT", 4};
     k.version = (uint8_t)o.version;
-    k.clean_start = true;
+    k.clean_start = !keep;
+    if (keep && o.version == 5) {
+        k.props.present = MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY);
+        k.props.session_expiry = 3600;
+    }
     k.keep_alive = 300;
     k.client_id = (struct lq_bytes){(const uint8_t *)id, strlen(id)};
     uint8_t buf[256];
@@ -165,6 +184,7 @@ publish_one(struct client *c)
         if (++c->next_pid == 0) c->next_pid = 1;
         p.packet_id = c->next_pid;
         c->inflight++;
+        c->sent_at[p.packet_id % ACK_SLOTS] = t;
     }
     size_t total;
     uint8_t head[256];
@@ -198,7 +218,7 @@ pump(void)
         any = false;
         for (int i = 0; i < nclients; i++) {
             struct client *c = &clients[i];
-            if (!c->publisher || !c->ready) continue;
+            if (!c->publisher || !c->ready || !c->bev) continue; /* closed: the run ends */
             if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 256 * 1024) continue;
             if (o.rate > 0 && credit < 1) return;
             if (publish_one(c)) {
@@ -224,17 +244,23 @@ pace_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+add_sample(uint64_t **a, size_t *n, size_t *cap, uint64_t t)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 1 << 16;
+        *a = lq_xrealloc(*a, *cap * sizeof(**a));
+    }
+    uint64_t now = now_ns();
+    (*a)[(*n)++] = now > t ? now - t : 0;
+}
+
+static void
 record_latency(const uint8_t *payload, size_t len)
 {
     if (len < 8) return;
     uint64_t t;
     memcpy(&t, payload, 8);
-    uint64_t now = now_ns();
-    if (nlat == caplat) {
-        caplat = caplat ? caplat * 2 : 1 << 16;
-        lat = lq_xrealloc(lat, caplat * sizeof(*lat));
-    }
-    lat[nlat++] = now > t ? now - t : 0;
+    add_sample(&lat, &nlat, &caplat, t);
 }
 
 static void
@@ -276,6 +302,13 @@ on_packet(struct client *c, uint8_t tf, const uint8_t *body, size_t len)
             errors_seen++;
             return;
         }
+        if (o.version == 5) { /* a v5 publisher stays within the broker's Receive Maximum */
+            struct mqtt_connack ca;
+            if (mqtt_decode_connack(tf & 15, body, len, 5, &ca) == 0 &&
+                (ca.props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM)) &&
+                ca.props.receive_maximum < c->window)
+                c->window = ca.props.receive_maximum;
+        }
         if (o.sc == CONN) {
             static const uint8_t disc[2] = {0xe0, 0};
             cwrite(c, disc, 2);
@@ -301,6 +334,7 @@ on_packet(struct client *c, uint8_t tf, const uint8_t *body, size_t len)
             errors_seen++;
             return;
         }
+        last_arrival = now_ns();
         if (running) {
             delivered++;
             record_latency(p.payload.p, p.payload.len);
@@ -327,6 +361,9 @@ on_packet(struct client *c, uint8_t tf, const uint8_t *body, size_t len)
     case MQTT_PUBACK:
     case MQTT_PUBCOMP:
         if (c->inflight) c->inflight--;
+        if (running && c->sent_at && len >= 2)
+            add_sample(&acklat, &nacklat, &capacklat,
+                       c->sent_at[(unsigned)(body[0] << 8 | body[1]) % ACK_SLOTS]);
         pump();
         return;
     default: return;
@@ -459,9 +496,42 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
     if (rss_during_kb < rss_before_kb) rss_during_kb = rss_before_kb;
     running = false;
     t_end = now_ns();
+    if (o.persistent) { /* until every message arrived and was acknowledged */
+        struct timeval tick = {0, 20000};
+        event_add(drain_ev, &tick);
+        return;
+    }
     /* let what is in flight arrive */
     struct timeval grace = {1, 0};
     event_base_loopexit(base, &grace);
+}
+
+static uint64_t
+expected_deliveries(void)
+{
+    return o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
+}
+
+/* --persistent: done when everything sent arrived and every publisher has its acks, or
+ * when they have and nothing arrived for a second (what the broker dropped). */
+static void
+drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    bool acked = true;
+    for (int i = 0; i < nclients; i++)
+        if (clients[i].publisher && clients[i].inflight) acked = false;
+    bool all = delivered + delivered_late >= expected_deliveries();
+    uint64_t now = now_ns();
+    bool quiet = now - (last_arrival > t_end ? last_arrival : t_end) > 1000000000u;
+    if ((acked && (all || quiet)) || now - t_end > (uint64_t)DRAIN_LIMIT_S * 1000000000u) {
+        event_base_loopexit(base, NULL);
+        return;
+    }
+    struct timeval tick = {0, 20000};
+    event_add(drain_ev, &tick);
 }
 
 static int
@@ -518,21 +588,27 @@ usage(FILE *f)
 {
     fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
                "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
-               "       [--pid BROKER_PID] [--sources N] [--json]\n"
+               "       [--pid BROKER_PID] [--sources N] [--json] [--persistent]\n"
                "       [--cafile CA --cert CERT --key KEY]   (TLS, mbedTLS; client certificate)\n"
                "  -n: publishers (fanin), subscribers (fanout), pairs (pairs), clients (idle);\n"
                "  -r 0: as fast as possible; --sources N: connect from 127.0.0.2..N+1 (for more\n"
-               "  than ~28 000 connections). Loopback (127.0.0.0/8) only.\n");
+               "  than ~28 000 connections). Loopback (127.0.0.0/8) only.\n"
+               "  --persistent: subscribers keep their session (clean start 0, fixed ids\n"
+               "  bench-sub-N, v5 session expiry 3600 s); the run waits until all is delivered.\n");
 }
 
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"pid", required_argument, NULL, 'P'},     {"json", no_argument, NULL, 'j'},
-        {"sources", required_argument, NULL, 'S'}, {"cafile", required_argument, NULL, 'C'},
-        {"cert", required_argument, NULL, 'E'},    {"key", required_argument, NULL, 'K'},
-        {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"pid", required_argument, NULL, 'P'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"sources", required_argument, NULL, 'S'},
+                                             {"cafile", required_argument, NULL, 'C'},
+                                             {"cert", required_argument, NULL, 'E'},
+                                             {"key", required_argument, NULL, 'K'},
+                                             {"help", no_argument, NULL, 'H'},
+                                             {"persistent", no_argument, NULL, 'Q'},
+                                             {NULL, 0, NULL, 0}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -570,6 +646,7 @@ main(int argc, char **argv)
         case 'C': o.cafile = optarg; break;
         case 'E': o.certfile = optarg; break;
         case 'K': o.keyfile = optarg; break;
+        case 'Q': o.persistent = true; break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -607,6 +684,7 @@ main(int argc, char **argv)
     base = event_base_new();
     stop_ev = evtimer_new(base, stop_cb, NULL);
     setup_ev = evtimer_new(base, setup_cb, NULL);
+    drain_ev = evtimer_new(base, drain_cb, NULL);
     struct timeval setup_limit = {SETUP_LIMIT_S, 0};
     evtimer_add(setup_ev, &setup_limit);
     pace_ev = event_new(base, -1, EV_PERSIST, pace_cb, NULL);
@@ -642,6 +720,7 @@ main(int argc, char **argv)
         default: break;
         }
         npublishers += c->publisher;
+        if (c->publisher && o.qos) c->sent_at = lq_xcalloc(ACK_SLOTS, sizeof(*c->sent_at));
     }
     uint64_t cpu0 = 0, cpu1 = 0, hwm = 0;
     if (o.pid) {
@@ -658,12 +737,15 @@ main(int argc, char **argv)
 
     double secs = (double)(t_end - t_start) / 1e9;
     if (secs <= 0) secs = 1e-9; /* never started: rates of 0 */
-    uint64_t expected = o.sc == FANOUT ? sent * (uint64_t)o.clients : sent;
+    uint64_t expected = expected_deliveries();
     uint64_t arrived = delivered + delivered_late;     /* loss counts the grace period too */
     if (nlat) qsort(lat, nlat, sizeof(*lat), cmp_u64); /* lat is NULL when nothing was timed */
     double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0,
            p99 = nlat ? (double)lat[nlat * 99 / 100] / 1e3 : 0,
            pmax = nlat ? (double)lat[nlat - 1] / 1e3 : 0;
+    if (nacklat) qsort(acklat, nacklat, sizeof(*acklat), cmp_u64);
+    double ack50 = nacklat ? (double)acklat[nacklat / 2] / 1e3 : 0,
+           ack99 = nacklat ? (double)acklat[nacklat * 99 / 100] / 1e3 : 0;
     double cpu_per = delivered ? (double)(cpu1 - cpu0) / (double)delivered : 0;
     if (o.sc == CONN) cpu_per = conns_done ? (double)(cpu1 - cpu0) / (double)conns_done : 0;
     if (o.json) {
@@ -671,11 +753,12 @@ main(int argc, char **argv)
             "{\"scenario\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"delivered\":%llu,"
             "\"sent_per_s\":%.1f,\"delivered_per_s\":%.1f,\"lost\":%lld,\"connections_per_s\":%.1f,"
             "\"latency_p50_us\":%.1f,\"latency_p99_us\":%.1f,\"latency_max_us\":%.1f,"
-            "\"broker_cpu_us_per_msg\":%.3f,\"broker_peak_rss_kb\":%llu,"
+            "\"ack_p50_us\":%.1f,\"ack_p99_us\":%.1f,\"broker_cpu_us_per_msg\":%.3f,\"broker_peak_"
+            "rss_kb\":%llu,"
             "\"broker_kb_per_idle_conn\":%.3f,\"errors\":%llu}\n",
             sc, secs, (unsigned long long)sent, (unsigned long long)delivered, sent / secs,
             delivered / secs, (long long)expected - (long long)arrived, conns_done / secs, p50, p99,
-            pmax, cpu_per, (unsigned long long)hwm,
+            pmax, ack50, ack99, cpu_per, (unsigned long long)hwm,
             o.sc == IDLE ? (double)(rss_during_kb - rss_before_kb) / o.clients : 0.0,
             (unsigned long long)errors_seen);
     } else {
@@ -686,6 +769,7 @@ main(int argc, char **argv)
             printf("connections: %llu (%.0f/s)\n", (unsigned long long)conns_done,
                    conns_done / secs);
         if (nlat) printf("latency us: p50 %.1f  p99 %.1f  max %.1f\n", p50, p99, pmax);
+        if (nacklat) printf("publisher ack latency us: p50 %.1f  p99 %.1f\n", ack50, ack99);
         if (o.pid)
             printf("broker: %.3f us CPU per %s, peak RSS %llu kB\n", cpu_per,
                    o.sc == CONN ? "connection" : "delivered message", (unsigned long long)hwm);
@@ -695,10 +779,13 @@ main(int argc, char **argv)
         if (errors_seen) printf("errors: %llu\n", (unsigned long long)errors_seen);
     }
     free(lat);
+    free(acklat);
+    for (int i = 0; i < nclients; i++) free(clients[i].sent_at);
     free(clients);
     tls_ctx_unref(tls_ctx);
     event_free(stop_ev);
     event_free(setup_ev);
+    event_free(drain_ev);
     event_free(pace_ev);
     event_base_free(base);
     return errors_seen ? 1 : 0;

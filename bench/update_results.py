@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""`make bench`: run bench/compare.py, bench/hooks.py and bench/tls.py (lunamq against
-Debian's mosquitto, alternating, one run) and write their tables into bench/RESULTS.md,
-between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
+"""`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py (lunamq
+against Debian's mosquitto, alternating, one run) and bench/recovery.py, and write their
+tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
 commit and the exact commands. The rest of the file (the reading of the figures) is
 left as it is; a run that fails changes nothing.
 
@@ -37,6 +37,11 @@ def main():
         ("Lua hooks", [py, "bench/hooks.py", "--rounds", "1" if args.quick else "5",
                        "--messages", "1000000"]),
         ("TLS", [py, "bench/tls.py", "--rounds", r, "--seconds", "3", "--conns", "2000"]),
+        ("Persistence (issue 13): throughput and latency",
+         [py, "bench/persist.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
+        ("Persistence (issue 13): recovery",
+         [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
+                                      if args.quick else [])),
     ]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.strip()

@@ -130,3 +130,27 @@ def test_refuses_targets_off_loopback_and_bad_arguments(b):
                            text=True, timeout=10)
         assert r.returncode != 0 and "usage" in r.stderr, (args, r)
     assert stats(b)["connections_total"] == before  # nothing reached the broker
+
+
+@conf("persistence true", "persistence_location {dir}")
+def test_persistent_subscribers_make_the_broker_write_their_messages(b):
+    # without --persistent the subscriber's session ends with its connection: nothing
+    # of its messages is written; with it (clean start 0, session expiry) every message
+    # is, and the run waits until the queues are empty
+    res = bench(b, "fanin", "-n", "2", "-q", "1", "-r", "2000", "-d", "1", "-V", "5")
+    assert res["errors"] == 0 and res["lost"] == 0, res
+    assert stats(b)["persistence_journal_records"] < 10, stats(b)
+    res = bench(b, "fanin", "-n", "2", "-q", "1", "-r", "2000", "-d", "1", "-V", "5",
+                "--persistent")
+    assert res["errors"] == 0 and res["lost"] == 0 and res["sent"] > 0, res
+    assert stats(b)["persistence_journal_records"] >= res["sent"], (stats(b), res)
+    assert 0 < res["ack_p50_us"] <= res["ack_p99_us"] < 30e6, res
+    st = stats(b)
+    assert st["queued"] == 0 and st.get("inflight", 0) == 0, st  # drained
+
+
+def test_v5_publishers_stay_within_the_brokers_receive_maximum(b):
+    # the broker says Receive Maximum 20 (max_inflight_messages); a v5 publisher that
+    # keeps 100 QoS 1 messages in flight is disconnected (0x93)
+    res = bench(b, "fanin", "-n", "2", "-q", "1", "-d", "1", "-V", "5")
+    assert res["errors"] == 0 and res["lost"] == 0 and res["sent"] > 100, res
