@@ -1027,6 +1027,7 @@ recover(struct persist *p, char *err, size_t errlen)
 {
     struct replay rp = {.p = p, .now_wall = wall_ms()};
     struct store_recovery info;
+    double t0 = lq_wall_time(); /* the whole of it: reading, then queues and timers */
     p->replaying = true;
     int rc = store_recover(p->st, replay_record, &rp, &info, err, errlen);
     store_crash_point("recovery");
@@ -1037,13 +1038,13 @@ recover(struct persist *p, char *err, size_t errlen)
     p->replaying = false;
     replay_free(&rp);
     if (rc < 0) return -1;
-    p->recovery_seconds = info.seconds;
+    p->recovery_seconds = lq_wall_time() - t0;
     lq_log(LQ_LOG_NOTICE,
            "persistence: recovered %zu sessions, %zu retained messages from %llu records "
            "(%llu bytes%s, %u segments) in %.3f s%s%s",
            p->b->nsessions, retain_count(p->b->retained), (unsigned long long)info.records,
            (unsigned long long)info.bytes, info.snapshot_seq ? ", with a snapshot" : "",
-           info.segments, info.seconds, info.truncated_tail ? "; torn tail cut off" : "",
+           info.segments, p->recovery_seconds, info.truncated_tail ? "; torn tail cut off" : "",
            info.corrupt ? "; CORRUPT journal: replay stopped at the first bad record" : "");
     if (rp.dropped_group)
         lq_log(LQ_LOG_NOTICE,

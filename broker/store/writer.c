@@ -22,7 +22,8 @@
 #include "lq.h"
 #include "store_int.h"
 
-#define SECOND_MS 1000
+#define SECOND_MS       1000
+#define PROCESS_PACE_US 1000
 
 struct writer {
     struct store *st;
@@ -200,6 +201,18 @@ keep(struct writer *w, struct item *it)
     w->unsynced_tail = &it->next;
 }
 
+/* The item keep() just added, written: released. */
+static void
+forget_last(struct writer *w)
+{
+    struct item **pp = &w->unsynced;
+    while (*pp && (*pp)->next) pp = &(*pp)->next;
+    if (!*pp) return;
+    free_items(*pp);
+    *pp = NULL;
+    w->unsynced_tail = pp;
+}
+
 /* ---- failure and retry ---- */
 static void
 fail(struct writer *w, const char *what)
@@ -274,6 +287,10 @@ process(struct writer *w, struct item *items, bool power)
         } else if (!power) {
             count_durable(w, it);
         }
+        /* process mode: written is all it promises, so what was written needs no copy
+         * for a retry (keeping a second of journal in memory cost more CPU in page
+         * faults than the writes themselves); only what failed stays */
+        if (!power && !w->failing) forget_last(w);
     }
     if (w->counted != was) {
         update_stats(w, 1);
@@ -285,7 +302,7 @@ static uint64_t
 deadline_ms(const struct writer *w, bool power)
 {
     if (w->failing) return w->retry_at_ms;
-    if (!power && w->unsynced) return w->last_sync_ms + SECOND_MS;
+    if (!power && (w->unsynced || w->seg_dirty)) return w->last_sync_ms + SECOND_MS;
     return UINT64_MAX;
 }
 
@@ -321,8 +338,15 @@ writer_main(void *arg)
         pthread_mutex_unlock(&st->mu);
         process(w, items, power);
         retry(w);
+        /* process mode has no fdatasync to pace it: without a pause the writer and the
+         * loop would hand each other one loop iteration's records at a time, a write()
+         * and two wake-ups each; a short one lets a batch build up, as a sync does */
+        if (!power && items && !stopping) {
+            struct timespec pause = {0, PROCESS_PACE_US * 1000};
+            nanosleep(&pause, NULL);
+        }
         bool due = power || stopping || mono_ms() >= w->last_sync_ms + SECOND_MS;
-        if (!w->failing && w->unsynced && due) {
+        if (!w->failing && (w->unsynced || w->seg_dirty) && due) {
             if (sync_all(w) < 0)
                 fail(w, "fdatasync of");
             else
