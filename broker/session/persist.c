@@ -626,6 +626,9 @@ struct rq {
     struct msg *m; /* its own reference; NULL: expired while the broker was down */
     uint8_t qos, state, flags;
     bool live;
+    bool snap;      /* from the snapshot: no map entry; the journal's may amend it */
+    bool merged;    /* a journal entry folded into the snapshot's entry of its key */
+    bool after_del; /* a journal entry for a key deleted before it: a new place */
     uint16_t pid;
     uint32_t nsub, ids_at;
 };
@@ -636,12 +639,13 @@ struct replay {
     uint64_t dropped_group;
     struct rmap msgs;     /* mid / MID_PAGE + 1 -> a page of messages (mid_slot) */
     struct rmap sessions; /* sid -> struct session, aux: offline since (wall ms) */
-    struct rmap qmap;     /* (sid, mid) -> index in q + 1 */
+    struct rmap qmap;     /* (sid, mid) -> index in q + 1, of the journal's entries only */
     struct rq *q;
     size_t nq, capq;
     uint32_t *ids;
     size_t nids, capids;
     uint64_t order, now_wall, bad, unresolved;
+    uint64_t dup_sid; /* a session the snapshot wrote twice: its second dump is skipped */
     /* the message last put: the record after it usually refers to it */
     uint64_t last_mid;
     struct msg *last_msg;
@@ -750,7 +754,7 @@ replay_session_gone(struct replay *rp, uint64_t sid)
 }
 
 static void
-replay_session(struct replay *rp, struct rec_reader *r)
+replay_session(struct replay *rp, struct rec_reader *r, bool from_snapshot)
 {
     uint64_t sid, since, will_mid = 0;
     const char *id, *user, *will_user = "";
@@ -768,6 +772,11 @@ replay_session(struct replay *rp, struct rec_reader *r)
     struct persist *p = rp->p;
     if (sid >= p->next_sid) p->next_sid = sid;
     struct session *s = replay_session_of(rp, sid);
+    rp->dup_sid = 0;
+    if (s && from_snapshot) { /* written twice (the registry grew under the snapshot) */
+        rp->dup_sid = sid;
+        return;
+    }
     if (!s) {
         struct session *old = registry_find(p->b, id, idlen);
         if (old) { /* an older one of this client, never deleted */
@@ -830,8 +839,28 @@ replay_sub(struct replay *rp, struct rec_reader *r, bool put)
     x->o = o;
 }
 
+static struct rq *
+rq_new(struct replay *rp, uint64_t mid)
+{
+    if (rp->nq == rp->capq) {
+        rp->capq = rp->capq ? 2 * rp->capq : 1024;
+        rp->q = lq_xrealloc(rp->q, rp->capq * sizeof(*rp->q));
+    }
+    struct rq *q = &rp->q[rp->nq++];
+    memset(q, 0, sizeof(*q));
+    q->order = ++rp->order; /* the array is in this order: no sort needed */
+    bool known;
+    q->m = replay_find_msg(rp, mid, &known);
+    if (q->m) msg_ref(q->m);
+    if (!known) rp->unresolved++;
+    return q;
+}
+
+/* A snapshot holds each entry once (a session written twice is skipped whole), and no
+ * deletes: its entries go straight into the array. The journal's are found by key, to
+ * amend or delete, and amend the snapshot's at the end (replay_queues). */
 static void
-replay_qentry(struct replay *rp, struct rec_reader *r, bool put)
+replay_qentry(struct replay *rp, struct rec_reader *r, bool put, bool from_snapshot)
 {
     uint64_t sid, mid;
     uint8_t qos = 0, state = 0, flags = 0;
@@ -844,26 +873,29 @@ replay_qentry(struct replay *rp, struct rec_reader *r, bool put)
         rp->bad++;
         return;
     }
-    struct rmap_ent *x = rmap_slot(&rp->qmap, sid, mid, put);
-    if (!put) {
-        if (x && x->aux) rp->q[x->aux - 1].live = false;
-        return;
-    }
     struct rq *q;
-    if (x->aux && rp->q[x->aux - 1].live) {
-        q = &rp->q[x->aux - 1]; /* a new state: its place in the queue stays */
+    if (from_snapshot) {
+        if (!put || sid == rp->dup_sid) return;
+        q = rq_new(rp, mid);
+        q->snap = true;
     } else {
-        if (rp->nq == rp->capq) {
-            rp->capq = rp->capq ? 2 * rp->capq : 1024;
-            rp->q = lq_xrealloc(rp->q, rp->capq * sizeof(*rp->q));
+        struct rmap_ent *x = rmap_slot(&rp->qmap, sid, mid, true);
+        struct rq *was = x->aux ? &rp->q[x->aux - 1] : NULL;
+        if (!put) {
+            if (!was) { /* a marker: the snapshot's entry of this key is gone */
+                was = rq_new(rp, mid);
+                x->aux = rp->nq;
+            }
+            was->live = false;
+            return;
         }
-        x->aux = ++rp->nq;
-        q = &rp->q[rp->nq - 1];
-        q->order = ++rp->order;
-        bool known;
-        q->m = replay_find_msg(rp, mid, &known);
-        if (q->m) msg_ref(q->m);
-        if (!known) rp->unresolved++;
+        if (was && was->live) {
+            q = was; /* a new state: its place in the queue stays */
+        } else {
+            q = rq_new(rp, mid);
+            q->after_del = was != NULL;
+            x->aux = rp->nq;
+        }
     }
     q->sid = sid;
     q->mid = mid;
@@ -890,7 +922,7 @@ replay_in(struct replay *rp, struct rec_reader *r, bool put)
         return;
     }
     struct session *s = replay_session_of(rp, sid);
-    if (!s) return;
+    if (!s || sid == rp->dup_sid) return;
     for (uint32_t i = 0; i < s->nin; i++) {
         if (s->in_pids[i] != pid) continue;
         if (!put) s->in_pids[i] = s->in_pids[--s->nin];
@@ -904,12 +936,12 @@ replay_in(struct replay *rp, struct rec_reader *r, bool put)
     s->in_pids[s->nin++] = (uint16_t)pid;
 }
 
-static void apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len);
+static void apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len,
+                         bool from_snapshot);
 
 static void
 replay_record(uint8_t type, const uint8_t *p, size_t len, bool from_snapshot, void *arg)
 {
-    (void)from_snapshot;
     struct replay *rp = arg;
     if (type & R_GROUPED) { /* applied with the rest of its group */
         rec_u8(&rp->group, type & ~R_GROUPED);
@@ -922,22 +954,22 @@ replay_record(uint8_t type, const uint8_t *p, size_t len, bool from_snapshot, vo
         uint8_t t;
         const uint8_t *b;
         uint32_t n;
-        while (rec_get_u8(&g, &t) && rec_get_bytes(&g, &b, &n)) apply_record(rp, t, b, n);
+        while (rec_get_u8(&g, &t) && rec_get_bytes(&g, &b, &n)) apply_record(rp, t, b, n, false);
         rp->group.len = 0;
         rp->dropped_group = 0;
     }
-    if (type != R_GROUP_END) apply_record(rp, type, p, len);
+    if (type != R_GROUP_END) apply_record(rp, type, p, len, from_snapshot);
 }
 
 static void
-apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len)
+apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len, bool from_snapshot)
 {
     struct rec_reader r = {.p = p, .len = len};
     switch (type) {
     case R_MSG_PUT: replay_msg(rp, &r); break;
     case R_RETAIN_PUT: replay_retain(rp, &r, true); break;
     case R_RETAIN_DEL: replay_retain(rp, &r, false); break;
-    case R_SESS_PUT: replay_session(rp, &r); break;
+    case R_SESS_PUT: replay_session(rp, &r, from_snapshot); break;
     case R_SESS_DEL: {
         uint64_t sid;
         if (rec_get_u64(&r, &sid)) replay_session_gone(rp, sid);
@@ -945,29 +977,42 @@ apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len)
     }
     case R_SUB_PUT: replay_sub(rp, &r, true); break;
     case R_SUB_DEL: replay_sub(rp, &r, false); break;
-    case R_QE_PUT: replay_qentry(rp, &r, true); break;
-    case R_QE_DEL: replay_qentry(rp, &r, false); break;
+    case R_QE_PUT: replay_qentry(rp, &r, true, from_snapshot); break;
+    case R_QE_DEL: replay_qentry(rp, &r, false, from_snapshot); break;
     case R_IN_PUT: replay_in(rp, &r, true); break;
     case R_IN_DEL: replay_in(rp, &r, false); break;
     default: rp->bad++; break;
     }
 }
 
-static int
-by_order(const void *x, const void *y)
+/* A snapshot entry amended by the journal: deleted, re-queued (a new place), or a new
+ * state in its old place. */
+static void
+merge_journal(struct replay *rp, struct rq *q)
 {
-    const struct rq *a = x, *b = y;
-    return a->order < b->order ? -1 : a->order > b->order;
+    struct rmap_ent *x = rmap_slot(&rp->qmap, q->sid, q->mid, false);
+    if (!x) return;
+    struct rq *j = &rp->q[x->aux - 1];
+    if (!j->live || j->after_del) {
+        q->live = false;
+        return;
+    }
+    q->state = j->state;
+    q->pid = j->pid;
+    q->flags = j->flags;
+    j->merged = true;
 }
 
 /* Queue entries into their sessions, in the order they were first queued. */
 static void
 replay_queues(struct replay *rp)
 {
-    if (rp->nq) qsort(rp->q, rp->nq, sizeof(*rp->q), by_order);
+    if (rp->qmap.n)
+        for (size_t i = 0; i < rp->nq; i++)
+            if (rp->q[i].snap && rp->q[i].live) merge_journal(rp, &rp->q[i]);
     for (size_t i = 0; i < rp->nq; i++) {
         const struct rq *q = &rp->q[i];
-        if (!q->live) continue;
+        if (!q->live || q->merged) continue;
         struct session *s = replay_session_of(rp, q->sid);
         struct msg *m = q->m;
         if (!s || !m) continue; /* gone, or expired while the broker was down */

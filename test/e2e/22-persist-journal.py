@@ -218,3 +218,67 @@ def test_snapshot_leaves_out_queued_qos0(b):
     assert b.wait_log("persistence: recovered")
     time.sleep(0.2)
     assert "could not be read" not in b.output(), b.output()[-2000:]
+
+
+@conf(*PERSIST)
+def test_journal_amends_the_snapshot_queue(b):
+    """issue 13: queue entries written by a snapshot and then acknowledged, sent or
+    advanced in the journal after it: after SIGKILL the acknowledged ones do not come
+    back, the ones in flight come back with their packet ids (QoS 1: PUBLISH again with
+    DUP; QoS 2 past PUBREC: PUBREL, not the PUBLISH), the rest in order."""
+    import subprocess
+    import time
+    c = Client(b.port)
+    c.connect("sub", clean=False, properties=[EXPIRY])
+    c.subscribe(1, [("q/1", 1), ("q/2", 2)])
+    c.disconnect()
+    c.close()
+    p = Client(b.port)
+    p.connect("pub")
+    for i in range(6):
+        p.publish("q/1", b"one%d" % i, qos=1, pid=i + 1)
+        p.expect(4)
+    p.publish("q/2", b"two", qos=2, pid=50)
+    p.expect(PUBREC)
+    p.ack(PUBREL, 50)
+    p.expect(PUBCOMP)
+    p.close()
+    stats = lambda: __import__("json").loads(subprocess.run(
+        [lqtest.CTL, "-s", b.admin, "--json", "stats"], capture_output=True, text=True).stdout)
+    r = subprocess.run([lqtest.CTL, "-s", b.admin, "persistence", "snapshot"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert lqtest.wait_for(lambda: stats()["persistence_last_snapshot_at"] > 0, timeout=10)
+    c = Client(b.port)  # now the journal: two acked, one QoS 2 to PUBREC, the rest in flight
+    c.connect("sub", clean=False, properties=[EXPIRY])
+    got = {}
+    end = time.time() + 3
+    while len(got) < 7 and time.time() < end:
+        m = c.recv(1)
+        if m is not None and m.type == PUBLISH:
+            got[m.payload] = m
+    assert len(got) == 7, sorted(got)
+    c.ack(4, got[b"one0"].pid)
+    c.ack(4, got[b"one1"].pid)
+    c.ack(PUBREC, got[b"two"].pid)
+    assert c.expect(PUBREL).pid == got[b"two"].pid
+    c.ping()  # the acks are handled
+    time.sleep(0.3)  # and their records durable (nothing acknowledges a PUBACK)
+    b.stop(signal.SIGKILL)
+    c.close()
+    b.start()
+    c = Client(b.port)
+    assert c.connect("sub", clean=False, properties=[EXPIRY]).session_present
+    again, rel = [], []
+    while True:
+        m = c.recv(1)
+        if m is None:
+            break
+        if m.type == PUBLISH:
+            again.append((m.payload, m.pid, m.dup))
+        elif m.type == PUBREL:
+            rel.append(m.pid)
+    assert rel == [got[b"two"].pid], (rel, again)
+    assert [x[0] for x in again] == [b"one%d" % i for i in range(2, 6)], again
+    for payload, pid, dup in again:
+        assert pid == got[payload].pid and dup, (payload, pid, dup)
