@@ -251,11 +251,23 @@ drop_for(struct session *s, const struct msg *m, uint8_t qos)
     return DELIVER_DROPPED;
 }
 
+static void
+queue_append(struct session *s, struct qentry *e)
+{
+    if (s->q_tail)
+        s->q_tail->next = e;
+    else
+        s->q_head = e;
+    s->q_tail = e;
+    s->nqueued++;
+    s->qbytes += msg_size(e->m);
+    s->b->queued_bytes += msg_size(e->m);
+}
+
 int
 session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
                 uint32_t nsub, enum deliver_how how)
 {
-    struct broker *b = s->b;
     bool online = s->conn && s->connected;
     if (!online && qos == 0) return DELIVER_OK; /* QoS 0 is not kept for absent clients */
     size_t size = msg_size(m);
@@ -284,14 +296,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
         slow_mark(s);
     }
     struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
-    if (s->q_tail)
-        s->q_tail->next = e;
-    else
-        s->q_head = e;
-    s->q_tail = e;
-    s->nqueued++;
-    s->qbytes += size;
-    b->queued_bytes += size;
+    queue_append(s, e);
     if (s->store_id && qos) persist_qentry(s, e);
     return rc;
 }
@@ -308,14 +313,7 @@ session_restore_entry(struct session *s, struct msg *m, uint8_t qos, uint8_t sta
         inflight_append(s, e);
         return;
     }
-    if (s->q_tail)
-        s->q_tail->next = e;
-    else
-        s->q_head = e;
-    s->q_tail = e;
-    s->nqueued++;
-    s->qbytes += msg_size(m);
-    s->b->queued_bytes += msg_size(m);
+    queue_append(s, e);
 }
 
 static struct qentry *

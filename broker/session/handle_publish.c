@@ -33,7 +33,7 @@ publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap)
     return mqtt_encode_props_raw(&f, out, cap);
 }
 
-static bool
+bool
 in_pid_find(const struct session *s, uint16_t pid, uint32_t *at)
 {
     for (uint32_t i = 0; i < s->nin; i++) {
@@ -45,7 +45,7 @@ in_pid_find(const struct session *s, uint16_t pid, uint32_t *at)
     return false;
 }
 
-static void
+void
 in_pid_add(struct session *s, uint16_t pid)
 {
     if (s->nin == s->capin) {

@@ -923,17 +923,10 @@ replay_in(struct replay *rp, struct rec_reader *r, bool put)
     }
     struct session *s = replay_session_of(rp, sid);
     if (!s || sid == rp->dup_sid) return;
-    for (uint32_t i = 0; i < s->nin; i++) {
-        if (s->in_pids[i] != pid) continue;
-        if (!put) s->in_pids[i] = s->in_pids[--s->nin];
-        return;
-    }
-    if (!put) return;
-    if (s->nin == s->capin) {
-        s->capin = s->capin ? s->capin * 2 : 8;
-        s->in_pids = lq_xrealloc(s->in_pids, s->capin * sizeof(*s->in_pids));
-    }
-    s->in_pids[s->nin++] = (uint16_t)pid;
+    uint32_t at;
+    bool has = in_pid_find(s, (uint16_t)pid, &at);
+    if (put && !has) in_pid_add(s, (uint16_t)pid); /* records nothing while replaying */
+    if (!put && has) s->in_pids[at] = s->in_pids[--s->nin];
 }
 
 static void apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len,

@@ -342,6 +342,9 @@ void handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8
 void handle_connect_too_large(struct broker *b, struct conn *c, uint32_t size);
 uint8_t handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 uint8_t handle_pubrel(struct session *s, const struct mqtt_ack *a);
+/* QoS 2 packet ids received and awaiting PUBREL (handle_publish.c); add records it */
+bool in_pid_find(const struct session *s, uint16_t pid, uint32_t *at);
+void in_pid_add(struct session *s, uint16_t pid);
 uint8_t handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 uint8_t handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 void session_unsubscribe_all(struct session *s);
