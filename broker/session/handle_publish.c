@@ -252,7 +252,7 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         persist_group_end(b);
         ack_publisher(s, MQTT_PUBREC, p.packet_id, ack, hold, since);
     }
-    persist_pause_if_behind(s); /* QoS 0 too: a retained one is written */
+    persist_pause_if_behind(s, since); /* QoS 0 too: a retained one is written */
     return MQTT_RC_SUCCESS;
 }
 

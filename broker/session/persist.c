@@ -407,12 +407,16 @@ persist_check_ack(const struct session *s, uint64_t since)
 }
 #endif
 
-/* The writer is behind: stop reading this publisher until it catches up. */
+/* The writer is behind: stop reading this publisher until it catches up, if its
+ * PUBLISH added to the backlog (appended since `since`); one whose messages are never
+ * written (QoS 0 or clean subscribers only) is not made to wait for the others. */
 void
-persist_pause_if_behind(struct session *s)
+persist_pause_if_behind(struct session *s, uint64_t since)
 {
     struct persist *p = live(s->b);
-    if (!p || !s->conn || conn_is_paused(s->conn) || !store_backlogged(p->st)) return;
+    if (!p || !s->conn || conn_is_paused(s->conn) || store_appended(p->st) == since ||
+        !store_backlogged(p->st))
+        return;
     if (p->npaused == p->cap_paused) {
         p->cap_paused = p->cap_paused ? 2 * p->cap_paused : 16;
         p->paused = lq_xrealloc(p->paused, p->cap_paused * sizeof(*p->paused));

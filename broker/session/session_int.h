@@ -323,8 +323,8 @@ uint64_t persist_seq(const struct broker *b);
 /* Before writing an acknowledgement: it waits for the records appended after `since`
  * (and, as durability is a prefix, for all before them); 0: for everything so far. */
 void persist_gate(struct session *s, uint64_t since);
-void persist_pause_if_behind(struct session *s); /* after a PUBLISH */
-int persist_snapshot_now(struct broker *b);      /* -1: off, or one is running */
+void persist_pause_if_behind(struct session *s, uint64_t since); /* after a PUBLISH */
+int persist_snapshot_now(struct broker *b);                      /* -1: off, or one is running */
 void persist_get_stats(const struct broker *b, struct persist_stats *out);
 #ifdef LUNAMQ_CHECKS
 void persist_check_ack(const struct session *s, uint64_t since);
