@@ -6,6 +6,7 @@ reload, and the errors (no socket, no broker, permission)."""
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -214,7 +215,12 @@ def test_socket_is_private_and_errors_are_clear(b):
     r = subprocess.run([CTL, "-s", stale, "stats"], capture_output=True, text=True)
     assert r.returncode == 1 and "the broker is not running" in r.stderr
     os.chmod(b.dir, 0o755)  # let nobody reach the directory; the socket itself stays 0600
-    r = subprocess.run(["runuser", "-u", "nobody", "--", CTL, "-s", b.admin, "stats"],
+    # nobody runs a copy: the checkout may sit in a directory only root can enter (a CI
+    # clone into `mktemp -d`, mode 0700), which would fail before the socket is tried
+    ctl = os.path.join(b.dir, "lunamq-ctl")
+    shutil.copy(CTL, ctl)
+    os.chmod(ctl, 0o755)
+    r = subprocess.run(["runuser", "-u", "nobody", "--", ctl, "-s", b.admin, "stats"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "permission denied" in r.stderr, r.stderr
     r = subprocess.run([CTL, "-s", b.admin, "frobnicate"], capture_output=True, text=True)
