@@ -24,6 +24,16 @@ void *lq_xcalloc(size_t nmemb, size_t n);
 void *lq_xrealloc(void *p, size_t n);
 char *lq_xstrdup(const char *s);
 char *lq_xstrndup(const char *s, size_t n);
+/* Around loading a large state (the persistence replay): grow the heap in large steps of
+ * huge pages; step() often (it is cheap) to mark each new step. */
+void lq_heap_bulk_begin(void);
+void lq_heap_bulk_step(void);
+void lq_heap_bulk_end(void);
+/* Around loading a large state (the persistence replay): grow the heap in large steps of
+ * huge pages; step() often (it is cheap) to mark each new step. */
+void lq_heap_bulk_begin(void);
+void lq_heap_bulk_step(void);
+void lq_heap_bulk_end(void);
 
 /* Log levels, named like mosquitto's log_type values. They are bits so that
  * log_type can select any set of them. */

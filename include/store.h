@@ -156,7 +156,10 @@ bool rec_get_u64(struct rec_reader *r, uint64_t *v);
 /* points into the record; n bytes */
 bool rec_get_bytes(struct rec_reader *r, const uint8_t **p, uint32_t *n);
 
-/* CRC32C (Castagnoli), as the journal uses it. */
+/* CRC32C (Castagnoli), as the journal uses it: the CPU's instruction where it has one
+ * (store_crc32c_hw() says), else the tables of store_crc32c_sw. */
 uint32_t store_crc32c(uint32_t crc, const void *p, size_t n);
+uint32_t store_crc32c_sw(uint32_t crc, const void *p, size_t n);
+bool store_crc32c_hw(void);
 
 #endif

@@ -648,7 +648,7 @@ struct replay {
     size_t nq, capq;
     uint32_t *ids;
     size_t nids, capids;
-    uint64_t order, now_wall, bad, unresolved;
+    uint64_t order, now_wall, now_mono, bad, unresolved, records;
     uint64_t dup_sid; /* a session the snapshot wrote twice: its second dump is skipped */
     /* the message last put: the record after it usually refers to it */
     uint64_t last_mid;
@@ -684,7 +684,7 @@ replay_msg(struct replay *rp, struct rec_reader *r)
     *x = MID_EXPIRED;
     rp->last_mid = mid;
     rp->last_msg = NULL;
-    uint64_t now = lq_now_ms();
+    uint64_t now = rp->now_mono;
     if (has_expiry && expire <= rp->now_wall) return; /* expired while the broker was down */
     uint64_t age = rp->now_wall > created ? rp->now_wall - created : 0;
     struct msg_init in = {
@@ -940,6 +940,7 @@ static void
 replay_record(uint8_t type, const uint8_t *p, size_t len, bool from_snapshot, void *arg)
 {
     struct replay *rp = arg;
+    if ((++rp->records & 255) == 0) lq_heap_bulk_step();
     if (type & R_GROUPED) { /* applied with the rest of its group */
         rec_u8(&rp->group, type & ~R_GROUPED);
         rec_bytes(&rp->group, p, len);
@@ -1067,10 +1068,11 @@ snapshot_now(struct persist *p)
 static int
 recover(struct persist *p, char *err, size_t errlen)
 {
-    struct replay rp = {.p = p, .now_wall = wall_ms()};
+    struct replay rp = {.p = p, .now_wall = wall_ms(), .now_mono = lq_now_ms()};
     struct store_recovery info;
     double t0 = lq_wall_time(); /* the whole of it: reading, then queues and timers */
     p->replaying = true;
+    lq_heap_bulk_begin();
     int rc = store_recover(p->st, replay_record, &rp, &info, err, errlen);
     store_crash_point("recovery");
     if (rc == 0) {
@@ -1079,6 +1081,7 @@ recover(struct persist *p, char *err, size_t errlen)
     }
     p->replaying = false;
     replay_free(&rp);
+    lq_heap_bulk_end();
     if (rc < 0) return -1;
     p->recovery_seconds = lq_wall_time() - t0;
     lq_log(LQ_LOG_NOTICE,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  *
  * record: the bytes of the journal. Little-endian record fields (rec_*), CRC32C
- * (slice-by-8 tables built once), the frame around each record and the scanner that
+ * (the CPU's instruction, or slice-by-8 tables built once), the frame around each record and the scanner that
  * finds how much of a buffer is whole, checked frames. Pure: no files, no threads
  * but the tables' one-time set-up. */
 #include <pthread.h>
@@ -40,8 +40,9 @@ load64(const uint8_t *p)
     return (uint64_t)load32(p) | (uint64_t)load32(p + 4) << 32;
 }
 
+/* Table-driven, on any CPU. */
 uint32_t
-store_crc32c(uint32_t crc, const void *data, size_t n)
+store_crc32c_sw(uint32_t crc, const void *data, size_t n)
 {
     pthread_once(&crc_once, crc_init);
     const uint8_t *p = data;
@@ -58,6 +59,79 @@ store_crc32c(uint32_t crc, const void *data, size_t n)
     while (n--) crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
     return ~crc;
 }
+
+/* The CPU's CRC32C instruction (x86-64 SSE4.2, ARMv8 CRC), where it has one: 8 bytes
+ * a cycle or so, 3-4x the tables; recovery checks every byte of the journal with it. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define CRC_HW_TARGET __attribute__((target("sse4.2")))
+#define CRC_HW_8(c, v) _mm_crc32_u64((c), (v))
+#define CRC_HW_1(c, v) _mm_crc32_u8((c), (v))
+static bool
+cpu_has_crc(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2");
+}
+#elif defined(__aarch64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_acle.h>
+#include <sys/auxv.h>
+#define CRC_HW_TARGET __attribute__((target("+crc")))
+#define CRC_HW_8(c, v) __crc32cd((c), (v))
+#define CRC_HW_1(c, v) __crc32cb((c), (v))
+static bool
+cpu_has_crc(void)
+{
+    return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
+}
+#endif
+
+#ifdef CRC_HW_TARGET
+CRC_HW_TARGET static uint32_t
+crc32c_hw(uint32_t crc, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    uint64_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) c = CRC_HW_8(c, load64(p));
+    while (n--) c = CRC_HW_1((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+static uint32_t (*crc_impl)(uint32_t, const void *, size_t);
+static pthread_once_t crc_pick_once = PTHREAD_ONCE_INIT;
+
+static void
+crc_pick(void)
+{
+    crc_impl = cpu_has_crc() ? crc32c_hw : store_crc32c_sw;
+}
+
+bool
+store_crc32c_hw(void)
+{
+    pthread_once(&crc_pick_once, crc_pick);
+    return crc_impl == crc32c_hw;
+}
+
+uint32_t
+store_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    pthread_once(&crc_pick_once, crc_pick);
+    return crc_impl(crc, data, n);
+}
+#else
+bool
+store_crc32c_hw(void)
+{
+    return false;
+}
+
+uint32_t
+store_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    return store_crc32c_sw(crc, data, n);
+}
+#endif
 
 /* ---- writing record fields ---- */
 static uint8_t *

@@ -246,6 +246,17 @@ START_TEST(test_rec_roundtrip_and_bounds)
     rec_buf_free(&b);
     ck_assert_uint_eq(store_crc32c(0, "123456789", 9), 0xe3069283u); /* the check value */
     ck_assert_uint_eq(store_crc32c(store_crc32c(0, "1234", 4), "56789", 5), 0xe3069283u);
+    ck_assert_uint_eq(store_crc32c_sw(0, "123456789", 9), 0xe3069283u);
+    /* the instruction and the tables agree at every length and alignment */
+    uint8_t buf[300];
+    for (size_t i = 0; i < sizeof(buf); i++) buf[i] = (uint8_t)(i * 131 + 7);
+    for (size_t at = 0; at < 8; at++)
+        for (size_t len = 0; len + at <= sizeof(buf); len += 13)
+            ck_assert_uint_eq(store_crc32c(0x1234u, buf + at, len),
+                              store_crc32c_sw(0x1234u, buf + at, len));
+#ifdef __x86_64__
+    ck_assert(store_crc32c_hw()); /* SSE4.2: every x86-64 CPU since 2008; the test runs it */
+#endif
 }
 END_TEST
 
