@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
  * record: the bytes of the journal. Little-endian record fields (rec_*), CRC32C
- * (the CPU's instruction, or slice-by-8 tables built once), the frame around each record and the scanner that
- * finds how much of a buffer is whole, checked frames. Pure: no files, no threads
- * but the tables' one-time set-up. */
+ * (the CPU's instruction, or slice-by-8 tables built once), the frame around each record and the
+ * scanner that finds how much of a buffer is whole, checked frames. Pure: no files, no threads but
+ * the tables' one-time set-up. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +64,7 @@ store_crc32c_sw(uint32_t crc, const void *data, size_t n)
  * a cycle or so, 3-4x the tables; recovery checks every byte of the journal with it. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
-#define CRC_HW_TARGET __attribute__((target("sse4.2")))
+#define CRC_HW_TARGET  __attribute__((target("sse4.2")))
 #define CRC_HW_8(c, v) _mm_crc32_u64((c), (v))
 #define CRC_HW_1(c, v) _mm_crc32_u8((c), (v))
 static bool
@@ -76,7 +76,7 @@ cpu_has_crc(void)
 #elif defined(__aarch64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_acle.h>
 #include <sys/auxv.h>
-#define CRC_HW_TARGET __attribute__((target("+crc")))
+#define CRC_HW_TARGET  __attribute__((target("+crc")))
 #define CRC_HW_8(c, v) __crc32cd((c), (v))
 #define CRC_HW_1(c, v) __crc32cb((c), (v))
 static bool
@@ -252,15 +252,35 @@ rec_get_bytes(struct rec_reader *r, const uint8_t **p, uint32_t *n)
 
 /* ---- frames ---- */
 void
-frame_put(struct rec_buf *b, uint8_t type, uint64_t seq, const void *p, size_t len)
+frame_put_unsealed(struct rec_buf *b, uint8_t type, uint64_t seq, const void *p, size_t len)
 {
     if (len > FRAME_MAX_LEN) abort(); /* store.h: callers bound their records */
     uint8_t *f = grow(b, FRAME_HDR + len);
     put_le(f, len, 4);
+    put_le(f + 4, 0, 4);
     f[8] = type;
     put_le(f + 9, seq, 8);
     if (len) memcpy(f + FRAME_HDR, p, len);
+}
+
+static void
+seal(uint8_t *f)
+{
+    uint32_t len = load32(f);
     put_le(f + 4, store_crc32c(0, f + FRAME_CRC_AT, FRAME_HDR - FRAME_CRC_AT + len), 4);
+}
+
+void
+frame_put(struct rec_buf *b, uint8_t type, uint64_t seq, const void *p, size_t len)
+{
+    frame_put_unsealed(b, type, seq, p, len);
+    seal(b->p + b->len - FRAME_HDR - len);
+}
+
+void
+frames_seal(uint8_t *p, size_t len)
+{
+    for (size_t at = 0; len - at >= FRAME_HDR; at += FRAME_HDR + load32(p + at)) seal(p + at);
 }
 
 size_t

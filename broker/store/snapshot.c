@@ -133,6 +133,7 @@ snap_item(struct store *st, struct snap_writer **sw, struct item *it)
         *sw = begin(st, it->last);
         break;
     case ITEM_SNAP_DATA:
+        frames_seal(it->buf.p, it->buf.len);
         if (*sw) add(*sw, it);
         break;
     case ITEM_SNAP_END:

@@ -179,16 +179,50 @@ hand_over_snapshot(struct store *st)
     push(st, it);
 }
 
-/* The open batch goes to the writer as it is: the buffer changes hands, no copy. */
+#define SPARE_MAX     8
+#define SPARE_MAX_CAP (1u << 20) /* a larger buffer (a burst) is not kept */
+
+void
+store_recycle(struct store *st, struct item *list)
+{
+    pthread_mutex_lock(&st->mu);
+    while (list) {
+        struct item *it = list;
+        list = it->next;
+        if (it->kind == ITEM_JOURNAL && st->nspare < SPARE_MAX && it->buf.cap <= SPARE_MAX_CAP) {
+            it->buf.len = 0;
+            it->next = st->spare;
+            st->spare = it;
+            st->nspare++;
+            continue;
+        }
+        rec_buf_free(&it->buf);
+        free(it);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* The open batch goes to the writer as it is: the buffer changes hands, no copy; the
+ * next one starts in a spare buffer the writer gave back. */
 static void
 hand_over(struct store *st)
 {
     if (st->open.len) {
-        struct item *it = item_new(ITEM_JOURNAL);
-        it->first = st->open_first;
-        it->last = st->appended;
-        it->buf = st->open;
-        st->open = (struct rec_buf){0};
+        pthread_mutex_lock(&st->mu);
+        struct item *it = st->spare;
+        if (it) {
+            st->spare = it->next;
+            st->nspare--;
+        }
+        pthread_mutex_unlock(&st->mu);
+        struct rec_buf next = {0};
+        if (it)
+            next = it->buf;
+        else
+            it = item_new(ITEM_JOURNAL);
+        *it = (struct item){
+            .kind = ITEM_JOURNAL, .first = st->open_first, .last = st->appended, .buf = st->open};
+        st->open = next;
         push(st, it);
     }
     hand_over_snapshot(st);
@@ -216,7 +250,7 @@ store_append(struct store *st, uint8_t type, const void *p, size_t len)
 {
     uint64_t seq = ++st->appended;
     if (!st->open.len) st->open_first = seq;
-    frame_put(&st->open, type, seq, p, len);
+    frame_put_unsealed(&st->open, type, seq, p, len);
     st->appended_bytes += FRAME_HDR + len;
     arm_handoff(st);
     return seq;
@@ -275,7 +309,7 @@ void
 store_snapshot_add(struct store *st, uint8_t type, const void *p, size_t len)
 {
     if (!st->snap_running || st->snap_ended) return;
-    frame_put(&st->snap_open, type, ++st->snap_records, p, len);
+    frame_put_unsealed(&st->snap_open, type, ++st->snap_records, p, len);
     st->snap_added += FRAME_HDR + len;
     if (st->snap_open.len >= SNAP_HANDOFF_BYTES)
         hand_over_snapshot(st);
@@ -481,6 +515,12 @@ store_close(struct store *st)
     if (!st) return;
     stop_writer(st);
     writer_free(st->w);
+    while (st->spare) {
+        struct item *next = st->spare->next;
+        rec_buf_free(&st->spare->buf);
+        free(st->spare);
+        st->spare = next;
+    }
     while (st->todo) {
         struct item *next = st->todo->next;
         rec_buf_free(&st->todo->buf);

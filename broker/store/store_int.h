@@ -23,6 +23,10 @@
 #define SNAP_END_SUBTYPE 2
 
 void frame_put(struct rec_buf *b, uint8_t type, uint64_t seq, const void *p, size_t len);
+/* The loop's frames leave the CRC to the writer thread (frames_seal, before writing:
+ * the loop is where time is short): a buffer of whole frames made by frame_put_unsealed */
+void frame_put_unsealed(struct rec_buf *b, uint8_t type, uint64_t seq, const void *p, size_t len);
+void frames_seal(uint8_t *p, size_t len);
 
 /* Called for every good frame of a buffer; return false to stop before it (the prefix
  * then ends where this frame starts). */
@@ -74,6 +78,8 @@ struct store {
     pthread_cond_t cv;       /* writer: work arrived or stop */
     pthread_cond_t progress; /* waiters: durable moved, snapshot done */
     struct item *todo, **todo_tail;
+    struct item *spare; /* written journal items, their buffers kept for the next batch */
+    unsigned nspare;
     bool stop;
     bool snap_done; /* a snapshot result waits for the loop */
     bool snap_done_ok;
@@ -97,6 +103,9 @@ struct store {
 };
 
 /* store.c */
+/* Items the writer is done with: a few journal buffers are kept for the loop to fill
+ * again (no growing a new one from nothing for every batch), the rest freed. */
+void store_recycle(struct store *st, struct item *list);
 void store_defer_log(struct store *st, unsigned level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void store_notify_loop(struct store *st);

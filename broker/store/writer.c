@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "lq.h"
@@ -69,6 +70,31 @@ store_write_all(int fd, const uint8_t *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* all of iov[0..n) (it is advanced over what was written) */
+static int
+writev_all(int fd, struct iovec *iov, int n)
+{
+    while (n) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -1;
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        while (n && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n) {
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
     }
     return 0;
 }
@@ -134,17 +160,24 @@ rotate(struct writer *w)
     return 0;
 }
 
+/* n journal items linked from `it`, in one writev: the loop hands over one item per
+ * iteration, a dozen or more between two of the writer's turns */
+#define RUN_MAX 64
 static int
-write_journal(struct writer *w, struct item *it, bool retry)
+write_journal(struct writer *w, struct item *it, size_t n, bool retry)
 {
     if (w->fd < 0 && open_segment(w, it->first, retry) < 0) return -1;
-    if (store_write_all(w->fd, it->buf.p, it->buf.len) < 0) return -1;
+    struct iovec iov[RUN_MAX];
+    size_t k = 0;
+    for (struct item *x = it; k < n; x = x->next) iov[k++] = (struct iovec){x->buf.p, x->buf.len};
+    if (writev_all(w->fd, iov, (int)n) < 0) return -1;
     w->seg_dirty = true;
     store_crash_point("after-write");
-    if (!retry) {
-        w->jb_cur += it->buf.len;
-        w->jr_cur += it->last - it->first + 1;
-    }
+    if (!retry)
+        for (struct item *x = it; n--; x = x->next) {
+            w->jb_cur += x->buf.len;
+            w->jr_cur += x->last - x->first + 1;
+        }
     return 0;
 }
 
@@ -186,7 +219,7 @@ static void
 publish_unsynced(struct writer *w)
 {
     for (struct item *it = w->unsynced; it; it = it->next) count_durable(w, it);
-    free_items(w->unsynced);
+    store_recycle(w->st, w->unsynced);
     w->unsynced = NULL;
     w->unsynced_tail = &w->unsynced;
     update_stats(w, 1);
@@ -201,16 +234,15 @@ keep(struct writer *w, struct item *it)
     w->unsynced_tail = &it->next;
 }
 
-/* The item keep() just added, written: released. */
+/* Process mode: written is all it promises, so what was written needs no copy for a
+ * retry (keeping a second of journal in memory cost more CPU in page faults than the
+ * writes themselves); only what failed stays. Releases the items kept from *at on. */
 static void
-forget_last(struct writer *w)
+forget(struct writer *w, struct item **at)
 {
-    struct item **pp = &w->unsynced;
-    while (*pp && (*pp)->next) pp = &(*pp)->next;
-    if (!*pp) return;
-    free_items(*pp);
-    *pp = NULL;
-    w->unsynced_tail = pp;
+    store_recycle(w->st, *at);
+    *at = NULL;
+    w->unsynced_tail = at;
 }
 
 /* ---- failure and retry ---- */
@@ -242,7 +274,7 @@ retry(struct writer *w)
 {
     if (!w->failing || mono_ms() < w->retry_at_ms) return;
     for (struct item *it = w->unsynced; it; it = it->next) {
-        int rc = it->kind == ITEM_ROTATE ? rotate(w) : write_journal(w, it, true);
+        int rc = it->kind == ITEM_ROTATE ? rotate(w) : write_journal(w, it, 1, true);
         if (rc < 0) {
             fail(w, it->kind == ITEM_ROTATE ? "fdatasync of" : "write to");
             return;
@@ -268,13 +300,10 @@ process(struct writer *w, struct item *items, bool power)
     uint64_t was = w->counted;
     for (struct item *it = items, *next; it; it = next) {
         next = it->next;
-        if (it->kind != ITEM_JOURNAL && it->kind != ITEM_ROTATE) {
-            snap_item(w->st, &w->snap, it);
-            continue;
-        }
-        keep(w, it);
-        if (w->failing) continue;
         if (it->kind == ITEM_ROTATE) {
+            struct item **at = w->unsynced_tail;
+            keep(w, it);
+            if (w->failing) continue;
             if (rotate(w) < 0) {
                 fail(w, "fdatasync of");
                 continue;
@@ -282,15 +311,30 @@ process(struct writer *w, struct item *items, bool power)
             w->jb_prev += w->jb_cur;
             w->jr_prev += w->jr_cur;
             w->jb_cur = w->jr_cur = 0;
-        } else if (write_journal(w, it, false) < 0) {
-            fail(w, "write to");
-        } else if (!power) {
-            count_durable(w, it);
+            if (!power) forget(w, at);
+            continue;
         }
-        /* process mode: written is all it promises, so what was written needs no copy
-         * for a retry (keeping a second of journal in memory cost more CPU in page
-         * faults than the writes themselves); only what failed stays */
-        if (!power && !w->failing) forget_last(w);
+        if (it->kind != ITEM_JOURNAL) {
+            snap_item(w->st, &w->snap, it);
+            continue;
+        }
+        /* a run of journal items, kept in order (keep() relinks them) */
+        struct item **run = w->unsynced_tail;
+        size_t n = 0;
+        for (; it && it->kind == ITEM_JOURNAL && n < RUN_MAX; it = next, n++) {
+            next = it->next;
+            frames_seal(it->buf.p, it->buf.len);
+            keep(w, it);
+        }
+        next = it;
+        if (w->failing) continue;
+        if (write_journal(w, *run, n, false) < 0) {
+            fail(w, "write to");
+            continue;
+        }
+        if (power) continue;
+        for (struct item *x = *run; x; x = x->next) count_durable(w, x);
+        forget(w, run);
     }
     if (w->counted != was) {
         update_stats(w, 1);
@@ -336,13 +380,16 @@ writer_main(void *arg)
         st->todo_tail = &st->todo;
         bool stopping = st->stop;
         pthread_mutex_unlock(&st->mu);
+        uint64_t took_at = mono_us();
         process(w, items, power);
         retry(w);
         /* process mode has no fdatasync to pace it: without a pause the writer and the
          * loop would hand each other one loop iteration's records at a time, a write()
-         * and two wake-ups each; a short one lets a batch build up, as a sync does */
-        if (!power && items && !stopping) {
-            struct timespec pause = {0, PROCESS_PACE_US * 1000};
+         * and two wake-ups each; a short one lets a batch build up, as a sync does.
+         * It counts from the hand-over taken: the write is part of the pace. */
+        uint64_t spent = mono_us() - took_at;
+        if (!power && items && !stopping && spent < PROCESS_PACE_US) {
+            struct timespec pause = {0, (long)(PROCESS_PACE_US - spent) * 1000};
             nanosleep(&pause, NULL);
         }
         bool due = power || stopping || mono_ms() >= w->last_sync_ms + SECOND_MS;
