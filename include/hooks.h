@@ -8,6 +8,11 @@
  * take effect within a second (inotify) and on hooks_rescan (SIGHUP); a file that
  * does not load leaves the previous version of its hook running.
  *
+ * A hook may also decide who connects (on_connect) and what they may subscribe to
+ * (on_subscribe): those are asked in file-name order too, bound to no topic, and the
+ * first hook with a definite answer decides. They fail closed: a hook that fails
+ * refuses.
+ *
  * The module knows nothing of sessions or routing: what a hook publishes with
  * broker.publish goes to the host's publish callback. So the admin CLI can run a
  * hook file offline with a host of its own.
@@ -40,13 +45,14 @@ struct hook_host {
     void *ud;
 };
 
-/* Who published the message a hook sees (its read-only `client` table). */
+/* Who published the message a hook sees, or subscribes (its read-only `client` table). */
 struct hook_client {
     const char *id;
     const char *username; /* NULL: none */
     const char *address;
     uint8_t version;                 /* 3, 4 or 5 */
     const struct tls_identity *cert; /* NULL: none */
+    const char *listener;            /* "host:port" as configured; NULL: field absent */
 };
 
 /* Loads every hook of c->dir (an absent directory means no hooks, logged) and
@@ -74,30 +80,87 @@ bool hooks_run(struct hooks *hs, struct msg *m, const struct hook_client *cl,
                const struct hook *skip, struct hook_verdict *v);
 void hook_verdict_clear(struct hook_verdict *v);
 
+/* ---- authorisation: on_connect, on_subscribe ---- */
+
+enum hook_auth {
+    HOOK_AUTH_NONE,  /* no hook has an opinion: the password/ACL files decide */
+    HOOK_AUTH_ALLOW, /* a hook allowed it: skip the password/ACL files, allow_anonymous */
+    HOOK_AUTH_DENY,  /* a hook refused it, or failed (fail closed) */
+};
+
+/* Self-contained: nothing in it points into a hook, which a reload may unload. */
+struct hook_auth_result {
+    enum hook_auth verdict;
+    uint8_t code;   /* DENY: the reason code (a CONNACK or SUBACK failure code, MQTT 5
+                     * numbering; the caller maps it for 3.1.1); else 0 */
+    uint8_t qos;    /* on_subscribe: the QoS to grant (ALLOW), else the QoS asked */
+    bool failed;    /* DENY because the hook failed (logged already), not its answer */
+    char hook[256]; /* file name of the hook that decided; "" for NONE */
+};
+
+/* The client of a CONNECT, as the packet gave it: id, username and password need
+ * not be NUL-terminated; the password may hold any bytes. */
+struct hook_connect {
+    const char *id; /* the client id the session will have (assigned when empty) */
+    size_t id_len;
+    const char *username;
+    size_t username_len;
+    bool has_username;
+    const void *password;
+    size_t password_len;
+    bool has_password;
+    const char *address;             /* peer "ip:port" */
+    uint8_t version;                 /* 3, 4 or 5 */
+    const struct tls_identity *cert; /* NULL: none */
+    const char *listener;            /* "host:port" as configured; NULL: field absent */
+};
+
+/* Does a loaded hook define on_connect / on_subscribe? One load: the caller skips
+ * the calls below when not. False for hs NULL. */
+bool hooks_have_on_connect(const struct hooks *hs);
+bool hooks_have_on_subscribe(const struct hooks *hs);
+/* Ask the hooks defining on_connect, in file-name order, until one answers true
+ * (ALLOW) or false (DENY); nil from all is NONE. A hook that fails (runtime error,
+ * budget, memory cap, a return value that is none of these) refuses with 0x87. A
+ * refusal code that is not a CONNACK failure code becomes 0x87. hs NULL: NONE. */
+void hooks_on_connect(struct hooks *hs, const struct hook_connect *ci, struct hook_auth_result *r);
+/* The same with on_subscribe for one topic filter of a SUBSCRIBE (as the client sent
+ * it, $share/ prefix included, already validated) asked with qos. A hook may also
+ * answer a QoS: ALLOW with r->qos = min(answer, qos). Failure codes: SUBACK's. */
+void hooks_on_subscribe(struct hooks *hs, const struct hook_client *cl, const char *filter,
+                        size_t len, uint8_t qos, struct hook_auth_result *r);
+
 /* ---- observability (admin CLI, $SYS) ---- */
 struct hook_stats {
-    uint64_t calls;           /* on_publish calls */
-    uint64_t passed;          /* returned the message unchanged */
-    uint64_t rewritten;       /* returned one changed message */
-    uint64_t dropped;         /* returned nil/false (or refused) */
-    uint64_t fanned_out;      /* messages produced by returning a list */
-    uint64_t published;       /* broker.publish calls */
-    uint64_t errors;          /* runtime errors (load errors not included) */
-    uint64_t budget_overruns; /* instruction budget exceeded */
-    uint64_t memory_overruns; /* memory cap exceeded */
-    uint64_t timer_calls;     /* on_timer calls */
-    uint64_t total_us;        /* time spent in the hook (on_publish: from 1 call in 16) */
-    uint64_t max_us;          /* longest single call (of those timed) */
+    uint64_t calls;             /* on_publish calls */
+    uint64_t passed;            /* returned the message unchanged */
+    uint64_t rewritten;         /* returned one changed message */
+    uint64_t dropped;           /* returned nil/false (or refused) */
+    uint64_t fanned_out;        /* messages produced by returning a list */
+    uint64_t published;         /* broker.publish calls */
+    uint64_t errors;            /* runtime errors (load errors not included) */
+    uint64_t budget_overruns;   /* instruction budget exceeded */
+    uint64_t memory_overruns;   /* memory cap exceeded */
+    uint64_t timer_calls;       /* on_timer calls */
+    uint64_t connect_calls;     /* on_connect calls */
+    uint64_t connect_allowed;   /* on_connect answered true */
+    uint64_t connect_refused;   /* on_connect answered false, or failed (fail closed) */
+    uint64_t subscribe_calls;   /* on_subscribe calls (one per topic filter) */
+    uint64_t subscribe_allowed; /* on_subscribe answered true or a QoS */
+    uint64_t subscribe_refused; /* on_subscribe answered false, or failed */
+    uint64_t total_us;          /* time spent in the hook (on_publish: from 1 call in 16) */
+    uint64_t max_us;            /* longest single call (of those timed) */
 };
 
 struct hook_info {
-    const char *name;  /* file name */
-    const char *error; /* the last load error, or NULL */
-    bool loaded;       /* a version of it is running */
-    const char *const *topics;
+    const char *name;          /* file name */
+    const char *error;         /* the last load error, or NULL */
+    bool loaded;               /* a version of it is running */
+    const char *const *topics; /* may be none without on_publish */
     size_t ntopics;
-    double interval; /* seconds, 0: no timer */
-    size_t memory;   /* bytes its Lua state holds */
+    bool on_connect, on_subscribe; /* it defines them */
+    double interval;               /* seconds, 0: no timer */
+    size_t memory;                 /* bytes its Lua state holds */
     struct hook_stats stats;
 };
 size_t hooks_count(const struct hooks *hs);

@@ -23,6 +23,7 @@ struct hook {
     char *name; /* "10-filter.lua" */
     lua_State *L;
     int ref_on_publish, ref_on_timer, ref_on_load, ref_on_unload; /* LUA_NOREF: absent */
+    int ref_on_connect, ref_on_subscribe;
     char **topics;
     size_t ntopics;
     double interval;
@@ -81,7 +82,8 @@ struct hooks {
     struct topic_tree *index; /* filter -> struct hook */
     int inotify_fd;
     struct event *inotify_ev, *rescan_ev;
-    unsigned depth; /* nesting of hooks_run through broker.publish */
+    unsigned depth;                        /* nesting of hooks_run through broker.publish */
+    unsigned n_on_connect, n_on_subscribe; /* loaded hooks defining them */
     struct lq_log_limit depth_log;
 };
 
@@ -141,6 +143,10 @@ struct msg *message_from_table(lua_State *L, int idx, const struct msg *def, cha
 struct msg *message_from_result(lua_State *L, int idx, const struct msg *def, char *err,
                                 size_t errlen);
 bool message_equal(const struct msg *a, const struct msg *b);
+/* Push the `client` table of c (on_connect's, with the password) or of cl (the one
+ * messages and on_subscribe get). Allocates: only inside a protected call. */
+void message_push_connect(lua_State *L, const struct hook_connect *c);
+void message_push_client(lua_State *L, const struct hook_client *cl);
 
 /* hooks.c: for broker.publish */
 void hooks_publish_from(struct hook *h, struct msg *m);

@@ -38,10 +38,13 @@ index_rebuild(struct hooks *hs)
     hs->index = topic_tree_new();
     unsigned order = 0;
     struct sub_opts o = {0};
+    hs->n_on_connect = hs->n_on_subscribe = 0;
     for (size_t i = 0; i < hs->nslots; i++) {
         struct hook *h = hs->slots[i]->hook;
         if (!h) continue;
         h->order = order++;
+        hs->n_on_connect += h->ref_on_connect != LUA_NOREF;
+        hs->n_on_subscribe += h->ref_on_subscribe != LUA_NOREF;
         if (h->ref_on_publish == LUA_NOREF) continue;
         for (size_t k = 0; k < h->ntopics; k++)
             topic_tree_add(hs->index, h->topics[k], strlen(h->topics[k]), NULL, 0, h, &o);
@@ -382,8 +385,10 @@ load_slot(struct hooks *hs, struct hook_slot *s, const char *path)
     if (s->hook) stop(s->hook);
     s->hook = h;
     start(hs, h);
-    lq_log(LQ_LOG_NOTICE, "hook %s: loaded (%zu topic filter%s%s)", s->name, h->ntopics,
-           h->ntopics == 1 ? "" : "s", h->interval > 0 ? ", timer" : "");
+    lq_log(LQ_LOG_NOTICE, "hook %s: loaded (%zu topic filter%s%s%s%s)", s->name, h->ntopics,
+           h->ntopics == 1 ? "" : "s", h->interval > 0 ? ", timer" : "",
+           h->ref_on_connect != LUA_NOREF ? ", on_connect" : "",
+           h->ref_on_subscribe != LUA_NOREF ? ", on_subscribe" : "");
 }
 
 static bool
@@ -562,6 +567,8 @@ hooks_info(const struct hooks *hs, size_t i, struct hook_info *out)
         out->topics = (const char *const *)s->hook->topics;
         out->ntopics = s->hook->ntopics;
         out->interval = s->hook->interval;
+        out->on_connect = s->hook->ref_on_connect != LUA_NOREF;
+        out->on_subscribe = s->hook->ref_on_subscribe != LUA_NOREF;
         out->memory = s->hook->mem;
     }
     return true;

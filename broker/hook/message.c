@@ -73,16 +73,24 @@ push_properties(lua_State *L, const struct msg *m)
 }
 
 static void
-push_client(lua_State *L, const struct hook_client *cl)
+set_lstr(lua_State *L, const char *k, const void *v, size_t len)
 {
-    lua_createtable(L, 0, 5);
-    if (!cl) return;
-    set_str(L, "id", cl->id);
-    set_str(L, "username", cl->username);
-    set_str(L, "address", cl->address);
-    set_str(L, "protocol", cl->version == 5 ? "5.0" : cl->version == 4 ? "3.1.1" : "3.1");
-    if (cl->cert) {
-        const struct tls_identity *id = cl->cert;
+    lua_pushlstring(L, (const char *)v, len);
+    lua_setfield(L, -2, k);
+}
+
+void
+message_push_connect(lua_State *L, const struct hook_connect *c)
+{
+    lua_createtable(L, 0, 8);
+    if (c->id) set_lstr(L, "id", c->id, c->id_len);
+    if (c->has_username) set_lstr(L, "username", c->username ? c->username : "", c->username_len);
+    if (c->has_password) set_lstr(L, "password", c->password ? c->password : "", c->password_len);
+    set_str(L, "address", c->address);
+    set_str(L, "protocol", c->version == 5 ? "5.0" : c->version == 4 ? "3.1.1" : "3.1");
+    set_str(L, "listener", c->listener);
+    if (c->cert) {
+        const struct tls_identity *id = c->cert;
         lua_createtable(L, 0, 4);
         set_str(L, "cn", id->cn);
         set_str(L, "subject", id->subject);
@@ -95,6 +103,26 @@ push_client(lua_State *L, const struct hook_client *cl)
         lua_setfield(L, -2, "san");
         lua_setfield(L, -2, "cert");
     }
+}
+
+/* The same fields, less the password: one way of making them, one representation. */
+void
+message_push_client(lua_State *L, const struct hook_client *cl)
+{
+    if (!cl) {
+        lua_createtable(L, 0, 0); /* broker.publish of another hook: no client */
+        return;
+    }
+    struct hook_connect c = {.id = cl->id,
+                             .id_len = cl->id ? strlen(cl->id) : 0,
+                             .username = cl->username,
+                             .username_len = cl->username ? strlen(cl->username) : 0,
+                             .has_username = cl->username != NULL,
+                             .address = cl->address,
+                             .version = cl->version,
+                             .cert = cl->cert,
+                             .listener = cl->listener};
+    message_push_connect(L, &c);
 }
 
 /* The table a hook gets is empty: each field is made on its first read during the
@@ -131,7 +159,7 @@ push_field(struct hook *h, enum field f)
     case F_QOS: lua_pushinteger(L, m->qos); break;
     case F_RETAIN: lua_pushboolean(L, m->retain); break;
     case F_PROPERTIES: push_properties(L, m); break;
-    case F_CLIENT: push_client(L, h->client); break;
+    case F_CLIENT: message_push_client(L, h->client); break;
     case F_NONE: lua_pushnil(L); break;
     }
 }

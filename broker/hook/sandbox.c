@@ -379,17 +379,16 @@ ref_function(lua_State *L, int t, const char *field, char *err, size_t errlen, b
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* What the file returned (on top of the stack): topics, functions, interval. */
+/* The topic filters of on_publish: required with it, optional (unused) without. */
 static bool
-read_spec(struct hook *h, char *err, size_t errlen)
+read_topics(struct hook *h, int t, char *err, size_t errlen)
 {
     lua_State *L = h->L;
-    int t = lua_gettop(L);
-    if (!lua_istable(L, t)) {
-        snprintf(err, errlen, "the file must return a table, not %s", luaL_typename(L, t));
-        return false;
-    }
     lua_getfield(L, t, "topics");
+    if (lua_isnil(L, -1) && h->ref_on_publish == LUA_NOREF) {
+        lua_pop(L, 1);
+        return true;
+    }
     if (!lua_istable(L, -1) || luaL_len(L, -1) == 0) {
         snprintf(err, errlen, "'topics' must be a non-empty list of topic filters");
         return false;
@@ -409,12 +408,27 @@ read_spec(struct hook *h, char *err, size_t errlen)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    return true;
+}
+
+/* What the file returned (on top of the stack): functions, topics, interval. */
+static bool
+read_spec(struct hook *h, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int t = lua_gettop(L);
+    if (!lua_istable(L, t)) {
+        snprintf(err, errlen, "the file must return a table, not %s", luaL_typename(L, t));
+        return false;
+    }
     bool bad = false;
     h->ref_on_publish = ref_function(L, t, "on_publish", err, errlen, &bad);
     h->ref_on_timer = ref_function(L, t, "on_timer", err, errlen, &bad);
     h->ref_on_load = ref_function(L, t, "on_load", err, errlen, &bad);
     h->ref_on_unload = ref_function(L, t, "on_unload", err, errlen, &bad);
-    if (bad) return false;
+    h->ref_on_connect = ref_function(L, t, "on_connect", err, errlen, &bad);
+    h->ref_on_subscribe = ref_function(L, t, "on_subscribe", err, errlen, &bad);
+    if (bad || !read_topics(h, t, err, errlen)) return false;
     lua_getfield(L, t, "interval");
     if (!lua_isnil(L, -1)) {
         if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0.01 || lua_tonumber(L, -1) > 86400) {
@@ -428,8 +442,11 @@ read_spec(struct hook *h, char *err, size_t errlen)
         snprintf(err, errlen, "'interval' and 'on_timer' go together");
         return false;
     }
-    if (h->ref_on_publish == LUA_NOREF && h->ref_on_timer == LUA_NOREF) {
-        snprintf(err, errlen, "neither 'on_publish' nor 'on_timer' is given");
+    if (h->ref_on_publish == LUA_NOREF && h->ref_on_timer == LUA_NOREF &&
+        h->ref_on_connect == LUA_NOREF && h->ref_on_subscribe == LUA_NOREF) {
+        snprintf(err, errlen,
+                 "none of 'on_publish', 'on_timer', 'on_connect' or "
+                 "'on_subscribe' is given");
         return false;
     }
     return true;
@@ -460,6 +477,7 @@ sandbox_load(struct hooks *hs, const char *name, const char *path, char *err, si
     h->hs = hs;
     h->name = lq_xstrdup(name);
     h->ref_on_publish = h->ref_on_timer = h->ref_on_load = h->ref_on_unload = LUA_NOREF;
+    h->ref_on_connect = h->ref_on_subscribe = LUA_NOREF;
     h->mem_limit = hs->conf.memory_limit;
     h->step_limit = hs->conf.instruction_limit;
     h->L = lua_newstate(limited_alloc, h);

@@ -16,6 +16,7 @@
 #include "lq.h"
 #include "msg.h"
 #include "suites.h"
+#include "tls.h"
 
 static char dir[64];
 static struct msg *published[16];
@@ -514,6 +515,534 @@ START_TEST(test_chain_and_failed_reload)
 }
 END_TEST
 
+/* ---- on_connect, on_subscribe ---- */
+
+static struct hook_auth_result
+connect_as(struct hooks *hs, const char *user, const struct tls_identity *cert)
+{
+    struct hook_connect ci = {.id = "c1",
+                              .id_len = 2,
+                              .address = "127.0.0.1:5000",
+                              .version = 5,
+                              .cert = cert,
+                              .listener = "127.0.0.1:1883"};
+    if (user) {
+        ci.username = user;
+        ci.username_len = strlen(user);
+        ci.has_username = true;
+    }
+    struct hook_auth_result r;
+    memset(&r, 0xa5, sizeof(r)); /* every field must be set */
+    hooks_on_connect(hs, &ci, &r);
+    return r;
+}
+
+static struct hook_auth_result
+subscribe_as(struct hooks *hs, const char *user, const struct tls_identity *cert,
+             const char *filter, uint8_t qos)
+{
+    struct hook_client cl = {.id = "c1",
+                             .username = user,
+                             .address = "127.0.0.1:5000",
+                             .version = 5,
+                             .cert = cert,
+                             .listener = "L"};
+    struct hook_auth_result r;
+    memset(&r, 0xa5, sizeof(r));
+    hooks_on_subscribe(hs, &cl, filter, strlen(filter), qos, &r);
+    return r;
+}
+
+#define ck_assert_payload(m, want)                                       \
+    ck_assert_msg((m)->payload_len == strlen(want) &&                    \
+                      memcmp((m)->payload, want, (m)->payload_len) == 0, \
+                  "payload %.*s, not %s", (int)(m)->payload_len, (m)->payload, want)
+
+#define ck_assert_auth(r, want_verdict, want_code, want_hook) \
+    do {                                                      \
+        struct hook_auth_result r_ = (r);                     \
+        ck_assert_int_eq(r_.verdict, want_verdict);           \
+        ck_assert_uint_eq(r_.code, want_code);                \
+        ck_assert_str_eq(r_.hook, want_hook);                 \
+    } while (0)
+
+START_TEST(test_on_connect_answers)
+{
+    setup();
+    write_hook("10-connect.lua",
+               "local answers = {\n"
+               "  allow = function() return true end,\n"
+               "  deny = function() return false end,\n"
+               "  banned = function() return false, 0x8A end,\n"
+               "  float = function() return false, 138.0 end,\n"
+               "  notfailure = function() return false, 0x10 end,\n"
+               "  suback = function() return false, 0x8F end,\n"
+               "  huge = function() return false, 1 << 40 end,\n"
+               "  word = function() return false, 'no' end,\n"
+               "  none = function() return nil end,\n"
+               "  nothing = function() end,\n"
+               "  number = function() return 1 end,\n"
+               "  text = function() return 'yes' end,\n"
+               "}\n"
+               "return {on_connect = function(c) return answers[c.username]() end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    ck_assert(hooks_have_on_connect(hs));
+    ck_assert(!hooks_have_on_subscribe(hs));
+    const char *h = "10-connect.lua";
+    ck_assert_auth(connect_as(hs, "allow", NULL), HOOK_AUTH_ALLOW, 0, h);
+    struct hook_auth_result r = connect_as(hs, "deny", NULL);
+    ck_assert_auth(r, HOOK_AUTH_DENY, 0x87, h);
+    ck_assert(!r.failed);
+    ck_assert_auth(connect_as(hs, "banned", NULL), HOOK_AUTH_DENY, 0x8A, h);
+    ck_assert_auth(connect_as(hs, "float", NULL), HOOK_AUTH_DENY, 0x8A, h);
+    ck_assert_auth(connect_as(hs, "notfailure", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "suback", NULL), HOOK_AUTH_DENY, 0x87, h); /* no CONNACK code */
+    ck_assert_auth(connect_as(hs, "huge", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "word", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "none", NULL), HOOK_AUTH_NONE, 0, "");
+    ck_assert_auth(connect_as(hs, "nothing", NULL), HOOK_AUTH_NONE, 0, "");
+    r = connect_as(hs, "number", NULL); /* meaningless */
+    ck_assert_auth(r, HOOK_AUTH_DENY, 0x87, h);
+    ck_assert(r.failed);
+    ck_assert_auth(connect_as(hs, "text", NULL), HOOK_AUTH_DENY, 0x87, h);
+    struct hook_stats s = stats_of(hs, h);
+    ck_assert_uint_eq(s.connect_calls, 12);
+    ck_assert_uint_eq(s.connect_allowed, 1);
+    ck_assert_uint_eq(s.connect_refused, 9);
+    ck_assert_uint_eq(s.errors, 2); /* number, text */
+    ck_assert_uint_eq(s.calls, 0);  /* on_publish's */
+    /* no on_subscribe: no opinion, nothing called */
+    r = subscribe_as(hs, "allow", NULL, "a/b", 2);
+    ck_assert_auth(r, HOOK_AUTH_NONE, 0, "");
+    ck_assert_uint_eq(r.qos, 2);
+    ck_assert_uint_eq(stats_of(hs, h).subscribe_calls, 0);
+    teardown(hs);
+}
+END_TEST
+
+/* The client table of on_connect: lengths, not NUL terminators; the password is any
+ * bytes; absent fields are nil; the same protocol and cert representation as
+ * msg.client. The hook reports what it saw through broker.publish. */
+START_TEST(test_on_connect_client_table)
+{
+    setup();
+    write_hook("10-show.lua",
+               "local function show(v)\n"
+               "  if v == nil then return 'nil' end\n"
+               "  return (v:gsub('[^ -~]', function(c) return '\\\\' .. c:byte() end))\n"
+               "end\n"
+               "return {on_connect = function(c)\n"
+               "  local cert = 'nil'\n"
+               "  if c.cert then cert = c.cert.cn .. ' ' .. c.cert.subject .. ' ' .. #c.cert.san\n"
+               "    .. ' ' .. c.cert.san[1] .. ' ' .. c.cert.fingerprint end\n"
+               "  broker.publish('seen', table.concat({show(c.id), show(c.username),\n"
+               "    show(c.password), #(c.password or ''), show(c.address), c.protocol,\n"
+               "    show(c.listener), cert}, '|'))\n"
+               "end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    static const char password[] = {'a', '\0', 'b', '\xff'};
+    struct hook_connect ci = {.id = "c1xyz",
+                              .id_len = 2,
+                              .username = "userXYZ",
+                              .username_len = 4,
+                              .has_username = true,
+                              .password = password,
+                              .password_len = sizeof(password),
+                              .has_password = true,
+                              .address = "127.0.0.1:5000",
+                              .version = 5,
+                              .listener = "127.0.0.1:1883"};
+    struct hook_auth_result r;
+    hooks_on_connect(hs, &ci, &r);
+    ck_assert_int_eq(r.verdict, HOOK_AUTH_NONE);
+    char cn[] = "dev1", subject[] = "CN=dev1", san0[] = "DNS:dev1";
+    char *san[] = {san0};
+    struct tls_identity id = {.cn = cn, .subject = subject, .san = san, .nsan = 1};
+    strcpy(id.fingerprint, "AB:CD");
+    struct hook_connect anon = {
+        .id = "c2", .id_len = 2, .address = "[::1]:7", .version = 4, .cert = &id};
+    hooks_on_connect(hs, &anon, &r);
+    struct hook_connect empty_pw = {.id = "c3",
+                                    .id_len = 2,
+                                    .password = "",
+                                    .has_password = true,
+                                    .address = "a",
+                                    .version = 3,
+                                    .listener = "0.0.0.0:8883"};
+    hooks_on_connect(hs, &empty_pw, &r);
+    ck_assert_int_eq(npublished, 3);
+    ck_assert_payload(published[0], "c1|user|a\\0b\\255|4|127.0.0.1:5000|5.0|127.0.0.1:1883|nil");
+    ck_assert_payload(published[1], "c2|nil|nil|0|[::1]:7|3.1.1|nil|dev1 CN=dev1 1 DNS:dev1 AB:CD");
+    ck_assert_payload(published[2], "c3|nil||0|a|3.1|0.0.0.0:8883|nil");
+    teardown(hs);
+}
+END_TEST
+
+START_TEST(test_on_subscribe_answers)
+{
+    setup();
+    write_hook("10-sub.lua",
+               "return {on_subscribe = function(c, filter, qos)\n"
+               "  if filter == 'args/+/#' then\n"
+               "    return c.id == 'c1' and c.username == 'u' and c.password == nil and\n"
+               "      c.protocol == '5.0' and c.listener == 'L' and c.cert.cn == 'dev1' and\n"
+               "      math.type(qos) == 'integer' and qos == 1\n"
+               "  end\n"
+               "  local a = filter:match('^a/(.*)$')\n"
+               "  if a == 'true' then return true\n"
+               "  elseif a == 'false' then return false\n"
+               "  elseif a == 'quota' then return false, 0x97\n"
+               "  elseif a == 'connackonly' then return false, 0x86\n"
+               "  elseif a == 'nil' then return nil\n"
+               "  elseif a == 'q0' then return 0\n"
+               "  elseif a == 'q2' then return 2\n"
+               "  elseif a == 'q1float' then return 1.0\n"
+               "  elseif a == 'q3' then return 3\n"
+               "  elseif a == 'qneg' then return -1\n"
+               "  elseif a == 'qhalf' then return 1.5\n"
+               "  elseif a == 'table' then return {}\n"
+               "  end\n"
+               "end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    ck_assert(hooks_have_on_subscribe(hs));
+    ck_assert(!hooks_have_on_connect(hs));
+    const char *h = "10-sub.lua";
+    char cn[] = "dev1";
+    struct tls_identity id = {.cn = cn};
+    struct hook_auth_result r = subscribe_as(hs, "u", &id, "args/+/#", 1);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, h);
+    ck_assert_uint_eq(r.qos, 1);
+    r = subscribe_as(hs, "u", NULL, "a/true", 2);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, h);
+    ck_assert_uint_eq(r.qos, 2); /* as asked */
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/false", 1), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/quota", 1), HOOK_AUTH_DENY, 0x97, h);
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/connackonly", 1), HOOK_AUTH_DENY, 0x87, h);
+    r = subscribe_as(hs, "u", NULL, "a/nil", 1);
+    ck_assert_auth(r, HOOK_AUTH_NONE, 0, "");
+    ck_assert_uint_eq(r.qos, 1);
+    r = subscribe_as(hs, "u", NULL, "a/q0", 2);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, h);
+    ck_assert_uint_eq(r.qos, 0);
+    r = subscribe_as(hs, "u", NULL, "a/q2", 1); /* more than asked: as asked */
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, h);
+    ck_assert_uint_eq(r.qos, 1);
+    r = subscribe_as(hs, "u", NULL, "a/q2", 2);
+    ck_assert_uint_eq(r.qos, 2);
+    r = subscribe_as(hs, "u", NULL, "a/q1float", 2);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, h);
+    ck_assert_uint_eq(r.qos, 1);
+    /* not an answer: fail closed */
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/q3", 2), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/qneg", 2), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/qhalf", 2), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(subscribe_as(hs, "u", NULL, "a/table", 2), HOOK_AUTH_DENY, 0x87, h);
+    struct hook_stats s = stats_of(hs, h);
+    ck_assert_uint_eq(s.subscribe_calls, 14);
+    ck_assert_uint_eq(s.subscribe_allowed, 6);
+    ck_assert_uint_eq(s.subscribe_refused, 7);
+    ck_assert_uint_eq(s.errors, 4);
+    ck_assert_uint_eq(s.connect_calls, 0);
+    teardown(hs);
+}
+END_TEST
+
+/* Every hook defining the function, in file-name order; the first definite answer
+ * wins and the hooks after it are not called. */
+START_TEST(test_auth_chain_first_answer_wins)
+{
+    setup();
+    write_hook("30-c.lua", "return {on_connect = function(c) return false, 0x8A end,\n"
+                           "  on_subscribe = function() return true end}\n");
+    write_hook("10-a.lua",
+               "return {on_connect = function(c) if c.username == 'a' then return false end end,\n"
+               "  on_subscribe = function(c, f) if f == 'x' then return 0 end end}\n");
+    write_hook("20-b.lua",
+               "return {on_connect = function(c) if c.username == 'b' then return true end end}\n");
+    write_hook("15-pub.lua", "return {topics = {'#'}, on_publish = function(m) return m end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    ck_assert_uint_eq(hooks_count(hs), 4);
+    ck_assert_auth(connect_as(hs, "a", NULL), HOOK_AUTH_DENY, 0x87, "10-a.lua");
+    ck_assert_auth(connect_as(hs, "b", NULL), HOOK_AUTH_ALLOW, 0, "20-b.lua");
+    ck_assert_auth(connect_as(hs, "z", NULL), HOOK_AUTH_DENY, 0x8A, "30-c.lua");
+    ck_assert_auth(connect_as(hs, NULL, NULL), HOOK_AUTH_DENY, 0x8A, "30-c.lua");
+    ck_assert_uint_eq(stats_of(hs, "10-a.lua").connect_calls, 4);
+    ck_assert_uint_eq(stats_of(hs, "20-b.lua").connect_calls, 3);
+    ck_assert_uint_eq(stats_of(hs, "30-c.lua").connect_calls, 2);
+    ck_assert_uint_eq(stats_of(hs, "15-pub.lua").connect_calls, 0);
+    struct hook_auth_result r = subscribe_as(hs, "a", NULL, "x", 2);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, "10-a.lua");
+    ck_assert_uint_eq(r.qos, 0);
+    r = subscribe_as(hs, "a", NULL, "y", 2);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, "30-c.lua");
+    ck_assert_uint_eq(r.qos, 2);
+    ck_assert_uint_eq(stats_of(hs, "10-a.lua").subscribe_calls, 2);
+    ck_assert_uint_eq(stats_of(hs, "20-b.lua").subscribe_calls, 0);
+    ck_assert_uint_eq(stats_of(hs, "30-c.lua").subscribe_calls, 1);
+    teardown(hs);
+}
+END_TEST
+
+/* A runtime error, a budget or memory overrun refuses (0x87), is counted, and stops
+ * the chain: the hooks after it, which would allow, are not asked. */
+START_TEST(test_auth_fails_closed)
+{
+    setup();
+    write_hook("10-fail.lua",
+               "local x = '0123456789abcdef' x = x .. x .. x .. x\n"
+               "return {on_connect = function(c)\n"
+               "  if c.username == 'err' then error('boom') end\n"
+               "  if c.username == 'loop' then pcall(function() while true do end end) end\n"
+               "  if c.username == 'hog' then pcall(function() local t = {}\n"
+               "    for i = 1, 1e9 do t[i] = x .. i end end) end\n"
+               "  if c.username ~= 'ok' then return true end\n"
+               "end,\n"
+               "on_subscribe = function() error('sub boom') end}\n");
+    write_hook("20-allow.lua", "return {on_connect = function() return true end,\n"
+                               "  on_subscribe = function() return true end}\n");
+    struct hooks *hs = start(100000, 1 << 20, false);
+    const char *h = "10-fail.lua";
+    struct hook_auth_result r = connect_as(hs, "err", NULL);
+    ck_assert_auth(r, HOOK_AUTH_DENY, 0x87, h);
+    ck_assert(r.failed);
+    ck_assert_auth(connect_as(hs, "loop", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "hog", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "ok", NULL), HOOK_AUTH_ALLOW, 0, "20-allow.lua");
+    ck_assert_auth(subscribe_as(hs, "ok", NULL, "t", 1), HOOK_AUTH_DENY, 0x87, h);
+    struct hook_stats s = stats_of(hs, h);
+    ck_assert_uint_eq(s.errors, 2);
+    ck_assert_uint_eq(s.budget_overruns, 1);
+    ck_assert_uint_eq(s.memory_overruns, 1);
+    ck_assert_uint_eq(s.connect_calls, 4);
+    ck_assert_uint_eq(s.connect_refused, 3);
+    ck_assert_uint_eq(s.connect_allowed, 0);
+    ck_assert_uint_eq(s.subscribe_refused, 1);
+    s = stats_of(hs, "20-allow.lua");
+    ck_assert_uint_eq(s.connect_calls, 1);
+    ck_assert_uint_eq(s.subscribe_calls, 0);
+    /* no room even for the client table: a memory overrun in the call, not a panic */
+    struct hooks_conf c = {.dir = dir, .instruction_limit = 100000, .memory_limit = 1};
+    hooks_configure(hs, &c);
+    ck_assert_auth(connect_as(hs, "ok", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(subscribe_as(hs, "ok", NULL, "t", 1), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_uint_eq(stats_of(hs, h).memory_overruns, 3);
+    c.memory_limit = 1 << 20;
+    hooks_configure(hs, &c);
+    ck_assert_auth(connect_as(hs, "ok", NULL), HOOK_AUTH_ALLOW, 0, "20-allow.lua");
+    teardown(hs);
+}
+END_TEST
+
+/* Hooks bound to no topic: a file may define only on_connect or on_subscribe. */
+START_TEST(test_auth_only_hook_files)
+{
+    setup();
+    write_hook("10-conn.lua", "return {on_connect = function(c) return true end}\n");
+    write_hook("20-sub.lua", "return {on_subscribe = function() return 0 end}\n");
+    write_hook("30-none.lua", "return {}\n");
+    write_hook("40-pub.lua", "return {on_publish = function(m) return m end}\n");
+    write_hook("50-bad.lua", "return {on_connect = 'yes'}\n");
+    write_hook("60-topics.lua", "return {topics = {'a/#/b'}, on_subscribe = function() end}\n");
+    write_hook("70-timer.lua", "return {interval = 60, on_timer = function() end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    static const struct {
+        const char *name, *error;
+        bool on_connect, on_subscribe;
+    } want[] = {
+        {"10-conn.lua", NULL, true, false},
+        {"20-sub.lua", NULL, false, true},
+        {"30-none.lua", "none of 'on_publish', 'on_timer', 'on_connect' or 'on_subscribe' is given",
+         false, false},
+        {"40-pub.lua", "'topics' must be a non-empty list of topic filters", false, false},
+        {"50-bad.lua", "'on_connect' is not a function", false, false},
+        {"60-topics.lua", "topics[1] is not a valid topic filter", false, false},
+        {"70-timer.lua", NULL, false, false},
+    };
+    ck_assert_uint_eq(hooks_count(hs), 7);
+    for (size_t i = 0; i < 7; i++) {
+        struct hook_info hi;
+        ck_assert(hooks_info(hs, i, &hi));
+        ck_assert_str_eq(hi.name, want[i].name);
+        ck_assert_msg(hi.loaded == !want[i].error, "%s", hi.name);
+        if (want[i].error) ck_assert_str_eq(hi.error, want[i].error);
+        ck_assert_uint_eq(hi.ntopics, 0);
+        ck_assert(hi.on_connect == want[i].on_connect);
+        ck_assert(hi.on_subscribe == want[i].on_subscribe);
+    }
+    ck_assert(hooks_have_on_connect(hs) && hooks_have_on_subscribe(hs));
+    ck_assert_uint_eq(run(hs, "any/topic", "x", NULL, NULL), 1); /* no on_publish matches */
+    ck_assert_auth(connect_as(hs, NULL, NULL), HOOK_AUTH_ALLOW, 0, "10-conn.lua");
+    struct hook_auth_result r = subscribe_as(hs, NULL, NULL, "#", 2);
+    ck_assert_auth(r, HOOK_AUTH_ALLOW, 0, "20-sub.lua");
+    ck_assert_uint_eq(r.qos, 0);
+    teardown(hs);
+}
+END_TEST
+
+/* Hooks reload while clients are connected: a result holds no pointer into the hook,
+ * the new version answers from the next call, counters survive, a broken version
+ * keeps the old one, and a hook that goes away (or drops on_connect) stops answering. */
+START_TEST(test_auth_reload)
+{
+    setup();
+    write_hook("10-a.lua", "return {on_connect = function() return false, 0x8A end}\n");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    struct hook_auth_result before = connect_as(hs, "u", NULL);
+    ck_assert_auth(before, HOOK_AUTH_DENY, 0x8A, "10-a.lua");
+    /* each version a different size: the rescan sees the change within a second */
+    write_hook("10-a.lua", "return {on_connect = function() return true end}\n");
+    hooks_rescan(hs);
+    ck_assert_auth(connect_as(hs, "u", NULL), HOOK_AUTH_ALLOW, 0, "10-a.lua");
+    write_hook("10-a.lua", "return {on_connect = function() syntax error\n");
+    hooks_rescan(hs);
+    ck_assert_auth(connect_as(hs, "u", NULL), HOOK_AUTH_ALLOW, 0, "10-a.lua");
+    struct hook_stats s = stats_of(hs, "10-a.lua");
+    ck_assert_uint_eq(s.connect_calls, 3);
+    ck_assert_uint_eq(s.connect_refused, 1);
+    ck_assert_uint_eq(s.connect_allowed, 2);
+    write_hook("10-a.lua", "return {topics = {'t'}, on_publish = function(m) return m end}\n");
+    hooks_rescan(hs);
+    ck_assert(!hooks_have_on_connect(hs));
+    ck_assert_auth(connect_as(hs, "u", NULL), HOOK_AUTH_NONE, 0, "");
+    write_hook("10-a.lua", "return {on_connect = function() return false end}\n");
+    hooks_rescan(hs);
+    ck_assert(hooks_have_on_connect(hs));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/10-a.lua", dir);
+    ck_assert_int_eq(unlink(path), 0);
+    hooks_rescan(hs);
+    ck_assert_uint_eq(hooks_count(hs), 0);
+    ck_assert(!hooks_have_on_connect(hs));
+    ck_assert_auth(connect_as(hs, "u", NULL), HOOK_AUTH_NONE, 0, "");
+    ck_assert_str_eq(before.hook, "10-a.lua"); /* its own copy */
+    teardown(hs);
+}
+END_TEST
+
+START_TEST(test_auth_without_hooks)
+{
+    struct hook_auth_result r;
+    struct hook_connect ci = {.id = "c", .id_len = 1, .version = 5};
+    memset(&r, 0xa5, sizeof(r));
+    hooks_on_connect(NULL, &ci, &r);
+    ck_assert_auth(r, HOOK_AUTH_NONE, 0, "");
+    struct hook_client cl = {.id = "c", .version = 5};
+    hooks_on_subscribe(NULL, &cl, "a/#", 3, 1, &r);
+    ck_assert_auth(r, HOOK_AUTH_NONE, 0, "");
+    ck_assert_uint_eq(r.qos, 1);
+    ck_assert(!hooks_have_on_connect(NULL) && !hooks_have_on_subscribe(NULL));
+    setup(); /* an empty scripts_dir */
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    ck_assert(!hooks_have_on_connect(hs) && !hooks_have_on_subscribe(hs));
+    ck_assert_auth(connect_as(hs, "u", NULL), HOOK_AUTH_NONE, 0, "");
+    teardown(hs);
+}
+END_TEST
+
+/* The examples, run from the source tree (build/unit runs from its root). */
+static void
+install_example(const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "examples/hooks/%s", name);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s: run the unit tests from the source tree", path);
+    static char src[16384];
+    size_t n = fread(src, 1, sizeof(src) - 1, f);
+    fclose(f);
+    src[n] = '\0';
+    write_hook(name, src);
+}
+
+/* on_publish of a client: the number of messages out, and its refusal code */
+static size_t
+publish_as(struct hooks *hs, const struct hook_client *cl, const char *topic, uint8_t *refuse)
+{
+    struct msg *m = message(topic, "x");
+    struct hook_verdict v = {0};
+    bool matched = hooks_run(hs, m, cl, NULL, &v);
+    size_t n = matched ? v.n : 1;
+    *refuse = v.refuse;
+    hook_verdict_clear(&v);
+    msg_unref(m);
+    return n;
+}
+
+START_TEST(test_example_device_registry)
+{
+    setup();
+    install_example("device-registry.lua");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    const char *h = "device-registry.lua";
+    char cn[] = "dev1";
+    struct tls_identity dev1 = {.cn = cn}, nameless = {0};
+    /* connect: a usable device name, or refused */
+    ck_assert_auth(connect_as(hs, NULL, &dev1), HOOK_AUTH_NONE, 0, "");
+    ck_assert_auth(connect_as(hs, "dev2", NULL), HOOK_AUTH_NONE, 0, "");
+    ck_assert_auth(connect_as(hs, NULL, NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "a/b", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "+", NULL), HOOK_AUTH_DENY, 0x87, h);
+    ck_assert_auth(connect_as(hs, "dev1", &nameless), HOOK_AUTH_DENY, 0x87, h);
+    /* subscribe: its own subtree only; the CN, not the username, when it has a cert */
+    static const char *const mine[] = {"devices/dev1/#", "devices/dev1", "devices/dev1/+/t",
+                                       "$share/g/devices/dev1/t"};
+    static const char *const theirs[] = {"devices/dev2/#",  "devices/#",     "devices/+/t", "#",
+                                         "devices/dev10/x", "devices/dev1x", "$share/g/#"};
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
+        struct hook_auth_result r = subscribe_as(hs, "dev2", &dev1, mine[i], 1);
+        ck_assert_msg(r.verdict == HOOK_AUTH_ALLOW && r.qos == 1, "%s", mine[i]);
+    }
+    for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++)
+        ck_assert_msg(subscribe_as(hs, "dev1", &dev1, theirs[i], 1).verdict == HOOK_AUTH_DENY, "%s",
+                      theirs[i]);
+    ck_assert_int_eq(subscribe_as(hs, "dev2", NULL, "devices/dev2/a", 0).verdict, HOOK_AUTH_ALLOW);
+    ck_assert_int_eq(subscribe_as(hs, "dev2", &nameless, "devices/dev2/a", 0).verdict,
+                     HOOK_AUTH_DENY);
+    /* publish: its own subtree only; a hook's broker.publish (no client) passes */
+    struct hook_client cl = {.id = "d1", .address = "a", .version = 5, .cert = &dev1};
+    uint8_t refuse;
+    ck_assert_uint_eq(publish_as(hs, &cl, "devices/dev1/t", &refuse), 1);
+    ck_assert_uint_eq(publish_as(hs, &cl, "devices/dev2/t", &refuse), 0);
+    ck_assert_uint_eq(refuse, 0x87);
+    ck_assert_uint_eq(publish_as(hs, &cl, "other", &refuse), 0);
+    ck_assert_uint_eq(refuse, 0x87);
+    ck_assert_uint_eq(publish_as(hs, NULL, "anywhere", &refuse), 1);
+    ck_assert_uint_eq(stats_of(hs, h).errors, 0);
+    teardown(hs);
+}
+END_TEST
+
+START_TEST(test_example_tenant)
+{
+    setup();
+    install_example("tenant.lua");
+    struct hooks *hs = start(1000000, 16 << 20, false);
+    const char *h = "tenant.lua";
+    ck_assert_auth(connect_as(hs, "acme:dev1", NULL), HOOK_AUTH_NONE, 0, "");
+    ck_assert_auth(connect_as(hs, "acme:a:b", NULL), HOOK_AUTH_NONE, 0, "");
+    static const char *const refused[] = {"acme", ":dev1", "acme:", "a/b:dev", "a+:x", ""};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        struct hook_auth_result r = connect_as(hs, refused[i], NULL);
+        ck_assert_msg(r.verdict == HOOK_AUTH_DENY && r.code == 0x86, "%s", refused[i]);
+    }
+    ck_assert_auth(connect_as(hs, NULL, NULL), HOOK_AUTH_DENY, 0x86, h);
+    static const char *const inside[] = {"tenants/acme/#", "tenants/acme", "tenants/acme/+/t",
+                                         "$share/g/tenants/acme/x"};
+    static const char *const outside[] = {"tenants/other/#", "tenants/#", "tenants/+/x", "#",
+                                          "tenants/acmex/y", "$share/g/#"};
+    for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++)
+        ck_assert_msg(subscribe_as(hs, "acme:dev1", NULL, inside[i], 1).verdict == HOOK_AUTH_NONE,
+                      "%s", inside[i]);
+    for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+        struct hook_auth_result r = subscribe_as(hs, "acme:dev1", NULL, outside[i], 1);
+        ck_assert_msg(r.verdict == HOOK_AUTH_DENY && r.code == 0x87, "%s", outside[i]);
+    }
+    ck_assert_int_eq(subscribe_as(hs, "acme", NULL, "tenants/acme/x", 1).verdict, HOOK_AUTH_DENY);
+    ck_assert_uint_eq(stats_of(hs, h).errors, 0);
+    teardown(hs);
+}
+END_TEST
+
 Suite *
 suite_hooks(void)
 {
@@ -530,6 +1059,16 @@ suite_hooks(void)
     tcase_add_test(tc, test_gc_metamethods_are_refused);
     tcase_add_test(tc, test_memory_cap_ends_every_call);
     tcase_add_test(tc, test_pattern_functions_behave_as_lua);
+    tcase_add_test(tc, test_on_connect_answers);
+    tcase_add_test(tc, test_on_connect_client_table);
+    tcase_add_test(tc, test_on_subscribe_answers);
+    tcase_add_test(tc, test_auth_chain_first_answer_wins);
+    tcase_add_test(tc, test_auth_fails_closed);
+    tcase_add_test(tc, test_auth_only_hook_files);
+    tcase_add_test(tc, test_auth_reload);
+    tcase_add_test(tc, test_auth_without_hooks);
+    tcase_add_test(tc, test_example_device_registry);
+    tcase_add_test(tc, test_example_tenant);
     suite_add_tcase(s, tc);
     return s;
 }
