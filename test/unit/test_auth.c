@@ -2,7 +2,7 @@
  *
  * auth: password_file (mosquitto_passwd's $7$ and $6$ entries: known answers computed
  * with Python's hashlib, entries made by Debian's mosquitto_passwd, ours checked by
- * hashlib), and acl_file (parser errors as FILE:LINE, mosquitto's
+ * hashlib), `lunamq-ctl passwd`, and acl_file (parser errors as FILE:LINE, mosquitto's
  * precedence, patterns, $ topics, SUBSCRIBE classes, the filter algebra), with the
  * compiled trees compared against a literal transcription of mosquitto's loop. */
 #include <check.h>
@@ -414,6 +414,173 @@ START_TEST(test_pw_make_hashlib)
     /* and the check can fail */
     snprintf(cmd + strlen(cmd) - strlen("'s3cr3t w0rd'"), 32, "'s3cr3t w0rD'");
     ck_assert_int_eq(run(cmd), 1);
+}
+END_TEST
+
+/* ---- lunamq-ctl passwd ---- */
+
+static char ctl[PATH_MAX];
+
+static bool
+find_ctl(void)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n < 0) return false;
+    self[n] = '\0';
+    snprintf(ctl, sizeof(ctl), "%s/lunamq-ctl", dirname(self));
+    return access(ctl, X_OK) == 0;
+}
+
+static char *
+slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char *s = calloc(1, 1 << 20);
+    size_t n = fread(s, 1, (1 << 20) - 1, f);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+static int ctlf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+ctlf(const char *fmt, ...)
+{
+    char args[1024], cmd[PATH_MAX + 1100];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "'%s' passwd %s 2>/dev/null </dev/null", ctl, args);
+    return run(cmd);
+}
+
+/* lunamq-ctl passwd FILE USER on a pseudo-terminal (Python's pty), typing pw1 then pw2.
+ * Returns its exit status, or 3 when a password was echoed. */
+static int
+tty_passwd(const char *file, const char *user, const char *pw1, const char *pw2)
+{
+    char cmd[PATH_MAX + 2048];
+    snprintf(cmd, sizeof(cmd),
+             "/usr/bin/python3 -c 'import os,pty,sys,signal\n"
+             "signal.alarm(20)\n"
+             "pid,fd=pty.fork()\n"
+             "if pid==0: os.execv(sys.argv[1],[sys.argv[1],\"passwd\",sys.argv[2],sys.argv[3]])\n"
+             "out=b\"\"\n"
+             "def expect(s):\n"
+             "  global out\n"
+             "  while s not in out: out+=os.read(fd,1024)\n"
+             "expect(b\"Password: \"); os.write(fd,sys.argv[4].encode()+b\"\\n\")\n"
+             "expect(b\"Reenter password: \"); os.write(fd,sys.argv[5].encode()+b\"\\n\")\n"
+             "while True:\n"
+             "  try: d=os.read(fd,1024)\n"
+             "  except OSError: break\n"
+             "  if not d: break\n"
+             "  out+=d\n"
+             "st=os.waitpid(pid,0)[1]\n"
+             "sys.exit(3 if sys.argv[4].encode() in out else os.WEXITSTATUS(st))'"
+             " '%s' '%s' '%s' '%s' '%s'",
+             ctl, file, user, pw1, pw2);
+    return run(cmd);
+}
+
+START_TEST(test_ctl_passwd)
+{
+    if (!find_ctl()) {
+        printf("test_ctl_passwd: no lunamq-ctl beside the unit binary, skipped\n");
+        return;
+    }
+    char a[128], b[128], link[128], cmd[PATH_MAX + 512];
+    snprintf(a, sizeof(a), "%s/new.pw", dir);
+    snprintf(b, sizeof(b), "%s/old.pw", dir);
+    snprintf(link, sizeof(link), "%s/link.pw", dir);
+
+    /* -c: a new file, mode 0600 */
+    ck_assert_int_eq(ctlf("-c -b '%s' alice secret", a), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(a, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0600);
+    struct pwfile *f = pwfile_load(a, err, sizeof(err));
+    ck_assert_msg(f != NULL, "%s", err);
+    ck_assert(pw_ok(f, "alice", "secret"));
+    pwfile_unref(f);
+
+    /* an existing file: comments and other lines kept, the user changed in place, a new
+     * user appended, the mode kept */
+    FILE *o = fopen(b, "w");
+    fputs("# keep me\nbob:" V6_SECRET "\n\ncarol:" V7_SECRET "\n# end", o);
+    fclose(o);
+    chmod(b, 0640);
+    ck_assert_int_eq(ctlf("-b '%s' bob 'new pw'", b), 0);
+    ck_assert_int_eq(ctlf("-I 5 -b '%s' dave d", b), 0);
+    char *text = slurp(b);
+    ck_assert_msg(strncmp(text, "# keep me\nbob:$7$1000$", 22) == 0, "%s", text);
+    ck_assert_msg(strstr(text, "\n\ncarol:" V7_SECRET "\n# end\ndave:$7$5$") != NULL, "%s", text);
+    free(text);
+    ck_assert_int_eq(stat(b, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0640);
+    /* the password from stdin when it is not a terminal */
+    snprintf(cmd, sizeof(cmd), "printf 'from stdin\\r\\n' | '%s' passwd '%s' erin", ctl, b);
+    ck_assert_int_eq(run(cmd), 0);
+    f = pwfile_load(b, err, sizeof(err));
+    ck_assert_msg(f != NULL, "%s", err);
+    ck_assert_uint_eq(pwfile_count(f), 4);
+    ck_assert(pw_ok(f, "bob", "new pw"));
+    ck_assert(!pw_ok(f, "bob", "secret"));
+    ck_assert(pw_ok(f, "carol", "secret"));
+    ck_assert(pw_ok(f, "dave", "d"));
+    ck_assert(pw_ok(f, "erin", "from stdin"));
+    pwfile_unref(f);
+
+    /* from a terminal: asked twice, not echoed; a mismatch changes nothing */
+    if (access("/usr/bin/python3", X_OK) == 0) {
+        ck_assert_int_eq(tty_passwd(b, "gina", "typed pw", "typed pw"), 0);
+        ck_assert_int_eq(tty_passwd(b, "hank", "one", "two"), 1);
+        f = pwfile_load(b, err, sizeof(err));
+        ck_assert_msg(f != NULL, "%s", err);
+        ck_assert(pw_ok(f, "gina", "typed pw"));
+        ck_assert_ptr_null(pwfile_find(f, "hank", 4));
+        ck_assert_int_eq(ctlf("-D '%s' gina", b), 0);
+        pwfile_unref(f);
+    } else {
+        printf("test_ctl_passwd: no /usr/bin/python3, the terminal part skipped\n");
+    }
+
+    /* -D deletes; a second time the user is not there */
+    ck_assert_int_eq(ctlf("-D '%s' bob", b), 0);
+    ck_assert_int_eq(ctlf("-D '%s' bob", b), 1);
+    f = pwfile_load(b, err, sizeof(err));
+    ck_assert_msg(f != NULL, "%s", err);
+    ck_assert_ptr_null(pwfile_find(f, "bob", 3));
+    ck_assert_uint_eq(pwfile_count(f), 3);
+    pwfile_unref(f);
+
+    /* through a symbolic link: the file it names is changed, the link stays */
+    ck_assert_int_eq(symlink(b, link), 0);
+    ck_assert_int_eq(ctlf("-b '%s' frank f", link), 0);
+    ck_assert_int_eq(lstat(link, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    text = slurp(b);
+    ck_assert_ptr_nonnull(strstr(text, "\nfrank:$7$"));
+    free(text);
+
+    /* refusals */
+    ck_assert_int_eq(ctlf("-c -D '%s' x", a), 2);
+    ck_assert_int_eq(ctlf("-b -D '%s' x", a), 2);
+    ck_assert_int_eq(ctlf("-b '%s' x", a), 2);          /* no password */
+    ck_assert_int_eq(ctlf("-b '%s' x ''", a), 2);       /* empty password */
+    ck_assert_int_eq(ctlf("-I 0 -b '%s' x y", a), 2);   /* iterations */
+    ck_assert_int_eq(ctlf("-x '%s' x", a), 2);          /* unknown option */
+    ck_assert_int_eq(ctlf("-b '%s' 'a:b' y", a), 1);    /* not storable */
+    ck_assert_int_eq(ctlf("-b '%s/none' x y", dir), 1); /* no such file (-c creates) */
+    ck_assert_int_eq(ctlf("'%s' x", a), 1);             /* stdin empty: no password */
+    f = pwfile_load(a, err, sizeof(err));               /* untouched by all of that */
+    ck_assert_msg(f != NULL, "%s", err);
+    ck_assert_uint_eq(pwfile_count(f), 1);
+    pwfile_unref(f);
 }
 END_TEST
 
@@ -1277,6 +1444,12 @@ suite_auth(void)
     tcase_add_test(pw, test_pw_mosquitto_passwd);
     tcase_add_test(pw, test_pw_make_hashlib);
     suite_add_tcase(s, pw);
+
+    TCase *ctl_tc = tcase_create("ctl_passwd");
+    tcase_add_checked_fixture(ctl_tc, setup, teardown);
+    tcase_set_timeout(ctl_tc, 30);
+    tcase_add_test(ctl_tc, test_ctl_passwd);
+    suite_add_tcase(s, ctl_tc);
 
     TCase *acl = tcase_create("acl_file");
     tcase_add_checked_fixture(acl, setup, teardown);
