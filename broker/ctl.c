@@ -2,17 +2,24 @@
  *
  * lunamq-ctl: the admin CLI. Talks to a running broker over its admin socket (see
  * admin.h for the protocol): the broker renders the reply as text or JSON, this
- * program prints it. `hooks test` runs a hook file here, offline, without a broker. */
+ * program prints it. `hooks test` runs a hook file here, offline, without a broker;
+ * `passwd` edits a password_file, as mosquitto_passwd does. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "hooks.h"
 #include "lq.h"
 #include "msg.h"
@@ -39,6 +46,10 @@ usage(FILE *f)
                "  reload                      reload the configuration (as SIGHUP)\n"
                "  persistence snapshot        compact the journal now (persistence true)\n"
                "  version                     the broker's version\n"
+               "  passwd [-c] [-b] [-D] [-I N] FILE USER [PASSWORD]\n"
+               "                              add or change a user of a password_file (offline,\n"
+               "                              as mosquitto_passwd): -c new file, -b password\n"
+               "                              given, -D delete the user, -I PBKDF2 iterations\n"
                "SOCKET defaults to ./lunamq.sock (the broker's admin_socket).\n");
 }
 
@@ -357,6 +368,282 @@ hooks_test(int argc, char **argv, bool json)
     return status;
 }
 
+/* ---- passwd: a password_file, edited offline (no broker involved) ---- */
+
+#define PASSWORD_MAX 65535 /* an MQTT password is at most that long */
+
+static struct termios saved_tty;
+static volatile sig_atomic_t tty_changed;
+
+static void
+restore_tty(int sig)
+{
+    if (tty_changed) tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tty);
+    if (sig) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+}
+
+/* One line of the terminal, not echoed; -1 on end of input. */
+static ssize_t
+read_hidden(const char *prompt, char *buf, size_t cap)
+{
+    struct termios t;
+    if (tcgetattr(STDIN_FILENO, &saved_tty) == 0) {
+        t = saved_tty;
+        t.c_lflag &= (tcflag_t)~ECHO;
+        t.c_lflag |= ECHONL;
+        signal(SIGINT, restore_tty);
+        signal(SIGTERM, restore_tty);
+        if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) == 0) tty_changed = 1;
+    }
+    /* the prompt after the flush: what is typed once it shows is kept */
+    fputs(prompt, stderr);
+    fflush(stderr);
+    ssize_t n = -1;
+    if (fgets(buf, (int)cap, stdin)) n = (ssize_t)strcspn(buf, "\n");
+    restore_tty(0);
+    tty_changed = 0;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (n >= 0) buf[n] = '\0';
+    return n;
+}
+
+/* The password: twice from a terminal, else one line of stdin. -1 (said why) if none. */
+static ssize_t
+read_password(char *buf, size_t cap)
+{
+    ssize_t n;
+    if (isatty(STDIN_FILENO)) {
+        char again[PASSWORD_MAX + 2];
+        n = read_hidden("Password: ", buf, cap);
+        ssize_t m = n < 0 ? -1 : read_hidden("Reenter password: ", again, sizeof(again));
+        bool same = n >= 0 && m == n && memcmp(buf, again, (size_t)n) == 0;
+        explicit_bzero(again, sizeof(again));
+        if (n >= 0 && !same) {
+            fprintf(stderr, "lunamq-ctl: passwd: the passwords do not match\n");
+            return -1;
+        }
+    } else {
+        n = fgets(buf, (int)cap, stdin) ? (ssize_t)strcspn(buf, "\n") : -1;
+        if (n >= 0) buf[n] = '\0';
+        if (n > 0 && buf[n - 1] == '\r') buf[--n] = '\0';
+    }
+    if (n < 0)
+        fprintf(stderr, "lunamq-ctl: passwd: no password given\n");
+    else if (n == 0)
+        fprintf(stderr, "lunamq-ctl: passwd: an empty password\n");
+    else if ((size_t)n > PASSWORD_MAX)
+        fprintf(stderr, "lunamq-ctl: passwd: a password longer than %d bytes\n", PASSWORD_MAX);
+    return n > 0 && (size_t)n <= PASSWORD_MAX ? n : -1;
+}
+
+/* The user a password_file line is for (trimmed, as the broker reads it); false for a
+ * comment, a blank or a line without ':'. */
+static bool
+line_user_is(const char *line, size_t len, const char *user)
+{
+    const char *p = line, *end = line + len;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    if (p == end || *p == '#') return false;
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    if (!colon) return false;
+    const char *ue = colon;
+    while (ue > p && (ue[-1] == ' ' || ue[-1] == '\t')) ue--;
+    return (size_t)(ue - p) == strlen(user) && memcmp(p, user, (size_t)(ue - p)) == 0;
+}
+
+/* The new contents: the old file's lines with user's first line replaced by entry (or
+ * dropped when entry is NULL: -D), its later lines dropped; entry appended when the user
+ * was not there. Returns whether the user was there. */
+static bool
+passwd_rewrite(FILE *in, const char *user, const char *entry, struct sbuf *out)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    bool found = false;
+    while (in && (n = getline(&line, &cap, in)) > 0) {
+        size_t len = (size_t)n;
+        bool nl = line[len - 1] == '\n';
+        size_t body = len - nl - (len - nl > 0 && line[len - nl - 1] == '\r');
+        if (!line_user_is(line, body, user)) {
+            sbuf_put(out, line, len);
+            if (!nl) sbuf_put(out, "\n", 1);
+            continue;
+        }
+        if (!found && entry) sbuf_printf(out, "%s\n", entry);
+        found = true;
+    }
+    free(line);
+    if (!found && entry) sbuf_printf(out, "%s\n", entry);
+    return found;
+}
+
+/* Replace path by data: a temporary file beside it, renamed over it. */
+static int
+write_atomically(const char *path, const struct sbuf *data, const struct stat *old)
+{
+    size_t plen = strlen(path);
+    char *tmp = lq_xmalloc(plen + 8);
+    snprintf(tmp, plen + 8, "%s.XXXXXX", path);
+    int fd = mkstemp(tmp); /* mode 0600 */
+    if (fd < 0) {
+        fprintf(stderr, "lunamq-ctl: passwd: %s: %s\n", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    if (old) { /* the old file's owner (when root edits it) and mode */
+        int ignored = fchown(fd, old->st_uid, old->st_gid);
+        (void)ignored;
+        fchmod(fd, old->st_mode & 07777);
+    }
+    const char *p = data->p;
+    size_t left = data->len;
+    int rc = 0;
+    while (left && rc == 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            rc = -1;
+        else {
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    if (rc == 0 && fsync(fd) < 0) rc = -1;
+    if (close(fd) < 0) rc = -1;
+    if (rc == 0 && rename(tmp, path) < 0) rc = -1;
+    if (rc < 0) {
+        fprintf(stderr, "lunamq-ctl: passwd: %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+    } else {
+        char *dcopy = lq_xstrdup(path);
+        int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) { /* the rename itself durable */
+            fsync(dfd);
+            close(dfd);
+        }
+        free(dcopy);
+    }
+    free(tmp);
+    return rc;
+}
+
+static int
+passwd_usage(const char *why)
+{
+    fprintf(stderr, "lunamq-ctl: passwd: %s\n", why);
+    fprintf(stderr, "usage: lunamq-ctl passwd [-c] [-b] [-D] [-I N] FILE USER [PASSWORD]\n");
+    return 2;
+}
+
+static int
+passwd_edit(const char *file, const char *user, const char *password, size_t plen, bool create,
+            unsigned iterations)
+{
+    /* a symbolic link stays one: the file it names is what gets replaced */
+    char real[PATH_MAX];
+    const char *path = realpath(file, real) ? real : file;
+    struct stat st;
+    FILE *in = NULL;
+    if (!create) {
+        in = fopen(path, "re");
+        if (!in || fstat(fileno(in), &st) < 0) {
+            fprintf(stderr, "lunamq-ctl: passwd: %s: %s%s\n", file, strerror(errno),
+                    errno == ENOENT ? " (-c creates it)" : "");
+            if (in) fclose(in);
+            return 1;
+        }
+    }
+    char *entry = NULL;
+    if (password) {
+        size_t cap = strlen(user) + 256;
+        entry = lq_xmalloc(cap);
+        if (pw_entry_make(user, password, plen, iterations, entry, cap) < 0) {
+            fprintf(stderr, "lunamq-ctl: passwd: cannot make the entry (no random bytes?)\n");
+            free(entry);
+            if (in) fclose(in);
+            return 1;
+        }
+    }
+    struct sbuf out = {0};
+    bool found = passwd_rewrite(in, user, entry, &out);
+    if (in) fclose(in);
+    int rc = 0;
+    if (!password && !found) {
+        fprintf(stderr, "lunamq-ctl: passwd: %s: no user '%s'\n", file, user);
+        rc = 1;
+    } else if (write_atomically(path, &out, create ? NULL : &st) < 0) {
+        rc = 1;
+    }
+    if (entry) explicit_bzero(entry, strlen(entry));
+    free(entry);
+    sbuf_free(&out);
+    return rc;
+}
+
+/* lunamq-ctl passwd [-c] [-b] [-D] [-I N] FILE USER [PASSWORD] */
+static int
+passwd_cmd(int argc, char **argv)
+{
+    bool create = false, batch = false, del = false;
+    unsigned iterations = PW_DEFAULT_ITERATIONS;
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(argv[i], "-c") == 0) {
+            create = true;
+        } else if (strcmp(argv[i], "-b") == 0) {
+            batch = true;
+        } else if (strcmp(argv[i], "-D") == 0) {
+            del = true;
+        } else if (strcmp(argv[i], "-I") == 0 && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (errno || *end || end == argv[i] || v < 1 || v > PW_MAX_ITERATIONS)
+                return passwd_usage("-I: iterations from 1 to 10000000");
+            iterations = (unsigned)v;
+        } else {
+            fprintf(stderr, "lunamq-ctl: passwd: unknown option '%s'\n", argv[i]);
+            return passwd_usage("options are -c, -b, -D and -I N");
+        }
+    }
+    if (create && del) return passwd_usage("-c and -D cannot be used together");
+    if (batch && del) return passwd_usage("-b and -D cannot be used together");
+    if (argc - i != (batch ? 3 : 2))
+        return passwd_usage(batch ? "-b needs FILE, USER and PASSWORD" : "FILE and USER needed");
+    const char *file = argv[i], *user = argv[i + 1];
+    if (del) return passwd_edit(file, user, NULL, 0, false, iterations);
+    if (!create && access(file, F_OK) < 0) { /* before asking for a password */
+        fprintf(stderr, "lunamq-ctl: passwd: %s: %s (-c creates it)\n", file, strerror(errno));
+        return 1;
+    }
+    if (!pw_user_is_storable(user)) {
+        fprintf(stderr,
+                "lunamq-ctl: passwd: user '%s' cannot be stored (empty, over 65535 bytes, a ':' "
+                "or control character, a blank at either end, or '#' first)\n",
+                user);
+        return 1;
+    }
+    if (batch) {
+        size_t plen = strlen(argv[i + 2]);
+        if (plen == 0 || plen > PASSWORD_MAX) return passwd_usage("the password: 1 to 65535 bytes");
+        return passwd_edit(file, user, argv[i + 2], plen, create, iterations);
+    }
+    char *pw = lq_xmalloc(PASSWORD_MAX + 2);
+    ssize_t n = read_password(pw, PASSWORD_MAX + 2);
+    int rc = n < 0 ? 1 : passwd_edit(file, user, pw, (size_t)n, create, iterations);
+    explicit_bzero(pw, PASSWORD_MAX + 2);
+    free(pw);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -374,6 +661,8 @@ main(int argc, char **argv)
     }
     argc -= optind;
     argv += optind;
+    /* before --json is taken out: it could be a password */
+    if (argc > 0 && strcmp(argv[0], "passwd") == 0) return passwd_cmd(argc - 1, argv + 1);
     /* --json may also follow the command */
     int n = 0;
     for (int i = 0; i < argc; i++) {
