@@ -52,6 +52,7 @@ static struct opts {
     bool json;
     bool persistent; /* subscribers: clean start 0, session expiry; drain at the end */
     const char *cafile, *certfile, *keyfile; /* --cafile: TLS */
+    const char *username, *password;         /* -u, -P: in every CONNECT */
 } o = {.host = "127.0.0.1", .port = 1883, .version = 4, .clients = 4, .seconds = 5, .size = 64};
 
 struct client {
@@ -151,7 +152,15 @@ send_connect(struct client *c)
     }
     k.keep_alive = 300;
     k.client_id = (struct lq_bytes){(const uint8_t *)id, strlen(id)};
-    uint8_t buf[256];
+    if (o.username) {
+        k.has_username = true;
+        k.username = (struct lq_bytes){(const uint8_t *)o.username, strlen(o.username)};
+    }
+    if (o.password) {
+        k.has_password = true;
+        k.password = (struct lq_bytes){(const uint8_t *)o.password, strlen(o.password)};
+    }
+    uint8_t buf[1024];
     size_t n = mqtt_encode_connect(&k, buf, sizeof(buf));
     cwrite(c, buf, n);
 }
@@ -589,6 +598,7 @@ usage(FILE *f)
     fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
                "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
                "       [--pid BROKER_PID] [--sources N] [--json] [--persistent]\n"
+               "       [-u USERNAME] [-P PASSWORD]\n"
                "       [--cafile CA --cert CERT --key KEY]   (TLS, mbedTLS; client certificate)\n"
                "  -n: publishers (fanin), subscribers (fanout), pairs (pairs), clients (idle);\n"
                "  -r 0: as fast as possible; --sources N: connect from 127.0.0.2..N+1 (for more\n"
@@ -600,7 +610,7 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"pid", required_argument, NULL, 'P'},
+    static const struct option longopts[] = {{"pid", required_argument, NULL, 'I'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"sources", required_argument, NULL, 'S'},
                                              {"cafile", required_argument, NULL, 'C'},
@@ -630,7 +640,7 @@ main(int argc, char **argv)
     }
     optind = 2;
     int opt;
-    while ((opt = getopt_long(argc, argv, "h:p:q:s:r:d:n:V:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h:p:q:s:r:d:n:V:u:P:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': o.host = optarg; break;
         case 'p': o.port = (uint16_t)atoi(optarg); break;
@@ -640,7 +650,9 @@ main(int argc, char **argv)
         case 'd': o.seconds = atoi(optarg); break;
         case 'n': o.clients = atoi(optarg); break;
         case 'V': o.version = atoi(optarg); break;
-        case 'P': o.pid = atoi(optarg); break;
+        case 'u': o.username = optarg; break;
+        case 'P': o.password = optarg; break;
+        case 'I': o.pid = atoi(optarg); break;
         case 'j': o.json = true; break;
         case 'S': o.sources = atoi(optarg); break;
         case 'C': o.cafile = optarg; break;

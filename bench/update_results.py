@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py (lunamq
+"""`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py,
+bench/acl.py (lunamq
 against Debian's mosquitto, alternating, one run) and bench/recovery.py, and write their
 tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
 commit and the exact commands. The rest of the file (the reading of the figures) is
@@ -39,6 +40,8 @@ def main():
         ("TLS", [py, "bench/tls.py", "--rounds", r, "--seconds", "3", "--conns", "2000"]),
         ("Persistence (issue 13): throughput and latency",
          [py, "bench/persist.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
+        ("Access control (issue 14)",
+         [py, "bench/acl.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),

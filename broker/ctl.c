@@ -45,6 +45,9 @@ usage(FILE *f)
                "  kick ID                     disconnect a client (reason 0x98)\n"
                "  reload                      reload the configuration (as SIGHUP)\n"
                "  persistence snapshot        compact the journal now (persistence true)\n"
+               "  acl check USER ID TOPIC read|write\n"
+               "                              what the running acl_file says for a client\n"
+               "                              (USER \"\": anonymous), and the deciding line\n"
                "  version                     the broker's version\n"
                "  passwd [-c] [-b] [-D] [-I N] FILE USER [PASSWORD]\n"
                "                              add or change a user of a password_file (offline,\n"
@@ -688,9 +691,9 @@ main(int argc, char **argv)
         }
         return watch(s, json);
     }
-    static const char *const known[] = {"stats",       "clients",  "client",      "subscriptions",
-                                        "subscribers", "retained", "hooks",       "kick",
-                                        "reload",      "version",  "persistence", NULL};
+    static const char *const known[] = {
+        "stats", "clients", "client",  "subscriptions", "subscribers", "retained", "hooks",
+        "kick",  "reload",  "version", "persistence",   "acl",         NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

@@ -32,18 +32,31 @@ struct tls_conf {
     uint32_t handshake_timeout; /* seconds; default 10 */
 };
 
+/* Who may connect and what each client may do: the broker's, or with
+ * per_listener_settings true each listener's (it starts as the lines before it said). */
+struct auth_conf {
+    /* mosquitto 2.0's default: false, unless the file defines no listener (then only
+     * the default listener on 127.0.0.1 opens); conf_load settles it */
+    bool allow_anonymous;
+    bool allow_anonymous_set; /* given in the file */
+    char *password_file;      /* NULL: none */
+    char *acl_file;           /* NULL: none */
+};
+
 struct listener_conf {
     char *host; /* NULL: all addresses */
     uint16_t port;
     char *at;                   /* "FILE:LINE" of the listener line */
     bool implicit;              /* not from the file: -p, or the default 127.0.0.1:1883 */
     struct tls_conf *tls;       /* NULL: plain TCP (no certfile given) */
+    struct auth_conf auth;      /* with per_listener_settings true */
     struct listener_conf *next; /* in file order */
 };
 
 struct lq_conf {
     struct listener_conf *listeners;      /* NULL after parsing: caller adds 127.0.0.1:1883 */
-    bool allow_anonymous;                 /* default true (see README) */
+    struct auth_conf auth;                /* the listeners' unless per_listener_settings */
+    bool per_listener_settings;           /* default false */
     uint32_t max_packet_size;             /* bytes, 0 = protocol max; default 0 */
     uint32_t max_connect_packet_size;     /* before CONNECT; default 65536, 0 = max_packet_size */
     uint16_t max_inflight_messages;       /* per client, outgoing QoS 1/2; default 20; 0 = 65535 */
@@ -93,5 +106,9 @@ int conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen);
 /* Parse a duration as mosquitto does for persistent_client_expiration:
  * a number followed by h, d, w, m (months, 30 days) or y. Returns seconds or -1. */
 int64_t conf_parse_duration(const char *s);
+
+/* The auth settings that apply to a listener (lc NULL or implicit, -p or the default
+ * listener: the broker's). */
+const struct auth_conf *conf_auth(const struct lq_conf *c, const struct listener_conf *lc);
 
 #endif

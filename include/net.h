@@ -74,6 +74,12 @@ void accept_backoff_failed(struct accept_backoff *ab);
 /* Owner's pointer attached to a connection (the session once CONNECT succeeded). */
 void conn_set_owner(struct conn *c, void *owner);
 void *conn_owner(const struct conn *c);
+/* A second pointer for the owner (a CONNECT waiting for its password check). */
+void conn_set_aux(struct conn *c, void *aux);
+void *conn_aux(const struct conn *c);
+struct listener *conn_listener(const struct conn *c);
+/* "host:port" as configured ("*:1883" for all addresses) */
+const char *listener_name(const struct listener *l);
 /* "127.0.0.1:50312" */
 const char *conn_peer(const struct conn *c);
 /* TLS: is it, who the verified client certificate says it is (NULL without one),

@@ -50,6 +50,9 @@ struct sub_opts {
     bool no_local;
     bool retain_as_published;
     uint8_t retain_handling;
+    /* acl_file: not every topic the filter matches is readable by the subscriber; each
+     * message delivered through it is checked (set by the session layer, not stored) */
+    bool acl_check;
     uint32_t sub_id; /* 0: none */
 };
 

@@ -129,6 +129,12 @@ static const struct hook_counter {
     {"budget_overruns", offsetof(struct hook_stats, budget_overruns), true},
     {"memory_overruns", offsetof(struct hook_stats, memory_overruns), true},
     {"timer_calls", offsetof(struct hook_stats, timer_calls), true},
+    {"connect_calls", offsetof(struct hook_stats, connect_calls), true},
+    {"connect_allowed", offsetof(struct hook_stats, connect_allowed), true},
+    {"connect_refused", offsetof(struct hook_stats, connect_refused), true},
+    {"subscribe_calls", offsetof(struct hook_stats, subscribe_calls), true},
+    {"subscribe_allowed", offsetof(struct hook_stats, subscribe_allowed), true},
+    {"subscribe_refused", offsetof(struct hook_stats, subscribe_refused), true},
     {"time_total_us", offsetof(struct hook_stats, total_us), true},
     {"time_max_us", offsetof(struct hook_stats, max_us), false},
 };
@@ -175,7 +181,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 96 /* collect() fills 78 */
+#define MAX_FIGURES 96 /* collect() fills 86 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -290,6 +296,18 @@ collect(struct admin *a, struct figure *f)
       "subscribers cut after max_hold_time without progress");
     C("slow_consumers_shedding", NULL, c->slow_consumers_shedding,
       "persistent subscribers that began dropping after max_hold_time");
+    C("auth_ok", NULL, c->auth_ok, "CONNECTs let in by a password, a hook or a certificate");
+    C("auth_bad_password", NULL, c->auth_bad_password,
+      "CONNECTs refused: unknown user or wrong password");
+    C("auth_anonymous_refused", NULL, c->auth_anonymous_refused,
+      "CONNECTs refused: no username, allow_anonymous false");
+    C("auth_hook_refused", NULL, c->auth_hook_refused, "CONNECTs refused by an on_connect hook");
+    C("auth_busy", NULL, c->auth_busy, "CONNECTs refused: too many password checks waiting");
+    C("acl_denied_publish", NULL, c->acl_denied_publish, "PUBLISH refused by acl_file");
+    C("acl_denied_subscribe", NULL, c->acl_denied_subscribe,
+      "subscriptions refused by acl_file or an on_subscribe hook");
+    C("acl_denied_delivery", NULL, c->acl_denied_delivery,
+      "messages not delivered: the subscriber may not read the topic");
     G("hooks_loaded", NULL, hooks_loaded, "Lua hooks running");
     G("hooks_failed", NULL, hooks_failed, "hook files whose last load failed");
     C("hook_calls", NULL, hk.calls, "hook on_publish calls");
@@ -646,6 +664,24 @@ cmd_persistence(struct admin *a, struct reply *r, int argc, char **argv)
     return NULL;
 }
 
+/* acl check USER CLIENTID TOPIC read|write: USER "" is an anonymous client */
+static const char *
+cmd_acl(struct admin *a, struct reply *r, int argc, char **argv)
+{
+    if (argc != 6 || strcmp(argv[1], "check") != 0 ||
+        (strcmp(argv[5], "read") != 0 && strcmp(argv[5], "write") != 0))
+        return "usage: acl check USER CLIENTID TOPIC read|write";
+    if (!topic_name_is_valid(argv[4], strlen(argv[4]))) return "not a valid topic name";
+    const char *why;
+    int ok = access_explain(a->b, argv[2], argv[3], argv[4], argv[5][0] == 'w', &why);
+    if (ok < 0) return "no acl_file: every topic is allowed";
+    reply_object(r);
+    reply_str(r, "access", ok ? "allowed" : "denied");
+    reply_str(r, "rule", why ? why : "no rule matched (denied by default)");
+    reply_end_object(r);
+    return NULL;
+}
+
 static const char *
 cmd_reload(struct admin *a, struct reply *r, int argc, char **argv)
 {
@@ -718,6 +754,8 @@ run(struct admin *a, char *line, struct sbuf *body)
         return cmd_kick(a, &r, argc, args);
     else if (strcmp(cmd, "reload") == 0)
         return cmd_reload(a, &r, argc, args);
+    else if (strcmp(cmd, "acl") == 0)
+        return cmd_acl(a, &r, argc, args);
     else
         return "unknown command";
     return NULL;

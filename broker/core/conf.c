@@ -88,6 +88,23 @@ where(const struct parse *ps)
     return lq_xstrdup(buf);
 }
 
+static void
+auth_copy(struct auth_conf *to, const struct auth_conf *from)
+{
+    to->allow_anonymous = from->allow_anonymous;
+    to->allow_anonymous_set = from->allow_anonymous_set;
+    to->password_file = from->password_file ? lq_xstrdup(from->password_file) : NULL;
+    to->acl_file = from->acl_file ? lq_xstrdup(from->acl_file) : NULL;
+}
+
+static void
+auth_free(struct auth_conf *a)
+{
+    free(a->password_file);
+    free(a->acl_file);
+    a->password_file = a->acl_file = NULL;
+}
+
 static int
 opt_listener(struct parse *ps)
 {
@@ -97,6 +114,7 @@ opt_listener(struct parse *ps)
     lc->port = (uint16_t)port;
     lc->host = ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
     lc->at = where(ps);
+    auth_copy(&lc->auth, &ps->c->auth); /* per_listener_settings: what came before */
     ps->cur = lc;
     struct listener_conf **pp = &ps->c->listeners;
     while (*pp) pp = &(*pp)->next;
@@ -104,10 +122,55 @@ opt_listener(struct parse *ps)
     return 0;
 }
 
+/* allow_anonymous, password_file, acl_file: the last listener's with
+ * per_listener_settings true, else the broker's */
+static struct auth_conf *
+auth_of(struct parse *ps)
+{
+    return ps->c->per_listener_settings && ps->cur ? &ps->cur->auth : &ps->c->auth;
+}
+
 static int
 opt_allow_anonymous(struct parse *ps)
 {
-    return boolean(ps, &ps->c->allow_anonymous);
+    struct auth_conf *a = auth_of(ps);
+    a->allow_anonymous_set = true;
+    return boolean(ps, &a->allow_anonymous);
+}
+
+static int
+opt_password_file(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    struct auth_conf *a = auth_of(ps);
+    free(a->password_file);
+    a->password_file = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_acl_file(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    struct auth_conf *a = auth_of(ps);
+    free(a->acl_file);
+    a->acl_file = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+/* mosquitto: it must come before the listeners, whose settings it makes their own */
+static int
+opt_per_listener_settings(struct parse *ps)
+{
+    if (ps->c->listeners)
+        return fail(ps, "per_listener_settings must come before the first listener");
+    return boolean(ps, &ps->c->per_listener_settings);
+}
+
+const struct auth_conf *
+conf_auth(const struct lq_conf *c, const struct listener_conf *lc)
+{
+    return c->per_listener_settings && lc && !lc->implicit ? &lc->auth : &c->auth;
 }
 
 static int
@@ -636,6 +699,9 @@ static const struct option {
 } options[] = {
     {"listener", opt_listener, 0},
     {"allow_anonymous", opt_allow_anonymous, 0},
+    {"password_file", opt_password_file, 1},
+    {"acl_file", opt_acl_file, 1},
+    {"per_listener_settings", opt_per_listener_settings, 0},
     {"max_packet_size", opt_max_packet_size, 0},
     {"max_connect_packet_size", opt_max_connect_packet_size, 0},
     {"max_inflight_messages", opt_max_inflight_messages, 0},
@@ -745,7 +811,7 @@ void
 conf_init(struct lq_conf *c)
 {
     memset(c, 0, sizeof(*c));
-    c->allow_anonymous = true;
+    c->auth.allow_anonymous = true; /* no file: the default listener on 127.0.0.1 */
     c->max_connect_packet_size = 65536;
     c->max_inflight_messages = 20;
     c->max_queued_messages = 1000;
@@ -788,10 +854,12 @@ conf_fini(struct lq_conf *c)
             free(l->tls->ciphers_tls13_at);
             free(l->tls);
         }
+        auth_free(&l->auth);
         free(l->host);
         free(l->at);
         free(l);
     }
+    auth_free(&c->auth);
     free(c->log_file);
     free(c->scripts_dir);
     free(c->persistence_location);
@@ -808,6 +876,12 @@ conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
     if (load_file(&ps, path) < 0) return -1;
     for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next)
         if (check_listener(err, errlen, lc) < 0) return -1;
+    /* mosquitto 2.0: anonymous clients only when asked for, or when the file defines
+     * no listener (the default one is on 127.0.0.1) */
+    bool local_only = !c->listeners;
+    if (!c->auth.allow_anonymous_set) c->auth.allow_anonymous = local_only;
+    for (struct listener_conf *lc = c->listeners; lc; lc = lc->next)
+        if (!lc->auth.allow_anonymous_set) lc->auth.allow_anonymous = false;
     return 0;
 }
 

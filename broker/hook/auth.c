@@ -256,7 +256,11 @@ void
 hooks_on_subscribe(struct hooks *hs, const struct hook_client *cl, const char *filter, size_t len,
                    uint8_t qos, struct hook_auth_result *r)
 {
-    struct question q = {
-        .what = "on_subscribe", .subscribe = true, .cl = cl, .filter = filter, .len = len, .qos = qos};
+    struct question q = {.what = "on_subscribe",
+                         .subscribe = true,
+                         .cl = cl,
+                         .filter = filter,
+                         .len = len,
+                         .qos = qos};
     ask_all(hs, &q, r);
 }

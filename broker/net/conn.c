@@ -1023,6 +1023,24 @@ conn_set_owner(struct conn *c, void *owner)
     c->owner = owner;
 }
 
+void
+conn_set_aux(struct conn *c, void *aux)
+{
+    c->aux = aux;
+}
+
+void *
+conn_aux(const struct conn *c)
+{
+    return c->aux;
+}
+
+struct listener *
+conn_listener(const struct conn *c)
+{
+    return c->l;
+}
+
 void *
 conn_owner(const struct conn *c)
 {

@@ -100,6 +100,7 @@ listener_new(struct event_base *base, const char *host, uint16_t port, struct tl
     l->base = base;
     l->ops = ops;
     l->ud = ud;
+    snprintf(l->name, sizeof(l->name), "%s:%u", host && *host ? host : "*", port);
     if (!conns_init(l)) {
         errno = ENOMEM;
         goto fail;
@@ -167,6 +168,12 @@ uint16_t
 listener_port(const struct listener *l)
 {
     return l->port;
+}
+
+const char *
+listener_name(const struct listener *l)
+{
+    return l->name;
 }
 
 size_t

@@ -22,6 +22,7 @@ struct listener {
     const struct conn_ops *ops;
     void *ud;
     uint16_t port;
+    char name[80];              /* "host:port" as configured ("*:port": all addresses) */
     struct tls_ctx *tls;        /* NULL: plain TCP; else new connections speak TLS with it */
     struct evbuffer *spare[64]; /* empty buffers of idle connections, for busy ones */
     unsigned nspare;
@@ -90,6 +91,7 @@ struct conn {
     struct big_packet *big; /* a large packet being read straight into place */
     struct hs_job *job;     /* the handshake thread has its TLS state (hs_worker.c) */
     struct conn_gate *gate; /* output held until the journal is durable; NULL: none */
+    void *aux;              /* the owner's second pointer (conn_set_aux) */
     /* the read event follows, in the same allocation (conn_rev) */
 };
 

@@ -209,9 +209,9 @@ on_lost(struct conn *c, const char *why, void *ud)
 static void
 on_free(struct conn *c, void *ud)
 {
-    (void)ud;
     struct session *s = conn_owner(c);
     if (s && s->conn == c) session_detach(s, false); /* listener_free at shutdown */
+    if (!s) access_conn_gone(ud, c);                 /* its password may be being checked */
 }
 
 static const struct conn_ops broker_conn_ops = {
@@ -258,16 +258,27 @@ usernames_from_certificates(const struct lq_conf *c)
     return true;
 }
 
-/* allow_anonymous false only asks for a username: with no password file (none yet)
- * nothing checks it, and an operator coming from mosquitto would expect it checked. */
+/* allow_anonymous false only asks for a username: with no password_file nothing
+ * checks it (as in mosquitto), which an operator may not expect. */
 static void
 warn_unchecked_usernames(const struct lq_conf *c)
 {
-    if (c->allow_anonymous || usernames_from_certificates(c)) return;
+    if (c->per_listener_settings) {
+        for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next)
+            if (!lc->auth.allow_anonymous && !lc->auth.password_file &&
+                !(lc->tls && lc->tls->require_certificate &&
+                  (lc->tls->use_identity_as_username || lc->tls->use_subject_as_username)))
+                lq_log(LQ_LOG_WARNING,
+                       "listener %s: allow_anonymous false without a password_file: any "
+                       "client that sends a username, whatever it is, is let in",
+                       lc->at ? lc->at : "");
+        return;
+    }
+    if (c->auth.allow_anonymous || c->auth.password_file || usernames_from_certificates(c)) return;
     lq_log(LQ_LOG_WARNING,
-           "allow_anonymous false: lunamq checks no passwords (there is no password_file "
-           "yet): any client that sends a username, whatever it is, is let in; for "
-           "authentication, use require_certificate with use_identity_as_username");
+           "allow_anonymous false: lunamq checks no passwords (no password_file): any "
+           "client that sends a username, whatever it is, is let in; set password_file, or "
+           "require_certificate with use_identity_as_username");
 }
 
 struct broker *
@@ -299,7 +310,9 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     if (!errbuf[0] && b->conf.metrics_port && !admin_serves_metrics(b->admin))
         snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
                  b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
+    if (!errbuf[0]) access_open(b, errbuf, errlen);
     if (!errbuf[0]) persist_open(b, errbuf, errlen); /* listeners open after recovery */
+    if (!errbuf[0]) access_bind_all(b);              /* the sessions read back */
     if (errbuf[0]) {
         broker_free(b);
         return NULL;
@@ -337,6 +350,7 @@ broker_free(struct broker *b)
     net_stop_workers();
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
     free(b->listeners);
+    access_close(b); /* after the conns: a CONNECT being checked has none now */
     admin_free(b->admin);
     b->admin = NULL;
     hooks_free(b->hooks);
@@ -503,6 +517,15 @@ broker_reload(struct broker *b, char *restart, size_t len)
     /* listeners stay as they are (changing them needs a restart); their TLS
      * material is reloaded for new connections */
     reload_tls(b, &nc);
+    /* password_file and acl_file are read again (a file that does not parse leaves
+     * the previous rules); per listener only while the listeners stay the same */
+    if (nc.per_listener_settings != b->conf.per_listener_settings ||
+        (nc.per_listener_settings && listeners_differ(b->conf.listeners, nc.listeners)))
+        lq_log(LQ_LOG_WARNING, "reload: per_listener_settings or the listeners changed: "
+                               "password and ACL rules not reloaded until restart");
+    else
+        access_reload(b, &nc);
+    nc.per_listener_settings = b->conf.per_listener_settings;
     keep_restart_only(&b->conf, &nc, restart, len); /* nc now holds the running ones */
     struct lq_conf old = b->conf;
     b->conf = nc;

@@ -449,6 +449,7 @@ handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a)
 struct match_ctx {
     struct broker *b;
     const struct session *origin;
+    const struct msg *m;
 };
 
 static bool
@@ -525,11 +526,13 @@ match_cb(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
         if (!sub_group_pick(g, member_is_online, NULL, &member, &o) &&
             !sub_group_pick(g, NULL, NULL, &member, &o))
             return;
+        if (o->acl_check && !access_may_receive(member, ctx->m->topic, ctx->m->topic_len)) return;
         add_match(ctx->b, member, o);
         return;
     }
     struct session *s = owner;
     if (o->no_local && s == ctx->origin) return; /* [MQTT-3.8.3-3] */
+    if (o->acl_check && !access_may_receive(s, ctx->m->topic, ctx->m->topic_len)) return;
     add_match(ctx->b, s, o);
 }
 
@@ -538,7 +541,7 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin, enu
               struct route_result *r)
 {
     memset(r, 0, sizeof(*r));
-    struct match_ctx ctx = {b, origin};
+    struct match_ctx ctx = {b, origin, m};
     b->match_gen++;
     b->nmatches = 0;
     b->nmatch_ids = 0;

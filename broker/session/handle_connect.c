@@ -75,8 +75,37 @@ make_will(struct session *s, const struct mqtt_connect *ck)
     return m;
 }
 
+static void connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
+                        size_t len, bool authenticated);
+
 void
 handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+    connect_run(b, c, flags, body, len, false);
+}
+
+void
+handle_connect_authenticated(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
+                             size_t len)
+{
+    connect_run(b, c, flags, body, len, true);
+}
+
+void
+handle_connect_refuse(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
+                      size_t len, uint8_t rc, const char *why)
+{
+    (void)b;
+    struct mqtt_connect ck;
+    memset(&ck, 0, sizeof(ck));
+    mqtt_decode_connect(flags, body, len, &ck); /* decoded once already: it is whole */
+    refuse(c, &ck, rc, why);
+}
+
+/* The CONNECT; `authenticated`: the second time, after its password was checked. */
+static void
+connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body, size_t len,
+            bool authenticated)
 {
     struct mqtt_connect ck;
     memset(&ck, 0, sizeof(ck));
@@ -104,8 +133,6 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     const char *cert_user = conn_tls_username(c);
     if (cert_user && !*cert_user)
         return refuse(c, &ck, MQTT_RC_NOT_AUTHORIZED, "certificate gives no username");
-    if (!b->conf.allow_anonymous && !ck.has_username && !cert_user)
-        return refuse(c, &ck, MQTT_RC_NOT_AUTHORIZED, "anonymous clients not allowed");
     if (ck.will) {
         if (!topic_name_is_valid((const char *)ck.will_topic.p, ck.will_topic.len))
             return refuse(c, &ck, MQTT_RC_TOPIC_NAME_INVALID, "will topic");
@@ -137,6 +164,15 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
                                  (unsigned long long)b->next_auto_id++);
         id = idbuf;
         assigned = true;
+    }
+    if (!authenticated) { /* Lua on_connect hooks, password_file, allow_anonymous */
+        uint8_t arc = 0;
+        const char *why = "";
+        switch (access_connect(b, c, &ck, id, idlen, cert_user, flags, body, len, &arc, &why)) {
+        case ACCESS_PENDING: return;
+        case ACCESS_REFUSE: return refuse(c, &ck, arc, why);
+        case ACCESS_ALLOW: break;
+        }
     }
 
     uint32_t expiry;
@@ -173,6 +209,7 @@ handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *b
     s->username = cert_user         ? lq_xstrdup(cert_user)
                   : ck.has_username ? lq_xstrndup((const char *)ck.username.p, ck.username.len)
                                     : NULL;
+    access_bind(s); /* its ACL: this username, maybe not the last connection's */
     s->problem_info = !(ck.props.present & MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) ||
                       ck.props.request_problem_info;
     s->client_recv_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM))

@@ -225,6 +225,10 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         refuse_message(s, &p, MQTT_RC_NOT_AUTHORIZED, since);
         return MQTT_RC_SUCCESS;
     }
+    if (s->acl && !access_may_publish(s, topic, tlen)) { /* acl_file, before the hooks */
+        refuse_message(s, &p, MQTT_RC_NOT_AUTHORIZED, since);
+        return MQTT_RC_SUCCESS;
+    }
 
     /* QoS 2: its queue entries and its packet id are replayed all or none, else a
      * restart could route the re-sent PUBLISH again, or acknowledge it unrouted */
@@ -234,7 +238,8 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
                              .username = s->username,
                              .address = conn_peer(s->conn),
                              .version = s->version,
-                             .cert = conn_tls_identity(s->conn)};
+                             .cert = conn_tls_identity(s->conn),
+                             .listener = listener_name(conn_listener(s->conn))};
     struct route_result r;
     uint8_t refused =
         broker_publish(b, m, s, &cl, NULL, p.qos ? DELIVER_HOLDABLE : DELIVER_NO_HOLD, &r);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hooks.h"
 #include "retain.h"
 #include "session_int.h"
 
@@ -51,6 +52,7 @@ send_retained(struct msg *m, void *arg)
 {
     struct retained_ctx *ctx = arg;
     if (msg_is_expired(m, ctx->now)) return;
+    if (ctx->o->acl_check && !access_may_receive(ctx->s, m->topic, m->topic_len)) return;
     uint8_t qos = m->qos < ctx->o->qos ? m->qos : ctx->o->qos;
     /* retain flag set on messages sent because of a new subscription [MQTT-3.3.1-8] */
     session_deliver(ctx->s, m, qos, true, ctx->o->sub_id ? &ctx->o->sub_id : NULL,
@@ -87,10 +89,18 @@ subscribe_one(struct session *s, const struct mqtt_sub_entry *e, uint32_t sub_id
         return refused == &r->quota ? MQTT_RC_QUOTA_EXCEEDED /* 3.1.1: 0x80 */
                                     : MQTT_RC_TOPIC_FILTER_INVALID;
     }
-    struct sub_opts o = {.qos = e->qos > 2 ? 2 : e->qos,
+    uint8_t qos = e->qos > 2 ? 2 : e->qos;
+    bool check = false; /* the Lua on_subscribe hooks, then acl_file */
+    if (s->acl || hooks_have_on_subscribe(b->hooks)) {
+        qos = access_subscribe(s, (const char *)e->filter.p, e->filter.len, v.filter, v.flen, qos,
+                               &check);
+        if (qos >= 0x80) return qos; /* 3.1.1: 0x80 */
+    }
+    struct sub_opts o = {.qos = qos,
                          .no_local = e->no_local,
                          .retain_as_published = e->retain_as_published,
                          .retain_handling = e->retain_handling,
+                         .acl_check = check,
                          .sub_id = sub_id};
     *fresh = topic_tree_add(b->subs, v.filter, v.flen, v.group, v.glen, s, &o) == 1;
     if (!x) x = session_sub_add(s, v.filter, v.flen, v.group, v.glen);
@@ -139,7 +149,7 @@ send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh
         if (!x || x->mark != k || x->group) continue; /* repeated later; shared */
         uint8_t rh = x->o.retain_handling;
         if (rh == 2 || (rh == 1 && !fresh[k])) continue;
-        struct sub_opts o = {.qos = x->o.qos, .sub_id = x->o.sub_id};
+        struct sub_opts o = {.qos = x->o.qos, .acl_check = x->o.acl_check, .sub_id = x->o.sub_id};
         struct retained_ctx ctx = {s, &o, lq_now_ms()};
         retain_match(s->b->retained, x->filter, strlen(x->filter), send_retained, &ctx);
     }

@@ -52,6 +52,7 @@ session_set_will(struct session *s, struct msg *m, uint32_t delay)
     w->version = s->version;
     if (s->conn) {
         w->address = lq_xstrdup(conn_peer(s->conn));
+        w->listener = listener_name(conn_listener(s->conn));
         w->cert = tls_identity_dup(conn_tls_identity(s->conn));
     }
     s->will = w;
@@ -90,7 +91,8 @@ publish_will(struct session *s)
                              .username = w->username,
                              .address = w->address,
                              .version = w->version,
-                             .cert = w->cert};
+                             .cert = w->cert,
+                             .listener = w->listener};
     struct route_result r;
     broker_publish(b, w->m, s, &cl, NULL, DELIVER_NO_HOLD, &r);
     will_free(w);
@@ -200,6 +202,7 @@ session_end(struct session *s)
     persist_session_end(s);
     if (s->conn) conn_set_owner(s->conn, NULL);
     session_unsubscribe_all(s);
+    access_unbind(s);
     if (s->will) publish_will(s); /* the session ends before the will delay */
     session_free_queues(s);
     reset_connection_state(s);

@@ -42,6 +42,13 @@ struct counters {
     uint64_t slow_consumers_disconnected; /* cut after max_hold_time without progress */
     uint64_t slow_consumers_shedding;     /* persistent ones that began dropping instead */
     uint64_t publishers_held;             /* times a publisher's acks were withheld */
+    /* access control (access.c) */
+    uint64_t auth_ok;                /* CONNECTs let in by a password, a hook or a certificate */
+    uint64_t auth_bad_password;      /* refused: unknown user or wrong password */
+    uint64_t auth_anonymous_refused; /* refused: no username, allow_anonymous false */
+    uint64_t auth_hook_refused;      /* refused by an on_connect hook */
+    uint64_t auth_busy;              /* refused: too many password checks waiting */
+    uint64_t acl_denied_publish, acl_denied_subscribe, acl_denied_delivery;
 };
 
 struct broker {
@@ -55,6 +62,7 @@ struct broker {
     struct hooks *hooks;      /* Lua hooks of scripts_dir */
     struct admin *admin;      /* admin socket and statistics */
     struct persist *persist;  /* the journal (persist.c); NULL: persistence false */
+    struct access *access;    /* password and ACL files, the CONNECTs being checked */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
     /* routing one message: the sessions it matched, once each, and their subscription
@@ -124,6 +132,7 @@ struct will {
     /* who published it, for the hooks it goes through (the connection may be gone by
      * then): copies taken at CONNECT */
     char *username, *address;
+    const char *listener; /* listener_name(): lives as long as the broker */
     uint8_t version;
     struct tls_identity *cert;
 };
@@ -152,8 +161,9 @@ struct session {
      * its connection costs (13-flow-control.py checks the total). */
 
     /* connection scope, reset by session_attach */
-    char *username;      /* from CONNECT, or the client certificate; NULL: none */
-    double connected_at; /* wall clock of the last CONNACK */
+    char *username;         /* from CONNECT, or the client certificate; NULL: none */
+    struct acl_client *acl; /* its ACL rules (access.c); NULL: no acl_file */
+    double connected_at;    /* wall clock of the last CONNACK */
     /* TOPIC_ALIAS_MAX + 1 slots, made on the first alias: idle clients pay nothing */
     char **alias_in;
     struct alias_out *alias_out;
@@ -303,6 +313,36 @@ struct persist_stats {
     uint64_t batches_per_second;
     uint64_t acks_waiting; /* connections whose output waits for the journal */
 };
+/* ---- access control (access.c) ---- */
+enum access_verdict { ACCESS_ALLOW, ACCESS_REFUSE, ACCESS_PENDING };
+int access_open(struct broker *b, char *err, size_t errlen); /* loads the files */
+void access_close(struct broker *b);
+void access_reload(struct broker *b, const struct lq_conf *nc); /* keeps the old on error */
+/* CONNECT: ALLOW, REFUSE (with *rc and *why), or PENDING: a password check runs off
+ * the loop, the conn is paused, and handle_connect_authenticated or
+ * handle_connect_refuse is called with the packet when it is done. */
+enum access_verdict access_connect(struct broker *b, struct conn *c, const struct mqtt_connect *ck,
+                                   const char *id, size_t idlen, const char *cert_user,
+                                   uint8_t flags, const uint8_t *body, size_t len, uint8_t *rc,
+                                   const char **why);
+void access_conn_gone(struct broker *b, struct conn *c); /* a conn freed before CONNACK */
+/* The session's rules for its username and client id (after CONNECT, restore, reload),
+ * and which of its subscriptions need a check per message. */
+void access_bind(struct session *s);
+void access_bind_all(struct broker *b);
+void access_unbind(struct session *s);
+bool access_may_publish(struct session *s, const char *topic, size_t len);
+bool access_may_receive(struct session *s, const char *topic, size_t len);
+/* SUBSCRIBE, one filter (asked: as sent, with $share/G/; filter: without): the QoS
+ * granted, or a failure code (>= 0x80); *check: deliver through it only what
+ * access_may_receive allows. Lua on_subscribe hooks first. */
+uint8_t access_subscribe(struct session *s, const char *asked, size_t alen, const char *filter,
+                         size_t len, uint8_t qos, bool *check);
+/* The running acl_file's answer for a client (user "" or NULL: anonymous): 1 allowed,
+ * 0 denied, -1 no acl_file; *why: the deciding rule "FILE:LINE", NULL for none. */
+int access_explain(struct broker *b, const char *user, const char *id, const char *topic,
+                   bool write, const char **why);
+
 int persist_open(struct broker *b, char *err, size_t errlen); /* recovers; before listening */
 void persist_close(struct broker *b);                 /* waits (bounded) for what was appended */
 void persist_retain(struct broker *b, struct msg *m); /* after retain_set */
@@ -338,6 +378,11 @@ void persist_check_ack(const struct session *s, uint64_t since);
 size_t publish_props_blob(const struct mqtt_props *in, uint8_t *out, size_t cap);
 void handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
                     size_t len);
+/* After a password check (access.c): the same CONNECT, let in or refused with rc. */
+void handle_connect_authenticated(struct broker *b, struct conn *c, uint8_t flags,
+                                  const uint8_t *body, size_t len);
+void handle_connect_refuse(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
+                           size_t len, uint8_t rc, const char *why);
 /* The first packet is over broker_connect_max_packet: refused before it is read. */
 void handle_connect_too_large(struct broker *b, struct conn *c, uint32_t size);
 uint8_t handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len);

@@ -155,7 +155,8 @@ def test_allow_anonymous_false_warns_without_password_checks(b):
 def test_allow_anonymous_true_does_not_warn(b):
     """issue 12.16: the warning is only for allow_anonymous false."""
     assert b.wait_log("listening on", 3)
-    assert "allow_anonymous" not in b.output()
+    assert "warning: allow_anonymous" not in b.output()
+    assert "notice: allow_anonymous true; password_file: 0 users" in b.output()  # what is in force
 
 
 # ---- issue 12.21: README behaviours that had no test ----
@@ -182,7 +183,7 @@ def test_broker_started_from_include_dir(b):
     d = tempfile.mkdtemp(dir=b.dir)
     port = lqtest.free_port()
     with open(os.path.join(d, "10-listener.conf"), "w") as f:
-        f.write("listener %d 127.0.0.1\nadmin_socket none\n" % port)
+        f.write("listener %d 127.0.0.1\nallow_anonymous true\nadmin_socket none\n" % port)
     with open(os.path.join(d, "20-limits.conf"), "w") as f:
         f.write("max_inflight_messages 7\n")
     with open(os.path.join(d, "30-ignored.conf.off"), "w") as f:

@@ -306,7 +306,8 @@ def test_log_type_and_log_dest_file(b):
     logf = os.path.join(b.dir, "own.log")
     path = os.path.join(b.dir, "own.conf")
     with open(path, "w") as f:
-        f.write("listener %d 127.0.0.1\nlog_dest file %s\nlog_type notice\nlog_type information\n"
+        f.write("listener %d 127.0.0.1\nallow_anonymous true\nlog_dest file %s\nlog_type notice\n"
+                "log_type information\n"
                 "admin_socket none\nscripts_dir %s\n" % (port, logf, b.scripts))
     proc = subprocess.Popen([BIN, "-c", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -337,7 +338,8 @@ def test_log_dest_syslog(b):
     port = free_port()
     path = os.path.join(b.dir, "syslog.conf")
     with open(path, "w") as f:
-        f.write("listener %d 127.0.0.1\nlog_dest syslog\nlog_type notice\nlog_type information\n"
+        f.write("listener %d 127.0.0.1\nallow_anonymous true\nlog_dest syslog\nlog_type notice\n"
+                "log_type information\n"
                 "admin_socket none\nscripts_dir %s\n" % (port, b.scripts))
     own = not os.path.exists("/dev/log")
     sock_path = "/dev/log" if own else os.path.join(b.dir, "log.sock")

@@ -44,7 +44,7 @@ START_TEST(test_defaults)
 {
     struct lq_conf c;
     conf_init(&c);
-    ck_assert(c.allow_anonymous);
+    ck_assert(c.auth.allow_anonymous);
     ck_assert(c.retain_available);
     ck_assert_uint_eq(c.max_inflight_messages, 20);
     ck_assert_uint_eq(c.max_queued_messages, 1000);
@@ -113,7 +113,7 @@ START_TEST(test_every_option)
     ck_assert_str_eq(c.listeners->host, "127.0.0.1");
     ck_assert_uint_eq(c.listeners->next->port, 8883);
     ck_assert_ptr_null(c.listeners->next->host);
-    ck_assert(!c.allow_anonymous);
+    ck_assert(!c.auth.allow_anonymous);
     ck_assert(!c.retain_available);
     ck_assert_uint_eq(c.max_packet_size, 1000);
     ck_assert_uint_eq(c.max_connect_packet_size, 4096);
@@ -339,6 +339,52 @@ START_TEST(test_persistence_options)
 }
 END_TEST
 
+/* issue 14: password_file, acl_file, allow_anonymous as mosquitto 2.0 defaults it,
+ * per_listener_settings */
+START_TEST(test_auth_options)
+{
+    struct lq_conf c;
+    /* no listener in the file: anonymous clients on the default 127.0.0.1 listener */
+    ck_assert_int_eq(load_text(&c, "log_type error\n"), 0);
+    ck_assert(c.auth.allow_anonymous);
+    conf_fini(&c);
+    /* a listener: false unless asked for */
+    ck_assert_int_eq(load_text(&c, "listener 1883\n"), 0);
+    ck_assert(!c.auth.allow_anonymous);
+    ck_assert(!conf_auth(&c, c.listeners)->allow_anonymous);
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "listener 1883\nallow_anonymous true\n"
+                                   "password_file /etc/lunamq/pass words\n"
+                                   "acl_file /etc/lunamq/acl\n"),
+                     0);
+    ck_assert(c.auth.allow_anonymous);
+    ck_assert_str_eq(c.auth.password_file, "/etc/lunamq/pass words");
+    ck_assert_str_eq(c.auth.acl_file, "/etc/lunamq/acl");
+    ck_assert_ptr_eq(conf_auth(&c, c.listeners), &c.auth); /* one setting for all */
+    conf_fini(&c);
+    /* per listener: each starts as the lines before it said */
+    ck_assert_int_eq(load_text(&c, "per_listener_settings true\n"
+                                   "acl_file /a\n"
+                                   "listener 8883\n"
+                                   "listener 1884\npassword_file /p\nallow_anonymous true\n"),
+                     0);
+    const struct auth_conf *tls = conf_auth(&c, c.listeners);
+    const struct auth_conf *pw = conf_auth(&c, c.listeners->next);
+    ck_assert_str_eq(tls->acl_file, "/a");
+    ck_assert_ptr_null(tls->password_file);
+    ck_assert(!tls->allow_anonymous);
+    ck_assert_str_eq(pw->acl_file, "/a");
+    ck_assert_str_eq(pw->password_file, "/p");
+    ck_assert(pw->allow_anonymous);
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "listener 1883\nper_listener_settings true\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "per_listener_settings must come before the first listener"));
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "password_file\n"), -1);
+    conf_fini(&c);
+}
+END_TEST
+
 Suite *
 suite_conf(void)
 {
@@ -355,6 +401,7 @@ suite_conf(void)
     tcase_add_test(tc, test_paths_with_spaces);
     tcase_add_test(tc, test_durations);
     tcase_add_test(tc, test_persistence_options);
+    tcase_add_test(tc, test_auth_options);
     suite_add_tcase(s, tc);
     return s;
 }
