@@ -21,7 +21,6 @@
 
 #include <mbedtls/base64.h>
 #include <mbedtls/constant_time.h>
-#include <mbedtls/pkcs5.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha512.h>
 
@@ -122,6 +121,55 @@ parse_hash(const char *s, size_t n, struct pw_entry *e)
     return NULL;
 }
 
+/* PBKDF2-HMAC-SHA512, one 64-byte block (all $7$ needs). The HMAC key's inner and outer
+ * states are hashed once and copied for each round, which then costs two SHA-512
+ * compressions; mbedTLS's generic PBKDF2 hashes the padded key again every round (four),
+ * which made a CONNECT with a password cost twice what it does in mosquitto. */
+static void
+pbkdf2_sha512(const uint8_t *pw, size_t len, const uint8_t *salt, size_t slen, unsigned rounds,
+              uint8_t out[HASH_LEN])
+{
+    uint8_t key[128] = {0}, pad[128], u[HASH_LEN];
+    if (len > sizeof(key))
+        mbedtls_sha512(pw, len, key, 0); /* HMAC: a key longer than a block is hashed */
+    else if (len)
+        memcpy(key, pw, len);
+    mbedtls_sha512_context in, outer, c;
+    mbedtls_sha512_init(&in);
+    mbedtls_sha512_init(&outer);
+    mbedtls_sha512_init(&c);
+    for (size_t i = 0; i < sizeof(pad); i++) pad[i] = key[i] ^ 0x36;
+    mbedtls_sha512_starts(&in, 0);
+    mbedtls_sha512_update(&in, pad, sizeof(pad));
+    for (size_t i = 0; i < sizeof(pad); i++) pad[i] = key[i] ^ 0x5c;
+    mbedtls_sha512_starts(&outer, 0);
+    mbedtls_sha512_update(&outer, pad, sizeof(pad));
+    static const uint8_t block1[4] = {0, 0, 0, 1}; /* INT(1): the first and only block */
+    mbedtls_sha512_clone(&c, &in);
+    mbedtls_sha512_update(&c, salt, slen);
+    mbedtls_sha512_update(&c, block1, sizeof(block1));
+    mbedtls_sha512_finish(&c, u);
+    mbedtls_sha512_clone(&c, &outer);
+    mbedtls_sha512_update(&c, u, sizeof(u));
+    mbedtls_sha512_finish(&c, u);
+    memcpy(out, u, HASH_LEN);
+    for (unsigned r = 1; r < rounds; r++) {
+        mbedtls_sha512_clone(&c, &in);
+        mbedtls_sha512_update(&c, u, sizeof(u));
+        mbedtls_sha512_finish(&c, u);
+        mbedtls_sha512_clone(&c, &outer);
+        mbedtls_sha512_update(&c, u, sizeof(u));
+        mbedtls_sha512_finish(&c, u);
+        for (size_t i = 0; i < HASH_LEN; i++) out[i] ^= u[i];
+    }
+    mbedtls_sha512_free(&in);
+    mbedtls_sha512_free(&outer);
+    mbedtls_sha512_free(&c);
+    mbedtls_platform_zeroize(key, sizeof(key));
+    mbedtls_platform_zeroize(pad, sizeof(pad));
+    mbedtls_platform_zeroize(u, sizeof(u));
+}
+
 static void
 compute(const struct pw_entry *e, const void *password, size_t len, uint8_t out[HASH_LEN])
 {
@@ -134,9 +182,8 @@ compute(const struct pw_entry *e, const void *password, size_t len, uint8_t out[
         mbedtls_sha512_update(&ctx, e->salt, e->salt_len);
         mbedtls_sha512_finish(&ctx, out);
         mbedtls_sha512_free(&ctx);
-    } else if (mbedtls_pkcs5_pbkdf2_hmac_ext(MBEDTLS_MD_SHA512, pw, len, e->salt, e->salt_len,
-                                             e->iterations, HASH_LEN, out) != 0) {
-        memset(out, 0xff, HASH_LEN); /* unreachable with SHA-512 built in; never matches */
+    } else {
+        pbkdf2_sha512(pw, len, e->salt, e->salt_len, e->iterations, out);
     }
 }
 

@@ -161,8 +161,8 @@ classify_subscriptions(struct session *s)
     struct broker *b = s->b;
     for (uint32_t i = 0; i < s->nsubs; i++) {
         struct ssub *x = &s->subs[i];
-        bool check = s->acl && acl_check_subscribe(s->acl, x->filter, strlen(x->filter), NULL) !=
-                                   ACL_SUB_ALL;
+        bool check = s->acl &&
+                     acl_check_subscribe(s->acl, x->filter, strlen(x->filter), NULL) != ACL_SUB_ALL;
         if (x->o.acl_check == check) continue;
         x->o.acl_check = check;
         topic_tree_add(b->subs, x->filter, strlen(x->filter), x->group,
@@ -217,7 +217,8 @@ access_subscribe(struct session *s, const char *asked, size_t alen, const char *
                                  .address = s->conn ? conn_peer(s->conn) : "",
                                  .version = s->version,
                                  .cert = s->conn ? conn_tls_identity(s->conn) : NULL,
-                                 .listener = s->conn ? listener_name(conn_listener(s->conn)) : NULL};
+                                 .listener =
+                                     s->conn ? listener_name(conn_listener(s->conn)) : NULL};
         struct hook_auth_result r;
         hooks_on_subscribe(b->hooks, &cl, asked, alen, qos, &r); /* with $share/G/ */
         if (r.verdict == HOOK_AUTH_DENY) {
@@ -238,7 +239,8 @@ access_subscribe(struct session *s, const char *asked, size_t alen, const char *
     switch (acl_check_subscribe(s->acl, filter, len, &why)) {
     case ACL_SUB_NONE:
         b->ctr.acl_denied_subscribe++;
-        session_log(s, LQ_LOG_NOTICE, "subscribe \"%.*s\" refused: no topic it matches is readable (%s)",
+        session_log(s, LQ_LOG_NOTICE,
+                    "subscribe \"%.*s\" refused: no topic it matches is readable (%s)",
                     (int)(len > 200 ? 200 : len), filter, why ? why : "no rule");
         return MQTT_RC_NOT_AUTHORIZED;
     case ACL_SUB_SOME: *check = true; return qos;
@@ -372,8 +374,8 @@ access_connect(struct broker *b, struct conn *c, const struct mqtt_connect *ck, 
 /* ---- lunamq-ctl acl check ---- */
 
 int
-access_explain(struct broker *b, const char *user, const char *id, const char *topic,
-               bool write, const char **why)
+access_explain(struct broker *b, const char *user, const char *id, const char *topic, bool write,
+               const char **why)
 {
     const struct scope *sc = &b->access->scopes[0];
     *why = NULL;

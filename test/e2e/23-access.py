@@ -399,3 +399,60 @@ def test_example_tenant_hook(_b):
             == [1, 0x87, 0x87]
     finally:
         b.stop()
+
+
+def test_example_acl_file(_b):
+    """examples/acl reads in lunamq and in Debian's mosquitto, and means what it says."""
+    path = os.path.join(lqtest.ROOT, "examples", "acl")
+    b = Broker(conf_lines=("allow_anonymous true", "acl_file " + path))
+    b.start()
+    try:
+        assert b.wait_log("acl_file: 7 rules", 5), b.output()
+        for user, cid, topic, want in (("sensor-7", "s7", "devices/sensor-7/t", "write"),
+                                       ("dashboard", "d", "commands/x", "write"),
+                                       ("", "c9", "commands/c9", "read"),
+                                       ("cn-42", "x", "devices/cn-42/a", "write")):
+            r = json.loads(ctl(b, "acl", "check", user, cid, topic, want).stdout)
+            assert r["access"] == "allowed", (user, topic, r)
+        r = json.loads(ctl(b, "acl", "check", "dashboard", "d", "$SYS/broker/uptime",
+                           "read").stdout)
+        assert r["access"] == "denied", r
+    finally:
+        b.stop()
+    port = free_port()
+    conf_path = os.path.join(FILES, "mosq-example.conf")
+    with open(conf_path, "w") as f:
+        f.write("user root\nlistener %d %s\nallow_anonymous true\nacl_file %s\n"
+                % (port, HOST, path))
+    m = subprocess.Popen(["/usr/sbin/mosquitto", "-c", conf_path], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc=m)
+        assert m.poll() is None
+    finally:
+        m.terminate()
+        m.wait(10)
+
+
+CERT_ACL = os.path.join(FILES, "cert-acl")
+with open(CERT_ACL, "w") as _f:
+    _f.write("topic read devices/#\npattern readwrite devices/%u/#\n")
+
+
+@conf("listener {tls_port} 127.0.0.1", "cafile {pki}/ca.crt", "certfile {pki}/server.crt",
+      "keyfile {pki}/server.key", "require_certificate true", "use_identity_as_username true",
+      "acl_file " + CERT_ACL)
+def test_certificate_cn_selects_its_acl(b):
+    """Mutual TLS with use_identity_as_username: the certificate's CN is the username the
+    ACL rules see (pattern devices/%u/#)."""
+    watch = connected(b.port, "watch")  # anonymous: may read devices/#
+    assert watch.subscribe(1, [("devices/#", 0)]).codes == [0]
+    d = lqtest.pki_dir()
+    for topic in ("devices/dev1/t", "devices/dev2/t"):
+        subprocess.run(["mosquitto_pub", "-h", HOST, "-p", str(b.tls_port), "--cafile",
+                        d + "/ca.crt", "--cert", d + "/dev1.crt", "--key", d + "/dev1.key",
+                        "-t", topic, "-m", "x", "-q", "1"], capture_output=True, timeout=15)
+    p = watch.expect(PUBLISH)
+    assert p.topic == "devices/dev1/t"
+    watch.expect_none(0.3)
+    assert stats(b)["acl_denied_publish"] == 1

@@ -16,7 +16,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "auth.h"
+#include "auth_verify.h"
 #include "lq.h"
 #include "suites.h"
 #include "topic.h"
@@ -1426,6 +1429,59 @@ START_TEST(test_acl_thousand_rules)
 }
 END_TEST
 
+/* ---- the verifier threads (broker/auth/verify.c) ---- */
+struct vjob {
+    struct verify_job job;
+    int *done;
+    int result; /* -1: cancelled, else ok */
+};
+
+static void
+vjob_done(struct verify_job *j)
+{
+    struct vjob *v = (struct vjob *)j;
+    v->result = j->cancelled ? -1 : j->ok;
+    ++*v->done;
+}
+
+START_TEST(test_verifier)
+{
+    struct pwfile *f = pw_load_text("dev:" V6_SECRET "\n");
+    struct event_base *base = event_base_new();
+    struct verifier *v = verifier_new(base, 3);
+    ck_assert_ptr_nonnull(v);
+    int done = 0;
+    struct vjob jobs[4];
+    const char *pw[] = {"secret", "wrong", "secret", "secret"};
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (struct vjob){.job = {.file = f,
+                                        .user = "dev",
+                                        .ulen = 3,
+                                        .password = pw[i],
+                                        .len = strlen(pw[i]),
+                                        .done = vjob_done},
+                                .done = &done};
+        /* a bounded queue: the fourth is not taken while three wait */
+        ck_assert(verifier_submit(v, &jobs[i].job) == (i < 3));
+    }
+    ck_assert_uint_eq(verifier_pending(v), 3);
+    verifier_cancel(v, &jobs[2].job); /* its owner went away: done() still runs */
+    while (done < 3) event_base_loop(base, EVLOOP_ONCE);
+    ck_assert_int_eq(jobs[0].result, 1);
+    ck_assert_int_eq(jobs[1].result, 0);
+    ck_assert_int_eq(jobs[2].result, -1);
+    ck_assert_uint_eq(verifier_pending(v), 0);
+    /* jobs left at shutdown are finished as cancelled */
+    ck_assert(verifier_submit(v, &jobs[3].job));
+    verifier_cancel(v, &jobs[3].job);
+    verifier_free(v);
+    ck_assert_int_eq(done, 4);
+    ck_assert_int_eq(jobs[3].result, -1);
+    event_base_free(base);
+    pwfile_unref(f);
+}
+END_TEST
+
 Suite *
 suite_auth(void)
 {
@@ -1443,6 +1499,7 @@ suite_auth(void)
     tcase_add_test(pw, test_pw_make);
     tcase_add_test(pw, test_pw_mosquitto_passwd);
     tcase_add_test(pw, test_pw_make_hashlib);
+    tcase_add_test(pw, test_verifier);
     suite_add_tcase(s, pw);
 
     TCase *ctl_tc = tcase_create("ctl_passwd");
