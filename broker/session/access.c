@@ -256,8 +256,10 @@ verified(struct verify_job *j)
 {
     struct pending *p = (struct pending *)j;
     struct broker *b = p->b;
-    if (p->c && !j->cancelled) {
-        conn_set_aux(p->c, NULL);
+    if (p->c) conn_set_aux(p->c, NULL);
+    /* a conn closed meanwhile (no CONNECT within the timeout: the queue was long) waits
+     * for its on_free: nothing more for it */
+    if (p->c && !j->cancelled && !conn_is_closing(p->c)) {
         conn_resume(p->c);
         if (j->ok) {
             b->ctr.auth_ok++;
@@ -352,7 +354,7 @@ access_connect(struct broker *b, struct conn *c, const struct mqtt_connect *ck, 
         }
         if (r.verdict == HOOK_AUTH_DENY) {
             b->ctr.auth_hook_refused++;
-            static char by[300];
+            static char by[300]; /* read at once by the caller (handle_connect's refuse) */
             snprintf(by, sizeof(by), "%s hook %s", r.failed ? "failed" : "refused by", r.hook);
             *rc = r.code;
             *why = by;
