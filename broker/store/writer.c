@@ -57,28 +57,16 @@ mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-int
-store_write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* all of iov[0..n) (it is advanced over what was written) */
 static int
 writev_all(int fd, struct iovec *iov, int n)
 {
-    while (n) {
+    for (;;) {
+        while (n && iov->iov_len == 0) { /* nothing to write is not an end of file */
+            iov++;
+            n--;
+        }
+        if (!n) return 0;
         ssize_t w = writev(fd, iov, n);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) return -1;
@@ -96,7 +84,13 @@ writev_all(int fd, struct iovec *iov, int n)
             iov->iov_len -= (size_t)w;
         }
     }
-    return 0;
+}
+
+int
+store_write_all(int fd, const uint8_t *p, size_t n)
+{
+    struct iovec v = {(void *)(uintptr_t)p, n};
+    return writev_all(fd, &v, 1);
 }
 
 /* ---- segments ---- */
