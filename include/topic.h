@@ -49,12 +49,15 @@ struct sub_opts {
     uint8_t qos;
     bool no_local;
     bool retain_as_published;
-    uint8_t retain_handling;
+    uint8_t retain_handling : 2;
     /* acl_file: not every topic the filter matches is readable by the subscriber; each
-     * message delivered through it is checked (set by the session layer, not stored) */
-    bool acl_check;
+     * message delivered through it is checked (set by the session layer, not stored).
+     * A bit beside retain_handling: the options stay 8 bytes in every tree entry. */
+    uint8_t acl_check : 1;
     uint32_t sub_id; /* 0: none */
 };
+
+_Static_assert(sizeof(struct sub_opts) == 8, "sub_opts is in every subscription entry");
 
 struct topic_tree;
 struct sub_group; /* the members of one $share group on one filter */

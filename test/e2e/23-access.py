@@ -456,3 +456,22 @@ def test_certificate_cn_selects_its_acl(b):
     assert p.topic == "devices/dev1/t"
     watch.expect_none(0.3)
     assert stats(b)["acl_denied_publish"] == 1
+
+
+def test_broken_files_stop_start_up_with_file_and_line(_b):
+    """A password_file or acl_file that does not parse stops start-up (exit status 3)
+    with FILE:LINE and why."""
+    for name, text, option, want in (
+            ("bad-acl", "user dev\ntopic readwrite a/#\nbogus\n", "acl_file", ":3: unknown"),
+            ("bad-pw", "dev:$7$xx\n", "password_file", ":1: the iteration count")):
+        path = os.path.join(FILES, name)
+        with open(path, "w") as f:
+            f.write(text)
+        conf_path = path + ".conf"
+        with open(conf_path, "w") as f:
+            f.write("listener %d %s\n%s %s\nadmin_socket none\n" % (free_port(), HOST, option,
+                                                                   path))
+        r = subprocess.run([lqtest.BIN, "-c", conf_path], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 3, (r.returncode, r.stderr)
+        assert path + want in r.stderr, r.stderr
