@@ -105,6 +105,16 @@ auth_free(struct auth_conf *a)
     a->password_file = a->acl_file = NULL;
 }
 
+/* a file value: the rest of the line; a later line replaces it */
+static int
+set_path(struct parse *ps, char **field)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    free(*field);
+    *field = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
 static int
 opt_listener(struct parse *ps)
 {
@@ -141,21 +151,13 @@ opt_allow_anonymous(struct parse *ps)
 static int
 opt_password_file(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    struct auth_conf *a = auth_of(ps);
-    free(a->password_file);
-    a->password_file = lq_xstrdup(ps->tok[1]);
-    return 0;
+    return set_path(ps, &auth_of(ps)->password_file);
 }
 
 static int
 opt_acl_file(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    struct auth_conf *a = auth_of(ps);
-    free(a->acl_file);
-    a->acl_file = lq_xstrdup(ps->tok[1]);
-    return 0;
+    return set_path(ps, &auth_of(ps)->acl_file);
 }
 
 /* mosquitto: it must come before the listeners, whose settings it makes their own */
@@ -375,10 +377,7 @@ opt_log_dest(struct parse *ps)
 static int
 opt_scripts_dir(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    free(ps->c->scripts_dir);
-    ps->c->scripts_dir = lq_xstrdup(ps->tok[1]);
-    return 0;
+    return set_path(ps, &ps->c->scripts_dir);
 }
 
 static int
@@ -402,10 +401,7 @@ opt_hook_memory_limit(struct parse *ps)
 static int
 opt_admin_socket(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    free(ps->c->admin_socket);
-    ps->c->admin_socket = lq_xstrdup(ps->tok[1]);
-    return 0;
+    return set_path(ps, &ps->c->admin_socket);
 }
 
 static int
@@ -439,20 +435,14 @@ opt_persistence(struct parse *ps)
 static int
 opt_persistence_location(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    free(ps->c->persistence_location);
-    ps->c->persistence_location = lq_xstrdup(ps->tok[1]);
-    return 0;
+    return set_path(ps, &ps->c->persistence_location);
 }
 
 /* mosquitto's one file: accepted, and the broker says at start that it uses a directory */
 static int
 opt_persistence_file(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    free(ps->c->persistence_file);
-    ps->c->persistence_file = lq_xstrdup(ps->tok[1]);
-    return 0;
+    return set_path(ps, &ps->c->persistence_file);
 }
 
 static int

@@ -298,15 +298,12 @@ check_password(struct broker *b, struct conn *c, const struct scope *sc,
     p->pw = pwfile_ref(sc->pw);
     p->flags = flags;
     p->len = len;
-    size_t ulen = ck->username.len;
-    p->body = lq_xmalloc(len + plen + ulen + 1);
+    p->body = lq_xmalloc(len); /* the username and password lie in it, as decoded */
     memcpy(p->body, body, len);
-    if (plen) memcpy(p->body + len, ck->password.p, plen);
-    memcpy(p->body + len + plen, ck->username.p, ulen);
     p->job.file = p->pw;
-    p->job.user = (const char *)p->body + len + plen;
-    p->job.ulen = ulen;
-    p->job.password = p->body + len;
+    p->job.user = (const char *)p->body + (ck->username.p - body);
+    p->job.ulen = ck->username.len;
+    p->job.password = plen ? p->body + (ck->password.p - body) : p->body;
     p->job.len = plen;
     p->job.done = verified;
     /* no password: checked anyway against no user, not to answer faster */

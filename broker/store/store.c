@@ -208,22 +208,21 @@ static void
 hand_over(struct store *st)
 {
     if (st->open.len) {
-        pthread_mutex_lock(&st->mu);
+        pthread_mutex_lock(&st->mu); /* once: a spare buffer out, the batch in */
         struct item *it = st->spare;
         if (it) {
             st->spare = it->next;
             st->nspare--;
         }
-        pthread_mutex_unlock(&st->mu);
-        struct rec_buf next = {0};
-        if (it)
-            next = it->buf;
-        else
-            it = item_new(ITEM_JOURNAL);
+        struct rec_buf next = it ? it->buf : (struct rec_buf){0};
+        if (!it) it = item_new(ITEM_JOURNAL);
         *it = (struct item){
             .kind = ITEM_JOURNAL, .first = st->open_first, .last = st->appended, .buf = st->open};
+        *st->todo_tail = it;
+        st->todo_tail = &it->next;
+        pthread_cond_signal(&st->cv);
+        pthread_mutex_unlock(&st->mu);
         st->open = next;
-        push(st, it);
     }
     hand_over_snapshot(st);
 }
