@@ -316,7 +316,9 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
         MBEDTLS_SSL_IANA_TLS_GROUP_X25519, MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
         MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
     mbedtls_ssl_conf_groups(c, groups);
+#if defined(MBEDTLS_SSL_RENEGOTIATION) /* not compiled into our own build at all */
     mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+#endif
 
     if (tc->ciphers || tc->ciphers_tls13) {
         size_t n = 0;
