@@ -21,8 +21,11 @@ ifeq ($(SAN),1)
   EXTRA := $(SANFLAGS) -DLUNAMQ_CHECKS
 endif
 
-# mbedTLS 3.6: from build/deps (written by `make deps`), or the system's
--include build/deps/mbedtls.mk
+# mbedTLS 3.6: our own build or the packaged one, as `make deps` chose (tools/deps.sh);
+# MBEDTLS_MK=build/deps/mbedtls-packaged.mk builds with the packaged one. Objects depend
+# on the choice: the two have different structure layouts.
+MBEDTLS_MK ?= build/deps/mbedtls.mk
+-include $(MBEDTLS_MK)
 MBEDTLS_CFLAGS ?=
 MBEDTLS_LIBS   ?= -lmbedtls -lmbedx509 -lmbedcrypto
 # Lua 5.4 and Debian's lua-cjson (a shared module without a -dev link name)
@@ -45,7 +48,7 @@ all: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 # the codec earns the strict flag: length arithmetic is the attack surface
 $(B)/obj/mqtt/%.o: WARN += -Wconversion
 
-$(B)/obj/%.o: broker/%.c
+$(B)/obj/%.o: broker/%.c $(wildcard $(MBEDTLS_MK))
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # make deps: install every build and test dependency that is missing.
 #  1. Debian packages, with apt-get (only when something is missing).
-#  2. mbedTLS >= 3.6: the system's when pkg-config has it; otherwise Debian 13's
-#     libmbedtls-dev and its three runtime packages, fetched with a private apt
-#     configuration under build/deps/apt (the system's sources and lists are not
-#     touched), unpacked with dpkg -x under build/deps/root, linked statically.
-#     The mirror is read from the machine's own apt sources at run time.
-# Writes build/deps/mbedtls.mk (MBEDTLS_CFLAGS, MBEDTLS_LIBS) for the Makefile.
+#  2. mbedTLS 3.6, two builds, both through a private apt configuration under
+#     build/deps/apt (the system's sources and lists are not touched; the mirror is
+#     read from the machine's own apt sources at run time):
+#     - our own (the default): Debian 13's source package, built as static libraries
+#       with tools/mbedtls-config.h and tools/mbedtls-x25519-public.patch under
+#       build/deps/mbedtls, cached there (rebuilt when the source, the configuration
+#       or the patch changes);
+#     - the packaged one (the fallback, and what the TLS tests also run against):
+#       the system's when pkg-config has >= 3.6, otherwise Debian 13's libmbedtls-dev
+#       and its three runtime packages unpacked with dpkg -x under build/deps/root.
+#     MBEDTLS=packaged (make deps MBEDTLS=packaged) builds lunamq with the packaged one.
+# Writes build/deps/mbedtls-own.mk and build/deps/mbedtls-packaged.mk (MBEDTLS_CFLAGS,
+# MBEDTLS_LIBS), and build/deps/mbedtls.mk, the one the Makefile uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -40,31 +47,14 @@ else
 fi
 
 # ---- 2. mbedTLS 3.6 ----
-mk_is_valid() {
-    [ -f "$mk" ] || return 1
-    local libs
-    libs=$(sed -n 's/^MBEDTLS_LIBS := //p' "$mk")
-    [ -n "$libs" ] || return 1
-    for f in $libs; do case $f in /*) [ -f "$f" ] || return 1 ;; esac; done
-    return 0
-}
-
-if pkg-config --atleast-version=3.6 mbedtls 2>/dev/null; then
-    mkdir -p "$deps"
-    {
-        echo "MBEDTLS_CFLAGS := $(pkg-config --cflags mbedtls)"
-        echo "MBEDTLS_LIBS := $(pkg-config --libs mbedtls mbedx509 mbedcrypto)"
-    } > "$mk"
-    say "mbedTLS $(pkg-config --modversion mbedtls) from the system"
-elif mk_is_valid; then
-    say "mbedTLS already unpacked in build/deps"
-else
-    say "fetching mbedTLS 3.6 from Debian 13 (trixie)"
-    apt_dir=$deps/apt
-    rm -rf "$apt_dir" "$deps/root"
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs" "$deps/root"
+apt_dir=$deps/apt
+aptopts=()
+# the private apt configuration, set up and updated once per run
+private_apt() {
+    [ ${#aptopts[@]} -eq 0 ] || return 0
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
     # the mirror this machine already uses for Debian (deb822 sources, then sources.list)
-    uri=""
+    local uri="" f
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
         uri=$(awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm([ \n]|$)/ && !/security/ {
@@ -74,13 +64,46 @@ else
     if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
         uri=$(awk '$1=="deb" && $0 !~ /security/ { for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
     fi
-    [ -n "$uri" ] || { say "cannot find a Debian mirror in /etc/apt/sources*"; exit 1; }
-    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    echo "deb [signed-by=$keyring] $uri trixie main" > "$apt_dir/sources.list"
+    [ -n "$uri" ] || { say "cannot find a Debian mirror in /etc/apt/sources*"; return 1; }
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    printf 'deb [signed-by=%s] %s trixie main\ndeb-src [signed-by=%s] %s trixie main\n' \
+        "$keyring" "$uri" "$keyring" "$uri" > "$apt_dir/sources.list"
     aptopts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourceparts=/dev/null"
              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
              -o "Dir::State::status=/dev/null" -o "APT::Get::List-Cleanup=0" -o "APT::Sandbox::User=root")
     apt-get -q "${aptopts[@]}" update
+}
+
+mk_is_valid() { # FILE: its libraries exist
+    [ -f "$1" ] || return 1
+    local libs f
+    libs=$(sed -n 's/^MBEDTLS_LIBS := //p' "$1")
+    [ -n "$libs" ] || return 1
+    for f in $libs; do case $f in /*) [ -f "$f" ] || return 1 ;; esac; done
+    return 0
+}
+
+write_mk() { # FILE KIND CFLAGS LIBS [BUILD]: rewritten only when it changes (objects depend
+    local tmp=$1.tmp # on it: a new build, even at the same paths, has other structure layouts)
+    printf 'MBEDTLS_KIND := %s\nMBEDTLS_CFLAGS := %s\nMBEDTLS_LIBS := %s\nMBEDTLS_BUILD := %s\n' \
+        "$2" "$3" "$4" "${5:-}" > "$tmp"
+    if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
+# -- the packaged mbedTLS --
+packaged_mk=$deps/mbedtls-packaged.mk
+mkdir -p "$deps"
+if pkg-config --atleast-version=3.6 mbedtls 2>/dev/null; then
+    write_mk "$packaged_mk" packaged "$(pkg-config --cflags mbedtls | sed 's/-I/-isystem /g')" \
+        "$(pkg-config --libs mbedtls mbedx509 mbedcrypto)"
+    say "packaged mbedTLS $(pkg-config --modversion mbedtls) from the system"
+elif mk_is_valid "$packaged_mk"; then
+    say "packaged mbedTLS already unpacked in build/deps/root"
+else
+    say "fetching the packaged mbedTLS 3.6 from Debian 13 (trixie)"
+    private_apt
+    rm -rf "$apt_dir/debs" "$deps/root"
+    mkdir -p "$apt_dir/debs" "$deps/root"
     (cd "$apt_dir/debs" && apt-get -q "${aptopts[@]}" download \
         libmbedtls-dev libmbedcrypto16 libmbedtls21 libmbedx509-7)
     for deb in "$apt_dir"/debs/*.deb; do dpkg -x "$deb" "$deps/root"; done
@@ -91,16 +114,67 @@ else
     fi
     ver=$(sed -n 's/^#define MBEDTLS_VERSION_STRING *"\(.*\)"/\1/p' "$inc/mbedtls/build_info.h")
     case $ver in 3.6.*) ;; *) say "unexpected mbedTLS version '$ver'"; exit 1 ;; esac
-    {
-        echo "MBEDTLS_CFLAGS := -I$inc"
-        echo "MBEDTLS_LIBS := $libdir/libmbedtls.a $libdir/libmbedx509.a $libdir/libmbedcrypto.a"
-    } > "$mk"
-    say "mbedTLS $ver unpacked in build/deps/root"
+    write_mk "$packaged_mk" packaged "-isystem $inc" \
+        "$libdir/libmbedtls.a $libdir/libmbedx509.a $libdir/libmbedcrypto.a"
+    say "packaged mbedTLS $ver unpacked in build/deps/root"
 fi
 
-# prove that it links and runs
-cflags=$(sed -n 's/^MBEDTLS_CFLAGS := //p' "$mk")
-libs=$(sed -n 's/^MBEDTLS_LIBS := //p' "$mk")
-# shellcheck disable=SC2086
-cc -std=c11 $cflags tools/mbedtls-check.c $libs -o "$deps/mbedtls-check"
-"$deps/mbedtls-check"
+# -- our own build --
+own_mk=$deps/mbedtls-own.mk
+own=$deps/mbedtls
+build_own() {
+    # the cache: our configuration and patch as built last time (a newer Debian
+    # source is picked up after `rm -rf build/deps/mbedtls`)
+    local stamp
+    stamp=$(cat tools/mbedtls-config.h tools/mbedtls-x25519-public.patch | sha256sum | cut -c1-16)
+    if [ -f "$own/stamp" ] && [ "$(cut -d' ' -f1 "$own/stamp")" = "$stamp" ] && mk_is_valid "$own_mk"; then
+        return 0
+    fi
+    private_apt || return 1
+    local src=$deps/mbedtls-src
+    rm -rf "$src" && mkdir -p "$src"
+    (cd "$src" && apt-get -q "${aptopts[@]}" source --download-only mbedtls) || return 1
+    local dsc
+    dsc=$(ls "$src"/mbedtls_3.6.*.dsc 2>/dev/null | head -n 1)
+    [ -n "$dsc" ] || { say "no mbedTLS 3.6 source package in trixie"; return 1; }
+    # apt-get checked the files against the signed index; unpack with Debian's patches
+    (cd "$src" && dpkg-source -q -x --no-check "$dsc" tree) || return 1
+    local t=$src/tree
+    if ! patch -s -p1 -d "$t" < tools/mbedtls-x25519-public.patch; then
+        say "warning: tools/mbedtls-x25519-public.patch does not apply to $(basename "$dsc"): built without it"
+    fi
+    cp tools/mbedtls-config.h "$t/include/mbedtls/mbedtls_config.h"
+    say "building $(basename "$dsc" .dsc) with tools/mbedtls-config.h"
+    make -s -C "$t/library" -j"$(nproc)" CFLAGS="-O2 -g" \
+        libmbedcrypto.a libmbedx509.a libmbedtls.a >/dev/null || return 1
+    rm -rf "$own" && mkdir -p "$own/lib"
+    cp -r "$t/include" "$own/include"
+    cp -r "$t/3rdparty/everest/include/everest" "$own/include/"
+    cp "$t"/library/libmbed*.a "$own/lib/"
+    echo "$stamp $(basename "$dsc" .dsc)" > "$own/stamp"
+    rm -rf "$src"
+    write_mk "$own_mk" own "-isystem $own/include" \
+        "$own/lib/libmbedtls.a $own/lib/libmbedx509.a $own/lib/libmbedcrypto.a" "$(cat "$own/stamp")"
+}
+if [ "${MBEDTLS:-own}" = own ]; then
+    if build_own; then
+        cp "$own_mk" "$deps/mbedtls.mk.new"
+        say "mbedTLS: our own build of $(cut -d' ' -f2 "$own/stamp")"
+    else
+        say "warning: could not build our own mbedTLS: using the packaged one (slower handshakes)"
+        cp "$packaged_mk" "$deps/mbedtls.mk.new"
+    fi
+else
+    cp "$packaged_mk" "$deps/mbedtls.mk.new"
+    say "mbedTLS: the packaged one (MBEDTLS=$MBEDTLS)"
+fi
+if cmp -s "$deps/mbedtls.mk.new" "$mk"; then rm -f "$deps/mbedtls.mk.new"; else mv "$deps/mbedtls.mk.new" "$mk"; fi
+
+# prove that each links and runs
+for m in "$mk" "$packaged_mk"; do
+    cflags=$(sed -n 's/^MBEDTLS_CFLAGS := //p' "$m")
+    libs=$(sed -n 's/^MBEDTLS_LIBS := //p' "$m")
+    # shellcheck disable=SC2086
+    cc -std=c11 $cflags tools/mbedtls-check.c $libs -lpthread -o "$deps/mbedtls-check"
+    "$deps/mbedtls-check" "$(sed -n 's/^MBEDTLS_KIND := //p' "$m")"
+done

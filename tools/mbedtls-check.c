@@ -7,8 +7,9 @@
 #include <mbedtls/version.h>
 
 int
-main(void)
+main(int argc, char **argv)
 {
+    const char *which = argc > 1 ? argv[1] : "";
     char v[32];
     mbedtls_version_get_string(v);
     if (strncmp(v, "3.6.", 4) != 0 || MBEDTLS_VERSION_NUMBER < 0x03060000) {
@@ -20,6 +21,6 @@ main(void)
         fprintf(stderr, "deps: mbedTLS SHA-256 self-check failed\n");
         return 1;
     }
-    printf("deps: mbedTLS %s links\n", v);
+    printf("deps: mbedTLS %s (%s) links\n", v, which);
     return 0;
 }

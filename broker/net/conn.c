@@ -525,6 +525,18 @@ log_established(const struct conn *c)
            id->subject, san, id->serial, id->fingerprint);
 }
 
+/* c's handshake ended (done, failed, or its conn is going): one fewer under way,
+ * which may let its listener accept again. */
+static void
+handshake_over(struct conn *c)
+{
+    if (!c->t || !c->t->hs_counted) return;
+    c->t->hs_counted = false;
+    c->l->nhandshaking--;
+    hs_worker_note_handshake(c->t->hs_work_us);
+    listener_admission(c->l);
+}
+
 /* What a TLS input step gave. False when there is nothing to frame (handshake under
  * way, or the connection failed and is closing). */
 static bool
@@ -534,12 +546,14 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
     if (st == TLS_FAILED) {
         lq_log(LQ_LOG_NOTICE, "%s: %s: %s", c->peer, was ? "TLS error" : "TLS handshake failed",
                why);
+        handshake_over(c);
         conn_close(c);
         c->l->ops->on_lost(c, why, c->l->ud);
         return false;
     }
     if (st == TLS_HANDSHAKING) return false;
     if (!was) { /* the CONNECT deadline starts now: the handshake had its own */
+        handshake_over(c);
         if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
         tls_conn_shrink(c->t->tls); /* the certificates are read and sent */
         c->last_rx_ms = lq_now_ms();
@@ -566,6 +580,8 @@ tls_read(struct conn *c)
         j->plain = c->t->in;
         j->tx = evbuffer_new();
         j->owner = c;
+        j->first = c->t->hs_steps == 0;
+        if (c->t->hs_steps < UINT16_MAX) c->t->hs_steps++;
         if (j->tx) {
             tls_conn_set_tx(c->t->tls, j->tx);
             c->job = j;
@@ -588,6 +604,8 @@ static void
 handshake_done(struct hs_job *j)
 {
     struct conn *c = j->owner;
+    uint64_t work = (uint64_t)c->t->hs_work_us + j->work_us;
+    c->t->hs_work_us = work > UINT32_MAX ? UINT32_MAX : (uint32_t)work;
     tls_conn_set_tx(c->t->tls, c->out);
     evbuffer_add_buffer(c->out, j->tx);
     evbuffer_free(j->tx);
@@ -903,6 +921,7 @@ write_listed_cb(evutil_socket_t fd, short what, void *arg)
 static void
 conn_free_unlinked(struct conn *c)
 {
+    handshake_over(c);
     if (c->flush_slot) c->l->flush[c->flush_slot - 1] = NULL;
     c->flush_slot = 0;
     if (c->job) { /* the handshake thread has its TLS state: handshake_done frees it */
@@ -989,6 +1008,8 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         }
         c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
         wheel_put(c, c->t->hs_deadline_ms);
+        c->t->hs_counted = true;
+        l->nhandshaking++;
     }
     if (event_add(conn_rev(c), NULL) != 0) {
         lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", c->peer);

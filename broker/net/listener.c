@@ -11,9 +11,12 @@
 
 #include <event2/listener.h>
 
+#include "hs_worker.h"
 #include "lq.h"
 #include "net_int.h"
 #include "tls.h"
+
+#define ACCEPT_BURST 32
 
 static void
 accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -21,8 +24,50 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
     (void)evl;
     struct listener *l = arg;
     struct conn *c = conn_new(l, fd, sa, salen);
-    if (!c) return;
-    if (!l->ops->on_accept(c, l->ud)) conn_free(c);
+    if (c && !l->ops->on_accept(c, l->ud)) conn_free(c);
+    if (l->tls) listener_admission(l);
+    /* libevent accepts until the backlog is empty (1024 connections, each with its
+     * TLS state to set up: 300 ms with no other client served). A burst of
+     * ACCEPT_BURST, then the loop's other events, then the next. */
+    if (l->accepted++ == 0) event_active(l->burst_ev, EV_TIMEOUT, 0);
+    if (l->accepted >= ACCEPT_BURST) evconnlistener_disable(l->evl);
+}
+
+/* After a burst of accepts (in the next loop iteration): accept again. */
+static void
+burst_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listener *l = arg;
+    if (l->accepted >= ACCEPT_BURST && !l->admission_paused) evconnlistener_enable(l->evl);
+    l->accepted = 0;
+}
+
+/* ---- TLS admission ----
+ * In a reconnect storm full handshakes arrive faster than the threads finish them.
+ * Taking them all would start deadlines the queue cannot meet: every handshake would
+ * be paid for and then closed together. The listener takes as many as the threads
+ * finish within half the handshake timeout (hs_worker_capacity, measured); the rest
+ * wait in the kernel's backlog, where they cost nothing (and past it, the clients'
+ * own SYN retries pace them). It accepts again once that many are down by half. */
+void
+listener_admission(struct listener *l)
+{
+    if (!l->tls || !l->evl) return;
+    size_t cap = hs_worker_capacity(tls_ctx_handshake_timeout_ms(l->tls) / 2);
+    if (!l->admission_paused && l->nhandshaking >= cap) {
+        l->admission_paused = true;
+        evconnlistener_disable(l->evl);
+        lq_log_limited(&l->admission_log, LQ_LOG_NOTICE,
+                       "%s: %zu TLS handshakes under way, as many as the handshake threads "
+                       "finish in %u ms: accepting again at %zu",
+                       l->name, l->nhandshaking, tls_ctx_handshake_timeout_ms(l->tls) / 2,
+                       cap / 2);
+    } else if (l->admission_paused && l->nhandshaking <= cap / 2) {
+        l->admission_paused = false;
+        if (l->accepted < ACCEPT_BURST) evconnlistener_enable(l->evl);
+    }
 }
 
 /* ---- accept back-off ----
@@ -138,6 +183,10 @@ listener_new(struct event_base *base, const char *host, uint16_t port, struct tl
         goto fail;
     }
     evconnlistener_set_error_cb(l->evl, accept_error_cb);
+    if (!(l->burst_ev = event_new(base, -1, 0, burst_done_cb, l))) {
+        errno = ENOMEM;
+        goto fail;
+    }
     return l;
 fail:
     listener_free(l);
@@ -152,6 +201,7 @@ listener_free(struct listener *l)
     while (l->nspare) evbuffer_free(l->spare[--l->nspare]);
     while (l->nspare_wev) event_free(l->spare_wev[--l->nspare_wev]);
     if (l->evl) evconnlistener_free(l->evl);
+    if (l->burst_ev) event_free(l->burst_ev);
     accept_backoff_free(l->backoff);
     tls_ctx_unref(l->tls);
     free(l);

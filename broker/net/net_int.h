@@ -24,6 +24,11 @@ struct listener {
     uint16_t port;
     char name[80];              /* "host:port" as configured ("*:port": all addresses) */
     struct tls_ctx *tls;        /* NULL: plain TCP; else new connections speak TLS with it */
+    size_t nhandshaking;        /* accepted, TLS handshake not over */
+    bool admission_paused;      /* not accepting: the handshake threads have enough */
+    struct lq_log_limit admission_log;
+    unsigned accepted;       /* in this loop iteration (at most ACCEPT_BURST) */
+    struct event *burst_ev;  /* active after the first of them: accepting again */
     struct evbuffer *spare[64]; /* empty buffers of idle connections, for busy ones */
     unsigned nspare;
     struct event *spare_wev[64]; /* likewise write events, re-assigned with event_assign */
@@ -61,6 +66,9 @@ struct conn_tls {
     struct event *flush_ev;
     uint64_t hs_deadline_ms;  /* the handshake must finish by then */
     uint32_t deadline_len_ms; /* conn_set_deadline counts from the end of the handshake */
+    uint32_t hs_work_us;      /* its steps on the handshake threads so far */
+    uint16_t hs_steps;
+    bool hs_counted; /* in l->nhandshaking */
 };
 
 struct conn {
@@ -101,5 +109,7 @@ void conns_fini(struct listener *l);
 
 struct conn *conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 void conn_free(struct conn *c);
+/* TLS listeners: stop or resume accepting as the handshake queue fills or drains. */
+void listener_admission(struct listener *l);
 
 #endif
