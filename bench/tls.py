@@ -7,6 +7,9 @@ test PKI (examples/certs/make-certs.sh), same load, alternating A/B:
   resumed with a session ticket, TLS 1.3 and 1.2 (2 Python/OpenSSL client processes in
   parallel, ECDSA P-256 server and device certificates), and full handshakes with
   openssl s_time (which does not resume TLS 1.3 sessions, so only -new is used);
+- broker CPU time (utime + stime) per full mTLS handshake, TLS 1.3 and 1.2, over 2
+  parallel openssl s_time -new clients, and full handshakes per second with as many
+  s_time clients as there are cores;
 - idle memory per connection, plain and TLS: RSS growth of the broker after N MQTT
   clients connected and idle, divided by N.
 
@@ -26,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import HOST, ROOT, free_port, rss_kb, start_broker, stop_broker
+from benchlib import HOST, ROOT, cpu_s, free_port, rss_kb, start_broker, stop_broker
 
 
 class Broker:
@@ -47,14 +50,15 @@ class Broker:
         stop_broker(self.proc)
 
 
-def s_time(port, pki, seconds, reuse, version):
-    """Handshakes per second of 2 parallel openssl s_time clients."""
+def s_time_runs(port, pki, seconds, reuse, version, clients=2):
+    """Runs clients parallel openssl s_time clients; returns (handshakes made, their
+    rate per second)."""
     cmd = ["openssl", "s_time", "-connect", "%s:%d" % (HOST, port), "-CAfile", pki + "/ca.crt",
            "-cert", pki + "/dev1.crt", "-key", pki + "/dev1.key", "-time", str(seconds), version,
            "-reuse" if reuse else "-new"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(2)]
-    total = 0.0
+             for _ in range(clients)]
+    count, rate = 0, 0.0
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 30)
         for line in out.splitlines():
@@ -62,8 +66,24 @@ def s_time(port, pki, seconds, reuse, version):
             # "1234 connections in 6 real seconds, 0 bytes read per connection"
             if "connections in" in line and "real seconds" in line:
                 n, secs = line.split()[0], line.split()[3]
-                total += int(n) / float(secs)
-    return total
+                count += int(n)
+                rate += int(n) / float(secs)
+    return count, rate
+
+
+def s_time(port, pki, seconds, reuse, version, clients=2):
+    """Handshakes per second of parallel openssl s_time clients (2 unless told)."""
+    return s_time_runs(port, pki, seconds, reuse, version, clients)[1]
+
+
+def cpu_per_handshake(b, pki, seconds, version):
+    """Broker CPU ms (utime + stime) per full mTLS handshake of 2 parallel s_time -new."""
+    time.sleep(0.2)
+    before = cpu_s(b.proc.pid)
+    count, _ = s_time_runs(b.tls, pki, seconds, False, version)
+    if not count:
+        raise RuntimeError("s_time made no handshake")
+    return 1000 * (cpu_s(b.proc.pid) - before) / count
 
 
 def _handshake_worker(port, pki, seconds, resume, version, out):
@@ -153,11 +173,18 @@ def main():
                    check=True, stdout=subprocess.DEVNULL)
     v13, v12 = ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2
     sec = args.seconds
+    cores = os.cpu_count() or 1
     rows = [("mTLS MQTT connects/s, full handshake, TLS 1.3", lambda b: handshakes(b.tls, pki, sec, False, v13)),
             ("mTLS MQTT connects/s, resumed (ticket), TLS 1.3", lambda b: handshakes(b.tls, pki, sec, True, v13)),
             ("mTLS MQTT connects/s, full handshake, TLS 1.2", lambda b: handshakes(b.tls, pki, sec, False, v12)),
             ("mTLS MQTT connects/s, resumed (ticket), TLS 1.2", lambda b: handshakes(b.tls, pki, sec, True, v12)),
             ("mTLS handshakes/s, full, TLS 1.3, openssl s_time", lambda b: s_time(b.tls, pki, sec, False, "-tls1_3")),
+            ("broker CPU ms per full mTLS handshake, TLS 1.3 (lower is better)",
+             lambda b: cpu_per_handshake(b, pki, sec, "-tls1_3")),
+            ("broker CPU ms per full mTLS handshake, TLS 1.2 (lower is better)",
+             lambda b: cpu_per_handshake(b, pki, sec, "-tls1_2")),
+            ("full mTLS handshakes/s, TLS 1.3, as many s_time clients as cores (%d)" % cores,
+             lambda b: s_time(b.tls, pki, sec, False, "-tls1_3", cores)),
             ("idle kB per plain connection (%d)" % args.conns, lambda b: idle_memory(b, pki, args.conns, False)),
             ("idle kB per mTLS connection (%d)" % args.conns, lambda b: idle_memory(b, pki, args.conns, True))]
     rows = [r for r in rows if args.only in r[0]]

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py,
-bench/acl.py (lunamq
+bench/acl.py, bench/storm.py (lunamq
 against Debian's mosquitto, alternating, one run) and bench/recovery.py, and write their
 tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
 commit and the exact commands. The rest of the file (the reading of the figures) is
@@ -42,6 +42,10 @@ def main():
          [py, "bench/persist.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Access control (issue 14)",
          [py, "bench/acl.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
+        ("Reconnect storm (issue 15): 2000 mTLS devices at once, first attempt",
+         [py, "bench/storm.py", "--rounds", r, "--clients", "2000"]),
+        ("Reconnect storm (issue 15): 5000 mTLS devices, retries with backoff",
+         [py, "bench/storm.py", "--rounds", r, "--clients", "5000", "--retry"]),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),
