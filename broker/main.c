@@ -11,10 +11,12 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <lua.h>
 
 #include "broker.h"
 #include "conf.h"
 #include "lq.h"
+#include "tls.h"
 
 static void
 usage(FILE *f)
@@ -79,7 +81,10 @@ main(int argc, char **argv)
         }
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return 0;
-        case 'V': printf("lunamq %s\n", LUNAMQ_VERSION); return 0;
+        case 'V':
+            printf("lunamq %s\nlibevent %s\n%s\n%s\n", LUNAMQ_VERSION, event_get_version(),
+                   tls_library(), LUA_RELEASE);
+            return 0;
         default: usage(stderr); return 3;
         }
     }
@@ -125,8 +130,8 @@ main(int argc, char **argv)
         lq_log(LQ_LOG_ERR, "cannot create the event loop");
         return 1;
     }
-    lq_log(LQ_LOG_NOTICE, "lunamq %s starting (libevent %s, %s)", LUNAMQ_VERSION,
-           event_get_version(), event_base_get_method(base));
+    lq_log(LQ_LOG_NOTICE, "lunamq %s starting (libevent %s, %s; %s)", LUNAMQ_VERSION,
+           event_get_version(), event_base_get_method(base), tls_library());
     char err[1024];
     struct broker *b = broker_new(base, &conf, conf_path, err, sizeof(err));
     conf_fini(&conf);

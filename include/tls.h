@@ -35,6 +35,10 @@ struct tls_identity {
 struct tls_identity *tls_identity_dup(const struct tls_identity *id);
 void tls_identity_free(struct tls_identity *id); /* NULL is a no-op */
 
+/* "mbedTLS 3.6.6 (lunamq's build)" or "... (packaged: slower handshakes)": which one
+ * this binary has (make deps chooses; tools/mbedtls-config.h). */
+const char *tls_library(void);
+
 /* Once per process, before any tls_ctx_new: PSA crypto and the random generator. */
 int tls_global_init(char *err, size_t errlen);
 

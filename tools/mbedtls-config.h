@@ -13,6 +13,9 @@
 #ifndef LUNAMQ_MBEDTLS_CONFIG_H
 #define LUNAMQ_MBEDTLS_CONFIG_H
 
+/* tls_library() (broker/net/tls.c) tells this build from a packaged one by it */
+#define LUNAMQ_MBEDTLS_OWN_BUILD 1
+
 /* ---- platform ---- */
 #define MBEDTLS_HAVE_ASM       /* SPEED: x86-64/aarch64 assembly in the bignum multiply */
 #define MBEDTLS_HAVE_TIME      /* ticket lifetimes */
@@ -21,6 +24,7 @@
 #define MBEDTLS_THREADING_C    /* handshakes run on several threads (net/hs_worker.c) */
 #define MBEDTLS_THREADING_PTHREAD
 #define MBEDTLS_PLATFORM_C
+#define MBEDTLS_PLATFORM_MEMORY    /* our allocator: idle connections' record buffers (tls_mem.c) */
 #define MBEDTLS_ERROR_C            /* error text in the log */
 #define MBEDTLS_VERSION_C          /* `lunamq --version` and the start-up log */
 #define MBEDTLS_VERSION_FEATURES   /* ... which say whether this configuration is in use */

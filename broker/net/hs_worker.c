@@ -33,7 +33,7 @@
 #include "lq.h"
 #include "tls.h"
 
-#define MAX_THREADS 4
+#define MAX_THREADS    4
 #define HS_NICE        5    /* CFS weight 335 against the loop thread's 1024 */
 #define FIRST_GUESS_US 4000 /* a full handshake before one was measured (portable bignum) */
 
@@ -85,7 +85,7 @@ run(void *arg)
     for (;;) {
         while (!w.cont && !w.todo && !w.stop) pthread_cond_wait(&w.cv, &w.mu);
         struct hs_job *j = take();
-        if (!j) break; /* stopping, nothing left */
+        if (!j) break;         /* stopping, nothing left */
         bool skip = j->orphan; /* its connection went while it waited: no work for it */
         pthread_mutex_unlock(&w.mu);
         if (!skip) {

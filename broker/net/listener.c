@@ -62,8 +62,7 @@ listener_admission(struct listener *l)
         lq_log_limited(&l->admission_log, LQ_LOG_NOTICE,
                        "%s: %zu TLS handshakes under way, as many as the handshake threads "
                        "finish in %u ms: accepting again at %zu",
-                       l->name, l->nhandshaking, tls_ctx_handshake_timeout_ms(l->tls) / 2,
-                       cap / 2);
+                       l->name, l->nhandshaking, tls_ctx_handshake_timeout_ms(l->tls) / 2, cap / 2);
     } else if (l->admission_paused && l->nhandshaking <= cap / 2) {
         l->admission_paused = false;
         if (l->accepted < ACCEPT_BURST) evconnlistener_enable(l->evl);

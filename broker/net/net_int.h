@@ -22,13 +22,13 @@ struct listener {
     const struct conn_ops *ops;
     void *ud;
     uint16_t port;
-    char name[80];              /* "host:port" as configured ("*:port": all addresses) */
-    struct tls_ctx *tls;        /* NULL: plain TCP; else new connections speak TLS with it */
-    size_t nhandshaking;        /* accepted, TLS handshake not over */
-    bool admission_paused;      /* not accepting: the handshake threads have enough */
+    char name[80];         /* "host:port" as configured ("*:port": all addresses) */
+    struct tls_ctx *tls;   /* NULL: plain TCP; else new connections speak TLS with it */
+    size_t nhandshaking;   /* accepted, TLS handshake not over */
+    bool admission_paused; /* not accepting: the handshake threads have enough */
     struct lq_log_limit admission_log;
-    unsigned accepted;       /* in this loop iteration (at most ACCEPT_BURST) */
-    struct event *burst_ev;  /* active after the first of them: accepting again */
+    unsigned accepted;          /* in this loop iteration (at most ACCEPT_BURST) */
+    struct event *burst_ev;     /* active after the first of them: accepting again */
     struct evbuffer *spare[64]; /* empty buffers of idle connections, for busy ones */
     unsigned nspare;
     struct event *spare_wev[64]; /* likewise write events, re-assigned with event_assign */

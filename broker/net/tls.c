@@ -16,8 +16,6 @@
 #include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <mbedtls/ctr_drbg.h>
@@ -31,12 +29,14 @@
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crl.h>
+#include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 #include <psa/crypto.h>
 
 #include "conf.h"
 #include "lq.h"
 #include "tls.h"
+#include "tls_mem.h"
 
 #define TICKET_LIFETIME_S 86400
 #define MAX_SUITES        64
@@ -60,6 +60,7 @@ struct tls_ctx {
 struct tls_conn {
     struct tls_ctx *ctx;
     mbedtls_ssl_context ssl;
+    struct tls_mem_owner mem; /* its record buffers (tls_mem.c) */
     struct evbuffer *rx, *tx;
     bool established;
     struct tls_identity *id;
@@ -82,10 +83,27 @@ strerr(int rc, char *buf, size_t n)
     return buf;
 }
 
+const char *
+tls_library(void)
+{
+    static char buf[96];
+    if (!buf[0]) {
+        char v[32];
+        mbedtls_version_get_string(v);
+#if defined(LUNAMQ_MBEDTLS_OWN_BUILD)
+        snprintf(buf, sizeof(buf), "mbedTLS %s (lunamq's build)", v);
+#else
+        snprintf(buf, sizeof(buf), "mbedTLS %s (packaged: slower handshakes)", v);
+#endif
+    }
+    return buf;
+}
+
 int
 tls_global_init(char *err, size_t errlen)
 {
     if (initialised) return 0;
+    tls_mem_install(); /* before mbedTLS allocates anything */
     psa_status_t ps = psa_crypto_init();
     if (ps != PSA_SUCCESS) {
         snprintf(err, errlen, "TLS: psa_crypto_init failed (%d)", (int)ps);
@@ -421,7 +439,9 @@ tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx)
 {
     struct tls_conn *t = lq_xcalloc(1, sizeof(*t));
     mbedtls_ssl_init(&t->ssl);
+    tls_mem_set_owner(&t->mem); /* the record buffers it allocates are t's */
     int rc = mbedtls_ssl_setup(&t->ssl, &ctx->conf);
+    tls_mem_set_owner(NULL);
     if (rc) {
         mbedtls_ssl_free(&t->ssl);
         free(t);
@@ -615,35 +635,15 @@ tls_conn_output(struct tls_conn *t, struct evbuffer *plain)
     return 0;
 }
 
-#if !defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
-/* Give back the pages of buf after its first (record counter and header live
- * there): the kernel maps zero pages again when a large record needs them. */
-static void
-release_pages(unsigned char *buf, size_t len)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t from = ((uintptr_t)buf + 256 + page - 1) & ~(page - 1);
-    uintptr_t to = ((uintptr_t)buf + len) & ~(page - 1);
-    if (buf && to > from) madvise((void *)from, to - from, MADV_DONTNEED);
-}
-#endif
-
-/* The buffers are private to mbedTLS: their pointers are read by name (a 3.x rename
- * fails the build), and their length is only known to be MBEDTLS_SSL_*_CONTENT_LEN or
- * more when mbedTLS does not size them itself. */
+/* Between records nothing lives in the record buffers past their headers: their
+ * pages go back to the kernel (tls_mem.c; with a packaged mbedTLS, which has no
+ * allocator hook, they stay). */
 void
 tls_conn_shrink(struct tls_conn *t)
 {
-#if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
-    (void)t; /* mbedTLS shrinks them to the negotiated size on its own */
-#else
-    mbedtls_ssl_context *s = &t->ssl;
-    if (!t->established || mbedtls_ssl_get_bytes_avail(s) || mbedtls_ssl_check_pending(s) ||
-        s->MBEDTLS_PRIVATE(out_left))
-        return; /* a record is in the buffers */
-    release_pages(s->MBEDTLS_PRIVATE(in_buf), MBEDTLS_SSL_IN_CONTENT_LEN);
-    release_pages(s->MBEDTLS_PRIVATE(out_buf), MBEDTLS_SSL_OUT_CONTENT_LEN);
-#endif
+    if (t->established && !mbedtls_ssl_get_bytes_avail(&t->ssl) &&
+        !mbedtls_ssl_check_pending(&t->ssl))
+        tls_mem_release(&t->mem); /* our send callback never leaves output behind */
 }
 
 void

@@ -248,10 +248,15 @@ def test_large_records_after_idle_buffer_release(b):
 @conf(*MTLS)
 def test_idle_mtls_connections_cost_under_32_kb(b):
     """mbedTLS keeps two 16 KiB record buffers per connection, zeroed and then filled
-    by the handshake; their unused pages go back to the kernel once it is done (47.6 kB
-    per idle mTLS connection before, 24 kB after; mosquitto with OpenSSL 25.6 kB)."""
+    by the handshake. With lunamq's mbedTLS build they come from broker/net/tls_mem.c,
+    where only the pages records touch are resident and those past the first go back
+    to the kernel between records (47.6 kB per idle mTLS connection before, 20.9 kB
+    after; mosquitto with OpenSSL 25.6 kB). A packaged mbedTLS has no allocator hook:
+    calloc zeroes every page (48.6 kB), under 56 kB is what is asked of it."""
     if os.environ.get("LUNAMQ_SAN"):
         return  # ASan's shadow memory and quarantine make RSS meaningless
+    version = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout
+    limit = 32 if "lunamq's build" in version else 56
     warm = [tls_client(b, "warm-%d" % i) for i in range(10)]
     time.sleep(0.2)
     before = rss_kb(b.proc.pid)
@@ -261,7 +266,7 @@ def test_idle_mtls_connections_cost_under_32_kb(b):
             clients.append(tls_client(b, "idle-%d" % i))
         grown = rss_kb(b.proc.pid) - before
         print("  %d idle mTLS connections: %.1f kB each" % (n, grown / n))
-        assert grown / n < 32, "%.1f kB per idle mTLS connection" % (grown / n)
+        assert grown / n < limit, "%.1f kB per idle mTLS connection (%s)" % (grown / n, version)
     finally:
         for c in clients + warm:
             c.close()

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * tls_mem: mbedTLS's allocator (mbedtls_platform_set_calloc_free), so that an idle
+ * TLS connection costs what it uses. mbedTLS gives every connection two record
+ * buffers of 16 KiB and more; calloc zeroes them (every page resident) and a handshake
+ * fills their first kilobytes. Here a buffer of at least SLOT_MIN bytes gets a slot
+ * of its own in a large anonymous mapping: fresh or handed back slots are zero pages
+ * the kernel has not mapped yet, so calloc needs no memset and only the pages
+ * records touch become resident. tls_mem_release gives the pages of a connection's
+ * buffers past their first back to the kernel, between records (tls.c decides when:
+ * nothing buffered in them), as after a large PUBLISH.
+ *
+ * Slots are recycled, never unmapped (a reconnect storm's peak stays reserved, not
+ * resident; 64 regions of 128 slots, calloc past that). A slot knows the owner whose
+ * buffer it holds: the tls_conn whose mbedtls_ssl_setup allocated it (the two record
+ * buffers, nothing else), and release touches a slot only while that owner holds it.
+ * Everything smaller goes to calloc. Handshake threads allocate and free too: the free
+ * list has a lock. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tls_mem.h"
+
+#define SLOT_MIN      8192              /* smaller: calloc */
+#define SLOT_SIZE     (20 * 1024)       /* a 16 KiB record and mbedTLS's overhead, paged */
+#define SLOT_HDR      64                /* struct slot, then the buffer */
+#define REGION_SLOTS  128               /* 2.5 MiB mapped at a time */
+#define SLOT_MAX_USER (SLOT_SIZE - SLOT_HDR)
+
+struct slot {
+    struct tls_mem_owner *owner; /* NULL: not tracked */
+    struct slot *next_free;
+    size_t len;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct slot *free_slots;
+static char *region_lo[64], *region_hi[64]; /* to tell our pointers from calloc's */
+static _Atomic unsigned nregions;            /* grows under mu; read without it */
+static size_t page;
+static _Thread_local struct tls_mem_owner *current_owner;
+
+static bool
+ours(const void *p)
+{
+    unsigned n = atomic_load_explicit(&nregions, memory_order_acquire);
+    for (unsigned i = 0; i < n; i++)
+        if ((const char *)p >= region_lo[i] && (const char *)p < region_hi[i]) return true;
+    return false;
+}
+
+/* One more region of free slots (under mu). */
+static bool
+grow(void)
+{
+    unsigned n = atomic_load_explicit(&nregions, memory_order_relaxed);
+    if (n == sizeof(region_lo) / sizeof(region_lo[0])) return false;
+    size_t len = (size_t)REGION_SLOTS * SLOT_SIZE;
+    char *r = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (r == MAP_FAILED) return false;
+    region_lo[n] = r;
+    region_hi[n] = r + len;
+    atomic_store_explicit(&nregions, n + 1, memory_order_release);
+    for (int i = REGION_SLOTS - 1; i >= 0; i--) {
+        struct slot *s = (struct slot *)(void *)(r + (size_t)i * SLOT_SIZE);
+        s->next_free = free_slots;
+        free_slots = s;
+    }
+    return true;
+}
+
+static void *
+mem_calloc(size_t n, size_t size)
+{
+    if (n && size > SIZE_MAX / n) return NULL;
+    size_t len = n * size;
+    if (len < SLOT_MIN || len > SLOT_MAX_USER) return calloc(n, size);
+    pthread_mutex_lock(&mu);
+    if (!free_slots && !grow()) {
+        pthread_mutex_unlock(&mu);
+        return calloc(n, size);
+    }
+    struct slot *s = free_slots;
+    free_slots = s->next_free;
+    pthread_mutex_unlock(&mu);
+    s->next_free = NULL;
+    s->len = len;
+    s->owner = current_owner;
+    if (s->owner) {
+        for (int i = 0; i < TLS_MEM_OWNED; i++)
+            if (!s->owner->buf[i]) {
+                s->owner->buf[i] = (char *)s + SLOT_HDR;
+                break;
+            }
+    }
+    return (char *)s + SLOT_HDR; /* zero: fresh or handed back with MADV_DONTNEED */
+}
+
+static void
+mem_free(void *p)
+{
+    if (!p) return;
+    if (!ours(p)) {
+        free(p);
+        return;
+    }
+    struct slot *s = (struct slot *)(void *)((char *)p - SLOT_HDR);
+    if (s->owner)
+        for (int i = 0; i < TLS_MEM_OWNED; i++)
+            if (s->owner->buf[i] == p) s->owner->buf[i] = NULL;
+    /* mbedTLS zeroised it; the whole slot goes back to the kernel and reads as zero */
+    madvise(s, SLOT_SIZE, MADV_DONTNEED);
+    pthread_mutex_lock(&mu);
+    s->next_free = free_slots;
+    free_slots = s;
+    pthread_mutex_unlock(&mu);
+}
+
+bool
+tls_mem_install(void)
+{
+#if defined(MBEDTLS_PLATFORM_MEMORY)
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    if (page == 0 || SLOT_SIZE % page || SLOT_HDR + 256 > page) return false;
+    return mbedtls_platform_set_calloc_free(mem_calloc, mem_free) == 0;
+#else
+    (void)mem_calloc;
+    (void)mem_free;
+    return false; /* a packaged mbedTLS without the hook: calloc it is */
+#endif
+}
+
+void
+tls_mem_set_owner(struct tls_mem_owner *o)
+{
+    current_owner = o;
+}
+
+/* The buffer's first page stays: the record layer keeps its counters and headers at
+ * the start. Only the owner calls this, on its own thread, between records. */
+void
+tls_mem_release(struct tls_mem_owner *o)
+{
+    if (!page) return;
+    for (int i = 0; i < TLS_MEM_OWNED; i++) {
+        char *p = o->buf[i];
+        if (!p) continue;
+        struct slot *s = (struct slot *)(void *)(p - SLOT_HDR);
+        char *from = (char *)s + page, *to = (char *)s + SLOT_SIZE;
+        if (s->owner == o && to > from) madvise(from, (size_t)(to - from), MADV_DONTNEED);
+    }
+}
