@@ -41,7 +41,7 @@ MAIN_OBJ := $(B)/obj/main.o
 UNIT_SRC := $(wildcard test/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
 
-.PHONY: all deps run test unit e2e fuzz bench clean install format format-check check-headers san
+.PHONY: all deps run test unit e2e fuzz bench tls-packaged clean install format format-check check-headers san
 
 all: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 
@@ -115,7 +115,14 @@ test: deps
 	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/san/unit
 	$(Q)LUNAMQ_BIN=build/lunamq /usr/bin/python3 test/e2e/run.py
 	$(Q)LUNAMQ_BIN=build/san/lunamq LUNAMQ_SAN=1 /usr/bin/python3 test/e2e/run.py
+	$(Q)$(MAKE) --no-print-directory tls-packaged
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+
+# the TLS tests once more with the packaged mbedTLS, the fallback of make deps
+tls-packaged:
+	$(Q)$(MAKE) --no-print-directory B=build/pkg MBEDTLS_MK=build/deps/mbedtls-packaged.mk \
+	    build/pkg/lunamq build/pkg/lunamq-ctl build/pkg/lunamq-bench
+	$(Q)LUNAMQ_BIN=build/pkg/lunamq /usr/bin/python3 test/e2e/run.py 15-tls 24-storm 25-tls
 
 # ---- fuzzing: libFuzzer over the packet codec, one client session per input ----
 # Prints the fuzzer's first and last status lines; on a failure the end of its log
@@ -159,7 +166,7 @@ install: all
 	install -m 0644 examples/lunamq.conf $(DESTDIR)$(PREFIX)/share/lunamq/lunamq.conf.example
 
 clean:
-	rm -rf build/obj build/san build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
+	rm -rf build/obj build/san build/pkg build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
 	    build/fuzz_mqtt_decode build/fuzz_store_read
 
 FMT_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null)

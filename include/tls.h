@@ -39,6 +39,10 @@ void tls_identity_free(struct tls_identity *id); /* NULL is a no-op */
  * this binary has (make deps chooses; tools/mbedtls-config.h). */
 const char *tls_library(void);
 
+/* Device certificates whose chain was verified in full, and those vouched for because
+ * it had been before (net/tls_trust.c), since the start. */
+void tls_cert_counts(unsigned long *verified_full, unsigned long *remembered);
+
 /* Once per process, before any tls_ctx_new: PSA crypto and the random generator. */
 int tls_global_init(char *err, size_t errlen);
 

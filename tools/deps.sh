@@ -5,7 +5,7 @@
 #     build/deps/apt (the system's sources and lists are not touched; the mirror is
 #     read from the machine's own apt sources at run time):
 #     - our own (the default): Debian 13's source package, built as static libraries
-#       with tools/mbedtls-config.h and tools/mbedtls-x25519-public.patch under
+#       with tools/mbedtls-config.h and tools/mbedtls-lunamq.patch under
 #       build/deps/mbedtls, cached there (rebuilt when the source, the configuration
 #       or the patch changes);
 #     - the packaged one (the fallback, and what the TLS tests also run against):
@@ -126,7 +126,7 @@ build_own() {
     # the cache: our configuration and patch as built last time (a newer Debian
     # source is picked up after `rm -rf build/deps/mbedtls`)
     local stamp
-    stamp=$(cat tools/mbedtls-config.h tools/mbedtls-x25519-public.patch | sha256sum | cut -c1-16)
+    stamp=$(cat tools/mbedtls-config.h tools/mbedtls-lunamq.patch | sha256sum | cut -c1-16)
     if [ -f "$own/stamp" ] && [ "$(cut -d' ' -f1 "$own/stamp")" = "$stamp" ] && mk_is_valid "$own_mk"; then
         return 0
     fi
@@ -140,8 +140,10 @@ build_own() {
     # apt-get checked the files against the signed index; unpack with Debian's patches
     (cd "$src" && dpkg-source -q -x --no-check "$dsc" tree) || return 1
     local t=$src/tree
-    if ! patch -s -p1 -d "$t" < tools/mbedtls-x25519-public.patch; then
-        say "warning: tools/mbedtls-x25519-public.patch does not apply to $(basename "$dsc"): built without it"
+    if patch -s -p1 --dry-run -d "$t" < tools/mbedtls-lunamq.patch; then
+        patch -s -p1 -d "$t" < tools/mbedtls-lunamq.patch
+    else
+        say "warning: tools/mbedtls-lunamq.patch does not apply to $(basename "$dsc"): built without it"
     fi
     cp tools/mbedtls-config.h "$t/include/mbedtls/mbedtls_config.h"
     say "building $(basename "$dsc" .dsc) with tools/mbedtls-config.h"

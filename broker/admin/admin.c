@@ -251,6 +251,11 @@ collect(struct admin *a, struct figure *f)
     G("clients_v31", NULL, v31, "connected MQTT 3.1 clients");
     G("clients_tls", NULL, tls, "clients connected over TLS");
     G("clients_plain", NULL, online_n - tls, "clients connected over plain TCP");
+    unsigned long certs_full, certs_remembered;
+    tls_cert_counts(&certs_full, &certs_remembered);
+    C("tls_certs_verified", NULL, certs_full, "device certificate chains verified in full");
+    C("tls_certs_remembered", NULL, certs_remembered,
+      "device certificates taken as verified before (a reconnect: no chain verification)");
     G("sessions_online", NULL, online_n, "sessions with a connection");
     G("sessions_offline", "clients/disconnected", offline_n, "persistent sessions without one");
     C("messages_received", "messages/received", c->msgs_received, "PUBLISH packets received");

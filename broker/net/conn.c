@@ -30,6 +30,7 @@
 #define CLOSE_GRACE_MS 2000         /* how long a closing conn may take to flush */
 #define LINGER_MS      2000         /* then how long it reads what the peer still sends */
 #define LINGER_BYTES   (64 * 1024)  /* and how much of it */
+#define TLS_SETTLE_MS  1000         /* after a handshake, before its buffers are trimmed */
 
 static bool
 handshaking(const struct conn *c)
@@ -133,7 +134,10 @@ conn_due(struct conn *c, uint64_t now)
         wheel_put(c, c->t->hs_deadline_ms);
         return;
     }
-    if (c->t && !c->job) tls_conn_shrink(c->t->tls); /* after large records, once a period */
+    if (c->t && !c->job) { /* after the handshake and large records, once a period */
+        tls_conn_shrink(c->t->tls);
+        c->t->settle_ms = 0;
+    }
     /* a deadline (before CONNECT) holds however much arrived meanwhile */
     if (c->deadline_ms) {
         if (now >= c->deadline_ms)
@@ -555,7 +559,10 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
     if (!was) { /* the CONNECT deadline starts now: the handshake had its own */
         handshake_over(c);
         if (lq_log_enabled(LQ_LOG_DEBUG)) log_established(c);
-        tls_conn_shrink(c->t->tls); /* the certificates are read and sent */
+        /* the certificates are read and sent: the buffers' pages may go back once the
+         * connection has settled (not at once: most connections that close within a
+         * second would pay for it) */
+        c->t->settle_ms = lq_now_ms() + TLS_SETTLE_MS;
         c->last_rx_ms = lq_now_ms();
         if (c->t->deadline_len_ms) c->deadline_ms = c->last_rx_ms + c->t->deadline_len_ms;
         conn_set_keepalive(c, c->keepalive_ms);
@@ -1086,10 +1093,11 @@ arm(struct conn *c)
 {
     if (c->closing) return;
     if (handshaking(c)) return; /* the handshake deadline comes first; re-armed after it */
-    if (c->deadline_ms)
-        wheel_put(c, c->deadline_ms);
-    else
-        wheel_put(c, c->keepalive_ms ? lq_now_ms() + c->keepalive_ms : 0);
+    uint64_t due = c->deadline_ms    ? c->deadline_ms
+                   : c->keepalive_ms ? lq_now_ms() + c->keepalive_ms
+                                     : 0;
+    if (c->t && c->t->settle_ms && (!due || c->t->settle_ms < due)) due = c->t->settle_ms;
+    wheel_put(c, due);
 }
 
 void

@@ -67,6 +67,7 @@ struct conn_tls {
     uint64_t hs_deadline_ms;  /* the handshake must finish by then */
     uint32_t deadline_len_ms; /* conn_set_deadline counts from the end of the handshake */
     uint32_t hs_work_us;      /* its steps on the handshake threads so far */
+    uint64_t settle_ms;       /* a look at its record buffers' pages, once it is idle */
     uint16_t hs_steps;
     bool hs_counted; /* in l->nhandshaking */
 };

@@ -37,6 +37,7 @@
 #include "lq.h"
 #include "tls.h"
 #include "tls_mem.h"
+#include "tls_trust.h"
 
 #define TICKET_LIFETIME_S 86400
 #define MAX_SUITES        64
@@ -48,6 +49,7 @@ struct tls_ctx {
     mbedtls_pk_context key;
     mbedtls_x509_crt ca;
     mbedtls_x509_crl crl;
+    struct tls_trust *trust; /* verified device certificates; NULL: mbedTLS's own path */
     mbedtls_ssl_ticket_context tickets;
     mbedtls_gcm_context id_key; /* seals the certificate carried in our tickets */
     pthread_mutex_t id_mu;      /* handshakes run on several threads (hs_worker.c) */
@@ -60,7 +62,8 @@ struct tls_ctx {
 struct tls_conn {
     struct tls_ctx *ctx;
     mbedtls_ssl_context ssl;
-    struct tls_mem_owner mem; /* its record buffers (tls_mem.c) */
+    struct tls_mem_owner mem;     /* its record buffers (tls_mem.c) */
+    struct tls_trust_state trust; /* its certificate's verification (tls_trust.c) */
     struct evbuffer *rx, *tx;
     bool established;
     struct tls_identity *id;
@@ -325,7 +328,20 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
     mbedtls_ssl_conf_max_tls_version(c, MBEDTLS_SSL_VERSION_TLS1_3);
     if ((rc = mbedtls_ssl_conf_own_cert(c, &ctx->cert, &ctx->key)))
         return load_fail(ctx, err, errlen, rc, "%s: certfile", tc->at[TLS_CERTFILE]);
-    if (have_ca) mbedtls_ssl_conf_ca_chain(c, &ctx->ca, have_crl ? &ctx->crl : NULL);
+    if (have_ca && tc->require_certificate) {
+        char why[256];
+        ctx->trust = tls_trust_new(&ctx->ca, have_crl ? &ctx->crl : NULL, why, sizeof(why));
+#if defined(LUNAMQ_MBEDTLS_OWN_BUILD)
+        if (!ctx->trust)
+            lq_log(LQ_LOG_WARNING,
+                   "%s: device certificates are verified in full at every handshake: %s",
+                   tc->at[TLS_CAFILE] ? tc->at[TLS_CAFILE] : tc->at[TLS_CAPATH], why);
+#endif
+    }
+    if (ctx->trust)
+        tls_trust_configure(ctx->trust, c);
+    else if (have_ca)
+        mbedtls_ssl_conf_ca_chain(c, &ctx->ca, have_crl ? &ctx->crl : NULL);
     mbedtls_ssl_conf_authmode(c, tc->require_certificate ? MBEDTLS_SSL_VERIFY_REQUIRED
                                                          : MBEDTLS_SSL_VERIFY_NONE);
     /* the CA list in CertificateRequest costs bytes and tells strangers who we trust */
@@ -403,6 +419,7 @@ tls_ctx_unref(struct tls_ctx *ctx)
     mbedtls_x509_crt_free(&ctx->cert);
     mbedtls_pk_free(&ctx->key);
     mbedtls_x509_crt_free(&ctx->ca);
+    tls_trust_free(ctx->trust); /* before the CA list and CRLs it points into */
     mbedtls_x509_crl_free(&ctx->crl);
     mbedtls_ssl_ticket_free(&ctx->tickets);
     mbedtls_gcm_free(&ctx->id_key);
@@ -579,7 +596,9 @@ tls_conn_input(struct tls_conn *t, struct evbuffer *plain, char *why, size_t n)
     int rc;
     if (!t->established) {
         current = t;
+        tls_trust_step(&t->trust);
         rc = mbedtls_ssl_handshake(&t->ssl);
+        tls_trust_step(NULL);
         current = NULL;
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             return TLS_HANDSHAKING;

@@ -10,6 +10,10 @@
  * buffers past their first back to the kernel, between records (tls.c decides when:
  * nothing buffered in them), as after a large PUBLISH.
  *
+ * Handing pages back (madvise) costs every thread's TLB a flush: it happens once per
+ * connection after its handshake, and when a slot is freed past RESIDENT_FREE
+ * resident free ones (mbedTLS zeroes a buffer it frees, touching every page again).
+ *
  * Slots are recycled, never unmapped (a reconnect storm's peak stays reserved, not
  * resident; 64 regions of 128 slots, calloc past that). A slot knows the owner whose
  * buffer it holds: the tls_conn whose mbedtls_ssl_setup allocated it (the two record
@@ -26,22 +30,25 @@
 
 #include "tls_mem.h"
 
-#define SLOT_MIN      8192              /* smaller: calloc */
-#define SLOT_SIZE     (20 * 1024)       /* a 16 KiB record and mbedTLS's overhead, paged */
-#define SLOT_HDR      64                /* struct slot, then the buffer */
-#define REGION_SLOTS  128               /* 2.5 MiB mapped at a time */
+#define SLOT_MIN      8192        /* smaller: calloc */
+#define SLOT_SIZE     (20 * 1024) /* a 16 KiB record and mbedTLS's overhead, paged */
+#define SLOT_HDR      64          /* struct slot, then the buffer */
+#define REGION_SLOTS  128         /* 2.5 MiB mapped at a time */
 #define SLOT_MAX_USER (SLOT_SIZE - SLOT_HDR)
+#define RESIDENT_FREE 64 /* free slots kept resident: 1.25 MiB */
 
 struct slot {
     struct tls_mem_owner *owner; /* NULL: not tracked */
     struct slot *next_free;
     size_t len;
+    bool resident; /* free and still mapped (zeroed by us) */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct slot *free_slots;
+static unsigned nresident;                  /* free slots still resident */
 static char *region_lo[64], *region_hi[64]; /* to tell our pointers from calloc's */
-static _Atomic unsigned nregions;            /* grows under mu; read without it */
+static _Atomic unsigned nregions;           /* grows under mu; read without it */
 static size_t page;
 static _Thread_local struct tls_mem_owner *current_owner;
 
@@ -61,8 +68,8 @@ grow(void)
     unsigned n = atomic_load_explicit(&nregions, memory_order_relaxed);
     if (n == sizeof(region_lo) / sizeof(region_lo[0])) return false;
     size_t len = (size_t)REGION_SLOTS * SLOT_SIZE;
-    char *r = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    char *r =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r == MAP_FAILED) return false;
     region_lo[n] = r;
     region_hi[n] = r + len;
@@ -88,6 +95,7 @@ mem_calloc(size_t n, size_t size)
     }
     struct slot *s = free_slots;
     free_slots = s->next_free;
+    if (s->resident) nresident--;
     pthread_mutex_unlock(&mu);
     s->next_free = NULL;
     s->len = len;
@@ -99,7 +107,7 @@ mem_calloc(size_t n, size_t size)
                 break;
             }
     }
-    return (char *)s + SLOT_HDR; /* zero: fresh or handed back with MADV_DONTNEED */
+    return (char *)s + SLOT_HDR; /* zero: fresh, handed back, or zeroed in mem_free */
 }
 
 static void
@@ -114,8 +122,19 @@ mem_free(void *p)
     if (s->owner)
         for (int i = 0; i < TLS_MEM_OWNED; i++)
             if (s->owner->buf[i] == p) s->owner->buf[i] = NULL;
-    /* mbedTLS zeroised it; the whole slot goes back to the kernel and reads as zero */
-    madvise(s, SLOT_SIZE, MADV_DONTNEED);
+    /* mbedTLS zeroised its buffers on the way out, every page of them resident again:
+     * a few such slots are kept as they are for the next connections; past those,
+     * the slot goes back to the kernel (an madvise costs the other threads' TLB) */
+    pthread_mutex_lock(&mu);
+    bool keep = nresident < RESIDENT_FREE;
+    if (keep) nresident++;
+    pthread_mutex_unlock(&mu);
+    if (keep) {
+        memset(p, 0, s->len); /* zero, as calloc promises (resident: no page faults) */
+    } else {
+        madvise(s, SLOT_SIZE, MADV_DONTNEED); /* zero when next touched */
+    }
+    s->resident = keep;
     pthread_mutex_lock(&mu);
     s->next_free = free_slots;
     free_slots = s;
@@ -143,7 +162,9 @@ tls_mem_set_owner(struct tls_mem_owner *o)
 }
 
 /* The buffer's first page stays: the record layer keeps its counters and headers at
- * the start. Only the owner calls this, on its own thread, between records. */
+ * the start. Only the owner calls this, on its own thread, between records. Most
+ * times there is nothing to give back (a handshake's records fit the first page):
+ * mincore tells, without the madvise's TLB flush on every other thread. */
 void
 tls_mem_release(struct tls_mem_owner *o)
 {
@@ -152,7 +173,12 @@ tls_mem_release(struct tls_mem_owner *o)
         char *p = o->buf[i];
         if (!p) continue;
         struct slot *s = (struct slot *)(void *)(p - SLOT_HDR);
-        char *from = (char *)s + page, *to = (char *)s + SLOT_SIZE;
-        if (s->owner == o && to > from) madvise(from, (size_t)(to - from), MADV_DONTNEED);
+        if (s->owner != o) continue;
+        unsigned char in_core[SLOT_SIZE / 4096 + 1];
+        size_t pages = SLOT_SIZE / page, first = 0;
+        if (pages > sizeof(in_core) || mincore(s, SLOT_SIZE, in_core) < 0) first = 1;
+        for (size_t k = 1; !first && k < pages; k++)
+            if (in_core[k] & 1) first = k;
+        if (first) madvise((char *)s + first * page, SLOT_SIZE - first * page, MADV_DONTNEED);
     }
 }
