@@ -56,7 +56,7 @@ $(B)/obj/%.o: broker/%.c $(wildcard $(MBEDTLS_MK))
 $(B)/obj/test/%.o: test/unit/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
-	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(OPT) $(EXTRA) $(CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
 $(B)/liblunamq.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
  * tls: the TLS transport, on mbedTLS 3.6. A tls_ctx is one listener's material
- * (certificate, key, CA chain, CRL, session-ticket keys), loaded from its
- * tls_conf and shared by reference: a SIGHUP builds a new one for new connections
- * while existing connections keep the one they started with.
+ * (certificate, key, CA chain, CRL), loaded from its tls_conf and shared by
+ * reference: a SIGHUP builds a new one for new connections while existing
+ * connections keep the one they started with. Session-ticket keys are the
+ * process's and survive a reload; a resumption is checked against the new material.
  *
  * A tls_conn is one connection's TLS state. It never touches a socket: ciphertext
  * comes from and goes to two evbuffers that the connection owns, so the transport

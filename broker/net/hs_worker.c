@@ -8,7 +8,7 @@
  * comes back; the handshake's output goes to the job's own buffer meanwhile. One
  * thread per core (at most MAX_THREADS): what handshakes share locks itself (the
  * random generator, PSA, mbedTLS's ticket keys under MBEDTLS_THREADING_C; our
- * ticket sealing key under its own mutex in tls.c).
+ * ticket sealing keys under their own mutex in tls_tickets.c).
  *
  * In a reconnect storm handshakes arrive faster than the threads finish them. The
  * queue serves the steps of handshakes under way first (a TLS 1.3 full handshake is

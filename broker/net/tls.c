@@ -2,32 +2,24 @@
  *
  * tls: server-side TLS 1.2/1.3 on mbedTLS 3.6, with the connection's evbuffers as
  * the record layer's "socket". Session tickets (TLS 1.2 and 1.3) let a device
- * resume without a full handshake; their key lives in the tls_ctx, so a reload
- * (new CRL, new certificate) also invalidates every ticket issued before it: a
- * revoked device cannot come back by resumption.
- *
- * mbedTLS does not keep the client certificate in a TLS 1.3 ticket, so a resumed
- * device would have no identity. Our ticket wraps mbedTLS's and carries the
- * certificate (DER) encrypted and bound to it with AES-256-GCM under a key of the
- * same tls_ctx:  u16 inner_len | inner ticket | [ iv(12) | enc(DER) | tag(16) ]. */
+ * resume without a full handshake; their keys are the process's (tls_tickets.c), so
+ * tickets survive a reload, and each resumption checks the certificate the ticket
+ * carries against this tls_ctx (its CA set and CRL): a device revoked by a new CRL
+ * cannot come back by resumption. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <pthread.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
-#include <mbedtls/gcm.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
-#include <mbedtls/platform_util.h>
-#include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crl.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
@@ -37,10 +29,10 @@
 #include "lq.h"
 #include "tls.h"
 #include "tls_mem.h"
+#include "tls_tickets.h"
 #include "tls_trust.h"
 
-#define TICKET_LIFETIME_S 86400
-#define MAX_SUITES        64
+#define MAX_SUITES 64
 
 struct tls_ctx {
     unsigned refs;
@@ -50,10 +42,13 @@ struct tls_ctx {
     mbedtls_x509_crt ca;
     mbedtls_x509_crl crl;
     struct tls_trust *trust; /* verified device certificates; NULL: mbedTLS's own path */
-    mbedtls_ssl_ticket_context tickets;
-    mbedtls_gcm_context id_key; /* seals the certificate carried in our tickets */
-    pthread_mutex_t id_mu;      /* handshakes run on several threads (hs_worker.c) */
-    int suites[MAX_SUITES + 1]; /* zero-terminated; unused when suites[0] == 0 */
+    /* conf without the certificate mode, for a psk_ke-only resumption (look_at_hello);
+     * a copy sharing conf's allocations: never freed itself */
+    mbedtls_ssl_config conf_psk;
+    bool tickets;                          /* holds a reference to the ticket keys */
+    bool peer_required;                    /* require_certificate: tickets carry one */
+    uint8_t ca_hash[TLS_TICKET_CA_DIGEST]; /* which CA set verified a ticket's certificate */
+    int suites[MAX_SUITES + 1];            /* zero-terminated; unused when suites[0] == 0 */
     uint32_t handshake_timeout_ms;
     enum { USER_NONE, USER_CN, USER_SUBJECT } username;
     bool client; /* lunamq-bench's side */
@@ -69,6 +64,12 @@ struct tls_conn {
     struct tls_identity *id;
     unsigned char *resumed_der; /* the certificate a resumption ticket carried */
     size_t resumed_der_len;
+    unsigned char *peer_der; /* the certificate verified in this handshake, until it ends */
+    size_t peer_der_len;
+    bool hello_seen;          /* look_at_hello is done */
+    uint8_t psk_modes;        /* TLS 1.3 PSK key exchange modes its ClientHello offered */
+    unsigned char *psk_ke_on; /* on conf_psk: the ticket that put it there, until done */
+    size_t psk_ke_on_len;
 };
 
 /* The connection whose handshake is running: the ticket callbacks have no other
@@ -184,71 +185,68 @@ add_suites(struct tls_ctx *ctx, size_t *n, const char *list, bool tls13, char *b
     return rc;
 }
 
-/* ---- session tickets carrying the client certificate ---- */
+/* ---- session tickets carrying the client certificate (tls_tickets.c) ---- */
 
-#define ID_IV  12
-#define ID_TAG 16
+/* Each certificate of the peer's chain, once mbedTLS verified it (the top first).
+ * tls_trust checks revocation (and remembers a verified chain) where it verifies.
+ * TLS 1.2 writes its ticket before the session holds the peer's certificate
+ * (mbedtls_ssl_get_peer_cert is NULL until the handshake ends): keep the one the
+ * verification saw. */
+static int
+remember_peer(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    struct tls_ctx *ctx = p;
+    if (ctx->trust) tls_trust_verify(ctx->trust, crt, depth, flags);
+    if (depth != 0 || !current) return 0;
+    free(current->peer_der);
+    current->peer_der = lq_xmalloc(crt->raw.len);
+    memcpy(current->peer_der, crt->raw.p, crt->raw.len);
+    current->peer_der_len = crt->raw.len;
+    return 0;
+}
+
+static struct tls_ticket_trust
+trust_of(struct tls_ctx *ctx)
+{
+    return (struct tls_ticket_trust){
+        .ca = ctx->peer_required ? &ctx->ca : NULL,
+        .crl = ctx->crl.version ? &ctx->crl : NULL,
+        .ca_hash = ctx->ca_hash,
+    };
+}
 
 static int
 ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
              const unsigned char *end, size_t *tlen, uint32_t *lifetime)
 {
     struct tls_ctx *ctx = p;
-    if (end - start < 2) return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
-    size_t inner;
-    int rc = mbedtls_ssl_ticket_write(&ctx->tickets, session, start + 2, end, &inner, lifetime);
-    if (rc) return rc;
-    start[0] = (unsigned char)(inner >> 8);
-    start[1] = (unsigned char)inner;
-    *tlen = 2 + inner;
     const unsigned char *der = NULL;
     size_t der_len = 0;
     const mbedtls_x509_crt *peer = current ? mbedtls_ssl_get_peer_cert(&current->ssl) : NULL;
-    if (peer) {
+    if (current && current->peer_der) {
+        der = current->peer_der;
+        der_len = current->peer_der_len;
+    } else if (peer) {
         der = peer->raw.p;
         der_len = peer->raw.len;
-    } else if (current && current->resumed_der) {
+    } else if (current && current->resumed_der) { /* resumed: checked by ticket_parse */
         der = current->resumed_der;
         der_len = current->resumed_der_len;
     }
-    if (!der) return 0;
-    unsigned char *iv = start + *tlen;
-    if ((size_t)(end - iv) < ID_IV + der_len + ID_TAG) return 0; /* no room: plain ticket */
-    if ((rc = mbedtls_ctr_drbg_random(&drbg, iv, ID_IV))) return rc;
-    pthread_mutex_lock(&ctx->id_mu);
-    rc = mbedtls_gcm_crypt_and_tag(&ctx->id_key, MBEDTLS_GCM_ENCRYPT, der_len, iv, ID_IV, start + 2,
-                                   inner, der, iv + ID_IV, ID_TAG, iv + ID_IV + der_len);
-    pthread_mutex_unlock(&ctx->id_mu);
-    if (rc) return rc;
-    *tlen += ID_IV + der_len + ID_TAG;
-    return 0;
+    struct tls_ticket_seal seal = {.der = der,
+                                   .der_len = der_len,
+                                   .ca_hash = ctx->ca_hash,
+                                   .psk_modes = current ? current->psk_modes : 0};
+    return tls_tickets_write(session, &seal, start, end, tlen, lifetime);
 }
 
 static int
 ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
 {
-    struct tls_ctx *ctx = p;
-    if (len < 2) return MBEDTLS_ERR_SSL_INVALID_MAC;
-    size_t inner = (size_t)buf[0] << 8 | buf[1];
-    if (inner > len - 2) return MBEDTLS_ERR_SSL_INVALID_MAC;
-    size_t extra = len - 2 - inner;
-    unsigned char *der = NULL;
-    size_t der_len = 0;
-    if (extra) { /* before the inner ticket is decrypted in place: it is our AAD */
-        if (extra <= ID_IV + ID_TAG) return MBEDTLS_ERR_SSL_INVALID_MAC;
-        const unsigned char *iv = buf + 2 + inner;
-        der_len = extra - ID_IV - ID_TAG;
-        der = lq_xmalloc(der_len);
-        pthread_mutex_lock(&ctx->id_mu);
-        int bad = mbedtls_gcm_auth_decrypt(&ctx->id_key, der_len, iv, ID_IV, buf + 2, inner,
-                                           iv + ID_IV + der_len, ID_TAG, iv + ID_IV, der);
-        pthread_mutex_unlock(&ctx->id_mu);
-        if (bad) {
-            free(der);
-            return MBEDTLS_ERR_SSL_INVALID_MAC;
-        }
-    }
-    int rc = mbedtls_ssl_ticket_parse(&ctx->tickets, session, buf + 2, inner);
+    struct tls_ticket_trust trust = trust_of(p);
+    unsigned char *der;
+    size_t der_len;
+    int rc = tls_tickets_parse(session, buf, len, &trust, &der, &der_len);
     if (rc || !current) {
         free(der);
         return rc;
@@ -270,9 +268,6 @@ ctx_alloc(void)
     mbedtls_pk_init(&ctx->key);
     mbedtls_x509_crt_init(&ctx->ca);
     mbedtls_x509_crl_init(&ctx->crl);
-    mbedtls_ssl_ticket_init(&ctx->tickets);
-    mbedtls_gcm_init(&ctx->id_key);
-    pthread_mutex_init(&ctx->id_mu, NULL);
     return ctx;
 }
 
@@ -368,17 +363,20 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
         mbedtls_ssl_conf_ciphersuites(c, ctx->suites);
     }
 
-    if ((rc = mbedtls_ssl_ticket_setup(&ctx->tickets, mbedtls_ctr_drbg_random, &drbg,
-                                       MBEDTLS_CIPHER_AES_256_GCM, TICKET_LIFETIME_S)))
-        return load_fail(ctx, err, errlen, rc, "TLS session tickets");
-    unsigned char key[32];
-    if ((rc = mbedtls_ctr_drbg_random(&drbg, key, sizeof(key))) == 0)
-        rc = mbedtls_gcm_setkey(&ctx->id_key, MBEDTLS_CIPHER_ID_AES, key, 256);
-    mbedtls_platform_zeroize(key, sizeof(key)); /* the GCM context has it now (issue 12.22) */
-    if (rc) return load_fail(ctx, err, errlen, rc, "TLS session tickets");
+    if (tls_tickets_acquire(mbedtls_ctr_drbg_random, &drbg, err, errlen) < 0) {
+        tls_ctx_unref(ctx);
+        return NULL;
+    }
+    ctx->tickets = true;
+    ctx->peer_required = tc->require_certificate;
+    tls_tickets_ca_digest(have_ca ? &ctx->ca : NULL, ctx->ca_hash);
+    mbedtls_ssl_conf_verify(c, remember_peer, ctx);
     mbedtls_ssl_conf_session_tickets_cb(c, ticket_write, ticket_parse, ctx);
     mbedtls_ssl_conf_tls13_key_exchange_modes(c, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_ALL);
     mbedtls_ssl_conf_new_session_tickets(c, 1);
+    ctx->conf_psk = ctx->conf; /* last: every setting above, and then one less mode */
+    mbedtls_ssl_conf_tls13_key_exchange_modes(&ctx->conf_psk,
+                                              MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_PSK_ALL);
     return ctx;
 }
 
@@ -421,9 +419,7 @@ tls_ctx_unref(struct tls_ctx *ctx)
     mbedtls_x509_crt_free(&ctx->ca);
     tls_trust_free(ctx->trust); /* before the CA list and CRLs it points into */
     mbedtls_x509_crl_free(&ctx->crl);
-    mbedtls_ssl_ticket_free(&ctx->tickets);
-    mbedtls_gcm_free(&ctx->id_key);
-    pthread_mutex_destroy(&ctx->id_mu);
+    if (ctx->tickets) tls_tickets_release();
     free(ctx);
 }
 
@@ -519,6 +515,8 @@ tls_conn_free(struct tls_conn *t)
     mbedtls_ssl_free(&t->ssl);
     tls_identity_free(t->id);
     free(t->resumed_der);
+    free(t->peer_der);
+    free(t->psk_ke_on);
     tls_ctx_unref(t->ctx);
     free(t);
 }
@@ -590,11 +588,60 @@ handshake_failure(struct tls_conn *t, int rc, char *why, size_t n)
     }
 }
 
+/* TLS 1.3 resumption. mbedTLS picks, in this order: psk_dhe_ke, a full handshake
+ * with ECDHE and certificates, psk_ke. So a device that allows psk_ke alone (no
+ * forward secrecy, and no ECDHE to pay for) would get a full handshake every time,
+ * since it also sends a key share for when its ticket is refused. Before mbedTLS
+ * reads the ClientHello we do: if it offers psk_ke alone and its ticket would resume
+ * with psk_ke, the handshake runs on conf_psk, which has no certificate mode. Should
+ * mbedTLS still find the ticket unusable (its ticket age check), that handshake
+ * fails, and the ticket goes the ordinary way next time. False: the ClientHello's
+ * record is not all here yet. */
+static bool
+look_at_hello(struct tls_conn *t)
+{
+    size_t have = evbuffer_get_length(t->rx);
+    if (t->ctx->client) {
+        t->hello_seen = true;
+        return true;
+    }
+    if (have < 5) return false;
+    const unsigned char *rec = evbuffer_pullup(t->rx, 5);
+    size_t len = (size_t)rec[3] << 8 | rec[4];
+    bool handshake = rec[0] == MBEDTLS_SSL_MSG_HANDSHAKE && len <= MBEDTLS_SSL_IN_CONTENT_LEN;
+    if (handshake && have < 5 + len) return false;
+    t->hello_seen = true;
+    struct tls_hello h;
+    if (!handshake || !tls_hello_parse(evbuffer_pullup(t->rx, 5 + len) + 5, len, &h)) return true;
+    t->psk_modes = h.psk_modes;
+    struct tls_ticket_trust trust = trust_of(t->ctx);
+    uint8_t allowed;
+    if (h.psk_modes != MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_PSK || !h.identity ||
+        !tls_tickets_would_resume(h.identity, h.identity_len, &trust, &allowed) ||
+        !(allowed & MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_PSK))
+        return true;
+    mbedtls_ssl_free(&t->ssl); /* it has read nothing yet */
+    mbedtls_ssl_init(&t->ssl);
+    tls_mem_set_owner(&t->mem); /* the record buffers it allocates are t's */
+    if (mbedtls_ssl_setup(&t->ssl, &t->ctx->conf_psk) == 0) {
+        t->psk_ke_on = lq_xmalloc(h.identity_len);
+        memcpy(t->psk_ke_on, h.identity, h.identity_len);
+        t->psk_ke_on_len = h.identity_len;
+    } else if (mbedtls_ssl_setup(&t->ssl, &t->ctx->conf)) {
+        tls_mem_set_owner(NULL);
+        return true; /* out of memory: the handshake fails on the unset context */
+    }
+    tls_mem_set_owner(NULL);
+    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    return true;
+}
+
 enum tls_status
 tls_conn_input(struct tls_conn *t, struct evbuffer *plain, char *why, size_t n)
 {
     int rc;
     if (!t->established) {
+        if (!t->hello_seen && !look_at_hello(t)) return TLS_HANDSHAKING;
         current = t;
         tls_trust_step(&t->trust);
         rc = mbedtls_ssl_handshake(&t->ssl);
@@ -603,10 +650,15 @@ tls_conn_input(struct tls_conn *t, struct evbuffer *plain, char *why, size_t n)
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             return TLS_HANDSHAKING;
         if (rc) {
+            if (t->psk_ke_on) tls_tickets_note_psk_ke_failure(t->psk_ke_on, t->psk_ke_on_len);
             handshake_failure(t, rc, why, n);
             return TLS_FAILED;
         }
         t->established = true;
+        free(t->peer_der); /* its tickets are written */
+        t->peer_der = NULL;
+        free(t->psk_ke_on);
+        t->psk_ke_on = NULL;
         const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&t->ssl);
         if (peer) {
             t->id = identity_of(peer);

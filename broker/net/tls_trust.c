@@ -79,9 +79,8 @@ crl_signed_by(const mbedtls_x509_crl *crl, mbedtls_x509_crt *ca)
     mbedtls_asn1_bitstring sig;
     mbedtls_md_type_t md;
     mbedtls_pk_type_t pk;
-    if (mbedtls_asn1_get_alg(&p, end, &alg, &params) ||
-        mbedtls_oid_get_sig_alg(&alg, &md, &pk) || pk == MBEDTLS_PK_RSASSA_PSS ||
-        mbedtls_asn1_get_bitstring(&p, end, &sig) || sig.unused_bits)
+    if (mbedtls_asn1_get_alg(&p, end, &alg, &params) || mbedtls_oid_get_sig_alg(&alg, &md, &pk) ||
+        pk == MBEDTLS_PK_RSASSA_PSS || mbedtls_asn1_get_bitstring(&p, end, &sig) || sig.unused_bits)
         return false;
     const mbedtls_md_info_t *mi = mbedtls_md_info_from_type(md);
     unsigned char hash[MBEDTLS_MD_MAX_SIZE];
@@ -196,20 +195,17 @@ crl_flags(const struct tls_trust *tr, const mbedtls_x509_crt *crt)
     return flags;
 }
 
-/* Called for each certificate of the chain mbedTLS built, its top first and the
- * device's last (depth 0). */
-static int
-verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+void
+tls_trust_verify(struct tls_trust *tr, const mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
-    struct tls_trust *tr = p;
     struct tls_trust_state *st = current;
     *flags |= crl_flags(tr, crt);
-    if (!st) return 0;
+    if (!st) return;
     if (!st->depths++ || mbedtls_x509_time_cmp(&crt->valid_to, &st->until) < 0)
         st->until = crt->valid_to;
     if (depth > 0) {
         st->chain_flags |= *flags;
-        return 0;
+        return;
     }
     if (st->vouched) {
         atomic_fetch_add_explicit(&vouched, 1, memory_order_relaxed);
@@ -217,7 +213,6 @@ verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
         atomic_fetch_add_explicit(&verified, 1, memory_order_relaxed);
         insert(tr, st->hash, &st->until);
     }
-    return 0;
 }
 
 struct tls_trust *
@@ -235,7 +230,6 @@ void
 tls_trust_configure(struct tls_trust *tr, mbedtls_ssl_config *c)
 {
     mbedtls_ssl_conf_ca_cb(c, ca_cb, tr);
-    mbedtls_ssl_conf_verify(c, verify_cb, tr);
 }
 
 #else /* an mbedTLS without the CA callback or our patch: mbedTLS's own path */
@@ -255,6 +249,15 @@ tls_trust_configure(struct tls_trust *tr, mbedtls_ssl_config *c)
 {
     (void)tr;
     (void)c;
+}
+
+void
+tls_trust_verify(struct tls_trust *tr, const mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    (void)tr;
+    (void)crt;
+    (void)depth;
+    (void)flags;
 }
 
 #endif

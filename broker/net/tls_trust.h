@@ -27,8 +27,13 @@ struct tls_trust;
  * against the CA list: then mbedTLS's own verification (mbedtls_ssl_conf_ca_chain). */
 struct tls_trust *tls_trust_new(mbedtls_x509_crt *ca, const mbedtls_x509_crl *crl, char *why,
                                 size_t n);
-/* Verify the configuration's peers through tr (instead of mbedtls_ssl_conf_ca_chain). */
+/* Verify the configuration's peers through tr (instead of mbedtls_ssl_conf_ca_chain).
+ * The configuration's verify callback must then call tls_trust_verify. */
 void tls_trust_configure(struct tls_trust *tr, mbedtls_ssl_config *c);
+/* From the verify callback, for each certificate of the chain (the top first, the
+ * device's last at depth 0): revocation, and a chain that verified is remembered. */
+void tls_trust_verify(struct tls_trust *tr, const mbedtls_x509_crt *crt, int depth,
+                      uint32_t *flags);
 void tls_trust_free(struct tls_trust *tr);
 /* The handshake about to take a step on this thread (NULL after it). */
 void tls_trust_step(struct tls_trust_state *st);

@@ -130,12 +130,17 @@ def test_no_connect_timeout(b):
 
 def test_long_help_and_version(b):
     """issue 12.11: --help prints the usage (status 0, not "invalid option" and 3);
-    --version and -V print the version."""
+    --version and -V print the version, and those of libevent, mbedTLS (which build:
+    issue 15) and Lua."""
     p = subprocess.run([lqtest.BIN, "--help"], capture_output=True, timeout=10)
     assert p.returncode == 0 and b"usage: lunamq" in p.stdout and not p.stderr, p
     for opt in ("--version", "-V"):
         p = subprocess.run([lqtest.BIN, opt], capture_output=True, timeout=10)
-        assert p.returncode == 0 and p.stdout == b"lunamq 0.1.0\n", p
+        lines = p.stdout.decode().splitlines()
+        assert p.returncode == 0 and lines[0] == "lunamq 0.1.0", p
+        assert lines[1].startswith("libevent 2.1") and lines[3].startswith("Lua 5.4"), p
+        assert lines[2].startswith("mbedTLS 3.6.") and ("lunamq's build" in lines[2] or
+                                                        "packaged" in lines[2]), p
     p = subprocess.run([lqtest.BIN, "--bogus"], capture_output=True, timeout=10)
     assert p.returncode == 3 and b"usage: lunamq" in p.stderr
 

@@ -150,6 +150,246 @@ def test_resumption_tls13_and_tls12(b):
     assert len(lines) == 2 and all('subject "CN=dev1' in ln for ln in lines), lines
 
 
+def reload_tls(b):
+    """SIGHUP, and wait for the TLS listener's own 'reloaded' line."""
+    n = b.output().count("TLS certificates, key and CRL reloaded")
+    b.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: b.output().count("TLS certificates, key and CRL reloaded") > n, 5)
+
+
+def mqtt_tls(b, cid, ctx, session=None):
+    """An MQTT client over TLS with the Python ssl module (OpenSSL), offering session
+    (a ticket) when given. After CONNACK the TLS 1.3 ticket has arrived: c.sock.session."""
+    c = Client(b.tls_port)
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost", session=session)
+    assert c.connect(cid).rc == 0
+    return c
+
+
+def tls_version_context(v, dev="dev1", pki=None):
+    ctx = mtls_context(dev, pki)
+    ctx.minimum_version = ctx.maximum_version = v
+    return ctx
+
+
+def connected_as(b, cid):
+    """The username the broker logged for client cid's CONNECT."""
+    lines = [ln for ln in b.output().splitlines() if '"%s"' % cid in ln and "connected (" in ln]
+    assert lines, b.output()
+    return lines[-1].split('username "', 1)[1].split('"', 1)[0] if "username" in lines[-1] \
+        else None
+
+
+VERSIONS = ((ssl.TLSVersion.TLSv1_3, "13"), (ssl.TLSVersion.TLSv1_2, "12"))
+
+
+@conf(*MTLS)
+def test_resumption_survives_reload(b):
+    """Ticket keys are the process's, not the tls_ctx's: a SIGHUP reload keeps every
+    ticket, and the resumed connection still carries the device's identity."""
+    for v, tag in VERSIONS:
+        ctx = tls_version_context(v)
+        c = mqtt_tls(b, "before-" + tag, ctx)
+        sess = c.sock.session
+        c.close()
+        reload_tls(b)
+        c = mqtt_tls(b, "after-" + tag, ctx, session=sess)
+        assert c.sock.session_reused, "TLS %s ticket not resumed after a reload" % tag
+        c.close()
+        assert connected_as(b, "after-" + tag) == "dev1"
+    # the resumed TLS 1.3 connection got its identity from our ticket
+    lines = [ln for ln in b.output().splitlines() if "TLS established (TLSv1.3" in ln]
+    assert len(lines) == 2 and all('subject "CN=dev1' in ln for ln in lines), lines
+
+
+def pki_copy(b, d):
+    """A fresh copy of the test PKI that the broker uses from its next reload on, so that
+    revoking a device does not touch other tests."""
+    pki = os.path.join(d, "pki")
+    shutil.copytree(pki_dir(), pki)
+    text = open(b.conf_path).read().replace(pki_dir(), pki)
+    with open(b.conf_path, "w") as f:
+        f.write(text)
+    reload_tls(b)
+    return pki
+
+
+@conf(*MTLS)
+def test_reload_revoking_crl_refuses_resumption(b):
+    """A device revoked by the reloaded CRL cannot come back with a ticket it got before
+    the reload: the resumption is refused, and the full handshake that follows refuses
+    the certificate. Another device's ticket from before still resumes."""
+    d = tempfile.mkdtemp(prefix="lunamq-pki3-")
+    try:
+        pki = pki_copy(b, d)
+        ctxs, sessions = {}, {}
+        for dev in ("dev1", "dev2"):
+            for v, tag in VERSIONS:
+                ctxs[dev, tag] = ctx = tls_version_context(v, dev, pki)
+                c = mqtt_tls(b, "%s-%s" % (dev, tag), ctx)
+                sessions[dev, tag] = c.sock.session
+                c.close()
+        subprocess.run(["sh", os.path.join(ROOT, "examples", "certs", "make-certs.sh"), pki,
+                        "revoke", "dev2"], check=True, capture_output=True)
+        reload_tls(b)
+        for v, tag in VERSIONS:
+            before = b.output().count("has been revoked")
+            try:
+                mqtt_tls(b, "dev2-again-" + tag, ctxs["dev2", tag], session=sessions["dev2", tag])
+                raise AssertionError("revoked dev2 resumed (TLS %s)" % tag)
+            except (ssl.SSLError, ConnectionError, AssertionError) as e:
+                if "resumed" in str(e):
+                    raise
+            # refused by the full handshake, so not resumed: it verified the certificate
+            assert wait_for(lambda: b.output().count("has been revoked") > before, 5), b.output()
+            c = mqtt_tls(b, "dev1-again-" + tag, ctxs["dev1", tag], session=sessions["dev1", tag])
+            assert c.sock.session_reused
+            c.close()
+            assert connected_as(b, "dev1-again-" + tag) == "dev1"
+        assert "dev2-again" not in b.output()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@conf(*MTLS)
+def test_reload_changing_the_ca_set(b):
+    """A reload that changes the CA set verifies a ticket's certificate again in full:
+    while the device's CA is still in the set the ticket resumes; once it is gone the
+    ticket is refused, and so is the device."""
+    d = tempfile.mkdtemp(prefix="lunamq-pki4-")
+    try:
+        pki = pki_copy(b, d)
+        ctx = tls_version_context(ssl.TLSVersion.TLSv1_3, "dev1", pki)
+        c = mqtt_tls(b, "ca-1", ctx)
+        sess = c.sock.session
+        c.close()
+        with open(pki + "/ca.crt", "a") as f:  # one more CA: the set changed
+            f.write(open(pki + "/other-ca.crt").read())
+        reload_tls(b)
+        c = mqtt_tls(b, "ca-2", ctx, session=sess)
+        assert c.sock.session_reused
+        c.close()
+        assert connected_as(b, "ca-2") == "dev1"
+        shutil.copy(pki + "/other-ca.crt", pki + "/ca.crt")  # dev1's CA is gone
+        reload_tls(b)
+        before = b.output().count("not correctly signed by the trusted CA")
+        try:
+            mqtt_tls(b, "ca-3", ctx, session=sess)
+            raise AssertionError("dev1 resumed without its CA")
+        except (ssl.SSLError, ConnectionError, AssertionError) as e:
+            if "resumed" in str(e):
+                raise
+        assert wait_for(lambda: b.output().count("not correctly signed by the trusted CA") >
+                        before, 5), b.output()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def server_hello_extensions(out):
+    """The extension types of the ServerHello that `s_client -msg` printed."""
+    lines = out.splitlines()
+    i = [n for n, ln in enumerate(lines) if ln.startswith("<<<") and "ServerHello" in ln][0]
+    hexdump = []
+    for ln in lines[i + 1:]:
+        if not ln.startswith("    "):
+            break
+        hexdump += ln.split()
+    m = bytes(int(x, 16) for x in hexdump)
+    p = 4 + 2 + 32  # handshake header, version, random
+    p += 1 + m[p]  # session id
+    p += 2 + 1  # cipher suite, compression
+    end = p + 2 + int.from_bytes(m[p:p + 2], "big")
+    p += 2
+    types = []
+    while p < end:
+        types.append(int.from_bytes(m[p:p + 2], "big"))
+        p += 4 + int.from_bytes(m[p + 2:p + 4], "big")
+    return types
+
+
+PRE_SHARED_KEY, KEY_SHARE = 41, 51
+
+
+@conf(*MTLS)
+def test_tls13_resumption_prefers_psk_dhe_ke(b):
+    """A client that allows psk_ke besides psk_dhe_ke (OpenSSL's -allow_no_dhe_kex sends
+    both; OpenSSL cannot offer psk_ke alone) resumes with psk_dhe_ke: the ServerHello
+    has a key share, so the resumed session has forward secrecy. psk_ke alone is in the
+    unit tests (test_tls.c), with an mbedTLS client."""
+    d = tempfile.mkdtemp(prefix="lunamq-sess-")
+    try:
+        sess = os.path.join(d, "s")
+        first = s_client(b, "-tls1_3", "-allow_no_dhe_kex", "-sess_out", sess)
+        assert "New, TLSv1.3" in first, first
+        again = s_client(b, "-tls1_3", "-allow_no_dhe_kex", "-sess_in", sess, "-msg")
+        assert "Reused, TLSv1.3" in again, again
+        exts = server_hello_extensions(again)
+        assert PRE_SHARED_KEY in exts and KEY_SHARE in exts, exts
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    lines = [ln for ln in b.output().splitlines() if "TLS established (TLSv1.3" in ln]
+    assert len(lines) == 2 and all('subject "CN=dev1' in ln for ln in lines), lines
+
+
+def der_tlv(buf, p):
+    """(tag, start of the value, end of the value) of the DER element at p."""
+    tag, n = buf[p], buf[p + 1]
+    p += 2
+    if n & 0x80:
+        k = n & 0x7f
+        n = int.from_bytes(buf[p:p + k], "big")
+        p += k
+    return tag, p, p + n
+
+
+def session_ticket(pem_path):
+    """The PEM text and where the ticket lies in its DER: OpenSSL's SSL_SESSION, whose
+    ticket is [10] EXPLICIT OCTET STRING."""
+    import base64
+    text = open(pem_path).read()
+    body = "".join(ln for ln in text.splitlines() if ln and not ln.startswith("-----"))
+    der = bytearray(base64.b64decode(body))
+    _, p, end = der_tlv(der, 0)
+    while p < end:
+        tag, v, e = der_tlv(der, p)
+        if tag == 0xAA:
+            _, t, te = der_tlv(der, v)
+            return der, t, te
+        p = e
+    raise AssertionError("no ticket in " + pem_path)
+
+
+def write_session(pem_path, der):
+    import base64
+    b64 = base64.b64encode(bytes(der)).decode()
+    with open(pem_path, "w") as f:
+        f.write("-----BEGIN SSL SESSION PARAMETERS-----\n")
+        f.write("\n".join(b64[i:i + 64] for i in range(0, len(b64), 64)))
+        f.write("\n-----END SSL SESSION PARAMETERS-----\n")
+
+
+@conf(*MTLS)
+def test_tampered_ticket_refused(b):
+    """One byte flipped in our sealed part of a ticket (the certificate, or the id of the
+    key that sealed it): the resumption is refused and a full handshake follows."""
+    d = tempfile.mkdtemp(prefix="lunamq-sess-")
+    try:
+        for v, where in (("-tls1_3", "body"), ("-tls1_3", "key id"), ("-tls1_2", "body")):
+            sess = os.path.join(d, "s" + v)
+            assert "New, TLSv1." in s_client(b, v, "-sess_out", sess)
+            assert "Reused, TLSv1." in s_client(b, v, "-sess_in", sess)  # untouched: resumes
+            der, t, te = session_ticket(sess)
+            inner = int.from_bytes(der[t:t + 2], "big")
+            sealed = t + 2 + inner  # key id | iv | ciphertext | tag
+            assert te - sealed > 1 + 12 + 32 + 16 + 100, "no certificate sealed in the ticket"
+            der[sealed if where == "key id" else sealed + 1 + 12 + 40] ^= 0x01
+            write_session(sess, der)
+            out = s_client(b, v, "-sess_in", sess)
+            assert "New, TLSv1." in out and "Verify return code: 0 (ok)" in out, (v, where, out)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @conf(*MTLS)
 def test_stalled_handshake_cut(b):
     s = socket.create_connection((HOST, b.tls_port))
@@ -201,10 +441,10 @@ def test_large_payload_both_directions(b):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def mtls_context(dev="dev1"):
+def mtls_context(dev="dev1", pki=None):
     """A Python client context with the test PKI's CA and, unless dev is None, a device
     certificate."""
-    d = pki_dir()
+    d = pki or pki_dir()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(d + "/ca.crt")
     if dev:

@@ -16,6 +16,9 @@ every 20 ms and times the round trips meanwhile.
   all connected within 120 s: the storm converges instead of feeding on its retries;
   and the broker cut no handshake for its deadline (the excess waits in the backlog
   before any work is done for it, listener.c's admission).
+- test_storm_admission_defers_instead_of_cutting: with a 2 s handshake deadline the
+  listener stops accepting while the threads have as much as they finish in 1 s; every
+  device still connects at its first attempt, none is cut.
 
 Under the sanitizer build (LUNAMQ_SAN=1), several times slower, the storms are 500 and
 1000 devices, with the same limits. With LUNAMQ_BIN=/usr/sbin/mosquitto the same tests
@@ -72,3 +75,19 @@ def test_storm_5000_with_backoff_all_connect(b):
     assert r["dropped"] == 0, text
     # admission: the excess waits before any work; no handshake is paid for, then cut
     assert r["cut"] == 0, text
+
+
+@conf(*(MTLS + ["tls_handshake_timeout 2"]))
+def test_storm_admission_defers_instead_of_cutting(b):
+    """With a 2 s handshake deadline the threads cannot finish a 2000-device storm in
+    time: the TLS listener admits as many handshakes as they finish in half of it
+    (measured) and stops accepting meanwhile; the rest wait in the kernel's backlog
+    (and the clients' own SYN retries), before any work is done for them. No
+    handshake is paid for and then cut, and every device connects at its first
+    attempt."""
+    n = 500 if SAN else 2000
+    r, text = run(b, n, retry=False, limit=90)
+    assert "as many as the handshake threads finish" in b.output(), text
+    assert r["cut"] == 0, text
+    assert r["first_attempt"] == n, text
+    assert r["rtt_error"] is None and r["rtt"]["p99_ms"] < 250, text

@@ -13,5 +13,6 @@ Suite *suite_conn(void);       /* test_conn.c: connection deadlines (the wheel) 
 Suite *suite_log(void);        /* test_log.c: escaping, limited lines */
 Suite *suite_store(void);      /* test_store.c: the journal, recovery, snapshots */
 Suite *suite_auth(void);       /* test_auth.c: password_file, lunamq-ctl passwd, acl_file */
+Suite *suite_tls(void);        /* test_tls.c: session tickets, resumption, reloads */
 
 #endif
