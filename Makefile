@@ -53,7 +53,7 @@ $(B)/obj/%.o: broker/%.c $(wildcard $(MBEDTLS_MK))
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
-$(B)/obj/test/%.o: test/unit/%.c
+$(B)/obj/test/%.o: test/unit/%.c $(wildcard $(MBEDTLS_MK))
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@

@@ -14,8 +14,10 @@
  * connection after its handshake, and when a slot is freed past RESIDENT_FREE
  * resident free ones (mbedTLS zeroes a buffer it frees, touching every page again).
  *
- * Slots are recycled, never unmapped (a reconnect storm's peak stays reserved, not
- * resident; 64 regions of 128 slots, calloc past that). A slot knows the owner whose
+ * The slots lie in one range of address space reserved at the first allocation (room
+ * for a million buffers, no memory behind it), made usable 128 slots at a time: which
+ * pointers are ours is one comparison. Slots are recycled, never unmapped (a reconnect
+ * storm's peak stays reserved, not resident). A slot knows the owner whose
  * buffer it holds: the tls_conn whose mbedtls_ssl_setup allocated it (the two record
  * buffers, nothing else), and release touches a slot only while that owner holds it.
  * Everything smaller goes to calloc. Handshake threads allocate and free too: the free
@@ -33,7 +35,8 @@
 #define SLOT_MIN      8192        /* smaller: calloc */
 #define SLOT_SIZE     (20 * 1024) /* a 16 KiB record and mbedTLS's overhead, paged */
 #define SLOT_HDR      64          /* struct slot, then the buffer */
-#define REGION_SLOTS  128         /* 2.5 MiB mapped at a time */
+#define REGION_SLOTS  128         /* 2.5 MiB made usable at a time */
+#define MAX_SLOTS     (1u << 20)  /* 20 GiB of address space, 500 000 connections */
 #define SLOT_MAX_USER (SLOT_SIZE - SLOT_HDR)
 #define RESIDENT_FREE 64 /* free slots kept resident: 1.25 MiB */
 
@@ -46,34 +49,41 @@ struct slot {
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct slot *free_slots;
-static unsigned nresident;                  /* free slots still resident */
-static char *region_lo[64], *region_hi[64]; /* to tell our pointers from calloc's */
-static _Atomic unsigned nregions;           /* grows under mu; read without it */
+static unsigned nresident;       /* free slots still resident */
+static size_t nused;             /* slots holding a buffer */
+static char *area;               /* MAX_SLOTS reserved (PROT_NONE) at the first use */
+static size_t area_slots;        /* how many the reservation holds */
+static _Atomic size_t area_used; /* slots made usable; grows under mu, read without it */
 static size_t page;
 static _Thread_local struct tls_mem_owner *current_owner;
 
 static bool
 ours(const void *p)
 {
-    unsigned n = atomic_load_explicit(&nregions, memory_order_acquire);
-    for (unsigned i = 0; i < n; i++)
-        if ((const char *)p >= region_lo[i] && (const char *)p < region_hi[i]) return true;
-    return false;
+    size_t used = atomic_load_explicit(&area_used, memory_order_acquire);
+    return area && (const char *)p >= area && (const char *)p < area + used * SLOT_SIZE;
 }
 
-/* One more region of free slots (under mu). */
+/* 128 more free slots (under mu). */
 static bool
 grow(void)
 {
-    unsigned n = atomic_load_explicit(&nregions, memory_order_relaxed);
-    if (n == sizeof(region_lo) / sizeof(region_lo[0])) return false;
-    size_t len = (size_t)REGION_SLOTS * SLOT_SIZE;
-    char *r =
-        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r == MAP_FAILED) return false;
-    region_lo[n] = r;
-    region_hi[n] = r + len;
-    atomic_store_explicit(&nregions, n + 1, memory_order_release);
+    if (!area) { /* reserve the address space: halved until the system grants it */
+        for (size_t n = MAX_SLOTS; n >= REGION_SLOTS && !area; n /= 2) {
+            void *r = mmap(NULL, n * SLOT_SIZE, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (r != MAP_FAILED) {
+                area = r;
+                area_slots = n;
+            }
+        }
+        if (!area) return false;
+    }
+    size_t used = atomic_load_explicit(&area_used, memory_order_relaxed);
+    if (used + REGION_SLOTS > area_slots) return false;
+    char *r = area + used * SLOT_SIZE;
+    if (mprotect(r, (size_t)REGION_SLOTS * SLOT_SIZE, PROT_READ | PROT_WRITE) < 0) return false;
+    atomic_store_explicit(&area_used, used + REGION_SLOTS, memory_order_release);
     for (int i = REGION_SLOTS - 1; i >= 0; i--) {
         struct slot *s = (struct slot *)(void *)(r + (size_t)i * SLOT_SIZE);
         s->next_free = free_slots;
@@ -96,6 +106,7 @@ mem_calloc(size_t n, size_t size)
     struct slot *s = free_slots;
     free_slots = s->next_free;
     if (s->resident) nresident--;
+    nused++;
     pthread_mutex_unlock(&mu);
     s->next_free = NULL;
     s->len = len;
@@ -138,6 +149,7 @@ mem_free(void *p)
     pthread_mutex_lock(&mu);
     s->next_free = free_slots;
     free_slots = s;
+    nused--;
     pthread_mutex_unlock(&mu);
 }
 
@@ -153,6 +165,15 @@ tls_mem_install(void)
     (void)mem_free;
     return false; /* a packaged mbedTLS without the hook: calloc it is */
 #endif
+}
+
+size_t
+tls_mem_slots_used(void)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = nused;
+    pthread_mutex_unlock(&mu);
+    return n;
 }
 
 void

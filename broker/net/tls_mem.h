@@ -4,6 +4,7 @@
 #define LUNAMQ_TLS_MEM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include <mbedtls/platform.h>
 
@@ -17,6 +18,8 @@ struct tls_mem_owner {
 /* Install the allocator (before any mbedTLS allocation); false where mbedTLS was built
  * without MBEDTLS_PLATFORM_MEMORY (a packaged one): then calloc serves it all. */
 bool tls_mem_install(void);
+/* Record buffers in slots now (the rest are calloc's). */
+size_t tls_mem_slots_used(void);
 /* What mbedTLS allocates on this thread from now on belongs to o (NULL: nobody). */
 void tls_mem_set_owner(struct tls_mem_owner *o);
 /* Give the pages of o's buffers past their first back to the kernel. */

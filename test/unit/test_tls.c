@@ -17,6 +17,7 @@
 #include <mbedtls/psa_util.h>
 #include <psa/crypto.h>
 
+#include "../../broker/net/tls_mem.h"
 #include "../../broker/net/tls_tickets.h"
 #include "conf.h"
 #include "suites.h"
@@ -473,6 +474,73 @@ START_TEST(test_sealing_key_rotation)
 }
 END_TEST
 
+/* ---- the record-buffer allocator (tls_mem.c) ---- */
+
+#define RECORD_BUF 16717 /* what mbedTLS 3.6 asks for a record buffer */
+
+/* More buffers than the first versions' 64 regions held (4096 connections): every one
+ * comes zeroed from a slot, and comes back zeroed after being dirtied and freed. */
+START_TEST(test_mem_slots_zeroed_and_recycled)
+{
+    if (!tls_mem_install()) return; /* a packaged mbedTLS: calloc serves it all */
+    enum { N = 10000 };
+    static unsigned char *b[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            b[i] = mbedtls_calloc(1, RECORD_BUF);
+            ck_assert_ptr_nonnull(b[i]);
+            for (size_t k = 0; k < RECORD_BUF; k += 997) ck_assert_uint_eq(b[i][k], 0);
+            ck_assert_uint_eq(b[i][RECORD_BUF - 1], 0);
+            memset(b[i], 0xa5, RECORD_BUF);
+        }
+        ck_assert_uint_eq(tls_mem_slots_used(), N); /* none fell back to calloc */
+        for (int i = 0; i < N; i++) mbedtls_free(b[i]);
+        ck_assert_uint_eq(tls_mem_slots_used(), 0);
+    }
+    unsigned char *small = mbedtls_calloc(1, 100); /* not a slot: calloc's */
+    ck_assert_ptr_nonnull(small);
+    mbedtls_free(small);
+}
+END_TEST
+
+/* release gives back the pages of an owner's buffers past their first, and only its
+ * own: the first page keeps its bytes, the rest reads as zero; another owner's buffer
+ * and a buffer freed meanwhile are left alone. */
+START_TEST(test_mem_release_keeps_first_page_and_others)
+{
+    if (!tls_mem_install()) return;
+    struct tls_mem_owner a = {0}, other = {0};
+    tls_mem_set_owner(&a);
+    unsigned char *in = mbedtls_calloc(1, RECORD_BUF), *out = mbedtls_calloc(1, RECORD_BUF);
+    tls_mem_set_owner(&other);
+    unsigned char *theirs = mbedtls_calloc(1, RECORD_BUF);
+    tls_mem_set_owner(NULL);
+    ck_assert_ptr_eq(a.buf[0], in);
+    ck_assert_ptr_eq(a.buf[1], out);
+    ck_assert_ptr_eq(other.buf[0], theirs);
+    memset(in, 1, RECORD_BUF);
+    memset(out, 2, RECORD_BUF);
+    memset(theirs, 3, RECORD_BUF);
+    tls_mem_release(&a);
+    ck_assert_uint_eq(in[0], 1);
+    ck_assert_uint_eq(in[3000], 1); /* within the slot's first page */
+    ck_assert_uint_eq(in[RECORD_BUF - 1], 0);
+    ck_assert_uint_eq(out[10000], 0);
+    ck_assert_uint_eq(theirs[RECORD_BUF - 1], 3);
+    mbedtls_free(out); /* its entry goes: a later release must not touch the slot */
+    ck_assert_ptr_null(a.buf[1]);
+    tls_mem_set_owner(&other);
+    unsigned char *reused = mbedtls_calloc(1, RECORD_BUF);
+    tls_mem_set_owner(NULL);
+    memset(reused, 4, RECORD_BUF);
+    tls_mem_release(&a);
+    ck_assert_uint_eq(reused[RECORD_BUF - 1], 4);
+    mbedtls_free(in);
+    mbedtls_free(theirs);
+    mbedtls_free(reused);
+}
+END_TEST
+
 Suite *
 suite_tls(void)
 {
@@ -493,6 +561,11 @@ suite_tls(void)
     tc = tcase_create("rotation");
     tcase_add_unchecked_fixture(tc, pki_make, pki_remove);
     tcase_add_test(tc, test_sealing_key_rotation);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("record_buffers");
+    tcase_add_test(tc, test_mem_slots_zeroed_and_recycled);
+    tcase_add_test(tc, test_mem_release_keeps_first_page_and_others);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
 }
