@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """Runs the end-to-end tests: every test_* of every test/e2e/NN-*.py, each against a
 fresh broker. Arguments filter by substring of "file::test". Prints one line per
-test and ends with 'N passed, N failed'. Exit status 1 when any failed."""
+test and ends with 'N passed, N failed'. Exit status 1 when any failed.
+LUNAMQ_KEEP_FAILED=1 keeps a failed test's broker directory (its log, its store) and
+prints where."""
 
 import glob
 import shutil
@@ -59,7 +61,10 @@ def main():
                 print("\n".join(b.output().splitlines()[-30:]))
                 print("------------------------------------", flush=True)
             finally:
-                shutil.rmtree(b.dir, ignore_errors=True)
+                if os.environ.get("LUNAMQ_KEEP_FAILED") and failures and failures[-1] == label:
+                    print("kept: " + b.dir, flush=True)
+                else:
+                    shutil.rmtree(b.dir, ignore_errors=True)
     for f in failures:
         print("failed: " + f)
     print("e2e: %d passed, %d failed" % (passed, failed))
