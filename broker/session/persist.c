@@ -30,22 +30,25 @@
 #include "store.h"
 
 enum rec_type {
-    R_MSG_PUT = 1,    /* mid, qos, retain, expiry, created, topic, props, payload */
-    R_RETAIN_PUT = 2, /* topic, mid */
-    R_RETAIN_DEL = 3, /* topic */
-    R_SESS_PUT = 4,   /* sid, client id, expiry, version, offline since, username, will */
-    R_SESS_DEL = 5,   /* sid: with its subscriptions, queue and packet ids */
-    R_SUB_PUT = 6,    /* sid, filter, group, options */
-    R_SUB_DEL = 7,    /* sid, filter, group */
-    R_QE_PUT = 8,     /* sid, mid, qos, state, pid, flags, subscription ids */
-    R_QE_DEL = 9,     /* sid, mid */
-    R_IN_PUT = 10,    /* sid, pid: QoS 2 received, PUBREL awaited */
-    R_IN_DEL = 11,    /* sid, pid */
-    R_GROUP_END = 12, /* the records flagged R_GROUPED before it are one change */
+    R_MSG_PUT = 1,     /* mid, qos, retain, expiry, created, topic, props, payload */
+    R_RETAIN_PUT = 2,  /* topic, mid */
+    R_RETAIN_DEL = 3,  /* topic */
+    R_SESS_PUT = 4,    /* sid, client id, expiry, version, offline since, username, will */
+    R_SESS_DEL = 5,    /* sid: with its subscriptions, queue and packet ids */
+    R_SUB_PUT = 6,     /* sid, filter, group, options */
+    R_SUB_DEL = 7,     /* sid, filter, group */
+    R_QE_PUT = 8,      /* sid, mid, qos, state, pid, flags, subscription ids */
+    R_QE_DEL = 9,      /* sid, mid */
+    R_IN_PUT = 10,     /* sid, pid: QoS 2 received, PUBREL awaited */
+    R_IN_DEL = 11,     /* sid, pid */
+    R_GROUP_END = 12,  /* the records flagged R_GROUPED before it are one change */
+    R_GROUP_TORN = 13, /* they are not: a crash cut the change short (the next run says) */
 };
 /* A change of several records that must not be half replayed (a QoS 2 PUBLISH: its
- * queue entries and its packet id) flags them; replay applies them at R_GROUP_END and
- * drops a group the journal ends in the middle of. */
+ * queue entries and its packet id) flags them; replay applies them at R_GROUP_END
+ * only. A crash can cut a group short; the next run starts with R_GROUP_TORN, so the
+ * torn group stays out of every later replay too: completed by that run's records, it
+ * would hold ids (message, packet) the run handed out again. */
 #define R_GROUPED 0x80
 
 #define SLICE_MS        2             /* a snapshot slice holds the loop at most this */
@@ -640,7 +643,7 @@ struct rq {
 struct replay {
     struct persist *p;
     struct rec_buf group; /* records of an open group: type, u32 length, bytes */
-    uint64_t dropped_group;
+    uint64_t dropped_group, torn_groups;
     struct rmap msgs;     /* mid / MID_PAGE + 1 -> a page of messages (mid_slot) */
     struct rmap sessions; /* sid -> struct session, aux: offline since (wall ms) */
     struct rmap qmap;     /* (sid, mid) -> index in q + 1, of the journal's entries only */
@@ -941,22 +944,26 @@ replay_record(uint8_t type, const uint8_t *p, size_t len, bool from_snapshot, vo
 {
     struct replay *rp = arg;
     if ((++rp->records & 255) == 0) lq_heap_bulk_step();
+    /* the skipping of a session the snapshot wrote twice ends with the snapshot */
+    if (!from_snapshot) rp->dup_sid = 0;
     if (type & R_GROUPED) { /* applied with the rest of its group */
         rec_u8(&rp->group, type & ~R_GROUPED);
         rec_bytes(&rp->group, p, len);
         rp->dropped_group++;
         return;
     }
-    if (rp->group.len) { /* the group is whole: apply it */
+    if (type == R_GROUP_END && rp->group.len) { /* the group is whole: apply it */
         struct rec_reader g = {.p = rp->group.p, .len = rp->group.len};
         uint8_t t;
         const uint8_t *b;
         uint32_t n;
         while (rec_get_u8(&g, &t) && rec_get_bytes(&g, &b, &n)) apply_record(rp, t, b, n, false);
-        rp->group.len = 0;
-        rp->dropped_group = 0;
+    } else if (rp->group.len) { /* torn: R_GROUP_TORN, or a journal from before it */
+        rp->torn_groups++;
     }
-    if (type != R_GROUP_END) apply_record(rp, type, p, len, from_snapshot);
+    rp->group.len = 0;
+    rp->dropped_group = 0;
+    if (type != R_GROUP_END && type != R_GROUP_TORN) apply_record(rp, type, p, len, from_snapshot);
 }
 
 static void
@@ -1091,11 +1098,18 @@ recover(struct persist *p, char *err, size_t errlen)
            (unsigned long long)info.bytes, info.snapshot_seq ? ", with a snapshot" : "",
            info.segments, p->recovery_seconds, info.truncated_tail ? "; torn tail cut off" : "",
            info.corrupt ? "; CORRUPT journal: replay stopped at the first bad record" : "");
-    if (rp.dropped_group)
+    if (rp.dropped_group) { /* this run's first record says so to every later replay */
+        store_append(p->st, R_GROUP_TORN, NULL, 0);
         lq_log(LQ_LOG_NOTICE,
                "persistence: the journal ended inside one change (%llu records, "
                "never acknowledged): left out",
                (unsigned long long)rp.dropped_group);
+    }
+    if (rp.torn_groups)
+        lq_log(LQ_LOG_INFO,
+               "persistence: %llu changes cut short by earlier crashes (never acknowledged): "
+               "left out",
+               (unsigned long long)rp.torn_groups);
     if (rp.bad || rp.unresolved)
         lq_log(LQ_LOG_WARNING,
                "persistence: %llu records could not be read, %llu referred to "

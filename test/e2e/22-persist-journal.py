@@ -100,6 +100,47 @@ def test_qos2_publish_cut_mid_record_group_is_all_or_nothing(b):
 
 
 @conf(*PERSIST)
+def test_torn_group_stays_out_after_the_next_run_writes_behind_it(b):
+    """issue 13 (a loss the crash loop found): a journal that ends inside a QoS 2 group
+    is continued by the next run in a new segment, so at the restart after that the torn
+    group is no longer at the end. It must still be left out, and not be completed by
+    the next run's records: applied, its queue entry (message id K, never acknowledged)
+    took in the entry of the next message given id K (another client's, acknowledged),
+    which was lost, and the torn one was delivered next to its re-sent copy."""
+    persistent_subscriber(b, "sub", "g/t")
+    p = Client(b.port)
+    p.connect("pub", clean=False, properties=[EXPIRY])
+    p.publish("g/t", b"torn", qos=2, pid=7)
+    assert p.expect(PUBREC).pid == 7
+    b.stop(signal.SIGKILL)
+    seg = segments(b)[-1]
+    ins = [f for f in frames(seg) if f[1] & ~GROUPED == R_IN_PUT]
+    assert ins, "no packet id record in the journal"
+    with open(seg, "r+b") as f:
+        f.truncate(ins[-1][0])  # the crash left the message and its queue entry
+    b.start()
+    o = Client(b.port)
+    o.connect("other")  # a clean session: its QoS 2 group is this run's first record
+    o.publish("g/t", b"other", qos=2, pid=1)
+    assert o.expect(PUBREC).pid == 1
+    o.ack(PUBREL, 1)
+    assert o.expect(PUBCOMP).pid == 1
+    o.close()
+    p = Client(b.port)
+    assert p.connect("pub", clean=False, properties=[EXPIRY]).session_present
+    p.publish("g/t", b"torn", qos=2, pid=7, dup=True)  # no PUBREC came: send again
+    assert p.expect(PUBREC).pid == 7
+    p.ack(PUBREL, 7)
+    assert p.expect(PUBCOMP).pid == 7
+    p.close()
+    b.stop(signal.SIGKILL)
+    assert len(segments(b)) >= 2, "the second run wrote to the first run's segment"
+    b.start()
+    got = sorted(drain(b, "sub"))
+    assert got == [b"other", b"torn"], got
+
+
+@conf(*PERSIST)
 def test_torn_tail_is_cut_and_everything_acknowledged_survives(b):
     """issue 13: garbage after the last whole record (a torn write) is cut off with a log
     line; every acknowledged message is still there."""
@@ -282,3 +323,79 @@ def test_journal_amends_the_snapshot_queue(b):
     assert [x[0] for x in again] == [b"one%d" % i for i in range(2, 6)], again
     for payload, pid, dup in again:
         assert pid == got[payload].pid and dup, (payload, pid, dup)
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def frame(t, seq, payload):
+    body = struct.pack("<BQ", t, seq) + payload
+    return struct.pack("<II", len(payload), crc32c(body)) + body
+
+
+@conf(*PERSIST)
+def test_session_written_twice_at_the_snapshot_end_keeps_its_journal(b):
+    """issue 13: a snapshot writes a session twice when the session table grows under it
+    (a session moved above the cursor); replay skips the second copy. When that copy is
+    the snapshot's last session, the skipping must end with the snapshot: carried into
+    the journal, it dropped the session's packet id records, and a QoS 2 id released
+    after the snapshot came back, so the next message with that id was taken for a
+    duplicate, acknowledged and never delivered. The snapshot is doubled by hand."""
+    import subprocess
+    import time
+    persistent_subscriber(b, "sub", "d/t")
+    p = Client(b.port)
+    p.connect("pub", clean=False, properties=[EXPIRY])
+    p.publish("d/t", b"first", qos=2, pid=9)
+    assert p.expect(PUBREC).pid == 9  # packet id 9 awaits PUBREL: in the snapshot
+    r = subprocess.run([lqtest.CTL, "-s", b.admin, "persistence", "snapshot"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    snaps = lambda: glob.glob(os.path.join(b.dir, "data", "snapshot-*.snap"))
+    assert lqtest.wait_for(lambda: snaps(), timeout=10)
+    p.ack(PUBREL, 9)  # released in the journal, after the snapshot
+    assert p.expect(PUBCOMP).pid == 9
+    p.ping()  # handled, and (power) durable before the PUBCOMP
+    p.close()
+    time.sleep(0.2)
+    b.stop(signal.SIGKILL)
+    [snap] = snaps()
+    with open(snap, "rb") as f:
+        data = f.read()
+    out, at, recs, sid = [], 0, [], None
+    while at + 17 <= len(data):
+        n, _crc, t, seq = struct.unpack_from("<IIBQ", data, at)
+        out.append((t, seq, data[at + 17:at + 17 + n]))
+        at += 17 + n
+    for t, seq, pl in out:  # the publisher's session: its id, then its records
+        if t == 4 and pl[8:12] == struct.pack("<I", 3) and pl[12:15] == b"pub":
+            sid = pl[:8]
+        if sid and t in (4, 6, 10) and pl[:8] == sid:
+            recs.append((t, pl))
+    assert sid and any(t == 10 for t, _ in recs), "packet id 9 not in the snapshot"
+    body, footer = out[:-1], out[-1]
+    n = len(body) - 1  # records after the header
+    rebuilt = b"".join(frame(t, seq, pl) for t, seq, pl in body)
+    for t, pl in recs:  # the session again, last: as a growing table would write it
+        n += 1
+        rebuilt += frame(t, n, pl)
+    rebuilt += frame(0, n + 1, footer[2][:1] + struct.pack("<Q", n))
+    with open(snap, "wb") as f:
+        f.write(rebuilt)
+    b.start()
+    assert not b.wait_log("incomplete or damaged", timeout=0.5), b.output()[-2000:]
+    p = Client(b.port)
+    assert p.connect("pub", clean=False, properties=[EXPIRY]).session_present
+    p.publish("d/t", b"second", qos=2, pid=9)  # a new message with the released id
+    assert p.expect(PUBREC).pid == 9
+    p.ack(PUBREL, 9)
+    assert p.expect(PUBCOMP).pid == 9
+    p.close()
+    got = sorted(drain(b, "sub"))
+    assert got == [b"first", b"second"], got
