@@ -541,6 +541,18 @@ handshake_over(struct conn *c)
     listener_admission(c->l);
 }
 
+/* c's first handshake bytes came: a handshake under way for admission from now on.
+ * Not from accept: connections that send nothing are no work for the threads, and a
+ * client could open thousands of them for free to stop the listener accepting. */
+static void
+handshake_begins(struct conn *c)
+{
+    if (c->t->hs_counted || c->t->hs_steps) return;
+    c->t->hs_counted = true;
+    c->l->nhandshaking++;
+    listener_admission(c->l);
+}
+
 /* What a TLS input step gave. False when there is nothing to frame (handshake under
  * way, or the connection failed and is closing). */
 static bool
@@ -581,6 +593,7 @@ tls_read(struct conn *c)
 {
     if (c->job) return false;
     bool was = tls_conn_established(c->t->tls);
+    if (!was) handshake_begins(c);
     if (!was && hs_worker_start(c->l->base, handshake_done)) {
         struct hs_job *j = lq_xcalloc(1, sizeof(*j));
         j->tls = c->t->tls;
@@ -1015,8 +1028,6 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         }
         c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
         wheel_put(c, c->t->hs_deadline_ms);
-        c->t->hs_counted = true;
-        l->nhandshaking++;
     }
     if (event_add(conn_rev(c), NULL) != 0) {
         lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", c->peer);

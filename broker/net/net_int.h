@@ -24,7 +24,7 @@ struct listener {
     uint16_t port;
     char name[80];         /* "host:port" as configured ("*:port": all addresses) */
     struct tls_ctx *tls;   /* NULL: plain TCP; else new connections speak TLS with it */
-    size_t nhandshaking;   /* accepted, TLS handshake not over */
+    size_t nhandshaking;   /* TLS handshake begun (bytes came), not over */
     bool admission_paused; /* not accepting: the handshake threads have enough */
     struct lq_log_limit admission_log;
     unsigned accepted;          /* in this loop iteration (at most ACCEPT_BURST) */

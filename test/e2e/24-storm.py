@@ -91,3 +91,27 @@ def test_storm_admission_defers_instead_of_cutting(b):
     assert r["cut"] == 0, text
     assert r["first_attempt"] == n, text
     assert r["rtt_error"] is None and r["rtt"]["p99_ms"] < 250, text
+
+
+@conf(*(MTLS + ["tls_handshake_timeout 2"]))
+def test_storm_silent_connections_do_not_hold_admission(b):
+    """A hostile or broken client opens TCP connections to the TLS port and sends
+    nothing (no ClientHello: it costs it nothing). They wait for their handshake
+    deadline, but they are no handshake work: admission counts a connection from its
+    first bytes, so more silent connections than the threads' capacity (first guess:
+    4 ms a handshake, 1 s at 2 s deadline: 250 per thread) do not stop the listener
+    from accepting the devices that storm in meanwhile."""
+    import socket
+    threads = min(os.cpu_count() or 1, 4)  # hs_worker.c's MAX_THREADS
+    silent = []
+    try:
+        for _ in range(260 * threads):
+            silent.append(socket.create_connection(("127.0.0.1", b.tls_port)))
+        n = 50 if SAN else 100
+        r, text = run(b, n, retry=False, limit=30)
+        assert "as many as the handshake threads finish" not in b.output(), text
+        assert r["first_attempt"] == n, text
+        assert r["last_s"] < (6 if SAN else 1.5), text  # not after the silent ones' cut
+    finally:
+        for s in silent:
+            s.close()
