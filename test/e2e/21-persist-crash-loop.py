@@ -367,7 +367,10 @@ def crash_loop(b, rounds):
     if anomalies:
         problems.append("protocol anomalies seen by the publishers: %d, e.g. %s" % (
             len(anomalies), anomalies[:8]))
-    print("crash loop: drained %d ids (%d deliveries), %d retained topics" % (
-        len(got), sum(len(v) for v in got.values()), len(ret)), flush=True)
+    log = b.output()
+    print("crash loop: drained %d ids (%d deliveries), %d retained topics; recoveries that "
+          "left out a change cut short at the journal's end: %d" % (
+              len(got), sum(len(v) for v in got.values()), len(ret),
+              log.count("the journal ended inside one change")), flush=True)
     assert not problems, "seed %d:\n  " % seed + "\n  ".join(problems)
 
