@@ -29,7 +29,7 @@ long cluster_topic_of_subject(const char *tokens, size_t len, char *out, size_t 
  * The number of subjects, or 0 when out is too small. Topics that begin with '$'
  * are matched by the subjects of wildcard-first filters too (NATS knows no such
  * rule): the receiving node's own routing leaves them out. */
-int cluster_subjects_of_filter(const char *prefix, const char *filter, size_t flen,
-                               char *out[2], size_t cap);
+int cluster_subjects_of_filter(const char *prefix, const char *filter, size_t flen, char *out[2],
+                               size_t cap);
 
 #endif

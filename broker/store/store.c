@@ -320,7 +320,7 @@ void
 store_snapshot_end(struct store *st, bool ok)
 {
     if (!st->snap_running || st->snap_ended) return;
-    hand_over_snapshot(st);
+    hand_over(st); /* the journal first: the snapshot may show what it changed */
     struct item *it = item_new(ITEM_SNAP_END);
     it->ok = ok;
     it->last = st->snap_records;

@@ -286,6 +286,27 @@ retry(struct writer *w)
     publish_unsynced(w);
 }
 
+/* A snapshot shows the live state of its last slice, and the records that made that
+ * state were handed over before its end: they are synced before it counts, in either
+ * mode. Else a crash between the two would keep the snapshot's half of a change (a
+ * QoS 2 packet id) and lose the journal's (its queue entries). A journal that cannot
+ * be synced abandons the snapshot. */
+static void
+snapshot_after_journal(struct writer *w, struct item *end)
+{
+    if (w->failing) {
+        end->ok = false;
+        return;
+    }
+    if (!w->unsynced && !w->seg_dirty) return;
+    if (sync_all(w) < 0) {
+        fail(w, "fdatasync of");
+        end->ok = false;
+        return;
+    }
+    publish_unsynced(w);
+}
+
 /* ---- the thread ---- */
 /* Process mode: written is enough (the writes of one hand-over make one batch). */
 static void
@@ -308,6 +329,7 @@ process(struct writer *w, struct item *items, bool power)
             if (!power) forget(w, at);
             continue;
         }
+        if (it->kind == ITEM_SNAP_END) snapshot_after_journal(w, it);
         if (it->kind != ITEM_JOURNAL) {
             snap_item(w->st, &w->snap, it);
             continue;
