@@ -14,21 +14,27 @@
  * to carry the exact topic. */
 
 /* prefix (a valid subject, e.g. "lq.c1.m") + '.' + the tokens of topic, NUL-ended
- * into out. The length written, or 0 when out (cap bytes) is too small. */
+ * into out. The length written (without the NUL), or 0 when out (cap bytes) is too
+ * small; strlen(prefix) + 3 * tlen + 4 always suffices ("/" is "%-.%-"). */
 size_t cluster_subject_of_topic(const char *prefix, const char *topic, size_t tlen, char *out,
                                 size_t cap);
 
 /* The tokens after the prefix and its '.' back to the topic, into out (not
- * NUL-ended). The topic's length, or -1 when they are not a mapped topic (a bad
- * escape, an empty token, a wildcard token) or out is too small. */
+ * NUL-ended). The topic's length, or -1 when they are not a mapped topic or out is
+ * too small (len bytes always suffice). Only the spelling the mapping writes is
+ * taken, so that one topic is one subject: not a short or lower-case escape ("%2e"),
+ * an escape of a byte written as itself ("%41"), a raw byte that is escaped (a
+ * wildcard token "*" or ">", a space, a leading '$'), '/', '+' or '#', nor an empty
+ * token. The topic's UTF-8 (U+0000 is "%00") is the caller's to check. */
 long cluster_topic_of_subject(const char *tokens, size_t len, char *out, size_t cap);
 
 /* A topic filter (no $share/ prefix) as the NATS subjects that match what it
  * matches: one, or two for a filter ending in "/#", which also matches its parent
  * ("a/#" matches "a": "P.a" and "P.a.>"). Each NUL-ended in out[i] (cap bytes each).
- * The number of subjects, or 0 when out is too small. Topics that begin with '$'
- * are matched by the subjects of wildcard-first filters too (NATS knows no such
- * rule): the receiving node's own routing leaves them out. */
+ * The number of subjects, or 0 when out is too small (the bound of a topic of flen
+ * bytes suffices). Topics that begin with '$' are matched by the subjects of
+ * wildcard-first filters too (NATS knows no such rule): the receiving node's own
+ * routing leaves them out. */
 int cluster_subjects_of_filter(const char *prefix, const char *filter, size_t flen, char *out[2],
                                size_t cap);
 

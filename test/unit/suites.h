@@ -14,5 +14,6 @@ Suite *suite_log(void);        /* test_log.c: escaping, limited lines */
 Suite *suite_store(void);      /* test_store.c: the journal, recovery, snapshots */
 Suite *suite_auth(void);       /* test_auth.c: password_file, lunamq-ctl passwd, acl_file */
 Suite *suite_tls(void);        /* test_tls.c: session tickets, resumption, reloads */
+Suite *suite_cluster(void);    /* test_cluster.c: topic <-> NATS subject mapping */
 
 #endif
