@@ -32,7 +32,8 @@ MBEDTLS_LIBS   ?= -lmbedtls -lmbedx509 -lmbedcrypto
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) \
               $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.so.0) -llua5.4-cjson)
-LIBS       := -levent_core -levent $(MBEDTLS_LIBS) $(LUA_LIBS) -lpthread -lm
+NATS_LIBS  := $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
+LIBS       := -levent_core -levent $(MBEDTLS_LIBS) $(LUA_LIBS) $(NATS_LIBS) -lpthread -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 
 SRC      := $(wildcard broker/*/*.c)

@@ -91,6 +91,13 @@ struct lq_conf {
     bool persistence_sync_process; /* persistence_sync process; default power (fdatasync) */
     uint32_t autosave_interval;    /* seconds (or changes), then the journal is compacted; 1800 */
     bool autosave_on_changes;      /* autosave_interval counts changes, not seconds */
+    /* cluster (issue 16): nodes through NATS; no cluster_name, no cluster */
+    char *cluster_name;          /* one NATS subject token */
+    char *cluster_node_id;       /* NULL: the host name */
+    char *cluster_nats_url;      /* comma-separated; NULL: nats://127.0.0.1:4222 */
+    char *cluster_nats_username; /* and _password: NATS user and password */
+    char *cluster_nats_password;
+    uint64_t cluster_max_pending_bytes; /* waiting for NATS, each way; default 64 MiB */
 };
 
 /* Defaults as listed above. */

@@ -25,6 +25,7 @@
 #include "admin.h"
 #include "admin_int.h"
 #include "broker.h"
+#include "cluster.h"
 #include "hooks.h"
 #include "retain.h"
 #include "sbuf.h"
@@ -181,7 +182,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 96 /* collect() fills 86 */
+#define MAX_FIGURES 112 /* collect() fills 97 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -345,6 +346,22 @@ collect(struct admin *a, struct figure *f)
     F("persistence_last_snapshot_seconds", NULL, ps.store.last_snapshot_seconds,
       "how long the last snapshot took");
     F("persistence_recovery_seconds", NULL, ps.recovery_seconds, "journal replay at start-up");
+    struct cluster_stats cs;
+    cluster_get_stats(b->cluster, &cs);
+    G("cluster", NULL, b->cluster != NULL, "cluster_name set (1) or not (0)");
+    G("cluster_connected", NULL, cs.connected, "1 while connected to a NATS server");
+    C("cluster_reconnects", NULL, cs.reconnects, "NATS connections re-established");
+    G("cluster_subjects", NULL, cs.subjects, "NATS subjects subscribed for this node's filters");
+    C("cluster_forwarded", NULL, cs.forwarded, "messages published to NATS for other nodes");
+    C("cluster_received", NULL, cs.received, "messages from other nodes routed here");
+    C("cluster_duplicates", NULL, cs.duplicates,
+      "second copies from NATS (overlapping subjects): dropped");
+    C("cluster_dropped_out", NULL, cs.dropped_out,
+      "messages not sent to other nodes: cluster_max_pending_bytes, or NATS refused them");
+    C("cluster_dropped_in", NULL, cs.dropped_in,
+      "messages from other nodes not routed: cluster_max_pending_bytes, or slow");
+    C("cluster_bad_in", NULL, cs.bad_in, "messages from NATS that were not a node's: dropped");
+    G("cluster_pending_out_bytes", NULL, cs.pending_out_bytes, "bytes waiting to go to NATS");
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");

@@ -458,6 +458,47 @@ opt_persistence_sync(struct parse *ps)
     return 0;
 }
 
+/* ---- cluster (issue 16) ---- */
+
+static int
+opt_cluster_name(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_name);
+}
+
+static int
+opt_cluster_node_id(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_node_id);
+}
+
+static int
+opt_cluster_nats_url(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_nats_url);
+}
+
+static int
+opt_cluster_nats_username(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_nats_username);
+}
+
+static int
+opt_cluster_nats_password(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_nats_password);
+}
+
+static int
+opt_cluster_max_pending_bytes(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 65536, INT64_MAX, &v)) return -1;
+    ps->c->cluster_max_pending_bytes = (uint64_t)v;
+    return 0;
+}
+
 static int
 opt_autosave_interval(struct parse *ps)
 {
@@ -734,6 +775,12 @@ static const struct option {
     {"persistence_sync", opt_persistence_sync, 0},
     {"autosave_interval", opt_autosave_interval, 0},
     {"autosave_on_changes", opt_autosave_on_changes, 0},
+    {"cluster_name", opt_cluster_name, 0},
+    {"cluster_node_id", opt_cluster_node_id, 0},
+    {"cluster_nats_url", opt_cluster_nats_url, 0},
+    {"cluster_nats_username", opt_cluster_nats_username, 0},
+    {"cluster_nats_password", opt_cluster_nats_password, 0},
+    {"cluster_max_pending_bytes", opt_cluster_max_pending_bytes, 0},
 };
 
 static char *
@@ -811,6 +858,7 @@ conf_init(struct lq_conf *c)
     /* the same for all queues together: 16 clients at the per-client bound */
     c->max_queued_bytes_total = 1u << 30;
     c->max_hold_time_ms = 1000;
+    c->cluster_max_pending_bytes = 64u << 20;
     c->max_keepalive = 0; /* no limit, as mosquitto since 2.0.13 */
     c->retain_available = true;
     /* mosquitto's limit too: a topic costs ~200 bytes a level in the trees, so 64 KB
@@ -853,6 +901,11 @@ conf_fini(struct lq_conf *c)
     free(c->log_file);
     free(c->scripts_dir);
     free(c->persistence_location);
+    free(c->cluster_name);
+    free(c->cluster_node_id);
+    free(c->cluster_nats_url);
+    free(c->cluster_nats_username);
+    free(c->cluster_nats_password);
     free(c->persistence_file);
     free(c->admin_socket);
     free(c->metrics_host);

@@ -12,6 +12,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "cluster.h"
 #include "hooks.h"
 #include "conf.h"
 #include "tls.h"
@@ -281,6 +282,30 @@ warn_unchecked_usernames(const struct lq_conf *c)
            "require_certificate with use_identity_as_username");
 }
 
+/* A message from another node: to this node's sessions, as published here (its hooks
+ * ran on its node; retained messages stay on theirs). */
+static void
+cluster_deliver(struct msg *m, void *ud)
+{
+    struct broker *b = ud;
+    struct route_result r;
+    route_publish(b, m, NULL, DELIVER_NO_HOLD, &r);
+}
+
+static void
+open_cluster(struct broker *b, char *err, size_t errlen)
+{
+    const struct lq_conf *c = &b->conf;
+    if (!c->cluster_name) return;
+    struct cluster_conf cc = {.name = c->cluster_name,
+                              .node_id = c->cluster_node_id,
+                              .nats_url = c->cluster_nats_url,
+                              .username = c->cluster_nats_username,
+                              .password = c->cluster_nats_password,
+                              .max_pending_bytes = c->cluster_max_pending_bytes};
+    b->cluster = cluster_open(b->base, &cc, cluster_deliver, b, err, errlen);
+}
+
 struct broker *
 broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path, char *errbuf,
            size_t errlen)
@@ -311,6 +336,7 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
         snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
                  b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
     if (!errbuf[0]) access_open(b, errbuf, errlen);
+    if (!errbuf[0]) open_cluster(b, errbuf, errlen); /* before recovery: its subscriptions */
     if (!errbuf[0]) persist_open(b, errbuf, errlen); /* listeners open after recovery */
     if (!errbuf[0]) access_bind_all(b);              /* the sessions read back */
     if (errbuf[0]) {
@@ -346,6 +372,8 @@ broker_free(struct broker *b)
 {
     if (!b) return;
     b->shutting_down = true;
+    cluster_close(b->cluster); /* what this node published, out; no more from others */
+    b->cluster = NULL;
     persist_close(b); /* the teardown below is not recorded: sessions outlive it */
     net_stop_workers();
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "hooks.h"
 #include "net.h"
 #include "retain.h"
@@ -150,6 +151,10 @@ retain_and_route(struct broker *b, struct msg *m, const struct session *origin,
         persist_retain(b, m);
     }
     route_publish(b, m, origin, how, r);
+    if (b->cluster) { /* other nodes may have subscribers: no "no matching subscribers" */
+        cluster_forward(b->cluster, m);
+        r->no_subscriber = false;
+    }
 }
 
 uint8_t

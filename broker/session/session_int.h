@@ -62,6 +62,7 @@ struct broker {
     struct hooks *hooks;      /* Lua hooks of scripts_dir */
     struct admin *admin;      /* admin socket and statistics */
     struct persist *persist;  /* the journal (persist.c); NULL: persistence false */
+    struct cluster *cluster;  /* other nodes through NATS (cluster/); NULL: no cluster_name */
     struct access *access;    /* password and ACL files, the CONNECTs being checked */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;

@@ -6,10 +6,13 @@
  * slots that hold array positions + 1. Small lists (up to INDEX_MIN) go without an
  * index: most clients have a few subscriptions and pay nothing for it; a client
  * with 80 000 no longer makes each SUBSCRIBE scan them all.
+ * Each filter that comes or goes is told to the cluster (cluster.h): other nodes send
+ * this node what its sessions subscribe to.
  * Not here: the subscription tree (route/topic_tree.c) and SUBSCRIBE itself. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "session_int.h"
 
 #define INDEX_MIN 8 /* capsubs at which the index appears */
@@ -131,6 +134,7 @@ session_sub_add(struct session *s, const char *filter, size_t flen, const char *
     x->hash = key_hash(filter, flen, group, glen);
     if (s->subs_index) index_put(s, s->nsubs);
     s->nsubs++;
+    cluster_interest(s->b->cluster, filter, flen, +1); /* other nodes send it here */
     return x;
 }
 
@@ -138,6 +142,7 @@ void
 session_sub_remove(struct session *s, struct ssub *x)
 {
     uint32_t pos = (uint32_t)(x - s->subs), last = s->nsubs - 1;
+    cluster_interest(s->b->cluster, x->filter, strlen(x->filter), -1);
     if (s->subs_index) {
         slot_delete(s, slot_of(s, pos));
         if (pos != last) s->subs_index[slot_of(s, last)] = pos + 1;
@@ -152,7 +157,10 @@ session_sub_remove(struct session *s, struct ssub *x)
 void
 session_subs_free(struct session *s)
 {
-    for (uint32_t k = 0; k < s->nsubs; k++) free(s->subs[k].filter);
+    for (uint32_t k = 0; k < s->nsubs; k++) {
+        cluster_interest(s->b->cluster, s->subs[k].filter, strlen(s->subs[k].filter), -1);
+        free(s->subs[k].filter);
+    }
     free(s->subs);
     free(s->subs_index);
     s->subs = NULL;

@@ -1,0 +1,806 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * cluster: messages between lunamq nodes through NATS (cluster.h says what crosses).
+ * Here: the cluster thread and the hand-over both ways, the interest table (one NATS
+ * subscription per distinct subject, counted), the headers a message travels with,
+ * and the filter that drops the second copy a node receives through two of its
+ * subjects. The topic <-> subject mapping is subject.c.
+ *
+ * A message on NATS: subject P.<topic tokens> with P = lq.<cluster_name>.m, the MQTT
+ * payload unchanged, and headers Lq-Origin (node id), Lq-Run (that node's run, random
+ * at each start), Lq-Seq (per run, from 1), Lq-QoS, Lq-Retain (1, or absent),
+ * Lq-Expiry (seconds left, or absent) and Lq-Props (the forwardable MQTT 5
+ * properties, encoded, in hex; absent when none). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/random.h>
+
+#include <event2/event.h>
+#include <nats/nats.h>
+
+#include "cluster.h"
+#include "cluster_int.h"
+#include "lq.h"
+#include "mqtt.h"
+#include "msg.h"
+#include "topic.h"
+
+#define SUBJECT_MAX  (3u * 65535u + 256u) /* every byte of a topic escaped, and the prefix */
+#define SEEN_WINDOW  1024u /* sequence numbers of one run remembered for duplicates */
+#define SEEN_RUNS    64u   /* runs of other nodes remembered (least recently seen goes) */
+#define IN_SLICE_MS  2u    /* the loop routes what came in for at most this, then yields */
+#define DEFAULT_URL  "nats://127.0.0.1:4222"
+#define MSG_OVERHEAD 256u /* headers and bookkeeping, counted against max_pending_bytes */
+
+/* ---- the loop's work for the thread ---- */
+enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
+
+/* A distinct subject this node subscribes to: the loop counts the filters that need
+ * it; the thread alone touches sub. Freed by the thread after its OP_UNSUB (the loop
+ * has forgotten it by then), or at close. */
+struct interest {
+    struct interest *next; /* the loop's hash chain */
+    uint32_t refs, hash;
+    natsSubscription *sub;
+    char subject[];
+};
+
+struct op {
+    struct op *next;
+    enum op_kind kind;
+    struct interest *in; /* OP_SUB, OP_UNSUB */
+    uint64_t seq, bytes;
+    uint32_t expiry, payload_len, props_len;
+    uint8_t qos;
+    bool retain, has_expiry;
+    const char *subject;
+    const uint8_t *payload, *props;
+    uint8_t data[];
+};
+
+/* The sequence numbers seen of one run of another node, for duplicates. */
+struct seen {
+    char run[24];
+    uint64_t high, used;
+    uint64_t bits[SEEN_WINDOW / 64];
+};
+
+struct cluster {
+    char *name, *node_id, *nats_url, *username, *password;
+    uint64_t max_pending_bytes;
+    char prefix[160];
+    char run[24]; /* this run of this node: 16 hex digits */
+    cluster_deliver_fn deliver;
+    void *ud;
+    /* loop side */
+    struct event *handoff_ev, *in_ev, *more_ev;
+    bool handoff_armed;
+    struct op *open, **open_tail;
+    uint64_t next_seq;
+    struct interest **ibuckets;
+    size_t nibuckets, ninterest;
+    char *subject_buf, *filter_buf[2];
+    char *topic_buf;
+    natsMsg **work; /* taken from the thread, being routed */
+    size_t nwork, work_at, capwork;
+    struct seen seen[SEEN_RUNS];
+    uint64_t seen_clock;
+    uint64_t received, duplicates, dropped_out_loop, bad_in;
+    struct lq_log_limit drop_log, bad_log;
+    /* shared with the cluster thread and libnats' threads */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu; /* todo, stop */
+    pthread_cond_t cv;
+    struct op *todo, **todo_tail;
+    bool stop;
+    pthread_mutex_t in_mu; /* in, in_bytes, in_woken */
+    natsMsg **in;
+    size_t nin, capin;
+    uint64_t in_bytes;
+    bool in_woken;
+    int pipe[2];
+    _Atomic uint64_t pending_out, forwarded, dropped_out, dropped_in, reconnects;
+    _Atomic bool connected;
+    /* the thread's */
+    natsOptions *opts;
+    natsConnection *nc;
+};
+
+/* ---- small helpers ---- */
+
+static uint32_t
+str_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+static bool
+is_token(const char *s)
+{
+    if (!s || !*s) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_'))
+            return false;
+    return true;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? lq_xstrdup(s) : NULL;
+}
+
+/* ---- the cluster thread ---- */
+
+static void
+on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct cluster *c = closure;
+    atomic_store(&c->connected, false);
+}
+
+static void
+on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct cluster *c = closure;
+    atomic_store(&c->connected, true);
+    atomic_fetch_add(&c->reconnects, 1);
+}
+
+static void
+on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct cluster *c = closure;
+    atomic_store(&c->connected, true);
+}
+
+static void
+on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    (void)nc, (void)sub;
+    struct cluster *c = closure;
+    if (err == NATS_SLOW_CONSUMER) atomic_fetch_add(&c->dropped_in, 1);
+}
+
+/* libnats' delivery thread: a message for one of our subjects goes to the loop's
+ * inbox; the first one since the loop last looked wakes it. */
+static void
+on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc, (void)sub;
+    struct cluster *c = closure;
+    uint64_t n = (uint64_t)natsMsg_GetDataLength(msg) + MSG_OVERHEAD;
+    pthread_mutex_lock(&c->in_mu);
+    if (c->in_bytes + n > c->max_pending_bytes) {
+        pthread_mutex_unlock(&c->in_mu);
+        atomic_fetch_add(&c->dropped_in, 1);
+        natsMsg_Destroy(msg);
+        return;
+    }
+    if (c->nin == c->capin) {
+        c->capin = c->capin ? 2 * c->capin : 256;
+        c->in = lq_xrealloc(c->in, c->capin * sizeof(*c->in));
+    }
+    c->in[c->nin++] = msg;
+    c->in_bytes += n;
+    bool wake = !c->in_woken;
+    c->in_woken = true;
+    pthread_mutex_unlock(&c->in_mu);
+    if (wake) (void)!write(c->pipe[1], "", 1); /* full: the loop is awake anyway */
+}
+
+static void
+hex_of(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void
+publish(struct cluster *c, const struct op *op, char **hex, size_t *caphex)
+{
+    natsMsg *nm = NULL;
+    char num[24];
+    natsStatus s =
+        natsMsg_Create(&nm, op->subject, NULL, (const char *)op->payload, (int)op->payload_len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Origin", c->node_id);
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Run", c->run);
+    snprintf(num, sizeof(num), "%" PRIu64, op->seq);
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Seq", num);
+    snprintf(num, sizeof(num), "%u", op->qos);
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-QoS", num);
+    if (s == NATS_OK && op->retain) s = natsMsgHeader_Set(nm, "Lq-Retain", "1");
+    if (s == NATS_OK && op->has_expiry) {
+        snprintf(num, sizeof(num), "%u", op->expiry);
+        s = natsMsgHeader_Set(nm, "Lq-Expiry", num);
+    }
+    if (s == NATS_OK && op->props_len) {
+        if (*caphex < 2 * (size_t)op->props_len + 1) {
+            *caphex = 2 * (size_t)op->props_len + 1;
+            *hex = lq_xrealloc(*hex, *caphex);
+        }
+        hex_of(op->props, op->props_len, *hex);
+        s = natsMsgHeader_Set(nm, "Lq-Props", *hex);
+    }
+    /* while disconnected libnats buffers (its reconnect buffer); past it, refused */
+    if (s == NATS_OK) s = natsConnection_PublishMsg(c->nc, nm);
+    if (s == NATS_OK)
+        atomic_fetch_add(&c->forwarded, 1);
+    else
+        atomic_fetch_add(&c->dropped_out, 1);
+    natsMsg_Destroy(nm);
+}
+
+static void
+run_op(struct cluster *c, struct op *op, char **hex, size_t *caphex)
+{
+    switch (op->kind) {
+    case OP_PUB:
+        if (c->nc) publish(c, op, hex, caphex);
+        atomic_fetch_sub(&c->pending_out, op->bytes);
+        break;
+    case OP_SUB: /* while disconnected too: libnats subscribes again on connecting */
+        if (c->nc &&
+            natsConnection_Subscribe(&op->in->sub, c->nc, op->in->subject, on_msg, c) != NATS_OK)
+            op->in->sub = NULL;
+        break;
+    case OP_UNSUB:
+        if (op->in->sub) {
+            natsSubscription_Unsubscribe(op->in->sub);
+            natsSubscription_Destroy(op->in->sub);
+        }
+        free(op->in);
+        break;
+    }
+    free(op);
+}
+
+static void
+connect_nats(struct cluster *c)
+{
+    natsOptions *o = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK) s = natsOptions_SetURL(o, c->nats_url);
+    if (s == NATS_OK) s = natsOptions_SetName(o, c->node_id);
+    if (s == NATS_OK && c->username) s = natsOptions_SetUserInfo(o, c->username, c->password);
+    if (s == NATS_OK) s = natsOptions_SetNoEcho(o, true); /* never our own messages back */
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1); /* for ever */
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 500);
+    /* one delivery thread for all subjects, not one per subscription */
+    if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
+    /* a server down at start is no error: connect in the background */
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, c);
+    if (s != NATS_OK) {
+        lq_log(LQ_LOG_ERR, "cluster: NATS options: %s", natsStatus_GetText(s));
+        natsOptions_Destroy(o);
+        return;
+    }
+    c->opts = o;
+    s = natsConnection_Connect(&c->nc, o);
+    if (s == NATS_OK)
+        atomic_store(&c->connected, true);
+    else if (s != NATS_NOT_YET_CONNECTED) {
+        lq_log(LQ_LOG_ERR, "cluster: cannot use NATS at %s: %s", c->nats_url,
+               natsStatus_GetText(s));
+        c->nc = NULL;
+    }
+}
+
+static void *
+thread_main(void *arg)
+{
+    struct cluster *c = arg;
+    connect_nats(c);
+    char *hex = NULL;
+    size_t caphex = 0;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->todo && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+        struct op *ops = c->todo;
+        c->todo = NULL;
+        c->todo_tail = &c->todo;
+        bool stop = c->stop;
+        pthread_mutex_unlock(&c->mu);
+        for (struct op *op = ops, *next; op; op = next) {
+            next = op->next;
+            run_op(c, op, &hex, &caphex);
+        }
+        pthread_mutex_lock(&c->mu);
+        if (stop && !c->todo) break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(hex);
+    if (c->nc) {
+        natsConnection_FlushTimeout(c->nc, 1000); /* what was published, out (bounded) */
+        natsConnection_Close(c->nc);
+    }
+    return NULL;
+}
+
+/* ---- the loop: handing work over ---- */
+
+static void
+handoff_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct cluster *c = arg;
+    c->handoff_armed = false;
+    if (!c->open) return;
+    pthread_mutex_lock(&c->mu); /* once per loop turn, not per message */
+    *c->todo_tail = c->open;
+    c->todo_tail = c->open_tail;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    c->open = NULL;
+    c->open_tail = &c->open;
+}
+
+static void
+queue_op(struct cluster *c, struct op *op)
+{
+    op->next = NULL;
+    *c->open_tail = op;
+    c->open_tail = &op->next;
+    if (!c->handoff_armed) {
+        c->handoff_armed = true;
+        event_active(c->handoff_ev, EV_TIMEOUT, 0);
+    }
+}
+
+void
+cluster_forward(struct cluster *c, const struct msg *m)
+{
+    if (!c || topic_is_sys(m->topic, m->topic_len)) return;
+    uint32_t expiry = 0;
+    if (m->has_expiry) {
+        uint64_t now = lq_now_ms();
+        if (m->expire_at_ms <= now) return;
+        expiry = (uint32_t)((m->expire_at_ms - now + 999) / 1000);
+    }
+    size_t slen =
+        cluster_subject_of_topic(c->prefix, m->topic, m->topic_len, c->subject_buf, SUBJECT_MAX);
+    uint64_t bytes = sizeof(struct op) + slen + 1 + m->payload_len + m->props_len;
+    if (!slen || atomic_load(&c->pending_out) + bytes + MSG_OVERHEAD > c->max_pending_bytes) {
+        c->dropped_out_loop++;
+        lq_log_limited(&c->drop_log, LQ_LOG_WARNING,
+                       "cluster: %llu bytes wait for NATS (cluster_max_pending_bytes %llu): "
+                       "messages are not forwarded to other nodes until they are sent",
+                       (unsigned long long)atomic_load(&c->pending_out),
+                       (unsigned long long)c->max_pending_bytes);
+        return;
+    }
+    struct op *op = lq_xmalloc(bytes);
+    *op = (struct op){.kind = OP_PUB,
+                      .seq = ++c->next_seq,
+                      .bytes = bytes + MSG_OVERHEAD,
+                      .expiry = expiry,
+                      .payload_len = m->payload_len,
+                      .props_len = m->props_len,
+                      .qos = m->qos,
+                      .retain = m->retain,
+                      .has_expiry = m->has_expiry};
+    uint8_t *p = op->data;
+    memcpy(p, c->subject_buf, slen + 1);
+    op->subject = (const char *)p;
+    p += slen + 1;
+    if (m->payload_len) memcpy(p, m->payload, m->payload_len);
+    op->payload = p;
+    p += m->payload_len;
+    if (m->props_len) memcpy(p, m->props, m->props_len);
+    op->props = p;
+    atomic_fetch_add(&c->pending_out, op->bytes);
+    queue_op(c, op);
+}
+
+/* ---- interest ---- */
+
+static struct interest **
+interest_slot(struct cluster *c, const char *subject, uint32_t h)
+{
+    struct interest **at = &c->ibuckets[h & (c->nibuckets - 1)];
+    while (*at && ((*at)->hash != h || strcmp((*at)->subject, subject) != 0)) at = &(*at)->next;
+    return at;
+}
+
+static void
+interest_grow(struct cluster *c)
+{
+    size_t n = c->nibuckets * 2;
+    struct interest **b = lq_xcalloc(n, sizeof(*b));
+    for (size_t i = 0; i < c->nibuckets; i++) {
+        for (struct interest *e = c->ibuckets[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+        }
+    }
+    free(c->ibuckets);
+    c->ibuckets = b;
+    c->nibuckets = n;
+}
+
+static void
+interest_one(struct cluster *c, const char *subject, int delta)
+{
+    uint32_t h = str_hash(subject);
+    struct interest **at = interest_slot(c, subject, h);
+    struct interest *e = *at;
+    if (delta > 0) {
+        if (!e) {
+            size_t n = strlen(subject);
+            e = lq_xcalloc(1, sizeof(*e) + n + 1);
+            memcpy(e->subject, subject, n + 1);
+            e->hash = h;
+            *at = e;
+            if (++c->ninterest > c->nibuckets) interest_grow(c);
+            struct op *op = lq_xcalloc(1, sizeof(*op));
+            op->kind = OP_SUB;
+            op->in = e;
+            queue_op(c, op);
+        }
+        e->refs++;
+        return;
+    }
+    if (!e || --e->refs) return;
+    *at = e->next; /* the thread frees it after unsubscribing */
+    c->ninterest--;
+    struct op *op = lq_xcalloc(1, sizeof(*op));
+    op->kind = OP_UNSUB;
+    op->in = e;
+    queue_op(c, op);
+}
+
+void
+cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta)
+{
+    if (!c || topic_is_sys(filter, flen)) return; /* $SYS is each node's own */
+    int n = cluster_subjects_of_filter(c->prefix, filter, flen, c->filter_buf, SUBJECT_MAX);
+    for (int i = 0; i < n; i++) interest_one(c, c->filter_buf[i], delta);
+}
+
+/* ---- the loop: what came in ---- */
+
+/* Has this run's message seq been routed here already? */
+static bool
+seen_before(struct cluster *c, const char *run, uint64_t seq)
+{
+    struct seen *x = NULL, *oldest = &c->seen[0];
+    for (size_t i = 0; i < SEEN_RUNS && !x; i++) {
+        if (strcmp(c->seen[i].run, run) == 0) x = &c->seen[i];
+        if (c->seen[i].used < oldest->used) oldest = &c->seen[i];
+    }
+    if (!x) {
+        x = oldest;
+        memset(x, 0, sizeof(*x));
+        snprintf(x->run, sizeof(x->run), "%s", run);
+    }
+    x->used = ++c->seen_clock;
+    if (seq > x->high) {
+        if (seq - x->high >= SEEN_WINDOW) {
+            memset(x->bits, 0, sizeof(x->bits));
+        } else {
+            for (uint64_t s = x->high + 1; s < seq; s++)
+                x->bits[s % SEEN_WINDOW / 64] &= ~(1ull << (s % 64));
+        }
+        x->high = seq;
+    } else if (x->high - seq >= SEEN_WINDOW) {
+        return false; /* older than the window: taken as new (rare: a copy reordered that far) */
+    } else if (x->bits[seq % SEEN_WINDOW / 64] & (1ull << (seq % 64))) {
+        return true;
+    }
+    x->bits[seq % SEEN_WINDOW / 64] |= 1ull << (seq % 64);
+    return false;
+}
+
+static const char *
+header(natsMsg *nm, const char *key)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
+}
+
+static bool
+parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max || *s == '-') return false;
+    *out = v;
+    return true;
+}
+
+static int
+hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+static void
+bad_message(struct cluster *c, natsMsg *nm, const char *why)
+{
+    c->bad_in++;
+    lq_log_limited(&c->bad_log, LQ_LOG_WARNING,
+                   "cluster: a message on \"%.200s\" from NATS: %s: dropped",
+                   natsMsg_GetSubject(nm), why);
+}
+
+static void
+take_one(struct cluster *c, natsMsg *nm)
+{
+    const char *subject = natsMsg_GetSubject(nm);
+    size_t plen = strlen(c->prefix);
+    if (strncmp(subject, c->prefix, plen) != 0 || subject[plen] != '.')
+        return bad_message(c, nm, "not a subject of this cluster");
+    const char *tokens = subject + plen + 1;
+    long tlen = cluster_topic_of_subject(tokens, strlen(tokens), c->topic_buf, 65535);
+    if (tlen <= 0 || !topic_name_is_valid(c->topic_buf, (size_t)tlen) ||
+        !mqtt_utf8_is_valid((const uint8_t *)c->topic_buf, (size_t)tlen))
+        return bad_message(c, nm, "not a topic's subject");
+    const char *origin = header(nm, "Lq-Origin"), *run = header(nm, "Lq-Run");
+    uint64_t seq, qos, expiry = 0;
+    if (!origin || !run || !parse_u64(header(nm, "Lq-Seq"), UINT64_MAX, &seq) ||
+        !parse_u64(header(nm, "Lq-QoS"), 2, &qos))
+        return bad_message(c, nm, "headers missing");
+    if (strcmp(run, c->run) == 0) return; /* our own (no echo asked: defensive) */
+    const char *ex = header(nm, "Lq-Expiry");
+    if (ex && !parse_u64(ex, UINT32_MAX, &expiry)) return bad_message(c, nm, "bad Lq-Expiry");
+    const char *props_hex = header(nm, "Lq-Props");
+    size_t hl = props_hex ? strlen(props_hex) : 0;
+    if (hl % 2 || hl / 2 > 65535u * 4) return bad_message(c, nm, "bad Lq-Props");
+    if (seen_before(c, run, seq)) {
+        c->duplicates++;
+        return;
+    }
+    uint8_t small[256];
+    uint8_t *props = hl / 2 <= sizeof(small) ? small : lq_xmalloc(hl / 2);
+    for (size_t i = 0; i < hl / 2; i++) {
+        int hi = hex_digit(props_hex[2 * i]), lo = hex_digit(props_hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            if (props != small) free(props);
+            return bad_message(c, nm, "bad Lq-Props");
+        }
+        props[i] = (uint8_t)(hi << 4 | lo);
+    }
+    const char *ret = header(nm, "Lq-Retain");
+    struct msg_init in = {.topic = c->topic_buf,
+                          .topic_len = (size_t)tlen,
+                          .payload = (const uint8_t *)natsMsg_GetData(nm),
+                          .payload_len = (size_t)natsMsg_GetDataLength(nm),
+                          .props = hl ? props : NULL,
+                          .props_len = hl / 2,
+                          .qos = (uint8_t)qos,
+                          .retain = ret && strcmp(ret, "1") == 0,
+                          .has_expiry = ex != NULL,
+                          .expiry_interval = (uint32_t)expiry};
+    struct msg *m = msg_new(&in);
+    if (props != small) free(props);
+    c->received++;
+    c->deliver(m, c->ud);
+    msg_unref(m);
+}
+
+/* Routes what came in, IN_SLICE_MS at a time (then the loop's other events, then
+ * more_ev goes on). */
+static void
+route_work(struct cluster *c)
+{
+    uint64_t end = lq_now_ms() + IN_SLICE_MS;
+    while (c->work_at < c->nwork) {
+        natsMsg *nm = c->work[c->work_at++];
+        take_one(c, nm);
+        natsMsg_Destroy(nm);
+        if ((c->work_at & 63) == 0 && lq_now_ms() >= end && c->work_at < c->nwork) {
+            event_active(c->more_ev, EV_TIMEOUT, 0);
+            return;
+        }
+    }
+    c->nwork = c->work_at = 0;
+    /* more may have come meanwhile: the pipe says so */
+}
+
+static void
+more_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    route_work(arg);
+}
+
+static void
+in_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct cluster *c = arg;
+    char drain[64];
+    while (read(fd, drain, sizeof(drain)) > 0) {
+    }
+    if (c->work_at < c->nwork) return; /* still routing the last batch: more_ev goes on */
+    pthread_mutex_lock(&c->in_mu);     /* the whole inbox at once */
+    natsMsg **v = c->in;
+    size_t n = c->nin, cap = c->capin;
+    c->in = c->work;
+    c->capin = c->capwork;
+    c->nin = 0;
+    c->in_bytes = 0;
+    c->in_woken = false;
+    pthread_mutex_unlock(&c->in_mu);
+    c->work = v;
+    c->capwork = cap;
+    c->nwork = n;
+    c->work_at = 0;
+    route_work(c);
+}
+
+/* ---- life cycle ---- */
+
+struct cluster *
+cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_deliver_fn deliver,
+             void *ud, char *err, size_t errlen)
+{
+    char host[256] = "";
+    const char *node = conf->node_id;
+    if (!node) {
+        gethostname(host, sizeof(host) - 1);
+        for (char *h = host; *h; h++) /* a host name can have dots: not in a token */
+            if (*h == '.') *h = '\0';
+        node = host;
+    }
+    if (!is_token(conf->name)) {
+        snprintf(err, errlen, "cluster_name '%s': letters, digits, '-' and '_' only",
+                 conf->name ? conf->name : "");
+        return NULL;
+    }
+    if (!is_token(node)) {
+        snprintf(err, errlen, "cluster_node_id '%s': letters, digits, '-' and '_' only", node);
+        return NULL;
+    }
+    struct cluster *c = lq_xcalloc(1, sizeof(*c));
+    c->name = lq_xstrdup(conf->name);
+    c->node_id = lq_xstrdup(node);
+    c->nats_url = lq_xstrdup(conf->nats_url ? conf->nats_url : DEFAULT_URL);
+    c->username = dup_or_null(conf->username);
+    c->password = dup_or_null(conf->password);
+    c->max_pending_bytes = conf->max_pending_bytes ? conf->max_pending_bytes : 64u << 20;
+    snprintf(c->prefix, sizeof(c->prefix), "lq.%s.m", c->name);
+    uint64_t r = 0; /* a run: another start of this node is another sequence */
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = (uint64_t)getpid() << 32 ^ (uint64_t)(lq_wall_time() * 1e6);
+    snprintf(c->run, sizeof(c->run), "%016" PRIx64, r);
+    c->deliver = deliver;
+    c->ud = ud;
+    c->open_tail = &c->open;
+    c->todo_tail = &c->todo;
+    c->nibuckets = 64;
+    c->ibuckets = lq_xcalloc(c->nibuckets, sizeof(*c->ibuckets));
+    c->subject_buf = lq_xmalloc(SUBJECT_MAX);
+    c->filter_buf[0] = lq_xmalloc(SUBJECT_MAX);
+    c->filter_buf[1] = lq_xmalloc(SUBJECT_MAX);
+    c->topic_buf = lq_xmalloc(65536);
+    c->pipe[0] = c->pipe[1] = -1;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    pthread_mutex_init(&c->in_mu, NULL);
+    if (pipe(c->pipe) < 0 || fcntl(c->pipe[0], F_SETFL, O_NONBLOCK) < 0 ||
+        fcntl(c->pipe[1], F_SETFL, O_NONBLOCK) < 0 ||
+        !(c->handoff_ev = event_new(base, -1, 0, handoff_cb, c)) ||
+        !(c->more_ev = event_new(base, -1, 0, more_cb, c)) ||
+        !(c->in_ev = event_new(base, c->pipe[0], EV_READ | EV_PERSIST, in_cb, c)) ||
+        event_add(c->in_ev, NULL) < 0) {
+        snprintf(err, errlen, "cluster: cannot set up its events: %s", strerror(errno));
+        cluster_close(c);
+        return NULL;
+    }
+    if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
+        snprintf(err, errlen, "cluster: cannot start its thread");
+        cluster_close(c);
+        return NULL;
+    }
+    c->thread_started = true;
+    lq_log(LQ_LOG_NOTICE, "cluster %s: node %s, NATS at %s", c->name, c->node_id, c->nats_url);
+    return c;
+}
+
+void
+cluster_close(struct cluster *c)
+{
+    if (!c) return;
+    if (c->handoff_ev) handoff_cb(-1, 0, c); /* what the loop has, to the thread */
+    if (c->thread_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thread, NULL);
+    }
+    for (struct op *op = c->todo, *next; op; op = next) { /* never started: not run */
+        next = op->next;
+        if (op->kind == OP_UNSUB) free(op->in);
+        free(op);
+    }
+    for (size_t i = 0; i < c->nibuckets; i++) {
+        for (struct interest *e = c->ibuckets[i], *next; e; e = next) {
+            next = e->next;
+            if (e->sub) natsSubscription_Destroy(e->sub);
+            free(e);
+        }
+    }
+    if (c->nc) natsConnection_Destroy(c->nc);
+    if (c->opts) natsOptions_Destroy(c->opts);
+    for (size_t i = 0; i < c->nin; i++) natsMsg_Destroy(c->in[i]);
+    for (size_t i = c->work_at; i < c->nwork; i++) natsMsg_Destroy(c->work[i]);
+    free(c->in);
+    free(c->work);
+    if (c->handoff_ev) event_free(c->handoff_ev);
+    if (c->more_ev) event_free(c->more_ev);
+    if (c->in_ev) event_free(c->in_ev);
+    if (c->pipe[0] >= 0) close(c->pipe[0]);
+    if (c->pipe[1] >= 0) close(c->pipe[1]);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->in_mu);
+    free(c->ibuckets);
+    free(c->subject_buf);
+    free(c->filter_buf[0]);
+    free(c->filter_buf[1]);
+    free(c->topic_buf);
+    free(c->name);
+    free(c->node_id);
+    free(c->nats_url);
+    free(c->username);
+    free(c->password);
+    free(c);
+    nats_CloseAndWait(2000); /* libnats' own threads and memory */
+}
+
+void
+cluster_get_stats(struct cluster *c, struct cluster_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!c) return;
+    struct cluster *m = c;
+    out->connected = atomic_load(&m->connected);
+    out->reconnects = atomic_load(&m->reconnects);
+    out->subjects = c->ninterest;
+    out->forwarded = atomic_load(&m->forwarded);
+    out->received = c->received;
+    out->duplicates = c->duplicates;
+    out->dropped_out = c->dropped_out_loop + atomic_load(&m->dropped_out);
+    out->dropped_in = atomic_load(&m->dropped_in);
+    out->bad_in = c->bad_in;
+    out->pending_out_bytes = atomic_load(&m->pending_out);
+    pthread_mutex_lock(&m->in_mu);
+    out->pending_in_bytes = m->in_bytes;
+    pthread_mutex_unlock(&m->in_mu);
+}
+
+const char *
+cluster_node_id(const struct cluster *c)
+{
+    return c ? c->node_id : NULL;
+}

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Three lunamq nodes and one nats-server on this machine (ports 1881-1883 and 4222).
+# From the repository root, after `make`:   sh examples/cluster/run.sh
+# Then, in another terminal:
+#   mosquitto_sub -p 1883 -t 'demo/#' -v &
+#   mosquitto_pub -p 1881 -t demo/hello -m 'from node 1'
+#   build/lunamq-ctl -s /tmp/lunamq-cluster-node1.sock stats | grep cluster_
+# Ctrl-C stops them all.
+set -e
+cd "$(dirname "$0")/../.."
+[ -x build/lunamq ] || { echo "build/lunamq missing: run make first" >&2; exit 1; }
+nats-server -a 127.0.0.1 -p 4222 &
+pids=$!
+trap 'kill $pids 2>/dev/null; wait' INT TERM EXIT
+sleep 0.5
+for i in 1 2 3; do
+    build/lunamq -c examples/cluster/node$i.conf &
+    pids="$pids $!"
+done
+echo "nodes on 127.0.0.1:1881, 1882 and 1883; NATS on 4222 (pids $pids). Ctrl-C stops them."
+wait

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * cluster: lunamq nodes that form one broker through NATS (`cluster_name`). Every
+ * message a client publishes here (after its hooks; never $SYS) goes out on the
+ * subject of its topic; this node subscribes, once per distinct subject, to what its
+ * sessions' filters match, and routes what comes in to them as if published here.
+ * NATS forwards a message only to the nodes that subscribed to it.
+ *
+ * Threads: all NATS work (connecting, publishing, subscribing) is done by one cluster
+ * thread and libnats' own. The loop hands its work over once per loop turn and takes
+ * what came in a batch at a time: no blocking call and no lock per message in it.
+ * Every function here is for the loop thread. */
+#ifndef LUNAMQ_CLUSTER_H
+#define LUNAMQ_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct msg;
+
+struct cluster_conf {
+    const char *name;     /* cluster_name: one NATS token; NULL: no cluster */
+    const char *node_id;  /* cluster_node_id; NULL: the host name */
+    const char *nats_url; /* cluster_nats_url: comma-separated; NULL: nats://127.0.0.1:4222 */
+    const char *username, *password; /* cluster_nats_username / _password */
+    uint64_t max_pending_bytes;      /* cluster_max_pending_bytes, each way */
+};
+
+/* What a message from another node is handed to, on the loop thread: route it to
+ * this node's sessions (it is not sent out again). m is the caller's; ref it to keep. */
+typedef void (*cluster_deliver_fn)(struct msg *m, void *ud);
+
+struct cluster;
+
+/* Starts the cluster thread, which connects (and reconnects) by itself: a NATS
+ * server that is down at start is no error. NULL with err on a bad setting. */
+struct cluster *cluster_open(struct event_base *base, const struct cluster_conf *conf,
+                             cluster_deliver_fn deliver, void *ud, char *err, size_t errlen);
+/* Hands over what is pending (bounded wait), closes the NATS connection, stops the
+ * thread. NULL is a no-op. */
+void cluster_close(struct cluster *c);
+
+/* A message published on this node that other nodes may want. */
+void cluster_forward(struct cluster *c, const struct msg *m);
+
+/* A session's subscription to filter (no $share/ prefix) came (+1) or went (-1). */
+void cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta);
+
+struct cluster_stats {
+    bool connected;       /* to a NATS server now */
+    uint64_t reconnects;  /* connections to NATS re-established */
+    uint64_t subjects;    /* subscribed now */
+    uint64_t forwarded;   /* messages published to NATS */
+    uint64_t received;    /* messages from other nodes routed here */
+    uint64_t duplicates;  /* the same message again (overlapping subjects): dropped */
+    uint64_t dropped_out; /* not forwarded: past max_pending_bytes, or NATS refused */
+    uint64_t dropped_in;  /* from NATS, not routed: past max_pending_bytes */
+    uint64_t bad_in;      /* from NATS, not a message of ours (bad subject, headers) */
+    uint64_t pending_out_bytes, pending_in_bytes;
+};
+void cluster_get_stats(struct cluster *c, struct cluster_stats *out); /* locks the inbox */
+const char *cluster_node_id(const struct cluster *c);
+
+#endif

@@ -1,0 +1,234 @@
+# SPDX-License-Identifier: MIT
+"""Issue 16: lunamq nodes that form one broker through NATS. Each test starts, on
+loopback and free ports, its own nats-server (Debian's) and three lunamq nodes with the
+same cluster_name, and stops them by PID at the end.
+
+Interest reaches NATS a moment after the SUBACK (the node subscribes its subject on
+the cluster thread), so a test first waits until a probe message published on the
+other node arrives (wait_route), then starts counting."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import lqtest
+from mqttraw import PUBACK, PUBLISH, SUBSCRIPTION_ID, connected
+
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+SAN = bool(os.environ.get("LUNAMQ_SAN"))
+
+
+class Cluster:
+    """nats-server and n lunamq nodes (cluster_name t, node ids n1..nN)."""
+
+    def __init__(self, n=3, extra=()):
+        self.nats_port = lqtest.free_port()
+        self.dir = tempfile.mkdtemp(prefix="lunamq-nats-")
+        self.nats = subprocess.Popen(
+            [NATS, "-a", "127.0.0.1", "-p", str(self.nats_port), "-l",
+             os.path.join(self.dir, "nats.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.nodes = []
+        try:
+            assert lqtest.wait_port(self.nats_port, proc=self.nats), "nats-server did not start"
+            for i in range(n):
+                b = lqtest.Broker(["cluster_name t", "cluster_node_id n%d" % (i + 1),
+                                   "cluster_nats_url nats://127.0.0.1:%d" % self.nats_port]
+                                  + list(extra))
+                b.start()
+                self.nodes.append(b)
+            for b in self.nodes:
+                assert lqtest.wait_for(lambda b=b: stats(b)["cluster_connected"] == 1, 10), \
+                    "node not connected to NATS:\n" + b.output()[-2000:]
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        for b in self.nodes:
+            b.stop(timeout=5)
+        if self.nats.poll() is None:
+            self.nats.terminate()
+            try:
+                self.nats.wait(5)
+            except subprocess.TimeoutExpired:
+                self.nats.kill()
+                self.nats.wait()
+        shutil.rmtree(self.dir, True)
+
+
+def stats(b):
+    r = subprocess.run([lqtest.CTL, "-s", b.admin, "--json", "stats"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def drain(c, timeout=0.5):
+    """[(topic, payload, subscription ids)] of what arrives until timeout passes quiet."""
+    out = []
+    while True:
+        p = c.recv(timeout)
+        if p is None:
+            return out
+        if p.type == PUBLISH:
+            out.append((p.topic, p.payload, sorted(p.props.get(SUBSCRIPTION_ID, []))))
+            if p.qos == 1:
+                c.ack(PUBACK, p.pid)
+
+
+def wait_route(pub, sub, topic, timeout=10):
+    """Probes on topic from pub until one reaches sub (the interest is in NATS); then
+    nothing of them is left to receive."""
+    end = time.time() + timeout
+    while time.time() < end:
+        pub.publish(topic, b"probe")
+        p = sub.recv(0.2)
+        if p is not None and p.type == PUBLISH and p.payload == b"probe":
+            drain(sub, 0.3)
+            return
+    raise AssertionError("no route for %s after %d s" % (topic, timeout))
+
+
+def test_messages_cross_nodes_once_per_subscription(_b):
+    """issue 16 test 1: publish on node 1; subscribers on nodes 2 and 3 with '#', '+/x',
+    an exact topic and 'a/#' (which matches 'a' too): each message is delivered once per
+    subscription; two overlapping filters of one session on one node give one copy with
+    both subscription identifiers (MQTT-3.3.4-3, MQTT-3.3.4-5)."""
+    cl = Cluster()
+    try:
+        n1, n2, n3 = cl.nodes
+        pub = connected(n1.port, "pub")
+        s2 = connected(n2.port, "s2")
+        s2.subscribe(1, [("#", 1)], properties=[(SUBSCRIPTION_ID, 1)])
+        s2.subscribe(2, [("+/x", 1)], properties=[(SUBSCRIPTION_ID, 2)])
+        s3 = connected(n3.port, "s3")
+        s3.subscribe(1, [("a/#", 1)])
+        s3b = connected(n3.port, "s3b")
+        s3b.subscribe(1, [("k/x", 1)])
+        wait_route(pub, s2, "k/x")
+        wait_route(pub, s3b, "k/x")
+        for s in (s2, s3, s3b):  # the probes that reached the others
+            drain(s, 0.3)
+        for i, t in enumerate(["a", "a/x", "k/x", "b/c/d"]):
+            pub.publish(t, b"m%d" % i, qos=1, pid=i + 1)
+            assert pub.expect(PUBACK).pid == i + 1
+        got2, got3, got3b = drain(s2), drain(s3), drain(s3b)
+        assert sorted(got2) == sorted([("a", b"m0", [1]), ("a/x", b"m1", [1, 2]),
+                                       ("k/x", b"m2", [1, 2]), ("b/c/d", b"m3", [1])]), got2
+        assert sorted(got3) == [("a", b"m0", []), ("a/x", b"m1", [])], got3
+        assert got3b == [("k/x", b"m2", [])], got3b
+        assert drain(connected(n1.port, "late"), 0.2) == []
+        s1 = stats(n1)
+        assert s1["cluster_received"] == 0, s1  # no echo
+    finally:
+        cl.stop()
+
+
+def test_topics_byte_exact_and_dollar_topics(_b):
+    """issue 16 test 2: topics with dots, spaces, '*', '>', '%', empty levels and a
+    leading '$' cross byte-exact; '#' on another node never matches a '$' topic
+    (MQTT-4.7.2-1) while a filter that names it does."""
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "pub")
+        wild = connected(n2.port, "wild")
+        wild.subscribe(1, [("#", 0)])
+        dollar = connected(n2.port, "dollar")
+        dollar.subscribe(1, [("$app/#", 0)])
+        wait_route(pub, wild, "probe")
+        wait_route(pub, dollar, "$app/probe")
+        drain(wild, 0.3)
+        topics = ["a.b/c d", "*/>", "100%/x", "a//b", "/", "/lead", "trail/", "ü/ñ/猫",
+                  "x/$y", "$app/one.two"]
+        for t in topics:
+            pub.publish(t, t.encode())
+        got = drain(wild, 1.0)
+        want = [(t, t.encode(), []) for t in topics if not t.startswith("$")]
+        assert sorted(got) == sorted(want), got
+        assert drain(dollar, 0.5) == [("$app/one.two", b"$app/one.two", [])]
+    finally:
+        cl.stop()
+
+
+def test_no_loops_counters_exact(_b):
+    """issue 16 test 3: three nodes, 10 000 messages published on node 1 and subscribed
+    on nodes 2 and 3: each of those received exactly 10 000 from the cluster, node 1
+    none, and nodes 2 and 3 forwarded nothing (no message goes round)."""
+    n = 2000 if SAN else 10000
+    cl = Cluster()
+    try:
+        n1, n2, n3 = cl.nodes
+        pub = connected(n1.port, "pub")
+        subs = []
+        for b in (n2, n3):
+            s = connected(b.port, "s-%d" % b.port)
+            s.subscribe(1, [("load/#", 1)])
+            wait_route(pub, s, "load/probe")
+            subs.append(s)
+        for s in subs:
+            drain(s, 0.3)
+        base = [stats(b) for b in cl.nodes]
+        counts = [0] * len(subs)
+
+        def read(k):  # the subscribers read while the messages come (queues are bounded)
+            s = subs[k]
+            end = time.time() + 60
+            while counts[k] < n and time.time() < end:
+                p = s.recv(1)
+                if p is not None and p.type == PUBLISH:
+                    assert p.payload != b"probe"
+                    counts[k] += 1
+                    s.ack(PUBACK, p.pid)
+
+        readers = [threading.Thread(target=read, args=(k,)) for k in range(len(subs))]
+        for t in readers:
+            t.start()
+        for i in range(n):
+            pub.publish("load/x", b"%d" % i, qos=1, pid=i % 65535 + 1)
+            assert pub.expect(PUBACK) is not None
+        for t in readers:
+            t.join(70)
+        assert counts == [n] * len(subs), counts
+        for s in subs:
+            assert drain(s, 0.3) == []
+        after = [stats(b) for b in cl.nodes]
+        d = [{k: a[k] - b0[k] for k in ("cluster_received", "cluster_forwarded")}
+             for a, b0 in zip(after, base)]
+        assert d[0] == {"cluster_received": 0, "cluster_forwarded": n}, d
+        assert d[1] == {"cluster_received": n, "cluster_forwarded": 0}, d
+        assert d[2] == {"cluster_received": n, "cluster_forwarded": 0}, d
+    finally:
+        cl.stop()
+
+
+def test_nats_down_at_start_connects_later_and_local_traffic_goes_on(_b):
+    """A node whose NATS server is not up yet starts anyway and serves its own clients;
+    it connects by itself when the server comes."""
+    port = lqtest.free_port()
+    b = lqtest.Broker(["cluster_name t", "cluster_node_id solo",
+                       "cluster_nats_url nats://127.0.0.1:%d" % port])
+    nats = None
+    try:
+        b.start()
+        lqtest_roundtrip(b)
+        assert stats(b)["cluster_connected"] == 0
+        nats = subprocess.Popen([NATS, "-a", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert lqtest.wait_for(lambda: stats(b)["cluster_connected"] == 1, 15)
+        lqtest_roundtrip(b)
+    finally:
+        b.stop(timeout=5)
+        if nats is not None:
+            nats.terminate()
+            nats.wait(5)
+
+
+def lqtest_roundtrip(b):
+    from mqttraw import roundtrip
+    roundtrip(b.port, "rt%d" % int(time.time() * 1000))
