@@ -43,7 +43,7 @@ enum scenario { FANIN, FANOUT, PAIRS, CONN, IDLE };
 static struct opts {
     enum scenario sc;
     const char *host;
-    uint16_t port;
+    uint16_t port, pub_port; /* pub_port: publishers connect there (another node) */
     int qos, version, clients, seconds;
     size_t size;
     double rate; /* total messages per second, 0 = as fast as possible */
@@ -85,7 +85,7 @@ static struct event *pace_ev, *stop_ev, *setup_ev, *drain_ev;
 #define DRAIN_LIMIT_S 20 /* --persistent: the longest wait for the queues to empty */
 static double credit;    /* messages the pacer allows now */
 static uint64_t last_pace;
-static struct sockaddr_in target;
+static struct sockaddr_in target, pub_target;
 static struct tls_ctx *tls_ctx;
 static uint64_t rss_before_kb, rss_during_kb; /* idle: the broker's memory per connection */
 
@@ -485,7 +485,8 @@ client_connect(struct client *c)
         bufferevent_set_max_single_write(c->bev, 256 * 1024);
     }
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&target, sizeof(target)) < 0) {
+    struct sockaddr_in *to = c->publisher && o.pub_port ? &pub_target : &target;
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)to, sizeof(*to)) < 0) {
         fprintf(stderr, "lunamq-bench: connect: %s\n", strerror(errno));
         errors_seen++;
         bufferevent_free(c->bev);
@@ -598,27 +599,26 @@ usage(FILE *f)
     fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
                "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
                "       [--pid BROKER_PID] [--sources N] [--json] [--persistent]\n"
-               "       [-u USERNAME] [-P PASSWORD]\n"
+               "       [-u USERNAME] [-P PASSWORD] [--pub-port PORT]\n"
                "       [--cafile CA --cert CERT --key KEY]   (TLS, mbedTLS; client certificate)\n"
                "  -n: publishers (fanin), subscribers (fanout), pairs (pairs), clients (idle);\n"
                "  -r 0: as fast as possible; --sources N: connect from 127.0.0.2..N+1 (for more\n"
                "  than ~28 000 connections). Loopback (127.0.0.0/8) only.\n"
                "  --persistent: subscribers keep their session (clean start 0, fixed ids\n"
-               "  bench-sub-N, v5 session expiry 3600 s); the run waits until all is delivered.\n");
+               "  bench-sub-N, v5 session expiry 3600 s); the run waits until all is delivered.\n"
+               "  --pub-port: publishers connect to this port (another node of a cluster),\n"
+               "  subscribers to -p.\n");
 }
 
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"pid", required_argument, NULL, 'I'},
-                                             {"json", no_argument, NULL, 'j'},
-                                             {"sources", required_argument, NULL, 'S'},
-                                             {"cafile", required_argument, NULL, 'C'},
-                                             {"cert", required_argument, NULL, 'E'},
-                                             {"key", required_argument, NULL, 'K'},
-                                             {"help", no_argument, NULL, 'H'},
-                                             {"persistent", no_argument, NULL, 'Q'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"pid", required_argument, NULL, 'I'},      {"json", no_argument, NULL, 'j'},
+        {"sources", required_argument, NULL, 'S'},  {"cafile", required_argument, NULL, 'C'},
+        {"cert", required_argument, NULL, 'E'},     {"key", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'H'},           {"persistent", no_argument, NULL, 'Q'},
+        {"pub-port", required_argument, NULL, 'O'}, {NULL, 0, NULL, 0}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -659,6 +659,7 @@ main(int argc, char **argv)
         case 'E': o.certfile = optarg; break;
         case 'K': o.keyfile = optarg; break;
         case 'Q': o.persistent = true; break;
+        case 'O': o.pub_port = (uint16_t)atoi(optarg); break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -676,6 +677,8 @@ main(int argc, char **argv)
         fprintf(stderr, "lunamq-bench: %s: only loopback addresses (127.0.0.0/8)\n", o.host);
         return 2;
     }
+    pub_target = target;
+    if (o.pub_port) pub_target.sin_port = htons(o.pub_port);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rlim_t want = (rlim_t)o.clients * 2 + 64;

@@ -7,10 +7,10 @@
  * subjects. The topic <-> subject mapping is subject.c.
  *
  * A message on NATS: subject P.<topic tokens> with P = lq.<cluster_name>.m, the MQTT
- * payload unchanged, and headers Lq-Origin (node id), Lq-Run (that node's run, random
- * at each start), Lq-Seq (per run, from 1), Lq-QoS, Lq-Retain (1, or absent),
- * Lq-Expiry (seconds left, or absent) and Lq-Props (the forwardable MQTT 5
- * properties, encoded, in hex; absent when none). */
+ * payload unchanged, and one header, Lq-Msg: "ORIGIN RUN SEQ QOS RETAIN EXPIRY [PROPS]",
+ * the node id, that node's run (random at each start), the sequence number in the run
+ * (from 1), QoS 0-2, 'r' or '-', the seconds left or '-', and the forwardable MQTT 5
+ * properties as encoded, in hex (absent when none). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
 
@@ -38,6 +39,12 @@
 #define IN_SLICE_MS  2u    /* the loop routes what came in for at most this, then yields */
 #define DEFAULT_URL  "nats://127.0.0.1:4222"
 #define MSG_OVERHEAD 256u /* headers and bookkeeping, counted against max_pending_bytes */
+/* After a batch the thread naps this long before it takes the next: the loop's
+ * hand-overs (one a loop turn, often one message at a few thousand a second) gather
+ * into one batch, one wake-up and one libnats flush, instead of a futex wake-up, a
+ * thread switch and a flush per message. It adds at most this to a message's way
+ * out; under load batches are larger and the nap is a small part. */
+#define PACE_US 500
 
 /* ---- the loop's work for the thread ---- */
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
@@ -101,6 +108,7 @@ struct cluster {
     pthread_cond_t cv;
     struct op *todo, **todo_tail;
     bool stop;
+    bool thread_idle;      /* waiting for work: a hand-over must wake it */
     pthread_mutex_t in_mu; /* in, in_bytes, in_woken */
     natsMsg **in;
     size_t nin, capin;
@@ -215,31 +223,31 @@ hex_of(const uint8_t *p, size_t n, char *out)
 }
 
 static void
-publish(struct cluster *c, const struct op *op, char **hex, size_t *caphex)
+publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
 {
+    size_t need = strlen(c->node_id) + sizeof(c->run) + 3 * 24 + 2 * (size_t)op->props_len + 8;
+    if (*cap < need) {
+        *cap = need;
+        *hdr = lq_xrealloc(*hdr, need);
+    }
+    char *h = *hdr;
+    int n = snprintf(h, *cap, "%s %s %" PRIu64 " %u %c ", c->node_id, c->run, op->seq, op->qos,
+                     op->retain ? 'r' : '-');
+    if (op->has_expiry)
+        n += snprintf(h + n, *cap - (size_t)n, "%u", op->expiry);
+    else
+        h[n++] = '-';
+    if (op->props_len) {
+        h[n++] = ' ';
+        hex_of(op->props, op->props_len, h + n);
+    } else {
+        h[n] = '\0';
+    }
+    /* one header, not seven: each is an allocation and a line to parse on both sides */
     natsMsg *nm = NULL;
-    char num[24];
     natsStatus s =
         natsMsg_Create(&nm, op->subject, NULL, (const char *)op->payload, (int)op->payload_len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Origin", c->node_id);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Run", c->run);
-    snprintf(num, sizeof(num), "%" PRIu64, op->seq);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Seq", num);
-    snprintf(num, sizeof(num), "%u", op->qos);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-QoS", num);
-    if (s == NATS_OK && op->retain) s = natsMsgHeader_Set(nm, "Lq-Retain", "1");
-    if (s == NATS_OK && op->has_expiry) {
-        snprintf(num, sizeof(num), "%u", op->expiry);
-        s = natsMsgHeader_Set(nm, "Lq-Expiry", num);
-    }
-    if (s == NATS_OK && op->props_len) {
-        if (*caphex < 2 * (size_t)op->props_len + 1) {
-            *caphex = 2 * (size_t)op->props_len + 1;
-            *hex = lq_xrealloc(*hex, *caphex);
-        }
-        hex_of(op->props, op->props_len, *hex);
-        s = natsMsgHeader_Set(nm, "Lq-Props", *hex);
-    }
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Msg", h);
     /* while disconnected libnats buffers (its reconnect buffer); past it, refused */
     if (s == NATS_OK) s = natsConnection_PublishMsg(c->nc, nm);
     if (s == NATS_OK)
@@ -250,11 +258,11 @@ publish(struct cluster *c, const struct op *op, char **hex, size_t *caphex)
 }
 
 static void
-run_op(struct cluster *c, struct op *op, char **hex, size_t *caphex)
+run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap)
 {
     switch (op->kind) {
     case OP_PUB:
-        if (c->nc) publish(c, op, hex, caphex);
+        if (c->nc) publish(c, op, hdr, cap);
         atomic_fetch_sub(&c->pending_out, op->bytes);
         break;
     case OP_SUB: /* while disconnected too: libnats subscribes again on connecting */
@@ -317,7 +325,11 @@ thread_main(void *arg)
     size_t caphex = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->todo && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+        while (!c->todo && !c->stop) {
+            c->thread_idle = true;
+            pthread_cond_wait(&c->cv, &c->mu);
+        }
+        c->thread_idle = false;
         struct op *ops = c->todo;
         c->todo = NULL;
         c->todo_tail = &c->todo;
@@ -326,6 +338,10 @@ thread_main(void *arg)
         for (struct op *op = ops, *next; op; op = next) {
             next = op->next;
             run_op(c, op, &hex, &caphex);
+        }
+        if (!stop) {
+            struct timespec nap = {0, PACE_US * 1000L};
+            nanosleep(&nap, NULL);
         }
         pthread_mutex_lock(&c->mu);
         if (stop && !c->todo) break;
@@ -351,7 +367,7 @@ handoff_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&c->mu); /* once per loop turn, not per message */
     *c->todo_tail = c->open;
     c->todo_tail = c->open_tail;
-    pthread_cond_signal(&c->cv);
+    if (c->thread_idle) pthread_cond_signal(&c->cv); /* else it looks after its nap */
     pthread_mutex_unlock(&c->mu);
     c->open = NULL;
     c->open_tail = &c->open;
@@ -521,18 +537,6 @@ header(natsMsg *nm, const char *key)
     return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
 }
 
-static bool
-parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max || *s == '-') return false;
-    *out = v;
-    return true;
-}
-
 static int
 hex_digit(char ch)
 {
@@ -563,17 +567,41 @@ take_one(struct cluster *c, natsMsg *nm)
     if (tlen <= 0 || !topic_name_is_valid(c->topic_buf, (size_t)tlen) ||
         !mqtt_utf8_is_valid((const uint8_t *)c->topic_buf, (size_t)tlen))
         return bad_message(c, nm, "not a topic's subject");
-    const char *origin = header(nm, "Lq-Origin"), *run = header(nm, "Lq-Run");
+    /* Lq-Msg: origin run seq qos retain expiry [props] */
+    const char *h = header(nm, "Lq-Msg");
+    char run[sizeof(c->run)];
     uint64_t seq, qos, expiry = 0;
-    if (!origin || !run || !parse_u64(header(nm, "Lq-Seq"), UINT64_MAX, &seq) ||
-        !parse_u64(header(nm, "Lq-QoS"), 2, &qos))
-        return bad_message(c, nm, "headers missing");
+    const char *at = h ? strchr(h, ' ') : NULL; /* past the origin */
+    size_t rl = at ? strcspn(at + 1, " ") : 0;
+    if (!at || rl == 0 || rl >= sizeof(run)) return bad_message(c, nm, "no Lq-Msg header");
+    memcpy(run, at + 1, rl);
+    run[rl] = '\0';
+    at += 1 + rl;
+    char *end;
+    errno = 0;
+    seq = strtoull(at, &end, 10);
+    if (errno || end == at || *end != ' ') return bad_message(c, nm, "bad Lq-Msg sequence");
+    at = end + 1;
+    if (at[0] < '0' || at[0] > '2' || at[1] != ' ' || (at[2] != 'r' && at[2] != '-') ||
+        at[3] != ' ')
+        return bad_message(c, nm, "bad Lq-Msg QoS or retain");
+    qos = (uint64_t)(at[0] - '0');
+    bool retain = at[2] == 'r', has_expiry = at[4] != '-';
+    at += 4;
+    if (has_expiry) {
+        errno = 0;
+        expiry = strtoull(at, &end, 10);
+        if (errno || end == at || expiry > UINT32_MAX || (*end && *end != ' '))
+            return bad_message(c, nm, "bad Lq-Msg expiry");
+        at = end;
+    } else {
+        at++;
+    }
+    const char *props_hex = *at == ' ' ? at + 1 : "";
+    if (*at && *at != ' ') return bad_message(c, nm, "bad Lq-Msg");
     if (strcmp(run, c->run) == 0) return; /* our own (no echo asked: defensive) */
-    const char *ex = header(nm, "Lq-Expiry");
-    if (ex && !parse_u64(ex, UINT32_MAX, &expiry)) return bad_message(c, nm, "bad Lq-Expiry");
-    const char *props_hex = header(nm, "Lq-Props");
-    size_t hl = props_hex ? strlen(props_hex) : 0;
-    if (hl % 2 || hl / 2 > 65535u * 4) return bad_message(c, nm, "bad Lq-Props");
+    size_t hl = strlen(props_hex);
+    if (hl % 2 || hl / 2 > 65535u * 4) return bad_message(c, nm, "bad Lq-Msg properties");
     if (seen_before(c, run, seq)) {
         c->duplicates++;
         return;
@@ -584,11 +612,10 @@ take_one(struct cluster *c, natsMsg *nm)
         int hi = hex_digit(props_hex[2 * i]), lo = hex_digit(props_hex[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             if (props != small) free(props);
-            return bad_message(c, nm, "bad Lq-Props");
+            return bad_message(c, nm, "bad Lq-Msg properties");
         }
         props[i] = (uint8_t)(hi << 4 | lo);
     }
-    const char *ret = header(nm, "Lq-Retain");
     struct msg_init in = {.topic = c->topic_buf,
                           .topic_len = (size_t)tlen,
                           .payload = (const uint8_t *)natsMsg_GetData(nm),
@@ -596,8 +623,8 @@ take_one(struct cluster *c, natsMsg *nm)
                           .props = hl ? props : NULL,
                           .props_len = hl / 2,
                           .qos = (uint8_t)qos,
-                          .retain = ret && strcmp(ret, "1") == 0,
-                          .has_expiry = ex != NULL,
+                          .retain = retain,
+                          .has_expiry = has_expiry,
                           .expiry_interval = (uint32_t)expiry};
     struct msg *m = msg_new(&in);
     if (props != small) free(props);

@@ -232,3 +232,105 @@ def test_nats_down_at_start_connects_later_and_local_traffic_goes_on(_b):
 def lqtest_roundtrip(b):
     from mqttraw import roundtrip
     roundtrip(b.port, "rt%d" % int(time.time() * 1000))
+
+
+def test_properties_expiry_and_retain_flag_cross(_b):
+    """What a message carries crosses with it: its MQTT 5 properties (user properties in
+    order, content type, correlation data, response topic, payload format), its
+    expiry (the time left, MQTT-3.3.2-6) and its RETAIN flag for a subscriber with
+    Retain As Published (MQTT-3.3.1-13), 0 for one without (MQTT-3.3.1-12); a node
+    stores no retained message of another node (cluster_retained local)."""
+    from mqttraw import (CONTENT_TYPE, CORRELATION_DATA, MESSAGE_EXPIRY, PAYLOAD_FORMAT,
+                         RESPONSE_TOPIC, USER_PROPERTY)
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "pub")
+        rap = connected(n2.port, "rap")
+        rap.subscribe(1, [("p/#", 0x08 | 1)])  # retain as published
+        plain = connected(n2.port, "plain")
+        plain.subscribe(1, [("p/#", 1)])
+        wait_route(pub, rap, "p/probe")
+        drain(plain, 0.3)
+        props = [(USER_PROPERTY, ("k1", "v1")), (USER_PROPERTY, ("k0", "v0")),
+                 (CONTENT_TYPE, "text/x"), (CORRELATION_DATA, b"\x00\x01"),
+                 (RESPONSE_TOPIC, "r/t"), (PAYLOAD_FORMAT, 1), (MESSAGE_EXPIRY, 300)]
+        pub.publish("p/x", b"body", qos=1, pid=5, retain=True, properties=props)
+        assert pub.expect(PUBACK).pid == 5
+        for c, want_retain in ((rap, True), (plain, False)):
+            p = c.recv(5)
+            assert p is not None and p.type == PUBLISH, p
+            assert p.payload == b"body" and p.retain == want_retain, (p.payload, p.retain)
+            assert p.props.get(USER_PROPERTY) == [("k1", "v1"), ("k0", "v0")], p.props
+            assert p.props.get(CONTENT_TYPE) == "text/x"
+            assert p.props.get(CORRELATION_DATA) == b"\x00\x01"
+            assert p.props.get(RESPONSE_TOPIC) == "r/t"
+            assert p.props.get(PAYLOAD_FORMAT) == 1
+            assert 290 <= p.props.get(MESSAGE_EXPIRY, 0) <= 300, p.props
+            c.ack(PUBACK, p.pid)
+        late = connected(n2.port, "late")
+        late.subscribe(1, [("p/x", 1)])
+        assert drain(late, 0.5) == []  # node 2 keeps no retained copy
+        late1 = connected(n1.port, "late1")
+        late1.subscribe(1, [("p/x", 1)])
+        assert [x[1] for x in drain(late1, 0.5)] == [b"body"]  # node 1 does
+    finally:
+        cl.stop()
+
+
+def nats_publish(port, subject, headers, payload):
+    """A raw NATS client (the text protocol): CONNECT, one HPUB (or PUB without
+    headers), PING; returns once the server answered PONG."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.recv(4096)  # INFO
+        s.sendall(b'CONNECT {"verbose":false,"headers":true}\r\n')
+        if headers is None:
+            s.sendall(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
+        else:
+            h = b"NATS/1.0\r\n" + b"".join(b"%s: %s\r\n" % kv for kv in headers) + b"\r\n"
+            s.sendall(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, len(h), len(h) + len(payload),
+                                                      h, payload))
+        s.sendall(b"PING\r\n")
+        buf = b""
+        while b"PONG" not in buf:
+            d = s.recv(4096)
+            assert d, "nats-server closed: %r" % buf
+            buf += d
+    finally:
+        s.close()
+
+
+def test_foreign_messages_on_nats_are_counted_and_dropped(_b):
+    """Anything else on the cluster's subjects (no header, a bad header, a subject no
+    topic maps to, a wildcard or a NUL in the decoded topic) is dropped with a log line
+    and counted in cluster_bad_in; the node goes on serving, and a well-formed message
+    from a foreign publisher is routed."""
+    cl = Cluster(1)
+    try:
+        (n1,) = cl.nodes
+        sub = connected(n1.port, "sub")
+        sub.subscribe(1, [("#", 0)])
+        assert lqtest.wait_for(lambda: stats(n1)["cluster_subjects"] >= 1, 5)
+        time.sleep(0.3)  # the subscription reached nats-server
+        bad = [(b"lq.t.m.x", None, b"no header"),
+               (b"lq.t.m.x", [(b"Lq-Msg", b"n9 run 1 7 - -")], b"qos 7"),
+               (b"lq.t.m.x", [(b"Lq-Msg", b"n9 run x 1 - -")], b"bad seq"),
+               (b"lq.t.m.x", [(b"Lq-Msg", b"n9 run 1 1 - - abc")], b"odd hex"),
+               (b"lq.t.m.%41", [(b"Lq-Msg", b"n9 run 2 0 - -")], b"needless escape"),
+               (b"lq.t.m.a%2B", [(b"Lq-Msg", b"n9 run 3 0 - -")], b"wildcard"),
+               (b"lq.t.m.a%00", [(b"Lq-Msg", b"n9 run 4 0 - -")], b"NUL")]
+        for subject, headers, payload in bad:
+            nats_publish(cl.nats_port, subject, headers, payload)
+        nats_publish(cl.nats_port, b"lq.t.m.ok.%2Etopic", [(b"Lq-Msg", b"n9 run 5 0 - -")],
+                     b"fine")
+        got = drain(sub, 1.0)
+        assert got == [("ok/.topic", b"fine", [])], got
+        st = stats(n1)
+        assert st["cluster_bad_in"] == len(bad), st["cluster_bad_in"]
+        assert n1.wait_log("from NATS"), n1.output()[-2000:]
+        from mqttraw import roundtrip
+        roundtrip(n1.port, "after-bad")
+    finally:
+        cl.stop()
