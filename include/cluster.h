@@ -26,6 +26,10 @@ struct cluster_conf {
     const char *nats_url; /* cluster_nats_url: comma-separated; NULL: nats://127.0.0.1:4222 */
     const char *username, *password; /* cluster_nats_username / _password */
     uint64_t max_pending_bytes;      /* cluster_max_pending_bytes, each way */
+    char *const *topics;             /* cluster_topic: only what matches goes out */
+    size_t ntopics;                  /* 0: every topic but $SYS */
+    char *const *topics_local;       /* cluster_topic_local: what matches never does */
+    size_t ntopics_local;
 };
 
 /* What a message from another node is handed to, on the loop thread: route it to

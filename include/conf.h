@@ -98,6 +98,10 @@ struct lq_conf {
     char *cluster_nats_username; /* and _password: NATS user and password */
     char *cluster_nats_password;
     uint64_t cluster_max_pending_bytes; /* waiting for NATS, each way; default 64 MiB */
+    char **cluster_topics;              /* cluster_topic lines: what goes to other nodes */
+    size_t ncluster_topics;             /* 0: every topic but $SYS */
+    char **cluster_topics_local;        /* cluster_topic_local lines: what never does */
+    size_t ncluster_topics_local;
 };
 
 /* Defaults as listed above. */

@@ -82,6 +82,8 @@ struct seen {
 struct cluster {
     char *name, *node_id, *nats_url, *username, *password;
     uint64_t max_pending_bytes;
+    char **topics, **topics_local; /* cluster_topic, cluster_topic_local */
+    size_t ntopics, ntopics_local;
     char prefix[160];
     char run[24]; /* this run of this node: 16 hex digits */
     cluster_deliver_fn deliver;
@@ -385,10 +387,20 @@ queue_op(struct cluster *c, struct op *op)
     }
 }
 
+static bool
+matches_any(char *const *filters, size_t n, const char *topic, size_t tlen)
+{
+    for (size_t i = 0; i < n; i++)
+        if (topic_matches(filters[i], strlen(filters[i]), topic, tlen)) return true;
+    return false;
+}
+
 void
 cluster_forward(struct cluster *c, const struct msg *m)
 {
     if (!c || topic_is_sys(m->topic, m->topic_len)) return;
+    if (c->ntopics && !matches_any(c->topics, c->ntopics, m->topic, m->topic_len)) return;
+    if (matches_any(c->topics_local, c->ntopics_local, m->topic, m->topic_len)) return;
     uint32_t expiry = 0;
     if (m->has_expiry) {
         uint64_t now = lq_now_ms();
@@ -707,7 +719,21 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         snprintf(err, errlen, "cluster_node_id '%s': letters, digits, '-' and '_' only", node);
         return NULL;
     }
+    for (size_t i = 0; i < conf->ntopics + conf->ntopics_local; i++) {
+        const char *f = i < conf->ntopics ? conf->topics[i] : conf->topics_local[i - conf->ntopics];
+        if (!topic_filter_is_valid(f, strlen(f)) || strncmp(f, "$share/", 7) == 0) {
+            snprintf(err, errlen, "%s '%s': not a topic filter",
+                     i < conf->ntopics ? "cluster_topic" : "cluster_topic_local", f);
+            return NULL;
+        }
+    }
     struct cluster *c = lq_xcalloc(1, sizeof(*c));
+    c->topics = lq_xcalloc(conf->ntopics + 1, sizeof(char *));
+    c->topics_local = lq_xcalloc(conf->ntopics_local + 1, sizeof(char *));
+    for (size_t i = 0; i < conf->ntopics; i++)
+        c->topics[c->ntopics++] = lq_xstrdup(conf->topics[i]);
+    for (size_t i = 0; i < conf->ntopics_local; i++)
+        c->topics_local[c->ntopics_local++] = lq_xstrdup(conf->topics_local[i]);
     c->name = lq_xstrdup(conf->name);
     c->node_id = lq_xstrdup(node);
     c->nats_url = lq_xstrdup(conf->nats_url ? conf->nats_url : DEFAULT_URL);
@@ -801,6 +827,10 @@ cluster_close(struct cluster *c)
     free(c->nats_url);
     free(c->username);
     free(c->password);
+    for (size_t i = 0; i < c->ntopics; i++) free(c->topics[i]);
+    for (size_t i = 0; i < c->ntopics_local; i++) free(c->topics_local[i]);
+    free(c->topics);
+    free(c->topics_local);
     free(c);
     nats_CloseAndWait(2000); /* libnats' own threads and memory */
 }

@@ -491,6 +491,27 @@ opt_cluster_nats_password(struct parse *ps)
 }
 
 static int
+add_to_list(struct parse *ps, char ***list, size_t *n)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    *list = lq_xrealloc(*list, (*n + 1) * sizeof(**list));
+    (*list)[(*n)++] = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
+opt_cluster_topic(struct parse *ps)
+{
+    return add_to_list(ps, &ps->c->cluster_topics, &ps->c->ncluster_topics);
+}
+
+static int
+opt_cluster_topic_local(struct parse *ps)
+{
+    return add_to_list(ps, &ps->c->cluster_topics_local, &ps->c->ncluster_topics_local);
+}
+
+static int
 opt_cluster_max_pending_bytes(struct parse *ps)
 {
     long long v;
@@ -781,6 +802,8 @@ static const struct option {
     {"cluster_nats_username", opt_cluster_nats_username, 0},
     {"cluster_nats_password", opt_cluster_nats_password, 0},
     {"cluster_max_pending_bytes", opt_cluster_max_pending_bytes, 0},
+    {"cluster_topic", opt_cluster_topic, 0},
+    {"cluster_topic_local", opt_cluster_topic_local, 0},
 };
 
 static char *
@@ -906,6 +929,10 @@ conf_fini(struct lq_conf *c)
     free(c->cluster_nats_url);
     free(c->cluster_nats_username);
     free(c->cluster_nats_password);
+    for (size_t i = 0; i < c->ncluster_topics; i++) free(c->cluster_topics[i]);
+    free(c->cluster_topics);
+    for (size_t i = 0; i < c->ncluster_topics_local; i++) free(c->cluster_topics_local[i]);
+    free(c->cluster_topics_local);
     free(c->persistence_file);
     free(c->admin_socket);
     free(c->metrics_host);

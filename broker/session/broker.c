@@ -302,7 +302,11 @@ open_cluster(struct broker *b, char *err, size_t errlen)
                               .nats_url = c->cluster_nats_url,
                               .username = c->cluster_nats_username,
                               .password = c->cluster_nats_password,
-                              .max_pending_bytes = c->cluster_max_pending_bytes};
+                              .max_pending_bytes = c->cluster_max_pending_bytes,
+                              .topics = c->cluster_topics,
+                              .ntopics = c->ncluster_topics,
+                              .topics_local = c->cluster_topics_local,
+                              .ntopics_local = c->ncluster_topics_local};
     b->cluster = cluster_open(b->base, &cc, cluster_deliver, b, err, errlen);
 }
 

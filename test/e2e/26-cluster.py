@@ -334,3 +334,61 @@ def test_foreign_messages_on_nats_are_counted_and_dropped(_b):
         roundtrip(n1.port, "after-bad")
     finally:
         cl.stop()
+
+
+def test_nats_restarted_local_goes_on_cross_node_resumes(_b):
+    """issue 16 test 7 (first half): nats-server stopped mid-traffic: each node keeps
+    serving its own clients meanwhile; started again on its port, the nodes reconnect by
+    themselves (cluster_reconnects) and messages cross again, without a new SUBSCRIBE."""
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "pub")
+        sub = connected(n2.port, "sub")
+        sub.subscribe(1, [("r/#", 1)])
+        wait_route(pub, sub, "r/probe")
+        cl.nats.terminate()
+        cl.nats.wait(5)
+        assert lqtest.wait_for(lambda: stats(n1)["cluster_connected"] == 0, 10)
+        from mqttraw import roundtrip
+        roundtrip(n1.port, "n1-alone")
+        roundtrip(n2.port, "n2-alone")
+        cl.nats = subprocess.Popen([NATS, "-a", "127.0.0.1", "-p", str(cl.nats_port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for b in (n1, n2):
+            assert lqtest.wait_for(lambda b=b: stats(b)["cluster_connected"] == 1, 15), \
+                b.output()[-2000:]
+            assert stats(b)["cluster_reconnects"] >= 1
+        wait_route(pub, sub, "r/probe")
+        pub.publish("r/after", b"again", qos=1, pid=9)
+        assert pub.expect(PUBACK).pid == 9
+        assert ("r/after", b"again", []) in drain(sub, 1.0)
+    finally:
+        cl.stop()
+
+
+def test_cluster_topic_and_cluster_topic_local(_b):
+    """cluster_topic lines say what goes to other nodes (default: every topic but $SYS),
+    cluster_topic_local lines what never does, even if cluster_topic matches it; local
+    subscribers get every message either way. A filter that is not one stops the start
+    with a message that names the option."""
+    cl = Cluster(2, extra=["cluster_topic shared/#", "cluster_topic_local shared/private/#"])
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "pub")
+        here = connected(n1.port, "here")
+        here.subscribe(1, [("#", 0)])
+        there = connected(n2.port, "there")
+        there.subscribe(1, [("#", 0)])
+        wait_route(pub, there, "shared/probe")
+        drain(here, 0.3)
+        for t in ("shared/a", "shared/private/x", "other/x"):
+            pub.publish(t, t.encode())
+        assert sorted(x[0] for x in drain(here)) == ["other/x", "shared/a", "shared/private/x"]
+        assert [x[0] for x in drain(there)] == ["shared/a"]
+    finally:
+        cl.stop()
+    b = lqtest.Broker(["cluster_name t", "cluster_topic a/#/b"])
+    assert not b.start_or_exit(timeout=10), "started with a bad cluster_topic"
+    assert "cluster_topic 'a/#/b': not a topic filter" in b.output(), b.output()[-1000:]
+    b.stop(timeout=5)
