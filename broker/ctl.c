@@ -45,6 +45,8 @@ usage(FILE *f)
                "  kick ID                     disconnect a client (reason 0x98)\n"
                "  reload                      reload the configuration (as SIGHUP)\n"
                "  persistence snapshot        compact the journal now (persistence true)\n"
+               "  cluster                     this node, its NATS connection and counters,\n"
+               "                              and the other nodes it received messages from\n"
                "  acl check USER ID TOPIC read|write\n"
                "                              what the running acl_file says for a client\n"
                "                              (USER \"\": anonymous), and the deciding line\n"
@@ -693,7 +695,7 @@ main(int argc, char **argv)
     }
     static const char *const known[] = {
         "stats", "clients", "client",  "subscriptions", "subscribers", "retained", "hooks",
-        "kick",  "reload",  "version", "persistence",   "acl",         NULL};
+        "kick",  "reload",  "version", "persistence",   "acl",         "cluster",  NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

@@ -65,6 +65,17 @@ struct cluster_stats {
     uint64_t pending_out_bytes, pending_in_bytes;
 };
 void cluster_get_stats(struct cluster *c, struct cluster_stats *out); /* locks the inbox */
+
+/* The other nodes' runs this node received messages from (the last SEEN_RUNS). */
+struct cluster_peer {
+    const char *node, *run;
+    double last_seen;  /* wall-clock seconds */
+    uint64_t received; /* messages routed here from that run */
+};
+/* The k-th peer into out (its strings live until the next call into the cluster);
+ * false past the last. */
+bool cluster_peer(const struct cluster *c, size_t k, struct cluster_peer *out);
+const char *cluster_nats_url(const struct cluster *c);
 const char *cluster_node_id(const struct cluster *c);
 
 #endif

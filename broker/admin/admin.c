@@ -688,6 +688,44 @@ cmd_persistence(struct admin *a, struct reply *r, int argc, char **argv)
 
 /* acl check USER CLIENTID TOPIC read|write: USER "" is an anonymous client */
 static const char *
+cmd_cluster(struct admin *a, struct reply *r, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    struct cluster *c = a->b->cluster;
+    if (!c) return "no cluster (cluster_name is not set)";
+    struct cluster_stats cs;
+    cluster_get_stats(c, &cs);
+    reply_object(r);
+    reply_str(r, "cluster", a->b->conf.cluster_name);
+    reply_str(r, "node", cluster_node_id(c));
+    reply_str(r, "nats_url", cluster_nats_url(c));
+    reply_bool(r, "connected", cs.connected);
+    reply_u64(r, "reconnects", cs.reconnects);
+    reply_u64(r, "subjects", cs.subjects);
+    reply_u64(r, "forwarded", cs.forwarded);
+    reply_u64(r, "received", cs.received);
+    reply_u64(r, "duplicates", cs.duplicates);
+    reply_u64(r, "dropped_out", cs.dropped_out);
+    reply_u64(r, "dropped_in", cs.dropped_in);
+    reply_u64(r, "bad_in", cs.bad_in);
+    reply_u64(r, "pending_out_bytes", cs.pending_out_bytes);
+    reply_u64(r, "pending_in_bytes", cs.pending_in_bytes);
+    reply_list(r, "peers");
+    struct cluster_peer p;
+    for (size_t k = 0; cluster_peer(c, k, &p); k++) {
+        reply_object(r);
+        reply_str(r, "node", p.node);
+        reply_str(r, "run", p.run);
+        reply_dbl(r, "last_seen", p.last_seen);
+        reply_u64(r, "received", p.received);
+        reply_end_object(r);
+    }
+    reply_end_list(r);
+    reply_end_object(r);
+    return NULL;
+}
+
+static const char *
 cmd_acl(struct admin *a, struct reply *r, int argc, char **argv)
 {
     if (argc != 6 || strcmp(argv[1], "check") != 0 ||
@@ -778,6 +816,8 @@ run(struct admin *a, char *line, struct sbuf *body)
         return cmd_reload(a, &r, argc, args);
     else if (strcmp(cmd, "acl") == 0)
         return cmd_acl(a, &r, argc, args);
+    else if (strcmp(cmd, "cluster") == 0)
+        return cmd_cluster(a, &r, argc, args);
     else
         return "unknown command";
     return NULL;

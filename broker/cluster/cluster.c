@@ -75,6 +75,9 @@ struct op {
 /* The sequence numbers seen of one run of another node, for duplicates. */
 struct seen {
     char run[24];
+    char node[64];
+    double last_seen;
+    uint64_t received;
     uint64_t high, used;
     uint64_t bits[SEEN_WINDOW / 64];
 };
@@ -512,7 +515,7 @@ cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta)
 
 /* Has this run's message seq been routed here already? */
 static bool
-seen_before(struct cluster *c, const char *run, uint64_t seq)
+seen_before(struct cluster *c, const char *node, size_t nlen, const char *run, uint64_t seq)
 {
     struct seen *x = NULL, *oldest = &c->seen[0];
     for (size_t i = 0; i < SEEN_RUNS && !x; i++) {
@@ -524,6 +527,8 @@ seen_before(struct cluster *c, const char *run, uint64_t seq)
         memset(x, 0, sizeof(*x));
         snprintf(x->run, sizeof(x->run), "%s", run);
     }
+    snprintf(x->node, sizeof(x->node), "%.*s", (int)(nlen < 63 ? nlen : 63), node);
+    x->last_seen = lq_wall_time();
     x->used = ++c->seen_clock;
     if (seq > x->high) {
         if (seq - x->high >= SEEN_WINDOW) {
@@ -539,6 +544,7 @@ seen_before(struct cluster *c, const char *run, uint64_t seq)
         return true;
     }
     x->bits[seq % SEEN_WINDOW / 64] |= 1ull << (seq % 64);
+    x->received++;
     return false;
 }
 
@@ -614,7 +620,7 @@ take_one(struct cluster *c, natsMsg *nm)
     if (strcmp(run, c->run) == 0) return; /* our own (no echo asked: defensive) */
     size_t hl = strlen(props_hex);
     if (hl % 2 || hl / 2 > 65535u * 4) return bad_message(c, nm, "bad Lq-Msg properties");
-    if (seen_before(c, run, seq)) {
+    if (seen_before(c, h, (size_t)(strchr(h, ' ') - h), run, seq)) {
         c->duplicates++;
         return;
     }
@@ -854,6 +860,25 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
     pthread_mutex_lock(&m->in_mu);
     out->pending_in_bytes = m->in_bytes;
     pthread_mutex_unlock(&m->in_mu);
+}
+
+bool
+cluster_peer(const struct cluster *c, size_t k, struct cluster_peer *out)
+{
+    for (size_t i = 0; c && i < SEEN_RUNS; i++) {
+        const struct seen *x = &c->seen[i];
+        if (!x->run[0] || k--) continue;
+        *out = (struct cluster_peer){
+            .node = x->node, .run = x->run, .last_seen = x->last_seen, .received = x->received};
+        return true;
+    }
+    return false;
+}
+
+const char *
+cluster_nats_url(const struct cluster *c)
+{
+    return c ? c->nats_url : NULL;
 }
 
 const char *

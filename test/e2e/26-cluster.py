@@ -125,6 +125,15 @@ def test_messages_cross_nodes_once_per_subscription(_b):
         assert drain(connected(n1.port, "late"), 0.2) == []
         s1 = stats(n1)
         assert s1["cluster_received"] == 0, s1  # no echo
+        r = subprocess.run([lqtest.CTL, "-s", n2.admin, "--json", "cluster"],
+                           capture_output=True, text=True, timeout=10)
+        view = json.loads(r.stdout)
+        assert view["node"] == "n2" and view["connected"] and view["subjects"] == 2, view
+        assert [p["node"] for p in view["peers"]] == ["n1"], view
+        assert view["peers"][0]["received"] == view["received"] > 0, view
+        r = subprocess.run([lqtest.CTL, "-s", n1.admin, "cluster"], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0 and "n1" in r.stdout, r.stdout + r.stderr
     finally:
         cl.stop()
 
