@@ -651,23 +651,47 @@ take_one(struct cluster *c, natsMsg *nm)
     msg_unref(m);
 }
 
-/* Routes what came in, IN_SLICE_MS at a time (then the loop's other events, then
- * more_ev goes on). */
+/* The whole inbox at once, into work (one lock for all of it). */
+static void
+take_inbox(struct cluster *c)
+{
+    pthread_mutex_lock(&c->in_mu);
+    natsMsg **v = c->in;
+    size_t n = c->nin, cap = c->capin;
+    c->in = c->work;
+    c->capin = c->capwork;
+    c->nin = 0;
+    c->in_bytes = 0;
+    c->in_woken = false; /* the next message wakes the loop again */
+    pthread_mutex_unlock(&c->in_mu);
+    c->work = v;
+    c->capwork = cap;
+    c->nwork = n;
+    c->work_at = 0;
+}
+
+/* Routes what came in, IN_SLICE_MS at a time; the next slice after the loop has
+ * polled for I/O (event_active would run it in this same loop turn, and the whole
+ * burst with it). Once work is done, the inbox again: what came meanwhile did not
+ * wake the loop (in_woken was still set). */
 static void
 route_work(struct cluster *c)
 {
     uint64_t end = lq_now_ms() + IN_SLICE_MS;
-    while (c->work_at < c->nwork) {
-        natsMsg *nm = c->work[c->work_at++];
-        take_one(c, nm);
-        natsMsg_Destroy(nm);
-        if ((c->work_at & 63) == 0 && lq_now_ms() >= end && c->work_at < c->nwork) {
-            event_active(c->more_ev, EV_TIMEOUT, 0);
-            return;
+    for (;;) {
+        while (c->work_at < c->nwork) {
+            natsMsg *nm = c->work[c->work_at++];
+            take_one(c, nm);
+            natsMsg_Destroy(nm);
+            if ((c->work_at & 63) == 0 && lq_now_ms() >= end) {
+                static const struct timeval now = {0, 0};
+                if (event_add(c->more_ev, &now) < 0) event_active(c->more_ev, EV_TIMEOUT, 0);
+                return;
+            }
         }
+        take_inbox(c);
+        if (!c->nwork) return;
     }
-    c->nwork = c->work_at = 0;
-    /* more may have come meanwhile: the pipe says so */
 }
 
 static void
@@ -685,20 +709,7 @@ in_cb(evutil_socket_t fd, short what, void *arg)
     char drain[64];
     while (read(fd, drain, sizeof(drain)) > 0) {
     }
-    if (c->work_at < c->nwork) return; /* still routing the last batch: more_ev goes on */
-    pthread_mutex_lock(&c->in_mu);     /* the whole inbox at once */
-    natsMsg **v = c->in;
-    size_t n = c->nin, cap = c->capin;
-    c->in = c->work;
-    c->capin = c->capwork;
-    c->nin = 0;
-    c->in_bytes = 0;
-    c->in_woken = false;
-    pthread_mutex_unlock(&c->in_mu);
-    c->work = v;
-    c->capwork = cap;
-    c->nwork = n;
-    c->work_at = 0;
+    if (c->work_at < c->nwork) return; /* a slice is due: it takes the inbox after */
     route_work(c);
 }
 

@@ -401,3 +401,55 @@ def test_cluster_topic_and_cluster_topic_local(_b):
     assert not b.start_or_exit(timeout=10), "started with a bad cluster_topic"
     assert "cluster_topic 'a/#/b': not a topic filter" in b.output(), b.output()[-1000:]
     b.stop(timeout=5)
+
+
+def test_burst_from_nats_is_routed_in_slices(_b):
+    """A burst from another node that takes the receiving loop far more than its 2 ms
+    slice to route (50 000 messages to 20 subscribers): it is routed a slice at a time,
+    with the loop's other events between two slices, so a neighbour on that node that
+    times its own round trips meanwhile (mqttraw.Probe) stays fast; and what came in
+    meanwhile is routed too (the inbox is taken again after the last slice, not only
+    when the wake-up pipe fires), so a message after the burst still arrives. (19
+    subscribers do not read: the broker queues for them all the same, and the test
+    process stays idle enough to time the round trips.)"""
+    from mqttraw import Probe, publish_bytes
+    cl = Cluster(2, extra=["max_queued_messages 0"])
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "pub")
+        subs = [connected(n2.port, "s%d" % i) for i in range(20)]
+        for s in subs:
+            s.subscribe(1, [("burst/#", 0)])
+        wait_route(pub, subs[0], "burst/probe")
+        n = 10000 if SAN else 50000
+        tail = []
+
+        def read():  # the one subscriber that reads: until the message after the burst
+            end = time.time() + 90
+            while not tail and time.time() < end:
+                p = subs[0].recv(1)
+                if p is not None and p.type == PUBLISH and p.payload == b"tail":
+                    tail.append(time.time())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        blob = b"".join(publish_bytes("burst/x", b"%d" % i) for i in range(n))
+        with Probe(n2.port, interval=0.005) as probe:
+            time.sleep(0.2)
+            t0 = time.time()
+            pub.sock.sendall(blob)
+            end = time.time() + (90 if SAN else 30)
+            while not tail and time.time() < end:
+                pub.publish("burst/x", b"tail")
+                time.sleep(0.3)
+            took = time.time() - t0
+        reader.join(5)
+        received = stats(n2)["cluster_received"]
+        print("  burst of %d: %.2f s to the message after it, %d routed on node 2; probe: %d "
+              "round trips, worst %.1f ms" % (n, took, received, probe.count,
+                                              probe.worst * 1000))
+        assert tail, "no message after the burst arrived (%d routed)" % received
+        assert received >= n // 2, received
+        probe.check(0.05)
+    finally:
+        cl.stop()
