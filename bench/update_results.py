@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py,
 bench/acl.py, bench/storm.py (lunamq
-against Debian's mosquitto, alternating, one run) and bench/recovery.py, and write their
+against Debian's mosquitto, alternating, one run), bench/cluster.py and bench/recovery.py, and write their
 tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
 commit and the exact commands. The rest of the file (the reading of the figures) is
 left as it is; a run that fails changes nothing.
@@ -46,6 +46,8 @@ def main():
          [py, "bench/storm.py", "--rounds", r, "--clients", "2000"]),
         ("Reconnect storm (issue 15): 5000 mTLS devices, retries with backoff",
          [py, "bench/storm.py", "--rounds", r, "--clients", "5000", "--retry"]),
+        ("Cluster (issue 16): cluster-fanout, a message crossing nodes through NATS",
+         [py, "bench/cluster.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),
