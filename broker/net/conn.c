@@ -31,6 +31,7 @@
 #define LINGER_MS      2000         /* then how long it reads what the peer still sends */
 #define LINGER_BYTES   (64 * 1024)  /* and how much of it */
 #define TLS_SETTLE_MS  1000         /* after a handshake, before its buffers are trimmed */
+#define QUIET_MS       250          /* a TLS connection silent this long: out of admission */
 
 static bool
 handshaking(const struct conn *c)
@@ -116,6 +117,8 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
     while (l->reap) conn_free(l->reap); /* conn_free unlinks it */
 }
 
+static void count_handshake(struct conn *c, bool on);
+
 /* c's deadline passed: the close grace or linger, the TLS handshake or the keep-alive. */
 static void
 conn_due(struct conn *c, uint64_t now)
@@ -131,7 +134,8 @@ conn_due(struct conn *c, uint64_t now)
             c->l->ops->on_lost(c, "TLS handshake timeout", c->l->ud);
             return;
         }
-        wheel_put(c, c->t->hs_deadline_ms);
+        if (!c->t->spoke && now >= c->t->quiet_ms) count_handshake(c, false);
+        wheel_put(c, !c->t->spoke && c->t->hs_counted ? c->t->quiet_ms : c->t->hs_deadline_ms);
         return;
     }
     if (c->t && !c->job) { /* after the handshake and large records, once a period */
@@ -541,16 +545,29 @@ handshake_over(struct conn *c)
     listener_admission(c->l);
 }
 
-/* c's first handshake bytes came: a handshake under way for admission from now on.
- * Not from accept: connections that send nothing are no work for the threads, and a
- * client could open thousands of them for free to stop the listener accepting. */
+/* Admission counts a TLS connection from its accept (a storm's ClientHellos are read
+ * a loop turn or more later: counted then, too many would be let in first), and stops
+ * counting one that sent nothing in its first QUIET_MS: it is no work for the
+ * threads, and a client could open thousands of them for free to stop the listener
+ * accepting. Its first bytes count it again. */
 static void
-handshake_begins(struct conn *c)
+count_handshake(struct conn *c, bool on)
 {
-    if (c->t->hs_counted || c->t->hs_steps) return;
-    c->t->hs_counted = true;
-    c->l->nhandshaking++;
+    if (c->t->hs_counted == on) return;
+    c->t->hs_counted = on;
+    if (on)
+        c->l->nhandshaking++;
+    else
+        c->l->nhandshaking--;
     listener_admission(c->l);
+}
+
+static void
+handshake_speaks(struct conn *c)
+{
+    if (c->t->spoke) return;
+    c->t->spoke = true;
+    count_handshake(c, true);
 }
 
 /* What a TLS input step gave. False when there is nothing to frame (handshake under
@@ -593,7 +610,7 @@ tls_read(struct conn *c)
 {
     if (c->job) return false;
     bool was = tls_conn_established(c->t->tls);
-    if (!was) handshake_begins(c);
+    if (!was) handshake_speaks(c);
     if (!was && hs_worker_start(c->l->base, handshake_done)) {
         struct hs_job *j = lq_xcalloc(1, sizeof(*j));
         j->tls = c->t->tls;
@@ -1027,7 +1044,10 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
             return NULL;
         }
         c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
-        wheel_put(c, c->t->hs_deadline_ms);
+        c->t->quiet_ms = c->last_rx_ms + QUIET_MS;
+        wheel_put(c, c->t->quiet_ms < c->t->hs_deadline_ms ? c->t->quiet_ms : c->t->hs_deadline_ms);
+        c->t->hs_counted = true; /* listener_admission after the accept */
+        l->nhandshaking++;
     }
     if (event_add(conn_rev(c), NULL) != 0) {
         lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", c->peer);

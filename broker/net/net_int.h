@@ -68,8 +68,10 @@ struct conn_tls {
     uint32_t deadline_len_ms; /* conn_set_deadline counts from the end of the handshake */
     uint32_t hs_work_us;      /* its steps on the handshake threads so far */
     uint64_t settle_ms;       /* a look at its record buffers' pages, once it is idle */
+    uint64_t quiet_ms;        /* no byte by then: no handshake work, out of the count */
     uint16_t hs_steps;
     bool hs_counted; /* in l->nhandshaking */
+    bool spoke;      /* its first bytes came */
 };
 
 struct conn {
