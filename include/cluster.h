@@ -39,9 +39,12 @@ typedef void (*cluster_deliver_fn)(struct msg *m, void *ud);
 struct cluster;
 
 /* Starts the cluster thread, which connects (and reconnects) by itself: a NATS
- * server that is down at start is no error. NULL with err on a bad setting. */
+ * server that is down at start is no error. confirmed (may be NULL) is called on the
+ * loop thread when subscriptions reached NATS (cluster_subscribed). NULL with err on a
+ * bad setting. */
 struct cluster *cluster_open(struct event_base *base, const struct cluster_conf *conf,
-                             cluster_deliver_fn deliver, void *ud, char *err, size_t errlen);
+                             cluster_deliver_fn deliver, void (*confirmed)(void *ud), void *ud,
+                             char *err, size_t errlen);
 /* Hands over what is pending (bounded wait), closes the NATS connection, stops the
  * thread. NULL is a no-op. */
 void cluster_close(struct cluster *c);
@@ -51,6 +54,14 @@ void cluster_forward(struct cluster *c, const struct msg *m);
 
 /* A session's subscription to filter (no $share/ prefix) came (+1) or went (-1). */
 void cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta);
+
+/* A SUBACK waits until what the SUBSCRIBE added reached NATS: a message published on
+ * any node after the SUBACK then reaches the subscriber. The mark before and after
+ * cluster_interest calls differ when they added NATS subscriptions;
+ * cluster_subscribed(mark) says when those (and all before) are the server's (at
+ * once while NATS is down; at most 2 s). NULL c: always subscribed. */
+uint64_t cluster_subscribe_mark(const struct cluster *c);
+bool cluster_subscribed(struct cluster *c, uint64_t mark);
 
 struct cluster_stats {
     bool connected;       /* to a NATS server now */

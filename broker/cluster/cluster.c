@@ -44,7 +44,8 @@
  * into one batch, one wake-up and one libnats flush, instead of a futex wake-up, a
  * thread switch and a flush per message. It adds at most this to a message's way
  * out; under load batches are larger and the nap is a small part. */
-#define PACE_US 500
+#define PACE_US            500
+#define CONFIRM_TIMEOUT_MS 2000 /* a SUBACK waits at most this for the NATS subscription */
 
 /* ---- the loop's work for the thread ---- */
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
@@ -62,6 +63,7 @@ struct interest {
 struct op {
     struct op *next;
     enum op_kind kind;
+    uint64_t sub_no;     /* OP_SUB: its number */
     struct interest *in; /* OP_SUB, OP_UNSUB */
     uint64_t seq, bytes;
     uint32_t expiry, payload_len, props_len;
@@ -90,6 +92,7 @@ struct cluster {
     char prefix[160];
     char run[24]; /* this run of this node: 16 hex digits */
     cluster_deliver_fn deliver;
+    void (*confirmed)(void *ud);
     void *ud;
     /* loop side */
     struct event *handoff_ev, *in_ev, *more_ev;
@@ -113,8 +116,11 @@ struct cluster {
     pthread_cond_t cv;
     struct op *todo, **todo_tail;
     bool stop;
-    bool thread_idle;      /* waiting for work: a hand-over must wake it */
-    pthread_mutex_t in_mu; /* in, in_bytes, in_woken */
+    uint64_t subs_queued;            /* the loop's: OP_SUBs numbered from 1 */
+    uint64_t subs_told;              /* the loop's: confirmations passed to `confirmed` */
+    _Atomic uint64_t subs_confirmed; /* the server has them (or NATS is down) */
+    bool thread_idle;                /* waiting for work: a hand-over must wake it */
+    pthread_mutex_t in_mu;           /* in, in_bytes, in_woken */
     natsMsg **in;
     size_t nin, capin;
     uint64_t in_bytes;
@@ -263,8 +269,9 @@ publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
 }
 
 static void
-run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap)
+run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_no)
 {
+    if (op->kind == OP_SUB) *sub_no = op->sub_no;
     switch (op->kind) {
     case OP_PUB:
         if (c->nc) publish(c, op, hdr, cap);
@@ -321,6 +328,19 @@ connect_nats(struct cluster *c)
     }
 }
 
+/* The subscriptions up to sub_no are the server's once a round trip after them came
+ * back (a flush: PING, PONG): a message published anywhere from then on reaches this
+ * node. While NATS is down there is nothing to wait for (libnats subscribes again on
+ * connecting): confirmed at once, as after a round trip that failed. */
+static void
+confirm_subs(struct cluster *c, uint64_t sub_no)
+{
+    if (c->nc && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_FlushTimeout(c->nc, CONFIRM_TIMEOUT_MS);
+    atomic_store(&c->subs_confirmed, sub_no);
+    (void)!write(c->pipe[1], "", 1); /* the loop looks (in_cb) */
+}
+
 static void *
 thread_main(void *arg)
 {
@@ -340,9 +360,25 @@ thread_main(void *arg)
         c->todo_tail = &c->todo;
         bool stop = c->stop;
         pthread_mutex_unlock(&c->mu);
+        /* subscriptions first, and confirmed, then the messages: a SUBACK waits for
+         * its subscription, not for a backlog of messages out (whose order among
+         * themselves is kept) */
+        uint64_t sub_no = 0;
+        struct op *pubs = NULL, **pubs_tail = &pubs;
         for (struct op *op = ops, *next; op; op = next) {
             next = op->next;
-            run_op(c, op, &hex, &caphex);
+            if (op->kind == OP_PUB) {
+                op->next = NULL;
+                *pubs_tail = op;
+                pubs_tail = &op->next;
+                continue;
+            }
+            run_op(c, op, &hex, &caphex, &sub_no);
+        }
+        if (sub_no) confirm_subs(c, sub_no);
+        for (struct op *op = pubs, *next; op; op = next) {
+            next = op->next;
+            run_op(c, op, &hex, &caphex, &sub_no);
         }
         if (!stop) {
             struct timespec nap = {0, PACE_US * 1000L};
@@ -489,6 +525,7 @@ interest_one(struct cluster *c, const char *subject, int delta)
             struct op *op = lq_xcalloc(1, sizeof(*op));
             op->kind = OP_SUB;
             op->in = e;
+            op->sub_no = ++c->subs_queued;
             queue_op(c, op);
         }
         e->refs++;
@@ -709,6 +746,11 @@ in_cb(evutil_socket_t fd, short what, void *arg)
     char drain[64];
     while (read(fd, drain, sizeof(drain)) > 0) {
     }
+    uint64_t confirmed = atomic_load(&c->subs_confirmed);
+    if (confirmed > c->subs_told) { /* SUBACKs may go */
+        c->subs_told = confirmed;
+        if (c->confirmed) c->confirmed(c->ud);
+    }
     if (c->work_at < c->nwork) return; /* a slice is due: it takes the inbox after */
     route_work(c);
 }
@@ -717,7 +759,7 @@ in_cb(evutil_socket_t fd, short what, void *arg)
 
 struct cluster *
 cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_deliver_fn deliver,
-             void *ud, char *err, size_t errlen)
+             void (*confirmed)(void *ud), void *ud, char *err, size_t errlen)
 {
     char host[256] = "";
     const char *node = conf->node_id;
@@ -763,6 +805,7 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         r = (uint64_t)getpid() << 32 ^ (uint64_t)(lq_wall_time() * 1e6);
     snprintf(c->run, sizeof(c->run), "%016" PRIx64, r);
     c->deliver = deliver;
+    c->confirmed = confirmed;
     c->ud = ud;
     c->open_tail = &c->open;
     c->todo_tail = &c->todo;
@@ -871,6 +914,18 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
     pthread_mutex_lock(&m->in_mu);
     out->pending_in_bytes = m->in_bytes;
     pthread_mutex_unlock(&m->in_mu);
+}
+
+uint64_t
+cluster_subscribe_mark(const struct cluster *c)
+{
+    return c ? c->subs_queued : 0;
+}
+
+bool
+cluster_subscribed(struct cluster *c, uint64_t mark)
+{
+    return !c || atomic_load(&c->subs_confirmed) >= mark;
 }
 
 bool

@@ -293,6 +293,12 @@ cluster_deliver(struct msg *m, void *ud)
 }
 
 static void
+cluster_confirmed(void *ud)
+{
+    session_subacks_release(ud);
+}
+
+static void
 open_cluster(struct broker *b, char *err, size_t errlen)
 {
     const struct lq_conf *c = &b->conf;
@@ -307,7 +313,7 @@ open_cluster(struct broker *b, char *err, size_t errlen)
                               .ntopics = c->ncluster_topics,
                               .topics_local = c->cluster_topics_local,
                               .ntopics_local = c->ncluster_topics_local};
-    b->cluster = cluster_open(b->base, &cc, cluster_deliver, b, err, errlen);
+    b->cluster = cluster_open(b->base, &cc, cluster_deliver, cluster_confirmed, b, err, errlen);
 }
 
 struct broker *

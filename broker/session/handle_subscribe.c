@@ -14,6 +14,7 @@
 
 #include "hooks.h"
 #include "retain.h"
+#include "cluster.h"
 #include "session_int.h"
 
 /* subscribe / unsubscribe log lines per packet: a packet of 80 000 filters would
@@ -134,12 +135,31 @@ log_refusals(struct session *s, const struct refusals *r)
                    s->b->conf.max_subscriptions_per_client, esc, n < r->first.len ? "..." : "");
 }
 
+/* ---- SUBACKs that wait for the cluster ---- */
+
+/* A retained-message lookup a waiting SUBACK holds back, to run after it. */
+struct retained_req {
+    struct sub_opts o;
+    char *filter;
+};
+
+struct suback_wait {
+    struct suback_wait *next;
+    struct session *s; /* online: dropped with its connection */
+    uint64_t mark;     /* cluster_subscribe_mark after its SUBSCRIBE */
+    struct retained_req *reqs;
+    size_t nreqs;
+    size_t len;
+    uint8_t bytes[];
+};
+
 /* Retained messages for the n entries of a SUBSCRIBE, after its SUBACK, by retain
  * handling [MQTT-3.3.1-9..11]; a filter the packet repeats is one subscription:
  * its retained messages go once, with its last options, and it is new when the
  * packet made it. at[k]: the entry's place in s->subs, or NOT_SUBSCRIBED. */
 static void
-send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh)
+send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh,
+                  struct suback_wait *w)
 {
     if (!retain_count(s->b->retained)) return;
     for (uint32_t k = 0; k < n; k++) /* new: on the last occurrence */
@@ -150,8 +170,82 @@ send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh
         uint8_t rh = x->o.retain_handling;
         if (rh == 2 || (rh == 1 && !fresh[k])) continue;
         struct sub_opts o = {.qos = x->o.qos, .acl_check = x->o.acl_check, .sub_id = x->o.sub_id};
+        if (w) { /* after the SUBACK, which waits */
+            w->reqs = lq_xrealloc(w->reqs, (w->nreqs + 1) * sizeof(*w->reqs));
+            w->reqs[w->nreqs++] = (struct retained_req){o, lq_xstrdup(x->filter)};
+            continue;
+        }
         struct retained_ctx ctx = {s, &o, lq_now_ms()};
         retain_match(s->b->retained, x->filter, strlen(x->filter), send_retained, &ctx);
+    }
+}
+
+/* Sends a SUBACK, or keeps it until every NATS subscription asked for so far is the
+ * server's (cluster.h): then a message published on another node after the SUBACK
+ * reaches the subscriber, also when another session asked for the subject a moment
+ * before. One queue for the broker, in order (while any waits, the next SUBACK
+ * waits behind it), not a field in each session. PUBLISH packets may go before it
+ * (MQTT 5.0 section 3.8.4: the Server "is permitted to start sending PUBLISH packets
+ * matching the Subscription before the Server sends the SUBACK"), but retained
+ * messages for its filters go after it. */
+static struct suback_wait *
+suback_send_or_wait(struct session *s, const uint8_t *out, size_t n)
+{
+    struct broker *b = s->b;
+    uint64_t mark = cluster_subscribe_mark(b->cluster);
+    if (!b->subacks && cluster_subscribed(b->cluster, mark)) {
+        conn_write(s->conn, out, n);
+        return NULL;
+    }
+    struct suback_wait *w = lq_xmalloc(sizeof(*w) + n);
+    *w = (struct suback_wait){.s = s, .mark = mark, .len = n};
+    memcpy(w->bytes, out, n);
+    if (!b->subacks) b->subacks_tail = &b->subacks;
+    *b->subacks_tail = w;
+    b->subacks_tail = &w->next;
+    return w;
+}
+
+static void
+suback_free(struct suback_wait *w)
+{
+    for (size_t i = 0; i < w->nreqs; i++) free(w->reqs[i].filter);
+    free(w->reqs);
+    free(w);
+}
+
+void
+session_subacks_release(struct broker *b)
+{
+    while (b->subacks && cluster_subscribed(b->cluster, b->subacks->mark)) {
+        struct suback_wait *w = b->subacks;
+        b->subacks = w->next;
+        struct session *s = w->s;
+        conn_write(s->conn, w->bytes, w->len);
+        for (size_t k = 0; k < w->nreqs; k++) { /* what its SUBSCRIBE held back */
+            struct retained_ctx ctx = {s, &w->reqs[k].o, lq_now_ms()};
+            retain_match(b->retained, w->reqs[k].filter, strlen(w->reqs[k].filter), send_retained,
+                         &ctx);
+        }
+        suback_free(w);
+    }
+}
+
+void
+session_subacks_drop(struct session *s)
+{
+    struct broker *b = s->b;
+    struct suback_wait **at = &b->subacks;
+    b->subacks_tail = &b->subacks;
+    while (*at) {
+        struct suback_wait *w = *at;
+        if (w->s != s) {
+            at = &w->next;
+            b->subacks_tail = at;
+            continue;
+        }
+        *at = w->next;
+        suback_free(w);
     }
 }
 
@@ -198,10 +292,10 @@ handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t l
     uint8_t *out = lq_xmalloc(n);
     mqtt_encode_suback(MQTT_SUBACK, &ack, s->version, out, n);
     persist_gate(s, since);
-    conn_write(s->conn, out, n);
+    struct suback_wait *w = suback_send_or_wait(s, out, n);
     free(out);
 
-    send_retained_for(s, i, at, fresh);
+    send_retained_for(s, i, at, fresh, w);
     free(codes);
     free(fresh);
     free(at);

@@ -138,7 +138,8 @@ session_arm_expiry(struct session *s)
 static void
 reset_connection_state(struct session *s)
 {
-    hold_forget(s); /* as publisher and as subscriber */
+    hold_forget(s);          /* as publisher and as subscriber */
+    session_subacks_drop(s); /* the connection they were for is gone */
     if (s->alias_in) {
         for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) free(s->alias_in[i]);
         free(s->alias_in);

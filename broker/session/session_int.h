@@ -59,10 +59,11 @@ struct broker {
     size_t nlisteners;
     struct topic_tree *subs;
     struct retain *retained;
-    struct hooks *hooks;      /* Lua hooks of scripts_dir */
-    struct admin *admin;      /* admin socket and statistics */
-    struct persist *persist;  /* the journal (persist.c); NULL: persistence false */
-    struct cluster *cluster;  /* other nodes through NATS (cluster/); NULL: no cluster_name */
+    struct hooks *hooks;     /* Lua hooks of scripts_dir */
+    struct admin *admin;     /* admin socket and statistics */
+    struct persist *persist; /* the journal (persist.c); NULL: persistence false */
+    struct cluster *cluster; /* other nodes through NATS (cluster/); NULL: no cluster_name */
+    struct suback_wait *subacks, **subacks_tail; /* waiting for the cluster, in order */
     struct access *access;    /* password and ACL files, the CONNECTs being checked */
     struct session **buckets; /* client id -> session, chained */
     size_t nbuckets, nsessions;
@@ -394,6 +395,10 @@ void in_pid_add(struct session *s, uint16_t pid);
 uint8_t handle_subscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 uint8_t handle_unsubscribe(struct session *s, uint8_t flags, const uint8_t *body, size_t len);
 void session_unsubscribe_all(struct session *s);
+/* SUBACKs kept until the cluster has their subscriptions: sent (cluster confirmed), or
+ * dropped with the connection */
+void session_subacks_release(struct broker *b);
+void session_subacks_drop(struct session *s);
 
 /* sending small packets */
 void send_ack(struct session *s, uint8_t type, uint16_t pid, uint8_t rc);

@@ -16,7 +16,7 @@ import threading
 import time
 
 import lqtest
-from mqttraw import PUBACK, PUBLISH, SUBSCRIPTION_ID, connected
+from mqttraw import PUBACK, PUBLISH, SUBACK, SUBSCRIPTION_ID, connected
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 SAN = bool(os.environ.get("LUNAMQ_SAN"))
@@ -451,5 +451,53 @@ def test_burst_from_nats_is_routed_in_slices(_b):
         assert tail, "no message after the burst arrived (%d routed)" % received
         assert received >= n // 2, received
         probe.check(0.05)
+    finally:
+        cl.stop()
+
+
+def test_suback_means_messages_from_other_nodes_arrive(_b):
+    """A SUBACK leaves once the NATS subscription it needs is the server's (a flush
+    round trip from the cluster thread): a message published on another node right
+    after the SUBACK reaches the subscriber, 20 times over on fresh topics, also for a
+    second session that asks for a subject another one asked for a moment before; while
+    nats-server is stopped (SIGSTOP) no SUBACK comes, after SIGCONT it does and a
+    message published then arrives; with NATS down the SUBACK does not wait
+    (MQTT-3.8.4-1)."""
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "pub")
+        sub = connected(n2.port, "sub")
+        other = connected(n2.port, "other")
+        for i in range(20):
+            other.subscribe(1, [("fresh/%d" % i, 1)], expect=False)  # the subject's first ask
+            assert sub.subscribe(1, [("fresh/%d" % i, 1)]).codes == [1]
+            pub.publish("fresh/%d" % i, b"m%d" % i, qos=1, pid=i + 1)
+            assert pub.expect(PUBACK).pid == i + 1
+            p = sub.recv(2.0)
+            assert p is not None and p.type == PUBLISH, "message %d lost (%r)" % (i, p)
+            assert (p.topic, p.payload) == ("fresh/%d" % i, b"m%d" % i), (i, p.topic, p.payload)
+            sub.ack(PUBACK, p.pid)
+        drain(other, 0.2)
+        import signal
+        os.kill(cl.nats.pid, signal.SIGSTOP)  # NATS cannot answer: the SUBACK waits
+        try:
+            sub.subscribe(3, [("held/x", 1)], expect=False)
+            p = sub.recv(0.6)
+            assert p is None, "SUBACK while NATS could not have the subscription: %r" % (p,)
+        finally:
+            os.kill(cl.nats.pid, signal.SIGCONT)
+        assert sub.expect(SUBACK, 3.0).pid == 3
+        pub.publish("held/x", b"after", qos=1, pid=77)
+        assert pub.expect(PUBACK).pid == 77
+        p = sub.recv(3.0)
+        assert p is not None and p.payload == b"after", p
+        sub.ack(PUBACK, p.pid)
+        cl.nats.terminate()
+        cl.nats.wait(5)
+        assert lqtest.wait_for(lambda: stats(n2)["cluster_connected"] == 0, 10)
+        t0 = time.time()
+        assert sub.subscribe(2, [("while/down", 1)]).codes == [1]
+        assert time.time() - t0 < 1.0, "SUBACK waited %.1f s with NATS down" % (time.time() - t0)
     finally:
         cl.stop()
