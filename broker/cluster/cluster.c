@@ -274,7 +274,10 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
     if (op->kind == OP_SUB) *sub_no = op->sub_no;
     switch (op->kind) {
     case OP_PUB:
-        if (c->nc) publish(c, op, hdr, cap);
+        if (c->nc)
+            publish(c, op, hdr, cap);
+        else /* no connection could be made (a bad URL): counted, not kept */
+            atomic_fetch_add(&c->dropped_out, 1);
         atomic_fetch_sub(&c->pending_out, op->bytes);
         break;
     case OP_SUB: /* while disconnected too: libnats subscribes again on connecting */
