@@ -28,6 +28,7 @@
 
 #include "cluster.h"
 #include "cluster_int.h"
+#include "levelmap.h"
 #include "lq.h"
 #include "mqtt.h"
 #include "msg.h"
@@ -54,8 +55,7 @@ enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
  * it; the thread alone touches sub. Freed by the thread after its OP_UNSUB (the loop
  * has forgotten it by then), or at close. */
 struct interest {
-    struct interest *next; /* the loop's hash chain */
-    uint32_t refs, hash;
+    uint32_t refs; /* the loop's */
     natsSubscription *sub;
     char subject[];
 };
@@ -99,8 +99,7 @@ struct cluster {
     bool handoff_armed;
     struct op *open, **open_tail;
     uint64_t next_seq;
-    struct interest **ibuckets;
-    size_t nibuckets, ninterest;
+    struct levelmap interest; /* subject -> struct interest */
     char *subject_buf, *filter_buf[2];
     char *topic_buf;
     natsMsg **work; /* taken from the thread, being routed */
@@ -134,14 +133,6 @@ struct cluster {
 };
 
 /* ---- small helpers ---- */
-
-static uint32_t
-str_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
 
 static bool
 is_token(const char *s)
@@ -486,45 +477,16 @@ cluster_forward(struct cluster *c, const struct msg *m)
 
 /* ---- interest ---- */
 
-static struct interest **
-interest_slot(struct cluster *c, const char *subject, uint32_t h)
-{
-    struct interest **at = &c->ibuckets[h & (c->nibuckets - 1)];
-    while (*at && ((*at)->hash != h || strcmp((*at)->subject, subject) != 0)) at = &(*at)->next;
-    return at;
-}
-
-static void
-interest_grow(struct cluster *c)
-{
-    size_t n = c->nibuckets * 2;
-    struct interest **b = lq_xcalloc(n, sizeof(*b));
-    for (size_t i = 0; i < c->nibuckets; i++) {
-        for (struct interest *e = c->ibuckets[i], *next; e; e = next) {
-            next = e->next;
-            e->next = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-        }
-    }
-    free(c->ibuckets);
-    c->ibuckets = b;
-    c->nibuckets = n;
-}
-
 static void
 interest_one(struct cluster *c, const char *subject, int delta)
 {
-    uint32_t h = str_hash(subject);
-    struct interest **at = interest_slot(c, subject, h);
-    struct interest *e = *at;
+    size_t n = strlen(subject);
+    struct interest *e = levelmap_get(&c->interest, subject, n);
     if (delta > 0) {
         if (!e) {
-            size_t n = strlen(subject);
             e = lq_xcalloc(1, sizeof(*e) + n + 1);
             memcpy(e->subject, subject, n + 1);
-            e->hash = h;
-            *at = e;
-            if (++c->ninterest > c->nibuckets) interest_grow(c);
+            levelmap_put(&c->interest, subject, n, e);
             struct op *op = lq_xcalloc(1, sizeof(*op));
             op->kind = OP_SUB;
             op->in = e;
@@ -535,8 +497,7 @@ interest_one(struct cluster *c, const char *subject, int delta)
         return;
     }
     if (!e || --e->refs) return;
-    *at = e->next; /* the thread frees it after unsubscribing */
-    c->ninterest--;
+    levelmap_del(&c->interest, subject, n); /* the thread frees e after unsubscribing */
     struct op *op = lq_xcalloc(1, sizeof(*op));
     op->kind = OP_UNSUB;
     op->in = e;
@@ -812,8 +773,6 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     c->ud = ud;
     c->open_tail = &c->open;
     c->todo_tail = &c->todo;
-    c->nibuckets = 64;
-    c->ibuckets = lq_xcalloc(c->nibuckets, sizeof(*c->ibuckets));
     c->subject_buf = lq_xmalloc(SUBJECT_MAX);
     c->filter_buf[0] = lq_xmalloc(SUBJECT_MAX);
     c->filter_buf[1] = lq_xmalloc(SUBJECT_MAX);
@@ -859,13 +818,14 @@ cluster_close(struct cluster *c)
         if (op->kind == OP_UNSUB) free(op->in);
         free(op);
     }
-    for (size_t i = 0; i < c->nibuckets; i++) {
-        for (struct interest *e = c->ibuckets[i], *next; e; e = next) {
-            next = e->next;
+    for (uint32_t i = 0; i < c->interest.cap; i++) {
+        for (struct levelmap_entry *x = c->interest.b[i]; x; x = x->next) {
+            struct interest *e = x->val;
             if (e->sub) natsSubscription_Destroy(e->sub);
             free(e);
         }
     }
+    levelmap_fini(&c->interest);
     if (c->nc) natsConnection_Destroy(c->nc);
     if (c->opts) natsOptions_Destroy(c->opts);
     for (size_t i = 0; i < c->nin; i++) natsMsg_Destroy(c->in[i]);
@@ -880,7 +840,6 @@ cluster_close(struct cluster *c)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->in_mu);
-    free(c->ibuckets);
     free(c->subject_buf);
     free(c->filter_buf[0]);
     free(c->filter_buf[1]);
@@ -903,20 +862,19 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
 {
     memset(out, 0, sizeof(*out));
     if (!c) return;
-    struct cluster *m = c;
-    out->connected = atomic_load(&m->connected);
-    out->reconnects = atomic_load(&m->reconnects);
-    out->subjects = c->ninterest;
-    out->forwarded = atomic_load(&m->forwarded);
+    out->connected = atomic_load(&c->connected);
+    out->reconnects = atomic_load(&c->reconnects);
+    out->subjects = c->interest.n;
+    out->forwarded = atomic_load(&c->forwarded);
     out->received = c->received;
     out->duplicates = c->duplicates;
-    out->dropped_out = c->dropped_out_loop + atomic_load(&m->dropped_out);
-    out->dropped_in = atomic_load(&m->dropped_in);
+    out->dropped_out = c->dropped_out_loop + atomic_load(&c->dropped_out);
+    out->dropped_in = atomic_load(&c->dropped_in);
     out->bad_in = c->bad_in;
-    out->pending_out_bytes = atomic_load(&m->pending_out);
-    pthread_mutex_lock(&m->in_mu);
-    out->pending_in_bytes = m->in_bytes;
-    pthread_mutex_unlock(&m->in_mu);
+    out->pending_out_bytes = atomic_load(&c->pending_out);
+    pthread_mutex_lock(&c->in_mu);
+    out->pending_in_bytes = c->in_bytes;
+    pthread_mutex_unlock(&c->in_mu);
 }
 
 uint64_t
