@@ -69,6 +69,35 @@ def drain(b, cid, timeout=1.5):
     return got
 
 
+def qos2_cut_before_packet_id(b, payload):
+    """A persistent "pub" sends payload to g/t at QoS 2 (packet id 7) and gets its
+    PUBREC; the broker is killed and its last segment cut right before the packet id
+    record, as a crash between two writes would leave it."""
+    p = Client(b.port)
+    p.connect("pub", clean=False, properties=[EXPIRY])
+    p.publish("g/t", payload, qos=2, pid=7)
+    assert p.expect(PUBREC).pid == 7
+    b.stop(signal.SIGKILL)
+    seg = segments(b)[-1]
+    ins = [f for f in frames(seg) if f[1] & ~GROUPED == R_IN_PUT]
+    assert ins, "no packet id record in the journal"
+    with open(seg, "r+b") as f:
+        f.truncate(ins[-1][0])
+
+
+def qos2_flow(b, cid, payload, pid, clean=True, dup=False):
+    """cid publishes payload to g/t at QoS 2 (clean=False: its persistent session, which
+    must have survived) and completes the flow: PUBREC, PUBREL, PUBCOMP."""
+    c = Client(b.port)
+    ack = c.connect(cid, clean=clean, properties=[] if clean else [EXPIRY])
+    assert clean or ack.session_present
+    c.publish("g/t", payload, qos=2, pid=pid, dup=dup)
+    assert c.expect(PUBREC).pid == pid
+    c.ack(PUBREL, pid)
+    assert c.expect(PUBCOMP).pid == pid
+    c.close()
+
+
 @conf(*PERSIST)
 def test_qos2_publish_cut_mid_record_group_is_all_or_nothing(b):
     """issue 13: a QoS 2 PUBLISH writes its queue entries and its packet id (receive state)
@@ -78,24 +107,9 @@ def test_qos2_publish_cut_mid_record_group_is_all_or_nothing(b):
     half, the queue entry would survive without the packet id, and the re-sent PUBLISH
     would be routed a second time."""
     persistent_subscriber(b, "sub", "g/t")
-    p = Client(b.port)
-    p.connect("pub", clean=False, properties=[EXPIRY])
-    p.publish("g/t", b"once", qos=2, pid=7)
-    assert p.expect(PUBREC).pid == 7
-    b.stop(signal.SIGKILL)
-    seg = segments(b)[-1]
-    ins = [f for f in frames(seg) if f[1] & ~GROUPED == R_IN_PUT]
-    assert ins, "no packet id record in the journal"
-    with open(seg, "r+b") as f:
-        f.truncate(ins[-1][0])
+    qos2_cut_before_packet_id(b, b"once")
     b.start()
-    p = Client(b.port)
-    assert p.connect("pub", clean=False, properties=[EXPIRY]).session_present
-    p.publish("g/t", b"once", qos=2, pid=7, dup=True)  # no PUBREC came: send again
-    assert p.expect(PUBREC).pid == 7
-    p.ack(PUBREL, 7)
-    assert p.expect(PUBCOMP).pid == 7
-    p.close()
+    qos2_flow(b, "pub", b"once", 7, clean=False, dup=True)  # no PUBREC came: send again
     assert drain(b, "sub") == [b"once"]
 
 
@@ -108,31 +122,11 @@ def test_torn_group_stays_out_after_the_next_run_writes_behind_it(b):
     took in the entry of the next message given id K (another client's, acknowledged),
     which was lost, and the torn one was delivered next to its re-sent copy."""
     persistent_subscriber(b, "sub", "g/t")
-    p = Client(b.port)
-    p.connect("pub", clean=False, properties=[EXPIRY])
-    p.publish("g/t", b"torn", qos=2, pid=7)
-    assert p.expect(PUBREC).pid == 7
-    b.stop(signal.SIGKILL)
-    seg = segments(b)[-1]
-    ins = [f for f in frames(seg) if f[1] & ~GROUPED == R_IN_PUT]
-    assert ins, "no packet id record in the journal"
-    with open(seg, "r+b") as f:
-        f.truncate(ins[-1][0])  # the crash left the message and its queue entry
+    qos2_cut_before_packet_id(b, b"torn")  # the crash left the message and its queue entry
     b.start()
-    o = Client(b.port)
-    o.connect("other")  # a clean session: its QoS 2 group is this run's first record
-    o.publish("g/t", b"other", qos=2, pid=1)
-    assert o.expect(PUBREC).pid == 1
-    o.ack(PUBREL, 1)
-    assert o.expect(PUBCOMP).pid == 1
-    o.close()
-    p = Client(b.port)
-    assert p.connect("pub", clean=False, properties=[EXPIRY]).session_present
-    p.publish("g/t", b"torn", qos=2, pid=7, dup=True)  # no PUBREC came: send again
-    assert p.expect(PUBREC).pid == 7
-    p.ack(PUBREL, 7)
-    assert p.expect(PUBCOMP).pid == 7
-    p.close()
+    # a clean session: its QoS 2 group is this run's first record
+    qos2_flow(b, "other", b"other", 1)
+    qos2_flow(b, "pub", b"torn", 7, clean=False, dup=True)  # no PUBREC came: send again
     b.stop(signal.SIGKILL)
     assert len(segments(b)) >= 2, "the second run wrote to the first run's segment"
     b.start()
