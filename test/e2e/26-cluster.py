@@ -3,9 +3,9 @@
 loopback and free ports, its own nats-server (Debian's) and three lunamq nodes with the
 same cluster_name, and stops them by PID at the end.
 
-Interest reaches NATS a moment after the SUBACK (the node subscribes its subject on
-the cluster thread), so a test first waits until a probe message published on the
-other node arrives (wait_route), then starts counting."""
+A SUBACK leaves once its subscription is nats-server's, so the tests publish right
+after it. Only after NATS itself restarted (the nodes subscribe again on their own,
+with no SUBACK to wait for) does a test wait for a probe to get through (wait_route)."""
 
 import json
 import os
@@ -110,10 +110,6 @@ def test_messages_cross_nodes_once_per_subscription(_b):
         s3.subscribe(1, [("a/#", 1)])
         s3b = connected(n3.port, "s3b")
         s3b.subscribe(1, [("k/x", 1)])
-        wait_route(pub, s2, "k/x")
-        wait_route(pub, s3b, "k/x")
-        for s in (s2, s3, s3b):  # the probes that reached the others
-            drain(s, 0.3)
         for i, t in enumerate(["a", "a/x", "k/x", "b/c/d"]):
             pub.publish(t, b"m%d" % i, qos=1, pid=i + 1)
             assert pub.expect(PUBACK).pid == i + 1
@@ -150,9 +146,6 @@ def test_topics_byte_exact_and_dollar_topics(_b):
         wild.subscribe(1, [("#", 0)])
         dollar = connected(n2.port, "dollar")
         dollar.subscribe(1, [("$app/#", 0)])
-        wait_route(pub, wild, "probe")
-        wait_route(pub, dollar, "$app/probe")
-        drain(wild, 0.3)
         topics = ["a.b/c d", "*/>", "100%/x", "a//b", "/", "/lead", "trail/", "ü/ñ/猫",
                   "x/$y", "$app/one.two"]
         for t in topics:
@@ -178,10 +171,7 @@ def test_no_loops_counters_exact(_b):
         for b in (n2, n3):
             s = connected(b.port, "s-%d" % b.port)
             s.subscribe(1, [("load/#", 1)])
-            wait_route(pub, s, "load/probe")
             subs.append(s)
-        for s in subs:
-            drain(s, 0.3)
         base = [stats(b) for b in cl.nodes]
         counts = [0] * len(subs)
 
@@ -191,7 +181,6 @@ def test_no_loops_counters_exact(_b):
             while counts[k] < n and time.time() < end:
                 p = s.recv(1)
                 if p is not None and p.type == PUBLISH:
-                    assert p.payload != b"probe"
                     counts[k] += 1
                     s.ack(PUBACK, p.pid)
 
@@ -259,8 +248,6 @@ def test_properties_expiry_and_retain_flag_cross(_b):
         rap.subscribe(1, [("p/#", 0x08 | 1)])  # retain as published
         plain = connected(n2.port, "plain")
         plain.subscribe(1, [("p/#", 1)])
-        wait_route(pub, rap, "p/probe")
-        drain(plain, 0.3)
         props = [(USER_PROPERTY, ("k1", "v1")), (USER_PROPERTY, ("k0", "v0")),
                  (CONTENT_TYPE, "text/x"), (CORRELATION_DATA, b"\x00\x01"),
                  (RESPONSE_TOPIC, "r/t"), (PAYLOAD_FORMAT, 1), (MESSAGE_EXPIRY, 300)]
@@ -355,7 +342,6 @@ def test_nats_restarted_local_goes_on_cross_node_resumes(_b):
         pub = connected(n1.port, "pub")
         sub = connected(n2.port, "sub")
         sub.subscribe(1, [("r/#", 1)])
-        wait_route(pub, sub, "r/probe")
         cl.nats.terminate()
         cl.nats.wait(5)
         assert lqtest.wait_for(lambda: stats(n1)["cluster_connected"] == 0, 10)
@@ -389,8 +375,6 @@ def test_cluster_topic_and_cluster_topic_local(_b):
         here.subscribe(1, [("#", 0)])
         there = connected(n2.port, "there")
         there.subscribe(1, [("#", 0)])
-        wait_route(pub, there, "shared/probe")
-        drain(here, 0.3)
         for t in ("shared/a", "shared/private/x", "other/x"):
             pub.publish(t, t.encode())
         assert sorted(x[0] for x in drain(here)) == ["other/x", "shared/a", "shared/private/x"]
@@ -420,7 +404,6 @@ def test_burst_from_nats_is_routed_in_slices(_b):
         subs = [connected(n2.port, "s%d" % i) for i in range(20)]
         for s in subs:
             s.subscribe(1, [("burst/#", 0)])
-        wait_route(pub, subs[0], "burst/probe")
         n = 10000 if SAN else 50000
         tail = []
 
