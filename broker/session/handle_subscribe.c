@@ -147,6 +147,7 @@ struct suback_wait {
     struct suback_wait *next;
     struct session *s; /* online: dropped with its connection */
     uint64_t mark;     /* cluster_subscribe_mark after its SUBSCRIBE */
+    bool paused;       /* its connection was paused for it */
     struct retained_req *reqs;
     size_t nreqs;
     size_t len;
@@ -187,7 +188,9 @@ send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh
  * waits behind it), not a field in each session. PUBLISH packets may go before it
  * (MQTT 5.0 section 3.8.4: the Server "is permitted to start sending PUBLISH packets
  * matching the Subscription before the Server sends the SUBACK"), but retained
- * messages for its filters go after it. */
+ * messages for its filters go after it. The client's next packets are not read until
+ * it leaves: a client that pipelines SUBSCRIBEs has one waiting at a time (the queue
+ * is bounded by the connections), and its acks stay in order. */
 static struct suback_wait *
 suback_send_or_wait(struct session *s, const uint8_t *out, size_t n)
 {
@@ -198,7 +201,8 @@ suback_send_or_wait(struct session *s, const uint8_t *out, size_t n)
         return NULL;
     }
     struct suback_wait *w = lq_xmalloc(sizeof(*w) + n);
-    *w = (struct suback_wait){.s = s, .mark = mark, .len = n};
+    *w = (struct suback_wait){.s = s, .mark = mark, .paused = !conn_is_paused(s->conn), .len = n};
+    if (w->paused) conn_pause(s->conn);
     memcpy(w->bytes, out, n);
     if (!b->subacks) b->subacks_tail = &b->subacks;
     *b->subacks_tail = w;
@@ -227,6 +231,7 @@ session_subacks_release(struct broker *b)
             retain_match(b->retained, w->reqs[k].filter, strlen(w->reqs[k].filter), send_retained,
                          &ctx);
         }
+        if (w->paused && !(s->hold && s->hold->conn_paused)) conn_resume(s->conn);
         suback_free(w);
     }
 }

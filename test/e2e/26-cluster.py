@@ -484,3 +484,43 @@ def test_suback_means_messages_from_other_nodes_arrive(_b):
         assert time.time() - t0 < 1.0, "SUBACK waited %.1f s with NATS down" % (time.time() - t0)
     finally:
         cl.stop()
+
+
+def test_pipelined_subscribes_while_nats_is_stuck(_b):
+    """A client that pipelines 300 SUBSCRIBEs of new filters while nats-server does not
+    answer (SIGSTOP): each SUBACK waits for its subscription, and the client's next
+    packets are not read meanwhile, so the broker keeps one waiting SUBACK for it, not
+    300; a neighbour on the node stays served (mqttraw.Probe); once NATS answers again,
+    all 300 SUBACKs come, in order (MQTT-3.8.4-1, MQTT-3.8.4-2)."""
+    import signal
+    from mqttraw import Probe, packet, s as mqtt_str
+    cl = Cluster(1)
+    try:
+        (n1,) = cl.nodes
+        c = connected(n1.port, "piper")
+        n = 300
+        blob = b"".join(packet(0x82, bytes([pid >> 8, pid & 255, 0]) + mqtt_str("pipe/%d" % pid)
+                               + b"\x01") for pid in range(1, n + 1))
+        with Probe(n1.port, interval=0.005) as probe:
+            base = stats(n1)["cluster_subjects"]  # the probe's own
+            os.kill(cl.nats.pid, signal.SIGSTOP)
+            try:
+                c.sock.sendall(blob)
+                time.sleep(1.0)
+                assert c.recv(0.1) is None, "a SUBACK while NATS could not answer"
+                # one SUBSCRIBE read, the rest wait in the socket
+                assert stats(n1)["cluster_subjects"] == base + 1, stats(n1)["cluster_subjects"]
+            finally:
+                os.kill(cl.nats.pid, signal.SIGCONT)
+            pids = []
+            end = time.time() + 60
+            while len(pids) < n and time.time() < end:
+                p = c.recv(5)
+                assert p is not None, "only %d SUBACKs" % len(pids)
+                assert p.type == SUBACK and p.codes == [1], p
+                pids.append(p.pid)
+        assert pids == list(range(1, n + 1)), pids[:10]
+        assert stats(n1)["cluster_subjects"] == n  # the probe has gone with its own
+        probe.check(0.05)
+    finally:
+        cl.stop()
