@@ -524,3 +524,39 @@ def test_pipelined_subscribes_while_nats_is_stuck(_b):
         probe.check(0.05)
     finally:
         cl.stop()
+
+
+def test_flood_while_nats_is_stuck_stays_bounded(_b):
+    """A publisher floods (20 MB of QoS 0 to a topic another node wants) while
+    nats-server does not read (SIGSTOP): what waits for NATS stays within
+    cluster_max_pending_bytes (1 MiB here), the rest is not forwarded and is counted
+    (cluster_dropped_out), and a neighbour on that node stays served (mqttraw.Probe);
+    once NATS answers again, messages cross again."""
+    import signal
+    from mqttraw import Probe, publish_bytes
+    cl = Cluster(2, extra=["cluster_max_pending_bytes 1048576"])
+    try:
+        n1, n2 = cl.nodes
+        sub = connected(n2.port, "sub")
+        sub.subscribe(1, [("flood/#", 0)])
+        pub = connected(n1.port, "flooder")
+        chunk = b"".join(publish_bytes("flood/x", b"x" * 1000) for _ in range(1000))
+        with Probe(n1.port, interval=0.005) as probe:
+            os.kill(cl.nats.pid, signal.SIGSTOP)
+            try:
+                for _ in range(20):
+                    pub.sock.sendall(chunk)
+                pub.ping(30)  # all of it handled
+                st = stats(n1)
+                assert st["cluster_pending_out_bytes"] <= 1048576, st["cluster_pending_out_bytes"]
+                assert st["cluster_dropped_out"] > 0, st
+            finally:
+                os.kill(cl.nats.pid, signal.SIGCONT)
+        probe.check(0.05)
+        drain(sub, 1.0)
+        pub.publish("flood/after", b"again", qos=1, pid=5)
+        assert pub.expect(PUBACK).pid == 5
+        got = drain(sub, 2.0)
+        assert ("flood/after", b"again", []) in got, got[-3:]
+    finally:
+        cl.stop()
