@@ -39,18 +39,26 @@ typedef void (*cluster_deliver_fn)(struct msg *m, void *ud);
 struct cluster;
 
 /* Starts the cluster thread, which connects (and reconnects) by itself: a NATS
- * server that is down at start is no error. confirmed (may be NULL) is called on the
- * loop thread when subscriptions reached NATS (cluster_subscribed). NULL with err on a
- * bad setting. */
+ * server that is down at start is no error. ready (may be NULL) is called on the loop
+ * thread when what waits for the cluster may go on: subscriptions reached NATS
+ * (cluster_subscribed), or the messages waiting for NATS went down to half
+ * max_pending_bytes (cluster_over). NULL with err on a bad setting. */
 struct cluster *cluster_open(struct event_base *base, const struct cluster_conf *conf,
-                             cluster_deliver_fn deliver, void (*confirmed)(void *ud), void *ud,
+                             cluster_deliver_fn deliver, void (*ready)(void *ud), void *ud,
                              char *err, size_t errlen);
 /* Hands over what is pending (bounded wait), closes the NATS connection, stops the
  * thread. NULL is a no-op. */
 void cluster_close(struct cluster *c);
 
-/* A message published on this node that other nodes may want. */
-void cluster_forward(struct cluster *c, const struct msg *m);
+/* A message published on this node that other nodes may want. Past
+ * max_pending_bytes waiting for NATS while it is connected, a message whose publisher
+ * can be held back (may_hold: QoS 1/2 from a client) is taken all the same and true
+ * says: hold the publisher (withhold its acks) until `ready` says cluster_over is
+ * false; never acknowledge then drop. Otherwise it is not forwarded (counted): QoS 0,
+ * and anything while NATS is down (local traffic goes on). */
+bool cluster_forward(struct cluster *c, const struct msg *m, bool may_hold);
+/* Publishers held by cluster_forward may not go on yet. NULL c: false. */
+bool cluster_over(const struct cluster *c);
 
 /* A session's subscription to filter (no $share/ prefix) came (+1) or went (-1). */
 void cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta);
@@ -70,6 +78,7 @@ struct cluster_stats {
     uint64_t forwarded;   /* messages published to NATS */
     uint64_t received;    /* messages from other nodes routed here */
     uint64_t duplicates;  /* the same message again (overlapping subjects): dropped */
+    uint64_t held;        /* taken past max_pending_bytes, their publisher held back */
     uint64_t dropped_out; /* not forwarded: past max_pending_bytes, or NATS refused */
     uint64_t dropped_in;  /* from NATS, not routed: past max_pending_bytes */
     uint64_t bad_in;      /* from NATS, not a message of ours (bad subject, headers) */

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@
  * out; under load batches are larger and the nap is a small part. */
 #define PACE_US            500
 #define CONFIRM_TIMEOUT_MS 2000 /* a SUBACK waits at most this for the NATS subscription */
+#define WRITE_DEADLINE_MS  5000 /* a NATS server that reads nothing for this is given up */
 
 /* ---- the loop's work for the thread ---- */
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
@@ -92,7 +94,7 @@ struct cluster {
     char prefix[160];
     char run[24]; /* this run of this node: 16 hex digits */
     cluster_deliver_fn deliver;
-    void (*confirmed)(void *ud);
+    void (*ready)(void *ud);
     void *ud;
     /* loop side */
     struct event *handoff_ev, *in_ev, *more_ev;
@@ -106,7 +108,8 @@ struct cluster {
     size_t nwork, work_at, capwork;
     struct seen seen[SEEN_RUNS];
     uint64_t seen_clock;
-    uint64_t received, duplicates, dropped_out_loop, bad_in;
+    uint64_t received, duplicates, dropped_out_loop, bad_in, held;
+    bool over; /* publishers are held for messages past max_pending_bytes */
     struct lq_log_limit drop_log, bad_log;
     /* shared with the cluster thread and libnats' threads */
     pthread_t thread;
@@ -116,7 +119,7 @@ struct cluster {
     struct op *todo, **todo_tail;
     bool stop;
     uint64_t subs_queued;            /* the loop's: OP_SUBs numbered from 1 */
-    uint64_t subs_told;              /* the loop's: confirmations passed to `confirmed` */
+    uint64_t subs_told;              /* the loop's: confirmations passed to `ready` */
     _Atomic uint64_t subs_confirmed; /* the server has them (or NATS is down) */
     bool thread_idle;                /* waiting for work: a hand-over must wake it */
     pthread_mutex_t in_mu;           /* in, in_bytes, in_woken */
@@ -127,6 +130,7 @@ struct cluster {
     int pipe[2];
     _Atomic uint64_t pending_out, forwarded, dropped_out, dropped_in, reconnects;
     _Atomic bool connected;
+    _Atomic bool drain_wanted; /* the loop waits for pending_out to reach half the bound */
     /* the thread's */
     natsOptions *opts;
     natsConnection *nc;
@@ -269,7 +273,9 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
             publish(c, op, hdr, cap);
         else /* no connection could be made (a bad URL): counted, not kept */
             atomic_fetch_add(&c->dropped_out, 1);
-        atomic_fetch_sub(&c->pending_out, op->bytes);
+        if (atomic_fetch_sub(&c->pending_out, op->bytes) - op->bytes <= c->max_pending_bytes / 2 &&
+            atomic_exchange(&c->drain_wanted, false))
+            (void)!write(c->pipe[1], "", 1); /* held publishers may go (in_cb) */
         break;
     case OP_SUB: /* while disconnected too: libnats subscribes again on connecting */
         if (c->nc &&
@@ -299,6 +305,13 @@ connect_nats(struct cluster *c)
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1); /* for ever */
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 500);
+    /* what was taken while NATS was up goes out after a reconnection, not refused */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectBufSize(
+            o, c->max_pending_bytes < INT_MAX ? (int)c->max_pending_bytes : INT_MAX);
+    /* a server that stops reading is dropped (and reconnected to) after this: the
+     * publishers held meanwhile go on, and cross-node messages are refused instead */
+    if (s == NATS_OK) s = natsOptions_SetWriteDeadline(o, WRITE_DEADLINE_MS);
     /* one delivery thread for all subjects, not one per subscription */
     if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
@@ -428,30 +441,51 @@ matches_any(char *const *filters, size_t n, const char *topic, size_t tlen)
     return false;
 }
 
-void
-cluster_forward(struct cluster *c, const struct msg *m)
+/* Past the bound: the publisher is held (true), or the message is not forwarded. */
+static bool
+forward_over(struct cluster *c, bool may_hold)
 {
-    if (!c || topic_is_sys(m->topic, m->topic_len)) return;
-    if (c->ntopics && !matches_any(c->topics, c->ntopics, m->topic, m->topic_len)) return;
-    if (matches_any(c->topics_local, c->ntopics_local, m->topic, m->topic_len)) return;
+    if (may_hold && atomic_load(&c->connected)) {
+        c->held++;
+        if (!c->over) {
+            c->over = true;
+            atomic_store(&c->drain_wanted, true); /* before the message is handed over */
+        }
+        return true;
+    }
+    c->dropped_out_loop++;
+    lq_log_limited(&c->drop_log, LQ_LOG_WARNING,
+                   "cluster: %llu bytes wait for NATS (cluster_max_pending_bytes %llu)%s: "
+                   "QoS 0 messages are not forwarded to other nodes until they are sent",
+                   (unsigned long long)atomic_load(&c->pending_out),
+                   (unsigned long long)c->max_pending_bytes,
+                   atomic_load(&c->connected) ? "" : " or NATS is down");
+    return false;
+}
+
+bool
+cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
+{
+    if (!c || topic_is_sys(m->topic, m->topic_len)) return false;
+    if (c->ntopics && !matches_any(c->topics, c->ntopics, m->topic, m->topic_len)) return false;
+    if (matches_any(c->topics_local, c->ntopics_local, m->topic, m->topic_len)) return false;
     uint32_t expiry = 0;
     if (m->has_expiry) {
         uint64_t now = lq_now_ms();
-        if (m->expire_at_ms <= now) return;
+        if (m->expire_at_ms <= now) return false;
         expiry = (uint32_t)((m->expire_at_ms - now + 999) / 1000);
     }
     size_t slen =
         cluster_subject_of_topic(c->prefix, m->topic, m->topic_len, c->subject_buf, SUBJECT_MAX);
-    uint64_t bytes = sizeof(struct op) + slen + 1 + m->payload_len + m->props_len;
-    if (!slen || atomic_load(&c->pending_out) + bytes + MSG_OVERHEAD > c->max_pending_bytes) {
+    if (!slen) {
         c->dropped_out_loop++;
-        lq_log_limited(&c->drop_log, LQ_LOG_WARNING,
-                       "cluster: %llu bytes wait for NATS (cluster_max_pending_bytes %llu): "
-                       "messages are not forwarded to other nodes until they are sent",
-                       (unsigned long long)atomic_load(&c->pending_out),
-                       (unsigned long long)c->max_pending_bytes);
-        return;
+        return false;
     }
+    uint64_t bytes = sizeof(struct op) + slen + 1 + m->payload_len + m->props_len;
+    bool hold = false;
+    if (atomic_load(&c->pending_out) + bytes + MSG_OVERHEAD > c->max_pending_bytes &&
+        !(hold = forward_over(c, may_hold)))
+        return false;
     struct op *op = lq_xmalloc(bytes);
     *op = (struct op){.kind = OP_PUB,
                       .seq = ++c->next_seq,
@@ -473,6 +507,13 @@ cluster_forward(struct cluster *c, const struct msg *m)
     op->props = p;
     atomic_fetch_add(&c->pending_out, op->bytes);
     queue_op(c, op);
+    return hold;
+}
+
+bool
+cluster_over(const struct cluster *c)
+{
+    return c && c->over;
 }
 
 /* ---- interest ---- */
@@ -702,6 +743,17 @@ more_cb(evutil_socket_t fd, short what, void *arg)
     route_work(arg);
 }
 
+/* Are the messages waiting for NATS down to half the bound? If not, the thread is
+ * asked to say when they are (it may have just said so, for a level since passed). */
+static bool
+drained(struct cluster *c)
+{
+    uint64_t half = c->max_pending_bytes / 2;
+    if (atomic_load(&c->pending_out) <= half) return true;
+    atomic_store(&c->drain_wanted, true);
+    return atomic_load(&c->pending_out) <= half; /* it went down meanwhile */
+}
+
 static void
 in_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -710,11 +762,17 @@ in_cb(evutil_socket_t fd, short what, void *arg)
     char drain[64];
     while (read(fd, drain, sizeof(drain)) > 0) {
     }
+    bool ready = false;
     uint64_t confirmed = atomic_load(&c->subs_confirmed);
     if (confirmed > c->subs_told) { /* SUBACKs may go */
         c->subs_told = confirmed;
-        if (c->confirmed) c->confirmed(c->ud);
+        ready = true;
     }
+    if (c->over && drained(c)) {
+        c->over = false; /* held publishers may go */
+        ready = true;
+    }
+    if (ready && c->ready) c->ready(c->ud);
     if (c->work_at < c->nwork) return; /* a slice is due: it takes the inbox after */
     route_work(c);
 }
@@ -723,7 +781,7 @@ in_cb(evutil_socket_t fd, short what, void *arg)
 
 struct cluster *
 cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_deliver_fn deliver,
-             void (*confirmed)(void *ud), void *ud, char *err, size_t errlen)
+             void (*ready)(void *ud), void *ud, char *err, size_t errlen)
 {
     char host[256] = "";
     const char *node = conf->node_id;
@@ -769,7 +827,7 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         r = (uint64_t)getpid() << 32 ^ (uint64_t)(lq_wall_time() * 1e6);
     snprintf(c->run, sizeof(c->run), "%016" PRIx64, r);
     c->deliver = deliver;
-    c->confirmed = confirmed;
+    c->ready = ready;
     c->ud = ud;
     c->open_tail = &c->open;
     c->todo_tail = &c->todo;
@@ -868,6 +926,7 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
     out->forwarded = atomic_load(&c->forwarded);
     out->received = c->received;
     out->duplicates = c->duplicates;
+    out->held = c->held;
     out->dropped_out = c->dropped_out_loop + atomic_load(&c->dropped_out);
     out->dropped_in = atomic_load(&c->dropped_in);
     out->bad_in = c->bad_in;

@@ -19,6 +19,7 @@
 
 #include <event2/event.h>
 
+#include "cluster.h"
 #include "session_int.h"
 
 #define TICK_MAX_MS 100 /* the slow ones are checked at least this often */
@@ -75,7 +76,9 @@ hold_remove(struct broker *b, struct session *s)
 void
 hold_release_all(struct broker *b)
 {
-    /* all at once: a publisher still blocked is held again by its next message */
+    /* all at once: a publisher still blocked is held again by its next message; not
+     * while the cluster holds them (cluster_ready releases them after) */
+    if (cluster_over(b->cluster)) return;
     size_t n = b->nheld;
     b->nheld = 0;
     for (size_t i = 0; i < n; i++) {

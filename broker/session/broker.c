@@ -292,10 +292,13 @@ cluster_deliver(struct msg *m, void *ud)
     route_publish(b, m, NULL, DELIVER_NO_HOLD, &r);
 }
 
+/* SUBACKs waiting for NATS may go, or publishers held for it. */
 static void
-cluster_confirmed(void *ud)
+cluster_ready(void *ud)
 {
-    session_subacks_release(ud);
+    struct broker *b = ud;
+    session_subacks_release(b);
+    if (b->nheld && !cluster_over(b->cluster)) hold_release_all(b);
 }
 
 static void
@@ -313,7 +316,7 @@ open_cluster(struct broker *b, char *err, size_t errlen)
                               .ntopics = c->ncluster_topics,
                               .topics_local = c->cluster_topics_local,
                               .ntopics_local = c->ncluster_topics_local};
-    b->cluster = cluster_open(b->base, &cc, cluster_deliver, cluster_confirmed, b, err, errlen);
+    b->cluster = cluster_open(b->base, &cc, cluster_deliver, cluster_ready, b, err, errlen);
 }
 
 struct broker *

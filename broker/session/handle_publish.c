@@ -152,7 +152,7 @@ retain_and_route(struct broker *b, struct msg *m, const struct session *origin,
     }
     route_publish(b, m, origin, how, r);
     if (b->cluster) { /* other nodes may have subscribers: no "no matching subscribers" */
-        cluster_forward(b->cluster, m);
+        if (cluster_forward(b->cluster, m, how == DELIVER_HOLDABLE)) r->hold_publisher = true;
         r->no_subscriber = false;
     }
 }

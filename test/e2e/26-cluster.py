@@ -530,11 +530,12 @@ def test_flood_while_nats_is_stuck_stays_bounded(_b):
     """A publisher floods (20 MB of QoS 0 to a topic another node wants) while
     nats-server does not read (SIGSTOP): what waits for NATS stays within
     cluster_max_pending_bytes (1 MiB here), the rest is not forwarded and is counted
-    (cluster_dropped_out), and a neighbour on that node stays served (mqttraw.Probe);
+    (cluster_dropped_out), and a neighbour on that node stays served (mqttraw.Probe,
+    its topic local: a QoS 1 one to other nodes would be held with the link);
     once NATS answers again, messages cross again."""
     import signal
     from mqttraw import Probe, publish_bytes
-    cl = Cluster(2, extra=["cluster_max_pending_bytes 1048576"])
+    cl = Cluster(2, extra=["cluster_max_pending_bytes 1048576", "cluster_topic_local probe/#"])
     try:
         n1, n2 = cl.nodes
         sub = connected(n2.port, "sub")
@@ -558,5 +559,66 @@ def test_flood_while_nats_is_stuck_stays_bounded(_b):
         assert pub.expect(PUBACK).pid == 5
         got = drain(sub, 2.0)
         assert ("flood/after", b"again", []) in got, got[-3:]
+    finally:
+        cl.stop()
+
+
+def test_qos1_publisher_held_not_dropped_while_nats_is_stuck(_b):
+    """issue 16 (cluster_max_pending_bytes: "publishers are held: never acknowledge
+    then drop"): while nats-server does not read (SIGSTOP), a QoS 1 publisher on a
+    topic another node wants goes on until cluster_max_pending_bytes (1 MiB here) wait
+    for NATS; then its PUBACKs are withheld (cluster_held counts), nothing it sent is
+    dropped (cluster_dropped_out 0), what waits stays bounded by the bound plus its
+    window, and a neighbour on the node whose topic stays on it (cluster_topic_local)
+    is served meanwhile (mqttraw.Probe; QoS 1 publishers to other nodes share the held
+    link, as publishers to one slow subscriber share its queue). NATS that reads
+    nothing for 5 s is given up: the publisher goes on (what goes over is counted as
+    not forwarded, NATS being down), and after SIGCONT messages cross again."""
+    import signal
+    from mqttraw import Probe
+    cl = Cluster(2, extra=["cluster_max_pending_bytes 1048576", "cluster_topic_local probe/#"])
+    try:
+        n1, n2 = cl.nodes
+        sub = connected(n2.port, "sub")
+        sub.subscribe(1, [("hold/#", 1)])
+        pub = connected(n1.port, "holder")
+        body = b"h" * 16384
+        window, sent, acked = 8, 0, set()
+        with Probe(n1.port, interval=0.005) as probe:
+            os.kill(cl.nats.pid, signal.SIGSTOP)
+            try:
+                held = False
+                deadline = time.time() + 30
+                while not held and time.time() < deadline and sent < 3000:
+                    while sent - len(acked) < window:
+                        sent += 1
+                        pub.publish("hold/x", body, qos=1, pid=sent)
+                    try:
+                        p = pub.expect(PUBACK, timeout=1.0)
+                        acked.add(p.pid)
+                    except AssertionError:
+                        held = True  # no PUBACK for a second with a full window
+                st = stats(n1)
+                assert held and st["cluster_held"] > 0, (sent, len(acked), st)
+                assert st["cluster_dropped_out"] == 0, st
+                assert st["cluster_pending_out_bytes"] <= 1048576 + window * 20000, st
+                assert st["publishers_held"] > 0, st
+                # the write deadline gives the stuck server up: PUBACKs come again
+                pub.publish("hold/x", b"", qos=0)
+                got = set()
+                end = time.time() + 20
+                while len(got) < sent - len(acked) and time.time() < end:
+                    try:
+                        got.add(pub.expect(PUBACK, timeout=1.0).pid)
+                    except AssertionError:
+                        pass
+                assert got | acked == set(range(1, sent + 1)), (sent, len(acked), len(got))
+                assert stats(n1)["cluster_connected"] == 0
+            finally:
+                os.kill(cl.nats.pid, signal.SIGCONT)
+        probe.check(0.05)
+        assert lqtest.wait_for(lambda: stats(n1)["cluster_connected"] == 1, 15)
+        drain(sub, 1.0)
+        wait_route(pub, sub, "hold/after")
     finally:
         cl.stop()
