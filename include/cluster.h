@@ -33,8 +33,11 @@ struct cluster_conf {
 };
 
 /* What a message from another node is handed to, on the loop thread: route it to
- * this node's sessions (it is not sent out again). m is the caller's; ref it to keep. */
-typedef void (*cluster_deliver_fn)(struct msg *m, void *ud);
+ * this node's plain subscriptions (group NULL), or to one member of the shared group
+ * `group` on exactly `filter` (NATS chose this node's members for it). It is not sent
+ * out again. m is the caller's; ref it to keep. */
+typedef void (*cluster_deliver_fn)(struct msg *m, const char *group, size_t glen,
+                                   const char *filter, size_t flen, void *ud);
 
 struct cluster;
 
@@ -52,16 +55,23 @@ void cluster_close(struct cluster *c);
 
 /* A message published on this node that other nodes may want. Past
  * max_pending_bytes waiting for NATS while it is connected, a message whose publisher
- * can be held back (may_hold: QoS 1/2 from a client) is taken all the same and true
- * says: hold the publisher (withhold its acks) until `ready` says cluster_over is
- * false; never acknowledge then drop. Otherwise it is not forwarded (counted): QoS 0,
- * and anything while NATS is down (local traffic goes on). */
-bool cluster_forward(struct cluster *c, const struct msg *m, bool may_hold);
+ * can be held back (may_hold: QoS 1/2 from a client) is taken all the same and
+ * CLUSTER_HOLD says: hold the publisher (withhold its acks) until `ready` says
+ * cluster_over is false; never acknowledge then drop. Otherwise it is not forwarded
+ * (counted): QoS 0, and anything while NATS is down (local traffic goes on).
+ * CLUSTER_GROUPS: it went to NATS for the shared groups of every node, this one's
+ * too (they get it back through NATS): route it here to plain subscriptions only. */
+enum { CLUSTER_HOLD = 1, CLUSTER_GROUPS = 2 };
+unsigned cluster_forward(struct cluster *c, const struct msg *m, bool may_hold);
 /* Publishers held by cluster_forward may not go on yet. NULL c: false. */
 bool cluster_over(const struct cluster *c);
 
-/* A session's subscription to filter (no $share/ prefix) came (+1) or went (-1). */
+/* A session's subscription to filter came (+1) or went (-1). */
 void cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta);
+/* A session's shared subscription $share/group/filter came (+1) or went (-1): the
+ * members of the group on every node take turns (a NATS queue group). */
+void cluster_interest_shared(struct cluster *c, const char *group, size_t glen, const char *filter,
+                             size_t flen, int delta);
 
 /* A SUBACK waits until what the SUBSCRIBE added reached NATS: a message published on
  * any node after the SUBACK then reaches the subscriber. The mark before and after
@@ -72,16 +82,17 @@ uint64_t cluster_subscribe_mark(const struct cluster *c);
 bool cluster_subscribed(struct cluster *c, uint64_t mark);
 
 struct cluster_stats {
-    bool connected;       /* to a NATS server now */
-    uint64_t reconnects;  /* connections to NATS re-established */
-    uint64_t subjects;    /* subscribed now */
-    uint64_t forwarded;   /* messages published to NATS */
-    uint64_t received;    /* messages from other nodes routed here */
-    uint64_t duplicates;  /* the same message again (overlapping subjects): dropped */
-    uint64_t held;        /* taken past max_pending_bytes, their publisher held back */
-    uint64_t dropped_out; /* not forwarded: past max_pending_bytes, or NATS refused */
-    uint64_t dropped_in;  /* from NATS, not routed: past max_pending_bytes */
-    uint64_t bad_in;      /* from NATS, not a message of ours (bad subject, headers) */
+    bool connected;           /* to a NATS server now */
+    uint64_t reconnects;      /* connections to NATS re-established */
+    uint64_t subjects;        /* subscribed now */
+    uint64_t forwarded;       /* messages published to NATS */
+    uint64_t received;        /* messages from other nodes routed here */
+    uint64_t received_shared; /* messages NATS gave this node's shared group members */
+    uint64_t duplicates;      /* the same message again (overlapping subjects): dropped */
+    uint64_t held;            /* taken past max_pending_bytes, their publisher held back */
+    uint64_t dropped_out;     /* not forwarded: past max_pending_bytes, or NATS refused */
+    uint64_t dropped_in;      /* from NATS, not routed: past max_pending_bytes */
+    uint64_t bad_in;          /* from NATS, not a message of ours (bad subject, headers) */
     uint64_t pending_out_bytes, pending_in_bytes;
 };
 void cluster_get_stats(struct cluster *c, struct cluster_stats *out); /* locks the inbox */

@@ -83,6 +83,10 @@ typedef void (*topic_match_fn)(void *owner, const struct sub_opts *o, struct sub
 void topic_tree_match(struct topic_tree *t, const char *name, size_t nlen, topic_match_fn fn,
                       void *arg);
 
+/* The shared group `group` on exactly `filter` (not what matches it); NULL: none. */
+struct sub_group *topic_tree_group(struct topic_tree *t, const char *filter, size_t flen,
+                                   const char *group, size_t glen);
+
 /* Pick the next member of a group, round robin, skipping members for which
  * usable(owner, arg) returns false (NULL usable: any). Returns false when no
  * member is usable. */

@@ -182,7 +182,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 112 /* collect() fills 98 */
+#define MAX_FIGURES 112 /* collect() fills 99 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -354,6 +354,8 @@ collect(struct admin *a, struct figure *f)
     G("cluster_subjects", NULL, cs.subjects, "NATS subjects subscribed for this node's filters");
     C("cluster_forwarded", NULL, cs.forwarded, "messages published to NATS for other nodes");
     C("cluster_received", NULL, cs.received, "messages from other nodes routed here");
+    C("cluster_received_shared", NULL, cs.received_shared,
+      "messages NATS gave this node's members of shared subscriptions (any node's)");
     C("cluster_duplicates", NULL, cs.duplicates,
       "second copies from NATS (overlapping subjects): dropped");
     C("cluster_held", NULL, cs.held,
@@ -706,6 +708,7 @@ cmd_cluster(struct admin *a, struct reply *r, int argc, char **argv)
     reply_u64(r, "subjects", cs.subjects);
     reply_u64(r, "forwarded", cs.forwarded);
     reply_u64(r, "received", cs.received);
+    reply_u64(r, "received_shared", cs.received_shared);
     reply_u64(r, "duplicates", cs.duplicates);
     reply_u64(r, "held", cs.held);
     reply_u64(r, "dropped_out", cs.dropped_out);
@@ -846,7 +849,7 @@ sys_pub(struct admin *a, const char *topic, const char *fmt, ...)
     retain_set(b->retained, m);
     uint64_t dropped = b->ctr.dropped_no_subscriber; /* nobody listening to $SYS is normal */
     struct route_result r;
-    route_publish(b, m, NULL, DELIVER_NO_HOLD, &r);
+    route_publish(b, m, NULL, DELIVER_NO_HOLD, true, &r);
     b->ctr.dropped_no_subscriber = dropped;
     msg_unref(m);
 }

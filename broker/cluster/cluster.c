@@ -9,8 +9,16 @@
  * A message on NATS: subject P.<topic tokens> with P = lq.<cluster_name>.m, the MQTT
  * payload unchanged, and one header, Lq-Msg: "ORIGIN RUN SEQ QOS RETAIN EXPIRY [PROPS]",
  * the node id, that node's run (random at each start), the sequence number in the run
- * (from 1), QoS 0-2, 'r' or '-', the seconds left or '-', and the forwardable MQTT 5
- * properties as encoded, in hex (absent when none). */
+ * (from 1), QoS 0-2, flags ('r': retain, 'g': shared groups are served through NATS;
+ * '-': none), the seconds left or '-', and the forwardable MQTT 5 properties as
+ * encoded, in hex (absent when none).
+ *
+ * Shared subscriptions: the members of $share/G/F on every node take turns. Each node
+ * with members queue-subscribes F's subjects in one NATS queue group named after
+ * (G, F), on a second connection (which hears this node's own messages too: the first
+ * one does not echo them), and NATS gives each message to one node of the group. The
+ * publishing node routes a message it sent to NATS ('g') to plain subscriptions only;
+ * its groups get it back through NATS like every other node's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -25,6 +33,7 @@
 #include <sys/random.h>
 
 #include <event2/event.h>
+#include <mbedtls/sha256.h>
 #include <nats/nats.h>
 
 #include "cluster.h"
@@ -51,7 +60,7 @@
 #define WRITE_DEADLINE_MS  5000 /* a NATS server that reads nothing for this is given up */
 
 /* ---- the loop's work for the thread ---- */
-enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
+enum op_kind { OP_PUB, OP_SUB, OP_UNSUB, OP_QSUB, OP_QUNSUB };
 
 /* A distinct subject this node subscribes to: the loop counts the filters that need
  * it; the thread alone touches sub. Freed by the thread after its OP_UNSUB (the loop
@@ -62,15 +71,40 @@ struct interest {
     char subject[];
 };
 
+/* A shared group (group, filter) with members on this node: one queue subscription
+ * per subject of the filter, on the queue connection. Held (refs) by the loop's table
+ * while it has members, by each open NATS subscription (released when libnats says
+ * its last message was handed over) and by each of its messages not yet routed:
+ * freed by whoever lets go last. */
+struct qgroup {
+    struct cluster *c;
+    _Atomic uint32_t refs;
+    uint32_t members; /* the loop's */
+    int nsubjects;
+    natsSubscription *sub[2];
+    char *subject[2];
+    char queue[34]; /* 'q' and 32 hex digits of SHA-256(group NUL filter) */
+    size_t glen, flen;
+    char key[]; /* group NUL filter NUL */
+};
+
+/* What came from NATS: a message for this node's plain subscriptions (q NULL) or for
+ * one shared group's members. */
+struct in_msg {
+    natsMsg *m;
+    struct qgroup *q;
+};
+
 struct op {
     struct op *next;
     enum op_kind kind;
-    uint64_t sub_no;     /* OP_SUB: its number */
+    uint64_t sub_no;     /* OP_SUB, OP_QSUB: its number */
     struct interest *in; /* OP_SUB, OP_UNSUB */
+    struct qgroup *qg;   /* OP_QSUB, OP_QUNSUB */
     uint64_t seq, bytes;
     uint32_t expiry, payload_len, props_len;
     uint8_t qos;
-    bool retain, has_expiry;
+    bool retain, has_expiry, groups;
     const char *subject;
     const uint8_t *payload, *props;
     uint8_t data[];
@@ -102,13 +136,14 @@ struct cluster {
     struct op *open, **open_tail;
     uint64_t next_seq;
     struct levelmap interest; /* subject -> struct interest */
+    struct levelmap qgroups;  /* group NUL filter -> struct qgroup */
     char *subject_buf, *filter_buf[2];
     char *topic_buf;
-    natsMsg **work; /* taken from the thread, being routed */
+    struct in_msg *work; /* taken from the thread, being routed */
     size_t nwork, work_at, capwork;
     struct seen seen[SEEN_RUNS];
     uint64_t seen_clock;
-    uint64_t received, duplicates, dropped_out_loop, bad_in, held;
+    uint64_t received, received_shared, duplicates, dropped_out_loop, bad_in, held;
     bool over; /* publishers are held for messages past max_pending_bytes */
     struct lq_log_limit drop_log, bad_log;
     /* shared with the cluster thread and libnats' threads */
@@ -123,7 +158,7 @@ struct cluster {
     _Atomic uint64_t subs_confirmed; /* the server has them (or NATS is down) */
     bool thread_idle;                /* waiting for work: a hand-over must wake it */
     pthread_mutex_t in_mu;           /* in, in_bytes, in_woken */
-    natsMsg **in;
+    struct in_msg *in;
     size_t nin, capin;
     uint64_t in_bytes;
     bool in_woken;
@@ -132,8 +167,9 @@ struct cluster {
     _Atomic bool connected;
     _Atomic bool drain_wanted; /* the loop waits for pending_out to reach half the bound */
     /* the thread's */
-    natsOptions *opts;
+    natsOptions *opts, *qopts;
     natsConnection *nc;
+    natsConnection *nq; /* for queue subscriptions: made with the first one */
 };
 
 /* ---- small helpers ---- */
@@ -190,13 +226,26 @@ on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
     if (err == NATS_SLOW_CONSUMER) atomic_fetch_add(&c->dropped_in, 1);
 }
 
-/* libnats' delivery thread: a message for one of our subjects goes to the loop's
- * inbox; the first one since the loop last looked wakes it. */
 static void
-on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+qgroup_release(struct qgroup *q)
 {
-    (void)nc, (void)sub;
-    struct cluster *c = closure;
+    if (atomic_fetch_sub(&q->refs, 1) != 1) return;
+    for (int i = 0; i < q->nsubjects; i++) free(q->subject[i]);
+    free(q);
+}
+
+/* libnats: a queue subscription's last message was handed over. */
+static void
+on_qsub_complete(void *closure)
+{
+    qgroup_release(closure);
+}
+
+/* libnats' delivery thread: a message for one of our subjects (q NULL) or shared
+ * groups goes to the loop's inbox; the first one since the loop last looked wakes it. */
+static void
+inbox_put(struct cluster *c, natsMsg *msg, struct qgroup *q)
+{
     uint64_t n = (uint64_t)natsMsg_GetDataLength(msg) + MSG_OVERHEAD;
     pthread_mutex_lock(&c->in_mu);
     if (c->in_bytes + n > c->max_pending_bytes) {
@@ -209,12 +258,28 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         c->capin = c->capin ? 2 * c->capin : 256;
         c->in = lq_xrealloc(c->in, c->capin * sizeof(*c->in));
     }
-    c->in[c->nin++] = msg;
+    if (q) atomic_fetch_add(&q->refs, 1);
+    c->in[c->nin++] = (struct in_msg){msg, q};
     c->in_bytes += n;
     bool wake = !c->in_woken;
     c->in_woken = true;
     pthread_mutex_unlock(&c->in_mu);
     if (wake) (void)!write(c->pipe[1], "", 1); /* full: the loop is awake anyway */
+}
+
+static void
+on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc, (void)sub;
+    inbox_put(closure, msg, NULL);
+}
+
+static void
+on_qmsg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc, (void)sub;
+    struct qgroup *q = closure;
+    inbox_put(q->c, msg, q);
 }
 
 static void
@@ -237,8 +302,8 @@ publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
         *hdr = lq_xrealloc(*hdr, need);
     }
     char *h = *hdr;
-    int n = snprintf(h, *cap, "%s %s %" PRIu64 " %u %c ", c->node_id, c->run, op->seq, op->qos,
-                     op->retain ? 'r' : '-');
+    int n = snprintf(h, *cap, "%s %s %" PRIu64 " %u %s ", c->node_id, c->run, op->seq, op->qos,
+                     op->retain ? (op->groups ? "rg" : "r") : (op->groups ? "g" : "-"));
     if (op->has_expiry)
         n += snprintf(h + n, *cap - (size_t)n, "%u", op->expiry);
     else
@@ -261,6 +326,52 @@ publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
     else
         atomic_fetch_add(&c->dropped_out, 1);
     natsMsg_Destroy(nm);
+}
+
+static natsOptions *nats_options(struct cluster *c, bool queue);
+
+/* The queue connection, made with the first shared group. */
+static natsConnection *
+queue_connection(struct cluster *c)
+{
+    if (c->nq || !c->nc || !(c->qopts || (c->qopts = nats_options(c, true)))) return c->nq;
+    natsStatus s = natsConnection_Connect(&c->nq, c->qopts);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+        lq_log(LQ_LOG_ERR, "cluster: cannot use NATS at %s for shared subscriptions: %s",
+               c->nats_url, natsStatus_GetText(s));
+        c->nq = NULL;
+    }
+    return c->nq;
+}
+
+static void
+queue_subscribe(struct cluster *c, struct qgroup *q)
+{
+    natsConnection *nq = queue_connection(c);
+    for (int i = 0; nq && i < q->nsubjects; i++) {
+        atomic_fetch_add(&q->refs, 1); /* the subscription's, till on_qsub_complete */
+        if (natsConnection_QueueSubscribe(&q->sub[i], nq, q->subject[i], q->queue, on_qmsg, q) !=
+                NATS_OK ||
+            natsSubscription_SetOnCompleteCB(q->sub[i], on_qsub_complete, q) != NATS_OK) {
+            if (q->sub[i]) { /* no callback set: nothing will release it */
+                natsSubscription_Unsubscribe(q->sub[i]);
+                natsSubscription_Destroy(q->sub[i]);
+                q->sub[i] = NULL;
+            }
+            atomic_fetch_sub(&q->refs, 1);
+        }
+    }
+}
+
+static void
+queue_unsubscribe(struct qgroup *q)
+{
+    for (int i = 0; i < q->nsubjects; i++) {
+        if (!q->sub[i]) continue;
+        natsSubscription_Unsubscribe(q->sub[i]); /* on_qsub_complete follows */
+        natsSubscription_Destroy(q->sub[i]);
+        q->sub[i] = NULL;
+    }
 }
 
 static void
@@ -289,19 +400,31 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
         }
         free(op->in);
         break;
+    case OP_QSUB:
+        *sub_no = op->sub_no;
+        queue_subscribe(c, op->qg);
+        qgroup_release(op->qg); /* the op's */
+        break;
+    case OP_QUNSUB:
+        queue_unsubscribe(op->qg);
+        qgroup_release(op->qg); /* the loop's table's, handed to the op */
+        break;
     }
     free(op);
 }
 
-static void
-connect_nats(struct cluster *c)
+/* The options of both connections: queue (for shared groups) or not. */
+static natsOptions *
+nats_options(struct cluster *c, bool queue)
 {
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK) s = natsOptions_SetURL(o, c->nats_url);
     if (s == NATS_OK) s = natsOptions_SetName(o, c->node_id);
     if (s == NATS_OK && c->username) s = natsOptions_SetUserInfo(o, c->username, c->password);
-    if (s == NATS_OK) s = natsOptions_SetNoEcho(o, true); /* never our own messages back */
+    /* never our own messages back, but where this node's share group members are
+     * among those that take turns */
+    if (s == NATS_OK) s = natsOptions_SetNoEcho(o, !queue);
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1); /* for ever */
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 500);
@@ -314,18 +437,27 @@ connect_nats(struct cluster *c)
     if (s == NATS_OK) s = natsOptions_SetWriteDeadline(o, WRITE_DEADLINE_MS);
     /* one delivery thread for all subjects, not one per subscription */
     if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
-    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
-    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
+    if (s == NATS_OK && !queue) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
+    if (s == NATS_OK && !queue) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
     /* a server down at start is no error: connect in the background */
-    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, c);
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(o, true, queue ? NULL : on_connected, c);
     if (s != NATS_OK) {
         lq_log(LQ_LOG_ERR, "cluster: NATS options: %s", natsStatus_GetText(s));
         natsOptions_Destroy(o);
-        return;
+        return NULL;
     }
+    return o;
+}
+
+static void
+connect_nats(struct cluster *c)
+{
+    natsOptions *o = nats_options(c, false);
+    if (!o) return;
     c->opts = o;
-    s = natsConnection_Connect(&c->nc, o);
+    natsStatus s = natsConnection_Connect(&c->nc, o);
     if (s == NATS_OK)
         atomic_store(&c->connected, true);
     else if (s != NATS_NOT_YET_CONNECTED) {
@@ -344,6 +476,8 @@ confirm_subs(struct cluster *c, uint64_t sub_no)
 {
     if (c->nc && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
         natsConnection_FlushTimeout(c->nc, CONFIRM_TIMEOUT_MS);
+    if (c->nq && natsConnection_Status(c->nq) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_FlushTimeout(c->nq, CONFIRM_TIMEOUT_MS);
     atomic_store(&c->subs_confirmed, sub_no);
     (void)!write(c->pipe[1], "", 1); /* the loop looks (in_cb) */
 }
@@ -400,6 +534,7 @@ thread_main(void *arg)
         natsConnection_FlushTimeout(c->nc, 1000); /* what was published, out (bounded) */
         natsConnection_Close(c->nc);
     }
+    if (c->nq) natsConnection_Close(c->nq);
     return NULL;
 }
 
@@ -463,29 +598,33 @@ forward_over(struct cluster *c, bool may_hold)
     return false;
 }
 
-bool
+unsigned
 cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
 {
-    if (!c || topic_is_sys(m->topic, m->topic_len)) return false;
-    if (c->ntopics && !matches_any(c->topics, c->ntopics, m->topic, m->topic_len)) return false;
-    if (matches_any(c->topics_local, c->ntopics_local, m->topic, m->topic_len)) return false;
+    if (!c || topic_is_sys(m->topic, m->topic_len)) return 0;
+    if (c->ntopics && !matches_any(c->topics, c->ntopics, m->topic, m->topic_len)) return 0;
+    if (matches_any(c->topics_local, c->ntopics_local, m->topic, m->topic_len)) return 0;
     uint32_t expiry = 0;
     if (m->has_expiry) {
         uint64_t now = lq_now_ms();
-        if (m->expire_at_ms <= now) return false;
+        if (m->expire_at_ms <= now) return 0;
         expiry = (uint32_t)((m->expire_at_ms - now + 999) / 1000);
     }
     size_t slen =
         cluster_subject_of_topic(c->prefix, m->topic, m->topic_len, c->subject_buf, SUBJECT_MAX);
     if (!slen) {
         c->dropped_out_loop++;
-        return false;
+        return 0;
     }
     uint64_t bytes = sizeof(struct op) + slen + 1 + m->payload_len + m->props_len;
-    bool hold = false;
-    if (atomic_load(&c->pending_out) + bytes + MSG_OVERHEAD > c->max_pending_bytes &&
-        !(hold = forward_over(c, may_hold)))
-        return false;
+    unsigned out = 0;
+    if (atomic_load(&c->pending_out) + bytes + MSG_OVERHEAD > c->max_pending_bytes) {
+        if (!forward_over(c, may_hold)) return 0;
+        out |= CLUSTER_HOLD;
+    }
+    /* while NATS is down the groups here are served here; what libnats keeps for a
+     * reconnection then goes to other nodes' plain subscriptions only */
+    if (atomic_load(&c->connected)) out |= CLUSTER_GROUPS;
     struct op *op = lq_xmalloc(bytes);
     *op = (struct op){.kind = OP_PUB,
                       .seq = ++c->next_seq,
@@ -495,7 +634,8 @@ cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
                       .props_len = m->props_len,
                       .qos = m->qos,
                       .retain = m->retain,
-                      .has_expiry = m->has_expiry};
+                      .has_expiry = m->has_expiry,
+                      .groups = out & CLUSTER_GROUPS};
     uint8_t *p = op->data;
     memcpy(p, c->subject_buf, slen + 1);
     op->subject = (const char *)p;
@@ -507,7 +647,7 @@ cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
     op->props = p;
     atomic_fetch_add(&c->pending_out, op->bytes);
     queue_op(c, op);
-    return hold;
+    return out;
 }
 
 bool
@@ -551,6 +691,59 @@ cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta)
     if (!c || topic_is_sys(filter, flen)) return; /* $SYS is each node's own */
     int n = cluster_subjects_of_filter(c->prefix, filter, flen, c->filter_buf, SUBJECT_MAX);
     for (int i = 0; i < n; i++) interest_one(c, c->filter_buf[i], delta);
+}
+
+/* The NATS queue group of (group, filter): the same name on every node. */
+static void
+queue_name(const char *key, size_t klen, char out[34])
+{
+    uint8_t h[32];
+    mbedtls_sha256((const unsigned char *)key, klen, h, 0);
+    out[0] = 'q';
+    hex_of(h, 16, out + 1);
+}
+
+void
+cluster_interest_shared(struct cluster *c, const char *group, size_t glen, const char *filter,
+                        size_t flen, int delta)
+{
+    if (!c || topic_is_sys(filter, flen)) return;
+    size_t klen = glen + 1 + flen;
+    char *key = c->topic_buf; /* group NUL filter: the table's key */
+    if (klen > 65536) return; /* a filter of 65535 bytes has no room for a group */
+    memcpy(key, group, glen);
+    key[glen] = '\0';
+    memcpy(key + glen + 1, filter, flen);
+    struct qgroup *q = levelmap_get(&c->qgroups, key, klen);
+    if (delta > 0) {
+        if (!q) {
+            int n = cluster_subjects_of_filter(c->prefix, filter, flen, c->filter_buf, SUBJECT_MAX);
+            if (n <= 0) return;
+            q = lq_xcalloc(1, sizeof(*q) + klen + 1);
+            q->c = c;
+            atomic_init(&q->refs, 2); /* the table's and the op's */
+            memcpy(q->key, key, klen);
+            q->glen = glen;
+            q->flen = flen;
+            queue_name(key, klen, q->queue);
+            q->nsubjects = n;
+            for (int i = 0; i < n; i++) q->subject[i] = lq_xstrdup(c->filter_buf[i]);
+            levelmap_put(&c->qgroups, key, klen, q);
+            struct op *op = lq_xcalloc(1, sizeof(*op));
+            op->kind = OP_QSUB;
+            op->qg = q;
+            op->sub_no = ++c->subs_queued;
+            queue_op(c, op);
+        }
+        q->members++;
+        return;
+    }
+    if (!q || --q->members) return;
+    levelmap_del(&c->qgroups, key, klen);
+    struct op *op = lq_xcalloc(1, sizeof(*op));
+    op->kind = OP_QUNSUB;
+    op->qg = q; /* with the table's reference */
+    queue_op(c, op);
 }
 
 /* ---- the loop: what came in ---- */
@@ -616,7 +809,7 @@ bad_message(struct cluster *c, natsMsg *nm, const char *why)
 }
 
 static void
-take_one(struct cluster *c, natsMsg *nm)
+take_one(struct cluster *c, natsMsg *nm, const struct qgroup *q)
 {
     const char *subject = natsMsg_GetSubject(nm);
     size_t plen = strlen(c->prefix);
@@ -627,7 +820,7 @@ take_one(struct cluster *c, natsMsg *nm)
     if (tlen <= 0 || !topic_name_is_valid(c->topic_buf, (size_t)tlen) ||
         !mqtt_utf8_is_valid((const uint8_t *)c->topic_buf, (size_t)tlen))
         return bad_message(c, nm, "not a topic's subject");
-    /* Lq-Msg: origin run seq qos retain expiry [props] */
+    /* Lq-Msg: origin run seq qos flags expiry [props] */
     const char *h = header(nm, "Lq-Msg");
     char run[sizeof(c->run)];
     uint64_t seq, qos, expiry = 0;
@@ -642,12 +835,22 @@ take_one(struct cluster *c, natsMsg *nm)
     seq = strtoull(at, &end, 10);
     if (errno || end == at || *end != ' ') return bad_message(c, nm, "bad Lq-Msg sequence");
     at = end + 1;
-    if (at[0] < '0' || at[0] > '2' || at[1] != ' ' || (at[2] != 'r' && at[2] != '-') ||
-        at[3] != ' ')
-        return bad_message(c, nm, "bad Lq-Msg QoS or retain");
+    if (at[0] < '0' || at[0] > '2' || at[1] != ' ') return bad_message(c, nm, "bad Lq-Msg QoS");
     qos = (uint64_t)(at[0] - '0');
-    bool retain = at[2] == 'r', has_expiry = at[4] != '-';
-    at += 4;
+    bool retain = false, groups = false, none = false;
+    for (at += 2; *at && *at != ' '; at++) {
+        if (*at == 'r')
+            retain = true;
+        else if (*at == 'g')
+            groups = true;
+        else if (*at == '-')
+            none = true;
+        else
+            return bad_message(c, nm, "bad Lq-Msg flags");
+    }
+    if (*at != ' ' || (none == (retain || groups))) return bad_message(c, nm, "bad Lq-Msg flags");
+    at++;
+    bool has_expiry = *at != '-';
     if (has_expiry) {
         errno = 0;
         expiry = strtoull(at, &end, 10);
@@ -659,12 +862,20 @@ take_one(struct cluster *c, natsMsg *nm)
     }
     const char *props_hex = *at == ' ' ? at + 1 : "";
     if (*at && *at != ' ') return bad_message(c, nm, "bad Lq-Msg");
-    if (strcmp(run, c->run) == 0) return; /* our own (no echo asked: defensive) */
     size_t hl = strlen(props_hex);
     if (hl % 2 || hl / 2 > 65535u * 4) return bad_message(c, nm, "bad Lq-Msg properties");
-    if (seen_before(c, h, (size_t)(strchr(h, ' ') - h), run, seq)) {
-        c->duplicates++;
-        return;
+    if (q) {
+        /* a queue group's copy, once per message: this node's own too. Without 'g'
+         * its node served its groups itself (NATS was down when it was taken). */
+        if (!groups) return;
+        c->received_shared++;
+    } else {
+        if (strcmp(run, c->run) == 0) return; /* our own (no echo asked: defensive) */
+        if (seen_before(c, h, (size_t)(strchr(h, ' ') - h), run, seq)) {
+            c->duplicates++;
+            return;
+        }
+        c->received++;
     }
     uint8_t small[256];
     uint8_t *props = hl / 2 <= sizeof(small) ? small : lq_xmalloc(hl / 2);
@@ -688,8 +899,10 @@ take_one(struct cluster *c, natsMsg *nm)
                           .expiry_interval = (uint32_t)expiry};
     struct msg *m = msg_new(&in);
     if (props != small) free(props);
-    c->received++;
-    c->deliver(m, c->ud);
+    if (q)
+        c->deliver(m, q->key, q->glen, q->key + q->glen + 1, q->flen, c->ud);
+    else
+        c->deliver(m, NULL, 0, NULL, 0, c->ud);
     msg_unref(m);
 }
 
@@ -698,7 +911,7 @@ static void
 take_inbox(struct cluster *c)
 {
     pthread_mutex_lock(&c->in_mu);
-    natsMsg **v = c->in;
+    struct in_msg *v = c->in;
     size_t n = c->nin, cap = c->capin;
     c->in = c->work;
     c->capin = c->capwork;
@@ -722,9 +935,10 @@ route_work(struct cluster *c)
     uint64_t end = lq_now_ms() + IN_SLICE_MS;
     for (;;) {
         while (c->work_at < c->nwork) {
-            natsMsg *nm = c->work[c->work_at++];
-            take_one(c, nm);
-            natsMsg_Destroy(nm);
+            struct in_msg *x = &c->work[c->work_at++];
+            take_one(c, x->m, x->q);
+            natsMsg_Destroy(x->m);
+            if (x->q) qgroup_release(x->q);
             if ((c->work_at & 63) == 0 && lq_now_ms() >= end) {
                 static const struct timeval now = {0, 0};
                 if (event_add(c->more_ev, &now) < 0) event_active(c->more_ev, EV_TIMEOUT, 0);
@@ -874,8 +1088,16 @@ cluster_close(struct cluster *c)
     for (struct op *op = c->todo, *next; op; op = next) { /* never started: not run */
         next = op->next;
         if (op->kind == OP_UNSUB) free(op->in);
+        if (op->kind == OP_QSUB || op->kind == OP_QUNSUB) qgroup_release(op->qg);
         free(op);
     }
+    for (uint32_t i = 0; i < c->qgroups.cap; i++) {
+        for (struct levelmap_entry *x = c->qgroups.b[i]; x; x = x->next) {
+            queue_unsubscribe(x->val); /* the thread is gone: the loop may */
+            qgroup_release(x->val);    /* the table's */
+        }
+    }
+    levelmap_fini(&c->qgroups);
     for (uint32_t i = 0; i < c->interest.cap; i++) {
         for (struct levelmap_entry *x = c->interest.b[i]; x; x = x->next) {
             struct interest *e = x->val;
@@ -885,9 +1107,18 @@ cluster_close(struct cluster *c)
     }
     levelmap_fini(&c->interest);
     if (c->nc) natsConnection_Destroy(c->nc);
+    if (c->nq) natsConnection_Destroy(c->nq);
     if (c->opts) natsOptions_Destroy(c->opts);
-    for (size_t i = 0; i < c->nin; i++) natsMsg_Destroy(c->in[i]);
-    for (size_t i = c->work_at; i < c->nwork; i++) natsMsg_Destroy(c->work[i]);
+    if (c->qopts) natsOptions_Destroy(c->qopts);
+    nats_CloseAndWait(2000); /* libnats' threads (and on_qsub_complete) are done */
+    for (size_t i = 0; i < c->nin; i++) {
+        natsMsg_Destroy(c->in[i].m);
+        if (c->in[i].q) qgroup_release(c->in[i].q);
+    }
+    for (size_t i = c->work_at; i < c->nwork; i++) {
+        natsMsg_Destroy(c->work[i].m);
+        if (c->work[i].q) qgroup_release(c->work[i].q);
+    }
     free(c->in);
     free(c->work);
     if (c->handoff_ev) event_free(c->handoff_ev);
@@ -912,7 +1143,6 @@ cluster_close(struct cluster *c)
     free(c->topics);
     free(c->topics_local);
     free(c);
-    nats_CloseAndWait(2000); /* libnats' own threads and memory */
 }
 
 void
@@ -925,6 +1155,7 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
     out->subjects = c->interest.n;
     out->forwarded = atomic_load(&c->forwarded);
     out->received = c->received;
+    out->received_shared = c->received_shared;
     out->duplicates = c->duplicates;
     out->held = c->held;
     out->dropped_out = c->dropped_out_loop + atomic_load(&c->dropped_out);

@@ -185,6 +185,14 @@ find_group(struct tnode *n, const char *g, size_t glen)
     return n->group_index ? levelmap_get(&n->group_index->map, g, glen) : NULL;
 }
 
+struct sub_group *
+topic_tree_group(struct topic_tree *t, const char *filter, size_t flen, const char *group,
+                 size_t glen)
+{
+    struct tnode *n = walk(t, filter, flen, false);
+    return n ? find_group(n, group, glen) : NULL;
+}
+
 static struct sub_group *
 group_new(struct topic_tree *t, struct tnode *n, const char *name, size_t nlen)
 {

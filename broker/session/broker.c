@@ -285,11 +285,15 @@ warn_unchecked_usernames(const struct lq_conf *c)
 /* A message from another node: to this node's sessions, as published here (its hooks
  * ran on its node; retained messages stay on theirs). */
 static void
-cluster_deliver(struct msg *m, void *ud)
+cluster_deliver(struct msg *m, const char *group, size_t glen, const char *filter, size_t flen,
+                void *ud)
 {
     struct broker *b = ud;
     struct route_result r;
-    route_publish(b, m, NULL, DELIVER_NO_HOLD, &r);
+    if (group)
+        route_to_group(b, m, group, glen, filter, flen, &r);
+    else /* its groups get it through their NATS queue groups */
+        route_publish(b, m, NULL, DELIVER_NO_HOLD, false, &r);
 }
 
 /* SUBACKs waiting for NATS may go, or publishers held for it. */

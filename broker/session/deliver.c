@@ -450,6 +450,7 @@ struct match_ctx {
     struct broker *b;
     const struct session *origin;
     const struct msg *m;
+    bool groups; /* shared groups too (else the cluster serves them) */
 };
 
 static bool
@@ -517,17 +518,25 @@ add_match(struct broker *b, struct session *s, const struct sub_opts *o)
     if (o->sub_id) add_sub_id(b, mt, o->sub_id);
 }
 
+/* One member of the group gets it, an online one if any. */
+static void
+match_group(struct match_ctx *ctx, struct sub_group *g)
+{
+    void *member;
+    const struct sub_opts *o;
+    if (!sub_group_pick(g, member_is_online, NULL, &member, &o) &&
+        !sub_group_pick(g, NULL, NULL, &member, &o))
+        return;
+    if (o->acl_check && !access_may_receive(member, ctx->m->topic, ctx->m->topic_len)) return;
+    add_match(ctx->b, member, o);
+}
+
 static void
 match_cb(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
 {
     struct match_ctx *ctx = arg;
-    if (g) { /* one member of the group gets it, an online one if any */
-        void *member;
-        if (!sub_group_pick(g, member_is_online, NULL, &member, &o) &&
-            !sub_group_pick(g, NULL, NULL, &member, &o))
-            return;
-        if (o->acl_check && !access_may_receive(member, ctx->m->topic, ctx->m->topic_len)) return;
-        add_match(ctx->b, member, o);
+    if (g) {
+        if (ctx->groups) match_group(ctx, g);
         return;
     }
     struct session *s = owner;
@@ -536,16 +545,19 @@ match_cb(void *owner, const struct sub_opts *o, struct sub_group *g, void *arg)
     add_match(ctx->b, s, o);
 }
 
-void
-route_publish(struct broker *b, struct msg *m, const struct session *origin, enum deliver_how how,
-              struct route_result *r)
+static void
+match_begin(struct broker *b, struct route_result *r)
 {
     memset(r, 0, sizeof(*r));
-    struct match_ctx ctx = {b, origin, m};
     b->match_gen++;
     b->nmatches = 0;
     b->nmatch_ids = 0;
-    topic_tree_match(b->subs, m->topic, m->topic_len, match_cb, &ctx);
+}
+
+/* Each session matched gets one copy. */
+static void
+deliver_matches(struct broker *b, struct msg *m, enum deliver_how how, struct route_result *r)
+{
     for (uint32_t i = 0; i < b->nmatches; i++) {
         const struct match *mt = &b->matches[i];
         r->matched++;
@@ -557,7 +569,28 @@ route_publish(struct broker *b, struct msg *m, const struct session *origin, enu
     }
     b->nmatches = 0;
     r->no_subscriber = r->matched == 0;
+}
+
+void
+route_publish(struct broker *b, struct msg *m, const struct session *origin, enum deliver_how how,
+              bool groups, struct route_result *r)
+{
+    match_begin(b, r);
+    struct match_ctx ctx = {b, origin, m, groups};
+    topic_tree_match(b->subs, m->topic, m->topic_len, match_cb, &ctx);
+    deliver_matches(b, m, how, r);
     if (!r->matched) b->ctr.dropped_no_subscriber++;
+}
+
+void
+route_to_group(struct broker *b, struct msg *m, const char *group, size_t glen, const char *filter,
+               size_t flen, struct route_result *r)
+{
+    match_begin(b, r);
+    struct match_ctx ctx = {b, NULL, m, true};
+    struct sub_group *g = topic_tree_group(b->subs, filter, flen, group, glen);
+    if (g) match_group(&ctx, g);
+    deliver_matches(b, m, DELIVER_NO_HOLD, r);
 }
 
 void

@@ -150,11 +150,10 @@ retain_and_route(struct broker *b, struct msg *m, const struct session *origin,
         retain_set(b->retained, m);
         persist_retain(b, m);
     }
-    route_publish(b, m, origin, how, r);
-    if (b->cluster) { /* other nodes may have subscribers: no "no matching subscribers" */
-        if (cluster_forward(b->cluster, m, how == DELIVER_HOLDABLE)) r->hold_publisher = true;
-        r->no_subscriber = false;
-    }
+    unsigned fw = cluster_forward(b->cluster, m, how == DELIVER_HOLDABLE);
+    route_publish(b, m, origin, how, !(fw & CLUSTER_GROUPS), r);
+    if (fw & CLUSTER_HOLD) r->hold_publisher = true;
+    if (b->cluster) r->no_subscriber = false; /* other nodes may have subscribers */
 }
 
 uint8_t

@@ -271,8 +271,14 @@ enum deliver_how {
     DELIVER_NO_HOLD,  /* nobody to hold (wills, hooks' own messages): drop over a bound */
     DELIVER_RETAINED, /* retained on subscribe: past the message count, not the bytes */
 };
+/* To every subscription m's topic matches; to the shared groups too unless `groups`
+ * is false (the cluster serves them: cluster.h). */
 void route_publish(struct broker *b, struct msg *m, const struct session *origin,
-                   enum deliver_how how, struct route_result *r);
+                   enum deliver_how how, bool groups, struct route_result *r);
+/* To one member of the shared group `group` on exactly `filter` (another node's
+ * message that NATS gave this node's members of the group). */
+void route_to_group(struct broker *b, struct msg *m, const char *group, size_t glen,
+                    const char *filter, size_t flen, struct route_result *r);
 /* A message accepted from a client (origin, cl) or published by a hook (skip): through
  * the Lua hooks, then retained and routed. Returns the reason code a hook refused it
  * with, or 0. */

@@ -117,6 +117,16 @@ session_sub_find(struct session *s, const char *filter, size_t flen, const char 
     return NULL;
 }
 
+/* Other nodes send what the subscription wants here (cluster.h). */
+static void
+tell_cluster(struct session *s, const char *filter, size_t flen, const char *group, int delta)
+{
+    if (group)
+        cluster_interest_shared(s->b->cluster, group, strlen(group), filter, flen, delta);
+    else
+        cluster_interest(s->b->cluster, filter, flen, delta);
+}
+
 struct ssub *
 session_sub_add(struct session *s, const char *filter, size_t flen, const char *group, size_t glen)
 {
@@ -134,7 +144,7 @@ session_sub_add(struct session *s, const char *filter, size_t flen, const char *
     x->hash = key_hash(filter, flen, group, glen);
     if (s->subs_index) index_put(s, s->nsubs);
     s->nsubs++;
-    cluster_interest(s->b->cluster, filter, flen, +1); /* other nodes send it here */
+    tell_cluster(s, filter, flen, x->group, +1);
     return x;
 }
 
@@ -142,7 +152,7 @@ void
 session_sub_remove(struct session *s, struct ssub *x)
 {
     uint32_t pos = (uint32_t)(x - s->subs), last = s->nsubs - 1;
-    cluster_interest(s->b->cluster, x->filter, strlen(x->filter), -1);
+    tell_cluster(s, x->filter, strlen(x->filter), x->group, -1);
     if (s->subs_index) {
         slot_delete(s, slot_of(s, pos));
         if (pos != last) s->subs_index[slot_of(s, last)] = pos + 1;
@@ -158,7 +168,7 @@ void
 session_subs_free(struct session *s)
 {
     for (uint32_t k = 0; k < s->nsubs; k++) {
-        cluster_interest(s->b->cluster, s->subs[k].filter, strlen(s->subs[k].filter), -1);
+        tell_cluster(s, s->subs[k].filter, strlen(s->subs[k].filter), s->subs[k].group, -1);
         free(s->subs[k].filter);
     }
     free(s->subs);

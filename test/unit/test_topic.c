@@ -239,6 +239,11 @@ START_TEST(test_shared_groups)
         ck_assert(sub_group_pick(g, not_b, NULL, &w, &o));
         ck_assert_ptr_ne(w, &b);
     }
+    /* found by its exact filter and name, as a node's NATS queue group names it */
+    ck_assert_ptr_eq(topic_tree_group(t, S("job/+"), S("g")), g);
+    ck_assert_ptr_null(topic_tree_group(t, S("job/1"), S("g"))); /* matches, not the filter */
+    ck_assert_ptr_null(topic_tree_group(t, S("job/+"), S("gg")));
+    ck_assert_ptr_null(topic_tree_group(t, S("job/+/x"), S("g")));
     ck_assert_int_eq(topic_tree_remove(t, S("job/+"), S("g"), &b), 0);
     ck_assert_int_eq(topic_tree_remove(t, S("job/+"), S("g"), &b), -1);
     ck_assert_int_eq(topic_tree_remove(t, S("job/+"), S("x"), &a), -1);
