@@ -25,6 +25,9 @@ struct cluster_conf {
     const char *node_id;  /* cluster_node_id; NULL: the host name */
     const char *nats_url; /* cluster_nats_url: comma-separated; NULL: nats://127.0.0.1:4222 */
     const char *username, *password; /* cluster_nats_username / _password */
+    const char *credentials;         /* cluster_nats_credentials: a .creds file */
+    const char *cafile;              /* cluster_nats_cafile: TLS, servers checked with it */
+    const char *certfile, *keyfile;  /* cluster_nats_certfile / _keyfile: both or none */
     uint64_t max_pending_bytes;      /* cluster_max_pending_bytes, each way */
     char *const *topics;             /* cluster_topic: only what matches goes out */
     size_t ntopics;                  /* 0: every topic but $SYS */
@@ -42,10 +45,12 @@ typedef void (*cluster_deliver_fn)(struct msg *m, const char *group, size_t glen
 struct cluster;
 
 /* Starts the cluster thread, which connects (and reconnects) by itself: a NATS
- * server that is down at start is no error. ready (may be NULL) is called on the loop
- * thread when what waits for the cluster may go on: subscriptions reached NATS
- * (cluster_subscribed), or the messages waiting for NATS went down to half
- * max_pending_bytes (cluster_over). NULL with err on a bad setting. */
+ * server that is down at start is no error, nor are credentials it refuses or a TLS
+ * handshake that fails (logged, retried); a file named in conf that cannot be read or
+ * used is. ready (may be NULL) is called on the loop thread when what waits for the
+ * cluster may go on: subscriptions reached NATS (cluster_subscribed), or the
+ * messages waiting for NATS went down to half max_pending_bytes (cluster_over). NULL
+ * with err on a bad setting. */
 struct cluster *cluster_open(struct event_base *base, const struct cluster_conf *conf,
                              cluster_deliver_fn deliver, void (*ready)(void *ud), void *ud,
                              char *err, size_t errlen);

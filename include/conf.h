@@ -97,6 +97,11 @@ struct lq_conf {
     char *cluster_nats_url;      /* comma-separated; NULL: nats://127.0.0.1:4222 */
     char *cluster_nats_username; /* and _password: NATS user and password */
     char *cluster_nats_password;
+    char *cluster_nats_credentials; /* a NATS .creds file (user JWT and seed) */
+    char *cluster_nats_cafile;      /* TLS to NATS: the CAs of its servers (turns TLS on) */
+    char *cluster_nats_certfile;    /* and _keyfile: this node's certificate, both or none */
+    char *cluster_nats_keyfile;
+    char *cluster_nats_tls_at;          /* "FILE:LINE" of the last _certfile or _keyfile line */
     uint64_t cluster_max_pending_bytes; /* waiting for NATS, each way; default 64 MiB */
     char **cluster_topics;              /* cluster_topic lines: what goes to other nodes */
     size_t ncluster_topics;             /* 0: every topic but $SYS */

@@ -56,8 +56,11 @@
  * thread switch and a flush per message. It adds at most this to a message's way
  * out; under load batches are larger and the nap is a small part. */
 #define PACE_US            500
-#define CONFIRM_TIMEOUT_MS 2000 /* a SUBACK waits at most this for the NATS subscription */
-#define WRITE_DEADLINE_MS  5000 /* a NATS server that reads nothing for this is given up */
+#define CONFIRM_TIMEOUT_MS 2000  /* a SUBACK waits at most this for the NATS subscription */
+#define RETRY_WAIT_MS      500   /* between rounds of connection attempts */
+#define REOPEN_WAIT_MS     1000  /* between attempts after libnats gave a connection up */
+#define REFUSAL_LOG_MS     60000 /* the same reason for failing to connect, logged again */
+#define WRITE_DEADLINE_MS  5000  /* a NATS server that reads nothing for this is given up */
 
 /* ---- the loop's work for the thread ---- */
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB, OP_QSUB, OP_QUNSUB };
@@ -68,6 +71,7 @@ enum op_kind { OP_PUB, OP_SUB, OP_UNSUB, OP_QSUB, OP_QUNSUB };
 struct interest {
     uint32_t refs; /* the loop's */
     natsSubscription *sub;
+    struct interest *prev, *next; /* the thread's list of what it subscribed to */
     char subject[];
 };
 
@@ -110,6 +114,13 @@ struct op {
     uint8_t data[];
 };
 
+/* Why connecting to NATS failed, as last logged: the same reason again is logged
+ * once a minute (with how many times it came meanwhile), another one at once. */
+struct refusal {
+    char why[256];
+    uint64_t at_ms, unlogged;
+};
+
 /* The sequence numbers seen of one run of another node, for duplicates. */
 struct seen {
     char run[24];
@@ -146,6 +157,8 @@ struct cluster {
     uint64_t received, received_shared, duplicates, dropped_out_loop, bad_in, held;
     bool over; /* publishers are held for messages past max_pending_bytes */
     struct lq_log_limit drop_log, bad_log;
+    struct refusal retry_said;   /* libnats' reconnecting thread's */
+    struct refusal attempt_said; /* the cluster thread's */
     /* shared with the cluster thread and libnats' threads */
     pthread_t thread;
     bool thread_started;
@@ -166,10 +179,12 @@ struct cluster {
     _Atomic uint64_t pending_out, forwarded, dropped_out, dropped_in, reconnects;
     _Atomic bool connected;
     _Atomic bool drain_wanted; /* the loop waits for pending_out to reach half the bound */
+    natsOptions *opts, *qopts; /* made by cluster_open, used by the thread; qopts: nq's */
     /* the thread's */
-    natsOptions *opts, *qopts;
     natsConnection *nc;
-    natsConnection *nq; /* for queue subscriptions: made with the first one */
+    natsConnection *nq;          /* for queue subscriptions: made with the first one */
+    struct interest *subscribed; /* what OP_SUB asked for and no OP_UNSUB took back */
+    uint64_t next_attempt_ms;    /* keep_connected's */
 };
 
 /* ---- small helpers ---- */
@@ -224,6 +239,54 @@ on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
     (void)nc, (void)sub;
     struct cluster *c = closure;
     if (err == NATS_SLOW_CONSUMER) atomic_fetch_add(&c->dropped_in, 1);
+}
+
+/* libnats' last error on this thread, without its "(file.c:N): " */
+static const char *
+nats_error(natsStatus s)
+{
+    const char *why = nats_GetLastError(NULL);
+    const char *at = why && why[0] == '(' ? strstr(why, "): ") : NULL;
+    if (at) why = at + 3;
+    if (!why || !*why) why = s == NATS_OK ? "no server answered" : natsStatus_GetText(s);
+    return why;
+}
+
+/* Why this attempt to connect failed, in the log (not every second while it lasts). */
+static void
+say_refused(struct cluster *c, struct refusal *r, const char *why)
+{
+    uint64_t now = lq_now_ms();
+    if (strncmp(r->why, why, sizeof(r->why) - 1) == 0 && now - r->at_ms < REFUSAL_LOG_MS) {
+        r->unlogged++;
+        return;
+    }
+    if (r->unlogged)
+        lq_log(LQ_LOG_WARNING,
+               "cluster: cannot connect to NATS at %s: %s (%" PRIu64 " more failed "
+               "attempts since the last line); retrying, local traffic goes on",
+               c->nats_url, why, r->unlogged);
+    else
+        lq_log(LQ_LOG_WARNING,
+               "cluster: cannot connect to NATS at %s: %s; retrying, local traffic goes on",
+               c->nats_url, why);
+    snprintf(r->why, sizeof(r->why), "%s", why);
+    r->at_ms = now;
+    r->unlogged = 0;
+}
+
+/* libnats' reconnecting thread, after each round of the servers in nats_url failed:
+ * why the last attempt failed (a server down, a TLS handshake that failed) is said
+ * (say_refused); then the next round after the wait. */
+static int64_t
+on_retry(natsConnection *nc, int attempts, void *closure)
+{
+    struct cluster *c = closure;
+    (void)nc, (void)attempts;
+    natsStatus s = NATS_OK;
+    nats_GetLastError(&s); /* this thread's: its last attempt's */
+    say_refused(c, &c->retry_said, nats_error(s));
+    return RETRY_WAIT_MS;
 }
 
 static void
@@ -328,13 +391,11 @@ publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
     natsMsg_Destroy(nm);
 }
 
-static natsOptions *nats_options(struct cluster *c, bool queue);
-
 /* The queue connection, made with the first shared group. */
 static natsConnection *
 queue_connection(struct cluster *c)
 {
-    if (c->nq || !c->nc || !(c->qopts || (c->qopts = nats_options(c, true)))) return c->nq;
+    if (c->nq || !c->qopts) return c->nq;
     natsStatus s = natsConnection_Connect(&c->nq, c->qopts);
     if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
         lq_log(LQ_LOG_ERR, "cluster: cannot use NATS at %s for shared subscriptions: %s",
@@ -388,12 +449,22 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
             atomic_exchange(&c->drain_wanted, false))
             (void)!write(c->pipe[1], "", 1); /* held publishers may go (in_cb) */
         break;
-    case OP_SUB: /* while disconnected too: libnats subscribes again on connecting */
+    case OP_SUB: /* while disconnected too: libnats subscribes again on reconnecting,
+                  * keep_connected on a new connection */
+        op->in->prev = NULL;
+        op->in->next = c->subscribed;
+        if (c->subscribed) c->subscribed->prev = op->in;
+        c->subscribed = op->in;
         if (c->nc &&
             natsConnection_Subscribe(&op->in->sub, c->nc, op->in->subject, on_msg, c) != NATS_OK)
             op->in->sub = NULL;
         break;
     case OP_UNSUB:
+        if (op->in->prev)
+            op->in->prev->next = op->in->next;
+        else
+            c->subscribed = op->in->next;
+        if (op->in->next) op->in->next->prev = op->in->prev;
         if (op->in->sub) {
             natsSubscription_Unsubscribe(op->in->sub);
             natsSubscription_Destroy(op->in->sub);
@@ -413,58 +484,58 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
     free(op);
 }
 
-/* The options of both connections: queue (for shared groups) or not. */
-static natsOptions *
-nats_options(struct cluster *c, bool queue)
+static void
+subscribe_all(struct cluster *c)
 {
-    natsOptions *o = NULL;
-    natsStatus s = natsOptions_Create(&o);
-    if (s == NATS_OK) s = natsOptions_SetURL(o, c->nats_url);
-    if (s == NATS_OK) s = natsOptions_SetName(o, c->node_id);
-    if (s == NATS_OK && c->username) s = natsOptions_SetUserInfo(o, c->username, c->password);
-    /* never our own messages back, but where this node's share group members are
-     * among those that take turns */
-    if (s == NATS_OK) s = natsOptions_SetNoEcho(o, !queue);
-    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
-    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1); /* for ever */
-    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 500);
-    /* what was taken while NATS was up goes out after a reconnection, not refused */
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectBufSize(
-            o, c->max_pending_bytes < INT_MAX ? (int)c->max_pending_bytes : INT_MAX);
-    /* a server that stops reading is dropped (and reconnected to) after this: the
-     * publishers held meanwhile go on, and cross-node messages are refused instead */
-    if (s == NATS_OK) s = natsOptions_SetWriteDeadline(o, WRITE_DEADLINE_MS);
-    /* one delivery thread for all subjects, not one per subscription */
-    if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
-    if (s == NATS_OK && !queue) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
-    if (s == NATS_OK && !queue) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
-    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
-    /* a server down at start is no error: connect in the background */
-    if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(o, true, queue ? NULL : on_connected, c);
-    if (s != NATS_OK) {
-        lq_log(LQ_LOG_ERR, "cluster: NATS options: %s", natsStatus_GetText(s));
-        natsOptions_Destroy(o);
-        return NULL;
-    }
-    return o;
+    for (struct interest *e = c->subscribed; e; e = e->next)
+        if (natsConnection_Subscribe(&e->sub, c->nc, e->subject, on_msg, c) != NATS_OK)
+            e->sub = NULL;
 }
 
+/* The first connection is made in the background (a server down at start is no
+ * error); libnats reconnects it by itself. */
 static void
 connect_nats(struct cluster *c)
 {
-    natsOptions *o = nats_options(c, false);
-    if (!o) return;
-    c->opts = o;
-    natsStatus s = natsConnection_Connect(&c->nc, o);
+    natsStatus s = natsConnection_Connect(&c->nc, c->opts);
     if (s == NATS_OK)
         atomic_store(&c->connected, true);
-    else if (s != NATS_NOT_YET_CONNECTED) {
-        lq_log(LQ_LOG_ERR, "cluster: cannot use NATS at %s: %s", c->nats_url,
-               natsStatus_GetText(s));
+    else if (s != NATS_NOT_YET_CONNECTED)
+        c->nc = NULL; /* keep_connected says why and tries again */
+    /* the next ones (keep_connected) are single attempts, whose error says why */
+    natsOptions_SetRetryOnFailedConnect(c->opts, false, NULL, NULL);
+}
+
+/* libnats gives a connection up for good after a server refused its credentials twice
+ * in a row: then a new one is tried every REOPEN_WAIT_MS, and once it is made this
+ * node subscribes to every subject again, as libnats does on reconnecting. */
+static void
+keep_connected(struct cluster *c)
+{
+    if (c->nc && natsConnection_Status(c->nc) != NATS_CONN_STATUS_CLOSED) return;
+    uint64_t now = lq_now_ms();
+    if (now < c->next_attempt_ms) return;
+    c->next_attempt_ms = now + REOPEN_WAIT_MS;
+    atomic_store(&c->connected, false);
+    if (c->nc) {
+        for (struct interest *e = c->subscribed; e; e = e->next) {
+            if (e->sub) natsSubscription_Destroy(e->sub);
+            e->sub = NULL;
+        }
+        natsConnection_Destroy(c->nc);
         c->nc = NULL;
     }
+    natsStatus s = natsConnection_Connect(&c->nc, c->opts);
+    if (s != NATS_OK) {
+        say_refused(c, &c->attempt_said, nats_error(s));
+        c->nc = NULL;
+        return;
+    }
+    atomic_store(&c->connected, true);
+    atomic_fetch_add(&c->reconnects, 1);
+    lq_log(LQ_LOG_NOTICE, "cluster: connected to NATS at %s", c->nats_url);
+    c->attempt_said = (struct refusal){0}; /* the next failure is said at once */
+    subscribe_all(c);
 }
 
 /* The subscriptions up to sub_no are the server's once a round trip after them came
@@ -493,7 +564,18 @@ thread_main(void *arg)
     for (;;) {
         while (!c->todo && !c->stop) {
             c->thread_idle = true;
-            pthread_cond_wait(&c->cv, &c->mu);
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until); /* keep_connected's turn */
+            until.tv_nsec += RETRY_WAIT_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT) {
+                pthread_mutex_unlock(&c->mu);
+                keep_connected(c);
+                pthread_mutex_lock(&c->mu);
+            }
         }
         c->thread_idle = false;
         struct op *ops = c->todo;
@@ -516,6 +598,7 @@ thread_main(void *arg)
             }
             run_op(c, op, &hex, &caphex, &sub_no);
         }
+        keep_connected(c); /* a busy thread never times out waiting */
         if (sub_no) confirm_subs(c, sub_no);
         for (struct op *op = pubs, *next; op; op = next) {
             next = op->next;
@@ -993,6 +1076,123 @@ in_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life cycle ---- */
 
+/* path can be read: what libnats would find out later, in its threads, is said now */
+static bool
+readable(const char *option, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s %s: cannot read: %s", option, path, strerror(errno));
+        return false;
+    }
+    fclose(f);
+    return true;
+}
+
+/* A .creds file holds the user's JWT and its NKey seed (libnats reads it at each
+ * connection attempt, so a wrong file would only show as refused connections). */
+static bool
+credentials_usable(const char *path, char *err, size_t errlen)
+{
+    if (!readable("cluster_nats_credentials", path, err, errlen)) return false;
+    FILE *f = fopen(path, "r");
+    char buf[16384];
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    if (strstr(buf, "BEGIN NATS USER JWT") && strstr(buf, "BEGIN USER NKEY SEED")) return true;
+    snprintf(err, errlen,
+             "cluster_nats_credentials %s: not a NATS credentials file (a user JWT "
+             "and its NKey seed)",
+             path);
+    return false;
+}
+
+/* The comma-separated URLs of nats_url, as libnats' list of servers (its SetURL takes
+ * one URL only). */
+static natsStatus
+set_servers(natsOptions *o, const char *nats_url)
+{
+    char *copy = lq_xstrdup(nats_url), *save = NULL;
+    const char **urls = lq_xcalloc(strlen(nats_url) / 2 + 1, sizeof(*urls));
+    int n = 0;
+    for (char *u = strtok_r(copy, ", \t", &save); u; u = strtok_r(NULL, ", \t", &save))
+        urls[n++] = u;
+    natsStatus s = n ? natsOptions_SetServers(o, urls, n) : NATS_INVALID_ARG;
+    free(urls);
+    free(copy);
+    return s;
+}
+
+/* libnats' options for c, its files loaded (TLS files are read here, on the loop
+ * thread: a bad one is an error at start). */
+static bool
+make_options(struct cluster *c, const struct cluster_conf *conf, bool queue, natsOptions **out,
+             char *err, size_t errlen)
+{
+    if (!conf->certfile != !conf->keyfile) {
+        snprintf(err, errlen, "cluster_nats_certfile and cluster_nats_keyfile go together");
+        return false;
+    }
+    if ((conf->cafile && !readable("cluster_nats_cafile", conf->cafile, err, errlen)) ||
+        (conf->certfile && !readable("cluster_nats_certfile", conf->certfile, err, errlen)) ||
+        (conf->keyfile && !readable("cluster_nats_keyfile", conf->keyfile, err, errlen)) ||
+        (conf->credentials && !credentials_usable(conf->credentials, err, errlen)))
+        return false;
+    natsOptions *o = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    const char *what = "options";
+    if (s == NATS_OK) s = set_servers(o, c->nats_url);
+    if (s == NATS_OK) s = natsOptions_SetName(o, c->node_id);
+    /* the servers in the order given: each node lists its nearest first */
+    if (s == NATS_OK) s = natsOptions_SetNoRandomize(o, true);
+    if (s == NATS_OK && c->username) s = natsOptions_SetUserInfo(o, c->username, c->password);
+    if (s == NATS_OK && conf->credentials) {
+        what = "cluster_nats_credentials";
+        s = natsOptions_SetUserCredentialsFromFiles(o, conf->credentials, NULL);
+    }
+    /* a client certificate is for TLS too; a tls:// URL turns it on by itself */
+    if (s == NATS_OK && (conf->cafile || conf->certfile)) s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && conf->cafile) {
+        what = "cluster_nats_cafile";
+        s = natsOptions_LoadCATrustedCertificates(o, conf->cafile);
+    }
+    if (s == NATS_OK && conf->certfile) {
+        what = "cluster_nats_certfile/keyfile";
+        s = natsOptions_LoadCertificatesChain(o, conf->certfile, conf->keyfile);
+    }
+    if (s == NATS_OK) what = "options";
+    /* never our own messages back; but the queue connection (shared groups) hears
+     * them, as this node's members take turns with the others */
+    if (s == NATS_OK) s = natsOptions_SetNoEcho(o, !queue);
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1); /* for ever */
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, RETRY_WAIT_MS);
+    if (s == NATS_OK && !queue) s = natsOptions_SetCustomReconnectDelay(o, on_retry, c);
+    /* what was taken while NATS was up goes out after a reconnection, not refused */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectBufSize(
+            o, c->max_pending_bytes < INT_MAX ? (int)c->max_pending_bytes : INT_MAX);
+    /* a server that stops reading is dropped (and reconnected to) after this: the
+     * publishers held meanwhile go on, and cross-node messages are refused instead */
+    if (s == NATS_OK) s = natsOptions_SetWriteDeadline(o, WRITE_DEADLINE_MS);
+    /* one delivery thread for all subjects, not one per subscription */
+    if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
+    if (s == NATS_OK && !queue) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
+    if (s == NATS_OK && !queue) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
+    /* a server down at start is no error: connect in the background */
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(o, true, queue ? NULL : on_connected, c);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "cluster: NATS %s: %s", what, nats_error(s));
+        natsOptions_Destroy(o);
+        return false;
+    }
+    *out = o;
+    return true;
+}
+
 struct cluster *
 cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_deliver_fn deliver,
              void (*ready)(void *ud), void *ud, char *err, size_t errlen)
@@ -1051,8 +1251,17 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     c->topic_buf = lq_xmalloc(65536);
     c->pipe[0] = c->pipe[1] = -1;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    pthread_condattr_t ca; /* timed waits on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->in_mu, NULL);
+    if (!make_options(c, conf, false, &c->opts, err, errlen) ||
+        !make_options(c, conf, true, &c->qopts, err, errlen)) {
+        cluster_close(c);
+        return NULL;
+    }
     if (pipe(c->pipe) < 0 || fcntl(c->pipe[0], F_SETFL, O_NONBLOCK) < 0 ||
         fcntl(c->pipe[1], F_SETFL, O_NONBLOCK) < 0 ||
         !(c->handoff_ev = event_new(base, -1, 0, handoff_cb, c)) ||
@@ -1069,7 +1278,9 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         return NULL;
     }
     c->thread_started = true;
-    lq_log(LQ_LOG_NOTICE, "cluster %s: node %s, NATS at %s", c->name, c->node_id, c->nats_url);
+    lq_log(LQ_LOG_NOTICE, "cluster %s: node %s, NATS at %s%s%s", c->name, c->node_id, c->nats_url,
+           conf->cafile || conf->certfile ? " (TLS)" : "",
+           conf->credentials ? " (credentials file)" : "");
     return c;
 }
 

@@ -491,6 +491,40 @@ opt_cluster_nats_password(struct parse *ps)
 }
 
 static int
+opt_cluster_nats_credentials(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_nats_credentials);
+}
+
+static int
+opt_cluster_nats_cafile(struct parse *ps)
+{
+    return set_path(ps, &ps->c->cluster_nats_cafile);
+}
+
+/* _certfile and _keyfile: where the last one was, for the error when one is missing */
+static int
+cluster_tls_file(struct parse *ps, char **field)
+{
+    if (set_path(ps, field) < 0) return -1;
+    free(ps->c->cluster_nats_tls_at);
+    ps->c->cluster_nats_tls_at = where(ps);
+    return 0;
+}
+
+static int
+opt_cluster_nats_certfile(struct parse *ps)
+{
+    return cluster_tls_file(ps, &ps->c->cluster_nats_certfile);
+}
+
+static int
+opt_cluster_nats_keyfile(struct parse *ps)
+{
+    return cluster_tls_file(ps, &ps->c->cluster_nats_keyfile);
+}
+
+static int
 add_to_list(struct parse *ps, char ***list, size_t *n)
 {
     if (want_args(ps, 1, 1)) return -1;
@@ -801,6 +835,10 @@ static const struct option {
     {"cluster_nats_url", opt_cluster_nats_url, 0},
     {"cluster_nats_username", opt_cluster_nats_username, 0},
     {"cluster_nats_password", opt_cluster_nats_password, 0},
+    {"cluster_nats_credentials", opt_cluster_nats_credentials, 1},
+    {"cluster_nats_cafile", opt_cluster_nats_cafile, 1},
+    {"cluster_nats_certfile", opt_cluster_nats_certfile, 1},
+    {"cluster_nats_keyfile", opt_cluster_nats_keyfile, 1},
     {"cluster_max_pending_bytes", opt_cluster_max_pending_bytes, 0},
     {"cluster_topic", opt_cluster_topic, 0},
     {"cluster_topic_local", opt_cluster_topic_local, 0},
@@ -929,6 +967,11 @@ conf_fini(struct lq_conf *c)
     free(c->cluster_nats_url);
     free(c->cluster_nats_username);
     free(c->cluster_nats_password);
+    free(c->cluster_nats_credentials);
+    free(c->cluster_nats_cafile);
+    free(c->cluster_nats_certfile);
+    free(c->cluster_nats_keyfile);
+    free(c->cluster_nats_tls_at);
     for (size_t i = 0; i < c->ncluster_topics; i++) free(c->cluster_topics[i]);
     free(c->cluster_topics);
     for (size_t i = 0; i < c->ncluster_topics_local; i++) free(c->cluster_topics_local[i]);
@@ -946,6 +989,11 @@ conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
     if (load_file(&ps, path) < 0) return -1;
     for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next)
         if (check_listener(err, errlen, lc) < 0) return -1;
+    if (!c->cluster_nats_certfile != !c->cluster_nats_keyfile) {
+        snprintf(err, errlen, "%s: cluster_nats_certfile and cluster_nats_keyfile go together",
+                 c->cluster_nats_tls_at);
+        return -1;
+    }
     /* mosquitto 2.0: anonymous clients only when asked for, or when the file defines
      * no listener (the default one is on 127.0.0.1) */
     bool local_only = !c->listeners;

@@ -339,6 +339,40 @@ START_TEST(test_persistence_options)
 }
 END_TEST
 
+/* Issue 16: how a node reaches NATS. Files may hold spaces; a certificate needs its key
+ * and a key its certificate (whether the files can be read is cluster_open's). */
+START_TEST(test_cluster_nats_options)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "cluster_name plant1\n"
+                                   "cluster_nats_url nats://10.0.0.5:4222,nats://10.0.0.6:4222\n"
+                                   "cluster_nats_username lq\n"
+                                   "cluster_nats_password s3cret\n"
+                                   "cluster_nats_credentials /etc/luna mq/node.creds\n"
+                                   "cluster_nats_cafile /etc/lunamq/nats ca.crt\n"
+                                   "cluster_nats_certfile /etc/lunamq/node1.crt\n"
+                                   "cluster_nats_keyfile /etc/lunamq/node1.key\n"),
+                     0);
+    ck_assert_str_eq(c.cluster_nats_url, "nats://10.0.0.5:4222,nats://10.0.0.6:4222");
+    ck_assert_str_eq(c.cluster_nats_username, "lq");
+    ck_assert_str_eq(c.cluster_nats_password, "s3cret");
+    ck_assert_str_eq(c.cluster_nats_credentials, "/etc/luna mq/node.creds");
+    ck_assert_str_eq(c.cluster_nats_cafile, "/etc/lunamq/nats ca.crt");
+    ck_assert_str_eq(c.cluster_nats_certfile, "/etc/lunamq/node1.crt");
+    ck_assert_str_eq(c.cluster_nats_keyfile, "/etc/lunamq/node1.key");
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "cluster_nats_cafile /ca.crt\n"), 0); /* TLS, no cert */
+    ck_assert_ptr_null(c.cluster_nats_certfile);
+    conf_fini(&c);
+    expect_error("cluster_name t\ncluster_nats_certfile /a.crt\n", 2,
+                 "cluster_nats_certfile and cluster_nats_keyfile go together");
+    expect_error("cluster_nats_keyfile /a.key\ncluster_name t\n", 1,
+                 "cluster_nats_certfile and cluster_nats_keyfile go together");
+    expect_error("cluster_nats_cafile\n", 1, "cluster_nats_cafile: missing value");
+    expect_error("cluster_nats_credentials\n", 1, "cluster_nats_credentials: missing value");
+}
+END_TEST
+
 /* issue 14: password_file, acl_file, allow_anonymous as mosquitto 2.0 defaults it,
  * per_listener_settings */
 START_TEST(test_auth_options)
@@ -402,6 +436,7 @@ suite_conf(void)
     tcase_add_test(tc, test_durations);
     tcase_add_test(tc, test_persistence_options);
     tcase_add_test(tc, test_auth_options);
+    tcase_add_test(tc, test_cluster_nats_options);
     suite_add_tcase(s, tc);
     return s;
 }
