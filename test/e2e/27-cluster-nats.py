@@ -19,11 +19,9 @@ import tempfile
 import time
 import urllib.request
 
-try:  # Debian's python3-cryptography: NKeys are Ed25519
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-except ImportError:
-    Ed25519PrivateKey = None
+# Debian's python3-cryptography (make deps installs it): NKeys are Ed25519
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import lqtest
 from mqttraw import PUBLISH, connected
@@ -249,9 +247,6 @@ def test_credentials_file(_b):
     """NATS in operator mode (JWTs, no passwords): two nodes with a .creds file of a user
     of its account connect and a message crosses; a node whose user belongs to an account
     NATS does not know is refused and serves local traffic."""
-    if Ed25519PrivateKey is None:
-        print("     (skipped: no python3-cryptography to make NKeys)")
-        return
     d = tempfile.mkdtemp(prefix="lunamq-creds-")
     nats = Nats(operator_mode(d))
     nodes = []
