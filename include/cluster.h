@@ -33,7 +33,18 @@ struct cluster_conf {
     size_t ntopics;                  /* 0: every topic but $SYS */
     char *const *topics_local;       /* cluster_topic_local: what matches never does */
     size_t ntopics_local;
+    bool sessions;        /* cluster_sessions jetstream: one owner per client id */
+    uint32_t takeover_ms; /* cluster_takeover_timeout */
+    int replicas;         /* cluster_replicas: of the JetStream buckets */
 };
+
+struct sbuf;
+/* Another node takes over the session of client id (phase 1: the old connection
+ * goes, the session's state into out unless clean; phase 2: the messages queued for it
+ * past the first `skip`, into out, and it ends here). False: no such session (nothing
+ * in out). */
+typedef bool (*cluster_takeover_fn)(void *ud, int phase, bool clean, uint32_t skip, const char *id,
+                                    size_t idlen, struct sbuf *out);
 
 /* What a message from another node is handed to, on the loop thread: route it to
  * this node's plain subscriptions (group NULL), or to one member of the shared group
@@ -52,8 +63,8 @@ struct cluster;
  * messages waiting for NATS went down to half max_pending_bytes (cluster_over). NULL
  * with err on a bad setting. */
 struct cluster *cluster_open(struct event_base *base, const struct cluster_conf *conf,
-                             cluster_deliver_fn deliver, void (*ready)(void *ud), void *ud,
-                             char *err, size_t errlen);
+                             cluster_deliver_fn deliver, void (*ready)(void *ud),
+                             cluster_takeover_fn takeover, void *ud, char *err, size_t errlen);
 /* Hands over what is pending (bounded wait), closes the NATS connection, stops the
  * thread. NULL is a no-op. */
 void cluster_close(struct cluster *c);
@@ -86,6 +97,29 @@ void cluster_interest_shared(struct cluster *c, const char *group, size_t glen, 
 uint64_t cluster_subscribe_mark(const struct cluster *c);
 bool cluster_subscribed(struct cluster *c, uint64_t mark);
 
+/* ---- sessions (cluster_sessions jetstream) ----
+ * A CONNECT asks who owns its client id (a claim) before its session is looked up
+ * here. The answer comes later, on the loop thread, through done:
+ *  CLAIM_LOCAL      the session is this node's (none elsewhere): go on as usual;
+ *  CLAIM_TAKEN      another node handed it over: cluster_claim_state is its state
+ *                   (phase 1); once its subscriptions are made here,
+ *                   cluster_claim_release asks for what was queued meanwhile (done
+ *                   again: TAKEN with that state, or GONE);
+ *  CLAIM_GONE       its owner is gone or did not answer in time: start it clean;
+ *  CLAIM_PARTITION  NATS or JetStream cannot be reached (cluster_partition decides). */
+enum cluster_claim_result { CLAIM_LOCAL, CLAIM_TAKEN, CLAIM_GONE, CLAIM_PARTITION };
+struct cluster_claim;
+typedef void (*cluster_claim_fn)(struct cluster_claim *cl, void *arg);
+/* NULL when sessions are each node's own (no cluster, or cluster_sessions local). */
+struct cluster_claim *cluster_claim(struct cluster *c, const char *id, size_t idlen, bool clean,
+                                    cluster_claim_fn done, void *arg);
+enum cluster_claim_result cluster_claim_result(const struct cluster_claim *cl);
+const uint8_t *cluster_claim_state(const struct cluster_claim *cl, size_t *n);
+bool cluster_claim_release(struct cluster_claim *cl, uint32_t skip, cluster_claim_fn done,
+                           void *arg);
+/* Forgets it (an answer still to come is dropped). NULL is a no-op. */
+void cluster_claim_free(struct cluster_claim *cl);
+
 struct cluster_stats {
     bool connected;           /* to a NATS server now */
     uint64_t reconnects;      /* connections to NATS re-established */
@@ -99,6 +133,11 @@ struct cluster_stats {
     uint64_t dropped_in;      /* from NATS, not routed: past max_pending_bytes */
     uint64_t bad_in;          /* from NATS, not a message of ours (bad subject, headers) */
     uint64_t pending_out_bytes, pending_in_bytes;
+    uint64_t claims;          /* CONNECTs that asked who owns their client id */
+    uint64_t takeovers_in;    /* sessions handed over to this node */
+    uint64_t takeovers_clean; /* sessions begun clean here: their owner was gone */
+    uint64_t takeovers_out;   /* sessions this node handed over */
+    uint64_t partitions;      /* claims that found NATS or JetStream unreachable */
 };
 void cluster_get_stats(struct cluster *c, struct cluster_stats *out); /* locks the inbox */
 

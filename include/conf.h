@@ -103,6 +103,10 @@ struct lq_conf {
     char *cluster_nats_keyfile;
     char *cluster_nats_tls_at;          /* "FILE:LINE" of the last _certfile or _keyfile line */
     uint64_t cluster_max_pending_bytes; /* waiting for NATS, each way; default 64 MiB */
+    bool cluster_sessions;              /* jetstream (default): one owner per client id; local */
+    bool cluster_partition_refuse;      /* JetStream unreachable: refuse new sessions (0x88) */
+    uint32_t cluster_takeover_ms;       /* cluster_takeover_timeout: an owner's answer, at most */
+    int cluster_replicas;               /* of the JetStream buckets */
     char **cluster_topics;              /* cluster_topic lines: what goes to other nodes */
     size_t ncluster_topics;             /* 0: every topic but $SYS */
     char **cluster_topics_local;        /* cluster_topic_local lines: what never does */

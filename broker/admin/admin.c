@@ -182,7 +182,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 112 /* collect() fills 99 */
+#define MAX_FIGURES 112 /* collect() fills 104 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -366,6 +366,13 @@ collect(struct admin *a, struct figure *f)
       "messages from other nodes not routed: cluster_max_pending_bytes, or slow");
     C("cluster_bad_in", NULL, cs.bad_in, "messages from NATS that were not a node's: dropped");
     G("cluster_pending_out_bytes", NULL, cs.pending_out_bytes, "bytes waiting to go to NATS");
+    C("cluster_claims", NULL, cs.claims, "CONNECTs that asked which node owns their client id");
+    C("cluster_takeovers_in", NULL, cs.takeovers_in, "sessions handed over to this node");
+    C("cluster_takeovers_out", NULL, cs.takeovers_out, "sessions this node handed over");
+    C("cluster_takeovers_clean", NULL, cs.takeovers_clean,
+      "sessions begun clean here: the node that had them was gone or did not answer");
+    C("cluster_partitions", NULL, cs.partitions,
+      "CONNECTs that found NATS or JetStream unreachable (cluster_partition)");
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
@@ -716,6 +723,11 @@ cmd_cluster(struct admin *a, struct reply *r, int argc, char **argv)
     reply_u64(r, "bad_in", cs.bad_in);
     reply_u64(r, "pending_out_bytes", cs.pending_out_bytes);
     reply_u64(r, "pending_in_bytes", cs.pending_in_bytes);
+    reply_u64(r, "claims", cs.claims);
+    reply_u64(r, "takeovers_in", cs.takeovers_in);
+    reply_u64(r, "takeovers_out", cs.takeovers_out);
+    reply_u64(r, "takeovers_clean", cs.takeovers_clean);
+    reply_u64(r, "partitions", cs.partitions);
     reply_list(r, "peers");
     struct cluster_peer p;
     for (size_t k = 0; cluster_peer(c, k, &p); k++) {

@@ -140,6 +140,7 @@ struct cluster {
     char run[24]; /* this run of this node: 16 hex digits */
     cluster_deliver_fn deliver;
     void (*ready)(void *ud);
+    struct csessions *sessions; /* cluster_sessions jetstream; NULL: local */
     void *ud;
     /* loop side */
     struct event *handoff_ev, *in_ev, *more_ev;
@@ -179,7 +180,8 @@ struct cluster {
     _Atomic uint64_t pending_out, forwarded, dropped_out, dropped_in, reconnects;
     _Atomic bool connected;
     _Atomic bool drain_wanted; /* the loop waits for pending_out to reach half the bound */
-    natsOptions *opts, *qopts; /* made by cluster_open, used by the thread; qopts: nq's */
+    /* made by cluster_open, used by the threads: nc's, nq's, the sessions thread's */
+    natsOptions *opts, *qopts, *sopts;
     /* the thread's */
     natsConnection *nc;
     natsConnection *nq;          /* for queue subscriptions: made with the first one */
@@ -558,6 +560,7 @@ thread_main(void *arg)
 {
     struct cluster *c = arg;
     connect_nats(c);
+    csessions_start(c->sessions, c->sopts); /* on its own connection */
     char *hex = NULL;
     size_t caphex = 0;
     pthread_mutex_lock(&c->mu);
@@ -613,6 +616,7 @@ thread_main(void *arg)
     }
     pthread_mutex_unlock(&c->mu);
     free(hex);
+    csessions_stop(c->sessions); /* its requests use the connection */
     if (c->nc) {
         natsConnection_FlushTimeout(c->nc, 1000); /* what was published, out (bounded) */
         natsConnection_Close(c->nc);
@@ -1195,7 +1199,8 @@ make_options(struct cluster *c, const struct cluster_conf *conf, bool queue, nat
 
 struct cluster *
 cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_deliver_fn deliver,
-             void (*ready)(void *ud), void *ud, char *err, size_t errlen)
+             void (*ready)(void *ud), cluster_takeover_fn takeover, void *ud, char *err,
+             size_t errlen)
 {
     char host[256] = "";
     const char *node = conf->node_id;
@@ -1258,7 +1263,18 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->in_mu, NULL);
     if (!make_options(c, conf, false, &c->opts, err, errlen) ||
-        !make_options(c, conf, true, &c->qopts, err, errlen)) {
+        !make_options(c, conf, true, &c->qopts, err, errlen) ||
+        (conf->sessions && !make_options(c, conf, true, &c->sopts, err, errlen))) {
+        cluster_close(c);
+        return NULL;
+    }
+    /* the sessions thread tries once, and says "partition" meanwhile, not waiting */
+    if (c->sopts) natsOptions_SetRetryOnFailedConnect(c->sopts, false, NULL, NULL);
+    if (conf->sessions &&
+        !(c->sessions = csessions_new(base, c->name, c->node_id, c->run,
+                                      conf->takeover_ms ? conf->takeover_ms : 5000, conf->replicas,
+                                      takeover, ud))) {
+        snprintf(err, errlen, "cluster: cannot set up its sessions");
         cluster_close(c);
         return NULL;
     }
@@ -1296,6 +1312,7 @@ cluster_close(struct cluster *c)
         pthread_mutex_unlock(&c->mu);
         pthread_join(c->thread, NULL);
     }
+    csessions_free(c->sessions);
     for (struct op *op = c->todo, *next; op; op = next) { /* never started: not run */
         next = op->next;
         if (op->kind == OP_UNSUB) free(op->in);
@@ -1321,6 +1338,7 @@ cluster_close(struct cluster *c)
     if (c->nq) natsConnection_Destroy(c->nq);
     if (c->opts) natsOptions_Destroy(c->opts);
     if (c->qopts) natsOptions_Destroy(c->qopts);
+    if (c->sopts) natsOptions_Destroy(c->sopts);
     nats_CloseAndWait(2000); /* libnats' threads (and on_qsub_complete) are done */
     for (size_t i = 0; i < c->nin; i++) {
         natsMsg_Destroy(c->in[i].m);
@@ -1373,9 +1391,17 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
     out->dropped_in = atomic_load(&c->dropped_in);
     out->bad_in = c->bad_in;
     out->pending_out_bytes = atomic_load(&c->pending_out);
+    csessions_stats(c->sessions, out);
     pthread_mutex_lock(&c->in_mu);
     out->pending_in_bytes = c->in_bytes;
     pthread_mutex_unlock(&c->in_mu);
+}
+
+struct cluster_claim *
+cluster_claim(struct cluster *c, const char *id, size_t idlen, bool clean, cluster_claim_fn done,
+              void *arg)
+{
+    return c && c->sessions ? csessions_claim(c->sessions, id, idlen, clean, done, arg) : NULL;
 }
 
 uint64_t

@@ -6,6 +6,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#include "cluster.h"
 
 /* Each MQTT topic level becomes one NATS token, so that '+' is '*' and '#' is '>'.
  * What a token cannot carry or NATS would misread is written %XX (two upper-case hex
@@ -37,5 +42,20 @@ long cluster_topic_of_subject(const char *tokens, size_t len, char *out, size_t 
  * routing leaves them out. */
 int cluster_subjects_of_filter(const char *prefix, const char *filter, size_t flen, char *out[2],
                                size_t cap);
+
+/* sessions.c: the owners of client ids and sessions moving between nodes. Made with
+ * the cluster, started by its thread (its own NATS connection, with opts), stopped
+ * before the cluster's connections close. */
+struct event_base;
+struct csessions;
+struct csessions *csessions_new(struct event_base *base, const char *cluster, const char *node_id,
+                                const char *run, uint32_t takeover_ms, int replicas,
+                                cluster_takeover_fn takeover, void *ud);
+void csessions_start(struct csessions *ss, natsOptions *opts);
+void csessions_stop(struct csessions *ss);
+void csessions_free(struct csessions *ss);
+void csessions_stats(const struct csessions *ss, struct cluster_stats *out);
+struct cluster_claim *csessions_claim(struct csessions *ss, const char *id, size_t idlen,
+                                      bool clean, cluster_claim_fn done, void *arg);
 
 #endif

@@ -554,6 +554,57 @@ opt_cluster_max_pending_bytes(struct parse *ps)
     return 0;
 }
 
+/* One of two words, into a bool: the second is true. */
+static int
+one_of(struct parse *ps, const char *no, const char *yes, bool *out)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], no) != 0 && strcmp(ps->tok[1], yes) != 0)
+        return fail(ps, "%s: '%s' is not %s or %s", ps->tok[0], ps->tok[1], no, yes);
+    *out = strcmp(ps->tok[1], yes) == 0;
+    return 0;
+}
+
+static int
+opt_cluster_sessions(struct parse *ps)
+{
+    bool local;
+    if (one_of(ps, "jetstream", "local", &local)) return -1;
+    ps->c->cluster_sessions = !local;
+    return 0;
+}
+
+static int
+opt_cluster_partition(struct parse *ps)
+{
+    return one_of(ps, "accept", "refuse", &ps->c->cluster_partition_refuse);
+}
+
+static int
+opt_cluster_takeover_timeout(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(ps->tok[1], &end);
+    if (errno || end == ps->tok[1] || *end || !(v >= 0.1 && v <= 300))
+        return fail(ps,
+                    "cluster_takeover_timeout: '%s' is not a number of seconds from 0.1 "
+                    "to 300",
+                    ps->tok[1]);
+    ps->c->cluster_takeover_ms = (uint32_t)(v * 1000 + 0.5);
+    return 0;
+}
+
+static int
+opt_cluster_replicas(struct parse *ps)
+{
+    long long v;
+    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 1, 5, &v)) return -1;
+    ps->c->cluster_replicas = (int)v;
+    return 0;
+}
+
 static int
 opt_autosave_interval(struct parse *ps)
 {
@@ -840,6 +891,10 @@ static const struct option {
     {"cluster_nats_certfile", opt_cluster_nats_certfile, 1},
     {"cluster_nats_keyfile", opt_cluster_nats_keyfile, 1},
     {"cluster_max_pending_bytes", opt_cluster_max_pending_bytes, 0},
+    {"cluster_sessions", opt_cluster_sessions, 0},
+    {"cluster_partition", opt_cluster_partition, 0},
+    {"cluster_takeover_timeout", opt_cluster_takeover_timeout, 0},
+    {"cluster_replicas", opt_cluster_replicas, 0},
     {"cluster_topic", opt_cluster_topic, 0},
     {"cluster_topic_local", opt_cluster_topic_local, 0},
 };
@@ -920,6 +975,9 @@ conf_init(struct lq_conf *c)
     c->max_queued_bytes_total = 1u << 30;
     c->max_hold_time_ms = 1000;
     c->cluster_max_pending_bytes = 64u << 20;
+    c->cluster_sessions = true;
+    c->cluster_takeover_ms = 5000;
+    c->cluster_replicas = 1;
     c->max_keepalive = 0; /* no limit, as mosquitto since 2.0.13 */
     c->retain_available = true;
     /* mosquitto's limit too: a topic costs ~200 bytes a level in the trees, so 64 KB

@@ -213,6 +213,7 @@ on_free(struct conn *c, void *ud)
     struct session *s = conn_owner(c);
     if (s && s->conn == c) session_detach(s, false); /* listener_free at shutdown */
     if (!s) access_conn_gone(ud, c);                 /* its password may be being checked */
+    if (!s) session_connect_wait_gone(ud, c);        /* or its session asked of the cluster */
 }
 
 static const struct conn_ops broker_conn_ops = {
@@ -302,6 +303,7 @@ cluster_ready(void *ud)
 {
     struct broker *b = ud;
     session_subacks_release(b);
+    session_connect_waits_release(b);
     if (b->nheld && !cluster_over(b->cluster)) hold_release_all(b);
 }
 
@@ -323,8 +325,12 @@ open_cluster(struct broker *b, char *err, size_t errlen)
                               .topics = c->cluster_topics,
                               .ntopics = c->ncluster_topics,
                               .topics_local = c->cluster_topics_local,
-                              .ntopics_local = c->ncluster_topics_local};
-    b->cluster = cluster_open(b->base, &cc, cluster_deliver, cluster_ready, b, err, errlen);
+                              .ntopics_local = c->ncluster_topics_local,
+                              .sessions = c->cluster_sessions,
+                              .takeover_ms = c->cluster_takeover_ms,
+                              .replicas = c->cluster_replicas};
+    b->cluster = cluster_open(b->base, &cc, cluster_deliver, cluster_ready, session_hand_over, b,
+                              err, errlen);
 }
 
 struct broker *
@@ -399,7 +405,8 @@ broker_free(struct broker *b)
     net_stop_workers();
     for (size_t i = 0; i < b->nlisteners; i++) listener_free(b->listeners[i]);
     free(b->listeners);
-    access_close(b); /* after the conns: a CONNECT being checked has none now */
+    session_connect_waits_free(b); /* their conns are gone: none is left */
+    access_close(b);               /* after the conns: a CONNECT being checked has none now */
     admin_free(b->admin);
     b->admin = NULL;
     hooks_free(b->hooks);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "retain.h"
+#include "cluster.h"
 #include "session_int.h"
 
 static void
@@ -75,20 +76,197 @@ make_will(struct session *s, const struct mqtt_connect *ck)
     return m;
 }
 
+/* A CONNECT waiting for the cluster to say who owns its client id (cluster.h,
+ * "sessions"): the packet is kept to be handled again once the answer is in, the
+ * connection reads nothing meanwhile. A session handed over from another node is
+ * rebuilt here (s) and waits for its subscriptions to reach NATS, then for what was
+ * queued for it there meanwhile. One list for the broker (b->connect_waits). */
+struct connect_wait {
+    struct connect_wait *next;
+    struct broker *b;
+    struct conn *c;
+    struct cluster_claim *cl;
+    struct session *s; /* rebuilt from the first answer */
+    uint64_t mark;     /* cluster_subscribe_mark after its subscriptions were made */
+    uint32_t got;      /* messages in the first answer */
+    uint32_t expiry;   /* the CONNECT's session expiry */
+    bool decided;      /* connect_run goes on without asking again */
+    uint8_t flags;
+    size_t len;
+    uint8_t body[];
+};
+
 static void connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
-                        size_t len, bool authenticated);
+                        size_t len, bool authenticated, struct connect_wait *w);
 
 void
 handle_connect(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body, size_t len)
 {
-    connect_run(b, c, flags, body, len, false);
+    connect_run(b, c, flags, body, len, false, NULL);
 }
 
 void
 handle_connect_authenticated(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body,
                              size_t len)
 {
-    connect_run(b, c, flags, body, len, true);
+    connect_run(b, c, flags, body, len, true, NULL);
+}
+
+/* ---- CONNECTs that wait for the cluster ---- */
+
+static void
+wait_unlink(struct connect_wait *w)
+{
+    for (struct connect_wait **at = &w->b->connect_waits; *at; at = &(*at)->next) {
+        if (*at == w) {
+            *at = w->next;
+            return;
+        }
+    }
+}
+
+static void
+wait_free(struct connect_wait *w)
+{
+    wait_unlink(w);
+    cluster_claim_free(w->cl);
+    free(w);
+}
+
+/* Handle the CONNECT again, decided: the session is this node's now (w->s if it was
+ * handed over). */
+static void
+wait_done(struct connect_wait *w)
+{
+    struct conn *c = w->c;
+    wait_unlink(w);
+    w->decided = true;
+    conn_resume(c);
+    connect_run(w->b, c, w->flags, w->body, w->len, true, w);
+    cluster_claim_free(w->cl);
+    free(w);
+}
+
+/* A session of this id here that another node owned since is out of date: it goes,
+ * without its will (the client's session went on elsewhere). */
+static void
+end_stale(struct broker *b, const char *id, size_t idlen)
+{
+    struct session *s = registry_find(b, id, idlen);
+    if (!s) return;
+    session_clear_will(s);
+    if (s->conn) session_disconnect(s, MQTT_RC_SESSION_TAKEN_OVER, "owned by another node");
+    if ((s = registry_find(b, id, idlen))) session_end(s);
+}
+
+static void
+released(struct cluster_claim *cl, void *arg)
+{
+    struct connect_wait *w = arg;
+    size_t n;
+    const uint8_t *p = cluster_claim_state(cl, &n);
+    if (cluster_claim_result(cl) == CLAIM_TAKEN && !handover_load(w->s, p, n, false, NULL))
+        session_log(w->s, LQ_LOG_WARNING, "what was queued for it on its last node is unreadable");
+    wait_done(w);
+}
+
+void
+session_connect_waits_release(struct broker *b)
+{
+    for (struct connect_wait *w = b->connect_waits, *next; w; w = next) {
+        next = w->next;
+        if (w->s && !w->decided && cluster_subscribed(b->cluster, w->mark)) {
+            w->decided = true; /* asked once */
+            if (!cluster_claim_release(w->cl, w->got, released, w)) wait_done(w);
+        }
+    }
+}
+
+static void
+claimed(struct cluster_claim *cl, void *arg)
+{
+    struct connect_wait *w = arg;
+    struct broker *b = w->b;
+    struct mqtt_connect ck;
+    memset(&ck, 0, sizeof(ck));
+    mqtt_decode_connect(w->flags, w->body, w->len, &ck); /* decoded once already: it is whole */
+    const char *id = (const char *)ck.client_id.p;
+    size_t idlen = ck.client_id.len;
+    size_t n;
+    const uint8_t *p;
+    switch (cluster_claim_result(cl)) {
+    case CLAIM_PARTITION:
+        if (b->conf.cluster_partition_refuse) {
+            struct conn *c = w->c;
+            wait_free(w);
+            conn_resume(c);
+            return refuse(c, &ck, MQTT_RC_SERVER_UNAVAILABLE,
+                          "cluster: cannot learn which node has its session (NATS or JetStream "
+                          "unreachable, cluster_partition refuse)");
+        }
+        break;
+    case CLAIM_LOCAL: break;
+    case CLAIM_GONE: end_stale(b, id, idlen); break;
+    case CLAIM_TAKEN:
+        end_stale(b, id, idlen);
+        p = cluster_claim_state(cl, &n);
+        w->s = session_new(b, id, idlen);
+        w->s->expiry = w->expiry;
+        if (!handover_load(w->s, p, n, true, &w->got)) {
+            session_log(w->s, LQ_LOG_WARNING,
+                        "the state its last node handed over is unreadable: starts clean");
+            session_end(w->s);
+            w->s = NULL;
+            break;
+        }
+        session_log(w->s, LQ_LOG_INFO,
+                    "taken over from another node: %u subscriptions, %u "
+                    "messages",
+                    w->s->nsubs, w->got);
+        w->mark = cluster_subscribe_mark(b->cluster);
+        session_connect_waits_release(b); /* at once if nothing waits for NATS */
+        return;
+    }
+    wait_done(w);
+}
+
+/* Ask the cluster first; true: the CONNECT waits (it is kept). */
+static bool
+wait_for_cluster(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body, size_t len,
+                 const char *id, size_t idlen, bool clean, uint32_t expiry)
+{
+    struct connect_wait *w = lq_xcalloc(1, sizeof(*w) + len);
+    w->b = b;
+    w->c = c;
+    w->flags = flags;
+    w->len = len;
+    w->expiry = expiry;
+    memcpy(w->body, body, len);
+    if (!(w->cl = cluster_claim(b->cluster, id, idlen, clean, claimed, w))) {
+        free(w);
+        return false;
+    }
+    w->next = b->connect_waits;
+    b->connect_waits = w;
+    conn_pause(c);
+    return true;
+}
+
+void
+session_connect_wait_gone(struct broker *b, struct conn *c)
+{
+    for (struct connect_wait *w = b->connect_waits; w; w = w->next) {
+        if (w->c != c) continue;
+        if (w->s) session_arm_expiry(w->s); /* kept for its expiry, or ended */
+        wait_free(w);
+        return;
+    }
+}
+
+void
+session_connect_waits_free(struct broker *b)
+{
+    while (b->connect_waits) wait_free(b->connect_waits);
 }
 
 void
@@ -102,10 +280,11 @@ handle_connect_refuse(struct broker *b, struct conn *c, uint8_t flags, const uin
     refuse(c, &ck, rc, why);
 }
 
-/* The CONNECT; `authenticated`: the second time, after its password was checked. */
+/* The CONNECT; `authenticated`: the second time, after its password was checked; w:
+ * after the cluster said which node has its session. */
 static void
 connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body, size_t len,
-            bool authenticated)
+            bool authenticated, struct connect_wait *w)
 {
     struct mqtt_connect ck;
     memset(&ck, 0, sizeof(ck));
@@ -185,6 +364,11 @@ connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body
         int64_t pce = b->conf.persistent_client_expiration;
         expiry = pce < 0 || pce >= EXPIRY_NEVER ? EXPIRY_NEVER : (uint32_t)pce;
     }
+
+    /* another node may have its session (an assigned id is this node's alone) */
+    if (!w && !assigned && b->cluster &&
+        wait_for_cluster(b, c, flags, body, len, id, idlen, ck.clean_start, expiry))
+        return;
 
     /* takeover: the old connection goes [MQTT-3.1.4-3] */
     struct session *s = registry_find(b, id, idlen);

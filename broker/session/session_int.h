@@ -64,8 +64,9 @@ struct broker {
     struct persist *persist; /* the journal (persist.c); NULL: persistence false */
     struct cluster *cluster; /* other nodes through NATS (cluster/); NULL: no cluster_name */
     struct suback_wait *subacks, **subacks_tail; /* waiting for the cluster, in order */
-    struct access *access;    /* password and ACL files, the CONNECTs being checked */
-    struct session **buckets; /* client id -> session, chained */
+    struct connect_wait *connect_waits; /* CONNECTs asking the cluster (handle_connect.c) */
+    struct access *access;              /* password and ACL files, the CONNECTs being checked */
+    struct session **buckets;           /* client id -> session, chained */
     size_t nbuckets, nsessions;
     /* routing one message: the sessions it matched, once each, and their subscription
      * identifiers, chained per match (see deliver.c); kept for the next message */
@@ -248,6 +249,21 @@ void session_disconnect(struct session *s, uint8_t rc, const char *detail);
 void session_set_will(struct session *s, struct msg *m, uint32_t delay);
 void session_clear_will(struct session *s);
 void session_arm_expiry(struct session *s);
+
+/* handover.c: a session moving between nodes of the cluster. dump: whole (everything)
+ * or the messages past the first skip; load: into a new session s (whole) or its
+ * queue, false when p is not such a state (nentries: the messages it had). */
+struct sbuf;
+void handover_dump(struct session *s, bool whole, uint32_t skip, struct sbuf *out);
+bool handover_load(struct session *s, const uint8_t *p, size_t n, bool whole, uint32_t *nentries);
+/* cluster_takeover_fn: another node takes the session of client id over. */
+bool session_hand_over(void *ud, int phase, bool clean, uint32_t skip, const char *id, size_t idlen,
+                       struct sbuf *out);
+
+/* handle_connect.c: CONNECTs that wait for the cluster (who owns their client id) */
+void session_connect_waits_release(struct broker *b); /* subscriptions reached NATS */
+void session_connect_wait_gone(struct broker *b, struct conn *c);
+void session_connect_waits_free(struct broker *b);
 
 /* sublist.c: the session's subscriptions, found by (group, filter) in O(1) */
 struct ssub *session_sub_find(struct session *s, const char *filter, size_t flen, const char *group,

@@ -25,13 +25,15 @@ SAN = bool(os.environ.get("LUNAMQ_SAN"))
 class Cluster:
     """nats-server and n lunamq nodes (cluster_name t, node ids n1..nN)."""
 
-    def __init__(self, n=3, extra=()):
+    def __init__(self, n=3, extra=(), js=False):
         self.nats_port = lqtest.free_port()
         self.dir = tempfile.mkdtemp(prefix="lunamq-nats-")
-        self.nats = subprocess.Popen(
-            [NATS, "-a", "127.0.0.1", "-p", str(self.nats_port), "-l",
-             os.path.join(self.dir, "nats.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.nats_args = [NATS, "-a", "127.0.0.1", "-p", str(self.nats_port), "-l",
+                          os.path.join(self.dir, "nats.log")]
+        if js:  # JetStream, its store in the test's directory
+            self.nats_args += ["-js", "-sd", os.path.join(self.dir, "js")]
+        self.nats = subprocess.Popen(self.nats_args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         self.nodes = []
         try:
             assert lqtest.wait_port(self.nats_port, proc=self.nats), "nats-server did not start"
