@@ -6,6 +6,10 @@
  * sessions' filters match, and routes what comes in to them as if published here.
  * NATS forwards a message only to the nodes that subscribed to it.
  *
+ * Retained messages (cluster_retained jetstream): a JetStream stream keeps the last
+ * retained message of each topic; every node applies the stream, in its order, to its
+ * own retained store, so all nodes converge; SUBSCRIBE stays a local lookup.
+ *
  * Threads: all NATS work (connecting, publishing, subscribing) is done by one cluster
  * thread and libnats' own. The loop hands its work over once per loop turn and takes
  * what came in a batch at a time: no blocking call and no lock per message in it.
@@ -30,6 +34,12 @@ struct cluster_conf {
     size_t ntopics;                  /* 0: every topic but $SYS */
     char *const *topics_local;       /* cluster_topic_local: what matches never does */
     size_t ntopics_local;
+    bool retained_local; /* cluster_retained local: no stream, retained stay here */
+    uint32_t replicas;   /* cluster_replicas: the stream's; 0: 1 */
+    /* A retained message from the stream (from any node, this one too): store it in
+     * the local retained store (an empty payload clears), do not route it (the message
+     * itself came as any other). m is the caller's; ref it to keep. */
+    void (*store_retained)(struct msg *m, void *ud);
 };
 
 /* What a message from another node is handed to, on the loop thread: route it to
@@ -59,7 +69,9 @@ void cluster_interest(struct cluster *c, const char *filter, size_t flen, int de
  * any node after the SUBACK then reaches the subscriber. The mark before and after
  * cluster_interest calls differ when they added NATS subscriptions;
  * cluster_subscribed(mark) says when those (and all before) are the server's (at
- * once while NATS is down; at most 2 s). NULL c: always subscribed. */
+ * once while NATS is down; at most 2 s). At start it also waits (at most 2 s after
+ * cluster_open) until the retained stream is loaded, so that a SUBSCRIBE gets the
+ * cluster's retained messages. NULL c: always subscribed. */
 uint64_t cluster_subscribe_mark(const struct cluster *c);
 bool cluster_subscribed(struct cluster *c, uint64_t mark);
 
@@ -74,6 +86,9 @@ struct cluster_stats {
     uint64_t dropped_in;  /* from NATS, not routed: past max_pending_bytes */
     uint64_t bad_in;      /* from NATS, not a message of ours (bad subject, headers) */
     uint64_t pending_out_bytes, pending_in_bytes;
+    bool retained_stream;     /* retained messages go through the JetStream stream now */
+    uint64_t retained_in;     /* retained updates from the stream applied here */
+    uint64_t retained_failed; /* retained messages the stream did not take (or refused) */
 };
 void cluster_get_stats(struct cluster *c, struct cluster_stats *out); /* locks the inbox */
 

@@ -182,7 +182,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 112 /* collect() fills 97 */
+#define MAX_FIGURES 112 /* collect() fills 100 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -362,6 +362,11 @@ collect(struct admin *a, struct figure *f)
       "messages from other nodes not routed: cluster_max_pending_bytes, or slow");
     C("cluster_bad_in", NULL, cs.bad_in, "messages from NATS that were not a node's: dropped");
     G("cluster_pending_out_bytes", NULL, cs.pending_out_bytes, "bytes waiting to go to NATS");
+    G("cluster_retained_stream", NULL, cs.retained_stream,
+      "1 while retained messages are shared through the JetStream stream");
+    C("cluster_retained_in", NULL, cs.retained_in, "retained updates from the stream applied here");
+    C("cluster_retained_failed", NULL, cs.retained_failed,
+      "retained messages JetStream did not take: not shared with other nodes");
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
@@ -710,6 +715,9 @@ cmd_cluster(struct admin *a, struct reply *r, int argc, char **argv)
     reply_u64(r, "bad_in", cs.bad_in);
     reply_u64(r, "pending_out_bytes", cs.pending_out_bytes);
     reply_u64(r, "pending_in_bytes", cs.pending_in_bytes);
+    reply_bool(r, "retained_stream", cs.retained_stream);
+    reply_u64(r, "retained_in", cs.retained_in);
+    reply_u64(r, "retained_failed", cs.retained_failed);
     reply_list(r, "peers");
     struct cluster_peer p;
     for (size_t k = 0; cluster_peer(c, k, &p); k++) {

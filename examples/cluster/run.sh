@@ -4,14 +4,18 @@
 # Then, in another terminal:
 #   mosquitto_sub -p 1883 -t 'demo/#' -v &
 #   mosquitto_pub -p 1881 -t demo/hello -m 'from node 1'
+#   mosquitto_pub -p 1882 -t demo/state -m 'kept' -r    # retained, on node 2
+#   mosquitto_sub -p 1883 -t demo/state -C 1 -v         # node 3 has it too (JetStream)
 #   build/lunamq-ctl -s /tmp/lunamq-cluster-node1.sock stats | grep cluster_
 # Ctrl-C stops them all.
 set -e
 cd "$(dirname "$0")/../.."
 [ -x build/lunamq ] || { echo "build/lunamq missing: run make first" >&2; exit 1; }
-nats-server -a 127.0.0.1 -p 4222 &
+# -js: JetStream, which keeps the cluster's retained messages (in a directory of its own)
+store=$(mktemp -d /tmp/lunamq-cluster-nats.XXXXXX)
+nats-server -a 127.0.0.1 -p 4222 -js -sd "$store" &
 pids=$!
-trap 'kill $pids 2>/dev/null; wait' INT TERM EXIT
+trap 'kill $pids 2>/dev/null; wait; rm -rf "$store"' INT TERM EXIT
 sleep 0.5
 for i in 1 2 3; do
     build/lunamq -c examples/cluster/node$i.conf &
