@@ -61,7 +61,7 @@
 #define JS_WAIT_MS         2000 /* a JetStream request (creating the stream, subscribing) */
 #define JS_RETRY_MS        1000 /* after a JetStream set-up that failed */
 #define JS_ACK_WAIT_MS     5000 /* a retained message the stream did not acknowledge: failed */
-#define JS_MAX_PENDING     4096 /* unacknowledged retained messages; past it, failed */
+#define JS_MAX_PENDING     4096 /* unacknowledged retained messages; past it, kept */
 
 /* The retained stream, as the thread sees it. */
 enum js_state {
@@ -73,6 +73,13 @@ enum js_state {
 
 /* ---- the loop's work for the thread ---- */
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
+struct op;
+
+/* A retained op kept for the stream while JS_MAX_PENDING wait for their acks. */
+struct js_wait {
+    struct js_wait *next;
+    struct op *op;
+};
 
 /* A distinct subject this node subscribes to: the loop counts the filters that need
  * it; the thread alone touches sub. Freed by the thread after its OP_UNSUB (the loop
@@ -163,6 +170,7 @@ struct cluster {
     _Atomic bool js_nothing_to_load; /* no stream to wait for (none, or NATS down at start) */
     _Atomic bool js_retry;           /* reconnected: a server without JetStream may have it */
     _Atomic int js_state;            /* enum js_state; written by the thread */
+    _Atomic bool js_backlog;         /* retained ops kept: on_js_ack wakes the thread */
     /* the thread's */
     natsOptions *opts;
     natsConnection *nc;
@@ -170,6 +178,10 @@ struct cluster {
     natsSubscription *rsub; /* the ordered consumer of the stream */
     uint64_t js_next_try_ms;
     struct lq_log_limit js_log;
+    struct levelmap js_waiting; /* subject -> struct js_wait: retained ops kept */
+    struct js_wait *jw_head, **jw_tail;
+    char *js_hdr;
+    size_t js_cap;
 };
 
 /* ---- small helpers ---- */
@@ -280,8 +292,13 @@ on_js_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure
     (void)js, (void)pa;
     struct cluster *c = closure;
     if (pae) atomic_fetch_add(&c->js_failed, 1);
-    atomic_fetch_sub(&c->js_pending, 1);
+    uint64_t left = atomic_fetch_sub(&c->js_pending, 1) - 1;
     natsMsg_Destroy(msg);
+    if (left == JS_MAX_PENDING / 2 && atomic_load(&c->js_backlog)) { /* room for what waits */
+        pthread_mutex_lock(&c->mu);
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
 }
 
 static void
@@ -295,44 +312,9 @@ hex_of(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-/* The retained copy, to the stream, not waiting for its acknowledgement (on_js_ack):
- * the same header, the subject's m token made r. */
-static void
-publish_retained(struct cluster *c, struct op *op, const char *hdr)
-{
-    int state = atomic_load(&c->js_state);
-    if (state == JS_ABSENT || state == JS_OFF || !c->js) return; /* local only */
-    if (atomic_load(&c->js_pending) >= JS_MAX_PENDING) {
-        atomic_fetch_add(&c->js_failed, 1);
-        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
-                       "cluster: %d retained messages wait for JetStream: this one is not "
-                       "shared with other nodes",
-                       JS_MAX_PENDING);
-        return;
-    }
-    char *subject = (char *)op->data; /* op->subject: libnats has copied it */
-    subject[strlen(c->prefix) - 1] = 'r';
-    natsMsg *nm = NULL;
-    natsStatus s =
-        natsMsg_Create(&nm, subject, NULL, (const char *)op->payload, (int)op->payload_len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Msg", hdr);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = JS_ACK_WAIT_MS;
-    atomic_fetch_add(&c->js_pending, 1);
-    if (s == NATS_OK) s = js_PublishMsgAsync(c->js, &nm, &po);
-    if (s != NATS_OK) {
-        atomic_fetch_sub(&c->js_pending, 1);
-        atomic_fetch_add(&c->js_failed, 1);
-        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
-                       "cluster: a retained message on \"%.200s\" not published to JetStream: %s",
-                       subject, natsStatus_GetText(s));
-    }
-    natsMsg_Destroy(nm); /* NULL once libnats took it */
-}
-
-static void
-publish(struct cluster *c, struct op *op, char **hdr, size_t *cap)
+/* The Lq-Msg header of op, into *hdr (grown as needed). */
+static const char *
+header_of(const struct cluster *c, const struct op *op, char **hdr, size_t *cap)
 {
     size_t need = strlen(c->node_id) + sizeof(c->run) + 3 * 24 + 2 * (size_t)op->props_len + 8;
     if (*cap < need) {
@@ -352,6 +334,89 @@ publish(struct cluster *c, struct op *op, char **hdr, size_t *cap)
     } else {
         h[n] = '\0';
     }
+    return h;
+}
+
+/* The retained copy, to the stream, not waiting for its acknowledgement (on_js_ack):
+ * the same header, the subject's m token made r. */
+static void
+publish_retained(struct cluster *c, struct op *op)
+{
+    int state = atomic_load(&c->js_state);
+    if (state == JS_ABSENT || state == JS_OFF || !c->js) return; /* local only */
+    char *subject = (char *)op->data; /* op->subject: libnats has copied it */
+    subject[strlen(c->prefix) - 1] = 'r';
+    natsMsg *nm = NULL;
+    natsStatus s =
+        natsMsg_Create(&nm, subject, NULL, (const char *)op->payload, (int)op->payload_len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Msg", header_of(c, op, &c->js_hdr, &c->js_cap));
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = JS_ACK_WAIT_MS;
+    atomic_fetch_add(&c->js_pending, 1);
+    if (s == NATS_OK) s = js_PublishMsgAsync(c->js, &nm, &po);
+    if (s != NATS_OK) {
+        atomic_fetch_sub(&c->js_pending, 1);
+        atomic_fetch_add(&c->js_failed, 1);
+        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
+                       "cluster: a retained message on \"%.200s\" not published to JetStream: %s",
+                       subject, natsStatus_GetText(s));
+    }
+    natsMsg_Destroy(nm); /* NULL once libnats took it */
+}
+
+/* A retained op for the stream: sent, or, while JS_MAX_PENDING wait for their
+ * acknowledgement, kept as its subject's latest (an older one kept is dropped: the
+ * stream keeps only the last anyway, and order within a subject stays). True when
+ * kept (its bytes stay in pending_out). */
+static bool
+stream_or_keep(struct cluster *c, struct op *op)
+{
+    int state = atomic_load(&c->js_state);
+    if (state == JS_ABSENT || state == JS_OFF || !c->js) return false;
+    size_t n = strlen(op->subject);
+    struct js_wait *w = levelmap_get(&c->js_waiting, op->subject, n);
+    if (w) {
+        atomic_fetch_sub(&c->pending_out, w->op->bytes);
+        free(w->op);
+        w->op = op;
+        return true;
+    }
+    if (atomic_load(&c->js_pending) < JS_MAX_PENDING) {
+        publish_retained(c, op);
+        return false;
+    }
+    w = lq_xmalloc(sizeof(*w));
+    *w = (struct js_wait){.op = op};
+    levelmap_put(&c->js_waiting, op->subject, n, w);
+    *c->jw_tail = w;
+    c->jw_tail = &w->next;
+    atomic_store(&c->js_backlog, true);
+    return true;
+}
+
+/* What was kept, to the stream, as far as there is room. */
+static void
+stream_kept(struct cluster *c)
+{
+    while (c->jw_head && atomic_load(&c->js_pending) < JS_MAX_PENDING) {
+        struct js_wait *w = c->jw_head;
+        c->jw_head = w->next;
+        if (!c->jw_head) c->jw_tail = &c->jw_head;
+        struct op *op = w->op;
+        levelmap_del(&c->js_waiting, op->subject, strlen(op->subject));
+        free(w);
+        publish_retained(c, op);
+        atomic_fetch_sub(&c->pending_out, op->bytes);
+        free(op);
+    }
+    atomic_store(&c->js_backlog, c->jw_head != NULL);
+}
+
+static void
+publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
+{
+    const char *h = header_of(c, op, hdr, cap);
     /* one header, not seven: each is an allocation and a line to parse on both sides */
     natsMsg *nm = NULL;
     natsStatus s =
@@ -364,7 +429,6 @@ publish(struct cluster *c, struct op *op, char **hdr, size_t *cap)
     else
         atomic_fetch_add(&c->dropped_out, 1);
     natsMsg_Destroy(nm);
-    if (op->to_stream) publish_retained(c, op, h);
 }
 
 static void
@@ -377,6 +441,7 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
             publish(c, op, hdr, cap);
         else /* no connection could be made (a bad URL): counted, not kept */
             atomic_fetch_add(&c->dropped_out, 1);
+        if (op->to_stream && stream_or_keep(c, op)) return; /* kept for the stream */
         atomic_fetch_sub(&c->pending_out, op->bytes);
         break;
     case OP_SUB: /* while disconnected too: libnats subscribes again on connecting */
@@ -578,14 +643,25 @@ js_open(struct cluster *c)
 static void
 js_close(struct cluster *c)
 {
-    if (!c->js) return;
-    if (atomic_load(&c->connected)) {
+    if (c->js && atomic_load(&c->connected)) {
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MaxWait = 1000; /* retained messages published, into the stream (bounded) */
+        if (c->jw_head) js_PublishAsyncComplete(c->js, &po);
+        stream_kept(c);
         js_PublishAsyncComplete(c->js, &po);
         if (c->rsub) natsSubscription_Unsubscribe(c->rsub); /* its consumer goes */
     }
+    for (struct js_wait *w = c->jw_head, *next; w; w = next) { /* not sent: failed */
+        next = w->next;
+        atomic_fetch_add(&c->js_failed, 1);
+        atomic_fetch_sub(&c->pending_out, w->op->bytes);
+        free(w->op);
+        free(w);
+    }
+    c->jw_head = NULL;
+    levelmap_fini(&c->js_waiting);
+    free(c->js_hdr);
 }
 
 /* The subscriptions up to sub_no are the server's once a round trip after them came
@@ -611,7 +687,8 @@ thread_main(void *arg)
     size_t caphex = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->todo && !c->stop && !js_due(c)) {
+        while (!c->todo && !c->stop && !js_due(c) &&
+               !(c->jw_head && atomic_load(&c->js_pending) <= JS_MAX_PENDING / 2)) {
             c->thread_idle = true;
             if (atomic_load(&c->js_state) == JS_SETUP && c->js && atomic_load(&c->connected)) {
                 /* after a failure: again soon (a connection wakes it anyway) */
@@ -652,6 +729,7 @@ thread_main(void *arg)
             next = op->next;
             run_op(c, op, &hex, &caphex, &sub_no);
         }
+        if (c->jw_head) stream_kept(c);
         if (!stop) {
             struct timespec nap = {0, PACE_US * 1000L};
             nanosleep(&nap, NULL);
@@ -1172,6 +1250,7 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     c->ud = ud;
     c->open_tail = &c->open;
     c->todo_tail = &c->todo;
+    c->jw_tail = &c->jw_head;
     c->subject_buf = lq_xmalloc(SUBJECT_MAX);
     c->filter_buf[0] = lq_xmalloc(SUBJECT_MAX);
     c->filter_buf[1] = lq_xmalloc(SUBJECT_MAX);

@@ -208,6 +208,40 @@ def test_concurrent_sets_of_one_topic_converge(_b):
         cl.stop()
 
 
+def test_retained_flood_ends_with_the_last_one_everywhere(_b):
+    """A publisher floods retained messages on a few topics faster than JetStream
+    acknowledges them: what waits for the stream is the latest of each topic (none
+    dropped, none failed), so every node ends with the last message of each topic
+    (MQTT-3.3.1-5: the new one replaces the one before)."""
+    from mqttraw import publish_bytes
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        pub = connected(n1.port, "flood")
+        n, topics = 20000, ["f/%d" % k for k in range(5)]
+        batch = b""
+        for i in range(n):
+            batch += publish_bytes(topics[i % 5], b"%d" % i, retain=True)
+            if len(batch) > 65536 or i == n - 1:
+                pub.send(batch)
+                batch = b""
+        pub.publish("f/end", b"end", qos=1, pid=1)  # all read by node 1 before its PUBACK
+        assert pub.expect(PUBACK, 20).pid == 1
+        want = sorted(b"%d" % (n - 5 + k) for k in range(5))
+        for node in (n1, n2):
+            end = time.time() + 20
+            got = None
+            while time.time() < end:
+                got = sorted(payloads(node, "f/+"))
+                if got == want:
+                    break
+                time.sleep(0.2)
+            assert got == want, (got, want)
+        assert stats(n1)["cluster_retained_failed"] == 0, stats(n1)
+    finally:
+        cl.stop()
+
+
 def test_cluster_retained_local_keeps_it_on_its_node(_b):
     """cluster_retained local: no stream; a retained message stays on the node it was
     set on (the live message still crosses)."""
