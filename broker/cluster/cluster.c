@@ -75,7 +75,8 @@ enum js_state {
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB };
 struct op;
 
-/* A retained op kept for the stream while JS_MAX_PENDING wait for their acks. */
+/* A retained op kept for the stream while NATS is down or JS_MAX_PENDING wait for
+ * their acks. */
 struct js_wait {
     struct js_wait *next;
     struct op *op;
@@ -365,10 +366,19 @@ publish_retained(struct cluster *c, struct op *op)
     natsMsg_Destroy(nm); /* NULL once libnats took it */
 }
 
-/* A retained op for the stream: sent, or, while JS_MAX_PENDING wait for their
- * acknowledgement, kept as its subject's latest (an older one kept is dropped: the
- * stream keeps only the last anyway, and order within a subject stays). True when
- * kept (its bytes stay in pending_out). */
+/* Can a retained op go to the stream now? Not while NATS is down (it would wait in
+ * libnats' reconnect buffer, with the messages, and its ack would time out) nor while
+ * JS_MAX_PENDING wait for their acknowledgement. */
+static bool
+stream_has_room(struct cluster *c)
+{
+    return atomic_load(&c->connected) && atomic_load(&c->js_pending) < JS_MAX_PENDING;
+}
+
+/* A retained op for the stream: sent, or, when there is no room, kept as its
+ * subject's latest (an older one kept is dropped: the stream keeps only the last
+ * anyway, and order within a subject stays). True when kept (its bytes stay in
+ * pending_out). */
 static bool
 stream_or_keep(struct cluster *c, struct op *op)
 {
@@ -382,7 +392,7 @@ stream_or_keep(struct cluster *c, struct op *op)
         w->op = op;
         return true;
     }
-    if (atomic_load(&c->js_pending) < JS_MAX_PENDING) {
+    if (stream_has_room(c)) {
         publish_retained(c, op);
         return false;
     }
@@ -399,7 +409,7 @@ stream_or_keep(struct cluster *c, struct op *op)
 static void
 stream_kept(struct cluster *c)
 {
-    while (c->jw_head && atomic_load(&c->js_pending) < JS_MAX_PENDING) {
+    while (c->jw_head && stream_has_room(c)) {
         struct js_wait *w = c->jw_head;
         c->jw_head = w->next;
         if (!c->jw_head) c->jw_tail = &c->jw_head;
@@ -688,7 +698,8 @@ thread_main(void *arg)
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->todo && !c->stop && !js_due(c) &&
-               !(c->jw_head && atomic_load(&c->js_pending) <= JS_MAX_PENDING / 2)) {
+               !(c->jw_head && atomic_load(&c->connected) &&
+                 atomic_load(&c->js_pending) <= JS_MAX_PENDING / 2)) {
             c->thread_idle = true;
             if (atomic_load(&c->js_state) == JS_SETUP && c->js && atomic_load(&c->connected)) {
                 /* after a failure: again soon (a connection wakes it anyway) */

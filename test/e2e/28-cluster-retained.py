@@ -242,6 +242,33 @@ def test_retained_flood_ends_with_the_last_one_everywhere(_b):
         cl.stop()
 
 
+def test_retained_set_while_nats_is_down_is_shared_once_it_is_back(_b):
+    """Retained messages set while nats-server is down are kept on their node (the
+    latest of each topic, out of libnats' reconnect buffer) and reach the stream and
+    every node once NATS is back; the stream, read again after the reconnection, does
+    not leave the older message on the node that set them. None is counted as failed."""
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        set_retained(n1, "d/a", b"before")
+        wait_retained(n2, "d/a", [b"before"])
+        cl.stop_nats()
+        assert lqtest.wait_for(lambda: stats(n1)["cluster_connected"] == 0, 10)
+        for i in range(3):
+            set_retained(n1, "d/a", b"down%d" % i)
+        set_retained(n1, "d/b", b"new")
+        assert sorted(payloads(n1, "d/+")) == [b"down2", b"new"]
+        cl.start_nats()
+        for n in (n1, n2):
+            assert lqtest.wait_for(lambda: stats(n)["cluster_connected"] == 1, 10)
+        for n in (n2, n1):
+            wait_retained(n, "d/a", [b"down2"], timeout=15)
+            wait_retained(n, "d/b", [b"new"], timeout=15)
+        assert stats(n1)["cluster_retained_failed"] == 0, stats(n1)
+    finally:
+        cl.stop()
+
+
 def test_cluster_retained_local_keeps_it_on_its_node(_b):
     """cluster_retained local: no stream; a retained message stays on the node it was
     set on (the live message still crosses)."""
