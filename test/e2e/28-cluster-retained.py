@@ -271,7 +271,8 @@ def test_retained_set_while_nats_is_down_is_shared_once_it_is_back(_b):
 
 def test_cluster_retained_local_keeps_it_on_its_node(_b):
     """cluster_retained local: no stream; a retained message stays on the node it was
-    set on (the live message still crosses)."""
+    set on (the live message still crosses). A bad cluster_retained or cluster_replicas
+    stops the start."""
     cl = Cluster(2, extra=["cluster_retained local"])
     try:
         n1, n2 = cl.nodes
@@ -287,6 +288,12 @@ def test_cluster_retained_local_keeps_it_on_its_node(_b):
         assert s["cluster_retained_stream"] == 0 and s["cluster_retained_in"] == 0, s
     finally:
         cl.stop()
+    for line, why in (("cluster_retained disk", "cluster_retained: 'disk' is not jetstream or local"),
+                      ("cluster_replicas 0", "cluster_replicas: '0' out of range 1..5")):
+        b = lqtest.Broker(["cluster_name t", line])
+        assert not b.start_or_exit(timeout=10), "started with " + line
+        assert why in b.output(), b.output()[-1000:]
+        b.stop(timeout=5)
 
 
 def test_nats_without_jetstream_warns_once_and_stays_local(_b):
