@@ -6,6 +6,10 @@
  * sessions' filters match, and routes what comes in to them as if published here.
  * NATS forwards a message only to the nodes that subscribed to it.
  *
+ * Retained messages (cluster_retained jetstream): a JetStream stream keeps the last
+ * retained message of each topic; every node applies the stream, in its order, to its
+ * own retained store, so all nodes converge; SUBSCRIBE stays a local lookup.
+ *
  * Threads: all NATS work (connecting, publishing, subscribing) is done by one cluster
  * thread and libnats' own. The loop hands its work over once per loop turn and takes
  * what came in a batch at a time: no blocking call and no lock per message in it.
@@ -35,7 +39,12 @@ struct cluster_conf {
     size_t ntopics_local;
     bool sessions;        /* cluster_sessions jetstream: one owner per client id */
     uint32_t takeover_ms; /* cluster_takeover_timeout */
-    int replicas;         /* cluster_replicas: of the JetStream buckets */
+    int replicas;         /* cluster_replicas: of the JetStream stream and bucket; 0: 1 */
+    bool retained_local;  /* cluster_retained local: no stream, retained stay here */
+    /* A retained message from the stream (from any node, this one too): store it in
+     * the local retained store (an empty payload clears), do not route it (the message
+     * itself came as any other). m is the caller's; ref it to keep. */
+    void (*store_retained)(struct msg *m, void *ud);
 };
 
 struct sbuf;
@@ -93,7 +102,9 @@ void cluster_interest_shared(struct cluster *c, const char *group, size_t glen, 
  * any node after the SUBACK then reaches the subscriber. The mark before and after
  * cluster_interest calls differ when they added NATS subscriptions;
  * cluster_subscribed(mark) says when those (and all before) are the server's (at
- * once while NATS is down; at most 2 s). NULL c: always subscribed. */
+ * once while NATS is down; at most 2 s). At start it also waits (at most 2 s after
+ * cluster_open) until the retained stream is loaded, so that a SUBSCRIBE gets the
+ * cluster's retained messages. NULL c: always subscribed. */
 uint64_t cluster_subscribe_mark(const struct cluster *c);
 bool cluster_subscribed(struct cluster *c, uint64_t mark);
 
@@ -138,6 +149,9 @@ struct cluster_stats {
     uint64_t takeovers_clean; /* sessions begun clean here: their owner was gone */
     uint64_t takeovers_out;   /* sessions this node handed over */
     uint64_t partitions;      /* claims that found NATS or JetStream unreachable */
+    bool retained_stream;     /* retained messages go through the JetStream stream now */
+    uint64_t retained_in;     /* retained updates from the stream applied here */
+    uint64_t retained_failed; /* retained messages the stream did not take (or refused) */
 };
 void cluster_get_stats(struct cluster *c, struct cluster_stats *out); /* locks the inbox */
 

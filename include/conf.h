@@ -111,6 +111,7 @@ struct lq_conf {
     size_t ncluster_topics;             /* 0: every topic but $SYS */
     char **cluster_topics_local;        /* cluster_topic_local lines: what never does */
     size_t ncluster_topics_local;
+    bool cluster_retained_local; /* cluster_retained local (default jetstream) */
 };
 
 /* Defaults as listed above. */

@@ -22,6 +22,9 @@ void retain_free(struct retain *r); /* drops every reference; NULL is a no-op */
  * [MQTT-3.3.1-6,7] and is not stored. */
 void retain_set(struct retain *r, struct msg *m);
 
+/* The retained message of topic (borrowed), or NULL. */
+struct msg *retain_get(struct retain *r, const char *topic, size_t len);
+
 /* Remove a topic's retained message, if any (used when it expired). */
 void retain_clear(struct retain *r, const char *topic, size_t len);
 

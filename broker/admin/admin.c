@@ -182,7 +182,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 112 /* collect() fills 104 */
+#define MAX_FIGURES 112 /* collect() fills 107 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -373,6 +373,11 @@ collect(struct admin *a, struct figure *f)
       "sessions begun clean here: the node that had them was gone or did not answer");
     C("cluster_partitions", NULL, cs.partitions,
       "CONNECTs that found NATS or JetStream unreachable (cluster_partition)");
+    G("cluster_retained_stream", NULL, cs.retained_stream,
+      "1 while retained messages are shared through the JetStream stream");
+    C("cluster_retained_in", NULL, cs.retained_in, "retained updates from the stream applied here");
+    C("cluster_retained_failed", NULL, cs.retained_failed,
+      "retained messages JetStream did not take: not shared with other nodes");
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
@@ -728,6 +733,9 @@ cmd_cluster(struct admin *a, struct reply *r, int argc, char **argv)
     reply_u64(r, "takeovers_out", cs.takeovers_out);
     reply_u64(r, "takeovers_clean", cs.takeovers_clean);
     reply_u64(r, "partitions", cs.partitions);
+    reply_bool(r, "retained_stream", cs.retained_stream);
+    reply_u64(r, "retained_in", cs.retained_in);
+    reply_u64(r, "retained_failed", cs.retained_failed);
     reply_list(r, "peers");
     struct cluster_peer p;
     for (size_t k = 0; cluster_peer(c, k, &p); k++) {

@@ -18,7 +18,17 @@
  * (G, F), on a second connection (which hears this node's own messages too: the first
  * one does not echo them), and NATS gives each message to one node of the group. The
  * publishing node routes a message it sent to NATS ('g') to plain subscriptions only;
- * its groups get it back through NATS like every other node's. */
+ * its groups get it back through NATS like every other node's.
+ *
+ * Retained messages (cluster_retained jetstream): the thread also publishes a retained
+ * one (an empty one clears) through JetStream to P'.<topic tokens>, P' = lq.<name>.r,
+ * with the same header, into the stream LQ_<name>_RETAINED (every P' subject, one
+ * message per subject, file storage), which whichever node gets there first creates.
+ * Every node reads it through an ordered consumer, the last message of each subject
+ * first, then every update in stream order, and stores each one (also its own: where
+ * two nodes set one topic at once, the stream's order decides the same everywhere).
+ * The expiry in the header counts from when JetStream stored the message (its time
+ * stamp): a node that loads it later keeps what is left, given clocks in step. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -61,9 +71,31 @@
 #define REOPEN_WAIT_MS     1000  /* between attempts after libnats gave a connection up */
 #define REFUSAL_LOG_MS     60000 /* the same reason for failing to connect, logged again */
 #define WRITE_DEADLINE_MS  5000  /* a NATS server that reads nothing for this is given up */
+#define LOAD_TIMEOUT_MS    2000  /* SUBACKs at start wait at most this for the retained stream */
+#define JS_WAIT_MS         2000  /* a JetStream request (creating the stream, subscribing) */
+#define JS_RETRY_MS        1000  /* after a JetStream set-up that failed, doubled while */
+#define JS_RETRY_MAX_MS    60000 /* it does not answer (each try holds this thread) */
+#define JS_ACK_WAIT_MS     5000  /* a retained message the stream did not acknowledge: failed */
+#define JS_MAX_PENDING     4096  /* unacknowledged retained messages; past it, kept */
+
+/* The retained stream, as the thread sees it. */
+enum js_state {
+    JS_OFF,    /* cluster_retained local */
+    JS_SETUP,  /* to create the stream and its consumer (when connected) */
+    JS_READY,  /* in use */
+    JS_ABSENT, /* no JetStream, or it refused the stream: local until a reconnection */
+};
 
 /* ---- the loop's work for the thread ---- */
 enum op_kind { OP_PUB, OP_SUB, OP_UNSUB, OP_QSUB, OP_QUNSUB };
+struct op;
+
+/* A retained op kept for the stream while NATS is down or JS_MAX_PENDING wait for
+ * their acks. */
+struct js_wait {
+    struct js_wait *next;
+    struct op *op;
+};
 
 /* A distinct subject this node subscribes to: the loop counts the filters that need
  * it; the thread alone touches sub. Freed by the thread after its OP_UNSUB (the loop
@@ -109,6 +141,7 @@ struct op {
     uint32_t expiry, payload_len, props_len;
     uint8_t qos;
     bool retain, has_expiry, groups;
+    bool to_stream; /* OP_PUB: a retained message, for the stream too */
     const char *subject;
     const uint8_t *payload, *props;
     uint8_t data[];
@@ -137,8 +170,13 @@ struct cluster {
     char **topics, **topics_local; /* cluster_topic, cluster_topic_local */
     size_t ntopics, ntopics_local;
     char prefix[160];
-    char run[24]; /* this run of this node: 16 hex digits */
+    char rprefix[160];  /* retained: lq.<name>.r */
+    char stream[160];   /* LQ_<name>_RETAINED */
+    uint32_t replicas;  /* cluster_replicas */
+    bool stream_wanted; /* cluster_retained jetstream */
+    char run[24];       /* this run of this node: 16 hex digits */
     cluster_deliver_fn deliver;
+    void (*store_retained)(struct msg *m, void *ud);
     void (*ready)(void *ud);
     struct csessions *sessions; /* cluster_sessions jetstream; NULL: local */
     void *ud;
@@ -157,6 +195,9 @@ struct cluster {
     uint64_t seen_clock;
     uint64_t received, received_shared, duplicates, dropped_out_loop, bad_in, held;
     bool over; /* publishers are held for messages past max_pending_bytes */
+    uint64_t retained_in;
+    bool loaded;           /* the retained stream loaded, or given up waiting for */
+    struct event *load_ev; /* LOAD_TIMEOUT_MS after opening */
     struct lq_log_limit drop_log, bad_log;
     struct refusal retry_said;   /* libnats' reconnecting thread's */
     struct refusal attempt_said; /* the cluster thread's */
@@ -182,11 +223,25 @@ struct cluster {
     _Atomic bool drain_wanted; /* the loop waits for pending_out to reach half the bound */
     /* made by cluster_open, used by the threads: nc's, nq's, the sessions thread's */
     natsOptions *opts, *qopts, *sopts;
+    _Atomic uint64_t js_pending, js_failed; /* retained messages to the stream */
+    _Atomic uint64_t js_target; /* the stream's last sequence at subscribing, + 1; 0: unknown */
+    _Atomic bool js_nothing_to_load; /* no stream to wait for (none, or NATS down at start) */
+    _Atomic bool js_retry;           /* reconnected: a server without JetStream may have it */
+    _Atomic int js_state;            /* enum js_state; written by the thread */
+    _Atomic bool js_backlog;         /* retained ops kept: on_js_ack wakes the thread */
     /* the thread's */
     natsConnection *nc;
     natsConnection *nq;          /* for queue subscriptions: made with the first one */
     struct interest *subscribed; /* what OP_SUB asked for and no OP_UNSUB took back */
     uint64_t next_attempt_ms;    /* keep_connected's */
+    jsCtx *js;
+    natsSubscription *rsub; /* the ordered consumer of the stream */
+    uint64_t js_next_try_ms, js_backoff_ms;
+    struct lq_log_limit js_log;
+    struct levelmap js_waiting; /* subject -> struct js_wait: retained ops kept */
+    struct js_wait *jw_head, **jw_tail;
+    char *js_hdr;
+    size_t js_cap;
 };
 
 /* ---- small helpers ---- */
@@ -225,6 +280,10 @@ on_reconnected(natsConnection *nc, void *closure)
     struct cluster *c = closure;
     atomic_store(&c->connected, true);
     atomic_fetch_add(&c->reconnects, 1);
+    atomic_store(&c->js_retry, true);
+    pthread_mutex_lock(&c->mu); /* the thread looks at the stream again */
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void
@@ -233,6 +292,9 @@ on_connected(natsConnection *nc, void *closure)
     (void)nc;
     struct cluster *c = closure;
     atomic_store(&c->connected, true);
+    pthread_mutex_lock(&c->mu); /* the thread sets up the stream */
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void
@@ -307,13 +369,15 @@ on_qsub_complete(void *closure)
 }
 
 /* libnats' delivery thread: a message for one of our subjects (q NULL) or shared
- * groups goes to the loop's inbox; the first one since the loop last looked wakes it. */
+ * groups goes to the loop's inbox; the first one since the loop last looked wakes it.
+ * A retained update is never dropped (the stores would differ for good): the
+ * consumer's flow control bounds it. */
 static void
-inbox_put(struct cluster *c, natsMsg *msg, struct qgroup *q)
+inbox_put(struct cluster *c, natsMsg *msg, struct qgroup *q, bool may_drop)
 {
     uint64_t n = (uint64_t)natsMsg_GetDataLength(msg) + MSG_OVERHEAD;
     pthread_mutex_lock(&c->in_mu);
-    if (c->in_bytes + n > c->max_pending_bytes) {
+    if (may_drop && c->in_bytes + n > c->max_pending_bytes) {
         pthread_mutex_unlock(&c->in_mu);
         atomic_fetch_add(&c->dropped_in, 1);
         natsMsg_Destroy(msg);
@@ -336,7 +400,7 @@ static void
 on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc, (void)sub;
-    inbox_put(closure, msg, NULL);
+    inbox_put(closure, msg, NULL, true);
 }
 
 static void
@@ -344,7 +408,30 @@ on_qmsg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc, (void)sub;
     struct qgroup *q = closure;
-    inbox_put(q->c, msg, q);
+    inbox_put(q->c, msg, q, true);
+}
+
+static void
+on_retained(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc, (void)sub;
+    inbox_put(closure, msg, NULL, false);
+}
+
+/* libnats: the stream took a retained message, or did not (or no answer in time). */
+static void
+on_js_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js, (void)pa;
+    struct cluster *c = closure;
+    if (pae) atomic_fetch_add(&c->js_failed, 1);
+    uint64_t left = atomic_fetch_sub(&c->js_pending, 1) - 1;
+    natsMsg_Destroy(msg);
+    if (left == JS_MAX_PENDING / 2 && atomic_load(&c->js_backlog)) { /* room for what waits */
+        pthread_mutex_lock(&c->mu);
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
 }
 
 static void
@@ -358,8 +445,9 @@ hex_of(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static void
-publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
+/* The Lq-Msg header of op, into *hdr (grown as needed). */
+static const char *
+header_of(const struct cluster *c, const struct op *op, char **hdr, size_t *cap)
 {
     size_t need = strlen(c->node_id) + sizeof(c->run) + 3 * 24 + 2 * (size_t)op->props_len + 8;
     if (*cap < need) {
@@ -379,6 +467,108 @@ publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
     } else {
         h[n] = '\0';
     }
+    return h;
+}
+
+/* The retained copy, to the stream, not waiting for its acknowledgement (on_js_ack):
+ * the same header, the subject's m token made r. */
+static void
+publish_retained(struct cluster *c, struct op *op)
+{
+    int state = atomic_load(&c->js_state);
+    if (state == JS_ABSENT || state == JS_OFF || !c->js) return; /* local only */
+    char *subject = (char *)op->data; /* op->subject: libnats has copied it */
+    subject[strlen(c->prefix) - 1] = 'r';
+    natsMsg *nm = NULL;
+    natsStatus s =
+        natsMsg_Create(&nm, subject, NULL, (const char *)op->payload, (int)op->payload_len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Msg", header_of(c, op, &c->js_hdr, &c->js_cap));
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = JS_ACK_WAIT_MS;
+    atomic_fetch_add(&c->js_pending, 1);
+    if (s == NATS_OK) s = js_PublishMsgAsync(c->js, &nm, &po);
+    if (s != NATS_OK) {
+        atomic_fetch_sub(&c->js_pending, 1);
+        atomic_fetch_add(&c->js_failed, 1);
+        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
+                       "cluster: a retained message on \"%.200s\" not published to JetStream: %s",
+                       subject, natsStatus_GetText(s));
+    }
+    natsMsg_Destroy(nm); /* NULL once libnats took it */
+}
+
+/* Can a retained op go to the stream now? Not while NATS is down (it would wait in
+ * libnats' reconnect buffer, with the messages, and its ack would time out) nor while
+ * JS_MAX_PENDING wait for their acknowledgement. */
+static bool
+stream_has_room(struct cluster *c)
+{
+    return atomic_load(&c->connected) && atomic_load(&c->js_pending) < JS_MAX_PENDING;
+}
+
+/* A retained op for the stream: sent, or, when there is no room, kept as its
+ * subject's latest (an older one kept is dropped: the stream keeps only the last
+ * anyway, and order within a subject stays). True when kept (its bytes stay in
+ * pending_out). */
+/* Messages out of the thread's hands: when they bring what waits for NATS down to
+ * half the bound while publishers are held, the loop hears it (in_cb). */
+static void
+pending_done(struct cluster *c, uint64_t bytes)
+{
+    if (atomic_fetch_sub(&c->pending_out, bytes) - bytes <= c->max_pending_bytes / 2 &&
+        atomic_exchange(&c->drain_wanted, false))
+        (void)!write(c->pipe[1], "", 1);
+}
+
+static bool
+stream_or_keep(struct cluster *c, struct op *op)
+{
+    int state = atomic_load(&c->js_state);
+    if (state == JS_ABSENT || state == JS_OFF || !c->js) return false;
+    size_t n = strlen(op->subject);
+    struct js_wait *w = levelmap_get(&c->js_waiting, op->subject, n);
+    if (w) {
+        pending_done(c, w->op->bytes);
+        free(w->op);
+        w->op = op;
+        return true;
+    }
+    if (stream_has_room(c)) {
+        publish_retained(c, op);
+        return false;
+    }
+    w = lq_xmalloc(sizeof(*w));
+    *w = (struct js_wait){.op = op};
+    levelmap_put(&c->js_waiting, op->subject, n, w);
+    *c->jw_tail = w;
+    c->jw_tail = &w->next;
+    atomic_store(&c->js_backlog, true);
+    return true;
+}
+
+/* What was kept, to the stream, as far as there is room. */
+static void
+stream_kept(struct cluster *c)
+{
+    while (c->jw_head && stream_has_room(c)) {
+        struct js_wait *w = c->jw_head;
+        c->jw_head = w->next;
+        if (!c->jw_head) c->jw_tail = &c->jw_head;
+        struct op *op = w->op;
+        levelmap_del(&c->js_waiting, op->subject, strlen(op->subject));
+        free(w);
+        publish_retained(c, op);
+        pending_done(c, op->bytes);
+        free(op);
+    }
+    atomic_store(&c->js_backlog, c->jw_head != NULL);
+}
+
+static void
+publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
+{
+    const char *h = header_of(c, op, hdr, cap);
     /* one header, not seven: each is an allocation and a line to parse on both sides */
     natsMsg *nm = NULL;
     natsStatus s =
@@ -447,9 +637,8 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
             publish(c, op, hdr, cap);
         else /* no connection could be made (a bad URL): counted, not kept */
             atomic_fetch_add(&c->dropped_out, 1);
-        if (atomic_fetch_sub(&c->pending_out, op->bytes) - op->bytes <= c->max_pending_bytes / 2 &&
-            atomic_exchange(&c->drain_wanted, false))
-            (void)!write(c->pipe[1], "", 1); /* held publishers may go (in_cb) */
+        if (op->to_stream && stream_or_keep(c, op)) return; /* kept for the stream */
+        pending_done(c, op->bytes);
         break;
     case OP_SUB: /* while disconnected too: libnats subscribes again on reconnecting,
                   * keep_connected on a new connection */
@@ -540,6 +729,180 @@ keep_connected(struct cluster *c)
     subscribe_all(c);
 }
 
+/* ---- the retained stream (the thread's) ---- */
+
+/* libnats' last error of this thread, without its "(file.c:line): " */
+static const char *
+js_error(void)
+{
+    const char *e = nats_GetLastError(NULL);
+    const char *past = e && e[0] == '(' ? strstr(e, "): ") : NULL;
+    return past ? past + 3 : e ? e : "";
+}
+
+/* No stream: logged once (until a reconnection finds the same). */
+static void
+js_absent(struct cluster *c, const char *why, bool refused)
+{
+    if (atomic_load(&c->js_state) != JS_ABSENT && !refused)
+        lq_log(LQ_LOG_WARNING,
+               "cluster: the NATS server has no JetStream (%s): retained messages stay on "
+               "each node (as with cluster_retained local) until it has",
+               why);
+    if (atomic_load(&c->js_state) != JS_ABSENT && refused)
+        lq_log(LQ_LOG_ERR,
+               "cluster: JetStream refused stream %s: %s: retained messages stay on each "
+               "node (as with cluster_retained local) until a reconnection to NATS",
+               c->stream, why);
+    atomic_store(&c->js_state, JS_ABSENT);
+    atomic_store(&c->js_nothing_to_load, true);
+    (void)!write(c->pipe[1], "", 1); /* the loop looks (in_cb) */
+}
+
+static bool
+js_unavailable(natsStatus s, jsErrCode jerr)
+{
+    return s == NATS_NO_RESPONDERS || jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr;
+}
+
+/* Creates the stream (or updates it to this node's settings; one that cannot be is
+ * used as it is) and subscribes to it. Each step waits at most JS_WAIT_MS; on a
+ * failure it is tried again JS_RETRY_MS later. */
+static void
+js_setup(struct cluster *c)
+{
+    /* a NATS cluster without JetStream lets requests time out (no "no responders"):
+     * each try holds this thread JS_WAIT_MS, so they grow apart */
+    c->js_backoff_ms = c->js_backoff_ms ? c->js_backoff_ms * 2 : JS_RETRY_MS;
+    if (c->js_backoff_ms > JS_RETRY_MAX_MS) c->js_backoff_ms = JS_RETRY_MAX_MS;
+    c->js_next_try_ms = lq_now_ms() + c->js_backoff_ms;
+    if (c->rsub) { /* the consumer before a reconnection: what it delivered stays first */
+        natsSubscription_Destroy(c->rsub);
+        c->rsub = NULL;
+    }
+    char subjects[200];
+    snprintf(subjects, sizeof(subjects), "%s.>", c->rprefix);
+    const char *subj[1] = {subjects};
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = c->stream;
+    sc.Subjects = subj;
+    sc.SubjectsLen = 1;
+    sc.MaxMsgsPerSubject = 1; /* the last retained message of a topic */
+    sc.Storage = js_FileStorage;
+    sc.Replicas = c->replicas;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    if (s != NATS_OK && jerr == JSStreamNameExistErr) { /* with other settings */
+        jerr = 0;
+        s = js_UpdateStream(&si, c->js, &sc, NULL, &jerr);
+        if (s != NATS_OK && !js_unavailable(s, jerr)) {
+            lq_log(LQ_LOG_WARNING, "cluster: stream %s kept as it is (cluster_replicas %u?): %s",
+                   c->stream, c->replicas, js_error());
+            jerr = 0;
+            s = js_GetStreamInfo(&si, c->js, c->stream, NULL, &jerr);
+        }
+    }
+    if (js_unavailable(s, jerr)) return js_absent(c, natsStatus_GetText(s), false);
+    if (s != NATS_OK && jerr) /* its answer (a setting): the same next time */
+        return js_absent(c, js_error(), true);
+    if (s != NATS_OK) {
+        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
+                       "cluster: stream %s: %s: retained messages are not shared yet", c->stream,
+                       js_error());
+        return;
+    }
+    uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = c->stream;
+    so.Ordered = true; /* in stream order, none missed: libnats starts it again past a gap */
+    so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+    jerr = 0;
+    s = js_Subscribe(&c->rsub, c->js, subjects, on_retained, c, NULL, &so, &jerr);
+    if (js_unavailable(s, jerr)) return js_absent(c, natsStatus_GetText(s), false);
+    if (s != NATS_OK) {
+        c->rsub = NULL;
+        lq_log_limited(&c->js_log, LQ_LOG_WARNING, "cluster: stream %s: cannot consume it: %s (%d)",
+                       c->stream, js_error(), (int)jerr);
+        return;
+    }
+    c->js_backoff_ms = 0;
+    /* loaded once what was its last message is applied (the last of its subject, or a
+     * later one, comes) */
+    atomic_store(&c->js_target, last + 1);
+    if (last == 0) atomic_store(&c->js_nothing_to_load, true);
+    atomic_store(&c->js_state, JS_READY);
+    lq_log(LQ_LOG_NOTICE,
+           "cluster: retained messages through JetStream stream %s (%" PRIu64 " messages)",
+           c->stream, last);
+    (void)!write(c->pipe[1], "", 1);
+}
+
+/* Is the stream to be set up now? After a reconnection, again: a server without
+ * JetStream may have it now, one restarted may have lost the stream (created again)
+ * or the consumer, and what changed meanwhile is loaded again (stores that have it
+ * change nothing: the broker compares). */
+static bool
+js_due(struct cluster *c)
+{
+    int state = atomic_load(&c->js_state);
+    if (state != JS_OFF && state != JS_SETUP && atomic_exchange(&c->js_retry, false)) {
+        atomic_store(&c->js_state, JS_SETUP);
+        c->js_next_try_ms = 0;
+        state = JS_SETUP;
+    }
+    return state == JS_SETUP && c->js && atomic_load(&c->connected) &&
+           lq_now_ms() >= c->js_next_try_ms;
+}
+
+static void
+js_open(struct cluster *c)
+{
+    if (atomic_load(&c->js_state) == JS_OFF) return;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = JS_WAIT_MS;
+    jo.PublishAsync.AckHandler = on_js_ack;
+    jo.PublishAsync.AckHandlerClosure = c;
+    if (!c->nc || natsConnection_JetStream(&c->js, c->nc, &jo) != NATS_OK) {
+        c->js = NULL;
+        atomic_store(&c->js_nothing_to_load, true);
+        (void)!write(c->pipe[1], "", 1);
+        return;
+    }
+    if (!atomic_load(&c->connected)) { /* NATS down at start: the local store, no waiting */
+        atomic_store(&c->js_nothing_to_load, true);
+        (void)!write(c->pipe[1], "", 1);
+    }
+}
+
+static void
+js_close(struct cluster *c)
+{
+    if (c->js && atomic_load(&c->connected)) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 1000; /* retained messages published, into the stream (bounded) */
+        if (c->jw_head) js_PublishAsyncComplete(c->js, &po);
+        stream_kept(c);
+        js_PublishAsyncComplete(c->js, &po);
+        if (c->rsub) natsSubscription_Unsubscribe(c->rsub); /* its consumer goes */
+    }
+    for (struct js_wait *w = c->jw_head, *next; w; w = next) { /* not sent: failed */
+        next = w->next;
+        atomic_fetch_add(&c->js_failed, 1);
+        pending_done(c, w->op->bytes);
+        free(w->op);
+        free(w);
+    }
+    c->jw_head = NULL;
+    levelmap_fini(&c->js_waiting);
+    free(c->js_hdr);
+}
+
 /* The subscriptions up to sub_no are the server's once a round trip after them came
  * back (a flush: PING, PONG): a message published anywhere from then on reaches this
  * node. While NATS is down there is nothing to wait for (libnats subscribes again on
@@ -561,15 +924,23 @@ thread_main(void *arg)
     struct cluster *c = arg;
     connect_nats(c);
     csessions_start(c->sessions, c->sopts); /* on its own connection */
+    js_open(c);
     char *hex = NULL;
     size_t caphex = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->todo && !c->stop) {
+        while (!c->todo && !c->stop && !js_due(c) &&
+               !(c->jw_head && atomic_load(&c->connected) &&
+                 atomic_load(&c->js_pending) <= JS_MAX_PENDING / 2)) {
             c->thread_idle = true;
+            /* keep_connected's turn; or, after a JetStream set-up that failed, again
+             * soon (a connection wakes it anyway) */
+            bool js_soon =
+                atomic_load(&c->js_state) == JS_SETUP && c->js && atomic_load(&c->connected);
+            long wait_ms = js_soon ? 250 : RETRY_WAIT_MS;
             struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until); /* keep_connected's turn */
-            until.tv_nsec += RETRY_WAIT_MS * 1000000L;
+            clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock */
+            until.tv_nsec += wait_ms * 1000000L;
             if (until.tv_nsec >= 1000000000L) {
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
@@ -585,7 +956,9 @@ thread_main(void *arg)
         c->todo = NULL;
         c->todo_tail = &c->todo;
         bool stop = c->stop;
+        bool js_now = !stop && js_due(c); /* under traffic too */
         pthread_mutex_unlock(&c->mu);
+        if (js_now) js_setup(c);
         /* subscriptions first, and confirmed, then the messages: a SUBACK waits for
          * its subscription, not for a backlog of messages out (whose order among
          * themselves is kept) */
@@ -607,6 +980,7 @@ thread_main(void *arg)
             next = op->next;
             run_op(c, op, &hex, &caphex, &sub_no);
         }
+        if (c->jw_head) stream_kept(c);
         if (!stop) {
             struct timespec nap = {0, PACE_US * 1000L};
             nanosleep(&nap, NULL);
@@ -617,6 +991,7 @@ thread_main(void *arg)
     pthread_mutex_unlock(&c->mu);
     free(hex);
     csessions_stop(c->sessions); /* its requests use the connection */
+    js_close(c);
     if (c->nc) {
         natsConnection_FlushTimeout(c->nc, 1000); /* what was published, out (bounded) */
         natsConnection_Close(c->nc);
@@ -685,12 +1060,19 @@ forward_over(struct cluster *c, bool may_hold)
     return false;
 }
 
+/* Is topic one this node shares (cluster_topic, cluster_topic_local, never $SYS)? */
+static bool
+shared_topic(const struct cluster *c, const char *topic, size_t tlen)
+{
+    if (topic_is_sys(topic, tlen)) return false;
+    if (c->ntopics && !matches_any(c->topics, c->ntopics, topic, tlen)) return false;
+    return !matches_any(c->topics_local, c->ntopics_local, topic, tlen);
+}
+
 unsigned
 cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
 {
-    if (!c || topic_is_sys(m->topic, m->topic_len)) return 0;
-    if (c->ntopics && !matches_any(c->topics, c->ntopics, m->topic, m->topic_len)) return 0;
-    if (matches_any(c->topics_local, c->ntopics_local, m->topic, m->topic_len)) return 0;
+    if (!c || !shared_topic(c, m->topic, m->topic_len)) return 0;
     uint32_t expiry = 0;
     if (m->has_expiry) {
         uint64_t now = lq_now_ms();
@@ -722,7 +1104,8 @@ cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
                       .qos = m->qos,
                       .retain = m->retain,
                       .has_expiry = m->has_expiry,
-                      .groups = out & CLUSTER_GROUPS};
+                      .groups = out & CLUSTER_GROUPS,
+                      .to_stream = m->retain && c->stream_wanted};
     uint8_t *p = op->data;
     memcpy(p, c->subject_buf, slen + 1);
     op->subject = (const char *)p;
@@ -895,101 +1278,194 @@ bad_message(struct cluster *c, natsMsg *nm, const char *why)
                    natsMsg_GetSubject(nm), why);
 }
 
-static void
-take_one(struct cluster *c, natsMsg *nm, const struct qgroup *q)
+/* The Lq-Msg header: "ORIGIN RUN SEQ QOS RETAIN EXPIRY [PROPS]". */
+struct lq_header {
+    const char *origin; /* the header; the origin is its first nlen bytes */
+    size_t nlen;
+    char run[24];
+    uint64_t seq;
+    uint8_t qos;
+    bool retain, groups, has_expiry;
+    uint32_t expiry;
+    const char *props_hex;
+    size_t hl;
+};
+
+/* Why nm's header is not ours, or NULL when x is it. */
+static const char *
+parse_header(natsMsg *nm, struct lq_header *x)
 {
-    const char *subject = natsMsg_GetSubject(nm);
-    size_t plen = strlen(c->prefix);
-    if (strncmp(subject, c->prefix, plen) != 0 || subject[plen] != '.')
-        return bad_message(c, nm, "not a subject of this cluster");
-    const char *tokens = subject + plen + 1;
-    long tlen = cluster_topic_of_subject(tokens, strlen(tokens), c->topic_buf, 65535);
-    if (tlen <= 0 || !topic_name_is_valid(c->topic_buf, (size_t)tlen) ||
-        !mqtt_utf8_is_valid((const uint8_t *)c->topic_buf, (size_t)tlen))
-        return bad_message(c, nm, "not a topic's subject");
-    /* Lq-Msg: origin run seq qos flags expiry [props] */
     const char *h = header(nm, "Lq-Msg");
-    char run[sizeof(c->run)];
-    uint64_t seq, qos, expiry = 0;
     const char *at = h ? strchr(h, ' ') : NULL; /* past the origin */
     size_t rl = at ? strcspn(at + 1, " ") : 0;
-    if (!at || rl == 0 || rl >= sizeof(run)) return bad_message(c, nm, "no Lq-Msg header");
-    memcpy(run, at + 1, rl);
-    run[rl] = '\0';
+    if (!at || rl == 0 || rl >= sizeof(x->run)) return "no Lq-Msg header";
+    x->origin = h;
+    x->nlen = (size_t)(at - h);
+    memcpy(x->run, at + 1, rl);
+    x->run[rl] = '\0';
     at += 1 + rl;
     char *end;
     errno = 0;
-    seq = strtoull(at, &end, 10);
-    if (errno || end == at || *end != ' ') return bad_message(c, nm, "bad Lq-Msg sequence");
+    x->seq = strtoull(at, &end, 10);
+    if (errno || end == at || *end != ' ') return "bad Lq-Msg sequence";
     at = end + 1;
-    if (at[0] < '0' || at[0] > '2' || at[1] != ' ') return bad_message(c, nm, "bad Lq-Msg QoS");
-    qos = (uint64_t)(at[0] - '0');
-    bool retain = false, groups = false, none = false;
+    if (at[0] < '0' || at[0] > '2' || at[1] != ' ') return "bad Lq-Msg QoS";
+    x->qos = (uint8_t)(at[0] - '0');
+    x->retain = x->groups = false;
+    bool none = false;
     for (at += 2; *at && *at != ' '; at++) {
         if (*at == 'r')
-            retain = true;
+            x->retain = true;
         else if (*at == 'g')
-            groups = true;
+            x->groups = true;
         else if (*at == '-')
             none = true;
         else
-            return bad_message(c, nm, "bad Lq-Msg flags");
+            return "bad Lq-Msg flags";
     }
-    if (*at != ' ' || (none == (retain || groups))) return bad_message(c, nm, "bad Lq-Msg flags");
+    if (*at != ' ' || none == (x->retain || x->groups)) return "bad Lq-Msg flags";
     at++;
-    bool has_expiry = *at != '-';
-    if (has_expiry) {
+    x->has_expiry = *at != '-';
+    x->expiry = 0;
+    if (x->has_expiry) {
         errno = 0;
-        expiry = strtoull(at, &end, 10);
-        if (errno || end == at || expiry > UINT32_MAX || (*end && *end != ' '))
-            return bad_message(c, nm, "bad Lq-Msg expiry");
+        unsigned long long e = strtoull(at, &end, 10);
+        if (errno || end == at || e > UINT32_MAX || (*end && *end != ' '))
+            return "bad Lq-Msg expiry";
+        x->expiry = (uint32_t)e;
         at = end;
     } else {
         at++;
     }
-    const char *props_hex = *at == ' ' ? at + 1 : "";
-    if (*at && *at != ' ') return bad_message(c, nm, "bad Lq-Msg");
-    size_t hl = strlen(props_hex);
-    if (hl % 2 || hl / 2 > 65535u * 4) return bad_message(c, nm, "bad Lq-Msg properties");
-    if (q) {
-        /* a queue group's copy, once per message: this node's own too. Without 'g'
-         * its node served its groups itself (NATS was down when it was taken). */
-        if (!groups) return;
-        c->received_shared++;
-    } else {
-        if (strcmp(run, c->run) == 0) return; /* our own (no echo asked: defensive) */
-        if (seen_before(c, h, (size_t)(strchr(h, ' ') - h), run, seq)) {
-            c->duplicates++;
-            return;
-        }
-        c->received++;
-    }
+    x->props_hex = *at == ' ' ? at + 1 : "";
+    if (*at && *at != ' ') return "bad Lq-Msg";
+    x->hl = strlen(x->props_hex);
+    if (x->hl % 2 || x->hl / 2 > 65535u * 4) return "bad Lq-Msg properties";
+    return NULL;
+}
+
+/* The topic of subject (prefix, '.', tokens) into c->topic_buf: its length, or -1. */
+static long
+topic_of(struct cluster *c, const char *subject, const char *prefix)
+{
+    size_t plen = strlen(prefix);
+    if (strncmp(subject, prefix, plen) != 0 || subject[plen] != '.') return -1;
+    const char *tokens = subject + plen + 1;
+    long tlen = cluster_topic_of_subject(tokens, strlen(tokens), c->topic_buf, 65535);
+    if (tlen <= 0 || !topic_name_is_valid(c->topic_buf, (size_t)tlen) ||
+        !mqtt_utf8_is_valid((const uint8_t *)c->topic_buf, (size_t)tlen))
+        return -1;
+    return tlen;
+}
+
+/* The message nm and x describe, on the topic in c->topic_buf; empty: without its
+ * payload; expire_at_ms: 0, or when it expires. NULL when the properties are bad. */
+static struct msg *
+msg_of(struct cluster *c, natsMsg *nm, const struct lq_header *x, long tlen, bool empty,
+       uint64_t expire_at_ms)
+{
     uint8_t small[256];
-    uint8_t *props = hl / 2 <= sizeof(small) ? small : lq_xmalloc(hl / 2);
-    for (size_t i = 0; i < hl / 2; i++) {
-        int hi = hex_digit(props_hex[2 * i]), lo = hex_digit(props_hex[2 * i + 1]);
+    uint8_t *props = x->hl / 2 <= sizeof(small) ? small : lq_xmalloc(x->hl / 2);
+    for (size_t i = 0; i < x->hl / 2; i++) {
+        int hi = hex_digit(x->props_hex[2 * i]), lo = hex_digit(x->props_hex[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             if (props != small) free(props);
-            return bad_message(c, nm, "bad Lq-Msg properties");
+            return NULL;
         }
         props[i] = (uint8_t)(hi << 4 | lo);
     }
     struct msg_init in = {.topic = c->topic_buf,
                           .topic_len = (size_t)tlen,
                           .payload = (const uint8_t *)natsMsg_GetData(nm),
-                          .payload_len = (size_t)natsMsg_GetDataLength(nm),
-                          .props = hl ? props : NULL,
-                          .props_len = hl / 2,
-                          .qos = (uint8_t)qos,
-                          .retain = retain,
-                          .has_expiry = has_expiry,
-                          .expiry_interval = (uint32_t)expiry};
+                          .payload_len = empty ? 0 : (size_t)natsMsg_GetDataLength(nm),
+                          .props = x->hl ? props : NULL,
+                          .props_len = x->hl / 2,
+                          .qos = x->qos,
+                          .retain = x->retain,
+                          .has_expiry = x->has_expiry,
+                          .expiry_interval = x->expiry,
+                          .expire_at_ms = expire_at_ms};
     struct msg *m = msg_new(&in);
     if (props != small) free(props);
-    if (q)
+    return m;
+}
+
+/* SUBACKs wait no longer for the retained stream. */
+static void
+retained_loaded(struct cluster *c)
+{
+    if (c->loaded) return;
+    c->loaded = true;
+    if (c->load_ev) event_del(c->load_ev);
+    if (c->ready) c->ready(c->ud);
+}
+
+/* An update from the retained stream: stored here, not routed. Its expiry counts from
+ * when the stream stored it. */
+static void
+take_retained(struct cluster *c, natsMsg *nm)
+{
+    long tlen = topic_of(c, natsMsg_GetSubject(nm), c->rprefix);
+    if (tlen < 0) return bad_message(c, nm, "not a topic's subject");
+    struct lq_header x;
+    const char *why = parse_header(nm, &x);
+    if (why) return bad_message(c, nm, why);
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, nm) != NATS_OK) return bad_message(c, nm, "no stream metadata");
+    uint64_t seq = meta->Sequence.Stream, pending = meta->NumPending;
+    double stored = (double)meta->Timestamp / 1e9;
+    jsMsgMetaData_Destroy(meta);
+    if (shared_topic(c, c->topic_buf, (size_t)tlen)) {
+        uint64_t expire_at = 0;
+        bool expired = false;
+        if (x.has_expiry) {
+            double age = lq_wall_time() - stored;
+            double left_ms = (double)x.expiry * 1000.0 - (age > 0 ? age * 1000.0 : 0);
+            expired = left_ms < 1;
+            expire_at = expired ? 0 : lq_now_ms() + (uint64_t)left_ms;
+        }
+        struct msg *m = msg_of(c, nm, &x, tlen, expired, expire_at); /* expired: a clear */
+        if (!m) return bad_message(c, nm, "bad Lq-Msg properties");
+        c->retained_in++;
+        c->store_retained(m, c->ud);
+        msg_unref(m);
+    }
+    uint64_t target = atomic_load(&c->js_target);
+    if (target && (seq + 1 >= target || pending == 0)) retained_loaded(c);
+}
+
+static void
+take_one(struct cluster *c, natsMsg *nm, const struct qgroup *q)
+{
+    const char *subject = natsMsg_GetSubject(nm);
+    size_t rl = strlen(c->rprefix);
+    if (!q && strncmp(subject, c->rprefix, rl) == 0 && subject[rl] == '.')
+        return take_retained(c, nm);
+    long tlen = topic_of(c, subject, c->prefix);
+    if (tlen < 0) return bad_message(c, nm, "not a topic's subject of this cluster");
+    struct lq_header x;
+    const char *why = parse_header(nm, &x);
+    if (why) return bad_message(c, nm, why);
+    if (q) {
+        /* a queue group's copy, once per message: this node's own too. Without 'g'
+         * its node served its groups itself (NATS was down when it was taken). */
+        if (!x.groups) return;
+    } else {
+        if (strcmp(x.run, c->run) == 0) return; /* our own (no echo asked: defensive) */
+        if (seen_before(c, x.origin, x.nlen, x.run, x.seq)) {
+            c->duplicates++;
+            return;
+        }
+    }
+    struct msg *m = msg_of(c, nm, &x, tlen, false, 0);
+    if (!m) return bad_message(c, nm, "bad Lq-Msg properties");
+    if (q) {
+        c->received_shared++;
         c->deliver(m, q->key, q->glen, q->key + q->glen + 1, q->flen, c->ud);
-    else
+    } else {
+        c->received++;
         c->deliver(m, NULL, 0, NULL, 0, c->ud);
+    }
     msg_unref(m);
 }
 
@@ -1038,6 +1514,19 @@ route_work(struct cluster *c)
 }
 
 static void
+load_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct cluster *c = arg;
+    if (!c->loaded)
+        lq_log(LQ_LOG_NOTICE,
+               "cluster: the retained stream is not loaded after %d ms: "
+               "SUBSCRIBEs get what this node has, the rest as it comes",
+               LOAD_TIMEOUT_MS);
+    retained_loaded(c);
+}
+
+static void
 more_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -1074,6 +1563,7 @@ in_cb(evutil_socket_t fd, short what, void *arg)
         ready = true;
     }
     if (ready && c->ready) c->ready(c->ud);
+    if (!c->loaded && atomic_load(&c->js_nothing_to_load)) retained_loaded(c);
     if (c->work_at < c->nwork) return; /* a slice is due: it takes the inbox after */
     route_work(c);
 }
@@ -1241,6 +1731,13 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     c->password = dup_or_null(conf->password);
     c->max_pending_bytes = conf->max_pending_bytes ? conf->max_pending_bytes : 64u << 20;
     snprintf(c->prefix, sizeof(c->prefix), "lq.%s.m", c->name);
+    snprintf(c->rprefix, sizeof(c->rprefix), "lq.%s.r", c->name); /* as long: publish_retained */
+    snprintf(c->stream, sizeof(c->stream), "LQ_%s_RETAINED", c->name);
+    c->replicas = conf->replicas ? conf->replicas : 1;
+    c->stream_wanted = !conf->retained_local && conf->store_retained;
+    c->store_retained = conf->store_retained;
+    c->loaded = !c->stream_wanted;
+    atomic_store(&c->js_state, c->stream_wanted ? JS_SETUP : JS_OFF);
     uint64_t r = 0; /* a run: another start of this node is another sequence */
     if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
         r = (uint64_t)getpid() << 32 ^ (uint64_t)(lq_wall_time() * 1e6);
@@ -1250,6 +1747,7 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     c->ud = ud;
     c->open_tail = &c->open;
     c->todo_tail = &c->todo;
+    c->jw_tail = &c->jw_head;
     c->subject_buf = lq_xmalloc(SUBJECT_MAX);
     c->filter_buf[0] = lq_xmalloc(SUBJECT_MAX);
     c->filter_buf[1] = lq_xmalloc(SUBJECT_MAX);
@@ -1282,6 +1780,7 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         fcntl(c->pipe[1], F_SETFL, O_NONBLOCK) < 0 ||
         !(c->handoff_ev = event_new(base, -1, 0, handoff_cb, c)) ||
         !(c->more_ev = event_new(base, -1, 0, more_cb, c)) ||
+        !(c->load_ev = event_new(base, -1, 0, load_cb, c)) ||
         !(c->in_ev = event_new(base, c->pipe[0], EV_READ | EV_PERSIST, in_cb, c)) ||
         event_add(c->in_ev, NULL) < 0) {
         snprintf(err, errlen, "cluster: cannot set up its events: %s", strerror(errno));
@@ -1294,6 +1793,10 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         return NULL;
     }
     c->thread_started = true;
+    if (!c->loaded) {
+        struct timeval t = {LOAD_TIMEOUT_MS / 1000, LOAD_TIMEOUT_MS % 1000 * 1000};
+        event_add(c->load_ev, &t);
+    }
     lq_log(LQ_LOG_NOTICE, "cluster %s: node %s, NATS at %s%s%s", c->name, c->node_id, c->nats_url,
            conf->cafile || conf->certfile ? " (TLS)" : "",
            conf->credentials ? " (credentials file)" : "");
@@ -1334,6 +1837,8 @@ cluster_close(struct cluster *c)
         }
     }
     levelmap_fini(&c->interest);
+    if (c->rsub) natsSubscription_Destroy(c->rsub);
+    if (c->js) jsCtx_Destroy(c->js);
     if (c->nc) natsConnection_Destroy(c->nc);
     if (c->nq) natsConnection_Destroy(c->nq);
     if (c->opts) natsOptions_Destroy(c->opts);
@@ -1352,6 +1857,7 @@ cluster_close(struct cluster *c)
     free(c->work);
     if (c->handoff_ev) event_free(c->handoff_ev);
     if (c->more_ev) event_free(c->more_ev);
+    if (c->load_ev) event_free(c->load_ev);
     if (c->in_ev) event_free(c->in_ev);
     if (c->pipe[0] >= 0) close(c->pipe[0]);
     if (c->pipe[1] >= 0) close(c->pipe[1]);
@@ -1392,6 +1898,9 @@ cluster_get_stats(struct cluster *c, struct cluster_stats *out)
     out->bad_in = c->bad_in;
     out->pending_out_bytes = atomic_load(&c->pending_out);
     csessions_stats(c->sessions, out);
+    out->retained_stream = atomic_load(&c->js_state) == JS_READY;
+    out->retained_in = c->retained_in;
+    out->retained_failed = atomic_load(&c->js_failed);
     pthread_mutex_lock(&c->in_mu);
     out->pending_in_bytes = c->in_bytes;
     pthread_mutex_unlock(&c->in_mu);
@@ -1413,7 +1922,7 @@ cluster_subscribe_mark(const struct cluster *c)
 bool
 cluster_subscribed(struct cluster *c, uint64_t mark)
 {
-    return !c || atomic_load(&c->subs_confirmed) >= mark;
+    return !c || (c->loaded && atomic_load(&c->subs_confirmed) >= mark);
 }
 
 bool

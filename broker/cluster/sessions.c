@@ -11,7 +11,8 @@
  *    connection and answers with the session ('S' and its state) or 'N' (none, or
  *    clean start). A keeps a session it handed over, queueing, until B has made its
  *    subscriptions: then B asks again ("2 0 ID", with the number of messages it got
- *    first: "2 0 N ID") for what was queued meanwhile and A ends it. Nothing is lost between the two; a message can come twice (QoS 1).
+ *    first: "2 0 N ID") for what was queued meanwhile and A ends it. Nothing is lost between the
+ * two; a message can come twice (QoS 1).
  *  - A has no subscriber there (its NATS connection is gone: dead) or does not answer
  *    within cluster_takeover_timeout: B takes the session over clean.
  * NATS down or JetStream unreachable: the claim says so (cluster_partition decides).
@@ -37,6 +38,8 @@
 #include "sbuf.h"
 
 #define REOPEN_WAIT_MS 1000 /* between attempts to make this thread's connection */
+#define JS_WAIT_MS     1000 /* a JetStream request (the bucket, a record) */
+#define JS_RETRY_MS    5000 /* after JetStream did not answer: claims meanwhile are partitions */
 
 enum sop_kind { SOP_CLAIM, SOP_RELEASE, SOP_REPLY };
 
@@ -80,7 +83,8 @@ struct csessions {
     struct event *ev;
     int pipe[2];
     natsOptions *opts; /* the cluster's: single attempts (libnats reconnects after) */
-    uint64_t next_attempt_ms;
+    uint64_t next_attempt_ms, js_next_try_ms;
+    struct lq_log_limit js_log;
     /* the thread's */
     pthread_t thread;
     bool started;
@@ -141,8 +145,12 @@ static bool
 kv_ready(struct csessions *ss)
 {
     if (ss->kv) return true;
-    if (ss->js_missing) return false;
-    natsStatus s = ss->js ? NATS_OK : natsConnection_JetStream(&ss->js, ss->nc, NULL);
+    uint64_t now = lq_now_ms();
+    if (ss->js_missing || now < ss->js_next_try_ms) return false;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = JS_WAIT_MS;
+    natsStatus s = ss->js ? NATS_OK : natsConnection_JetStream(&ss->js, ss->nc, &jo);
     if (s != NATS_OK) return false;
     kvConfig cfg;
     kvConfig_Init(&cfg);
@@ -157,8 +165,14 @@ kv_ready(struct csessions *ss)
     if (s == NATS_NO_RESPONDERS || (why && strstr(why, "not enabled"))) {
         ss->js_missing = true;
         lq_log(LQ_LOG_WARNING,
-               "cluster: the NATS server has no JetStream: sessions stay on the node they "
+               "cluster: no JetStream on the NATS server: sessions stay on the node they "
                "began on (start nats-server with -js for cluster_sessions jetstream)");
+    } else { /* no answer in time: not again for a while, not at every CONNECT */
+        ss->js_next_try_ms = now + JS_RETRY_MS;
+        lq_log_limited(&ss->js_log, LQ_LOG_WARNING,
+                       "cluster: JetStream does not answer (%s): sessions are taken as "
+                       "partitioned (cluster_partition) for %d s",
+                       why ? why : natsStatus_GetText(s), JS_RETRY_MS / 1000);
     }
     return false;
 }
@@ -186,8 +200,8 @@ ask_owner(struct csessions *ss, struct cluster_claim *cl, char phase, natsMsg **
     char *req = lq_xmalloc(cl->idlen + 24);
     int h = snprintf(req, 24, "%c %c %u ", phase, cl->clean ? '1' : '0', cl->skip);
     memcpy(req + h, cl->id, cl->idlen);
-    natsStatus s = natsConnection_Request(reply, ss->nc, subject, req, h + (int)cl->idlen,
-                                          ss->takeover_ms);
+    natsStatus s =
+        natsConnection_Request(reply, ss->nc, subject, req, h + (int)cl->idlen, ss->takeover_ms);
     free(req);
     return s;
 }
@@ -217,8 +231,7 @@ keep_connected(struct csessions *ss)
     }
     char subject[160];
     snprintf(subject, sizeof(subject), "%s.%s", ss->subject_prefix, ss->node_id);
-    if (natsConnection_Subscribe(&ss->sub, ss->nc, subject, on_take, ss) != NATS_OK)
-        ss->sub = NULL;
+    if (natsConnection_Subscribe(&ss->sub, ss->nc, subject, on_take, ss) != NATS_OK) ss->sub = NULL;
 }
 
 static void
@@ -367,8 +380,8 @@ answer_take(struct csessions *ss, natsMsg *m)
         const char *id = end + 1;
         out.len = 0;
         sbuf_put(&out, "S", 1);
-        if (!ss->takeover(ss->ud, d[0] - '0', d[2] == '1', (uint32_t)skip, id,
-                          (size_t)(d + n - id), &out)) {
+        if (!ss->takeover(ss->ud, d[0] - '0', d[2] == '1', (uint32_t)skip, id, (size_t)(d + n - id),
+                          &out)) {
             out.len = 0;
             sbuf_put(&out, "N", 1);
         } else {

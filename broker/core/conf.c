@@ -606,6 +606,16 @@ opt_cluster_replicas(struct parse *ps)
 }
 
 static int
+opt_cluster_retained(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], "jetstream") && strcmp(ps->tok[1], "local"))
+        return fail(ps, "cluster_retained: '%s' is not jetstream or local", ps->tok[1]);
+    ps->c->cluster_retained_local = strcmp(ps->tok[1], "local") == 0;
+    return 0;
+}
+
+static int
 opt_autosave_interval(struct parse *ps)
 {
     long long v;
@@ -897,6 +907,7 @@ static const struct option {
     {"cluster_replicas", opt_cluster_replicas, 0},
     {"cluster_topic", opt_cluster_topic, 0},
     {"cluster_topic_local", opt_cluster_topic_local, 0},
+    {"cluster_retained", opt_cluster_retained, 0},
 };
 
 static char *

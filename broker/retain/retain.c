@@ -153,6 +153,13 @@ retain_iter_next(struct retain *r)
     return n->m;
 }
 
+struct msg *
+retain_get(struct retain *r, const char *topic, size_t len)
+{
+    struct rnode *n = walk(r, topic, len, false);
+    return n ? n->m : NULL;
+}
+
 void
 retain_clear(struct retain *r, const char *topic, size_t len)
 {

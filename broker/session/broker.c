@@ -284,7 +284,7 @@ warn_unchecked_usernames(const struct lq_conf *c)
 }
 
 /* A message from another node: to this node's sessions, as published here (its hooks
- * ran on its node; retained messages stay on theirs). */
+ * ran on its node; a retained one is stored through the stream: below). */
 static void
 cluster_deliver(struct msg *m, const char *group, size_t glen, const char *filter, size_t flen,
                 void *ud)
@@ -295,6 +295,35 @@ cluster_deliver(struct msg *m, const char *group, size_t glen, const char *filte
         route_to_group(b, m, group, glen, filter, flen, &r);
     else /* its groups get it through their NATS queue groups */
         route_publish(b, m, NULL, DELIVER_NO_HOLD, false, &r);
+}
+
+/* Is m what old already is (this node's own message back from the stream, or what
+ * persistence had before the stream was loaded)? The expiry may differ by rounding. */
+static bool
+same_retained(const struct msg *old, const struct msg *m)
+{
+    if (!old || old->qos != m->qos || old->has_expiry != m->has_expiry ||
+        old->payload_len != m->payload_len || old->props_len != m->props_len ||
+        memcmp(old->payload, m->payload, m->payload_len) != 0 ||
+        (m->props_len && memcmp(old->props, m->props, m->props_len) != 0))
+        return false;
+    if (!m->has_expiry) return true;
+    uint64_t d = old->expire_at_ms > m->expire_at_ms ? old->expire_at_ms - m->expire_at_ms
+                                                     : m->expire_at_ms - old->expire_at_ms;
+    return d <= 2000;
+}
+
+/* A retained message from the cluster's stream: stored (and persisted) as if set here,
+ * not routed (the message came to subscribers as any other). */
+static void
+cluster_store_retained(struct msg *m, void *ud)
+{
+    struct broker *b = ud;
+    if (!b->conf.retain_available) return;
+    struct msg *old = retain_get(b->retained, m->topic, m->topic_len);
+    if (m->payload_len ? same_retained(old, m) : !old) return; /* nothing changes */
+    retain_set(b->retained, m);
+    persist_retain(b, m);
 }
 
 /* SUBACKs waiting for NATS may go, or publishers held for it. */
@@ -328,7 +357,9 @@ open_cluster(struct broker *b, char *err, size_t errlen)
                               .ntopics_local = c->ncluster_topics_local,
                               .sessions = c->cluster_sessions,
                               .takeover_ms = c->cluster_takeover_ms,
-                              .replicas = c->cluster_replicas};
+                              .replicas = c->cluster_replicas,
+                              .retained_local = c->cluster_retained_local,
+                              .store_retained = cluster_store_retained};
     b->cluster = cluster_open(b->base, &cc, cluster_deliver, cluster_ready, session_hand_over, b,
                               err, errlen);
 }

@@ -162,8 +162,8 @@ static void
 send_retained_for(struct session *s, uint32_t n, const uint32_t *at, bool *fresh,
                   struct suback_wait *w)
 {
-    if (!retain_count(s->b->retained)) return;
-    for (uint32_t k = 0; k < n; k++) /* new: on the last occurrence */
+    if (!w && !retain_count(s->b->retained)) return; /* a waiting SUBACK: it may load */
+    for (uint32_t k = 0; k < n; k++)                 /* new: on the last occurrence */
         if (at[k] != NOT_SUBSCRIBED && fresh[k]) fresh[s->subs[at[k]].mark] = true;
     for (uint32_t k = 0; k < n; k++) {
         const struct ssub *x = at[k] != NOT_SUBSCRIBED ? &s->subs[at[k]] : NULL;

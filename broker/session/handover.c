@@ -203,7 +203,8 @@ session_hand_over(void *ud, int phase, bool clean, uint32_t skip, const char *id
         }
         session_clear_will(s); /* the session goes on [MQTT-3.1.3-9] */
         handover_dump(s, true, 0, out);
-        session_log(s, LQ_LOG_INFO, "handed over to another node; kept until it has its "
+        session_log(s, LQ_LOG_INFO,
+                    "handed over to another node; kept until it has its "
                     "subscriptions");
         return true;
     }

@@ -4,6 +4,8 @@
 # Then, in another terminal:
 #   mosquitto_sub -p 1883 -t 'demo/#' -v &
 #   mosquitto_pub -p 1881 -t demo/hello -m 'from node 1'
+#   mosquitto_pub -p 1882 -t demo/state -m 'kept' -r    # retained, on node 2
+#   mosquitto_sub -p 1883 -t demo/state -C 1 -v         # node 3 has it too (JetStream)
 #   build/lunamq-ctl -s /tmp/lunamq-cluster-node1.sock stats | grep cluster_
 # and a session that moves: subscribe on node 1, go, come back on node 2:
 #   mosquitto_sub -p 1881 -i car1 -c -q 1 -t 'car/#' -v    (Ctrl-C it)

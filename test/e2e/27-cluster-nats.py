@@ -325,7 +325,10 @@ def test_three_routed_nats_servers_and_failover(_b):
             "routes did not form: %r" % [s.routes() for s in servers]
         for i in range(3):
             urls = [servers[i].url] + [s.url for j, s in enumerate(servers) if j != i]
-            nodes.append(node("n%d" % (i + 1), ",".join(urls)))
+            # a NATS cluster without JetStream: its requests time out rather than say
+            # "no responders"; this test is about routes, so no JetStream is asked for
+            nodes.append(node("n%d" % (i + 1), ",".join(urls), "cluster_sessions local",
+                              "cluster_retained local"))
         for b in nodes:
             wait_connected(b)
         n1, n2, n3 = nodes

@@ -124,7 +124,7 @@ def test_no_jetstream_sessions_stay_local_and_partition_refuses(_b):
         c2, ca2 = connect(n2.port, "x", False)
         assert ca2.rc == 0 and not ca2.session_present
         assert c.ping() is None  # the first connection stays: two sessions
-        assert lqtest.wait_for(lambda: "has no JetStream" in n1.output(), 5)
+        assert lqtest.wait_for(lambda: "no JetStream on the NATS server" in n1.output(), 5)
     finally:
         cl.stop()
     cl = Cluster(2, js=True, extra=["cluster_partition refuse"])

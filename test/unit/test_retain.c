@@ -63,8 +63,12 @@ START_TEST(test_set_replace_clear)
     retain_match(r, "a/b", 3, collect, &s);
     ck_assert_int_eq(s.n, 1);
     ck_assert_str_eq(s.payloads[0], "2"); /* the replacing message is stored (issue 12.20) */
-    put(r, "a/b", "");                    /* empty payload clears [MQTT-3.3.1-6] */
+    struct msg *got = retain_get(r, "a/b", 3);
+    ck_assert(got && got->payload_len == 1 && got->payload[0] == '2');
+    ck_assert_ptr_null(retain_get(r, "a", 1)); /* a level on the way holds none */
+    put(r, "a/b", "");                         /* empty payload clears [MQTT-3.3.1-6] */
     ck_assert_uint_eq(retain_count(r), 0);
+    ck_assert_ptr_null(retain_get(r, "a/b", 3));
     ck_assert_int_eq(matches(r, "a/b"), 0);
     put(r, "x", ""); /* and is never stored [MQTT-3.3.1-7] */
     ck_assert_uint_eq(retain_count(r), 0);
