@@ -79,6 +79,11 @@ $(B)/lunamq-bench: $(B)/obj/bench/lunamq-bench.o $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
 
+# libnats alone, per message (not part of `all`): build/lunamq-natscost URL
+$(B)/lunamq-natscost: $(B)/obj/bench/natscost.o
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(EXTRA) -o $@ $^ $(NATS_LIBS) -lpthread
+
 # hooks_run alone, without a broker (not part of `all`): build/lunamq-hookbench
 $(B)/lunamq-hookbench: $(B)/obj/bench/hookbench.o $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
