@@ -69,8 +69,8 @@ run(const char *url, long n, int size, long rate, enum mode mode)
         return 1;
     }
     static int read_header;
-    natsStatus st =
-        natsConnection_Subscribe(&sub, subc, "lq.bench.m.x", on_msg, with_header ? &read_header : NULL);
+    natsStatus st = natsConnection_Subscribe(&sub, subc, "lq.bench.m.x", on_msg,
+                                             with_header ? &read_header : NULL);
     if (st == NATS_OK) st = natsSubscription_SetPendingLimits(sub, 1 << 24, 1 << 30);
     if (st == NATS_OK) st = natsConnection_Flush(subc);
     if (st != NATS_OK) {
@@ -119,8 +119,7 @@ run(const char *url, long n, int size, long rate, enum mode mode)
            mode == WITH_HEADER ? "natsMsg + 1 header, read"
            : mode == PLAIN     ? "plain publish"
                                : "pacing alone (no NATS)",
-           got, size,
-           (c1 - c0) * 1e6 / (double)(got ? got : 1), (double)got / (w1 - w0),
+           got, size, (c1 - c0) * 1e6 / (double)(got ? got : 1), (double)got / (w1 - w0),
            got < n ? "  (not all received)" : "");
     natsSubscription_Destroy(sub);
     natsConnection_Destroy(pub);

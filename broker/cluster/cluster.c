@@ -1,34 +1,18 @@
 /* SPDX-License-Identifier: MIT
  *
- * cluster: messages between lunamq nodes through NATS (cluster.h says what crosses).
- * Here: the cluster thread and the hand-over both ways, the interest table (one NATS
- * subscription per distinct subject, counted), the headers a message travels with,
- * and the filter that drops the second copy a node receives through two of its
- * subjects. The topic <-> subject mapping is subject.c.
+ * cluster: messages between lunamq nodes through NATS (cluster.h says what crosses;
+ * cluster_int.h which file does what). Here: the cluster thread and the hand-over both
+ * ways, the interest table (one NATS subscription per distinct subject, counted), the
+ * headers a message travels with, the filter that drops the second copy a node
+ * receives through two of its subjects, and the life cycle.
  *
  * A message on NATS: subject P.<topic tokens> with P = lq.<cluster_name>.m, the MQTT
- * payload unchanged, and one header, Lq-Msg: "ORIGIN RUN SEQ QOS RETAIN EXPIRY [PROPS]",
+ * payload unchanged, and one header, Lq-Msg: "ORIGIN RUN SEQ QOS FLAGS EXPIRY [PROPS]",
  * the node id, that node's run (random at each start), the sequence number in the run
- * (from 1), QoS 0-2, flags ('r': retain, 'g': shared groups are served through NATS;
- * '-': none), the seconds left or '-', and the forwardable MQTT 5 properties as
- * encoded, in hex (absent when none).
- *
- * Shared subscriptions: the members of $share/G/F on every node take turns. Each node
- * with members queue-subscribes F's subjects in one NATS queue group named after
- * (G, F), on a second connection (which hears this node's own messages too: the first
- * one does not echo them), and NATS gives each message to one node of the group. The
- * publishing node routes a message it sent to NATS ('g') to plain subscriptions only;
- * its groups get it back through NATS like every other node's.
- *
- * Retained messages (cluster_retained jetstream): the thread also publishes a retained
- * one (an empty one clears) through JetStream to P'.<topic tokens>, P' = lq.<name>.r,
- * with the same header, into the stream LQ_<name>_RETAINED (every P' subject, one
- * message per subject, file storage), which whichever node gets there first creates.
- * Every node reads it through an ordered consumer, the last message of each subject
- * first, then every update in stream order, and stores each one (also its own: where
- * two nodes set one topic at once, the stream's order decides the same everywhere).
- * The expiry in the header counts from when JetStream stored the message (its time
- * stamp): a node that loads it later keeps what is left, given clocks in step. */
+ * (from 1), QoS 0-2, flags ('r': retain, 'g': shared groups are served through NATS,
+ * groups.c; '-': none), the seconds left or '-', and the forwardable MQTT 5 properties
+ * as encoded, in hex (absent when none). Retained messages also go through a JetStream
+ * stream (retained.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -43,7 +27,6 @@
 #include <sys/random.h>
 
 #include <event2/event.h>
-#include <mbedtls/sha256.h>
 #include <nats/nats.h>
 
 #include "cluster.h"
@@ -53,196 +36,6 @@
 #include "mqtt.h"
 #include "msg.h"
 #include "topic.h"
-
-#define SUBJECT_MAX  (3u * 65535u + 256u) /* every byte of a topic escaped, and the prefix */
-#define SEEN_WINDOW  1024u /* sequence numbers of one run remembered for duplicates */
-#define SEEN_RUNS    64u   /* runs of other nodes remembered (least recently seen goes) */
-#define IN_SLICE_MS  2u    /* the loop routes what came in for at most this, then yields */
-#define DEFAULT_URL  "nats://127.0.0.1:4222"
-#define MSG_OVERHEAD 256u /* headers and bookkeeping, counted against max_pending_bytes */
-/* After a batch the thread naps this long before it takes the next: the loop's
- * hand-overs (one a loop turn, often one message at a few thousand a second) gather
- * into one batch, one wake-up and one libnats flush, instead of a futex wake-up, a
- * thread switch and a flush per message. It adds at most this to a message's way
- * out; under load batches are larger and the nap is a small part. */
-#define PACE_US            500
-#define CONFIRM_TIMEOUT_MS 2000  /* a SUBACK waits at most this for the NATS subscription */
-#define RETRY_WAIT_MS      500   /* between rounds of connection attempts */
-#define REOPEN_WAIT_MS     1000  /* between attempts after libnats gave a connection up */
-#define REFUSAL_LOG_MS     60000 /* the same reason for failing to connect, logged again */
-#define WRITE_DEADLINE_MS  5000  /* a NATS server that reads nothing for this is given up */
-#define LOAD_TIMEOUT_MS    2000  /* SUBACKs at start wait at most this for the retained stream */
-#define JS_WAIT_MS         2000  /* a JetStream request (creating the stream, subscribing) */
-#define JS_RETRY_MS        1000  /* after a JetStream set-up that failed, doubled while */
-#define JS_RETRY_MAX_MS    60000 /* it does not answer (each try holds this thread) */
-#define JS_ACK_WAIT_MS     5000  /* a retained message the stream did not acknowledge: failed */
-#define JS_MAX_PENDING     4096  /* unacknowledged retained messages; past it, kept */
-
-/* The retained stream, as the thread sees it. */
-enum js_state {
-    JS_OFF,    /* cluster_retained local */
-    JS_SETUP,  /* to create the stream and its consumer (when connected) */
-    JS_READY,  /* in use */
-    JS_ABSENT, /* no JetStream, or it refused the stream: local until a reconnection */
-};
-
-/* ---- the loop's work for the thread ---- */
-enum op_kind { OP_PUB, OP_SUB, OP_UNSUB, OP_QSUB, OP_QUNSUB };
-struct op;
-
-/* A retained op kept for the stream while NATS is down or JS_MAX_PENDING wait for
- * their acks. */
-struct js_wait {
-    struct js_wait *next;
-    struct op *op;
-};
-
-/* A distinct subject this node subscribes to: the loop counts the filters that need
- * it; the thread alone touches sub. Freed by the thread after its OP_UNSUB (the loop
- * has forgotten it by then), or at close. */
-struct interest {
-    uint32_t refs; /* the loop's */
-    natsSubscription *sub;
-    struct interest *prev, *next; /* the thread's list of what it subscribed to */
-    char subject[];
-};
-
-/* A shared group (group, filter) with members on this node: one queue subscription
- * per subject of the filter, on the queue connection. Held (refs) by the loop's table
- * while it has members, by each open NATS subscription (released when libnats says
- * its last message was handed over) and by each of its messages not yet routed:
- * freed by whoever lets go last. */
-struct qgroup {
-    struct cluster *c;
-    _Atomic uint32_t refs;
-    uint32_t members; /* the loop's */
-    int nsubjects;
-    natsSubscription *sub[2];
-    char *subject[2];
-    char queue[34]; /* 'q' and 32 hex digits of SHA-256(group NUL filter) */
-    size_t glen, flen;
-    char key[]; /* group NUL filter NUL */
-};
-
-/* What came from NATS: a message for this node's plain subscriptions (q NULL) or for
- * one shared group's members. */
-struct in_msg {
-    natsMsg *m;
-    struct qgroup *q;
-};
-
-struct op {
-    struct op *next;
-    enum op_kind kind;
-    uint64_t sub_no;     /* OP_SUB, OP_QSUB: its number */
-    struct interest *in; /* OP_SUB, OP_UNSUB */
-    struct qgroup *qg;   /* OP_QSUB, OP_QUNSUB */
-    uint64_t seq, bytes;
-    uint32_t expiry, payload_len, props_len;
-    uint8_t qos;
-    bool retain, has_expiry, groups;
-    bool to_stream; /* OP_PUB: a retained message, for the stream too */
-    const char *subject;
-    const uint8_t *payload, *props;
-    uint8_t data[];
-};
-
-/* Why connecting to NATS failed, as last logged: the same reason again is logged
- * once a minute (with how many times it came meanwhile), another one at once. */
-struct refusal {
-    char why[256];
-    uint64_t at_ms, unlogged;
-};
-
-/* The sequence numbers seen of one run of another node, for duplicates. */
-struct seen {
-    char run[24];
-    char node[64];
-    double last_seen;
-    uint64_t received;
-    uint64_t high, used;
-    uint64_t bits[SEEN_WINDOW / 64];
-};
-
-struct cluster {
-    char *name, *node_id, *nats_url, *username, *password;
-    uint64_t max_pending_bytes;
-    char **topics, **topics_local; /* cluster_topic, cluster_topic_local */
-    size_t ntopics, ntopics_local;
-    char prefix[160];
-    char rprefix[160];  /* retained: lq.<name>.r */
-    char stream[160];   /* LQ_<name>_RETAINED */
-    uint32_t replicas;  /* cluster_replicas */
-    bool stream_wanted; /* cluster_retained jetstream */
-    char run[24];       /* this run of this node: 16 hex digits */
-    cluster_deliver_fn deliver;
-    void (*store_retained)(struct msg *m, void *ud);
-    void (*ready)(void *ud);
-    struct csessions *sessions; /* cluster_sessions jetstream; NULL: local */
-    void *ud;
-    /* loop side */
-    struct event *handoff_ev, *in_ev, *more_ev;
-    bool handoff_armed;
-    struct op *open, **open_tail;
-    uint64_t next_seq;
-    struct levelmap interest; /* subject -> struct interest */
-    struct levelmap qgroups;  /* group NUL filter -> struct qgroup */
-    char *subject_buf, *filter_buf[2];
-    char *topic_buf;
-    struct in_msg *work; /* taken from the thread, being routed */
-    size_t nwork, work_at, capwork;
-    struct seen seen[SEEN_RUNS];
-    uint64_t seen_clock;
-    uint64_t received, received_shared, duplicates, dropped_out_loop, bad_in, held;
-    bool over; /* publishers are held for messages past max_pending_bytes */
-    uint64_t retained_in;
-    bool loaded;           /* the retained stream loaded, or given up waiting for */
-    struct event *load_ev; /* LOAD_TIMEOUT_MS after opening */
-    struct lq_log_limit drop_log, bad_log;
-    struct refusal retry_said;   /* libnats' reconnecting thread's */
-    struct refusal attempt_said; /* the cluster thread's */
-    /* shared with the cluster thread and libnats' threads */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu; /* todo, stop */
-    pthread_cond_t cv;
-    struct op *todo, **todo_tail;
-    bool stop;
-    uint64_t subs_queued;            /* the loop's: OP_SUBs numbered from 1 */
-    uint64_t subs_told;              /* the loop's: confirmations passed to `ready` */
-    _Atomic uint64_t subs_confirmed; /* the server has them (or NATS is down) */
-    bool thread_idle;                /* waiting for work: a hand-over must wake it */
-    pthread_mutex_t in_mu;           /* in, in_bytes, in_woken */
-    struct in_msg *in;
-    size_t nin, capin;
-    uint64_t in_bytes;
-    bool in_woken;
-    int pipe[2];
-    _Atomic uint64_t pending_out, forwarded, dropped_out, dropped_in, reconnects;
-    _Atomic bool connected;
-    _Atomic bool drain_wanted; /* the loop waits for pending_out to reach half the bound */
-    /* made by cluster_open, used by the threads: nc's, nq's, the sessions thread's */
-    natsOptions *opts, *qopts, *sopts;
-    _Atomic uint64_t js_pending, js_failed; /* retained messages to the stream */
-    _Atomic uint64_t js_target; /* the stream's last sequence at subscribing, + 1; 0: unknown */
-    _Atomic bool js_nothing_to_load; /* no stream to wait for (none, or NATS down at start) */
-    _Atomic bool js_retry;           /* reconnected: a server without JetStream may have it */
-    _Atomic int js_state;            /* enum js_state; written by the thread */
-    _Atomic bool js_backlog;         /* retained ops kept: on_js_ack wakes the thread */
-    /* the thread's */
-    natsConnection *nc;
-    natsConnection *nq;          /* for queue subscriptions: made with the first one */
-    struct interest *subscribed; /* what OP_SUB asked for and no OP_UNSUB took back */
-    uint64_t next_attempt_ms;    /* keep_connected's */
-    jsCtx *js;
-    natsSubscription *rsub; /* the ordered consumer of the stream */
-    uint64_t js_next_try_ms, js_backoff_ms;
-    struct lq_log_limit js_log;
-    struct levelmap js_waiting; /* subject -> struct js_wait: retained ops kept */
-    struct js_wait *jw_head, **jw_tail;
-    char *js_hdr;
-    size_t js_cap;
-};
 
 /* ---- small helpers ---- */
 
@@ -265,115 +58,12 @@ dup_or_null(const char *s)
 
 /* ---- the cluster thread ---- */
 
-static void
-on_disconnected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    struct cluster *c = closure;
-    atomic_store(&c->connected, false);
-}
-
-static void
-on_reconnected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    struct cluster *c = closure;
-    atomic_store(&c->connected, true);
-    atomic_fetch_add(&c->reconnects, 1);
-    atomic_store(&c->js_retry, true);
-    pthread_mutex_lock(&c->mu); /* the thread looks at the stream again */
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void
-on_connected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    struct cluster *c = closure;
-    atomic_store(&c->connected, true);
-    pthread_mutex_lock(&c->mu); /* the thread sets up the stream */
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void
-on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
-{
-    (void)nc, (void)sub;
-    struct cluster *c = closure;
-    if (err == NATS_SLOW_CONSUMER) atomic_fetch_add(&c->dropped_in, 1);
-}
-
-/* libnats' last error on this thread, without its "(file.c:N): " */
-static const char *
-nats_error(natsStatus s)
-{
-    const char *why = nats_GetLastError(NULL);
-    const char *at = why && why[0] == '(' ? strstr(why, "): ") : NULL;
-    if (at) why = at + 3;
-    if (!why || !*why) why = s == NATS_OK ? "no server answered" : natsStatus_GetText(s);
-    return why;
-}
-
-/* Why this attempt to connect failed, in the log (not every second while it lasts). */
-static void
-say_refused(struct cluster *c, struct refusal *r, const char *why)
-{
-    uint64_t now = lq_now_ms();
-    if (strncmp(r->why, why, sizeof(r->why) - 1) == 0 && now - r->at_ms < REFUSAL_LOG_MS) {
-        r->unlogged++;
-        return;
-    }
-    if (r->unlogged)
-        lq_log(LQ_LOG_WARNING,
-               "cluster: cannot connect to NATS at %s: %s (%" PRIu64 " more failed "
-               "attempts since the last line); retrying, local traffic goes on",
-               c->nats_url, why, r->unlogged);
-    else
-        lq_log(LQ_LOG_WARNING,
-               "cluster: cannot connect to NATS at %s: %s; retrying, local traffic goes on",
-               c->nats_url, why);
-    snprintf(r->why, sizeof(r->why), "%s", why);
-    r->at_ms = now;
-    r->unlogged = 0;
-}
-
-/* libnats' reconnecting thread, after each round of the servers in nats_url failed:
- * why the last attempt failed (a server down, a TLS handshake that failed) is said
- * (say_refused); then the next round after the wait. */
-static int64_t
-on_retry(natsConnection *nc, int attempts, void *closure)
-{
-    struct cluster *c = closure;
-    (void)nc, (void)attempts;
-    natsStatus s = NATS_OK;
-    nats_GetLastError(&s); /* this thread's: its last attempt's */
-    say_refused(c, &c->retry_said, nats_error(s));
-    return RETRY_WAIT_MS;
-}
-
-static void
-qgroup_release(struct qgroup *q)
-{
-    if (atomic_fetch_sub(&q->refs, 1) != 1) return;
-    for (int i = 0; i < q->nsubjects; i++) free(q->subject[i]);
-    free(q);
-}
-
-/* libnats: a queue subscription's last message was handed over. */
-static void
-on_qsub_complete(void *closure)
-{
-    qgroup_release(closure);
-}
-
 /* libnats' delivery thread: a message for one of our subjects (q NULL) or shared
  * groups goes to the loop's inbox; the first one since the loop last looked wakes it.
  * A retained update is never dropped (the stores would differ for good): the
  * consumer's flow control bounds it. */
-static void
-inbox_put(struct cluster *c, natsMsg *msg, struct qgroup *q, bool may_drop)
+void
+cluster_inbox_put(struct cluster *c, natsMsg *msg, struct qgroup *q, bool may_drop)
 {
     uint64_t n = (uint64_t)natsMsg_GetDataLength(msg) + MSG_OVERHEAD;
     pthread_mutex_lock(&c->in_mu);
@@ -396,46 +86,15 @@ inbox_put(struct cluster *c, natsMsg *msg, struct qgroup *q, bool may_drop)
     if (wake) (void)!write(c->pipe[1], "", 1); /* full: the loop is awake anyway */
 }
 
-static void
-on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+void
+cluster_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc, (void)sub;
-    inbox_put(closure, msg, NULL, true);
+    cluster_inbox_put(closure, msg, NULL, true);
 }
 
-static void
-on_qmsg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
-{
-    (void)nc, (void)sub;
-    struct qgroup *q = closure;
-    inbox_put(q->c, msg, q, true);
-}
-
-static void
-on_retained(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
-{
-    (void)nc, (void)sub;
-    inbox_put(closure, msg, NULL, false);
-}
-
-/* libnats: the stream took a retained message, or did not (or no answer in time). */
-static void
-on_js_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
-{
-    (void)js, (void)pa;
-    struct cluster *c = closure;
-    if (pae) atomic_fetch_add(&c->js_failed, 1);
-    uint64_t left = atomic_fetch_sub(&c->js_pending, 1) - 1;
-    natsMsg_Destroy(msg);
-    if (left == JS_MAX_PENDING / 2 && atomic_load(&c->js_backlog)) { /* room for what waits */
-        pthread_mutex_lock(&c->mu);
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-    }
-}
-
-static void
-hex_of(const uint8_t *p, size_t n, char *out)
+void
+cluster_hex_of(const uint8_t *p, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -446,8 +105,8 @@ hex_of(const uint8_t *p, size_t n, char *out)
 }
 
 /* The Lq-Msg header of op, into *hdr (grown as needed). */
-static const char *
-header_of(const struct cluster *c, const struct op *op, char **hdr, size_t *cap)
+const char *
+cluster_header_of(const struct cluster *c, const struct op *op, char **hdr, size_t *cap)
 {
     size_t need = strlen(c->node_id) + sizeof(c->run) + 3 * 24 + 2 * (size_t)op->props_len + 8;
     if (*cap < need) {
@@ -463,48 +122,11 @@ header_of(const struct cluster *c, const struct op *op, char **hdr, size_t *cap)
         h[n++] = '-';
     if (op->props_len) {
         h[n++] = ' ';
-        hex_of(op->props, op->props_len, h + n);
+        cluster_hex_of(op->props, op->props_len, h + n);
     } else {
         h[n] = '\0';
     }
     return h;
-}
-
-/* The retained copy, to the stream, not waiting for its acknowledgement (on_js_ack):
- * the same header, the subject's m token made r. */
-static void
-publish_retained(struct cluster *c, struct op *op)
-{
-    int state = atomic_load(&c->js_state);
-    if (state == JS_ABSENT || state == JS_OFF || !c->js) return; /* local only */
-    char *subject = (char *)op->data; /* op->subject: libnats has copied it */
-    subject[strlen(c->prefix) - 1] = 'r';
-    natsMsg *nm = NULL;
-    natsStatus s =
-        natsMsg_Create(&nm, subject, NULL, (const char *)op->payload, (int)op->payload_len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Msg", header_of(c, op, &c->js_hdr, &c->js_cap));
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = JS_ACK_WAIT_MS;
-    atomic_fetch_add(&c->js_pending, 1);
-    if (s == NATS_OK) s = js_PublishMsgAsync(c->js, &nm, &po);
-    if (s != NATS_OK) {
-        atomic_fetch_sub(&c->js_pending, 1);
-        atomic_fetch_add(&c->js_failed, 1);
-        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
-                       "cluster: a retained message on \"%.200s\" not published to JetStream: %s",
-                       subject, natsStatus_GetText(s));
-    }
-    natsMsg_Destroy(nm); /* NULL once libnats took it */
-}
-
-/* Can a retained op go to the stream now? Not while NATS is down (it would wait in
- * libnats' reconnect buffer, with the messages, and its ack would time out) nor while
- * JS_MAX_PENDING wait for their acknowledgement. */
-static bool
-stream_has_room(struct cluster *c)
-{
-    return atomic_load(&c->connected) && atomic_load(&c->js_pending) < JS_MAX_PENDING;
 }
 
 /* A retained op for the stream: sent, or, when there is no room, kept as its
@@ -513,62 +135,18 @@ stream_has_room(struct cluster *c)
  * pending_out). */
 /* Messages out of the thread's hands: when they bring what waits for NATS down to
  * half the bound while publishers are held, the loop hears it (in_cb). */
-static void
-pending_done(struct cluster *c, uint64_t bytes)
+void
+cluster_pending_done(struct cluster *c, uint64_t bytes)
 {
     if (atomic_fetch_sub(&c->pending_out, bytes) - bytes <= c->max_pending_bytes / 2 &&
         atomic_exchange(&c->drain_wanted, false))
         (void)!write(c->pipe[1], "", 1);
 }
 
-static bool
-stream_or_keep(struct cluster *c, struct op *op)
-{
-    int state = atomic_load(&c->js_state);
-    if (state == JS_ABSENT || state == JS_OFF || !c->js) return false;
-    size_t n = strlen(op->subject);
-    struct js_wait *w = levelmap_get(&c->js_waiting, op->subject, n);
-    if (w) {
-        pending_done(c, w->op->bytes);
-        free(w->op);
-        w->op = op;
-        return true;
-    }
-    if (stream_has_room(c)) {
-        publish_retained(c, op);
-        return false;
-    }
-    w = lq_xmalloc(sizeof(*w));
-    *w = (struct js_wait){.op = op};
-    levelmap_put(&c->js_waiting, op->subject, n, w);
-    *c->jw_tail = w;
-    c->jw_tail = &w->next;
-    atomic_store(&c->js_backlog, true);
-    return true;
-}
-
-/* What was kept, to the stream, as far as there is room. */
-static void
-stream_kept(struct cluster *c)
-{
-    while (c->jw_head && stream_has_room(c)) {
-        struct js_wait *w = c->jw_head;
-        c->jw_head = w->next;
-        if (!c->jw_head) c->jw_tail = &c->jw_head;
-        struct op *op = w->op;
-        levelmap_del(&c->js_waiting, op->subject, strlen(op->subject));
-        free(w);
-        publish_retained(c, op);
-        pending_done(c, op->bytes);
-        free(op);
-    }
-    atomic_store(&c->js_backlog, c->jw_head != NULL);
-}
-
 static void
 publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
 {
-    const char *h = header_of(c, op, hdr, cap);
+    const char *h = cluster_header_of(c, op, hdr, cap);
     /* one header, not seven: each is an allocation and a line to parse on both sides */
     natsMsg *nm = NULL;
     natsStatus s =
@@ -583,50 +161,6 @@ publish(struct cluster *c, const struct op *op, char **hdr, size_t *cap)
     natsMsg_Destroy(nm);
 }
 
-/* The queue connection, made with the first shared group. */
-static natsConnection *
-queue_connection(struct cluster *c)
-{
-    if (c->nq || !c->qopts) return c->nq;
-    natsStatus s = natsConnection_Connect(&c->nq, c->qopts);
-    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-        lq_log(LQ_LOG_ERR, "cluster: cannot use NATS at %s for shared subscriptions: %s",
-               c->nats_url, natsStatus_GetText(s));
-        c->nq = NULL;
-    }
-    return c->nq;
-}
-
-static void
-queue_subscribe(struct cluster *c, struct qgroup *q)
-{
-    natsConnection *nq = queue_connection(c);
-    for (int i = 0; nq && i < q->nsubjects; i++) {
-        atomic_fetch_add(&q->refs, 1); /* the subscription's, till on_qsub_complete */
-        if (natsConnection_QueueSubscribe(&q->sub[i], nq, q->subject[i], q->queue, on_qmsg, q) !=
-                NATS_OK ||
-            natsSubscription_SetOnCompleteCB(q->sub[i], on_qsub_complete, q) != NATS_OK) {
-            if (q->sub[i]) { /* no callback set: nothing will release it */
-                natsSubscription_Unsubscribe(q->sub[i]);
-                natsSubscription_Destroy(q->sub[i]);
-                q->sub[i] = NULL;
-            }
-            atomic_fetch_sub(&q->refs, 1);
-        }
-    }
-}
-
-static void
-queue_unsubscribe(struct qgroup *q)
-{
-    for (int i = 0; i < q->nsubjects; i++) {
-        if (!q->sub[i]) continue;
-        natsSubscription_Unsubscribe(q->sub[i]); /* on_qsub_complete follows */
-        natsSubscription_Destroy(q->sub[i]);
-        q->sub[i] = NULL;
-    }
-}
-
 static void
 run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_no)
 {
@@ -637,8 +171,8 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
             publish(c, op, hdr, cap);
         else /* no connection could be made (a bad URL): counted, not kept */
             atomic_fetch_add(&c->dropped_out, 1);
-        if (op->to_stream && stream_or_keep(c, op)) return; /* kept for the stream */
-        pending_done(c, op->bytes);
+        if (op->to_stream && cluster_stream_or_keep(c, op)) return; /* kept for the stream */
+        cluster_pending_done(c, op->bytes);
         break;
     case OP_SUB: /* while disconnected too: libnats subscribes again on reconnecting,
                   * keep_connected on a new connection */
@@ -646,8 +180,8 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
         op->in->next = c->subscribed;
         if (c->subscribed) c->subscribed->prev = op->in;
         c->subscribed = op->in;
-        if (c->nc &&
-            natsConnection_Subscribe(&op->in->sub, c->nc, op->in->subject, on_msg, c) != NATS_OK)
+        if (c->nc && natsConnection_Subscribe(&op->in->sub, c->nc, op->in->subject, cluster_on_msg,
+                                              c) != NATS_OK)
             op->in->sub = NULL;
         break;
     case OP_UNSUB:
@@ -664,244 +198,18 @@ run_op(struct cluster *c, struct op *op, char **hdr, size_t *cap, uint64_t *sub_
         break;
     case OP_QSUB:
         *sub_no = op->sub_no;
-        queue_subscribe(c, op->qg);
-        qgroup_release(op->qg); /* the op's */
+        cluster_queue_subscribe(c, op->qg);
+        cluster_qgroup_release(op->qg); /* the op's */
         break;
     case OP_QUNSUB:
-        queue_unsubscribe(op->qg);
-        qgroup_release(op->qg); /* the loop's table's, handed to the op */
+        cluster_queue_unsubscribe(op->qg);
+        cluster_qgroup_release(op->qg); /* the loop's table's, handed to the op */
         break;
     }
     free(op);
 }
 
-static void
-subscribe_all(struct cluster *c)
-{
-    for (struct interest *e = c->subscribed; e; e = e->next)
-        if (natsConnection_Subscribe(&e->sub, c->nc, e->subject, on_msg, c) != NATS_OK)
-            e->sub = NULL;
-}
-
-/* The first connection is made in the background (a server down at start is no
- * error); libnats reconnects it by itself. */
-static void
-connect_nats(struct cluster *c)
-{
-    natsStatus s = natsConnection_Connect(&c->nc, c->opts);
-    if (s == NATS_OK)
-        atomic_store(&c->connected, true);
-    else if (s != NATS_NOT_YET_CONNECTED)
-        c->nc = NULL; /* keep_connected says why and tries again */
-    /* the next ones (keep_connected) are single attempts, whose error says why */
-    natsOptions_SetRetryOnFailedConnect(c->opts, false, NULL, NULL);
-}
-
-/* libnats gives a connection up for good after a server refused its credentials twice
- * in a row: then a new one is tried every REOPEN_WAIT_MS, and once it is made this
- * node subscribes to every subject again, as libnats does on reconnecting. */
-static void
-keep_connected(struct cluster *c)
-{
-    if (c->nc && natsConnection_Status(c->nc) != NATS_CONN_STATUS_CLOSED) return;
-    uint64_t now = lq_now_ms();
-    if (now < c->next_attempt_ms) return;
-    c->next_attempt_ms = now + REOPEN_WAIT_MS;
-    atomic_store(&c->connected, false);
-    if (c->nc) {
-        for (struct interest *e = c->subscribed; e; e = e->next) {
-            if (e->sub) natsSubscription_Destroy(e->sub);
-            e->sub = NULL;
-        }
-        natsConnection_Destroy(c->nc);
-        c->nc = NULL;
-    }
-    natsStatus s = natsConnection_Connect(&c->nc, c->opts);
-    if (s != NATS_OK) {
-        say_refused(c, &c->attempt_said, nats_error(s));
-        c->nc = NULL;
-        return;
-    }
-    atomic_store(&c->connected, true);
-    atomic_fetch_add(&c->reconnects, 1);
-    lq_log(LQ_LOG_NOTICE, "cluster: connected to NATS at %s", c->nats_url);
-    c->attempt_said = (struct refusal){0}; /* the next failure is said at once */
-    subscribe_all(c);
-}
-
 /* ---- the retained stream (the thread's) ---- */
-
-/* libnats' last error of this thread, without its "(file.c:line): " */
-static const char *
-js_error(void)
-{
-    const char *e = nats_GetLastError(NULL);
-    const char *past = e && e[0] == '(' ? strstr(e, "): ") : NULL;
-    return past ? past + 3 : e ? e : "";
-}
-
-/* No stream: logged once (until a reconnection finds the same). */
-static void
-js_absent(struct cluster *c, const char *why, bool refused)
-{
-    if (atomic_load(&c->js_state) != JS_ABSENT && !refused)
-        lq_log(LQ_LOG_WARNING,
-               "cluster: the NATS server has no JetStream (%s): retained messages stay on "
-               "each node (as with cluster_retained local) until it has",
-               why);
-    if (atomic_load(&c->js_state) != JS_ABSENT && refused)
-        lq_log(LQ_LOG_ERR,
-               "cluster: JetStream refused stream %s: %s: retained messages stay on each "
-               "node (as with cluster_retained local) until a reconnection to NATS",
-               c->stream, why);
-    atomic_store(&c->js_state, JS_ABSENT);
-    atomic_store(&c->js_nothing_to_load, true);
-    (void)!write(c->pipe[1], "", 1); /* the loop looks (in_cb) */
-}
-
-static bool
-js_unavailable(natsStatus s, jsErrCode jerr)
-{
-    return s == NATS_NO_RESPONDERS || jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr;
-}
-
-/* Creates the stream (or updates it to this node's settings; one that cannot be is
- * used as it is) and subscribes to it. Each step waits at most JS_WAIT_MS; on a
- * failure it is tried again JS_RETRY_MS later. */
-static void
-js_setup(struct cluster *c)
-{
-    /* a NATS cluster without JetStream lets requests time out (no "no responders"):
-     * each try holds this thread JS_WAIT_MS, so they grow apart */
-    c->js_backoff_ms = c->js_backoff_ms ? c->js_backoff_ms * 2 : JS_RETRY_MS;
-    if (c->js_backoff_ms > JS_RETRY_MAX_MS) c->js_backoff_ms = JS_RETRY_MAX_MS;
-    c->js_next_try_ms = lq_now_ms() + c->js_backoff_ms;
-    if (c->rsub) { /* the consumer before a reconnection: what it delivered stays first */
-        natsSubscription_Destroy(c->rsub);
-        c->rsub = NULL;
-    }
-    char subjects[200];
-    snprintf(subjects, sizeof(subjects), "%s.>", c->rprefix);
-    const char *subj[1] = {subjects};
-    jsStreamConfig sc;
-    jsStreamConfig_Init(&sc);
-    sc.Name = c->stream;
-    sc.Subjects = subj;
-    sc.SubjectsLen = 1;
-    sc.MaxMsgsPerSubject = 1; /* the last retained message of a topic */
-    sc.Storage = js_FileStorage;
-    sc.Replicas = c->replicas;
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
-    if (s != NATS_OK && jerr == JSStreamNameExistErr) { /* with other settings */
-        jerr = 0;
-        s = js_UpdateStream(&si, c->js, &sc, NULL, &jerr);
-        if (s != NATS_OK && !js_unavailable(s, jerr)) {
-            lq_log(LQ_LOG_WARNING, "cluster: stream %s kept as it is (cluster_replicas %u?): %s",
-                   c->stream, c->replicas, js_error());
-            jerr = 0;
-            s = js_GetStreamInfo(&si, c->js, c->stream, NULL, &jerr);
-        }
-    }
-    if (js_unavailable(s, jerr)) return js_absent(c, natsStatus_GetText(s), false);
-    if (s != NATS_OK && jerr) /* its answer (a setting): the same next time */
-        return js_absent(c, js_error(), true);
-    if (s != NATS_OK) {
-        lq_log_limited(&c->js_log, LQ_LOG_WARNING,
-                       "cluster: stream %s: %s: retained messages are not shared yet", c->stream,
-                       js_error());
-        return;
-    }
-    uint64_t last = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = c->stream;
-    so.Ordered = true; /* in stream order, none missed: libnats starts it again past a gap */
-    so.Config.DeliverPolicy = js_DeliverLastPerSubject;
-    jerr = 0;
-    s = js_Subscribe(&c->rsub, c->js, subjects, on_retained, c, NULL, &so, &jerr);
-    if (js_unavailable(s, jerr)) return js_absent(c, natsStatus_GetText(s), false);
-    if (s != NATS_OK) {
-        c->rsub = NULL;
-        lq_log_limited(&c->js_log, LQ_LOG_WARNING, "cluster: stream %s: cannot consume it: %s (%d)",
-                       c->stream, js_error(), (int)jerr);
-        return;
-    }
-    c->js_backoff_ms = 0;
-    /* loaded once what was its last message is applied (the last of its subject, or a
-     * later one, comes) */
-    atomic_store(&c->js_target, last + 1);
-    if (last == 0) atomic_store(&c->js_nothing_to_load, true);
-    atomic_store(&c->js_state, JS_READY);
-    lq_log(LQ_LOG_NOTICE,
-           "cluster: retained messages through JetStream stream %s (%" PRIu64 " messages)",
-           c->stream, last);
-    (void)!write(c->pipe[1], "", 1);
-}
-
-/* Is the stream to be set up now? After a reconnection, again: a server without
- * JetStream may have it now, one restarted may have lost the stream (created again)
- * or the consumer, and what changed meanwhile is loaded again (stores that have it
- * change nothing: the broker compares). */
-static bool
-js_due(struct cluster *c)
-{
-    int state = atomic_load(&c->js_state);
-    if (state != JS_OFF && state != JS_SETUP && atomic_exchange(&c->js_retry, false)) {
-        atomic_store(&c->js_state, JS_SETUP);
-        c->js_next_try_ms = 0;
-        state = JS_SETUP;
-    }
-    return state == JS_SETUP && c->js && atomic_load(&c->connected) &&
-           lq_now_ms() >= c->js_next_try_ms;
-}
-
-static void
-js_open(struct cluster *c)
-{
-    if (atomic_load(&c->js_state) == JS_OFF) return;
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = JS_WAIT_MS;
-    jo.PublishAsync.AckHandler = on_js_ack;
-    jo.PublishAsync.AckHandlerClosure = c;
-    if (!c->nc || natsConnection_JetStream(&c->js, c->nc, &jo) != NATS_OK) {
-        c->js = NULL;
-        atomic_store(&c->js_nothing_to_load, true);
-        (void)!write(c->pipe[1], "", 1);
-        return;
-    }
-    if (!atomic_load(&c->connected)) { /* NATS down at start: the local store, no waiting */
-        atomic_store(&c->js_nothing_to_load, true);
-        (void)!write(c->pipe[1], "", 1);
-    }
-}
-
-static void
-js_close(struct cluster *c)
-{
-    if (c->js && atomic_load(&c->connected)) {
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MaxWait = 1000; /* retained messages published, into the stream (bounded) */
-        if (c->jw_head) js_PublishAsyncComplete(c->js, &po);
-        stream_kept(c);
-        js_PublishAsyncComplete(c->js, &po);
-        if (c->rsub) natsSubscription_Unsubscribe(c->rsub); /* its consumer goes */
-    }
-    for (struct js_wait *w = c->jw_head, *next; w; w = next) { /* not sent: failed */
-        next = w->next;
-        atomic_fetch_add(&c->js_failed, 1);
-        pending_done(c, w->op->bytes);
-        free(w->op);
-        free(w);
-    }
-    c->jw_head = NULL;
-    levelmap_fini(&c->js_waiting);
-    free(c->js_hdr);
-}
 
 /* The subscriptions up to sub_no are the server's once a round trip after them came
  * back (a flush: PING, PONG): a message published anywhere from then on reaches this
@@ -922,14 +230,14 @@ static void *
 thread_main(void *arg)
 {
     struct cluster *c = arg;
-    connect_nats(c);
+    cluster_connect_nats(c);
     csessions_start(c->sessions, c->sopts); /* on its own connection */
-    js_open(c);
+    cluster_js_open(c);
     char *hex = NULL;
     size_t caphex = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->todo && !c->stop && !js_due(c) &&
+        while (!c->todo && !c->stop && !cluster_js_due(c) &&
                !(c->jw_head && atomic_load(&c->connected) &&
                  atomic_load(&c->js_pending) <= JS_MAX_PENDING / 2)) {
             c->thread_idle = true;
@@ -947,7 +255,7 @@ thread_main(void *arg)
             }
             if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT) {
                 pthread_mutex_unlock(&c->mu);
-                keep_connected(c);
+                cluster_keep_connected(c);
                 pthread_mutex_lock(&c->mu);
             }
         }
@@ -956,9 +264,9 @@ thread_main(void *arg)
         c->todo = NULL;
         c->todo_tail = &c->todo;
         bool stop = c->stop;
-        bool js_now = !stop && js_due(c); /* under traffic too */
+        bool js_now = !stop && cluster_js_due(c); /* under traffic too */
         pthread_mutex_unlock(&c->mu);
-        if (js_now) js_setup(c);
+        if (js_now) cluster_js_setup(c);
         /* subscriptions first, and confirmed, then the messages: a SUBACK waits for
          * its subscription, not for a backlog of messages out (whose order among
          * themselves is kept) */
@@ -974,13 +282,13 @@ thread_main(void *arg)
             }
             run_op(c, op, &hex, &caphex, &sub_no);
         }
-        keep_connected(c); /* a busy thread never times out waiting */
+        cluster_keep_connected(c); /* a busy thread never times out waiting */
         if (sub_no) confirm_subs(c, sub_no);
         for (struct op *op = pubs, *next; op; op = next) {
             next = op->next;
             run_op(c, op, &hex, &caphex, &sub_no);
         }
-        if (c->jw_head) stream_kept(c);
+        if (c->jw_head) cluster_stream_kept(c);
         if (!stop) {
             struct timespec nap = {0, PACE_US * 1000L};
             nanosleep(&nap, NULL);
@@ -991,7 +299,7 @@ thread_main(void *arg)
     pthread_mutex_unlock(&c->mu);
     free(hex);
     csessions_stop(c->sessions); /* its requests use the connection */
-    js_close(c);
+    cluster_js_close(c);
     if (c->nc) {
         natsConnection_FlushTimeout(c->nc, 1000); /* what was published, out (bounded) */
         natsConnection_Close(c->nc);
@@ -1018,8 +326,8 @@ handoff_cb(evutil_socket_t fd, short what, void *arg)
     c->open_tail = &c->open;
 }
 
-static void
-queue_op(struct cluster *c, struct op *op)
+void
+cluster_queue_op(struct cluster *c, struct op *op)
 {
     op->next = NULL;
     *c->open_tail = op;
@@ -1061,8 +369,8 @@ forward_over(struct cluster *c, bool may_hold)
 }
 
 /* Is topic one this node shares (cluster_topic, cluster_topic_local, never $SYS)? */
-static bool
-shared_topic(const struct cluster *c, const char *topic, size_t tlen)
+bool
+cluster_shared_topic(const struct cluster *c, const char *topic, size_t tlen)
 {
     if (topic_is_sys(topic, tlen)) return false;
     if (c->ntopics && !matches_any(c->topics, c->ntopics, topic, tlen)) return false;
@@ -1072,7 +380,7 @@ shared_topic(const struct cluster *c, const char *topic, size_t tlen)
 unsigned
 cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
 {
-    if (!c || !shared_topic(c, m->topic, m->topic_len)) return 0;
+    if (!c || !cluster_shared_topic(c, m->topic, m->topic_len)) return 0;
     uint32_t expiry = 0;
     if (m->has_expiry) {
         uint64_t now = lq_now_ms();
@@ -1116,7 +424,7 @@ cluster_forward(struct cluster *c, const struct msg *m, bool may_hold)
     if (m->props_len) memcpy(p, m->props, m->props_len);
     op->props = p;
     atomic_fetch_add(&c->pending_out, op->bytes);
-    queue_op(c, op);
+    cluster_queue_op(c, op);
     return out;
 }
 
@@ -1142,7 +450,7 @@ interest_one(struct cluster *c, const char *subject, int delta)
             op->kind = OP_SUB;
             op->in = e;
             op->sub_no = ++c->subs_queued;
-            queue_op(c, op);
+            cluster_queue_op(c, op);
         }
         e->refs++;
         return;
@@ -1152,7 +460,7 @@ interest_one(struct cluster *c, const char *subject, int delta)
     struct op *op = lq_xcalloc(1, sizeof(*op));
     op->kind = OP_UNSUB;
     op->in = e;
-    queue_op(c, op);
+    cluster_queue_op(c, op);
 }
 
 void
@@ -1161,59 +469,6 @@ cluster_interest(struct cluster *c, const char *filter, size_t flen, int delta)
     if (!c || topic_is_sys(filter, flen)) return; /* $SYS is each node's own */
     int n = cluster_subjects_of_filter(c->prefix, filter, flen, c->filter_buf, SUBJECT_MAX);
     for (int i = 0; i < n; i++) interest_one(c, c->filter_buf[i], delta);
-}
-
-/* The NATS queue group of (group, filter): the same name on every node. */
-static void
-queue_name(const char *key, size_t klen, char out[34])
-{
-    uint8_t h[32];
-    mbedtls_sha256((const unsigned char *)key, klen, h, 0);
-    out[0] = 'q';
-    hex_of(h, 16, out + 1);
-}
-
-void
-cluster_interest_shared(struct cluster *c, const char *group, size_t glen, const char *filter,
-                        size_t flen, int delta)
-{
-    if (!c || topic_is_sys(filter, flen)) return;
-    size_t klen = glen + 1 + flen;
-    char *key = c->topic_buf; /* group NUL filter: the table's key */
-    if (klen > 65536) return; /* a filter of 65535 bytes has no room for a group */
-    memcpy(key, group, glen);
-    key[glen] = '\0';
-    memcpy(key + glen + 1, filter, flen);
-    struct qgroup *q = levelmap_get(&c->qgroups, key, klen);
-    if (delta > 0) {
-        if (!q) {
-            int n = cluster_subjects_of_filter(c->prefix, filter, flen, c->filter_buf, SUBJECT_MAX);
-            if (n <= 0) return;
-            q = lq_xcalloc(1, sizeof(*q) + klen + 1);
-            q->c = c;
-            atomic_init(&q->refs, 2); /* the table's and the op's */
-            memcpy(q->key, key, klen);
-            q->glen = glen;
-            q->flen = flen;
-            queue_name(key, klen, q->queue);
-            q->nsubjects = n;
-            for (int i = 0; i < n; i++) q->subject[i] = lq_xstrdup(c->filter_buf[i]);
-            levelmap_put(&c->qgroups, key, klen, q);
-            struct op *op = lq_xcalloc(1, sizeof(*op));
-            op->kind = OP_QSUB;
-            op->qg = q;
-            op->sub_no = ++c->subs_queued;
-            queue_op(c, op);
-        }
-        q->members++;
-        return;
-    }
-    if (!q || --q->members) return;
-    levelmap_del(&c->qgroups, key, klen);
-    struct op *op = lq_xcalloc(1, sizeof(*op));
-    op->kind = OP_QUNSUB;
-    op->qg = q; /* with the table's reference */
-    queue_op(c, op);
 }
 
 /* ---- the loop: what came in ---- */
@@ -1269,8 +524,8 @@ hex_digit(char ch)
     return -1;
 }
 
-static void
-bad_message(struct cluster *c, natsMsg *nm, const char *why)
+void
+cluster_bad_message(struct cluster *c, natsMsg *nm, const char *why)
 {
     c->bad_in++;
     lq_log_limited(&c->bad_log, LQ_LOG_WARNING,
@@ -1278,22 +533,9 @@ bad_message(struct cluster *c, natsMsg *nm, const char *why)
                    natsMsg_GetSubject(nm), why);
 }
 
-/* The Lq-Msg header: "ORIGIN RUN SEQ QOS RETAIN EXPIRY [PROPS]". */
-struct lq_header {
-    const char *origin; /* the header; the origin is its first nlen bytes */
-    size_t nlen;
-    char run[24];
-    uint64_t seq;
-    uint8_t qos;
-    bool retain, groups, has_expiry;
-    uint32_t expiry;
-    const char *props_hex;
-    size_t hl;
-};
-
 /* Why nm's header is not ours, or NULL when x is it. */
-static const char *
-parse_header(natsMsg *nm, struct lq_header *x)
+const char *
+cluster_parse_header(natsMsg *nm, struct lq_header *x)
 {
     const char *h = header(nm, "Lq-Msg");
     const char *at = h ? strchr(h, ' ') : NULL; /* past the origin */
@@ -1345,8 +587,8 @@ parse_header(natsMsg *nm, struct lq_header *x)
 }
 
 /* The topic of subject (prefix, '.', tokens) into c->topic_buf: its length, or -1. */
-static long
-topic_of(struct cluster *c, const char *subject, const char *prefix)
+long
+cluster_topic_of(struct cluster *c, const char *subject, const char *prefix)
 {
     size_t plen = strlen(prefix);
     if (strncmp(subject, prefix, plen) != 0 || subject[plen] != '.') return -1;
@@ -1360,9 +602,9 @@ topic_of(struct cluster *c, const char *subject, const char *prefix)
 
 /* The message nm and x describe, on the topic in c->topic_buf; empty: without its
  * payload; expire_at_ms: 0, or when it expires. NULL when the properties are bad. */
-static struct msg *
-msg_of(struct cluster *c, natsMsg *nm, const struct lq_header *x, long tlen, bool empty,
-       uint64_t expire_at_ms)
+struct msg *
+cluster_msg_of(struct cluster *c, natsMsg *nm, const struct lq_header *x, long tlen, bool empty,
+               uint64_t expire_at_ms)
 {
     uint8_t small[256];
     uint8_t *props = x->hl / 2 <= sizeof(small) ? small : lq_xmalloc(x->hl / 2);
@@ -1390,62 +632,18 @@ msg_of(struct cluster *c, natsMsg *nm, const struct lq_header *x, long tlen, boo
     return m;
 }
 
-/* SUBACKs wait no longer for the retained stream. */
-static void
-retained_loaded(struct cluster *c)
-{
-    if (c->loaded) return;
-    c->loaded = true;
-    if (c->load_ev) event_del(c->load_ev);
-    if (c->ready) c->ready(c->ud);
-}
-
-/* An update from the retained stream: stored here, not routed. Its expiry counts from
- * when the stream stored it. */
-static void
-take_retained(struct cluster *c, natsMsg *nm)
-{
-    long tlen = topic_of(c, natsMsg_GetSubject(nm), c->rprefix);
-    if (tlen < 0) return bad_message(c, nm, "not a topic's subject");
-    struct lq_header x;
-    const char *why = parse_header(nm, &x);
-    if (why) return bad_message(c, nm, why);
-    jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, nm) != NATS_OK) return bad_message(c, nm, "no stream metadata");
-    uint64_t seq = meta->Sequence.Stream, pending = meta->NumPending;
-    double stored = (double)meta->Timestamp / 1e9;
-    jsMsgMetaData_Destroy(meta);
-    if (shared_topic(c, c->topic_buf, (size_t)tlen)) {
-        uint64_t expire_at = 0;
-        bool expired = false;
-        if (x.has_expiry) {
-            double age = lq_wall_time() - stored;
-            double left_ms = (double)x.expiry * 1000.0 - (age > 0 ? age * 1000.0 : 0);
-            expired = left_ms < 1;
-            expire_at = expired ? 0 : lq_now_ms() + (uint64_t)left_ms;
-        }
-        struct msg *m = msg_of(c, nm, &x, tlen, expired, expire_at); /* expired: a clear */
-        if (!m) return bad_message(c, nm, "bad Lq-Msg properties");
-        c->retained_in++;
-        c->store_retained(m, c->ud);
-        msg_unref(m);
-    }
-    uint64_t target = atomic_load(&c->js_target);
-    if (target && (seq + 1 >= target || pending == 0)) retained_loaded(c);
-}
-
 static void
 take_one(struct cluster *c, natsMsg *nm, const struct qgroup *q)
 {
     const char *subject = natsMsg_GetSubject(nm);
     size_t rl = strlen(c->rprefix);
     if (!q && strncmp(subject, c->rprefix, rl) == 0 && subject[rl] == '.')
-        return take_retained(c, nm);
-    long tlen = topic_of(c, subject, c->prefix);
-    if (tlen < 0) return bad_message(c, nm, "not a topic's subject of this cluster");
+        return cluster_take_retained(c, nm);
+    long tlen = cluster_topic_of(c, subject, c->prefix);
+    if (tlen < 0) return cluster_bad_message(c, nm, "not a topic's subject of this cluster");
     struct lq_header x;
-    const char *why = parse_header(nm, &x);
-    if (why) return bad_message(c, nm, why);
+    const char *why = cluster_parse_header(nm, &x);
+    if (why) return cluster_bad_message(c, nm, why);
     if (q) {
         /* a queue group's copy, once per message: this node's own too. Without 'g'
          * its node served its groups itself (NATS was down when it was taken). */
@@ -1457,8 +655,8 @@ take_one(struct cluster *c, natsMsg *nm, const struct qgroup *q)
             return;
         }
     }
-    struct msg *m = msg_of(c, nm, &x, tlen, false, 0);
-    if (!m) return bad_message(c, nm, "bad Lq-Msg properties");
+    struct msg *m = cluster_msg_of(c, nm, &x, tlen, false, 0);
+    if (!m) return cluster_bad_message(c, nm, "bad Lq-Msg properties");
     if (q) {
         c->received_shared++;
         c->deliver(m, q->key, q->glen, q->key + q->glen + 1, q->flen, c->ud);
@@ -1501,7 +699,7 @@ route_work(struct cluster *c)
             struct in_msg *x = &c->work[c->work_at++];
             take_one(c, x->m, x->q);
             natsMsg_Destroy(x->m);
-            if (x->q) qgroup_release(x->q);
+            if (x->q) cluster_qgroup_release(x->q);
             if ((c->work_at & 63) == 0 && lq_now_ms() >= end) {
                 static const struct timeval now = {0, 0};
                 if (event_add(c->more_ev, &now) < 0) event_active(c->more_ev, EV_TIMEOUT, 0);
@@ -1511,19 +709,6 @@ route_work(struct cluster *c)
         take_inbox(c);
         if (!c->nwork) return;
     }
-}
-
-static void
-load_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    struct cluster *c = arg;
-    if (!c->loaded)
-        lq_log(LQ_LOG_NOTICE,
-               "cluster: the retained stream is not loaded after %d ms: "
-               "SUBSCRIBEs get what this node has, the rest as it comes",
-               LOAD_TIMEOUT_MS);
-    retained_loaded(c);
 }
 
 static void
@@ -1563,129 +748,12 @@ in_cb(evutil_socket_t fd, short what, void *arg)
         ready = true;
     }
     if (ready && c->ready) c->ready(c->ud);
-    if (!c->loaded && atomic_load(&c->js_nothing_to_load)) retained_loaded(c);
+    if (!c->loaded && atomic_load(&c->js_nothing_to_load)) cluster_retained_loaded(c);
     if (c->work_at < c->nwork) return; /* a slice is due: it takes the inbox after */
     route_work(c);
 }
 
 /* ---- life cycle ---- */
-
-/* path can be read: what libnats would find out later, in its threads, is said now */
-static bool
-readable(const char *option, const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s %s: cannot read: %s", option, path, strerror(errno));
-        return false;
-    }
-    fclose(f);
-    return true;
-}
-
-/* A .creds file holds the user's JWT and its NKey seed (libnats reads it at each
- * connection attempt, so a wrong file would only show as refused connections). */
-static bool
-credentials_usable(const char *path, char *err, size_t errlen)
-{
-    if (!readable("cluster_nats_credentials", path, err, errlen)) return false;
-    FILE *f = fopen(path, "r");
-    char buf[16384];
-    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-    if (f) fclose(f);
-    buf[n] = '\0';
-    if (strstr(buf, "BEGIN NATS USER JWT") && strstr(buf, "BEGIN USER NKEY SEED")) return true;
-    snprintf(err, errlen,
-             "cluster_nats_credentials %s: not a NATS credentials file (a user JWT "
-             "and its NKey seed)",
-             path);
-    return false;
-}
-
-/* The comma-separated URLs of nats_url, as libnats' list of servers (its SetURL takes
- * one URL only). */
-static natsStatus
-set_servers(natsOptions *o, const char *nats_url)
-{
-    char *copy = lq_xstrdup(nats_url), *save = NULL;
-    const char **urls = lq_xcalloc(strlen(nats_url) / 2 + 1, sizeof(*urls));
-    int n = 0;
-    for (char *u = strtok_r(copy, ", \t", &save); u; u = strtok_r(NULL, ", \t", &save))
-        urls[n++] = u;
-    natsStatus s = n ? natsOptions_SetServers(o, urls, n) : NATS_INVALID_ARG;
-    free(urls);
-    free(copy);
-    return s;
-}
-
-/* libnats' options for c, its files loaded (TLS files are read here, on the loop
- * thread: a bad one is an error at start). */
-static bool
-make_options(struct cluster *c, const struct cluster_conf *conf, bool queue, natsOptions **out,
-             char *err, size_t errlen)
-{
-    if (!conf->certfile != !conf->keyfile) {
-        snprintf(err, errlen, "cluster_nats_certfile and cluster_nats_keyfile go together");
-        return false;
-    }
-    if ((conf->cafile && !readable("cluster_nats_cafile", conf->cafile, err, errlen)) ||
-        (conf->certfile && !readable("cluster_nats_certfile", conf->certfile, err, errlen)) ||
-        (conf->keyfile && !readable("cluster_nats_keyfile", conf->keyfile, err, errlen)) ||
-        (conf->credentials && !credentials_usable(conf->credentials, err, errlen)))
-        return false;
-    natsOptions *o = NULL;
-    natsStatus s = natsOptions_Create(&o);
-    const char *what = "options";
-    if (s == NATS_OK) s = set_servers(o, c->nats_url);
-    if (s == NATS_OK) s = natsOptions_SetName(o, c->node_id);
-    /* the servers in the order given: each node lists its nearest first */
-    if (s == NATS_OK) s = natsOptions_SetNoRandomize(o, true);
-    if (s == NATS_OK && c->username) s = natsOptions_SetUserInfo(o, c->username, c->password);
-    if (s == NATS_OK && conf->credentials) {
-        what = "cluster_nats_credentials";
-        s = natsOptions_SetUserCredentialsFromFiles(o, conf->credentials, NULL);
-    }
-    /* a client certificate is for TLS too; a tls:// URL turns it on by itself */
-    if (s == NATS_OK && (conf->cafile || conf->certfile)) s = natsOptions_SetSecure(o, true);
-    if (s == NATS_OK && conf->cafile) {
-        what = "cluster_nats_cafile";
-        s = natsOptions_LoadCATrustedCertificates(o, conf->cafile);
-    }
-    if (s == NATS_OK && conf->certfile) {
-        what = "cluster_nats_certfile/keyfile";
-        s = natsOptions_LoadCertificatesChain(o, conf->certfile, conf->keyfile);
-    }
-    if (s == NATS_OK) what = "options";
-    /* never our own messages back; but the queue connection (shared groups) hears
-     * them, as this node's members take turns with the others */
-    if (s == NATS_OK) s = natsOptions_SetNoEcho(o, !queue);
-    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
-    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1); /* for ever */
-    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, RETRY_WAIT_MS);
-    if (s == NATS_OK && !queue) s = natsOptions_SetCustomReconnectDelay(o, on_retry, c);
-    /* what was taken while NATS was up goes out after a reconnection, not refused */
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectBufSize(
-            o, c->max_pending_bytes < INT_MAX ? (int)c->max_pending_bytes : INT_MAX);
-    /* a server that stops reading is dropped (and reconnected to) after this: the
-     * publishers held meanwhile go on, and cross-node messages are refused instead */
-    if (s == NATS_OK) s = natsOptions_SetWriteDeadline(o, WRITE_DEADLINE_MS);
-    /* one delivery thread for all subjects, not one per subscription */
-    if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
-    if (s == NATS_OK && !queue) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
-    if (s == NATS_OK && !queue) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
-    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
-    /* a server down at start is no error: connect in the background */
-    if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(o, true, queue ? NULL : on_connected, c);
-    if (s != NATS_OK) {
-        snprintf(err, errlen, "cluster: NATS %s: %s", what, nats_error(s));
-        natsOptions_Destroy(o);
-        return false;
-    }
-    *out = o;
-    return true;
-}
 
 struct cluster *
 cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_deliver_fn deliver,
@@ -1760,9 +828,9 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->in_mu, NULL);
-    if (!make_options(c, conf, false, &c->opts, err, errlen) ||
-        !make_options(c, conf, true, &c->qopts, err, errlen) ||
-        (conf->sessions && !make_options(c, conf, true, &c->sopts, err, errlen))) {
+    if (!cluster_make_options(c, conf, false, &c->opts, err, errlen) ||
+        !cluster_make_options(c, conf, true, &c->qopts, err, errlen) ||
+        (conf->sessions && !cluster_make_options(c, conf, true, &c->sopts, err, errlen))) {
         cluster_close(c);
         return NULL;
     }
@@ -1780,7 +848,7 @@ cluster_open(struct event_base *base, const struct cluster_conf *conf, cluster_d
         fcntl(c->pipe[1], F_SETFL, O_NONBLOCK) < 0 ||
         !(c->handoff_ev = event_new(base, -1, 0, handoff_cb, c)) ||
         !(c->more_ev = event_new(base, -1, 0, more_cb, c)) ||
-        !(c->load_ev = event_new(base, -1, 0, load_cb, c)) ||
+        !(c->load_ev = event_new(base, -1, 0, cluster_load_cb, c)) ||
         !(c->in_ev = event_new(base, c->pipe[0], EV_READ | EV_PERSIST, in_cb, c)) ||
         event_add(c->in_ev, NULL) < 0) {
         snprintf(err, errlen, "cluster: cannot set up its events: %s", strerror(errno));
@@ -1819,13 +887,13 @@ cluster_close(struct cluster *c)
     for (struct op *op = c->todo, *next; op; op = next) { /* never started: not run */
         next = op->next;
         if (op->kind == OP_UNSUB) free(op->in);
-        if (op->kind == OP_QSUB || op->kind == OP_QUNSUB) qgroup_release(op->qg);
+        if (op->kind == OP_QSUB || op->kind == OP_QUNSUB) cluster_qgroup_release(op->qg);
         free(op);
     }
     for (uint32_t i = 0; i < c->qgroups.cap; i++) {
         for (struct levelmap_entry *x = c->qgroups.b[i]; x; x = x->next) {
-            queue_unsubscribe(x->val); /* the thread is gone: the loop may */
-            qgroup_release(x->val);    /* the table's */
+            cluster_queue_unsubscribe(x->val); /* the thread is gone: the loop may */
+            cluster_qgroup_release(x->val);    /* the table's */
         }
     }
     levelmap_fini(&c->qgroups);
@@ -1847,11 +915,11 @@ cluster_close(struct cluster *c)
     nats_CloseAndWait(2000); /* libnats' threads (and on_qsub_complete) are done */
     for (size_t i = 0; i < c->nin; i++) {
         natsMsg_Destroy(c->in[i].m);
-        if (c->in[i].q) qgroup_release(c->in[i].q);
+        if (c->in[i].q) cluster_qgroup_release(c->in[i].q);
     }
     for (size_t i = c->work_at; i < c->nwork; i++) {
         natsMsg_Destroy(c->work[i].m);
-        if (c->work[i].q) qgroup_release(c->work[i].q);
+        if (c->work[i].q) cluster_qgroup_release(c->work[i].q);
     }
     free(c->in);
     free(c->work);

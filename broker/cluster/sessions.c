@@ -37,9 +37,9 @@
 #include "lq.h"
 #include "sbuf.h"
 
-#define REOPEN_WAIT_MS 1000 /* between attempts to make this thread's connection */
-#define JS_WAIT_MS     1000 /* a JetStream request (the bucket, a record) */
-#define JS_RETRY_MS    5000 /* after JetStream did not answer: claims meanwhile are partitions */
+#define SESSIONS_REOPEN_MS   1000 /* between attempts to make this thread's connection */
+#define SESSIONS_JS_WAIT_MS  1000 /* a JetStream request (the bucket, a record) */
+#define SESSIONS_JS_RETRY_MS 5000 /* JetStream did not answer: claims meanwhile are partitions */
 
 enum sop_kind { SOP_CLAIM, SOP_RELEASE, SOP_REPLY };
 
@@ -149,7 +149,7 @@ kv_ready(struct csessions *ss)
     if (ss->js_missing || now < ss->js_next_try_ms) return false;
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.Wait = JS_WAIT_MS;
+    jo.Wait = SESSIONS_JS_WAIT_MS;
     natsStatus s = ss->js ? NATS_OK : natsConnection_JetStream(&ss->js, ss->nc, &jo);
     if (s != NATS_OK) return false;
     kvConfig cfg;
@@ -168,11 +168,11 @@ kv_ready(struct csessions *ss)
                "cluster: no JetStream on the NATS server: sessions stay on the node they "
                "began on (start nats-server with -js for cluster_sessions jetstream)");
     } else { /* no answer in time: not again for a while, not at every CONNECT */
-        ss->js_next_try_ms = now + JS_RETRY_MS;
+        ss->js_next_try_ms = now + SESSIONS_JS_RETRY_MS;
         lq_log_limited(&ss->js_log, LQ_LOG_WARNING,
                        "cluster: JetStream does not answer (%s): sessions are taken as "
                        "partitioned (cluster_partition) for %d s",
-                       why ? why : natsStatus_GetText(s), JS_RETRY_MS / 1000);
+                       why ? why : natsStatus_GetText(s), SESSIONS_JS_RETRY_MS / 1000);
     }
     return false;
 }
@@ -214,7 +214,7 @@ keep_connected(struct csessions *ss)
     if (ss->nc && natsConnection_Status(ss->nc) != NATS_CONN_STATUS_CLOSED) return;
     uint64_t now = lq_now_ms(); /* one attempt a second: a claim meanwhile is a partition */
     if (now < ss->next_attempt_ms) return;
-    ss->next_attempt_ms = now + REOPEN_WAIT_MS;
+    ss->next_attempt_ms = now + SESSIONS_REOPEN_MS;
     if (ss->nc) {
         if (ss->sub) natsSubscription_Destroy(ss->sub);
         ss->sub = NULL;
