@@ -211,8 +211,8 @@ set_servers(natsOptions *o, const char *nats_url)
 /* libnats' options for c, its files loaded (TLS files are read here, on the loop
  * thread: a bad one is an error at start). */
 bool
-cluster_make_options(struct cluster *c, const struct cluster_conf *conf, bool queue, natsOptions **out,
-             char *err, size_t errlen)
+cluster_make_options(struct cluster *c, const struct cluster_conf *conf, bool queue,
+                     natsOptions **out, char *err, size_t errlen)
 {
     if (!conf->certfile != !conf->keyfile) {
         snprintf(err, errlen, "cluster_nats_certfile and cluster_nats_keyfile go together");

@@ -55,7 +55,8 @@ publish_retained(struct cluster *c, struct op *op)
     natsMsg *nm = NULL;
     natsStatus s =
         natsMsg_Create(&nm, subject, NULL, (const char *)op->payload, (int)op->payload_len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(nm, "Lq-Msg", cluster_header_of(c, op, &c->js_hdr, &c->js_cap));
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(nm, "Lq-Msg", cluster_header_of(c, op, &c->js_hdr, &c->js_cap));
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = JS_ACK_WAIT_MS;
@@ -317,7 +318,8 @@ cluster_take_retained(struct cluster *c, natsMsg *nm)
     const char *why = cluster_parse_header(nm, &x);
     if (why) return cluster_bad_message(c, nm, why);
     jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, nm) != NATS_OK) return cluster_bad_message(c, nm, "no stream metadata");
+    if (natsMsg_GetMetaData(&meta, nm) != NATS_OK)
+        return cluster_bad_message(c, nm, "no stream metadata");
     uint64_t seq = meta->Sequence.Stream, pending = meta->NumPending;
     double stored = (double)meta->Timestamp / 1e9;
     jsMsgMetaData_Destroy(meta);

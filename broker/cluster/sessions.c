@@ -18,8 +18,10 @@
  * NATS down or JetStream unreachable: the claim says so (cluster_partition decides).
  * A NATS server without JetStream: sessions stay each node's own (logged once).
  *
- * One thread here makes these round trips (a slow owner delays other claims, never
- * the event loop or the messages); answers come back to the loop through a pipe. */
+ * WORKERS threads here make these round trips, each on a NATS connection of its own;
+ * a client id's claims always go to the same one, in order, and a slow owner delays
+ * only the claims behind it there, never the event loop or the messages. Answers come
+ * back to the loop through a pipe. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,6 +39,7 @@
 #include "lq.h"
 #include "sbuf.h"
 
+#define WORKERS              4    /* claims made side by side (round trips: mostly waiting) */
 #define SESSIONS_REOPEN_MS   1000 /* between attempts to make this thread's connection */
 #define SESSIONS_JS_WAIT_MS  1000 /* a JetStream request (the bucket, a record) */
 #define SESSIONS_JS_RETRY_MS 5000 /* JetStream did not answer: claims meanwhile are partitions */
@@ -58,6 +61,7 @@ struct cluster_claim {
     cluster_claim_fn done; /* NULL: abandoned (the connection went): freed when back */
     void *arg;
     bool clean, busy;
+    int worker;    /* the one its claims go to: by its id */
     uint32_t skip; /* the release: messages the first answer had */
     enum cluster_claim_result result;
     char owner[64]; /* the node it was taken from, for the release */
@@ -74,6 +78,22 @@ struct take_req {
     natsMsg *m;
 };
 
+/* One worker thread: its connection (its own: the cluster thread may replace its),
+ * its view of the bucket, its queue. */
+struct sworker {
+    struct csessions *ss;
+    pthread_t thread;
+    bool started;
+    natsConnection *nc;
+    natsSubscription *sub; /* worker 0's: the subject other nodes ask this one on */
+    jsCtx *js;
+    kvStore *kv;
+    uint64_t next_attempt_ms, js_next_try_ms;
+    struct lq_log_limit js_log;
+    pthread_cond_t cv;
+    struct sop *todo, **todo_tail; /* under ss->mu */
+};
+
 struct csessions {
     char *bucket, *node_id, *value, *subject_prefix;
     uint32_t takeover_ms;
@@ -83,20 +103,10 @@ struct csessions {
     struct event *ev;
     int pipe[2];
     natsOptions *opts; /* the cluster's: single attempts (libnats reconnects after) */
-    uint64_t next_attempt_ms, js_next_try_ms;
-    struct lq_log_limit js_log;
-    /* the thread's */
-    pthread_t thread;
-    bool started;
-    natsConnection *nc; /* its own: the cluster thread may replace its */
-    natsSubscription *sub;
-    jsCtx *js;
-    kvStore *kv;
-    bool js_missing; /* the server has no JetStream: local sessions (logged) */
-    /* shared: mu guards todo, stop, back, reqs */
+    struct sworker w[WORKERS];
+    _Atomic bool js_missing; /* the server has no JetStream: local sessions (logged) */
+    /* mu guards the workers' queues, stop, back, reqs */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct sop *todo, **todo_tail;
     bool stop;
     struct cluster_claim *back; /* answered claims, for the loop */
     struct take_req *reqs, **reqs_tail;
@@ -142,34 +152,35 @@ key_of(const char *id, size_t idlen, char out[66])
 
 /* The bucket, made or found; false while JetStream cannot be reached. */
 static bool
-kv_ready(struct csessions *ss)
+kv_ready(struct sworker *w)
 {
-    if (ss->kv) return true;
+    struct csessions *ss = w->ss;
+    if (w->kv) return true;
     uint64_t now = lq_now_ms();
-    if (ss->js_missing || now < ss->js_next_try_ms) return false;
+    if (atomic_load(&ss->js_missing) || now < w->js_next_try_ms) return false;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = SESSIONS_JS_WAIT_MS;
-    natsStatus s = ss->js ? NATS_OK : natsConnection_JetStream(&ss->js, ss->nc, &jo);
+    natsStatus s = w->js ? NATS_OK : natsConnection_JetStream(&w->js, w->nc, &jo);
     if (s != NATS_OK) return false;
     kvConfig cfg;
     kvConfig_Init(&cfg);
     cfg.Bucket = ss->bucket;
     cfg.History = 1;
     cfg.Replicas = ss->replicas;
-    s = js_CreateKeyValue(&ss->kv, ss->js, &cfg);
-    if (s != NATS_OK) s = js_KeyValue(&ss->kv, ss->js, ss->bucket); /* made elsewhere */
+    s = js_CreateKeyValue(&w->kv, w->js, &cfg);
+    if (s != NATS_OK) s = js_KeyValue(&w->kv, w->js, ss->bucket); /* made elsewhere */
     if (s == NATS_OK) return true;
-    ss->kv = NULL;
+    w->kv = NULL;
     const char *why = nats_GetLastError(NULL);
     if (s == NATS_NO_RESPONDERS || (why && strstr(why, "not enabled"))) {
-        ss->js_missing = true;
-        lq_log(LQ_LOG_WARNING,
-               "cluster: no JetStream on the NATS server: sessions stay on the node they "
-               "began on (start nats-server with -js for cluster_sessions jetstream)");
+        if (!atomic_exchange(&ss->js_missing, true)) /* logged by the first to see it */
+            lq_log(LQ_LOG_WARNING,
+                   "cluster: no JetStream on the NATS server: sessions stay on the node they "
+                   "began on (start nats-server with -js for cluster_sessions jetstream)");
     } else { /* no answer in time: not again for a while, not at every CONNECT */
-        ss->js_next_try_ms = now + SESSIONS_JS_RETRY_MS;
-        lq_log_limited(&ss->js_log, LQ_LOG_WARNING,
+        w->js_next_try_ms = now + SESSIONS_JS_RETRY_MS;
+        lq_log_limited(&w->js_log, LQ_LOG_WARNING,
                        "cluster: JetStream does not answer (%s): sessions are taken as "
                        "partitioned (cluster_partition) for %d s",
                        why ? why : natsStatus_GetText(s), SESSIONS_JS_RETRY_MS / 1000);
@@ -193,15 +204,16 @@ take_answer(struct cluster_claim *cl, natsStatus s, natsMsg *reply)
 }
 
 static natsStatus
-ask_owner(struct csessions *ss, struct cluster_claim *cl, char phase, natsMsg **reply)
+ask_owner(struct sworker *w, struct cluster_claim *cl, char phase, natsMsg **reply)
 {
+    struct csessions *ss = w->ss;
     char subject[160];
     snprintf(subject, sizeof(subject), "%s.%s", ss->subject_prefix, cl->owner);
     char *req = lq_xmalloc(cl->idlen + 24);
     int h = snprintf(req, 24, "%c %c %u ", phase, cl->clean ? '1' : '0', cl->skip);
     memcpy(req + h, cl->id, cl->idlen);
     natsStatus s =
-        natsConnection_Request(reply, ss->nc, subject, req, h + (int)cl->idlen, ss->takeover_ms);
+        natsConnection_Request(reply, w->nc, subject, req, h + (int)cl->idlen, ss->takeover_ms);
     free(req);
     return s;
 }
@@ -209,48 +221,51 @@ ask_owner(struct csessions *ss, struct cluster_claim *cl, char phase, natsMsg **
 /* The thread's connection, and on it the subject other nodes ask this one on; made
  * again when libnats gave it up (refused credentials, say). */
 static void
-keep_connected(struct csessions *ss)
+keep_connected(struct sworker *w)
 {
-    if (ss->nc && natsConnection_Status(ss->nc) != NATS_CONN_STATUS_CLOSED) return;
+    struct csessions *ss = w->ss;
+    if (w->nc && natsConnection_Status(w->nc) != NATS_CONN_STATUS_CLOSED) return;
     uint64_t now = lq_now_ms(); /* one attempt a second: a claim meanwhile is a partition */
-    if (now < ss->next_attempt_ms) return;
-    ss->next_attempt_ms = now + SESSIONS_REOPEN_MS;
-    if (ss->nc) {
-        if (ss->sub) natsSubscription_Destroy(ss->sub);
-        ss->sub = NULL;
-        if (ss->kv) kvStore_Destroy(ss->kv);
-        if (ss->js) jsCtx_Destroy(ss->js);
-        ss->kv = NULL;
-        ss->js = NULL;
-        natsConnection_Destroy(ss->nc);
-        ss->nc = NULL;
+    if (now < w->next_attempt_ms) return;
+    w->next_attempt_ms = now + SESSIONS_REOPEN_MS;
+    if (w->nc) {
+        if (w->sub) natsSubscription_Destroy(w->sub);
+        w->sub = NULL;
+        if (w->kv) kvStore_Destroy(w->kv);
+        if (w->js) jsCtx_Destroy(w->js);
+        w->kv = NULL;
+        w->js = NULL;
+        natsConnection_Destroy(w->nc);
+        w->nc = NULL;
     }
-    if (natsConnection_Connect(&ss->nc, ss->opts) != NATS_OK) {
-        ss->nc = NULL;
+    if (natsConnection_Connect(&w->nc, ss->opts) != NATS_OK) {
+        w->nc = NULL;
         return;
     }
+    if (w != &ss->w[0]) return;
     char subject[160];
     snprintf(subject, sizeof(subject), "%s.%s", ss->subject_prefix, ss->node_id);
-    if (natsConnection_Subscribe(&ss->sub, ss->nc, subject, on_take, ss) != NATS_OK) ss->sub = NULL;
+    if (natsConnection_Subscribe(&w->sub, w->nc, subject, on_take, ss) != NATS_OK) w->sub = NULL;
 }
 
 static void
-claim(struct csessions *ss, struct cluster_claim *cl)
+claim(struct sworker *w, struct cluster_claim *cl)
 {
+    struct csessions *ss = w->ss;
     atomic_fetch_add(&ss->claims, 1);
-    keep_connected(ss);
-    if (!ss->nc || natsConnection_Status(ss->nc) != NATS_CONN_STATUS_CONNECTED) {
+    keep_connected(w);
+    if (!w->nc || natsConnection_Status(w->nc) != NATS_CONN_STATUS_CONNECTED) {
         cl->result = CLAIM_PARTITION;
         return;
     }
-    if (!kv_ready(ss)) {
-        cl->result = ss->js_missing ? CLAIM_LOCAL : CLAIM_PARTITION;
+    if (!kv_ready(w)) {
+        cl->result = atomic_load(&ss->js_missing) ? CLAIM_LOCAL : CLAIM_PARTITION;
         return;
     }
     char key[66];
     key_of(cl->id, cl->idlen, key);
     kvEntry *e = NULL;
-    natsStatus s = kvStore_Get(&e, ss->kv, key);
+    natsStatus s = kvStore_Get(&e, w->kv, key);
     if (s != NATS_OK && s != NATS_NOT_FOUND) {
         cl->result = CLAIM_PARTITION;
         return;
@@ -267,37 +282,38 @@ claim(struct csessions *ss, struct cluster_claim *cl)
     cl->result = CLAIM_LOCAL;
     if (cl->owner[0]) {
         natsMsg *reply = NULL;
-        natsStatus st = ask_owner(ss, cl, '1', &reply); /* before reply is read */
+        natsStatus st = ask_owner(w, cl, '1', &reply); /* before reply is read */
         take_answer(cl, st, reply);
         if (cl->result == CLAIM_TAKEN) atomic_fetch_add(&ss->taken, 1);
         if (cl->result == CLAIM_GONE) atomic_fetch_add(&ss->gone, 1);
     }
-    if (!ours && kvStore_PutString(NULL, ss->kv, key, ss->value) != NATS_OK)
+    if (!ours && kvStore_PutString(NULL, w->kv, key, ss->value) != NATS_OK)
         lq_log(LQ_LOG_WARNING, "cluster: cannot record the owner of a session: %s",
                nats_GetLastError(NULL));
 }
 
 static void
-release(struct csessions *ss, struct cluster_claim *cl)
+release(struct sworker *w, struct cluster_claim *cl)
 {
     free(cl->state);
     cl->state = NULL;
     cl->nstate = 0;
     natsMsg *reply = NULL;
-    natsStatus st = ask_owner(ss, cl, '2', &reply); /* before reply is read */
+    natsStatus st = ask_owner(w, cl, '2', &reply); /* before reply is read */
     take_answer(cl, st, reply);
 }
 
 static void
-run_sop(struct csessions *ss, struct sop *op)
+run_sop(struct sworker *w, struct sop *op)
 {
+    struct csessions *ss = w->ss;
     switch (op->kind) {
     case SOP_CLAIM:
     case SOP_RELEASE:
         if (op->kind == SOP_CLAIM)
-            claim(ss, op->cl);
+            claim(w, op->cl);
         else
-            release(ss, op->cl);
+            release(w, op->cl);
         if (op->cl->result == CLAIM_PARTITION) atomic_fetch_add(&ss->partitions, 1);
         pthread_mutex_lock(&ss->mu);
         op->cl->next_done = ss->back;
@@ -306,8 +322,8 @@ run_sop(struct csessions *ss, struct sop *op)
         wake_loop(ss);
         break;
     case SOP_REPLY:
-        if (ss->nc && natsMsg_GetReply(op->req))
-            natsConnection_Publish(ss->nc, natsMsg_GetReply(op->req), op->data, (int)op->len);
+        if (w->nc && natsMsg_GetReply(op->req))
+            natsConnection_Publish(w->nc, natsMsg_GetReply(op->req), op->data, (int)op->len);
         natsMsg_Destroy(op->req);
         break;
     }
@@ -317,46 +333,48 @@ run_sop(struct csessions *ss, struct sop *op)
 static void *
 thread_main(void *arg)
 {
-    struct csessions *ss = arg;
-    keep_connected(ss);
+    struct sworker *w = arg;
+    struct csessions *ss = w->ss;
+    keep_connected(w);
     pthread_mutex_lock(&ss->mu);
     for (;;) {
-        while (!ss->todo && !ss->stop) pthread_cond_wait(&ss->cv, &ss->mu);
+        while (!w->todo && !ss->stop) pthread_cond_wait(&w->cv, &ss->mu);
         if (ss->stop) break; /* what is left is freed with ss */
-        struct sop *op = ss->todo;
-        ss->todo = op->next;
-        if (!ss->todo) ss->todo_tail = &ss->todo;
+        struct sop *op = w->todo;
+        w->todo = op->next;
+        if (!w->todo) w->todo_tail = &w->todo;
         pthread_mutex_unlock(&ss->mu);
-        run_sop(ss, op);
+        run_sop(w, op);
         pthread_mutex_lock(&ss->mu);
     }
     pthread_mutex_unlock(&ss->mu);
-    if (ss->sub) { /* no more requests, then the connection goes */
-        natsSubscription_Unsubscribe(ss->sub);
-        natsSubscription_Destroy(ss->sub);
-        ss->sub = NULL;
+    if (w->sub) { /* no more requests, then the connection goes */
+        natsSubscription_Unsubscribe(w->sub);
+        natsSubscription_Destroy(w->sub);
+        w->sub = NULL;
     }
-    if (ss->kv) kvStore_Destroy(ss->kv);
-    if (ss->js) jsCtx_Destroy(ss->js);
-    ss->kv = NULL;
-    ss->js = NULL;
-    if (ss->nc) {
-        natsConnection_FlushTimeout(ss->nc, 500); /* answers given, out */
-        natsConnection_Close(ss->nc);
-        natsConnection_Destroy(ss->nc);
-        ss->nc = NULL;
+    if (w->kv) kvStore_Destroy(w->kv);
+    if (w->js) jsCtx_Destroy(w->js);
+    w->kv = NULL;
+    w->js = NULL;
+    if (w->nc) {
+        natsConnection_FlushTimeout(w->nc, 500); /* answers given, out */
+        natsConnection_Close(w->nc);
+        natsConnection_Destroy(w->nc);
+        w->nc = NULL;
     }
     return NULL;
 }
 
 static void
-submit(struct csessions *ss, struct sop *op)
+submit(struct csessions *ss, int worker, struct sop *op)
 {
+    struct sworker *w = &ss->w[worker];
     op->next = NULL;
     pthread_mutex_lock(&ss->mu);
-    *ss->todo_tail = op;
-    ss->todo_tail = &op->next;
-    pthread_cond_signal(&ss->cv);
+    *w->todo_tail = op;
+    w->todo_tail = &op->next;
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&ss->mu);
 }
 
@@ -392,7 +410,7 @@ answer_take(struct csessions *ss, natsMsg *m)
     *op = (struct sop){.kind = SOP_REPLY, .req = m, .len = out.len};
     memcpy(op->data, out.p, out.len);
     sbuf_free(&out);
-    submit(ss, op);
+    submit(ss, 0, op);
 }
 
 static void
@@ -452,11 +470,14 @@ csessions_new(struct event_base *base, const char *cluster, const char *node_id,
     ss->replicas = replicas > 0 ? replicas : 1;
     ss->takeover = takeover;
     ss->ud = ud;
-    ss->todo_tail = &ss->todo;
     ss->reqs_tail = &ss->reqs;
     ss->pipe[0] = ss->pipe[1] = -1;
     pthread_mutex_init(&ss->mu, NULL);
-    pthread_cond_init(&ss->cv, NULL);
+    for (int i = 0; i < WORKERS; i++) {
+        ss->w[i].ss = ss;
+        ss->w[i].todo_tail = &ss->w[i].todo;
+        pthread_cond_init(&ss->w[i].cv, NULL);
+    }
     if (pipe(ss->pipe) < 0 || fcntl(ss->pipe[0], F_SETFL, O_NONBLOCK) < 0 ||
         fcntl(ss->pipe[1], F_SETFL, O_NONBLOCK) < 0 ||
         !(ss->ev = event_new(base, ss->pipe[0], EV_READ | EV_PERSIST, back_cb, ss)) ||
@@ -470,21 +491,24 @@ csessions_new(struct event_base *base, const char *cluster, const char *node_id,
 void
 csessions_start(struct csessions *ss, natsOptions *opts)
 {
-    if (!ss || !opts || ss->started) return;
+    if (!ss || !opts || ss->opts) return;
     ss->opts = opts;
-    ss->started = pthread_create(&ss->thread, NULL, thread_main, ss) == 0;
+    for (int i = 0; i < WORKERS; i++)
+        ss->w[i].started = pthread_create(&ss->w[i].thread, NULL, thread_main, &ss->w[i]) == 0;
 }
 
 void
 csessions_stop(struct csessions *ss)
 {
-    if (!ss || !ss->started) return;
+    if (!ss) return;
     pthread_mutex_lock(&ss->mu);
     ss->stop = true;
-    pthread_cond_signal(&ss->cv);
+    for (int i = 0; i < WORKERS; i++) pthread_cond_signal(&ss->w[i].cv);
     pthread_mutex_unlock(&ss->mu);
-    pthread_join(ss->thread, NULL);
-    ss->started = false;
+    for (int i = 0; i < WORKERS; i++) {
+        if (ss->w[i].started) pthread_join(ss->w[i].thread, NULL);
+        ss->w[i].started = false;
+    }
 }
 
 /* A claim no answer comes for: its connection's to free, or abandoned already. */
@@ -500,13 +524,16 @@ csessions_free(struct csessions *ss)
 {
     if (!ss) return;
     csessions_stop(ss);
-    for (struct sop *op = ss->todo, *next; op; op = next) { /* the thread never ran */
-        next = op->next;
-        if (op->kind == SOP_REPLY)
-            natsMsg_Destroy(op->req);
-        else
-            claim_back(op->cl);
-        free(op);
+    for (int i = 0; i < WORKERS; i++) {
+        for (struct sop *op = ss->w[i].todo, *next; op; op = next) { /* never run */
+            next = op->next;
+            if (op->kind == SOP_REPLY)
+                natsMsg_Destroy(op->req);
+            else
+                claim_back(op->cl);
+            free(op);
+        }
+        pthread_cond_destroy(&ss->w[i].cv);
     }
     while (ss->back) {
         struct cluster_claim *cl = ss->back;
@@ -522,7 +549,6 @@ csessions_free(struct csessions *ss)
     if (ss->pipe[0] >= 0) close(ss->pipe[0]);
     if (ss->pipe[1] >= 0) close(ss->pipe[1]);
     pthread_mutex_destroy(&ss->mu);
-    pthread_cond_destroy(&ss->cv);
     free(ss->bucket);
     free(ss->subject_prefix);
     free(ss->node_id);
@@ -555,10 +581,13 @@ csessions_claim(struct csessions *ss, const char *id, size_t idlen, bool clean,
     cl->busy = true;
     cl->idlen = idlen;
     memcpy(cl->id, id, idlen);
+    uint32_t h = 2166136261u; /* FNV-1a: one id, one worker, its claims in order */
+    for (size_t i = 0; i < idlen; i++) h = (h ^ (uint8_t)id[i]) * 16777619u;
+    cl->worker = (int)(h % WORKERS);
     struct sop *op = lq_xcalloc(1, sizeof(*op));
     op->kind = SOP_CLAIM;
     op->cl = cl;
-    submit(ss, op);
+    submit(ss, cl->worker, op);
     return cl;
 }
 
@@ -586,7 +615,7 @@ cluster_claim_release(struct cluster_claim *cl, uint32_t skip, cluster_claim_fn 
     struct sop *op = lq_xcalloc(1, sizeof(*op));
     op->kind = SOP_RELEASE;
     op->cl = cl;
-    submit(cl->ss, op);
+    submit(cl->ss, cl->worker, op);
     return true;
 }
 
