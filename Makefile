@@ -161,7 +161,7 @@ fuzz: $(B)/fuzz_mqtt_decode $(B)/fuzz_store_read
 
 # ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
 # lunamq against Debian's mosquitto; rewrites the generated part of bench/RESULTS.md
-bench: deps all
+bench: deps all $(B)/lunamq-natscost
 	$(Q)/usr/bin/python3 bench/update_results.py
 
 # ---- housekeeping ----

@@ -48,6 +48,8 @@ def main():
          [py, "bench/storm.py", "--rounds", r, "--clients", "5000", "--retry"]),
         ("Cluster (issue 16): cluster-fanout, a message crossing nodes through NATS",
          [py, "bench/cluster.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
+        ("Cluster (issue 16): what cluster sessions cost a CONNECT",
+         [py, "bench/cluster_sessions.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),
