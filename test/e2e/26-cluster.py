@@ -23,32 +23,56 @@ SAN = bool(os.environ.get("LUNAMQ_SAN"))
 
 
 class Cluster:
-    """nats-server and n lunamq nodes (cluster_name t, node ids n1..nN)."""
+    """nats-server (with JetStream when js, its store in the test's directory) and n
+    lunamq nodes (cluster_name t, node ids n1..nN); add() starts one more."""
 
     def __init__(self, n=3, extra=(), js=False):
         self.nats_port = lqtest.free_port()
         self.dir = tempfile.mkdtemp(prefix="lunamq-nats-")
         self.nats_args = [NATS, "-a", "127.0.0.1", "-p", str(self.nats_port), "-l",
                           os.path.join(self.dir, "nats.log")]
-        if js:  # JetStream, its store in the test's directory
+        if js:
             self.nats_args += ["-js", "-sd", os.path.join(self.dir, "js")]
-        self.nats = subprocess.Popen(self.nats_args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.extra = list(extra)
         self.nodes = []
+        self.nats = None
         try:
-            assert lqtest.wait_port(self.nats_port, proc=self.nats), "nats-server did not start"
-            for i in range(n):
-                b = lqtest.Broker(["cluster_name t", "cluster_node_id n%d" % (i + 1),
-                                   "cluster_nats_url nats://127.0.0.1:%d" % self.nats_port]
-                                  + list(extra))
-                b.start()
-                self.nodes.append(b)
+            self.start_nats()
+            for _ in range(n):  # all started, then all waited for
+                self.add(wait_connected=False)
             for b in self.nodes:
-                assert lqtest.wait_for(lambda b=b: stats(b)["cluster_connected"] == 1, 10), \
-                    "node not connected to NATS:\n" + b.output()[-2000:]
+                self.wait_connected(b)
         except BaseException:
             self.stop()
             raise
+
+    def start_nats(self):
+        self.nats = subprocess.Popen(self.nats_args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        assert lqtest.wait_port(self.nats_port, proc=self.nats), "nats-server did not start"
+
+    def stop_nats(self):
+        if self.nats and self.nats.poll() is None:
+            self.nats.terminate()
+            try:
+                self.nats.wait(5)
+            except subprocess.TimeoutExpired:
+                self.nats.kill()
+                self.nats.wait()
+
+    def wait_connected(self, b):
+        assert lqtest.wait_for(lambda: stats(b)["cluster_connected"] == 1, 10), \
+            "node not connected to NATS:\n" + b.output()[-2000:]
+
+    def add(self, extra=(), wait_connected=True):
+        b = lqtest.Broker(["cluster_name t", "cluster_node_id n%d" % (len(self.nodes) + 1),
+                           "cluster_nats_url nats://127.0.0.1:%d" % self.nats_port]
+                          + self.extra + list(extra))
+        self.nodes.append(b)
+        b.start()
+        if wait_connected:
+            self.wait_connected(b)
+        return b
 
     def stop(self):
         bad = []
@@ -56,13 +80,7 @@ class Cluster:
             rc = b.stop(timeout=5)
             if rc not in (0, None):  # a sanitizer's report (a leak at exit) is an exit code
                 bad.append("node exited %s:\n%s" % (rc, b.output()[-3000:]))
-        if self.nats.poll() is None:
-            self.nats.terminate()
-            try:
-                self.nats.wait(5)
-            except subprocess.TimeoutExpired:
-                self.nats.kill()
-                self.nats.wait()
+        self.stop_nats()
         shutil.rmtree(self.dir, True)
         assert not bad, "\n".join(bad)
 

@@ -9,84 +9,26 @@ A retained message set on one node reaches the others' stores shortly after its
 PUBACK (through the stream), so the tests that look for it on another node ask again
 until it is there (bounded); a node that starts later has it before its first SUBACK."""
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 
 import lqtest
 from mqttraw import MESSAGE_EXPIRY, PUBACK, PUBLISH, USER_PROPERTY, connected
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
-SAN = bool(os.environ.get("LUNAMQ_SAN"))
+_spec = importlib.util.spec_from_file_location(
+    "cluster26", os.path.join(os.path.dirname(os.path.abspath(__file__)), "26-cluster.py"))
+cluster26 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster26)
+stats = cluster26.stats
 
 
-class Cluster:
-    """nats-server (with JetStream when js) and n lunamq nodes (cluster_name t, node ids
-    n1..nN); add() starts one more."""
-
-    def __init__(self, n=3, extra=(), js=True):
-        self.nats_port = lqtest.free_port()
-        self.dir = tempfile.mkdtemp(prefix="lunamq-nats-")
-        self.js = js
-        self.extra = list(extra)
-        self.nodes = []
-        self.nats = None
-        try:
-            self.start_nats()
-            for _ in range(n):
-                self.add()
-        except BaseException:
-            self.stop()
-            raise
-
-    def start_nats(self):
-        args = [NATS, "-a", "127.0.0.1", "-p", str(self.nats_port), "-l",
-                os.path.join(self.dir, "nats.log")]
-        if self.js:
-            args += ["-js", "-sd", os.path.join(self.dir, "js")]
-        self.nats = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert lqtest.wait_port(self.nats_port, proc=self.nats), "nats-server did not start"
-
-    def stop_nats(self):
-        if self.nats and self.nats.poll() is None:
-            self.nats.terminate()
-            try:
-                self.nats.wait(5)
-            except subprocess.TimeoutExpired:
-                self.nats.kill()
-                self.nats.wait()
-
-    def add(self, extra=(), wait_connected=True):
-        b = lqtest.Broker(["cluster_name t", "cluster_node_id n%d" % (len(self.nodes) + 1),
-                           "cluster_nats_url nats://127.0.0.1:%d" % self.nats_port]
-                          + self.extra + list(extra))
-        self.nodes.append(b)
-        b.start()
-        if wait_connected:
-            assert lqtest.wait_for(lambda: stats(b)["cluster_connected"] == 1, 10), \
-                "node not connected to NATS:\n" + b.output()[-2000:]
-        return b
-
-    def stop(self):
-        bad = []
-        for b in self.nodes:
-            rc = b.stop(timeout=5)
-            if SAN and rc not in (0, None):  # what the sanitizers found, or a hang
-                bad.append("node exited %s:\n%s" % (rc, b.output()[-3000:]))
-        self.stop_nats()
-        shutil.rmtree(self.dir, True)
-        assert not bad, "\n".join(bad)
-
-
-def stats(b):
-    r = subprocess.run([lqtest.CTL, "-s", b.admin, "--json", "stats"], capture_output=True,
-                       text=True, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+def Cluster(n=3, extra=(), js=True):
+    """26-cluster.py's, with JetStream unless told otherwise."""
+    return cluster26.Cluster(n, extra, js)
 
 
 _ids = [0]
