@@ -179,3 +179,36 @@ def test_no_message_lost_while_the_session_moves(_b):
         assert len(got) - len(set(got)) <= n // 10, len(got) - len(set(got))
     finally:
         cl.stop()
+
+
+def test_session_flapping_between_nodes_leaves_neighbours_served(_b):
+    """A hostile or broken client (two devices with one client id, say) moves its session
+    back and forth between two nodes 60 times, as fast as it can, with 50 messages queued
+    for it: every move takes the session over (session present 1, the queue along), and a
+    neighbour on node 1 (mqttraw.Probe, its topic node-local) stays served meanwhile: the
+    event loop never waits for the round trips, the sessions threads do."""
+    from mqttraw import Probe
+    cl = Cluster(2, js=True, extra=["cluster_topic_local probe/#"])
+    try:
+        n1, n2 = cl.nodes
+        c, ca = connect(n1.port, "flapper", True)
+        assert c.subscribe(1, [("flap/#", 1)]).codes == [1]
+        c.close()
+        pub = connected(n1.port, "pub")
+        for i in range(50):
+            pub.publish("flap/x", b"%d" % i, qos=1, pid=i + 1)
+            pub.expect(PUBACK)
+        with Probe(n1.port, interval=0.005) as probe:
+            for i in range(60):
+                c, ca = connect((n2 if i % 2 == 0 else n1).port, "flapper", False)
+                assert ca.rc == 0 and ca.session_present, (i, ca.rc)
+                c.close()  # no DISCONNECT, no PUBACK: the 50 stay queued
+        probe.check(0.05)
+        c, ca = connect(n2.port, "flapper", False)
+        assert ca.session_present
+        got = sorted(int(p) for (_t, p, _i) in drain(c, 1.0))
+        assert got[:1] == [0] and set(range(50)) <= set(got), (len(got), got[:5])
+        moved = stats(n1)["cluster_takeovers_in"] + stats(n2)["cluster_takeovers_in"]
+        assert moved == 61, moved
+    finally:
+        cl.stop()
