@@ -53,6 +53,61 @@ struct listener_conf {
     struct listener_conf *next; /* in file order */
 };
 
+/* bridges (issue 17): `connection NAME` blocks with mosquitto's bridge options */
+enum bridge_start { BRIDGE_START_AUTOMATIC, BRIDGE_START_LAZY, BRIDGE_START_ONCE };
+enum { BRIDGE_DIR_OUT = 1, BRIDGE_DIR_IN = 2, BRIDGE_DIR_BOTH = 3 };
+struct bridge_topic {
+    char *pattern;       /* topic or filter as written; "" (written `""`) only with a prefix */
+    char *local_prefix;  /* NULL: none (left out, or written "") */
+    char *remote_prefix; /* likewise */
+    uint8_t dir;         /* BRIDGE_DIR_*; default out */
+    uint8_t qos;         /* default 0 */
+    char *at;            /* "FILE:LINE" */
+};
+struct bridge_addr {
+    char *host;    /* name, IPv4, or IPv6 (mosquitto: an IPv6 address needs the port) */
+    uint16_t port; /* default 1883 */
+};
+struct bridge_conf {
+    char *name;
+    char *at;                  /* "FILE:LINE" of the connection line */
+    struct bridge_addr *addrs; /* address / addresses: one or more per line, lines add up */
+    size_t naddrs;
+    bool round_robin;                   /* default false */
+    enum bridge_start start_type;       /* default automatic */
+    uint32_t restart_base, restart_cap; /* seconds; restart_timeout BASE [CAP]; default 5, 30;
+                                           one value: constant (base == cap) */
+    uint32_t threshold;                 /* lazy: messages queued before connecting; default 10 */
+    uint16_t keepalive;    /* keepalive_interval seconds; default 60; mosquitto's minimum 5 */
+    uint32_t idle_timeout; /* lazy: seconds idle before disconnecting; default 60 */
+    bool notifications;    /* default true */
+    bool notifications_local_only; /* default false */
+    char *notification_topic;      /* NULL: $SYS/broker/connection/<remote_clientid>/state */
+    char *remote_clientid; /* remote_clientid or deprecated clientid; NULL: "<hostname>.<name>" */
+    char *local_clientid;  /* NULL: "local.<remote_clientid>" */
+    char *remote_username,
+        *remote_password; /* (deprecated aliases in a block: username, password) */
+    uint8_t protocol;  /* bridge_protocol_version mqttv50|mqttv311|mqttv31 -> 5, 4, 3; default 4 */
+    bool cleansession; /* default false */
+    int8_t local_cleansession; /* -1: not given (as cleansession), else 0/1 */
+    bool outgoing_retain;      /* bridge_outgoing_retain; default true */
+    uint32_t max_packet_size;  /* bridge_max_packet_size; 0: none */
+    uint16_t receive_maximum;  /* bridge_receive_maximum; 0: not given */
+    uint32_t session_expiry;   /* bridge_session_expiry_interval; default 0 */
+    char *v5_at;               /* "FILE:LINE" of the last of those three (MQTT 5 only) */
+    bool try_private;          /* default true */
+    bool attempt_unsubscribe;  /* bridge_attempt_unsubscribe; default true */
+    char *cafile, *capath, *certfile,
+        *keyfile;    /* bridge_cafile etc.; TLS is on when cafile or capath is set */
+    char *tls_at;    /* "FILE:LINE" of the last bridge_* TLS line, for load errors */
+    bool insecure;   /* bridge_insecure: no server host name check; default false */
+    int tls_version; /* bridge_tls_version tlsv1.2|tlsv1.3 -> 12/13 (minimum); default 12 */
+    char *alpn;      /* bridge_alpn */
+    struct bridge_topic *topics;
+    size_t ntopics;
+    struct bridge_conf *next; /* file order */
+};
+
 struct lq_conf {
     struct listener_conf *listeners;      /* NULL after parsing: caller adds 127.0.0.1:1883 */
     struct auth_conf auth;                /* the listeners' unless per_listener_settings */
@@ -112,6 +167,7 @@ struct lq_conf {
     char **cluster_topics_local;        /* cluster_topic_local lines: what never does */
     size_t ncluster_topics_local;
     bool cluster_retained_local; /* cluster_retained local (default jetstream) */
+    struct bridge_conf *bridges; /* connection blocks, file order */
 };
 
 /* Defaults as listed above. */
@@ -123,6 +179,10 @@ void conf_fini(struct lq_conf *c);
  * "FILE:LINE: message" into err (errlen bytes): unknown option, missing or bad value,
  * unreadable file. c may then hold part of the file: conf_fini it. */
 int conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen);
+
+/* Do two bridges say the same (every field but `at`s and next)? A reload restarts a bridge
+ * whose block changed and leaves the others alone. */
+bool bridge_conf_equal(const struct bridge_conf *a, const struct bridge_conf *b);
 
 /* Parse a duration as mosquitto does for persistent_client_expiration:
  * a number followed by h, d, w, m (months, 30 days) or y. Returns seconds or -1. */

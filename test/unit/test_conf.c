@@ -419,6 +419,479 @@ START_TEST(test_auth_options)
 }
 END_TEST
 
+/* Issue 17: bridges. A block with every option, as mosquitto.conf writes it; options that
+ * are not bridge options still apply to the broker (and TLS ones to the last listener). */
+static const char bridge_full[] = "listener 8883\n"
+                                  "connection site1\n"
+                                  "address 10.0.0.5:8883 [::1]:1884 broker.example\n"
+                                  "addresses fe80::1:1885\n"
+                                  "round_robin true\n"
+                                  "start_type lazy\n"
+                                  "restart_timeout 10 60\n"
+                                  "threshold 20\n"
+                                  "keepalive_interval 30\n"
+                                  "idle_timeout 120\n"
+                                  "notifications false\n"
+                                  "notifications_local_only true\n"
+                                  "notification_topic bridges/site 1/state\n"
+                                  "remote_clientid site1-bridge\n"
+                                  "local_clientid local-site1\n"
+                                  "remote_username bridge user\n"
+                                  "remote_password s3cret pw\n"
+                                  "bridge_protocol_version mqttv50\n"
+                                  "cleansession true\n"
+                                  "local_cleansession false\n"
+                                  "bridge_outgoing_retain false\n"
+                                  "bridge_max_packet_size 100000\n"
+                                  "bridge_receive_maximum 50\n"
+                                  "bridge_session_expiry_interval 3600\n"
+                                  "try_private false\n"
+                                  "bridge_attempt_unsubscribe false\n"
+                                  "bridge_cafile /etc/my ca/ca.crt\n"
+                                  "bridge_capath /etc/ssl/certs\n"
+                                  "bridge_certfile /etc/lunamq/bridge.crt\n"
+                                  "bridge_keyfile /etc/lunamq/bridge.key\n"
+                                  "bridge_insecure true\n"
+                                  "bridge_tls_version tlsv1.3\n"
+                                  "bridge_alpn mqtt\n"
+                                  "topic # out\n"
+                                  "topic \"\" in 1 cmd/dev1 remote/cmd/dev1\n"
+                                  "topic sensors/# both 2 local/ site1/\n"
+                                  "max_inflight_messages 7\n"
+                                  "certfile /s.crt\n"
+                                  "keyfile /s.key\n"
+                                  "connection site2\n"
+                                  "address 10.0.0.6\n"
+                                  "topic a/+/b\n";
+
+static void
+assert_at(const char *at, int line)
+{
+    char want[128];
+    snprintf(want, sizeof(want), "%s:%d", path, line);
+    ck_assert_str_eq(at, want);
+}
+
+START_TEST(test_bridge_every_option)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, bridge_full), 0);
+    const struct bridge_conf *b = c.bridges;
+    ck_assert_ptr_nonnull(b);
+    ck_assert_str_eq(b->name, "site1");
+    assert_at(b->at, 2);
+    ck_assert_uint_eq(b->naddrs, 4);
+    ck_assert_str_eq(b->addrs[0].host, "10.0.0.5");
+    ck_assert_uint_eq(b->addrs[0].port, 8883);
+    ck_assert_str_eq(b->addrs[1].host, "::1");
+    ck_assert_uint_eq(b->addrs[1].port, 1884);
+    ck_assert_str_eq(b->addrs[2].host, "broker.example");
+    ck_assert_uint_eq(b->addrs[2].port, 1883);
+    ck_assert_str_eq(b->addrs[3].host, "fe80::1"); /* a bare IPv6 address: its last ':' */
+    ck_assert_uint_eq(b->addrs[3].port, 1885);
+    ck_assert(b->round_robin);
+    ck_assert_int_eq(b->start_type, BRIDGE_START_LAZY);
+    ck_assert_uint_eq(b->restart_base, 10);
+    ck_assert_uint_eq(b->restart_cap, 60);
+    ck_assert_uint_eq(b->threshold, 20);
+    ck_assert_uint_eq(b->keepalive, 30);
+    ck_assert_uint_eq(b->idle_timeout, 120);
+    ck_assert(!b->notifications);
+    ck_assert(b->notifications_local_only);
+    ck_assert_str_eq(b->notification_topic, "bridges/site 1/state");
+    ck_assert_str_eq(b->remote_clientid, "site1-bridge");
+    ck_assert_str_eq(b->local_clientid, "local-site1");
+    ck_assert_str_eq(b->remote_username, "bridge user");
+    ck_assert_str_eq(b->remote_password, "s3cret pw");
+    ck_assert_uint_eq(b->protocol, 5);
+    ck_assert(b->cleansession);
+    ck_assert_int_eq(b->local_cleansession, 0);
+    ck_assert(!b->outgoing_retain);
+    ck_assert_uint_eq(b->max_packet_size, 100000);
+    ck_assert_uint_eq(b->receive_maximum, 50);
+    ck_assert_uint_eq(b->session_expiry, 3600);
+    ck_assert(!b->try_private);
+    ck_assert(!b->attempt_unsubscribe);
+    ck_assert_str_eq(b->cafile, "/etc/my ca/ca.crt");
+    ck_assert_str_eq(b->capath, "/etc/ssl/certs");
+    ck_assert_str_eq(b->certfile, "/etc/lunamq/bridge.crt");
+    ck_assert_str_eq(b->keyfile, "/etc/lunamq/bridge.key");
+    assert_at(b->tls_at, 33); /* bridge_alpn, the last bridge TLS line */
+    ck_assert(b->insecure);
+    ck_assert_int_eq(b->tls_version, 13);
+    ck_assert_str_eq(b->alpn, "mqtt");
+    ck_assert_uint_eq(b->ntopics, 3);
+    const struct bridge_topic *t = b->topics;
+    ck_assert_str_eq(t[0].pattern, "#");
+    ck_assert_uint_eq(t[0].dir, BRIDGE_DIR_OUT);
+    ck_assert_uint_eq(t[0].qos, 0);
+    ck_assert_ptr_null(t[0].local_prefix);
+    ck_assert_ptr_null(t[0].remote_prefix);
+    assert_at(t[0].at, 34);
+    ck_assert_str_eq(t[1].pattern, "");
+    ck_assert_uint_eq(t[1].dir, BRIDGE_DIR_IN);
+    ck_assert_uint_eq(t[1].qos, 1);
+    ck_assert_str_eq(t[1].local_prefix, "cmd/dev1");
+    ck_assert_str_eq(t[1].remote_prefix, "remote/cmd/dev1");
+    ck_assert_str_eq(t[2].pattern, "sensors/#");
+    ck_assert_uint_eq(t[2].dir, BRIDGE_DIR_BOTH);
+    ck_assert_uint_eq(t[2].qos, 2);
+    ck_assert_str_eq(t[2].local_prefix, "local/");
+    ck_assert_str_eq(t[2].remote_prefix, "site1/");
+    /* after the block: the broker's and the listener's, as in mosquitto */
+    ck_assert_uint_eq(c.max_inflight_messages, 7);
+    ck_assert_str_eq(c.listeners->tls->file[TLS_CERTFILE], "/s.crt");
+    const struct bridge_conf *b2 = b->next;
+    ck_assert_ptr_nonnull(b2);
+    ck_assert_str_eq(b2->name, "site2");
+    ck_assert_uint_eq(b2->ntopics, 1);
+    ck_assert_str_eq(b2->topics[0].pattern, "a/+/b");
+    ck_assert_ptr_null(b2->next);
+    conf_fini(&c);
+    ck_assert_ptr_null(c.bridges);
+}
+END_TEST
+
+START_TEST(test_bridge_defaults)
+{
+    struct lq_conf c;
+    conf_init(&c);
+    ck_assert_ptr_null(c.bridges);
+    conf_fini(&c);
+    ck_assert_int_eq(load_text(&c, "connection b\naddress h\ntopic a/#\n"), 0);
+    const struct bridge_conf *b = c.bridges;
+    ck_assert_uint_eq(b->naddrs, 1);
+    ck_assert_str_eq(b->addrs[0].host, "h");
+    ck_assert_uint_eq(b->addrs[0].port, 1883);
+    ck_assert(!b->round_robin);
+    ck_assert_int_eq(b->start_type, BRIDGE_START_AUTOMATIC);
+    ck_assert_uint_eq(b->restart_base, 5);
+    ck_assert_uint_eq(b->restart_cap, 30);
+    ck_assert_uint_eq(b->threshold, 10);
+    ck_assert_uint_eq(b->keepalive, 60);
+    ck_assert_uint_eq(b->idle_timeout, 60);
+    ck_assert(b->notifications);
+    ck_assert(!b->notifications_local_only);
+    ck_assert_ptr_null(b->notification_topic);
+    ck_assert_ptr_null(b->remote_clientid);
+    ck_assert_ptr_null(b->local_clientid);
+    ck_assert_ptr_null(b->remote_username);
+    ck_assert_ptr_null(b->remote_password);
+    ck_assert_uint_eq(b->protocol, 4);
+    ck_assert(!b->cleansession);
+    ck_assert_int_eq(b->local_cleansession, -1);
+    ck_assert(b->outgoing_retain);
+    ck_assert_uint_eq(b->max_packet_size, 0);
+    ck_assert_uint_eq(b->receive_maximum, 0);
+    ck_assert_uint_eq(b->session_expiry, 0);
+    ck_assert(b->try_private);
+    ck_assert(b->attempt_unsubscribe);
+    ck_assert_ptr_null(b->cafile);
+    ck_assert_ptr_null(b->capath);
+    ck_assert_ptr_null(b->certfile);
+    ck_assert_ptr_null(b->keyfile);
+    ck_assert_ptr_null(b->tls_at);
+    ck_assert(!b->insecure);
+    ck_assert_int_eq(b->tls_version, 12);
+    ck_assert_ptr_null(b->alpn);
+    ck_assert_uint_eq(b->topics[0].dir, BRIDGE_DIR_OUT);
+    ck_assert_uint_eq(b->topics[0].qos, 0);
+    conf_fini(&c);
+    /* mosquitto's minimums: below them, the minimum (mosquitto says so in a notice) */
+    ck_assert_int_eq(load_text(&c, "connection b\naddress h\ntopic t\nkeepalive_interval 2\n"
+                                   "threshold 0\nrestart_timeout 20\nclientid old-name\n"
+                                   "username u\npassword p\n"),
+                     0);
+    ck_assert_uint_eq(c.bridges->keepalive, 5);
+    ck_assert_uint_eq(c.bridges->threshold, 1);
+    ck_assert_uint_eq(c.bridges->restart_base, 20); /* one value: a constant delay */
+    ck_assert_uint_eq(c.bridges->restart_cap, 20);
+    ck_assert_str_eq(c.bridges->remote_clientid, "old-name"); /* the deprecated names */
+    ck_assert_str_eq(c.bridges->remote_username, "u");
+    ck_assert_str_eq(c.bridges->remote_password, "p");
+    conf_fini(&c);
+}
+END_TEST
+
+/* Every refusal names its line and says why. */
+START_TEST(test_bridge_refused)
+{
+    static const char *const psk = "not supported: PSK is not supported (use bridge_certfile)";
+    static const char *const local = "not supported: the bridge's local side is inside the "
+                                     "broker: it is not checked against password_file or "
+                                     "acl_file";
+    static const struct {
+        const char *line, *msg;
+    } cases[] = {
+        {"bridge_identity dev1", psk},
+        {"bridge_psk 0123abcd", psk},
+        {"bridge_bind_address 10.0.0.1",
+         "not supported: the bridge connects from the address the system picks"},
+        {"bridge_require_ocsp true", "not supported: OCSP is not supported"},
+        {"bridge_tcp_keepalive 30 5 3",
+         "not supported: TCP keepalive is not configurable (keepalive_interval is MQTT's)"},
+        {"bridge_tcp_user_timeout 10000", "not supported: TCP_USER_TIMEOUT is not configurable"},
+        {"bridge_reload_type lazy",
+         "not supported: how a reload treats bridges is not configurable"},
+        {"local_username lq", local},
+        {"local_password pw", local},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[256], msg[300];
+        snprintf(text, sizeof(text), "connection b\naddress h\ntopic t\n%s\n", cases[i].line);
+        snprintf(msg, sizeof(msg), "%.*s: %s", (int)strcspn(cases[i].line, " "), cases[i].line,
+                 cases[i].msg);
+        expect_error(text, 4, msg);
+    }
+    expect_error("connection b\naddress h\ntopic t\nbridge_tls_version tlsv1.1\n", 4,
+                 "bridge_tls_version: tlsv1.1 is not supported: only tlsv1.2 and tlsv1.3");
+    expect_error("connection b\naddress h\ntopic t\nbridge_tls_version tlsv1\n", 4,
+                 "bridge_tls_version: tlsv1 is not supported: only tlsv1.2 and tlsv1.3");
+    expect_error("connection b\nbridge_tls_version ssl3\n", 2,
+                 "bridge_tls_version: 'ssl3' is not tlsv1.2 or tlsv1.3");
+}
+END_TEST
+
+/* Bridge options outside a block; username and password stay unknown there. */
+START_TEST(test_bridge_outside_block)
+{
+    expect_error("address h\n", 1, "address: must follow a connection line");
+    expect_error("listener 1883\ntopic a/#\n", 2, "topic: must follow a connection line");
+    expect_error("bridge_cafile /ca.crt\n", 1, "bridge_cafile: must follow a connection line");
+    expect_error("keepalive_interval 30\n", 1, "keepalive_interval: must follow a connection line");
+    expect_error("clientid x\n", 1, "clientid: must follow a connection line");
+    expect_error("username u\n", 1, "unknown option 'username'");
+    expect_error("password p\n", 1, "unknown option 'password'");
+}
+END_TEST
+
+START_TEST(test_bridge_errors)
+{
+    /* the block as a whole: at the connection line */
+    expect_error("connection b\ntopic t\n", 1, "connection b: no address line");
+    expect_error("max_keepalive 30\nconnection b\naddress h\n", 2, "connection b: no topic line");
+    expect_error("connection b\naddress h\ntopic t\nconnection c\ntopic t\n", 4,
+                 "connection c: no address line");
+    expect_error("connection b\naddress h\ntopic t\nremote_password p\n", 1,
+                 "connection b: remote_password needs remote_username");
+    expect_error("connection a+b\naddress h\ntopic t\n", 1,
+                 "connection a+b: '+' or '#' in the name: the default notification topic "
+                 "would not be a topic name; set notification_topic");
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "connection a+b\naddress h\ntopic t\nnotifications false\n"), 0);
+    conf_fini(&c);
+    /* a name once */
+    char msg[300];
+    ck_assert_int_eq(load_text(&c, "connection b\naddress h\ntopic t\nconnection b\n"), -1);
+    snprintf(msg, sizeof(msg), "%s:4: connection: 'b' is already the name of the bridge at %s:1",
+             path, path);
+    ck_assert_str_eq(err, msg);
+    conf_fini(&c);
+    /* MQTT 5 options with MQTT 3.1.1 (the default): at their line */
+    expect_error("connection b\naddress h\ntopic t\nbridge_receive_maximum 10\n", 4,
+                 "connection b: bridge_max_packet_size, bridge_receive_maximum and "
+                 "bridge_session_expiry_interval are MQTT 5 options: they need "
+                 "bridge_protocol_version mqttv50");
+    expect_error("connection b\naddress h\ntopic t\nbridge_session_expiry_interval 60\n"
+                 "bridge_protocol_version mqttv31\n",
+                 4,
+                 "connection b: bridge_max_packet_size, bridge_receive_maximum and "
+                 "bridge_session_expiry_interval are MQTT 5 options: they need "
+                 "bridge_protocol_version mqttv50");
+    ck_assert_int_eq(load_text(&c, "connection b\naddress h\ntopic t\nbridge_max_packet_size "
+                                   "4096\nbridge_protocol_version mqttv50\n"),
+                     0); /* the protocol may come after */
+    ck_assert_uint_eq(c.bridges->max_packet_size, 4096);
+    conf_fini(&c);
+    expect_error("connection b\nbridge_protocol_version mqttv5\n", 2,
+                 "bridge_protocol_version: 'mqttv5' is not mqttv50, mqttv311 or mqttv31");
+    /* TLS: at the last bridge TLS line */
+    expect_error("connection b\naddress h\ntopic t\nbridge_cafile /ca\nbridge_certfile /c\n", 5,
+                 "connection b: bridge_certfile and bridge_keyfile go together");
+    expect_error("connection b\naddress h\ntopic t\nbridge_keyfile /k\nbridge_capath /cas\n", 5,
+                 "connection b: bridge_certfile and bridge_keyfile go together");
+    expect_error("connection b\naddress h\ntopic t\nbridge_certfile /c\nbridge_keyfile /k\n", 5,
+                 "connection b: bridge TLS options need bridge_cafile or bridge_capath (TLS is "
+                 "on with either)");
+    expect_error("connection b\naddress h\ntopic t\nbridge_insecure true\n", 4,
+                 "connection b: bridge TLS options need bridge_cafile or bridge_capath (TLS is "
+                 "on with either)");
+    /* values */
+    expect_error("connection b\nrestart_timeout 30 10\n", 2,
+                 "restart_timeout: cap 10 is below base 30");
+    expect_error("connection b\nrestart_timeout 0\n", 2,
+                 "restart_timeout: '0' out of range 1..4294967295");
+    expect_error("connection b\nrestart_timeout 1 2 3\n", 2, "restart_timeout: unexpected '3'");
+    expect_error("connection b\nkeepalive_interval 65536\n", 2,
+                 "keepalive_interval: '65536' out of range 0..65535");
+    expect_error("connection b\nstart_type manual\n", 2,
+                 "start_type: 'manual' is not automatic, lazy or once");
+    expect_error("connection b\nnotification_topic a/#\n", 2,
+                 "notification_topic: 'a/#' is not a topic name (no wildcards)");
+    expect_error("connection b\nbridge_receive_maximum 0\n", 2,
+                 "bridge_receive_maximum: '0' out of range 1..65535");
+    expect_error("connection\n", 1, "connection: missing value");
+}
+END_TEST
+
+START_TEST(test_bridge_addresses)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "connection b\ntopic t\naddress h1:1883 h2:1884 h3\n"
+                                   "address [2001:db8::1] 2001:db8::2:8883 # main, then backup\n"),
+                     0);
+    const struct bridge_conf *b = c.bridges;
+    ck_assert_uint_eq(b->naddrs, 5); /* lines add up */
+    ck_assert_str_eq(b->addrs[2].host, "h3");
+    ck_assert_uint_eq(b->addrs[2].port, 1883);
+    ck_assert_str_eq(b->addrs[3].host, "2001:db8::1");
+    ck_assert_uint_eq(b->addrs[3].port, 1883);
+    ck_assert_str_eq(b->addrs[4].host, "2001:db8::2");
+    ck_assert_uint_eq(b->addrs[4].port, 8883);
+    conf_fini(&c);
+    expect_error("connection b\naddress\n", 2, "address: missing value");
+    expect_error("connection b\naddress h:0\n", 2, "address: '0' out of range 1..65535");
+    expect_error("connection b\naddress h:\n", 2, "address: '' is not a number");
+    expect_error("connection b\naddress h:x\n", 2, "address: 'x' is not a number");
+    expect_error("connection b\naddresses a :1883\n", 2, "addresses: ':1883': no host");
+    expect_error("connection b\naddress 2001:db8::1\n", 2,
+                 "address: '2001:db8::1': an IPv6 address needs its port (ADDR:PORT or "
+                 "[ADDR]:PORT)");
+    expect_error("connection b\naddress ::1\n", 2,
+                 "address: '::1': an IPv6 address needs its port (ADDR:PORT or [ADDR]:PORT)");
+    expect_error("connection b\naddress [::1\n", 2, "address: '[::1' is not [IPV6]:PORT");
+    expect_error("connection b\naddress [h]:1883\n", 2,
+                 "address: '[h]:1883': not an IPv6 address in the brackets");
+    /* a line of more words than a line may hold */
+    expect_error("connection b\naddress a b c d e f g h i j k l m n o p\n", 2,
+                 "address: too many values (at most 15)");
+}
+END_TEST
+
+/* topic PATTERN [DIR [QOS [LOCAL REMOTE]]]: mosquitto's remapping rules */
+START_TEST(test_bridge_topics)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "connection b\naddress h\n"
+                                   "topic # out\n"
+                                   "topic a/# IN 1 \"\" remote/\n"
+                                   "topic b both 0 local/ \"\"\n"
+                                   "topic c/+ in 0 \"\" \"\"\n"
+                                   "topic clients/total in 0 test/mosquitto/org/ $SYS/broker/\n"),
+                     0);
+    const struct bridge_topic *t = c.bridges->topics;
+    ck_assert_uint_eq(c.bridges->ntopics, 5);
+    ck_assert_uint_eq(t[1].dir, BRIDGE_DIR_IN); /* mosquitto: any case */
+    ck_assert_ptr_null(t[1].local_prefix);
+    ck_assert_str_eq(t[1].remote_prefix, "remote/");
+    ck_assert_str_eq(t[2].local_prefix, "local/");
+    ck_assert_ptr_null(t[2].remote_prefix);
+    ck_assert_ptr_null(t[3].local_prefix);
+    ck_assert_ptr_null(t[3].remote_prefix);
+    ck_assert_str_eq(t[4].remote_prefix, "$SYS/broker/");
+    conf_fini(&c);
+    static const char head[] = "connection b\naddress h\n";
+    static const struct {
+        const char *line, *msg;
+    } cases[] = {
+        {"topic a/# both 1 local/",
+         "topic: the local prefix 'local/' needs a remote prefix after it"},
+        {"topic a/# both 1 loc/+/ remote/",
+         "topic: local prefix 'loc/+/' has a wildcard: a prefix is a topic name"},
+        {"topic a/# both 1 local/ remote/#",
+         "topic: remote prefix 'remote/#' has a wildcard: a prefix is a topic name"},
+        {"topic \"\" out",
+         "topic: an empty pattern (\"\") needs a local and a remote prefix, each then the whole "
+         "topic"},
+        {"topic \"\" in 0 local \"\"",
+         "topic: an empty pattern (\"\") needs a local and a remote prefix, each then the whole "
+         "topic"},
+        {"topic a/#/b", "topic: 'a/#/b' (local prefix and pattern) is not a valid topic filter"},
+        {"topic # in 0 local remote/",
+         "topic: 'local#' (local prefix and pattern) is not a valid topic filter"},
+        {"topic +x in 0 l/ remote",
+         "topic: 'l/+x' (local prefix and pattern) is not a valid topic filter"},
+        {"topic a sideways", "topic: 'sideways' is not out, in or both"},
+        {"topic a in 3", "topic: '3' out of range 0..2"},
+        {"topic a in 0 l/ r/ extra", "topic: unexpected 'extra'"},
+        {"topic", "topic: missing value"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "%s%s\n", head, cases[i].line);
+        expect_error(text, 3, cases[i].msg);
+    }
+}
+END_TEST
+
+/* A block in an included file ends with that file; the one around include_dir goes on. */
+START_TEST(test_bridge_include_dir)
+{
+    char dir[] = "/tmp/lunamq-inc-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char f1[128], text[256];
+    snprintf(f1, sizeof(f1), "%s/b.conf", dir);
+    FILE *f = fopen(f1, "w");
+    fputs("connection inner\naddress h2\ntopic in/#\n", f);
+    fclose(f);
+    snprintf(text, sizeof(text), "connection outer\naddress h1\ninclude_dir %s\ntopic out/#\n",
+             dir);
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, text), 0);
+    ck_assert_str_eq(c.bridges->name, "outer");
+    ck_assert_uint_eq(c.bridges->ntopics, 1);
+    ck_assert_str_eq(c.bridges->topics[0].pattern, "out/#");
+    ck_assert_str_eq(c.bridges->next->name, "inner");
+    ck_assert_str_eq(c.bridges->next->topics[0].pattern, "in/#");
+    conf_fini(&c);
+    f = fopen(f1, "w");
+    fputs("topic x\n", f);
+    fclose(f);
+    ck_assert_int_eq(load_text(&c, text), -1);
+    char want[300];
+    snprintf(want, sizeof(want), "%s:1: topic: must follow a connection line", f1);
+    ck_assert_str_eq(err, want);
+    conf_fini(&c);
+    unlink(f1);
+    rmdir(dir);
+}
+END_TEST
+
+/* A reload compares blocks: the same lines elsewhere in the file are the same bridge. */
+START_TEST(test_bridge_equal)
+{
+    struct lq_conf a, b;
+    ck_assert_int_eq(load_text(&a, bridge_full), 0);
+    char moved[sizeof(bridge_full) + 32];
+    snprintf(moved, sizeof(moved), "# moved down\n\n%s", bridge_full);
+    ck_assert_int_eq(load_text(&b, moved), 0);
+    ck_assert_str_ne(a.bridges->at, b.bridges->at);
+    ck_assert(bridge_conf_equal(a.bridges, b.bridges));
+    ck_assert(bridge_conf_equal(a.bridges->next, b.bridges->next));
+    ck_assert(!bridge_conf_equal(a.bridges, a.bridges->next));
+    conf_fini(&b);
+    /* one field changed: a topic's QoS */
+    static const char *const from = "topic sensors/# both 2", *const to = "topic sensors/# both 1";
+    strcpy(moved, bridge_full);
+    char *p = strstr(moved, from);
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, to, strlen(to));
+    ck_assert_int_eq(load_text(&b, moved), 0);
+    ck_assert(!bridge_conf_equal(a.bridges, b.bridges));
+    ck_assert(bridge_conf_equal(a.bridges->next, b.bridges->next));
+    conf_fini(&b);
+    /* and an option left out that said its default: the same */
+    ck_assert_int_eq(load_text(&b, "connection site2\naddress 10.0.0.6:1883\ntopic a/+/b out 0\n"
+                                   "keepalive_interval 60\n"),
+                     0);
+    ck_assert(bridge_conf_equal(a.bridges->next, b.bridges));
+    b.bridges->cafile = lq_xstrdup("/ca"); /* freed by conf_fini */
+    ck_assert(!bridge_conf_equal(a.bridges->next, b.bridges));
+    conf_fini(&b);
+    conf_fini(&a);
+}
+END_TEST
+
 Suite *
 suite_conf(void)
 {
@@ -437,6 +910,15 @@ suite_conf(void)
     tcase_add_test(tc, test_persistence_options);
     tcase_add_test(tc, test_auth_options);
     tcase_add_test(tc, test_cluster_nats_options);
+    tcase_add_test(tc, test_bridge_every_option);
+    tcase_add_test(tc, test_bridge_defaults);
+    tcase_add_test(tc, test_bridge_refused);
+    tcase_add_test(tc, test_bridge_outside_block);
+    tcase_add_test(tc, test_bridge_errors);
+    tcase_add_test(tc, test_bridge_addresses);
+    tcase_add_test(tc, test_bridge_topics);
+    tcase_add_test(tc, test_bridge_include_dir);
+    tcase_add_test(tc, test_bridge_equal);
     suite_add_tcase(s, tc);
     return s;
 }
