@@ -85,8 +85,8 @@ struct bridge_conf {
     char *notification_topic;      /* NULL: $SYS/broker/connection/<remote_clientid>/state */
     char *remote_clientid; /* remote_clientid or deprecated clientid; NULL: "<hostname>.<name>" */
     char *local_clientid;  /* NULL: "local.<remote_clientid>" */
-    char *remote_username,
-        *remote_password; /* (deprecated aliases in a block: username, password) */
+    /* (deprecated aliases in a block: username, password) */
+    char *remote_username, *remote_password;
     uint8_t protocol;  /* bridge_protocol_version mqttv50|mqttv311|mqttv31 -> 5, 4, 3; default 4 */
     bool cleansession; /* default false */
     int8_t local_cleansession; /* -1: not given (as cleansession), else 0/1 */
@@ -97,8 +97,8 @@ struct bridge_conf {
     char *v5_at;               /* "FILE:LINE" of the last of those three (MQTT 5 only) */
     bool try_private;          /* default true */
     bool attempt_unsubscribe;  /* bridge_attempt_unsubscribe; default true */
-    char *cafile, *capath, *certfile,
-        *keyfile;    /* bridge_cafile etc.; TLS is on when cafile or capath is set */
+    /* bridge_cafile etc.; TLS is on when cafile or capath is set */
+    char *cafile, *capath, *certfile, *keyfile;
     char *tls_at;    /* "FILE:LINE" of the last bridge_* TLS line, for load errors */
     bool insecure;   /* bridge_insecure: no server host name check; default false */
     int tls_version; /* bridge_tls_version tlsv1.2|tlsv1.3 -> 12/13 (minimum); default 12 */
