@@ -443,6 +443,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         c->pin = evbuffer_new();
         c->pout = evbuffer_new();
         c->tls = tls_conn_new(tls_ctx, bufferevent_get_input(bev), bufferevent_get_output(bev));
+        if (c->tls) tls_conn_set_hostname(c->tls, "localhost"); /* the broker under test */
         char why[256];
         if (!c->tls || tls_conn_input(c->tls, c->pin, why, sizeof(why)) == TLS_FAILED) {
             fprintf(stderr, "lunamq-bench: client %d: TLS start failed\n", c->idx);
@@ -691,7 +692,13 @@ main(int argc, char **argv)
     }
     if (o.cafile) {
         char err[512];
-        if (!(tls_ctx = tls_client_ctx_new(o.cafile, o.certfile, o.keyfile, err, sizeof(err)))) {
+        /* a certificate without its key (or the reverse) was ignored: it still is */
+        bool own = o.certfile && o.keyfile;
+        struct tls_client_conf cc = {.cafile = o.cafile,
+                                     .certfile = own ? o.certfile : NULL,
+                                     .keyfile = own ? o.keyfile : NULL,
+                                     .min_version = 12};
+        if (!(tls_ctx = tls_client_ctx_new(&cc, err, sizeof(err)))) {
             fprintf(stderr, "lunamq-bench: %s\n", err);
             return 2;
         }

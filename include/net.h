@@ -20,6 +20,7 @@
 
 struct event_base;
 struct evconnlistener;
+struct sockaddr;
 struct conn;
 struct listener;
 struct tls_ctx;
@@ -28,7 +29,8 @@ struct tls_identity;
 /* What the owner (the session layer) is told. `ud` is the owner's pointer given at
  * listener_new. All callbacks run from the event loop. */
 struct conn_ops {
-    /* A new connection was accepted. Return false to refuse it (it is closed). */
+    /* A new connection was accepted. Return false to refuse it (it is closed). Never
+     * called for a dialer's conns. */
     bool (*on_accept)(struct conn *c, void *ud);
     /* One whole packet: first byte, body (remaining bytes) valid during the call. */
     void (*on_packet)(struct conn *c, uint8_t type_flags, const uint8_t *body, size_t len,
@@ -58,6 +60,25 @@ void listener_set_tls(struct listener *l, struct tls_ctx *tls);
 /* Before the listeners are freed: finish the TLS handshakes under way on the
  * handshake thread and stop it. */
 void net_stop_workers(void);
+/* Outgoing connections (bridges) belong to a dialer: a listener that accepts nothing
+ * but gives its conns the same wheel, flushing, closing and reaping. listener_free frees it. */
+struct listener *dialer_new(struct event_base *base, const char *name, const struct conn_ops *ops,
+                            void *ud);
+/* Connect to sa, non-blocking. Output written before the connection is up is held and
+ * sent once it is (with tls: after the handshake, which starts at once; the server's
+ * certificate is verified against `host` unless the ctx says insecure; `host` is also
+ * the SNI, and may be an IP literal). A failure to connect (refused, unreachable), a
+ * failed handshake or the deadline (conn_set_deadline, which here counts from the dial
+ * and covers connecting and the handshake) come as on_lost / on_keepalive as for any
+ * conn, from the loop, never from within conn_dial: on_lost's reason is "connect:
+ * Connection refused", "TLS handshake failed: certificate verify failed: ...", "TLS
+ * handshake timeout" (the ctx's handshake_timeout_ms, also from the dial)... Closed
+ * before it is up, it sends nothing. The conn holds its own reference to tls. Returns
+ * NULL (errno set) when it cannot even start: no socket, no memory. */
+struct conn *conn_dial(struct listener *d, const struct sockaddr *sa, int salen,
+                       struct tls_ctx *tls, const char *host);
+/* TCP (and TLS) established: the dial succeeded. Accepted conns: TLS established. */
+bool conn_is_established(const struct conn *c);
 /* Stops accepting and frees every connection it accepted; NULL is a no-op. */
 void listener_free(struct listener *l);
 uint16_t listener_port(const struct listener *l);

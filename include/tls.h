@@ -6,6 +6,8 @@
  * connections keep the one they started with. Session-ticket keys are the
  * process's and survive a reload; a resumption is checked against the new material.
  *
+ * A client tls_ctx (tls_client_ctx_new) is what a bridge connects out with.
+ *
  * A tls_conn is one connection's TLS state. It never touches a socket: ciphertext
  * comes from and goes to two evbuffers that the connection owns, so the transport
  * stays inside the event loop and non-blocking by construction.
@@ -51,15 +53,28 @@ int tls_global_init(char *err, size_t errlen);
  * configuration line of the file that failed and the mbedTLS error text. */
 struct tls_ctx *tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen);
 void tls_ctx_unref(struct tls_ctx *ctx); /* NULL is a no-op */
-/* The client side, for lunamq-bench: verifies the server against cafile (as
- * "localhost"), presents certfile/keyfile when given. */
-struct tls_ctx *tls_client_ctx_new(const char *cafile, const char *certfile, const char *keyfile,
-                                   char *err, size_t errlen);
+/* The client side (bridges, lunamq-bench). Its connections verify the server's chain
+ * against the CAs, and its name against the host of tls_conn_set_hostname. */
+struct tls_client_conf {
+    const char *cafile, *capath;    /* CAs the server is verified against (one at least) */
+    const char *certfile, *keyfile; /* our certificate, both or neither */
+    bool insecure;    /* bridge_insecure: the chain is verified, the host name is not */
+    int min_version;  /* 12 or 13 */
+    const char *alpn; /* comma-separated protocol list, or NULL */
+    const char *at;   /* "FILE:LINE" for errors, or NULL */
+    uint32_t handshake_timeout_ms; /* 0: 10 s */
+};
+/* On error returns NULL with "[AT: ]what: mbedTLS's reason" in err. */
+struct tls_ctx *tls_client_ctx_new(const struct tls_client_conf *cc, char *err, size_t errlen);
 uint32_t tls_ctx_handshake_timeout_ms(const struct tls_ctx *ctx);
 
 /* A connection's TLS state reading ciphertext from rx and writing it to tx. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx);
 void tls_conn_free(struct tls_conn *t); /* NULL is a no-op */
+/* A client connection: the server's name, checked against its certificate (a DNS name
+ * or an IP literal) and sent as SNI. Before the handshake starts. Without a name (NULL,
+ * or one too long to set) the handshake fails, unless the ctx is insecure. */
+void tls_conn_set_hostname(struct tls_conn *t, const char *host);
 /* Where records go from now on (a handshake on another thread writes its own buffer). */
 void tls_conn_set_tx(struct tls_conn *t, struct evbuffer *tx);
 

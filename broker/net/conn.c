@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
- * conn: one client connection. Frames packets off the input buffer and hands them
- * to the owner; queues output and reports when it drained. Writes are coalesced:
+ * conn: one client connection, accepted by a listener or dialed by a dialer (a
+ * bridge's). Frames packets off the input buffer and hands them to the owner; queues
+ * output and reports when it drained. Writes are coalesced:
  * the write event fires once the loop is done with this iteration's callbacks, and
  * everything queued by then leaves in one write.
  * Closing is a state change; the free happens from the listener's reap event once
@@ -119,6 +120,14 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 
 static void count_handshake(struct conn *c, bool on);
 
+/* A dialed conn's handshake: the dial's deadline (conn_set_deadline) runs through it. */
+static uint64_t
+dial_due(const struct conn *c)
+{
+    uint64_t hs = c->t->hs_deadline_ms;
+    return c->deadline_ms && c->deadline_ms < hs ? c->deadline_ms : hs;
+}
+
 /* c's deadline passed: the close grace or linger, the TLS handshake or the keep-alive. */
 static void
 conn_due(struct conn *c, uint64_t now)
@@ -132,6 +141,13 @@ conn_due(struct conn *c, uint64_t now)
             lq_log(LQ_LOG_NOTICE, "%s: TLS handshake not finished in time: closing", c->peer);
             conn_close(c);
             c->l->ops->on_lost(c, "TLS handshake timeout", c->l->ud);
+            return;
+        }
+        if (c->dialed) {
+            if (c->deadline_ms && now >= c->deadline_ms)
+                c->l->ops->on_keepalive(c, c->l->ud);
+            else
+                wheel_put(c, dial_due(c));
             return;
         }
         if (!c->t->spoke && now >= c->t->quiet_ms) count_handshake(c, false);
@@ -317,7 +333,7 @@ close_soon(struct conn *c, uint8_t why, const char *detail)
     if (c->broken) return;
     c->broken = why;
     lq_log_limited(&limit, LQ_LOG_ERR, "%s: %s (%s): closing", c->peer, broken_why[why], detail);
-    if (!c->flush_slot) list_for_flush(c);
+    if (!c->flush_slot && !c->connecting) list_for_flush(c); /* connecting: on_connected */
 }
 
 static void
@@ -522,7 +538,8 @@ log_established(const struct conn *c)
     const struct tls_identity *id = tls_conn_identity(c->t->tls);
     tls_conn_describe(c->t->tls, d, sizeof(d));
     if (!id) {
-        lq_log(LQ_LOG_DEBUG, "%s: TLS established (%s, no client certificate)", c->peer, d);
+        lq_log(LQ_LOG_DEBUG, "%s: TLS established (%s, no %s certificate)", c->peer, d,
+               c->dialed ? "server" : "client");
         return;
     }
     size_t used = 0;
@@ -581,6 +598,12 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
                why);
         handshake_over(c);
         conn_close(c);
+        if (c->dialed && !was) { /* a bridge's last error: say what failed */
+            char msg[400];
+            snprintf(msg, sizeof(msg), "TLS handshake failed: %s", why);
+            c->l->ops->on_lost(c, msg, c->l->ud);
+            return false;
+        }
         c->l->ops->on_lost(c, why, c->l->ud);
         return false;
     }
@@ -604,14 +627,15 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
 static void handshake_done(struct hs_job *j);
 
 /* TLS input: the handshake goes to the handshake thread (reading stops until it
- * comes back); once established, records are decrypted into tls_in here. */
+ * comes back); once established, records are decrypted into tls_in here. A dialed
+ * conn's handshake is a client's, cheap: it runs here. */
 static bool
 tls_read(struct conn *c)
 {
     if (c->job) return false;
     bool was = tls_conn_established(c->t->tls);
     if (!was) handshake_speaks(c);
-    if (!was && hs_worker_start(c->l->base, handshake_done)) {
+    if (!was && !c->dialed && hs_worker_start(c->l->base, handshake_done)) {
         struct hs_job *j = lq_xcalloc(1, sizeof(*j));
         j->tls = c->t->tls;
         j->plain = c->t->in;
@@ -1004,20 +1028,23 @@ peer_name(const struct sockaddr *sa, char *out, size_t outlen)
     }
 }
 
-struct conn *
-conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+/* A conn on fd, not yet in l->conns; with tls it speaks TLS with it. NULL (fd closed)
+ * when something cannot be set up. */
+static struct conn *
+conn_make(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, struct tls_ctx *tls,
+          bool dialed)
 {
-    (void)salen;
     char peer[INET6_ADDRSTRLEN + 16];
     peer_name(sa, peer, sizeof(peer));
     /* one allocation: the conn, its read event, what TLS needs, its peer's name */
     size_t rev_size = (event_get_struct_event_size() + 15) & ~(size_t)15, peer_len = strlen(peer);
-    size_t tls_size = l->tls ? sizeof(struct conn_tls) : 0;
+    size_t tls_size = tls ? sizeof(struct conn_tls) : 0;
     struct conn *c = lq_xcalloc(1, CONN_SIZE + rev_size + tls_size + peer_len + 1);
     c->l = l;
     c->fd = fd;
     c->max_packet = UINT32_MAX;
     c->last_rx_ms = lq_now_ms();
+    c->dialed = c->connecting = dialed;
     c->peer = (char *)c + CONN_SIZE + rev_size + tls_size;
     memcpy(c->peer, peer, peer_len + 1);
     int one = 1;
@@ -1028,7 +1055,7 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         conn_free_unlinked(c);
         return NULL;
     }
-    if (l->tls) { /* the record layer reads and writes in and out: they stay */
+    if (tls) { /* the record layer reads and writes in and out: they stay */
         c->t = (struct conn_tls *)(void *)((char *)c + CONN_SIZE + rev_size);
         c->in = evbuffer_new();
         c->out = evbuffer_new();
@@ -1036,30 +1063,113 @@ conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int 
         c->t->out = evbuffer_new();
         c->t->flush_ev = event_new(l->base, -1, 0, flush_cb, c);
         c->t->tls = c->in && c->out && c->t->in && c->t->out && c->t->flush_ev
-                        ? tls_conn_new(l->tls, c->in, c->out)
+                        ? tls_conn_new(tls, c->in, c->out)
                         : NULL;
         if (!c->t->tls) {
             lq_log(LQ_LOG_ERR, "%s: cannot set up TLS", c->peer);
             conn_free_unlinked(c);
             return NULL;
         }
-        c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(l->tls);
-        c->t->quiet_ms = c->last_rx_ms + QUIET_MS;
-        wheel_put(c, c->t->quiet_ms < c->t->hs_deadline_ms ? c->t->quiet_ms : c->t->hs_deadline_ms);
-        c->t->hs_counted = true; /* listener_admission after the accept */
-        l->nhandshaking++;
+        c->t->hs_deadline_ms = c->last_rx_ms + tls_ctx_handshake_timeout_ms(tls);
+        if (dialed) { /* a client's handshake: not the threads' work, not admission's */
+            c->t->spoke = true;
+            wheel_put(c, c->t->hs_deadline_ms);
+        } else {
+            c->t->quiet_ms = c->last_rx_ms + QUIET_MS;
+            wheel_put(c, c->t->quiet_ms < c->t->hs_deadline_ms ? c->t->quiet_ms
+                                                               : c->t->hs_deadline_ms);
+            c->t->hs_counted = true; /* listener_admission after the accept */
+            l->nhandshaking++;
+        }
     }
-    if (event_add(conn_rev(c), NULL) != 0) {
+    if (!dialed && event_add(conn_rev(c), NULL) != 0) { /* dialed: once connected */
         lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", c->peer);
         conn_free_unlinked(c);
         return NULL;
     }
+    return c;
+}
 
+static void
+conn_link(struct listener *l, struct conn *c)
+{
     c->next = l->conns;
     if (l->conns) l->conns->prev = c;
     l->conns = c;
     l->nconns++;
+}
+
+struct conn *
+conn_new(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+{
+    (void)salen;
+    struct conn *c = conn_make(l, fd, sa, l->tls, false);
+    if (c) conn_link(l, c);
     return c;
+}
+
+/* ---- dialing out (bridges) ----
+ * A dialed conn is an accepted one that starts earlier: while it connects, its write
+ * event (c->wev, so want_write lists it nowhere) waits for the connect to finish, its
+ * read event is not armed, and output piles up in c->out (or, with TLS, as plaintext
+ * in t->out, which tls_flush encrypts once the handshake is over). */
+static void
+on_connected(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct conn *c = arg;
+    int err = (int)c->dial_error;
+    socklen_t len = sizeof(err);
+    if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    c->dial_error = 0;
+    write_done(c);          /* the connect event: a spare write event now */
+    if (c->closing) return; /* closed while connecting: on the reap list */
+    if (err) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect: %s", evutil_socket_error_to_string(err));
+        lost(c, why); /* still connecting: conn_close drops the output */
+        return;
+    }
+    c->connecting = false;
+    if (!c->paused) arm_event(c, conn_rev(c), "read event");
+    if (c->broken && !c->flush_slot) list_for_flush(c); /* close_soon left it to us */
+    if (c->t)
+        frame(c); /* the ClientHello */
+    else
+        want_write(c);
+}
+
+struct conn *
+conn_dial(struct listener *d, const struct sockaddr *sa, int salen, struct tls_ctx *tls,
+          const char *host)
+{
+    evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return NULL;
+    int err = connect(fd, sa, (socklen_t)salen) == 0 ? 0 : errno;
+    if (err == EINPROGRESS || err == EINTR) err = 0; /* EINTR: it goes on all the same */
+    struct conn *c = conn_make(d, fd, sa, tls, true);
+    if (!c) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (tls) tls_conn_set_hostname(c->t->tls, host);
+    c->wev = event_new(d->base, fd, EV_WRITE, on_connected, c);
+    if (c->wev && err) { /* refused at once: said from the loop, as any other failure */
+        c->dial_error = (uint32_t)err;
+        event_active(c->wev, EV_WRITE, 0);
+    } else if (!c->wev || event_add(c->wev, NULL) != 0) {
+        conn_free_unlinked(c);
+        errno = ENOMEM;
+        return NULL;
+    }
+    conn_link(d, c);
+    return c;
+}
+
+bool
+conn_is_established(const struct conn *c)
+{
+    return !c->connecting && !handshaking(c);
 }
 
 void
@@ -1123,7 +1233,10 @@ static void
 arm(struct conn *c)
 {
     if (c->closing) return;
-    if (handshaking(c)) return; /* the handshake deadline comes first; re-armed after it */
+    if (handshaking(c)) { /* the handshake deadline comes first; re-armed after it */
+        if (c->dialed) wheel_put(c, dial_due(c)); /* a dial's deadline runs through it */
+        return;
+    }
     uint64_t due = c->deadline_ms    ? c->deadline_ms
                    : c->keepalive_ms ? lq_now_ms() + c->keepalive_ms
                                      : 0;
@@ -1141,7 +1254,7 @@ conn_set_keepalive(struct conn *c, uint64_t ms)
 void
 conn_set_deadline(struct conn *c, uint32_t ms)
 {
-    if (c->t) c->t->deadline_len_ms = ms;
+    if (c->t && !c->dialed) c->t->deadline_len_ms = ms; /* dialed: from now, handshake or not */
     c->deadline_ms = ms ? lq_now_ms() + ms : 0;
     arm(c);
 }
@@ -1171,7 +1284,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 void
 conn_write_now(struct conn *c, const void *p, size_t n)
 {
-    if (c->t || c->closing || out_len(c) || gated(c)) {
+    if (c->t || c->closing || c->connecting || out_len(c) || gated(c)) {
         conn_write(c, p, n);
         return;
     }
@@ -1261,7 +1374,7 @@ conn_resume(struct conn *c)
 {
     if (!c->paused || c->closing) return;
     c->paused = false;
-    if (c->job) return; /* handshake_done resumes reading */
+    if (c->job || c->connecting) return; /* handshake_done, on_connected resume reading */
     arm_event(c, conn_rev(c), "read event");
     /* packets already buffered would wait for new bytes: run the reader soon */
     if ((c->in && evbuffer_get_length(c->in)) || (c->t && evbuffer_get_length(c->t->in)))
@@ -1280,6 +1393,11 @@ conn_close(struct conn *c)
     if (c->closing) return; /* already on its way out? */
     c->closing = true;
     event_del(conn_rev(c));
+    if (c->connecting) { /* never connected: nothing to flush, nobody to linger for */
+        c->peer_gone = true;
+        if (c->out) evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        gate_free(c);
+    }
     /* TLS: held output cannot follow the close_notify; it was not acknowledged, so the
      * client sends again after reconnecting */
     if (c->t && c->gate) gate_free(c);

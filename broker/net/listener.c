@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * listener: one listening socket (evconnlistener) and the list of the connections
- * it accepted, so that freeing a listener frees them all. */
+ * it accepted, so that freeing a listener frees them all. A dialer is one without the
+ * socket, for the connections conn_dial makes (conn.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,22 @@ listener_new(struct event_base *base, const char *host, uint16_t port, struct tl
 fail:
     listener_free(l);
     return NULL;
+}
+
+struct listener *
+dialer_new(struct event_base *base, const char *name, const struct conn_ops *ops, void *ud)
+{
+    struct listener *d = lq_xcalloc(1, sizeof(*d));
+    d->base = base;
+    d->ops = ops;
+    d->ud = ud;
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    if (!conns_init(d)) {
+        listener_free(d);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return d;
 }
 
 void

@@ -15,6 +15,8 @@
 #define WHEEL_TICK_MS 100
 #define WHEEL_SLOTS   1024
 
+/* A dialer (dialer_new) is a listener without evl, tls or backoff: its conns are dialed
+ * (conn_dial), not accepted, and never counted in nhandshaking. */
 struct listener {
     struct event_base *base;
     struct evconnlistener *evl;
@@ -35,7 +37,7 @@ struct listener {
     unsigned nspare_wev;
     size_t nconns;
     size_t nlinger;             /* of them, closed and lingering (not counted as clients) */
-    struct conn *conns;         /* every conn accepted, doubly linked */
+    struct conn *conns;         /* every conn accepted (or dialed), doubly linked */
     struct evbuffer_iovec resv; /* conn_reserve .. conn_commit, one at a time */
 
     struct conn *wheel[WHEEL_SLOTS];
@@ -88,8 +90,11 @@ struct conn {
     uint64_t last_rx_ms;
     uint64_t deadline_ms;         /* conn_set_deadline: absolute, 0 = none; keep-alive waits */
     uint64_t bytes_in, bytes_out; /* MQTT bytes (plaintext) */
-    uint32_t linger_left;         /* bytes it may still send before the close */
-    uint32_t flush_slot;          /* 1 + its index in l->flush, 0: not there */
+    union {
+        uint32_t linger_left; /* bytes it may still send before the close */
+        uint32_t dial_error;  /* dialing: connect() failed at once with it (errno) */
+    };
+    uint32_t flush_slot; /* 1 + its index in l->flush, 0: not there */
     /* fields are ordered to leave no holes (13-flow-control.py checks an idle conn) */
     bool closing;
     bool paused;
@@ -97,6 +102,8 @@ struct conn {
     bool peer_gone;         /* the peer closed or reset: nothing to linger for */
     bool lingering;         /* written shut: reading and discarding until the peer closes */
     uint8_t broken;         /* output or events were lost (BROKEN_*): close, send nothing more */
+    bool dialed;            /* conn_dial's: the handshake is a client's, inline, not counted */
+    bool connecting;        /* dialed, TCP not up: wev waits for it; no reading, no writing */
     struct conn_tls *t;     /* NULL: plain TCP */
     char *peer;             /* "address:port", in the conn's allocation */
     struct big_packet *big; /* a large packet being read straight into place */

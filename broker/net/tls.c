@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * tls: server-side TLS 1.2/1.3 on mbedTLS 3.6, with the connection's evbuffers as
- * the record layer's "socket". Session tickets (TLS 1.2 and 1.3) let a device
- * resume without a full handshake; their keys are the process's (tls_tickets.c), so
+ * the record layer's "socket"; and the client side, for bridges. Session tickets (TLS 1.2 and 1.3)
+ * let a device resume without a full handshake; their keys are the process's (tls_tickets.c), so
  * tickets survive a reload, and each resumption checks the certificate the ticket
  * carries against this tls_ctx (its CA set and CRL): a device revoked by a new CRL
  * cannot come back by resumption. */
@@ -51,7 +51,10 @@ struct tls_ctx {
     int suites[MAX_SUITES + 1];            /* zero-terminated; unused when suites[0] == 0 */
     uint32_t handshake_timeout_ms;
     enum { USER_NONE, USER_CN, USER_SUBJECT } username;
-    bool client; /* lunamq-bench's side */
+    bool client;       /* a client's: bridges, lunamq-bench */
+    bool insecure;     /* client: the server's chain is verified, its name is not */
+    char *alpn_names;  /* client: the ALPN list, its commas made NULs */
+    const char **alpn; /* NULL-terminated, into alpn_names; NULL: none */
 };
 
 struct tls_conn {
@@ -380,31 +383,100 @@ tls_ctx_new(const struct tls_conf *tc, char *err, size_t errlen)
     return ctx;
 }
 
+/* A client's verify callback: with insecure, a certificate for another name passes
+ * when its chain does (the name is still sent, as SNI, for a server with several). */
+static int
+client_verify(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    (void)crt;
+    const struct tls_ctx *ctx = p;
+    if (ctx->insecure && depth == 0) *flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    return 0;
+}
+
+/* "h2,mqtt" into ctx->alpn; false on an empty or overlong name. */
+static bool
+client_alpn(struct tls_ctx *ctx, const char *list)
+{
+    size_t n = 1;
+    for (const char *p = list; *p; p++) n += *p == ',';
+    ctx->alpn_names = lq_xstrdup(list);
+    ctx->alpn = lq_xcalloc(n + 1, sizeof(*ctx->alpn));
+    char *name = ctx->alpn_names;
+    for (size_t i = 0; i < n; i++) {
+        char *comma = strchr(name, ',');
+        if (comma) *comma = '\0';
+        size_t len = strlen(name);
+        if (len == 0 || len > 255) return false;
+        ctx->alpn[i] = name;
+        name = comma ? comma + 1 : name + len;
+    }
+    return true;
+}
+
 struct tls_ctx *
-tls_client_ctx_new(const char *cafile, const char *certfile, const char *keyfile, char *err,
-                   size_t errlen)
+tls_client_ctx_new(const struct tls_client_conf *cc, char *err, size_t errlen)
 {
     int rc;
     if (!initialised && tls_global_init(err, errlen) < 0) return NULL;
     struct tls_ctx *ctx = ctx_alloc();
     ctx->client = true;
-    if ((rc = mbedtls_x509_crt_parse_file(&ctx->ca, cafile)))
-        return load_fail(ctx, err, errlen, rc, "cafile %s", cafile);
+    ctx->insecure = cc->insecure;
+    ctx->handshake_timeout_ms = cc->handshake_timeout_ms ? cc->handshake_timeout_ms : 10000;
+    const char *at = cc->at ? cc->at : "", *sep = cc->at ? ": " : "";
+    if (!cc->cafile && !cc->capath)
+        return load_fail(ctx, err, errlen, 0, "%s%sno cafile or capath to verify the server by", at,
+                         sep);
+    if (!cc->certfile != !cc->keyfile)
+        return load_fail(ctx, err, errlen, 0, "%s%s%s without %s", at, sep,
+                         cc->certfile ? "certfile" : "keyfile",
+                         cc->certfile ? "keyfile" : "certfile");
+    if (cc->cafile && (rc = mbedtls_x509_crt_parse_file(&ctx->ca, cc->cafile)))
+        return load_fail(ctx, err, errlen, rc, "%s%scafile %s", at, sep, cc->cafile);
+    if (cc->capath) {
+        rc = mbedtls_x509_crt_parse_path(&ctx->ca, cc->capath);
+        if (rc < 0) return load_fail(ctx, err, errlen, rc, "%s%scapath %s", at, sep, cc->capath);
+        if (ctx->ca.version == 0)
+            return load_fail(ctx, err, errlen, 0, "%s%scapath %s: no CA certificate in it", at, sep,
+                             cc->capath);
+    }
     mbedtls_ssl_config *c = &ctx->conf;
     if ((rc = mbedtls_ssl_config_defaults(c, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
                                           MBEDTLS_SSL_PRESET_DEFAULT)))
         return load_fail(ctx, err, errlen, rc, "TLS configuration");
     mbedtls_ssl_conf_rng(c, mbedtls_ctr_drbg_random, &drbg);
+    mbedtls_ssl_conf_min_tls_version(c, cc->min_version == 13 ? MBEDTLS_SSL_VERSION_TLS1_3
+                                                              : MBEDTLS_SSL_VERSION_TLS1_2);
+    mbedtls_ssl_conf_max_tls_version(c, MBEDTLS_SSL_VERSION_TLS1_3);
     mbedtls_ssl_conf_ca_chain(c, &ctx->ca, NULL);
     mbedtls_ssl_conf_authmode(c, MBEDTLS_SSL_VERIFY_REQUIRED);
-    if (certfile && keyfile) {
-        if ((rc = mbedtls_x509_crt_parse_file(&ctx->cert, certfile)))
-            return load_fail(ctx, err, errlen, rc, "certfile %s", certfile);
-        if ((rc = mbedtls_pk_parse_keyfile(&ctx->key, keyfile, NULL, mbedtls_ctr_drbg_random,
+    mbedtls_ssl_conf_verify(c, client_verify, ctx);
+    static const uint16_t groups[] = {
+        MBEDTLS_SSL_IANA_TLS_GROUP_X25519, MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+        MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
+    mbedtls_ssl_conf_groups(c, groups);
+    if (cc->certfile) {
+        if ((rc = mbedtls_x509_crt_parse_file(&ctx->cert, cc->certfile)))
+            return load_fail(ctx, err, errlen, rc, "%s%scertfile %s", at, sep, cc->certfile);
+        if ((rc = mbedtls_pk_parse_keyfile(&ctx->key, cc->keyfile, NULL, mbedtls_ctr_drbg_random,
                                            &drbg)))
-            return load_fail(ctx, err, errlen, rc, "keyfile %s", keyfile);
+            return load_fail(ctx, err, errlen, rc, "%s%skeyfile %s", at, sep, cc->keyfile);
+        /* a warning, not an error: lunamq-bench sends such a pair on purpose, to see a
+         * server refuse it */
+        if (mbedtls_pk_check_pair(&ctx->cert.pk, &ctx->key, mbedtls_ctr_drbg_random, &drbg))
+            lq_log(LQ_LOG_WARNING,
+                   "%s%skeyfile %s does not match certfile %s: servers will refuse it", at, sep,
+                   cc->keyfile, cc->certfile);
         if ((rc = mbedtls_ssl_conf_own_cert(c, &ctx->cert, &ctx->key)))
-            return load_fail(ctx, err, errlen, rc, "certfile %s", certfile);
+            return load_fail(ctx, err, errlen, rc, "%s%scertfile %s", at, sep, cc->certfile);
+    }
+    if (cc->alpn) {
+        if (!client_alpn(ctx, cc->alpn))
+            return load_fail(ctx, err, errlen, 0,
+                             "%s%salpn '%s': names of 1 to 255 bytes, separated by commas", at, sep,
+                             cc->alpn);
+        if ((rc = mbedtls_ssl_conf_alpn_protocols(c, ctx->alpn)))
+            return load_fail(ctx, err, errlen, rc, "%s%salpn '%s'", at, sep, cc->alpn);
     }
     return ctx;
 }
@@ -420,6 +492,8 @@ tls_ctx_unref(struct tls_ctx *ctx)
     tls_trust_free(ctx->trust); /* before the CA list and CRLs it points into */
     mbedtls_x509_crl_free(&ctx->crl);
     if (ctx->tickets) tls_tickets_release();
+    free(ctx->alpn);
+    free(ctx->alpn_names);
     free(ctx);
 }
 
@@ -465,8 +539,16 @@ tls_conn_new(struct tls_ctx *ctx, struct evbuffer *rx, struct evbuffer *tx)
     t->rx = rx;
     t->tx = tx;
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
-    if (ctx->client) mbedtls_ssl_set_hostname(&t->ssl, "localhost"); /* loopback only */
     return t;
+}
+
+void
+tls_conn_set_hostname(struct tls_conn *t, const char *host)
+{
+    if (host && mbedtls_ssl_set_hostname(&t->ssl, host) == 0) return;
+    /* none, or too long for mbedTLS (255 bytes): insecure goes on without one (no SNI);
+     * otherwise the name stays unset and the handshake fails for want of it */
+    if (t->ctx->insecure) mbedtls_ssl_set_hostname(&t->ssl, NULL);
 }
 
 void
@@ -574,6 +656,12 @@ static void
 handshake_failure(struct tls_conn *t, int rc, char *why, size_t n)
 {
     char e[160];
+#if defined(MBEDTLS_ERR_SSL_CERTIFICATE_VERIFICATION_WITHOUT_HOSTNAME)
+    if (rc == MBEDTLS_ERR_SSL_CERTIFICATE_VERIFICATION_WITHOUT_HOSTNAME) { /* 300 bytes of it */
+        snprintf(why, n, "no server name to verify its certificate against");
+        return;
+    }
+#endif
     mbedtls_strerror(rc, e, sizeof(e));
     uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
     if (flags && flags != (uint32_t)-1) {
@@ -582,7 +670,10 @@ handshake_failure(struct tls_conn *t, int rc, char *why, size_t n)
         while (len > 0 && (v[len - 1] == '\n' || v[len - 1] == ' ')) v[--len] = '\0';
         for (char *p = v; *p; p++)
             if (*p == '\n') *p = ';';
-        snprintf(why, n, "%s (%s)", e, v);
+        if (t->ctx->client && rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED)
+            snprintf(why, n, "certificate verify failed: %s", v); /* a bridge's last error */
+        else
+            snprintf(why, n, "%s (%s)", e, v);
     } else {
         snprintf(why, n, "%s", e);
     }

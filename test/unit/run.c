@@ -16,6 +16,7 @@ main(void)
     srunner_add_suite(sr, suite_conf());
     srunner_add_suite(sr, suite_hooks());
     srunner_add_suite(sr, suite_conn());
+    srunner_add_suite(sr, suite_dial());
     srunner_add_suite(sr, suite_log());
     srunner_add_suite(sr, suite_store());
     srunner_add_suite(sr, suite_auth());

@@ -10,6 +10,7 @@ Suite *suite_retain(void);     /* test_retain.c */
 Suite *suite_conf(void);       /* test_conf.c */
 Suite *suite_hooks(void);      /* test_hooks.c: Lua hooks without a broker */
 Suite *suite_conn(void);       /* test_conn.c: connection deadlines (the wheel) */
+Suite *suite_dial(void);       /* test_dial.c: outgoing connections, plain and TLS */
 Suite *suite_log(void);        /* test_log.c: escaping, limited lines */
 Suite *suite_store(void);      /* test_store.c: the journal, recovery, snapshots */
 Suite *suite_auth(void);       /* test_auth.c: password_file, lunamq-ctl passwd, acl_file */
