@@ -210,6 +210,9 @@ uint8_t mqtt_connect_version(const uint8_t *buf, size_t len);
 struct mqtt_connect {
     struct lq_bytes protocol_name;
     uint8_t version; /* enum mqtt_version */
+    /* a bridge: mosquitto's try_private sets the protocol level's top bit (decoded
+     * here, version without it; encoded: version | 0x80) */
+    bool bridge;
     bool clean_start;
     uint16_t keep_alive;
     struct mqtt_props props;

@@ -60,10 +60,13 @@ mqtt_connect_version(const uint8_t *buf, size_t len)
                          mqisdp[] = {0, 6, 'M', 'Q', 'I', 's', 'd', 'p'};
     const uint8_t *p = buf + hl;
     size_t n = len - hl;
-    if (n > sizeof(mqtt) && memcmp(p, mqtt, sizeof(mqtt)) == 0)
-        return p[sizeof(mqtt)] == MQTT_V311 || p[sizeof(mqtt)] == MQTT_V5 ? p[sizeof(mqtt)] : 0;
+    if (n > sizeof(mqtt) && memcmp(p, mqtt, sizeof(mqtt)) == 0) {
+        uint8_t v = p[sizeof(mqtt)];
+        if (v == (MQTT_V311 | 0x80)) v = MQTT_V311; /* try_private */
+        return v == MQTT_V311 || v == MQTT_V5 ? v : 0;
+    }
     if (n > sizeof(mqisdp) && memcmp(p, mqisdp, sizeof(mqisdp)) == 0)
-        return p[sizeof(mqisdp)] == MQTT_V31 ? MQTT_V31 : 0;
+        return (p[sizeof(mqisdp)] & 0x7f) == MQTT_V31 ? MQTT_V31 : 0;
     return 0;
 }
 
@@ -100,6 +103,8 @@ mqtt_decode_connect(uint8_t flags, const uint8_t *body, size_t len, struct mqtt_
     struct lq_bytes name;
     uint8_t level, cf;
     if (read_utf8(&c, &name) || read_u8(&c, &level)) return MQTT_RC_MALFORMED_PACKET;
+    out->bridge = (level & 0x80) && (level & 0x7f) != MQTT_V5; /* try_private: 3.1.x only */
+    if (out->bridge) level &= 0x7f;
     out->version = level;
     bool mqtt = bytes_eq(name, "MQTT", 4), mqisdp = bytes_eq(name, "MQIsdp", 6);
     if (!mqtt && !mqisdp) return MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION; /* name stays empty */

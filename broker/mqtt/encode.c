@@ -197,19 +197,20 @@ static void
 body_connect(struct mqtt_writer *w, const void *arg)
 {
     const struct mqtt_connect *c = arg;
-    bool v31 = c->version == MQTT_V31;
+    uint8_t level = c->version & 0x7f; /* the top bit: try_private */
+    bool v31 = level == MQTT_V31;
     put_binary(w, (struct lq_bytes){(const uint8_t *)(v31 ? "MQIsdp" : "MQTT"), v31 ? 6 : 4});
-    put_u8(w, c->version);
+    put_u8(w, (uint8_t)(c->version | (c->bridge ? 0x80 : 0)));
     uint8_t f =
         (uint8_t)((c->clean_start ? 0x02 : 0) | (c->will ? 0x04 : 0) |
                   (c->will ? (c->will_qos & 3) << 3 : 0) | (c->will && c->will_retain ? 0x20 : 0) |
                   (c->has_password ? 0x40 : 0) | (c->has_username ? 0x80 : 0));
     put_u8(w, f);
     put_u16(w, c->keep_alive);
-    if (c->version == MQTT_V5) mqtt_put_props_block(w, &c->props);
+    if (level == MQTT_V5) mqtt_put_props_block(w, &c->props);
     put_binary(w, c->client_id);
     if (c->will) {
-        if (c->version == MQTT_V5) mqtt_put_props_block(w, &c->will_props);
+        if (level == MQTT_V5) mqtt_put_props_block(w, &c->will_props);
         put_binary(w, c->will_topic);
         put_binary(w, c->will_payload);
     }
