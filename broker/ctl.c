@@ -39,6 +39,7 @@ usage(FILE *f)
                "                              filters, share groups and their next member)\n"
                "  retained [FILTER]           retained messages (topic, size, age)\n"
                "  hooks                       every hook with its state and counters\n"
+               "  bridges                     each bridge: state, remote, counters, last error\n"
                "  hooks reload                reload the scripts directory now\n"
                "  hooks test FILE --topic T --payload P [--qos N]\n"
                "                              run a hook file offline on one message\n"
@@ -693,9 +694,10 @@ main(int argc, char **argv)
         }
         return watch(s, json);
     }
-    static const char *const known[] = {
-        "stats", "clients", "client",  "subscriptions", "subscribers", "retained", "hooks",
-        "kick",  "reload",  "version", "persistence",   "acl",         "cluster",  NULL};
+    static const char *const known[] = {"stats",       "clients",  "client",      "subscriptions",
+                                        "subscribers", "retained", "hooks",       "kick",
+                                        "reload",      "version",  "persistence", "acl",
+                                        "cluster",     "bridges",  NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

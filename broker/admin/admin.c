@@ -24,6 +24,7 @@
 #include "../session/session_int.h"
 #include "admin.h"
 #include "admin_int.h"
+#include "bridge.h"
 #include "broker.h"
 #include "cluster.h"
 #include "hooks.h"
@@ -182,7 +183,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 112 /* collect() fills 107 */
+#define MAX_FIGURES 120 /* collect() fills 114 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -378,6 +379,25 @@ collect(struct admin *a, struct figure *f)
     C("cluster_retained_in", NULL, cs.retained_in, "retained updates from the stream applied here");
     C("cluster_retained_failed", NULL, cs.retained_failed,
       "retained messages JetStream did not take: not shared with other nodes");
+    struct bridge_info bt = {0}, bi;
+    uint64_t nbridges_up = 0;
+    for (size_t i = 0; i < b->nbridged; i++) {
+        bridge_info(b->bridged[i].br, &bi);
+        nbridges_up += bridge_is_connected(b->bridged[i].br);
+        bt.msgs_out += bi.msgs_out;
+        bt.msgs_in += bi.msgs_in;
+        bt.waiting += bi.waiting;
+        bt.connects += bi.connects;
+        bt.connect_failures += bi.connect_failures;
+    }
+    G("bridges", NULL, b->nbridged, "bridges configured (connection blocks)");
+    G("bridges_connected", NULL, nbridges_up, "bridges connected to their remote broker");
+    C("bridges_messages_out", NULL, bt.msgs_out, "messages the bridges sent to remote brokers");
+    C("bridges_messages_in", NULL, bt.msgs_in, "messages the bridges received from remote brokers");
+    G("bridges_waiting", NULL, bt.waiting, "messages queued or in flight for remote brokers");
+    C("bridges_connects", NULL, bt.connects, "bridge connections accepted by their remote");
+    C("bridges_connect_failures", NULL, bt.connect_failures,
+      "bridge connection attempts that failed");
     G("memory_rss_bytes", NULL, rss_bytes(), "resident memory of the broker");
     G("event_loop_lag_ms", NULL, a->lag_ms, "event loop delay of the last one-second tick");
     G("event_loop_lag_max_ms", NULL, a->lag_max_ms, "largest event loop delay since start");
@@ -388,6 +408,48 @@ collect(struct admin *a, struct figure *f)
 #undef C
 #undef F
     return n;
+}
+
+static void
+bridge_fields(struct reply *r, const struct bridge_info *bi)
+{
+    reply_str(r, "name", bi->name);
+    reply_str(r, "state", bi->state);
+    reply_str(r, "address", bi->address);
+    reply_bool(r, "tls", bi->tls);
+    reply_u64(r, "protocol", bi->version);
+    reply_str(r, "remote_clientid", bi->remote_id);
+    reply_str(r, "local_clientid", bi->local_id);
+    reply_dbl(r, "connected_since", bi->connected_since);
+    reply_u64(r, "messages_out", bi->msgs_out);
+    reply_u64(r, "messages_in", bi->msgs_in);
+    reply_u64(r, "waiting", bi->waiting);
+    reply_u64(r, "connects", bi->connects);
+    reply_u64(r, "connect_failures", bi->connect_failures);
+    reply_u64(r, "reconnects", bi->connects ? bi->connects - 1 : 0);
+    reply_str(r, "last_error", bi->last_error);
+}
+
+static void
+bridge_list(struct admin *a, struct reply *r, const char *key)
+{
+    reply_list(r, key);
+    for (size_t i = 0; i < a->b->nbridged; i++) {
+        struct bridge_info bi;
+        bridge_info(a->b->bridged[i].br, &bi);
+        reply_object(r);
+        bridge_fields(r, &bi);
+        reply_end_object(r);
+    }
+    reply_end_list(r);
+}
+
+static void
+cmd_bridges(struct admin *a, struct reply *r, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    bridge_list(a, r, NULL);
 }
 
 static void
@@ -409,6 +471,7 @@ cmd_stats(struct admin *a, struct reply *r, int argc, char **argv)
         else
             reply_u64(r, f[i].name, (uint64_t)f[i].v);
     }
+    if (a->b->nbridged) bridge_list(a, r, "bridge_list");
     reply_end_object(r);
 }
 
@@ -834,6 +897,8 @@ run(struct admin *a, char *line, struct sbuf *body)
         cmd_retained(a, &r, argc, args);
     else if (strcmp(cmd, "hooks") == 0)
         cmd_hooks(a, &r, argc, args);
+    else if (strcmp(cmd, "bridges") == 0)
+        cmd_bridges(a, &r, argc, args);
     else if (strcmp(cmd, "persistence") == 0)
         return cmd_persistence(a, &r, argc, args);
     else if (strcmp(cmd, "kick") == 0)
@@ -943,6 +1008,33 @@ metrics_page(struct admin *a, struct sbuf *b)
         sbuf_printf(b, "# HELP lunamq_%s%s %s\n# TYPE lunamq_%s%s %s\nlunamq_%s%s %.17g\n",
                     f[i].name, suffix, f[i].help, f[i].name, suffix,
                     f[i].counter ? "counter" : "gauge", f[i].name, suffix, f[i].v);
+    }
+    static const struct {
+        const char *name, *type, *help;
+    } bm[] = {
+        {"bridge_connected", "gauge", "1 while the bridge is connected to its remote"},
+        {"bridge_messages_out_total", "counter", "messages the bridge sent to its remote"},
+        {"bridge_messages_in_total", "counter", "messages the bridge received from its remote"},
+        {"bridge_waiting", "gauge", "messages queued or in flight for the remote"},
+        {"bridge_connects_total", "counter", "connections the remote accepted"},
+        {"bridge_connect_failures_total", "counter", "connection attempts that failed"},
+    };
+    for (size_t k = 0; k < sizeof(bm) / sizeof(bm[0]) && a->b->nbridged; k++) {
+        sbuf_printf(b, "# HELP lunamq_%s %s\n# TYPE lunamq_%s %s\n", bm[k].name, bm[k].help,
+                    bm[k].name, bm[k].type);
+        for (size_t i = 0; i < a->b->nbridged; i++) {
+            struct bridge_info bi;
+            bridge_info(a->b->bridged[i].br, &bi);
+            uint64_t v[] = {bridge_is_connected(a->b->bridged[i].br),
+                            bi.msgs_out,
+                            bi.msgs_in,
+                            bi.waiting,
+                            bi.connects,
+                            bi.connect_failures};
+            sbuf_printf(b, "lunamq_%s{bridge=", bm[k].name);
+            sbuf_json_str(b, bi.name, strlen(bi.name));
+            sbuf_printf(b, "} %llu\n", (unsigned long long)v[k]);
+        }
     }
     for (size_t k = 0; k < NHOOK_COUNTERS; k++) {
         const char *nm = hook_counters[k].name;

@@ -175,7 +175,9 @@ access_bind(struct session *s)
 {
     const struct scope *sc = scope_of(s->b, s->conn);
     acl_client_free(s->acl);
-    s->acl = sc->acl ? acl_client_new(sc->acl, s->username, s->id) : NULL;
+    /* a bridge's local side is the broker's own: no rules (mosquitto's local_username
+     * is refused by the configuration) */
+    s->acl = sc->acl && !s->bridge ? acl_client_new(sc->acl, s->username, s->id) : NULL;
     classify_subscriptions(s);
 }
 

@@ -185,7 +185,8 @@ slow_tick(evutil_socket_t fd, short what, void *arg)
             s->progressed = false;
             s->stalled_since = now;
         }
-        if (now - s->stalled_since < b->conf.max_hold_time_ms) {
+        /* a bridge's queue waits for its remote: its publishers stay held */
+        if (s->bridge || now - s->stalled_since < b->conf.max_hold_time_ms) {
             i++;
             continue;
         }

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "admin.h"
+#include "bridge.h"
 #include "broker.h"
 #include "cluster.h"
 #include "hooks.h"
@@ -397,6 +398,7 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     if (!errbuf[0]) open_cluster(b, errbuf, errlen); /* before recovery: its subscriptions */
     if (!errbuf[0]) persist_open(b, errbuf, errlen); /* listeners open after recovery */
     if (!errbuf[0]) access_bind_all(b);              /* the sessions read back */
+    if (!errbuf[0]) bridged_open(b, errbuf, errlen); /* their sessions may be read back */
     if (errbuf[0]) {
         broker_free(b);
         return NULL;
@@ -430,6 +432,9 @@ broker_free(struct broker *b)
 {
     if (!b) return;
     b->shutting_down = true;
+    bridged_close(b);         /* "0" and DISCONNECT to each remote; sessions stay */
+    bridges_free(b->bridges); /* and their connections */
+    b->bridges = NULL;
     cluster_close(b->cluster); /* what this node published, out; no more from others */
     b->cluster = NULL;
     persist_close(b); /* the teardown below is not recorded: sessions outlive it */
@@ -470,7 +475,8 @@ shutdown_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct broker *b = arg;
     static const struct timeval tick = {0, 50 * 1000};
-    if (connection_count(b) == 0 || lq_now_ms() >= b->shutdown_deadline) {
+    size_t left = connection_count(b) + bridges_conn_count(b->bridges); /* flushing */
+    if (left == 0 || lq_now_ms() >= b->shutdown_deadline) {
         event_base_loopexit(b->base, NULL);
         return;
     }
@@ -483,6 +489,7 @@ broker_shutdown(struct broker *b)
     if (b->shutting_down) return;
     b->shutting_down = true;
     lq_log(LQ_LOG_NOTICE, "shutting down");
+    bridged_close(b); /* a client's DISCONNECT to each remote, not a server's */
     for (size_t i = 0; i < b->nbuckets; i++) {
         for (struct session *s = b->buckets[i], *next; s; s = next) {
             next = s->hnext;
@@ -616,7 +623,8 @@ broker_reload(struct broker *b, char *restart, size_t len)
     keep_restart_only(&b->conf, &nc, restart, len); /* nc now holds the running ones */
     struct lq_conf old = b->conf;
     b->conf = nc;
-    conf_fini(&old); /* the values replaced, and those the file gave for restart-only ones */
+    bridged_reload(b); /* while the old blocks still exist */
+    conf_fini(&old);   /* the values replaced, and those the file gave for restart-only ones */
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     hooks_configure(b->hooks, &hc); /* new limits; the directory is rescanned */

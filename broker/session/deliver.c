@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge.h"
 #include "session_int.h"
 
 #define SMALL_PACKET (64 * 1024) /* above this the payload goes out by reference */
@@ -128,6 +129,13 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
     p.packet_id = pid;
     p.topic = (struct lq_bytes){(const uint8_t *)m->topic, m->topic_len};
     p.payload = (struct lq_bytes){m->payload, m->payload_len};
+    if (s->bridge) { /* to another broker: its topic there */
+        size_t tlen;
+        const char *t = bridge_map_out(s->bridge, m->topic, m->topic_len, &tlen);
+        if (!t) return false;
+        p.topic = (struct lq_bytes){(const uint8_t *)t, tlen};
+        if (!bridge_outgoing_retain(s->bridge)) p.retain = false;
+    }
     bool new_alias = false;
     if (s->version == MQTT_V5) {
         if (m->has_expiry) {
@@ -189,8 +197,8 @@ pid_in_use(const struct session *s, uint16_t pid)
     return false;
 }
 
-static uint16_t
-next_pid(struct session *s)
+uint16_t
+session_next_pid(struct session *s)
 {
     for (;;) { /* ends: fewer than 65535 are in flight */
         uint16_t pid = s->next_pid++;
@@ -222,7 +230,7 @@ send_entry(struct session *s, struct qentry *e)
         qentry_free(e);
         return;
     }
-    e->pid = next_pid(s);
+    e->pid = session_next_pid(s);
     e->state = e->qos == 1 ? Q_WAIT_PUBACK : Q_WAIT_PUBREC;
     if (s->store_id) { /* its packet id: QoS 1 may go before it is durable */
         uint64_t since = persist_seq(s->b);
@@ -290,7 +298,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
     if (over_bounds(s, size, how, qos)) {
         /* keep it and hold the publisher back, unless there is none to hold, it is
          * QoS 0, the subscriber is away, or it already stalled past max_hold_time */
-        if (qos == 0 || !online || s->shedding || how != DELIVER_HOLDABLE)
+        if (qos == 0 || (!online && !s->bridge) || s->shedding || how != DELIVER_HOLDABLE)
             return drop_for(s, m, qos);
         rc = DELIVER_OVER;
         slow_mark(s);

@@ -344,6 +344,9 @@ connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body
         id = idbuf;
         assigned = true;
     }
+    struct session *bs = registry_find(b, id, idlen);
+    if (bs && bs->bridge) /* a bridge's local side is not a client's to take */
+        return refuse(c, &ck, MQTT_RC_CLIENT_ID_NOT_VALID, "the client id of a bridge");
     if (!authenticated) { /* Lua on_connect hooks, password_file, allow_anonymous */
         uint8_t arc = 0;
         const char *why = "";
@@ -394,6 +397,7 @@ connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body
                   : ck.has_username ? lq_xstrndup((const char *)ck.username.p, ck.username.len)
                                     : NULL;
     access_bind(s); /* its ACL: this username, maybe not the last connection's */
+    s->peer_bridge = ck.bridge;
     s->problem_info = !(ck.props.present & MQTT_PBIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) ||
                       ck.props.request_problem_info;
     s->client_recv_max = (ck.props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM))
@@ -445,13 +449,14 @@ connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
     s->connected_at = lq_wall_time();
-    session_log(s, LQ_LOG_INFO, "connected (MQTT %s%s, keep alive %u, session %s, expiry %u%s%s%s)",
+    session_log(s, LQ_LOG_INFO,
+                "connected (MQTT %s%s%s, keep alive %u, session %s, expiry %u%s%s%s)",
                 v5                        ? "5.0"
                 : ck.version == MQTT_V311 ? "3.1.1"
                                           : "3.1",
-                conn_is_tls(c) ? " over TLS" : "", keepalive, present ? "resumed" : "new", expiry,
-                s->username ? ", username \"" : "", s->username ? s->username : "",
-                s->username ? "\"" : "");
+                conn_is_tls(c) ? " over TLS" : "", ck.bridge ? ", a bridge (try_private)" : "",
+                keepalive, present ? "resumed" : "new", expiry, s->username ? ", username \"" : "",
+                s->username ? s->username : "", s->username ? "\"" : "");
     if (present) session_resend_inflight(s);
     session_pump(s);
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge.h"
 #include "cluster.h"
 #include "hooks.h"
 #include "net.h"
@@ -181,6 +182,16 @@ broker_publish(struct broker *b, struct msg *m, const struct session *origin,
     return refuse;
 }
 
+/* $SYS/broker/connection/<id>/state: a bridge's notification, and its will */
+static bool
+is_bridge_state(const char *t, size_t len)
+{
+    static const char pfx[] = "$SYS/broker/connection/", sfx[] = "/state";
+    size_t np = sizeof(pfx) - 1, ns = sizeof(sfx) - 1;
+    if (len <= np + ns || memcmp(t, pfx, np) || memcmp(t + len - ns, sfx, ns)) return false;
+    return memchr(t + np, '/', len - np - ns) == NULL;
+}
+
 uint8_t
 handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len)
 {
@@ -196,6 +207,13 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
     size_t tlen;
     rc = resolve_topic(s, &p, &topic, &tlen);
     if (rc) return rc;
+    if (s->bridge) { /* from another broker: its topic here */
+        topic = bridge_map_in(s->bridge, topic, tlen, &tlen);
+        if (!topic) { /* none of the bridge's topics: an old subscription there */
+            refuse_message(s, &p, MQTT_RC_NO_MATCHING_SUBSCRIBERS, since);
+            return MQTT_RC_SUCCESS;
+        }
+    }
     if (topic_is_too_deep(topic, tlen, b->conf.max_topic_levels)) return MQTT_RC_TOPIC_NAME_INVALID;
     if (p.retain && !b->conf.retain_available)
         return MQTT_RC_RETAIN_NOT_SUPPORTED; /* [MQTT-3.3.1-?] */
@@ -220,7 +238,9 @@ handle_publish(struct session *s, uint8_t flags, const uint8_t *body, size_t len
         refuse_message(s, &p, MQTT_RC_QUOTA_EXCEEDED, since);
         return MQTT_RC_SUCCESS;
     }
-    if (topic_is_sys(topic, tlen)) { /* only the broker writes there: neither routed nor kept */
+    /* only the broker (and its bridges) write there: neither routed nor kept; but the
+     * state of a bridge connected here is the bridge's to say (mosquitto's convention) */
+    if (topic_is_sys(topic, tlen) && !s->bridge && !is_bridge_state(topic, tlen)) {
         b->ctr.dropped_sys_topic++;
         lq_log_limited(&b->sys_publish_log, LQ_LOG_NOTICE,
                        "client \"%s\" %s: publish to \"%.*s\" refused: $SYS topics are the "

@@ -97,9 +97,10 @@ subscribe_one(struct session *s, const struct mqtt_sub_entry *e, uint32_t sub_id
                                &check);
         if (qos >= 0x80) return qos; /* 3.1.1: 0x80 */
     }
+    /* a bridge (try_private) gets its own messages not back, and retain flags as sent */
     struct sub_opts o = {.qos = qos,
-                         .no_local = e->no_local,
-                         .retain_as_published = e->retain_as_published,
+                         .no_local = e->no_local || s->peer_bridge,
+                         .retain_as_published = e->retain_as_published || s->peer_bridge,
                          .retain_handling = e->retain_handling,
                          .acl_check = check,
                          .sub_id = sub_id};

@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "bridge.h"
 #include "hooks.h"
 #include "session_int.h"
 #include "tls.h"
@@ -177,11 +178,12 @@ session_detach(struct session *s, bool send_will)
         else
             arm(s, &s->will_ev, will_cb, s->will->delay < s->expiry ? s->will->delay : s->expiry);
     }
-    if (s->expiry == 0) {
+    if (s->expiry == 0 && !s->bridge) { /* a bridge's lives as long as its bridge */
         session_end(s);
         return;
     }
     persist_session(s); /* offline since now, and its will */
+    if (s->bridge) return;
     session_arm_expiry(s);
 }
 
@@ -230,6 +232,10 @@ session_disconnect(struct session *s, uint8_t rc, const char *detail)
 {
     struct conn *c = s->conn;
     if (!c) return;
+    if (s->bridge) { /* the link is the bridge's: it reconnects */
+        bridge_disconnect(s->bridge, rc, detail);
+        return;
+    }
     session_log(s, rc == MQTT_RC_SESSION_TAKEN_OVER ? LQ_LOG_INFO : LQ_LOG_NOTICE,
                 "disconnect 0x%02x %s (%s)", rc, mqtt_rc_str(rc), detail);
     if (s->connected) send_disconnect(c, s->version, rc);

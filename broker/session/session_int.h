@@ -63,6 +63,9 @@ struct broker {
     struct admin *admin;     /* admin socket and statistics */
     struct persist *persist; /* the journal (persist.c); NULL: persistence false */
     struct cluster *cluster; /* other nodes through NATS (cluster/); NULL: no cluster_name */
+    struct bridges *bridges; /* connections to other brokers (bridge/); NULL: none */
+    struct bridged *bridged; /* each bridge and its local session (bridged.c) */
+    size_t nbridged;
     struct suback_wait *subacks, **subacks_tail; /* waiting for the cluster, in order */
     struct connect_wait *connect_waits; /* CONNECTs asking the cluster (handle_connect.c) */
     struct access *access;              /* password and ACL files, the CONNECTs being checked */
@@ -178,7 +181,8 @@ struct session {
     uint16_t nalias_out;
     uint8_t version;
     bool problem_info;
-    bool connected; /* CONNACK sent and not closed */
+    bool connected;   /* CONNACK sent and not closed */
+    bool peer_bridge; /* a bridge said so (try_private): its subscriptions are No Local */
 
     /* session scope */
     bool over_bound;        /* its queue passed the bound: publishers are held until it drains */
@@ -205,6 +209,9 @@ struct session {
     bool progressed; /* over its bound: an ack or a write since the last slow check */
 
     uint64_t store_id; /* its records in the journal (persist.c); 0: not written */
+    /* the local side of a bridge (bridged.c): its connection goes out to the remote,
+     * topics are remapped both ways, it never expires and holds publishers while away */
+    struct bridge *bridge;
 
     /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
     uint32_t match_idx;
@@ -249,6 +256,17 @@ void session_disconnect(struct session *s, uint8_t rc, const char *detail);
 void session_set_will(struct session *s, struct msg *m, uint32_t delay);
 void session_clear_will(struct session *s);
 void session_arm_expiry(struct session *s);
+
+/* bridged.c: the local side of the bridges (bridge.h) */
+struct bridged {
+    struct bridge *br;
+    struct session *s; /* named by the bridge's local client id */
+};
+int bridged_open(struct broker *b, char *err, size_t errlen); /* after recovery */
+void bridged_close(struct broker *b);                         /* every bridge stops */
+/* b->conf has the new file's bridge blocks (the previous ones are still valid during
+ * the call): unchanged bridges go on, changed ones restart, gone ones stop. */
+void bridged_reload(struct broker *b);
 
 /* handover.c: a session moving between nodes of the cluster. dump: whole (everything)
  * or the messages past the first skip; load: into a new session s (whole) or its
@@ -307,6 +325,7 @@ uint8_t broker_publish(struct broker *b, struct msg *m, const struct session *or
 int session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain,
                     const uint32_t *sub_ids, uint32_t nsub, enum deliver_how how);
 void session_pump(struct session *s);
+uint16_t session_next_pid(struct session *s); /* one not in flight now */
 void session_resend_inflight(struct session *s);
 void session_free_queues(struct session *s);
 uint8_t handle_puback(struct session *s, uint8_t type, const struct mqtt_ack *a);
