@@ -50,6 +50,8 @@ def main():
          [py, "bench/cluster.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Cluster (issue 16): what cluster sessions cost a CONNECT",
          [py, "bench/cluster_sessions.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
+        ("Bridges (issue 17): a message through a bridge, lunamq against mosquitto",
+         [py, "bench/bridge.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),
