@@ -66,8 +66,8 @@ map(struct fixture *f, bool out, const char *t)
 {
     static char buf[512];
     size_t n;
-    const char *r = out ? bridge_map_out(f->br, t, strlen(t), &n)
-                        : bridge_map_in(f->br, t, strlen(t), &n);
+    const char *r =
+        out ? bridge_map_out(f->br, t, strlen(t), &n) : bridge_map_in(f->br, t, strlen(t), &n);
     if (!r) return "(none)";
     snprintf(buf, sizeof(buf), "%.*s", (int)n, r);
     return buf;

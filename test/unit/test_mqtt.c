@@ -168,6 +168,35 @@ decode_connect_bytes(const uint8_t *p, size_t n, struct mqtt_connect *c)
     return mqtt_decode_connect(tf & 15, body, len, c);
 }
 
+/* mosquitto's try_private: a bridge sets the protocol level's top bit (3.1.x only) */
+START_TEST(test_connect_try_private)
+{
+    const uint8_t versions[] = {MQTT_V311, MQTT_V31};
+    for (size_t i = 0; i < 2; i++) {
+        struct mqtt_connect c = sample_connect(versions[i]), d;
+        c.bridge = true;
+        size_t n = mqtt_encode_connect(&c, buf, sizeof(buf));
+        ck_assert_uint_le(n, sizeof(buf));
+        ck_assert_uint_eq(mqtt_connect_version(buf, n), versions[i]);
+        ck_assert_uint_eq(decode_connect_bytes(buf, n, &d), MQTT_RC_SUCCESS);
+        ck_assert(d.bridge);
+        ck_assert_uint_eq(d.version, versions[i]);
+        /* the level byte on the wire: after the fixed header and the protocol name */
+        size_t at = 2 + 2 + (versions[i] == MQTT_V31 ? 6 : 4);
+        ck_assert_uint_eq(buf[at], versions[i] | 0x80);
+        c.bridge = false;
+        n = mqtt_encode_connect(&c, buf, sizeof(buf));
+        ck_assert_uint_eq(decode_connect_bytes(buf, n, &d), MQTT_RC_SUCCESS);
+        ck_assert(!d.bridge);
+    }
+    /* MQTT 5 has No Local instead: 0x85 is not a level we speak */
+    struct mqtt_connect c = sample_connect(MQTT_V5), d;
+    size_t n = mqtt_encode_connect(&c, buf, sizeof(buf));
+    buf[2 + 2 + 4] = MQTT_V5 | 0x80;
+    ck_assert_uint_eq(decode_connect_bytes(buf, n, &d), MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);
+}
+END_TEST
+
 START_TEST(test_connect_malformed)
 {
     struct mqtt_connect c;
@@ -564,6 +593,7 @@ suite_mqtt_codec(void)
     tc = tcase_create("packets");
     tcase_add_test(tc, test_connect_roundtrip);
     tcase_add_test(tc, test_connect_malformed);
+    tcase_add_test(tc, test_connect_try_private);
     tcase_add_test(tc, test_publish_roundtrip_all_props);
     tcase_add_test(tc, test_publish_v311_and_subids);
     tcase_add_test(tc, test_publish_malformed);
