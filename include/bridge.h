@@ -27,11 +27,11 @@ struct event_base;
 
 /* What the remote said in its CONNACK, for the session that now sends to it. */
 struct bridge_peer {
-    uint8_t version;         /* MQTT 3, 4 or 5 */
-    bool session_present;    /* the remote kept our session */
-    bool retain_available;   /* false: retain flags are cleared on the way out */
-    uint16_t receive_max;    /* its Receive Maximum (65535 when it gives none) */
-    uint32_t max_packet;     /* the smaller of its Maximum Packet Size and ours to it */
+    uint8_t version;       /* MQTT 3, 4 or 5 */
+    bool session_present;  /* the remote kept our session */
+    bool retain_available; /* false: retain flags are cleared on the way out */
+    uint16_t receive_max;  /* its Receive Maximum (65535 when it gives none) */
+    uint32_t max_packet;   /* the smaller of its Maximum Packet Size and ours to it */
 };
 
 /* The session layer's side of a bridge; `sess` is the pointer given to bridge_new. */

@@ -127,7 +127,8 @@ send_connect(struct bridge *br)
     if (level == MQTT_V5) {
         ck.props.present = MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM);
         uint16_t rm = br->bs->receive_max;
-        ck.props.receive_maximum = bc->receive_maximum && bc->receive_maximum < rm ? bc->receive_maximum : rm;
+        ck.props.receive_maximum =
+            bc->receive_maximum && bc->receive_maximum < rm ? bc->receive_maximum : rm;
         if (!bc->cleansession) {
             ck.props.present |= MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY);
             /* cleansession false keeps the remote session: "never" unless given */
@@ -138,14 +139,14 @@ send_connect(struct bridge *br)
         ck.will = true;
         ck.will_qos = 1;
         ck.will_retain = true;
-        ck.will_topic = (struct lq_bytes){(const uint8_t *)br->notify_topic,
-                                          strlen(br->notify_topic)};
+        ck.will_topic =
+            (struct lq_bytes){(const uint8_t *)br->notify_topic, strlen(br->notify_topic)};
         ck.will_payload = (struct lq_bytes){(const uint8_t *)"0", 1};
     }
     if (bc->remote_username) {
         ck.has_username = true;
-        ck.username = (struct lq_bytes){(const uint8_t *)bc->remote_username,
-                                        strlen(bc->remote_username)};
+        ck.username =
+            (struct lq_bytes){(const uint8_t *)bc->remote_username, strlen(bc->remote_username)};
         if (bc->remote_password) {
             ck.has_password = true;
             ck.password = (struct lq_bytes){(const uint8_t *)bc->remote_password,
@@ -178,8 +179,8 @@ send_subscriptions(struct bridge *br)
         for (size_t i = 0; i < br->ntopics; i++) {
             const struct btopic *x = &br->topics[i];
             if (!(x->dir & BRIDGE_DIR_IN)) continue;
-            e[k].filter = (struct lq_bytes){(const uint8_t *)x->remote_filter,
-                                            strlen(x->remote_filter)};
+            e[k].filter =
+                (struct lq_bytes){(const uint8_t *)x->remote_filter, strlen(x->remote_filter)};
             e[k].qos = x->qos;
             e[k].no_local = true; /* what we publish there does not come back */
             e[k].retain_as_published = true;
@@ -216,7 +217,8 @@ send_subscriptions(struct bridge *br)
 static uint32_t
 next_delay_ms(struct bridge *br)
 {
-    uint64_t base = (uint64_t)br->bc->restart_base * 1000, cap = (uint64_t)br->bc->restart_cap * 1000;
+    uint64_t base = (uint64_t)br->bc->restart_base * 1000,
+             cap = (uint64_t)br->bc->restart_cap * 1000;
     if (base == 0) base = 1000;
     if (cap < base) cap = base;
     if (cap == base) return (uint32_t)base;
@@ -511,8 +513,7 @@ static void
 arm_tick(struct bridge *br)
 {
     const struct bridge_conf *bc = br->bc;
-    bool lazy = bc->start_type == BRIDGE_START_LAZY &&
-                (br->state == BS_IDLE || br->state == BS_UP);
+    bool lazy = bc->start_type == BRIDGE_START_LAZY && (br->state == BS_IDLE || br->state == BS_UP);
     bool secondary = br->state == BS_UP && !bc->round_robin && br->addr != 0;
     if ((lazy || secondary) && !evtimer_pending(br->tick_ev, NULL)) arm(br->tick_ev, 1000);
 }
@@ -568,8 +569,8 @@ on_connack(struct bridge *br, uint8_t flags, const uint8_t *body, size_t len)
     br->last_error[0] = '\0';
     br->connected_since = lq_wall_time();
     br->active_ms = lq_now_ms();
-    br->probe_at_ms = br->active_ms + (uint64_t)(br->bc->restart_base ? br->bc->restart_base : 5) *
-                                          1000;
+    br->probe_at_ms =
+        br->active_ms + (uint64_t)(br->bc->restart_base ? br->bc->restart_base : 5) * 1000;
     conn_set_deadline(br->conn, 0);
     conn_set_keepalive(br->conn, (uint64_t)keepalive * 1500); /* its PINGRESP, or anything */
     if (keepalive) {
@@ -577,7 +578,9 @@ on_connack(struct bridge *br, uint8_t flags, const uint8_t *body, size_t len)
         event_add(br->ping_ev, &tv);
     }
     blog(br, LQ_LOG_NOTICE, "connected (MQTT %s%s%s, session %s)",
-         level == MQTT_V5 ? "5.0" : level == MQTT_V311 ? "3.1.1" : "3.1",
+         level == MQTT_V5     ? "5.0"
+         : level == MQTT_V311 ? "3.1.1"
+                              : "3.1",
          conn_is_tls(br->conn) ? " over TLS" : "", (br->version & 0x80) ? ", try_private" : "",
          ca.session_present ? "resumed" : "new");
     send_subscriptions(br);
@@ -807,8 +810,8 @@ names_make(struct bridge *br)
     /* mosquitto's defaults: <hostname>.<name>, local.<remote id> */
     br->remote_id = bc->remote_clientid ? lq_xstrdup(bc->remote_clientid)
                                         : concat(br->bs->hostname, ".", bc->name);
-    br->local_id = bc->local_clientid ? lq_xstrdup(bc->local_clientid)
-                                      : concat("local.", br->remote_id, "");
+    br->local_id =
+        bc->local_clientid ? lq_xstrdup(bc->local_clientid) : concat("local.", br->remote_id, "");
     br->notify_topic = bc->notification_topic
                            ? lq_xstrdup(bc->notification_topic)
                            : concat("$SYS/broker/connection/", br->remote_id, "/state");

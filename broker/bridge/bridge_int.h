@@ -16,7 +16,7 @@ struct tls_ctx;
 
 /* One `topic` line, ready to use: both filters with their prefixes. */
 struct btopic {
-    char *local_filter, *remote_filter; /* prefix + pattern */
+    char *local_filter, *remote_filter;       /* prefix + pattern */
     const char *local_prefix, *remote_prefix; /* "" when none */
     uint16_t llen, rlen;                      /* of the prefixes */
     uint8_t dir, qos;                         /* BRIDGE_DIR_* */
@@ -56,7 +56,7 @@ struct bridge {
     uint32_t backoff_ms; /* the last delay, for the jitter */
     uint8_t version;     /* the protocol level sent in CONNECT (with try_private's bit) */
     bool private_refused;
-    bool retain_ok; /* the remote takes retained messages (its CONNACK) */
+    bool retain_ok;  /* the remote takes retained messages (its CONNACK) */
     int8_t notified; /* the last local notification: -1 none, 0 or 1 */
     struct event *retry_ev, *ping_ev, *tick_ev;
     struct evdns_getaddrinfo_request *dns_req;

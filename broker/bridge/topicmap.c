@@ -100,8 +100,7 @@ bridge_map_out(struct bridge *br, const char *t, size_t len, size_t *out_len)
         if (!(x->dir & BRIDGE_DIR_OUT) ||
             !topic_matches(x->local_filter, strlen(x->local_filter), t, len))
             continue;
-        const char *r =
-            swap_prefix(t, len, x->llen, x->remote_prefix, x->rlen, out_len);
+        const char *r = swap_prefix(t, len, x->llen, x->remote_prefix, x->rlen, out_len);
         if (r) {
             br->msgs_out++;
             br->active_ms = lq_now_ms();

@@ -28,7 +28,7 @@ up(void *sess, struct conn *c, const struct bridge_peer *peer)
     s->problem_info = true;
     s->client_recv_max = peer->receive_max ? peer->receive_max : 65535;
     s->client_max_packet = peer->max_packet;
-    s->client_alias_max = 0; /* topics are remapped: no aliases towards the remote */
+    s->client_alias_max = 0;      /* topics are remapped: no aliases towards the remote */
     if (!peer->session_present) { /* its QoS 2 packet ids are new: ours of old go */
         for (uint32_t i = 0; i < s->nin; i++) persist_in_pid(s, s->in_pids[i], false);
         s->nin = 0;
