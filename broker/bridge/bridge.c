@@ -316,6 +316,7 @@ link_close(struct bridge *br, const char *why)
     probe_free(br);
     drop_conn(br);
     event_del(br->retry_ev);
+    br->state = BS_IDLE; /* the caller says what comes next */
 }
 
 static void
@@ -498,7 +499,6 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
                    now - br->active_ms >= (uint64_t)bc->idle_timeout * 1000) {
             link_close(br, "idle (start_type lazy)");
             notify_local(br, 0);
-            br->state = BS_IDLE;
         }
     }
     if (br->state == BS_UP && !bc->round_robin && br->addr != 0 && !br->probe &&

@@ -794,3 +794,49 @@ def test_hostile_remote_malformed_and_wrong_packets(_b):
         t.join(5)
         srv.close()
         finish(e)
+
+
+def test_outgoing_retain_and_retained_messages(_b):
+    """Retained messages keep their flag through the bridge (Retain As Published), so the
+    remote stores them; bridge_outgoing_retain false clears it (for remotes without them)."""
+    for keep in (True, False):
+        lines = ["bridge_protocol_version mqttv50", "topic r/# out 1"]
+        if not keep:
+            lines.append("bridge_outgoing_retain false")
+        with Pair(lines) as p:
+            wait_state(p.edge, "connected")
+            pub(p.edge.port, "e-pub", [("r/state", b"on")], retain=True)
+            time.sleep(0.3)
+            late = sub(p.remote.port, "late", "r/#")  # after the fact: only a retained one
+            got = drain(late, 0.5)
+            assert got == ([("r/state", b"on", True)] if keep else []), (keep, got)
+
+
+def test_bridge_max_packet_size_and_v5_session_options(_b):
+    """bridge_max_packet_size: what would be larger is not sent (counted); the MQTT 5
+    options reach the remote in CONNECT."""
+    with Pair(["bridge_protocol_version mqttv50", "bridge_max_packet_size 200",
+               "bridge_session_expiry_interval 120", "bridge_receive_maximum 7",
+               "remote_clientid edge-x", "topic big/# out 1"]) as p:
+        wait_state(p.edge, "connected")
+        assert p.remote.wait_log('client "edge-x"', 5)
+        assert "expiry 120" in p.remote.output(), p.remote.output()[-1500:]
+        rs = sub(p.remote.port, "r-sub", "big/#")
+        pub(p.edge.port, "e-pub", [("big/a", b"x" * 500), ("big/b", b"small")])
+        assert drain(rs, 0.6) == [("big/b", b"small", False)]
+        assert ctl(p.edge, "stats")["dropped_oversize"] >= 1
+
+
+def test_local_cleansession_true_drops_the_queue_on_restart(_b):
+    """local_cleansession true: the bridge's local session is not kept (mosquitto's
+    meaning), so what waited for the remote is gone after a restart."""
+    with Pair(["topic data/# out 1", "local_cleansession true"],
+              edge_conf=["persistence true", "persistence_location {dir}/store"]) as p:
+        wait_state(p.edge, "connected")
+        p.remote.stop()
+        pub(p.edge.port, "e-pub", [("data/x", b"%d" % i) for i in range(5)])
+        assert bridge(p.edge)["waiting"] == 5
+        assert p.edge.stop() == 0
+        p.edge.restart()
+        assert bridge(p.edge)["waiting"] == 0
+        p.remote.start()
