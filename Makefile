@@ -119,8 +119,8 @@ test: deps
 	$(Q)./build/unit
 	$(Q)$(MAKE) --no-print-directory san
 	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/san/unit
-	$(Q)LUNAMQ_BIN=build/lunamq /usr/bin/python3 test/e2e/run.py
-	$(Q)LUNAMQ_BIN=build/san/lunamq LUNAMQ_SAN=1 /usr/bin/python3 test/e2e/run.py
+	$(Q)LUNAMQ_BIN=build/lunamq /usr/bin/python3 test/e2e/run.py -j 2
+	$(Q)LUNAMQ_BIN=build/san/lunamq LUNAMQ_SAN=1 /usr/bin/python3 test/e2e/run.py -j 2
 	$(Q)$(MAKE) --no-print-directory tls-packaged
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 

@@ -697,6 +697,7 @@ topic cmd/# in 1
         finish(r)
 
 
+@lqtest.serial
 def test_remote_flood_leaves_local_clients_served(_b):
     """The remote floods the bridge's `in` topic (QoS 0 and 1, as fast as it can) into an
     edge subscriber that reads nothing: the edge's other clients are served meanwhile, and

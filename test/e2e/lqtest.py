@@ -34,6 +34,12 @@ def conf(*lines):
     return wrap
 
 
+def serial(fn):
+    """Decorator: the test measures latency, CPU or memory: run.py -j runs it alone."""
+    fn.serial = True
+    return fn
+
+
 def may_exit(fn):
     """Decorator: the test stops the broker itself."""
     fn.broker_may_exit = True
