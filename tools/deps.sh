@@ -25,7 +25,8 @@ say() { printf 'deps: %s\n' "$*"; }
 # ---- 1. Debian packages ----
 pkgs=(build-essential pkg-config libevent-dev check liblua5.4-dev lua5.4 lua-cjson clang
       libclang-rt-dev mosquitto mosquitto-clients python3 python3-paho-mqtt openssl curl
-      valgrind ca-certificates libnats-dev nats-server python3-cryptography)
+      valgrind ca-certificates libnats-dev nats-server python3-cryptography
+      man-db groff-base)  # man-db, groff-base: test/e2e/32-man.py renders man/
 missing=()
 for p in "${pkgs[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
