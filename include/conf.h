@@ -6,6 +6,10 @@
  *
  * conf owns every string and list in struct lq_conf. A reload (SIGHUP) parses the
  * file into a fresh struct; the broker then copies the values that can change live.
+ *
+ * A relative scripts_dir, admin_socket, persistence_location or pid_file is made absolute
+ * against the main file's directory (conf_dir) when the line is read, and so are their
+ * defaults: the broker may run from another working directory (as a service, from /).
  */
 #ifndef LUNAMQ_CONF_H
 #define LUNAMQ_CONF_H
@@ -127,11 +131,11 @@ struct lq_conf {
     unsigned log_types;                   /* LQ_LOG_* bits; default LQ_LOG_DEFAULT */
     unsigned log_dests;                   /* LQ_DEST_* bits; default stderr */
     char *log_file;                       /* with LQ_DEST_FILE */
-    char *scripts_dir;                    /* Lua hooks; default "./scripts" */
+    char *scripts_dir;                    /* Lua hooks; default "<conf_dir>/scripts" */
     uint64_t hook_instruction_limit;      /* per hook call; default 1 000 000 */
     uint64_t hook_memory_limit;           /* bytes per hook; default 16 MiB */
     bool hook_on_error_drop;              /* hook_on_error drop; default pass */
-    char *admin_socket;                   /* default "./lunamq.sock"; "none": off */
+    char *admin_socket;                   /* default "<conf_dir>/lunamq.sock"; "none": off */
     uint32_t sys_interval;                /* seconds between $SYS updates; default 10, 0 = off */
     uint16_t metrics_port;                /* Prometheus /metrics; 0 = off (default) */
     char *metrics_host;                   /* default 127.0.0.1 */
@@ -141,7 +145,7 @@ struct lq_conf {
     uint32_t max_subscriptions_per_client;
     /* persistence (issue 13): the journal in persistence_location */
     bool persistence;              /* default false, as mosquitto */
-    char *persistence_location;    /* directory; NULL: "." */
+    char *persistence_location;    /* directory; default "<conf_dir>" */
     char *persistence_file;        /* mosquitto's file name: only noted, lunamq uses a directory */
     bool persistence_sync_process; /* persistence_sync process; default power (fdatasync) */
     uint32_t autosave_interval;    /* seconds (or changes), then the journal is compacted; 1800 */
@@ -168,16 +172,32 @@ struct lq_conf {
     size_t ncluster_topics_local;
     bool cluster_retained_local; /* cluster_retained local (default jetstream) */
     struct bridge_conf *bridges; /* connection blocks, file order */
+    /* running as a service (issue 18) */
+    /* user NAME: drop to it after binding ports and reading keys; NULL: not given */
+    char *user;
+    char *pid_file;     /* pid_file PATH; NULL: none */
+    bool log_timestamp; /* default true */
+    /* strftime format (rest of the line); NULL: lunamq's ISO 8601 with ms */
+    char *log_timestamp_format;
+    bool connection_messages;  /* default true */
+    bool log_format_mosquitto; /* log_format mosquitto|lunamq; default lunamq (false) */
+    /* absolute directory of the main configuration file; NULL without one */
+    char *conf_dir;
 };
 
-/* Defaults as listed above. */
+/* Defaults as listed above (without a file: scripts_dir, admin_socket and
+ * persistence_location NULL, the callers' fallbacks relative to the working directory). */
 void conf_init(struct lq_conf *c);
 /* Free everything c owns and reset it to defaults. */
 void conf_fini(struct lq_conf *c);
 
-/* Parse `path` into c (which conf_init set up). On error returns -1 and writes
- * "FILE:LINE: message" into err (errlen bytes): unknown option, missing or bad value,
- * unreadable file. c may then hold part of the file: conf_fini it. */
+/* Parse `path` into c (which conf_init set up). A bad line is skipped and the parse goes
+ * on, so that one run reports every error: on any, returns -1 and writes each as its own
+ * "FILE:LINE: message" line into err (newline-separated, no newline at the end; an
+ * included file's errors name that file): unknown option, missing or bad value,
+ * unreadable file, a listener or bridge block that is incomplete at the end (checked only
+ * when none of its lines was bad). What does not fit in errlen bytes ends as
+ * "...and N more errors". c may then hold part of the file: conf_fini it. */
 int conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen);
 
 /* Do two bridges say the same (every field but `at`s and next)? A reload restarts a bridge

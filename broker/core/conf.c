@@ -2,7 +2,8 @@
  *
  * conf: mosquitto.conf-style configuration. One table row per option: its name
  * and the function that parses its value into struct lq_conf. Errors come back as
- * "FILE:LINE: message"; nothing here logs or exits. */
+ * "FILE:LINE: message", every one of the file (a bad line is skipped and the parse goes
+ * on); nothing here logs or exits. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "conf.h"
 #include "lq.h"
@@ -22,12 +24,26 @@
  * `address` takes a list */
 #define MAX_TOKENS 16
 
+/* What one conf_load found wrong, shared by the files it includes. */
+struct report {
+    char **msgs; /* "FILE:LINE: message", in file order */
+    size_t n;
+    /* listeners and bridges with a bad line: their end-of-file checks would only repeat
+     * it ("no address line" after a bad address line) */
+    const void **bad;
+    size_t nbad;
+    /* blocks whose opening line was bad: they take the lines below (still checked), which
+     * would otherwise go to the block above or each fail; dropped at the end */
+    struct listener_conf *stray_listeners;
+    struct bridge_conf *stray_bridges;
+};
+
 struct parse {
     struct lq_conf *c;
     const char *file;
     unsigned line;
-    char *err;
-    size_t errlen;
+    struct report *rep;
+    const void *block; /* the listener or bridge the current line's option went to */
     int ntok;
     char *tok[MAX_TOKENS]; /* tok[0] is the option name */
     bool seen_log_type, seen_log_dest;
@@ -36,7 +52,79 @@ struct parse {
     struct bridge_conf *bridge; /* the connection block being read (in this file) */
 };
 
-static int load_file(struct parse *ps, const char *path);
+static void load_file(struct parse *ps, const char *path);
+
+__attribute__((format(printf, 2, 3))) static void
+report_add(struct report *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *msg = lq_xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    r->msgs = lq_xrealloc(r->msgs, (r->n + 1) * sizeof(*r->msgs));
+    r->msgs[r->n++] = msg;
+}
+
+static void
+report_mark_bad(struct report *r, const void *block)
+{
+    r->bad = lq_xrealloc(r->bad, (r->nbad + 1) * sizeof(*r->bad));
+    r->bad[r->nbad++] = block;
+}
+
+static bool
+report_is_bad(const struct report *r, const void *block)
+{
+    for (size_t i = 0; i < r->nbad; i++)
+        if (r->bad[i] == block) return true;
+    return false;
+}
+
+/* "\n...and N more errors" (without the newline when first) */
+static int
+more_errors(char *buf, size_t len, bool first, size_t n)
+{
+    return snprintf(buf, len, "%s...and %zu more error%s", first ? "" : "\n", n, n == 1 ? "" : "s");
+}
+
+/* The errors one a line, as many whole lines as errlen holds (the first one cut if even it
+ * does not fit, as a lone error always was), then how many did not fit. */
+static void
+report_write(const struct report *r, char *err, size_t errlen)
+{
+    if (!errlen || !r->n) return;
+    size_t len = 0, i = 0;
+    for (; i < r->n; i++) {
+        char tail[64] = "";
+        if (i + 1 < r->n) more_errors(tail, sizeof(tail), false, r->n - i - 1);
+        size_t need = len + (i ? 1 : 0) + strlen(r->msgs[i]) + strlen(tail);
+        if (need >= errlen) break;
+        len += (size_t)snprintf(err + len, errlen - len, "%s%s", i ? "\n" : "", r->msgs[i]);
+    }
+    if (i == 0) { /* the first alone is too long: cut it, leaving room for the count */
+        char tail[64] = "";
+        size_t tl = r->n > 1 ? (size_t)more_errors(tail, sizeof(tail), false, r->n - 1) : 0;
+        size_t keep = errlen - 1 > tl ? errlen - 1 - tl : 0;
+        if (keep > strlen(r->msgs[0])) keep = strlen(r->msgs[0]);
+        memcpy(err, r->msgs[0], keep);
+        len = keep;
+        err[len] = '\0';
+        i = 1;
+    }
+    if (i < r->n) more_errors(err + len, errlen - len, len == 0, r->n - i);
+}
+
+static void
+report_fini(struct report *r)
+{
+    for (size_t i = 0; i < r->n; i++) free(r->msgs[i]);
+    free(r->msgs);
+    free(r->bad);
+}
 
 __attribute__((format(printf, 2, 3))) static int
 fail(struct parse *ps, const char *fmt, ...)
@@ -46,7 +134,7 @@ fail(struct parse *ps, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    snprintf(ps->err, ps->errlen, "%s:%u: %s", ps->file, ps->line, msg);
+    report_add(ps->rep, "%s:%u: %s", ps->file, ps->line, msg);
     return -1;
 }
 
@@ -86,6 +174,17 @@ boolean(struct parse *ps, bool *out)
     return 0;
 }
 
+/* One of two words, into a bool: the second is true. */
+static int
+one_of(struct parse *ps, const char *no, const char *yes, bool *out)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], no) != 0 && strcmp(ps->tok[1], yes) != 0)
+        return fail(ps, "%s: '%s' is not %s or %s", ps->tok[0], ps->tok[1], no, yes);
+    *out = strcmp(ps->tok[1], yes) == 0;
+    return 0;
+}
+
 /* "FILE:LINE" of the line being parsed, allocated. */
 static char *
 where(const struct parse *ps)
@@ -122,18 +221,48 @@ set_path(struct parse *ps, char **field)
     return 0;
 }
 
+/* p made absolute against dir (none: p as it is); "./" and "." say dir itself */
+static char *
+in_dir(const char *dir, const char *p)
+{
+    if (!dir || p[0] == '/') return lq_xstrdup(p);
+    while (p[0] == '.' && p[1] == '/') p += 2 + strspn(p + 2, "/");
+    if (p[0] == '\0' || strcmp(p, ".") == 0) return lq_xstrdup(dir);
+    size_t n = strlen(dir) + strlen(p) + 2;
+    char *s = lq_xmalloc(n);
+    snprintf(s, n, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", p);
+    return s;
+}
+
+/* A path the broker opens once it runs, maybe from another working directory (a
+ * service runs from /): relative to the main file's directory, in included files too. */
+static int
+set_conf_path(struct parse *ps, char **field)
+{
+    if (set_path(ps, field)) return -1;
+    char *abs = in_dir(ps->c->conf_dir, *field);
+    free(*field);
+    *field = abs;
+    return 0;
+}
+
 static int
 opt_listener(struct parse *ps)
 {
-    long long port;
-    if (want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, 65535, &port)) return -1;
+    long long port = 0;
+    int rc = want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, 65535, &port) ? -1 : 0;
     struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
     lc->port = (uint16_t)port;
-    lc->host = ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
+    lc->host = rc == 0 && ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
     lc->at = where(ps);
     auth_copy(&lc->auth, &ps->c->auth); /* per_listener_settings: what came before */
     ps->cur = lc;
     struct listener_conf **pp = &ps->c->listeners;
+    if (rc) { /* a stray: takes the TLS lines below it */
+        lc->next = ps->rep->stray_listeners;
+        ps->rep->stray_listeners = lc;
+        return -1;
+    }
     while (*pp) pp = &(*pp)->next;
     *pp = lc;
     return 0;
@@ -379,12 +508,63 @@ opt_log_dest(struct parse *ps)
     return 0;
 }
 
+static int
+opt_log_timestamp(struct parse *ps)
+{
+    return boolean(ps, &ps->c->log_timestamp);
+}
+
+/* strftime's format, as mosquitto; refused when it makes nothing, or more than a log
+ * line's stamp should hold (256 bytes with the NUL is then enough for it) */
+static int
+opt_log_timestamp_format(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    char buf[256];
+    time_t now = time(NULL);
+    struct tm tm;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral" /* the operator's format, as mosquitto */
+    size_t n = strftime(buf, sizeof(buf), ps->tok[1], gmtime_r(&now, &tm));
+#pragma GCC diagnostic pop
+    if (n == 0)
+        return fail(ps, "log_timestamp_format: '%s' makes an empty timestamp or one over %zu bytes",
+                    ps->tok[1], sizeof(buf) - 1);
+    return set_path(ps, &ps->c->log_timestamp_format);
+}
+
+static int
+opt_log_format(struct parse *ps)
+{
+    return one_of(ps, "lunamq", "mosquitto", &ps->c->log_format_mosquitto);
+}
+
+static int
+opt_connection_messages(struct parse *ps)
+{
+    return boolean(ps, &ps->c->connection_messages);
+}
+
+/* ---- running as a service (issue 18): what main does with these is its own ---- */
+
+static int
+opt_user(struct parse *ps)
+{
+    return set_path(ps, &ps->c->user);
+}
+
+static int
+opt_pid_file(struct parse *ps)
+{
+    return set_conf_path(ps, &ps->c->pid_file);
+}
+
 /* ---- Lua hooks ---- */
 
 static int
 opt_scripts_dir(struct parse *ps)
 {
-    return set_path(ps, &ps->c->scripts_dir);
+    return set_conf_path(ps, &ps->c->scripts_dir);
 }
 
 static int
@@ -408,7 +588,8 @@ opt_hook_memory_limit(struct parse *ps)
 static int
 opt_admin_socket(struct parse *ps)
 {
-    return set_path(ps, &ps->c->admin_socket);
+    if (ps->ntok == 2 && strcmp(ps->tok[1], "none") == 0) return set_path(ps, &ps->c->admin_socket);
+    return set_conf_path(ps, &ps->c->admin_socket);
 }
 
 static int
@@ -442,7 +623,7 @@ opt_persistence(struct parse *ps)
 static int
 opt_persistence_location(struct parse *ps)
 {
-    return set_path(ps, &ps->c->persistence_location);
+    return set_conf_path(ps, &ps->c->persistence_location);
 }
 
 /* mosquitto's one file: accepted, and the broker says at start that it uses a directory */
@@ -561,17 +742,6 @@ opt_cluster_max_pending_bytes(struct parse *ps)
     return 0;
 }
 
-/* One of two words, into a bool: the second is true. */
-static int
-one_of(struct parse *ps, const char *no, const char *yes, bool *out)
-{
-    if (want_args(ps, 1, 1)) return -1;
-    if (strcmp(ps->tok[1], no) != 0 && strcmp(ps->tok[1], yes) != 0)
-        return fail(ps, "%s: '%s' is not %s or %s", ps->tok[0], ps->tok[1], no, yes);
-    *out = strcmp(ps->tok[1], yes) == 0;
-    return 0;
-}
-
 static int
 opt_cluster_sessions(struct parse *ps)
 {
@@ -659,6 +829,7 @@ cur_tls(struct parse *ps)
         fail(ps, "%s: must follow a listener line", ps->tok[0]);
         return NULL;
     }
+    ps->block = ps->cur;
     if (!ps->cur->tls) {
         struct tls_conf *tc = lq_xcalloc(1, sizeof(*tc));
         tc->min_version = 12;
@@ -780,12 +951,12 @@ opt_tls_handshake_timeout(struct parse *ps)
 }
 
 /* After the whole file: a TLS listener's options must make sense together. */
-static int
-check_listener(char *err, size_t errlen, const struct listener_conf *lc)
+static void
+check_listener(struct report *r, const struct listener_conf *lc)
 {
     const struct tls_conf *tc = lc->tls;
     const char *msg = NULL;
-    if (!tc) return 0;
+    if (!tc) return;
     if (!tc->file[TLS_CERTFILE] || !tc->file[TLS_KEYFILE])
         msg = "a TLS listener needs both certfile and keyfile";
     else if (tc->require_certificate && !tc->file[TLS_CAFILE] && !tc->file[TLS_CAPATH])
@@ -797,9 +968,7 @@ check_listener(char *err, size_t errlen, const struct listener_conf *lc)
         msg = "use_identity_as_username and use_subject_as_username exclude each other";
     else if (tc->file[TLS_CRLFILE] && !tc->file[TLS_CAFILE] && !tc->file[TLS_CAPATH])
         msg = "crlfile needs cafile or capath";
-    if (!msg) return 0;
-    snprintf(err, errlen, "%s: listener %u: %s", lc->at, lc->port, msg);
-    return -1;
+    if (msg) report_add(r, "%s: listener %u: %s", lc->at, lc->port, msg);
 }
 
 static int
@@ -829,20 +998,17 @@ opt_include_dir(struct parse *ps)
     }
     closedir(d);
     if (n) qsort(names, n, sizeof(*names), by_name);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (rc == 0) {
-            struct parse sub = *ps;
-            sub.depth++;
-            sub.bridge = NULL; /* as in mosquitto, a block does not go on into another file */
-            rc = load_file(&sub, names[i]);
-            ps->seen_log_type = sub.seen_log_type;
-            ps->seen_log_dest = sub.seen_log_dest;
-        }
+    for (size_t i = 0; i < n; i++) { /* their errors are theirs, not this line's */
+        struct parse sub = *ps;
+        sub.depth++;
+        sub.bridge = NULL; /* as in mosquitto, a block does not go on into another file */
+        load_file(&sub, names[i]);
+        ps->seen_log_type = sub.seen_log_type;
+        ps->seen_log_dest = sub.seen_log_dest;
         free(names[i]);
     }
     free(names);
-    return rc;
+    return 0;
 }
 
 /* ---- bridges (issue 17): a `connection NAME` line starts a block; the options below
@@ -853,20 +1019,21 @@ static struct bridge_conf *
 cur_bridge(struct parse *ps)
 {
     if (!ps->bridge) fail(ps, "%s: must follow a connection line", ps->tok[0]);
+    ps->block = ps->bridge;
     return ps->bridge;
 }
 
 static int
 opt_connection(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    int rc = want_args(ps, 1, 1);
     struct bridge_conf **pp = &ps->c->bridges;
-    for (; *pp; pp = &(*pp)->next)
+    for (; rc == 0 && *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, ps->tok[1]) == 0)
-            return fail(ps, "connection: '%s' is already the name of the bridge at %s", ps->tok[1],
-                        (*pp)->at);
+            rc = fail(ps, "connection: '%s' is already the name of the bridge at %s", ps->tok[1],
+                      (*pp)->at);
     struct bridge_conf *b = lq_xcalloc(1, sizeof(*b));
-    b->name = lq_xstrdup(ps->tok[1]);
+    b->name = lq_xstrdup(ps->ntok > 1 ? ps->tok[1] : "");
     b->at = where(ps);
     b->restart_base = 5;
     b->restart_cap = 30;
@@ -880,8 +1047,13 @@ opt_connection(struct parse *ps)
     b->try_private = true;
     b->attempt_unsubscribe = true;
     b->tls_version = 12;
-    *pp = b;
     ps->bridge = b;
+    if (rc) { /* a stray: takes the block's lines */
+        b->next = ps->rep->stray_bridges;
+        ps->rep->stray_bridges = b;
+        return -1;
+    }
+    *pp = b;
     return 0;
 }
 
@@ -1338,8 +1510,8 @@ opt_bridge_tls_version(struct parse *ps)
 }
 
 /* After the whole file: what one block's lines must make together. */
-static int
-check_bridge(char *err, size_t errlen, const struct bridge_conf *b)
+static void
+check_bridge(struct report *r, const struct bridge_conf *b)
 {
     const char *at = b->at, *msg = NULL;
     char buf[160];
@@ -1369,9 +1541,7 @@ check_bridge(char *err, size_t errlen, const struct bridge_conf *b)
                  b->remote_clientid ? "remote_clientid" : "the name");
         msg = buf;
     }
-    if (!msg) return 0;
-    snprintf(err, errlen, "%s: connection %s: %s", at, b->name, msg);
-    return -1;
+    if (msg) report_add(r, "%s: connection %s: %s", at, b->name, msg);
 }
 
 static bool
@@ -1466,6 +1636,12 @@ static const struct option {
     {"persistent_client_expiration", opt_persistent_client_expiration, 0},
     {"log_type", opt_log_type, 0},
     {"log_dest", opt_log_dest, 2}, /* log_dest file PATH */
+    {"log_timestamp", opt_log_timestamp, 0},
+    {"log_timestamp_format", opt_log_timestamp_format, 1},
+    {"log_format", opt_log_format, 0},
+    {"connection_messages", opt_connection_messages, 0},
+    {"user", opt_user, 0},
+    {"pid_file", opt_pid_file, 1},
     {"include_dir", opt_include_dir, 1},
     {"cafile", opt_cafile, 1},
     {"capath", opt_capath, 1},
@@ -1580,6 +1756,7 @@ static int
 parse_line(struct parse *ps, char *line)
 {
     ps->ntok = 0;
+    ps->block = NULL;
     line = trim(line);
     if (*line == '#' || *line == '\0') return 0; /* comment or blank */
     const struct option *opt = NULL;
@@ -1596,8 +1773,11 @@ parse_line(struct parse *ps, char *line)
             rest = p; /* trimmed already: the line was */
             break;
         }
-        if (ps->ntok == MAX_TOKENS)
+        if (ps->ntok == MAX_TOKENS) {
+            /* unread, it may be the open block's (an address list): no checks of it */
+            ps->block = ps->bridge ? (const void *)ps->bridge : (const void *)ps->cur;
             return fail(ps, "%s: too many values (at most %d)", ps->tok[0], MAX_TOKENS - 1);
+        }
         ps->tok[ps->ntok++] = p;
         p += strcspn(p, " \t");
         if (*p) *p++ = '\0';
@@ -1612,26 +1792,25 @@ parse_line(struct parse *ps, char *line)
     return opt->parse(ps);
 }
 
-static int
+/* Every line, a bad one reported and skipped. */
+static void
 load_file(struct parse *ps, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(ps->err, ps->errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
+        report_add(ps->rep, "%s: cannot open: %s", path, strerror(errno));
+        return;
     }
     ps->file = path;
     ps->line = 0;
     char *line = NULL;
     size_t cap = 0;
-    int rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) != -1) {
+    while (getline(&line, &cap, f) != -1) {
         ps->line++;
-        rc = parse_line(ps, line);
+        if (parse_line(ps, line) < 0 && ps->block) report_mark_bad(ps->rep, ps->block);
     }
     free(line);
     fclose(f);
-    return rc;
 }
 
 void
@@ -1667,12 +1846,14 @@ conf_init(struct lq_conf *c)
     c->hook_memory_limit = 16 * 1024 * 1024;
     c->sys_interval = 10;
     c->autosave_interval = 1800; /* mosquitto's */
+    c->log_timestamp = true;
+    c->connection_messages = true;
 }
 
-void
-conf_fini(struct lq_conf *c)
+static void
+listeners_free(struct listener_conf *l)
 {
-    for (struct listener_conf *l = c->listeners, *next; l; l = next) {
+    for (struct listener_conf *next; l; l = next) {
         next = l->next;
         if (l->tls) {
             for (int i = 0; i < TLS_NFILES; i++) {
@@ -1690,6 +1871,21 @@ conf_fini(struct lq_conf *c)
         free(l->at);
         free(l);
     }
+}
+
+static void
+bridges_free(struct bridge_conf *b)
+{
+    for (struct bridge_conf *next; b; b = next) {
+        next = b->next;
+        bridge_free(b);
+    }
+}
+
+void
+conf_fini(struct lq_conf *c)
+{
+    listeners_free(c->listeners);
     auth_free(&c->auth);
     free(c->log_file);
     free(c->scripts_dir);
@@ -1711,33 +1907,71 @@ conf_fini(struct lq_conf *c)
     free(c->persistence_file);
     free(c->admin_socket);
     free(c->metrics_host);
-    for (struct bridge_conf *b = c->bridges, *next; b; b = next) {
-        next = b->next;
-        bridge_free(b);
-    }
+    bridges_free(c->bridges);
+    free(c->user);
+    free(c->pid_file);
+    free(c->log_timestamp_format);
+    free(c->conf_dir);
     conf_init(c);
+}
+
+/* The absolute directory of path, or NULL when it does not exist (nor then the file). */
+static char *
+dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    if (!slash) {
+        dir = lq_xstrdup(".");
+    } else {
+        size_t n = slash == path ? 1 : (size_t)(slash - path); /* "/x.conf": "/" */
+        dir = lq_xmalloc(n + 1);
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    char *abs = realpath(dir, NULL);
+    free(dir);
+    return abs;
+}
+
+/* A default in conf_dir, unless the file gave one. */
+static void
+default_in_conf_dir(const struct lq_conf *c, char **field, const char *name)
+{
+    if (!*field && c->conf_dir) *field = in_dir(c->conf_dir, name);
 }
 
 int
 conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
 {
-    struct parse ps = {.c = c, .err = err, .errlen = errlen};
-    if (load_file(&ps, path) < 0) return -1;
+    struct report rep = {0};
+    struct parse ps = {.c = c, .rep = &rep};
+    free(c->conf_dir);
+    c->conf_dir = dir_of(path);
+    load_file(&ps, path);
     for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next)
-        if (check_listener(err, errlen, lc) < 0) return -1;
+        if (!report_is_bad(&rep, lc)) check_listener(&rep, lc);
     for (const struct bridge_conf *b = c->bridges; b; b = b->next)
-        if (check_bridge(err, errlen, b) < 0) return -1;
-    if (!c->cluster_nats_certfile != !c->cluster_nats_keyfile) {
-        snprintf(err, errlen, "%s: cluster_nats_certfile and cluster_nats_keyfile go together",
-                 c->cluster_nats_tls_at);
-        return -1;
-    }
+        if (!report_is_bad(&rep, b)) check_bridge(&rep, b);
+    if (!c->cluster_nats_certfile != !c->cluster_nats_keyfile)
+        report_add(&rep, "%s: cluster_nats_certfile and cluster_nats_keyfile go together",
+                   c->cluster_nats_tls_at);
+    listeners_free(rep.stray_listeners);
+    bridges_free(rep.stray_bridges);
+    int rc = rep.n ? -1 : 0;
+    report_write(&rep, err, errlen);
+    report_fini(&rep);
+    if (rc) return -1;
     /* mosquitto 2.0: anonymous clients only when asked for, or when the file defines
      * no listener (the default one is on 127.0.0.1) */
     bool local_only = !c->listeners;
     if (!c->auth.allow_anonymous_set) c->auth.allow_anonymous = local_only;
     for (struct listener_conf *lc = c->listeners; lc; lc = lc->next)
         if (!lc->auth.allow_anonymous_set) lc->auth.allow_anonymous = false;
+    /* set here, so that every caller sees the path in use (theirs are for no file) */
+    default_in_conf_dir(c, &c->scripts_dir, "scripts");
+    default_in_conf_dir(c, &c->admin_socket, "lunamq.sock");
+    default_in_conf_dir(c, &c->persistence_location, ".");
     return 0;
 }
 

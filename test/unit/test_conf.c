@@ -2,6 +2,7 @@
  *
  * Configuration: defaults, every option, and every error as "FILE:LINE: message". */
 #include <check.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,17 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c.max_subscriptions_per_client, 10000);
     ck_assert_int_eq(c.persistent_client_expiration, -1);
     ck_assert_ptr_null(c.listeners);
+    /* issue 18; without a file, paths stay as the callers default them (working directory) */
+    ck_assert_ptr_null(c.user);
+    ck_assert_ptr_null(c.pid_file);
+    ck_assert(c.log_timestamp);
+    ck_assert_ptr_null(c.log_timestamp_format);
+    ck_assert(c.connection_messages);
+    ck_assert(!c.log_format_mosquitto);
+    ck_assert_ptr_null(c.conf_dir);
+    ck_assert_ptr_null(c.scripts_dir);
+    ck_assert_ptr_null(c.admin_socket);
+    ck_assert_ptr_null(c.persistence_location);
     conf_fini(&c);
 }
 END_TEST
@@ -892,6 +904,273 @@ START_TEST(test_bridge_equal)
 }
 END_TEST
 
+/* Issue 18: the options of a system service, in mosquitto.conf's syntax. */
+START_TEST(test_service_options)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "user lunamq\n"
+                                   "pid_file /run/lunamq/lunamq.pid\n"
+                                   "log_timestamp false\n"
+                                   "log_timestamp_format   %Y-%m-%d %H:%M:%S  \n"
+                                   "connection_messages false\n"
+                                   "log_format mosquitto\n"),
+                     0);
+    ck_assert_str_eq(c.user, "lunamq");
+    ck_assert_str_eq(c.pid_file, "/run/lunamq/lunamq.pid");
+    ck_assert(!c.log_timestamp);
+    ck_assert_str_eq(c.log_timestamp_format, "%Y-%m-%d %H:%M:%S"); /* the rest of the line */
+    ck_assert(!c.connection_messages);
+    ck_assert(c.log_format_mosquitto);
+    conf_fini(&c);
+    /* the defaults stay when a file does not set them; a later line replaces */
+    ck_assert_int_eq(load_text(&c, "log_format mosquitto\nlog_format lunamq\n"), 0);
+    ck_assert(!c.log_format_mosquitto);
+    ck_assert(c.log_timestamp && c.connection_messages);
+    ck_assert_ptr_null(c.user);
+    ck_assert_ptr_null(c.pid_file);
+    ck_assert_ptr_null(c.log_timestamp_format);
+    conf_fini(&c);
+    expect_error("user\n", 1, "user: missing value");
+    expect_error("user lunamq other\n", 1, "user: unexpected 'other'");
+    expect_error("pid_file\n", 1, "pid_file: missing value");
+    expect_error("log_timestamp yes\n", 1, "log_timestamp: 'yes' is not true or false");
+    expect_error("connection_messages 1\n", 1, "connection_messages: '1' is not true or false");
+    expect_error("log_format json\n", 1, "log_format: 'json' is not lunamq or mosquitto");
+    expect_error("log_timestamp_format\n", 1, "log_timestamp_format: missing value");
+    expect_error("log_timestamp_format %c%c%c%c%c%c%c%c%c%c%c%c\n", 1, /* 12 x 24 bytes */
+                 "log_timestamp_format: '%c%c%c%c%c%c%c%c%c%c%c%c' makes an empty timestamp or "
+                 "one over 255 bytes");
+}
+END_TEST
+
+/* A new temporary directory, by its real path (as conf_dir is). */
+static void
+temp_dir(char *dir, size_t len)
+{
+    char tmpl[] = "/tmp/lunamq-dir-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    char *real = realpath(tmpl, NULL);
+    ck_assert_ptr_nonnull(real);
+    snprintf(dir, len, "%s", real);
+    free(real);
+}
+
+static void
+write_file(const char *file, const char *text)
+{
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void
+expect_path(const char *got, const char *dir, const char *rel)
+{
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof(want), "%s%s", dir, rel);
+    ck_assert_str_eq(got, want);
+}
+
+/* Issue 18: scripts_dir, admin_socket, persistence_location and pid_file relative to the
+ * main file's directory, also from an included file, and their defaults there: a service
+ * runs from another working directory. */
+START_TEST(test_paths_relative_to_file)
+{
+    char dir[PATH_MAX], main_conf[PATH_MAX + 32], inc[PATH_MAX + 32], inc_conf[PATH_MAX + 64];
+    temp_dir(dir, sizeof(dir));
+    snprintf(main_conf, sizeof(main_conf), "%s/lunamq.conf", dir);
+    snprintf(inc, sizeof(inc), "%s/conf.d", dir);
+    snprintf(inc_conf, sizeof(inc_conf), "%s/10-paths.conf", inc);
+    ck_assert_int_eq(mkdir(inc, 0700), 0);
+    struct lq_conf c;
+
+    write_file(main_conf, "scripts_dir hooks\n"
+                          "admin_socket run/admin sock\n"
+                          "persistence_location ./data\n"
+                          "pid_file lunamq.pid\n");
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, err, sizeof(err)), 0);
+    ck_assert_str_eq(c.conf_dir, dir);
+    expect_path(c.scripts_dir, dir, "/hooks");
+    expect_path(c.admin_socket, dir, "/run/admin sock");
+    expect_path(c.persistence_location, dir, "/data");
+    expect_path(c.pid_file, dir, "/lunamq.pid");
+    conf_fini(&c);
+
+    /* the same file named from its own directory, as `lunamq -c lunamq.conf` would */
+    char cwd[PATH_MAX];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+    ck_assert_int_eq(chdir(inc), 0);
+    conf_init(&c);
+    int rc = conf_load(&c, "../lunamq.conf", err, sizeof(err));
+    ck_assert_int_eq(chdir(cwd), 0);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(c.conf_dir, dir);
+    expect_path(c.scripts_dir, dir, "/hooks");
+    conf_fini(&c);
+
+    /* absolute ones as written; "none" is no socket; "." is the directory itself */
+    write_file(main_conf, "scripts_dir /srv/hooks\n"
+                          "admin_socket none\n"
+                          "persistence_location .\n"
+                          "pid_file /run/lunamq.pid\n");
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, err, sizeof(err)), 0);
+    ck_assert_str_eq(c.scripts_dir, "/srv/hooks");
+    ck_assert_str_eq(c.admin_socket, "none");
+    ck_assert_str_eq(c.persistence_location, dir);
+    ck_assert_str_eq(c.pid_file, "/run/lunamq.pid");
+    conf_fini(&c);
+
+    /* not set: the defaults, in the file's directory; no pid file */
+    write_file(main_conf, "# nothing\n");
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, err, sizeof(err)), 0);
+    expect_path(c.scripts_dir, dir, "/scripts");
+    expect_path(c.admin_socket, dir, "/lunamq.sock");
+    ck_assert_str_eq(c.persistence_location, dir);
+    ck_assert_ptr_null(c.pid_file);
+    conf_fini(&c);
+
+    /* an included file's lines: against the main file's directory, not its own */
+    write_file(inc_conf, "scripts_dir inc-hooks\npid_file run/lunamq.pid\n");
+    char text[PATH_MAX + 64];
+    snprintf(text, sizeof(text), "include_dir %s\n", inc);
+    write_file(main_conf, text);
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, err, sizeof(err)), 0);
+    expect_path(c.scripts_dir, dir, "/inc-hooks");
+    expect_path(c.pid_file, dir, "/run/lunamq.pid");
+    expect_path(c.admin_socket, dir, "/lunamq.sock");
+    conf_fini(&c);
+
+    unlink(inc_conf);
+    rmdir(inc);
+    unlink(main_conf);
+    rmdir(dir);
+}
+END_TEST
+
+/* Issue 18: one run reports every error of a file, in order: lines of the main file and
+ * of an included file (named by its own), then the checks at the end of the file. A bad
+ * line is skipped: the lines after it still apply. */
+START_TEST(test_every_error_reported)
+{
+    char dir[PATH_MAX], main_conf[PATH_MAX + 32], inc[PATH_MAX + 32], inc_conf[PATH_MAX + 64];
+    temp_dir(dir, sizeof(dir));
+    snprintf(main_conf, sizeof(main_conf), "%s/lunamq.conf", dir);
+    snprintf(inc, sizeof(inc), "%s/conf.d", dir);
+    snprintf(inc_conf, sizeof(inc_conf), "%s/a.conf", inc);
+    ck_assert_int_eq(mkdir(inc, 0700), 0);
+    write_file(inc_conf, "listener 1884\nbogus_option 1\n");
+    char text[PATH_MAX + 256];
+    snprintf(text, sizeof(text),
+             "max_keepalive 5\n"
+             "include_dir %s\n"
+             "listener 8883\n"
+             "certfile /s.crt\n"
+             "log_type chatty\n"
+             "max_inflight_messages 7\n",
+             inc);
+    write_file(main_conf, text);
+
+    char lines[4][PATH_MAX + 128];
+    snprintf(lines[0], sizeof(lines[0]),
+             "%s:1: max_keepalive: '5' is not 0 (no limit) or 10..65535", main_conf);
+    snprintf(lines[1], sizeof(lines[1]), "%s:2: unknown option 'bogus_option'", inc_conf);
+    snprintf(lines[2], sizeof(lines[2]), "%s:5: log_type: unknown type 'chatty'", main_conf);
+    snprintf(lines[3], sizeof(lines[3]),
+             "%s:3: listener 8883: a TLS listener needs both certfile and keyfile", main_conf);
+    char want[4 * sizeof(lines[0]) + 64], big[sizeof(want)];
+    snprintf(want, sizeof(want), "%s\n%s\n%s\n%s", lines[0], lines[1], lines[2], lines[3]);
+
+    struct lq_conf c;
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, big, sizeof(big)), -1);
+    ck_assert_str_eq(big, want);
+    ck_assert_uint_eq(c.max_inflight_messages, 7); /* after the bad lines */
+    ck_assert_uint_eq(c.listeners->port, 1884);
+    conf_fini(&c);
+
+    /* bounded by errlen: whole lines, then how many more */
+    snprintf(want, sizeof(want), "%s\n%s\n...and 2 more errors", lines[0], lines[1]);
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, big, strlen(want) + 1), -1);
+    ck_assert_str_eq(big, want);
+    conf_fini(&c);
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, big, strlen(want)), -1); /* one byte short */
+    snprintf(want, sizeof(want), "%s\n...and 3 more errors", lines[0]);
+    ck_assert_str_eq(big, want);
+    conf_fini(&c);
+    /* the last one fits without a count after it */
+    snprintf(want, sizeof(want), "%s\n%s\n%s\n...and 1 more error", lines[0], lines[1], lines[2]);
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, big, strlen(want) + 1), -1);
+    ck_assert_str_eq(big, want);
+    conf_fini(&c);
+    /* too small for the first line: cut, with the count kept */
+    char small[40];
+    conf_init(&c);
+    ck_assert_int_eq(conf_load(&c, main_conf, small, sizeof(small)), -1);
+    ck_assert_uint_eq(strlen(small), sizeof(small) - 1);
+    ck_assert_str_eq(small + sizeof(small) - 1 - strlen("\n...and 3 more errors"),
+                     "\n...and 3 more errors");
+    ck_assert(strncmp(small, lines[0], strlen(small) - strlen("\n...and 3 more errors")) == 0);
+    conf_fini(&c);
+
+    unlink(inc_conf);
+    rmdir(inc);
+    unlink(main_conf);
+    rmdir(dir);
+}
+END_TEST
+
+/* A block's end-of-file check is left out when one of its lines was bad (it would only
+ * repeat that line's error), and a block whose first line is bad takes its lines. */
+START_TEST(test_errors_without_repeats)
+{
+    /* a bad address: not also "no address line" */
+    expect_error("connection b\naddress h:0\ntopic t\n", 2, "address: '0' out of range 1..65535");
+    expect_error("listener 8883\nkeyfile\ncertfile /s.crt\n", 2, "keyfile: missing value");
+    /* but another block's check is still made, and a broker option is not the block's */
+    struct lq_conf c;
+    ck_assert_int_eq(
+        load_text(&c, "connection a\ntopic t\nconnection b\naddress h:0\ntopic t\nmax_keepalive 5\n"
+                      "connection c\naddress h\n"),
+        -1);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "%s:4: address: '0' out of range 1..65535\n"
+             "%s:6: max_keepalive: '5' is not 0 (no limit) or 10..65535\n"
+             "%s:1: connection a: no address line\n"
+             "%s:7: connection c: no topic line",
+             path, path, path, path);
+    ck_assert_str_eq(err, want);
+    conf_fini(&c);
+    /* a second `connection b`: its lines (checked) do not go to the first b */
+    ck_assert_int_eq(load_text(&c, "connection b\naddress h\ntopic t\n"
+                                   "connection b\naddress h2\ntopic t2\nbridge_cafile\n"),
+                     -1);
+    snprintf(want, sizeof(want),
+             "%s:4: connection: 'b' is already the name of the bridge at %s:1\n"
+             "%s:7: bridge_cafile: missing value",
+             path, path, path);
+    ck_assert_str_eq(err, want);
+    ck_assert_uint_eq(c.bridges->naddrs, 1);
+    ck_assert_uint_eq(c.bridges->ntopics, 1);
+    ck_assert_ptr_null(c.bridges->next);
+    conf_fini(&c);
+    /* a bad listener line: its TLS lines are not "must follow a listener line" */
+    expect_error("listener 0\ncertfile /s.crt\nkeyfile /s.key\n", 1,
+                 "listener: '0' out of range 1..65535");
+    ck_assert_int_eq(load_text(&c, "listener 1883\nlistener 0\ncertfile /s.crt\n"), -1);
+    ck_assert_ptr_null(c.listeners->tls); /* not given to the listener above */
+    conf_fini(&c);
+}
+END_TEST
+
 Suite *
 suite_conf(void)
 {
@@ -919,6 +1198,10 @@ suite_conf(void)
     tcase_add_test(tc, test_bridge_topics);
     tcase_add_test(tc, test_bridge_include_dir);
     tcase_add_test(tc, test_bridge_equal);
+    tcase_add_test(tc, test_service_options);
+    tcase_add_test(tc, test_paths_relative_to_file);
+    tcase_add_test(tc, test_every_error_reported);
+    tcase_add_test(tc, test_errors_without_repeats);
     suite_add_tcase(s, tc);
     return s;
 }
