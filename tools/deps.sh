@@ -25,7 +25,10 @@ say() { printf 'deps: %s\n' "$*"; }
 # ---- 1. Debian packages ----
 pkgs=(build-essential pkg-config libevent-dev check liblua5.4-dev lua5.4 lua-cjson clang
       libclang-rt-dev mosquitto mosquitto-clients python3 python3-paho-mqtt openssl curl
-      valgrind ca-certificates libnats-dev nats-server python3-cryptography)
+      valgrind ca-certificates libnats-dev nats-server python3-cryptography
+      # make deb and its test: dpkg-buildpackage with debhelper, lintian, systemd-analyze,
+      # adduser for the package's postinst
+      debhelper dpkg-dev lintian systemd adduser)
 missing=()
 for p in "${pkgs[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
