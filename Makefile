@@ -1,5 +1,5 @@
 # lunamq — one non-recursive Makefile. `make V=1` shows the commands.
-# make deps | all | run | test | fuzz | bench | clean | install | format | format-check | check-headers
+# make deps | all | run | test | fuzz | bench | clean | install | deb | format | format-check | check-headers
 
 B       ?= build
 PREFIX  ?= /usr/local
@@ -42,7 +42,8 @@ MAIN_OBJ := $(B)/obj/main.o
 UNIT_SRC := $(wildcard test/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
 
-.PHONY: all deps run test unit e2e fuzz bench tls-packaged clean install format format-check check-headers san
+.PHONY: all deps run test unit e2e fuzz bench tls-packaged clean install deb pkg-test format format-check \
+        check-headers san
 
 all: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 
@@ -123,6 +124,7 @@ test: deps
 	$(Q)LUNAMQ_BIN=build/san/lunamq LUNAMQ_SAN=1 /usr/bin/python3 test/e2e/run.py -j 2
 	$(Q)$(MAKE) --no-print-directory tls-packaged
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+	$(Q)$(MAKE) --no-print-directory pkg-test
 
 # the TLS tests once more with the packaged mbedTLS, the fallback of make deps
 tls-packaged:
@@ -165,15 +167,38 @@ bench: deps all $(B)/lunamq-natscost
 	$(Q)/usr/bin/python3 bench/update_results.py
 
 # ---- housekeeping ----
+# the broker in sbin (a daemon), lunamq-ctl in bin, the man pages by the section in their name
+MAN_PAGES := $(wildcard man/*.[1-8])
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lunamq
-	install -m 0755 $(B)/lunamq $(DESTDIR)$(PREFIX)/bin/lunamq
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lunamq
+	install -m 0755 $(B)/lunamq $(DESTDIR)$(PREFIX)/sbin/lunamq
 	install -m 0755 $(B)/lunamq-ctl $(DESTDIR)$(PREFIX)/bin/lunamq-ctl
 	install -m 0644 examples/lunamq.conf $(DESTDIR)$(PREFIX)/share/lunamq/lunamq.conf.example
+	$(Q)for m in $(MAN_PAGES); do \
+	    d=$(DESTDIR)$(PREFIX)/share/man/man$${m##*.}; \
+	    echo "install -m 0644 $$m $$d"; install -d $$d && install -m 0644 $$m $$d || exit 1; \
+	done
+
+# ---- the Debian package (debian/) ----
+# build/lunamq_VERSION_ARCH.deb (and its .buildinfo, .changes, -dbgsym .deb) from the objects
+# of `make all`: debian/rules calls this Makefile. dpkg-buildpackage writes to the parent
+# directory unless told otherwise; its output is in build/deb.log.
+deb: deps
+	$(Q)v=$$(dpkg-parsechangelog -S Version) && a=$$(dpkg-architecture -q DEB_HOST_ARCH) && \
+	echo "  DEB   build/lunamq_$${v}_$$a.deb" && \
+	DEB_BUILD_OPTIONS="nocheck parallel=$$(nproc) $$DEB_BUILD_OPTIONS" LUNAMQ_DEB_DIR=build \
+	dpkg-buildpackage -us -uc -b \
+	    --buildinfo-option=-ubuild --buildinfo-file=build/lunamq_$${v}_$$a.buildinfo \
+	    --changes-option=-ubuild --changes-file=build/lunamq_$${v}_$$a.changes \
+	    >build/deb.log 2>&1 || { tail -n 40 build/deb.log; exit 1; }
+
+# the package built, linted, installed here, checked, run and purged (as root)
+pkg-test:
+	$(Q)test/pkg/run.sh
 
 clean:
 	rm -rf build/obj build/san build/pkg build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
-	    build/fuzz_mqtt_decode build/fuzz_store_read
+	    build/fuzz_mqtt_decode build/fuzz_store_read build/lunamq_* build/lunamq-dbgsym_* build/deb.log
 
 FMT_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -26,7 +26,10 @@ say() { printf 'deps: %s\n' "$*"; }
 pkgs=(build-essential pkg-config libevent-dev check liblua5.4-dev lua5.4 lua-cjson clang
       libclang-rt-dev mosquitto mosquitto-clients python3 python3-paho-mqtt openssl curl
       valgrind ca-certificates libnats-dev nats-server python3-cryptography
-      man-db groff-base)  # man-db, groff-base: test/e2e/32-man.py renders man/
+      man-db groff-base  # test/e2e/32-man.py renders man/
+      # make deb and its test: dpkg-buildpackage with debhelper, lintian, systemd-analyze,
+      # adduser for the package's postinst
+      debhelper dpkg-dev lintian systemd adduser)
 missing=()
 for p in "${pkgs[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
