@@ -207,8 +207,9 @@ def test_broker_started_from_include_dir(b):
 
 
 def test_make_install_layout(b):
-    """issue 12.21: make install with PREFIX and DESTDIR puts the two programs and the
-    example configuration where the README says, and the installed broker runs."""
+    """issue 12.21: make install with PREFIX and DESTDIR puts the two programs, the
+    example configuration and (issue 18) the man pages where the README says, and the
+    installed broker runs."""
     dest = tempfile.mkdtemp(dir=b.dir)
     r = subprocess.run(["make", "-s", "-C", lqtest.ROOT, "install", "DESTDIR=" + dest,
                         "PREFIX=/opt/lq"], capture_output=True, text=True, timeout=300)
@@ -216,11 +217,15 @@ def test_make_install_layout(b):
     root = os.path.join(dest, "opt", "lq")
     found = sorted(os.path.relpath(os.path.join(d, f), root)
                    for d, _, fs in os.walk(root) for f in fs)
-    assert found == ["bin/lunamq", "bin/lunamq-ctl", "share/lunamq/lunamq.conf.example"], found
-    for exe in ("bin/lunamq", "bin/lunamq-ctl"):
+    pages = ["share/man/man1/lunamq-ctl.1", "share/man/man5/lunamq.conf.5",
+             "share/man/man7/lunamq-hooks.7", "share/man/man8/lunamq.8"]
+    assert found == sorted(["sbin/lunamq", "bin/lunamq-ctl", "share/lunamq/lunamq.conf.example"]
+                           + pages), found
+    for exe in ("sbin/lunamq", "bin/lunamq-ctl"):
         assert os.stat(os.path.join(root, exe)).st_mode & 0o777 == 0o755
-    assert os.stat(os.path.join(root, "share/lunamq/lunamq.conf.example")).st_mode & 0o777 == 0o644
-    h = subprocess.run([os.path.join(root, "bin/lunamq"), "-h"], capture_output=True, timeout=10)
+    for f in ["share/lunamq/lunamq.conf.example"] + pages:
+        assert os.stat(os.path.join(root, f)).st_mode & 0o777 == 0o644
+    h = subprocess.run([os.path.join(root, "sbin/lunamq"), "-h"], capture_output=True, timeout=10)
     assert h.returncode == 0 and b"usage: lunamq" in h.stdout
     port = lqtest.free_port()  # the installed example configuration parses and serves
     with open(os.path.join(root, "share/lunamq/lunamq.conf.example")) as f:
@@ -228,7 +233,7 @@ def test_make_install_layout(b):
     assert "listener 1883 127.0.0.1\n" in example  # moved to a free port: tests run side by side
     with open(os.path.join(dest, "example.conf"), "w") as f:
         f.write(example.replace("listener 1883 127.0.0.1\n", "listener %d 127.0.0.1\n" % port))
-    serves_then_stops(subprocess.Popen([os.path.join(root, "bin/lunamq"), "-c",
+    serves_then_stops(subprocess.Popen([os.path.join(root, "sbin/lunamq"), "-c",
                                         os.path.join(dest, "example.conf")], cwd=dest,
                                        stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port)
 
