@@ -21,7 +21,7 @@
 static void load_file(struct parse *ps, const char *path);
 
 __attribute__((format(printf, 2, 3))) void
-report_add(struct report *r, const char *fmt, ...)
+conf_report_add(struct report *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -93,50 +93,50 @@ report_fini(struct report *r)
 }
 
 __attribute__((format(printf, 2, 3))) int
-fail(struct parse *ps, const char *fmt, ...)
+conf_fail(struct parse *ps, const char *fmt, ...)
 {
     char msg[384];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    report_add(ps->rep, "%s:%u: %s", ps->file, ps->line, msg);
+    conf_report_add(ps->rep, "%s:%u: %s", ps->file, ps->line, msg);
     return -1;
 }
 
 int
-want_args(struct parse *ps, int min, int max)
+conf_want_args(struct parse *ps, int min, int max)
 {
     int n = ps->ntok - 1;
-    if (n < min) return fail(ps, "%s: missing value", ps->tok[0]);
-    if (n > max) return fail(ps, "%s: unexpected '%s'", ps->tok[0], ps->tok[max + 1]);
+    if (n < min) return conf_fail(ps, "%s: missing value", ps->tok[0]);
+    if (n > max) return conf_fail(ps, "%s: unexpected '%s'", ps->tok[0], ps->tok[max + 1]);
     return 0;
 }
 
 /* A whole number in [lo, hi]. */
 int
-number(struct parse *ps, const char *s, long long lo, long long hi, long long *out)
+conf_number(struct parse *ps, const char *s, long long lo, long long hi, long long *out)
 {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end) return fail(ps, "%s: '%s' is not a number", ps->tok[0], s);
+    if (errno || end == s || *end) return conf_fail(ps, "%s: '%s' is not a number", ps->tok[0], s);
     if (v < lo || v > hi)
-        return fail(ps, "%s: '%s' out of range %lld..%lld", ps->tok[0], s, lo, hi);
+        return conf_fail(ps, "%s: '%s' out of range %lld..%lld", ps->tok[0], s, lo, hi);
     *out = v;
     return 0;
 }
 
 int
-boolean(struct parse *ps, bool *out)
+conf_boolean(struct parse *ps, bool *out)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "true") == 0)
         *out = true;
     else if (strcmp(ps->tok[1], "false") == 0)
         *out = false;
     else
-        return fail(ps, "%s: '%s' is not true or false", ps->tok[0], ps->tok[1]);
+        return conf_fail(ps, "%s: '%s' is not true or false", ps->tok[0], ps->tok[1]);
     return 0;
 }
 
@@ -144,16 +144,16 @@ boolean(struct parse *ps, bool *out)
 static int
 one_of(struct parse *ps, const char *no, const char *yes, bool *out)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], no) != 0 && strcmp(ps->tok[1], yes) != 0)
-        return fail(ps, "%s: '%s' is not %s or %s", ps->tok[0], ps->tok[1], no, yes);
+        return conf_fail(ps, "%s: '%s' is not %s or %s", ps->tok[0], ps->tok[1], no, yes);
     *out = strcmp(ps->tok[1], yes) == 0;
     return 0;
 }
 
 /* "FILE:LINE" of the line being parsed, allocated. */
 char *
-where(const struct parse *ps)
+conf_where(const struct parse *ps)
 {
     char buf[PATH_MAX + 16];
     snprintf(buf, sizeof(buf), "%s:%u", ps->file, ps->line);
@@ -179,9 +179,9 @@ auth_free(struct auth_conf *a)
 
 /* a file value: the rest of the line; a later line replaces it */
 int
-set_path(struct parse *ps, char **field)
+conf_set_path(struct parse *ps, char **field)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     free(*field);
     *field = lq_xstrdup(ps->tok[1]);
     return 0;
@@ -205,7 +205,7 @@ in_dir(const char *dir, const char *p)
 static int
 set_conf_path(struct parse *ps, char **field)
 {
-    if (set_path(ps, field)) return -1;
+    if (conf_set_path(ps, field)) return -1;
     char *abs = in_dir(ps->c->conf_dir, *field);
     free(*field);
     *field = abs;
@@ -216,11 +216,11 @@ static int
 opt_listener(struct parse *ps)
 {
     long long port = 0;
-    int rc = want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, 65535, &port) ? -1 : 0;
+    int rc = conf_want_args(ps, 1, 2) || conf_number(ps, ps->tok[1], 1, 65535, &port) ? -1 : 0;
     struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
     lc->port = (uint16_t)port;
     lc->host = rc == 0 && ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
-    lc->at = where(ps);
+    lc->at = conf_where(ps);
     auth_copy(&lc->auth, &ps->c->auth); /* per_listener_settings: what came before */
     ps->cur = lc;
     struct listener_conf **pp = &ps->c->listeners;
@@ -247,19 +247,19 @@ opt_allow_anonymous(struct parse *ps)
 {
     struct auth_conf *a = auth_of(ps);
     a->allow_anonymous_set = true;
-    return boolean(ps, &a->allow_anonymous);
+    return conf_boolean(ps, &a->allow_anonymous);
 }
 
 static int
 opt_password_file(struct parse *ps)
 {
-    return set_path(ps, &auth_of(ps)->password_file);
+    return conf_set_path(ps, &auth_of(ps)->password_file);
 }
 
 static int
 opt_acl_file(struct parse *ps)
 {
-    return set_path(ps, &auth_of(ps)->acl_file);
+    return conf_set_path(ps, &auth_of(ps)->acl_file);
 }
 
 /* mosquitto: it must come before the listeners, whose settings it makes their own */
@@ -267,8 +267,8 @@ static int
 opt_per_listener_settings(struct parse *ps)
 {
     if (ps->c->listeners)
-        return fail(ps, "per_listener_settings must come before the first listener");
-    return boolean(ps, &ps->c->per_listener_settings);
+        return conf_fail(ps, "per_listener_settings must come before the first listener");
+    return conf_boolean(ps, &ps->c->per_listener_settings);
 }
 
 const struct auth_conf *
@@ -280,15 +280,15 @@ conf_auth(const struct lq_conf *c, const struct listener_conf *lc)
 static int
 opt_retain_available(struct parse *ps)
 {
-    return boolean(ps, &ps->c->retain_available);
+    return conf_boolean(ps, &ps->c->retain_available);
 }
 
 static int
 opt_max_packet_size(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 268435460, &v)) return -1;
-    if (v != 0 && v < 20) return fail(ps, "max_packet_size: %lld is below 20 bytes", v);
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 268435460, &v)) return -1;
+    if (v != 0 && v < 20) return conf_fail(ps, "max_packet_size: %lld is below 20 bytes", v);
     ps->c->max_packet_size = (uint32_t)v;
     return 0;
 }
@@ -297,8 +297,9 @@ static int
 opt_max_connect_packet_size(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 268435460, &v)) return -1;
-    if (v != 0 && v < 20) return fail(ps, "max_connect_packet_size: %lld is below 20 bytes", v);
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 268435460, &v)) return -1;
+    if (v != 0 && v < 20)
+        return conf_fail(ps, "max_connect_packet_size: %lld is below 20 bytes", v);
     ps->c->max_connect_packet_size = (uint32_t)v;
     return 0;
 }
@@ -307,7 +308,7 @@ static int
 opt_max_inflight_messages(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 65535, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 65535, &v)) return -1;
     ps->c->max_inflight_messages = (uint16_t)v;
     return 0;
 }
@@ -316,7 +317,7 @@ static int
 opt_max_queued_messages(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
     ps->c->max_queued_messages = (uint32_t)v;
     return 0;
 }
@@ -325,7 +326,7 @@ static int
 opt_max_queued_bytes(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, LLONG_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, LLONG_MAX, &v)) return -1;
     ps->c->max_queued_bytes = (uint64_t)v;
     return 0;
 }
@@ -334,7 +335,7 @@ static int
 opt_max_queued_bytes_total(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, LLONG_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, LLONG_MAX, &v)) return -1;
     ps->c->max_queued_bytes_total = (uint64_t)v;
     return 0;
 }
@@ -343,13 +344,13 @@ opt_max_queued_bytes_total(struct parse *ps)
 static int
 opt_max_hold_time(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     char *end;
     errno = 0;
     double v = strtod(ps->tok[1], &end);
     if (errno || end == ps->tok[1] || *end || !(v >= 0 && v <= 3600))
-        return fail(ps, "max_hold_time: '%s' is not a number of seconds from 0 to 3600",
-                    ps->tok[1]);
+        return conf_fail(ps, "max_hold_time: '%s' is not a number of seconds from 0 to 3600",
+                         ps->tok[1]);
     ps->c->max_hold_time_ms = (uint32_t)(v * 1000 + 0.5);
     return 0;
 }
@@ -358,7 +359,7 @@ static int
 opt_max_connections(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], -1, UINT32_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], -1, UINT32_MAX, &v)) return -1;
     ps->c->max_connections = v < 0 ? 0 : (uint32_t)v; /* -1: no limit, as mosquitto */
     return 0;
 }
@@ -367,9 +368,10 @@ static int
 opt_max_keepalive(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], LLONG_MIN, LLONG_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], LLONG_MIN, LLONG_MAX, &v))
+        return -1;
     if (v != 0 && (v < 10 || v > 65535)) /* as mosquitto: 0 is no limit */
-        return fail(ps, "%s: '%s' is not 0 (no limit) or 10..65535", ps->tok[0], ps->tok[1]);
+        return conf_fail(ps, "%s: '%s' is not 0 (no limit) or 10..65535", ps->tok[0], ps->tok[1]);
     ps->c->max_keepalive = (uint16_t)v;
     return 0;
 }
@@ -378,7 +380,7 @@ static int
 opt_message_size_limit(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 268435455, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 268435455, &v)) return -1;
     ps->c->message_size_limit = (uint32_t)v;
     return 0;
 }
@@ -387,7 +389,7 @@ static int
 opt_max_topic_levels(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 65535, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 65535, &v)) return -1;
     ps->c->max_topic_levels = (uint32_t)v;
     return 0;
 }
@@ -396,7 +398,7 @@ static int
 opt_max_subscriptions_per_client(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
     ps->c->max_subscriptions_per_client = (uint32_t)v;
     return 0;
 }
@@ -404,10 +406,10 @@ opt_max_subscriptions_per_client(struct parse *ps)
 static int
 opt_persistent_client_expiration(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     int64_t v = conf_parse_duration(ps->tok[1]);
     if (v < 0)
-        return fail(
+        return conf_fail(
             ps, "persistent_client_expiration: '%s' is not a duration (e.g. 2h, 3d, 1w, 1m, 1y)",
             ps->tok[1]);
     ps->c->persistent_client_expiration = v;
@@ -432,7 +434,7 @@ opt_log_type(struct parse *ps)
         {"none", 0},
         {"all", LQ_LOG_ALL},
     };
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     if (!ps->seen_log_type) ps->c->log_types = 0; /* the first line replaces the default */
     ps->seen_log_type = true;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -441,24 +443,24 @@ opt_log_type(struct parse *ps)
             return 0;
         }
     }
-    return fail(ps, "log_type: unknown type '%s'", ps->tok[1]);
+    return conf_fail(ps, "log_type: unknown type '%s'", ps->tok[1]);
 }
 
 static int
 opt_log_dest(struct parse *ps)
 {
-    if (want_args(ps, 1, 2)) return -1;
+    if (conf_want_args(ps, 1, 2)) return -1;
     if (!ps->seen_log_dest) ps->c->log_dests = 0;
     ps->seen_log_dest = true;
     const char *d = ps->tok[1];
     if (strcmp(d, "file") == 0) {
-        if (ps->ntok < 3) return fail(ps, "log_dest file: missing file name");
+        if (ps->ntok < 3) return conf_fail(ps, "log_dest file: missing file name");
         free(ps->c->log_file);
         ps->c->log_file = lq_xstrdup(ps->tok[2]);
         ps->c->log_dests |= LQ_DEST_FILE;
         return 0;
     }
-    if (ps->ntok > 2) return fail(ps, "log_dest: unexpected '%s'", ps->tok[2]);
+    if (ps->ntok > 2) return conf_fail(ps, "log_dest: unexpected '%s'", ps->tok[2]);
     if (strcmp(d, "stderr") == 0)
         ps->c->log_dests |= LQ_DEST_STDERR;
     else if (strcmp(d, "stdout") == 0)
@@ -468,16 +470,16 @@ opt_log_dest(struct parse *ps)
     else if (strcmp(d, "none") == 0)
         ps->c->log_dests = 0;
     else if (strcmp(d, "topic") == 0)
-        return fail(ps, "log_dest topic: not supported");
+        return conf_fail(ps, "log_dest topic: not supported");
     else
-        return fail(ps, "log_dest: unknown destination '%s'", d);
+        return conf_fail(ps, "log_dest: unknown destination '%s'", d);
     return 0;
 }
 
 static int
 opt_log_timestamp(struct parse *ps)
 {
-    return boolean(ps, &ps->c->log_timestamp);
+    return conf_boolean(ps, &ps->c->log_timestamp);
 }
 
 /* strftime's format, as mosquitto; refused when it makes nothing, or more than a log
@@ -485,7 +487,7 @@ opt_log_timestamp(struct parse *ps)
 static int
 opt_log_timestamp_format(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     char buf[256];
     time_t now = time(NULL);
     struct tm tm;
@@ -494,9 +496,10 @@ opt_log_timestamp_format(struct parse *ps)
     size_t n = strftime(buf, sizeof(buf), ps->tok[1], gmtime_r(&now, &tm));
 #pragma GCC diagnostic pop
     if (n == 0)
-        return fail(ps, "log_timestamp_format: '%s' makes an empty timestamp or one over %zu bytes",
-                    ps->tok[1], sizeof(buf) - 1);
-    return set_path(ps, &ps->c->log_timestamp_format);
+        return conf_fail(
+            ps, "log_timestamp_format: '%s' makes an empty timestamp or one over %zu bytes",
+            ps->tok[1], sizeof(buf) - 1);
+    return conf_set_path(ps, &ps->c->log_timestamp_format);
 }
 
 static int
@@ -508,7 +511,7 @@ opt_log_format(struct parse *ps)
 static int
 opt_connection_messages(struct parse *ps)
 {
-    return boolean(ps, &ps->c->connection_messages);
+    return conf_boolean(ps, &ps->c->connection_messages);
 }
 
 /* ---- running as a service (issue 18): what main does with these is its own ---- */
@@ -516,7 +519,7 @@ opt_connection_messages(struct parse *ps)
 static int
 opt_user(struct parse *ps)
 {
-    return set_path(ps, &ps->c->user);
+    return conf_set_path(ps, &ps->c->user);
 }
 
 static int
@@ -537,7 +540,8 @@ static int
 opt_hook_instruction_limit(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 1000, 1000000000000LL, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 1000, 1000000000000LL, &v))
+        return -1;
     ps->c->hook_instruction_limit = (uint64_t)v;
     return 0;
 }
@@ -546,7 +550,8 @@ static int
 opt_hook_memory_limit(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 256 * 1024, 1LL << 40, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 256 * 1024, 1LL << 40, &v))
+        return -1;
     ps->c->hook_memory_limit = (uint64_t)v;
     return 0;
 }
@@ -554,7 +559,8 @@ opt_hook_memory_limit(struct parse *ps)
 static int
 opt_admin_socket(struct parse *ps)
 {
-    if (ps->ntok == 2 && strcmp(ps->tok[1], "none") == 0) return set_path(ps, &ps->c->admin_socket);
+    if (ps->ntok == 2 && strcmp(ps->tok[1], "none") == 0)
+        return conf_set_path(ps, &ps->c->admin_socket);
     return set_conf_path(ps, &ps->c->admin_socket);
 }
 
@@ -562,7 +568,7 @@ static int
 opt_sys_interval(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, 86400, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 86400, &v)) return -1;
     ps->c->sys_interval = (uint32_t)v;
     return 0;
 }
@@ -571,7 +577,7 @@ static int
 opt_metrics_listener(struct parse *ps)
 {
     long long port;
-    if (want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, 65535, &port)) return -1;
+    if (conf_want_args(ps, 1, 2) || conf_number(ps, ps->tok[1], 1, 65535, &port)) return -1;
     ps->c->metrics_port = (uint16_t)port;
     free(ps->c->metrics_host);
     ps->c->metrics_host = ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
@@ -583,7 +589,7 @@ opt_metrics_listener(struct parse *ps)
 static int
 opt_persistence(struct parse *ps)
 {
-    return boolean(ps, &ps->c->persistence);
+    return conf_boolean(ps, &ps->c->persistence);
 }
 
 static int
@@ -596,19 +602,19 @@ opt_persistence_location(struct parse *ps)
 static int
 opt_persistence_file(struct parse *ps)
 {
-    return set_path(ps, &ps->c->persistence_file);
+    return conf_set_path(ps, &ps->c->persistence_file);
 }
 
 static int
 opt_persistence_sync(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "power") == 0)
         ps->c->persistence_sync_process = false;
     else if (strcmp(ps->tok[1], "process") == 0)
         ps->c->persistence_sync_process = true;
     else
-        return fail(ps, "persistence_sync: '%s' is not power or process", ps->tok[1]);
+        return conf_fail(ps, "persistence_sync: '%s' is not power or process", ps->tok[1]);
     return 0;
 }
 
@@ -617,52 +623,52 @@ opt_persistence_sync(struct parse *ps)
 static int
 opt_cluster_name(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_name);
+    return conf_set_path(ps, &ps->c->cluster_name);
 }
 
 static int
 opt_cluster_node_id(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_node_id);
+    return conf_set_path(ps, &ps->c->cluster_node_id);
 }
 
 static int
 opt_cluster_nats_url(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_nats_url);
+    return conf_set_path(ps, &ps->c->cluster_nats_url);
 }
 
 static int
 opt_cluster_nats_username(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_nats_username);
+    return conf_set_path(ps, &ps->c->cluster_nats_username);
 }
 
 static int
 opt_cluster_nats_password(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_nats_password);
+    return conf_set_path(ps, &ps->c->cluster_nats_password);
 }
 
 static int
 opt_cluster_nats_credentials(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_nats_credentials);
+    return conf_set_path(ps, &ps->c->cluster_nats_credentials);
 }
 
 static int
 opt_cluster_nats_cafile(struct parse *ps)
 {
-    return set_path(ps, &ps->c->cluster_nats_cafile);
+    return conf_set_path(ps, &ps->c->cluster_nats_cafile);
 }
 
 /* _certfile and _keyfile: where the last one was, for the error when one is missing */
 static int
 cluster_tls_file(struct parse *ps, char **field)
 {
-    if (set_path(ps, field) < 0) return -1;
+    if (conf_set_path(ps, field) < 0) return -1;
     free(ps->c->cluster_nats_tls_at);
-    ps->c->cluster_nats_tls_at = where(ps);
+    ps->c->cluster_nats_tls_at = conf_where(ps);
     return 0;
 }
 
@@ -681,7 +687,7 @@ opt_cluster_nats_keyfile(struct parse *ps)
 static int
 add_to_list(struct parse *ps, char ***list, size_t *n)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     *list = lq_xrealloc(*list, (*n + 1) * sizeof(**list));
     (*list)[(*n)++] = lq_xstrdup(ps->tok[1]);
     return 0;
@@ -703,7 +709,7 @@ static int
 opt_cluster_max_pending_bytes(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 65536, INT64_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 65536, INT64_MAX, &v)) return -1;
     ps->c->cluster_max_pending_bytes = (uint64_t)v;
     return 0;
 }
@@ -726,15 +732,15 @@ opt_cluster_partition(struct parse *ps)
 static int
 opt_cluster_takeover_timeout(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     char *end;
     errno = 0;
     double v = strtod(ps->tok[1], &end);
     if (errno || end == ps->tok[1] || *end || !(v >= 0.1 && v <= 300))
-        return fail(ps,
-                    "cluster_takeover_timeout: '%s' is not a number of seconds from 0.1 "
-                    "to 300",
-                    ps->tok[1]);
+        return conf_fail(ps,
+                         "cluster_takeover_timeout: '%s' is not a number of seconds from 0.1 "
+                         "to 300",
+                         ps->tok[1]);
     ps->c->cluster_takeover_ms = (uint32_t)(v * 1000 + 0.5);
     return 0;
 }
@@ -743,7 +749,7 @@ static int
 opt_cluster_replicas(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 1, 5, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 1, 5, &v)) return -1;
     ps->c->cluster_replicas = (int)v;
     return 0;
 }
@@ -751,9 +757,9 @@ opt_cluster_replicas(struct parse *ps)
 static int
 opt_cluster_retained(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "jetstream") && strcmp(ps->tok[1], "local"))
-        return fail(ps, "cluster_retained: '%s' is not jetstream or local", ps->tok[1]);
+        return conf_fail(ps, "cluster_retained: '%s' is not jetstream or local", ps->tok[1]);
     ps->c->cluster_retained_local = strcmp(ps->tok[1], "local") == 0;
     return 0;
 }
@@ -762,7 +768,7 @@ static int
 opt_autosave_interval(struct parse *ps)
 {
     long long v;
-    if (want_args(ps, 1, 1) || number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, UINT32_MAX, &v)) return -1;
     ps->c->autosave_interval = (uint32_t)v;
     return 0;
 }
@@ -770,19 +776,19 @@ opt_autosave_interval(struct parse *ps)
 static int
 opt_autosave_on_changes(struct parse *ps)
 {
-    return boolean(ps, &ps->c->autosave_on_changes);
+    return conf_boolean(ps, &ps->c->autosave_on_changes);
 }
 
 static int
 opt_hook_on_error(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
+    if (conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "pass") == 0)
         ps->c->hook_on_error_drop = false;
     else if (strcmp(ps->tok[1], "drop") == 0)
         ps->c->hook_on_error_drop = true;
     else
-        return fail(ps, "hook_on_error: '%s' is not pass or drop", ps->tok[1]);
+        return conf_fail(ps, "hook_on_error: '%s' is not pass or drop", ps->tok[1]);
     return 0;
 }
 
@@ -792,7 +798,7 @@ static struct tls_conf *
 cur_tls(struct parse *ps)
 {
     if (!ps->cur) {
-        fail(ps, "%s: must follow a listener line", ps->tok[0]);
+        conf_fail(ps, "%s: must follow a listener line", ps->tok[0]);
         return NULL;
     }
     ps->block = ps->cur;
@@ -809,11 +815,11 @@ static int
 tls_file(struct parse *ps, enum tls_file which)
 {
     struct tls_conf *tc = cur_tls(ps);
-    if (!tc || want_args(ps, 1, 1)) return -1;
+    if (!tc || conf_want_args(ps, 1, 1)) return -1;
     free(tc->file[which]);
     free(tc->at[which]);
     tc->file[which] = lq_xstrdup(ps->tok[1]);
-    tc->at[which] = where(ps);
+    tc->at[which] = conf_where(ps);
     return 0;
 }
 
@@ -851,34 +857,34 @@ static int
 opt_require_certificate(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
-    return tc ? boolean(ps, &tc->require_certificate) : -1;
+    return tc ? conf_boolean(ps, &tc->require_certificate) : -1;
 }
 
 static int
 opt_use_identity_as_username(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
-    return tc ? boolean(ps, &tc->use_identity_as_username) : -1;
+    return tc ? conf_boolean(ps, &tc->use_identity_as_username) : -1;
 }
 
 static int
 opt_use_subject_as_username(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
-    return tc ? boolean(ps, &tc->use_subject_as_username) : -1;
+    return tc ? conf_boolean(ps, &tc->use_subject_as_username) : -1;
 }
 
 static int
 opt_tls_version(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
-    if (!tc || want_args(ps, 1, 1)) return -1;
+    if (!tc || conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "tlsv1.2") == 0)
         tc->min_version = 12;
     else if (strcmp(ps->tok[1], "tlsv1.3") == 0)
         tc->min_version = 13;
     else
-        return fail(ps, "tls_version: '%s' is not tlsv1.2 or tlsv1.3", ps->tok[1]);
+        return conf_fail(ps, "tls_version: '%s' is not tlsv1.2 or tlsv1.3", ps->tok[1]);
     return 0;
 }
 
@@ -886,11 +892,11 @@ static int
 opt_ciphers(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
-    if (!tc || want_args(ps, 1, 1)) return -1;
+    if (!tc || conf_want_args(ps, 1, 1)) return -1;
     free(tc->ciphers);
     tc->ciphers = lq_xstrdup(ps->tok[1]);
     free(tc->ciphers_at);
-    tc->ciphers_at = where(ps);
+    tc->ciphers_at = conf_where(ps);
     return 0;
 }
 
@@ -898,11 +904,11 @@ static int
 opt_ciphers_tls13(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
-    if (!tc || want_args(ps, 1, 1)) return -1;
+    if (!tc || conf_want_args(ps, 1, 1)) return -1;
     free(tc->ciphers_tls13);
     tc->ciphers_tls13 = lq_xstrdup(ps->tok[1]);
     free(tc->ciphers_tls13_at);
-    tc->ciphers_tls13_at = where(ps);
+    tc->ciphers_tls13_at = conf_where(ps);
     return 0;
 }
 
@@ -911,7 +917,7 @@ opt_tls_handshake_timeout(struct parse *ps)
 {
     struct tls_conf *tc = cur_tls(ps);
     long long v;
-    if (!tc || want_args(ps, 1, 1) || number(ps, ps->tok[1], 1, 3600, &v)) return -1;
+    if (!tc || conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 1, 3600, &v)) return -1;
     tc->handshake_timeout = (uint32_t)v;
     return 0;
 }
@@ -934,7 +940,7 @@ check_listener(struct report *r, const struct listener_conf *lc)
         msg = "use_identity_as_username and use_subject_as_username exclude each other";
     else if (tc->file[TLS_CRLFILE] && !tc->file[TLS_CAFILE] && !tc->file[TLS_CAPATH])
         msg = "crlfile needs cafile or capath";
-    if (msg) report_add(r, "%s: listener %u: %s", lc->at, lc->port, msg);
+    if (msg) conf_report_add(r, "%s: listener %u: %s", lc->at, lc->port, msg);
 }
 
 static int
@@ -946,10 +952,10 @@ by_name(const void *a, const void *b)
 static int
 opt_include_dir(struct parse *ps)
 {
-    if (want_args(ps, 1, 1)) return -1;
-    if (ps->depth >= 8) return fail(ps, "include_dir: nested too deeply");
+    if (conf_want_args(ps, 1, 1)) return -1;
+    if (ps->depth >= 8) return conf_fail(ps, "include_dir: nested too deeply");
     DIR *d = opendir(ps->tok[1]);
-    if (!d) return fail(ps, "include_dir: %s: %s", ps->tok[1], strerror(errno));
+    if (!d) return conf_fail(ps, "include_dir: %s: %s", ps->tok[1], strerror(errno));
     char **names = NULL;
     size_t n = 0;
     struct dirent *de;
@@ -1145,7 +1151,7 @@ parse_line(struct parse *ps, char *line)
         if (ps->ntok == MAX_TOKENS) {
             /* unread, it may be the open block's (an address list): no checks of it */
             ps->block = ps->bridge ? (const void *)ps->bridge : (const void *)ps->cur;
-            return fail(ps, "%s: too many values (at most %d)", ps->tok[0], MAX_TOKENS - 1);
+            return conf_fail(ps, "%s: too many values (at most %d)", ps->tok[0], MAX_TOKENS - 1);
         }
         ps->tok[ps->ntok++] = p;
         p += strcspn(p, " \t");
@@ -1155,8 +1161,8 @@ parse_line(struct parse *ps, char *line)
     if (!opt) {
         for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
             if (strcmp(ps->tok[0], refused[i].name) == 0)
-                return fail(ps, "%s: not supported: %s", ps->tok[0], refused[i].why);
-        return fail(ps, "unknown option '%s'", ps->tok[0]);
+                return conf_fail(ps, "%s: not supported: %s", ps->tok[0], refused[i].why);
+        return conf_fail(ps, "unknown option '%s'", ps->tok[0]);
     }
     return opt->parse(ps);
 }
@@ -1167,7 +1173,7 @@ load_file(struct parse *ps, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        report_add(ps->rep, "%s: cannot open: %s", path, strerror(errno));
+        conf_report_add(ps->rep, "%s: cannot open: %s", path, strerror(errno));
         return;
     }
     ps->file = path;
@@ -1323,8 +1329,8 @@ conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
     for (const struct bridge_conf *b = c->bridges; b; b = b->next)
         if (!report_is_bad(&rep, b)) check_bridge(&rep, b);
     if (!c->cluster_nats_certfile != !c->cluster_nats_keyfile)
-        report_add(&rep, "%s: cluster_nats_certfile and cluster_nats_keyfile go together",
-                   c->cluster_nats_tls_at);
+        conf_report_add(&rep, "%s: cluster_nats_certfile and cluster_nats_keyfile go together",
+                        c->cluster_nats_tls_at);
     listeners_free(rep.stray_listeners);
     bridges_free(rep.stray_bridges);
     int rc = rep.n ? -1 : 0;

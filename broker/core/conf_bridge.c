@@ -21,7 +21,7 @@
 static struct bridge_conf *
 cur_bridge(struct parse *ps)
 {
-    if (!ps->bridge) fail(ps, "%s: must follow a connection line", ps->tok[0]);
+    if (!ps->bridge) conf_fail(ps, "%s: must follow a connection line", ps->tok[0]);
     ps->block = ps->bridge;
     return ps->bridge;
 }
@@ -29,15 +29,15 @@ cur_bridge(struct parse *ps)
 int
 opt_connection(struct parse *ps)
 {
-    int rc = want_args(ps, 1, 1);
+    int rc = conf_want_args(ps, 1, 1);
     struct bridge_conf **pp = &ps->c->bridges;
     for (; rc == 0 && *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, ps->tok[1]) == 0)
-            rc = fail(ps, "connection: '%s' is already the name of the bridge at %s", ps->tok[1],
-                      (*pp)->at);
+            rc = conf_fail(ps, "connection: '%s' is already the name of the bridge at %s",
+                           ps->tok[1], (*pp)->at);
     struct bridge_conf *b = lq_xcalloc(1, sizeof(*b));
     b->name = lq_xstrdup(ps->ntok > 1 ? ps->tok[1] : "");
-    b->at = where(ps);
+    b->at = conf_where(ps);
     b->restart_base = 5;
     b->restart_cap = 30;
     b->threshold = 10;
@@ -84,23 +84,24 @@ bridge_addr(struct parse *ps, const char *s, struct bridge_addr *out)
     if (*s == '[') {
         const char *end = strchr(s, ']');
         if (!end || (end[1] && end[1] != ':'))
-            return fail(ps, "%s: '%s' is not [IPV6]:PORT", ps->tok[0], s);
+            return conf_fail(ps, "%s: '%s' is not [IPV6]:PORT", ps->tok[0], s);
         host = s + 1;
         hlen = (size_t)(end - host);
         if (end[1]) port = end + 2;
         if (!is_ipv6(host, hlen))
-            return fail(ps, "%s: '%s': not an IPv6 address in the brackets", ps->tok[0], s);
+            return conf_fail(ps, "%s: '%s': not an IPv6 address in the brackets", ps->tok[0], s);
     } else {
         const char *colon = strrchr(s, ':');
         hlen = colon ? (size_t)(colon - s) : strlen(s);
         if (colon) port = colon + 1;
         if (memchr(s, ':', hlen) && !is_ipv6(s, hlen))
-            return fail(ps, "%s: '%s': an IPv6 address needs its port (ADDR:PORT or [ADDR]:PORT)",
-                        ps->tok[0], s);
+            return conf_fail(ps,
+                             "%s: '%s': an IPv6 address needs its port (ADDR:PORT or [ADDR]:PORT)",
+                             ps->tok[0], s);
     }
-    if (hlen == 0) return fail(ps, "%s: '%s': no host", ps->tok[0], s);
+    if (hlen == 0) return conf_fail(ps, "%s: '%s': no host", ps->tok[0], s);
     long long p = 1883;
-    if (port && number(ps, port, 1, 65535, &p)) return -1;
+    if (port && conf_number(ps, port, 1, 65535, &p)) return -1;
     out->host = lq_xmalloc(hlen + 1);
     memcpy(out->host, host, hlen);
     out->host[hlen] = '\0';
@@ -114,7 +115,7 @@ opt_address(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
     if (!b) return -1;
-    if (ps->ntok < 2 || ps->tok[1][0] == '#') return fail(ps, "%s: missing value", ps->tok[0]);
+    if (ps->ntok < 2 || ps->tok[1][0] == '#') return conf_fail(ps, "%s: missing value", ps->tok[0]);
     for (int i = 1; i < ps->ntok; i++) {
         if (ps->tok[i][0] == '#') break; /* mosquitto: a comment may end the list */
         struct bridge_addr a;
@@ -131,7 +132,8 @@ topic_prefix(struct parse *ps, const char *s, const char *which, char **out)
 {
     if (strcmp(s, "\"\"") == 0) return 0;
     if (strpbrk(s, "+#"))
-        return fail(ps, "topic: %s prefix '%s' has a wildcard: a prefix is a topic name", which, s);
+        return conf_fail(ps, "topic: %s prefix '%s' has a wildcard: a prefix is a topic name",
+                         which, s);
     *out = lq_xstrdup(s);
     return 0;
 }
@@ -146,8 +148,8 @@ topic_side(struct parse *ps, const char *prefix, const char *pattern, const char
     memcpy(full + pl, pattern, tl + 1);
     int rc = 0;
     if (!topic_filter_is_valid(full, pl + tl))
-        rc = fail(ps, "topic: '%s' (%s prefix and pattern) is not a valid topic filter", full,
-                  which);
+        rc = conf_fail(ps, "topic: '%s' (%s prefix and pattern) is not a valid topic filter", full,
+                       which);
     free(full);
     return rc;
 }
@@ -166,9 +168,10 @@ int
 opt_topic(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    if (!b || want_args(ps, 1, 5)) return -1;
+    if (!b || conf_want_args(ps, 1, 5)) return -1;
     if (ps->ntok == 5)
-        return fail(ps, "topic: the local prefix '%s' needs a remote prefix after it", ps->tok[4]);
+        return conf_fail(ps, "topic: the local prefix '%s' needs a remote prefix after it",
+                         ps->tok[4]);
     struct bridge_topic t = {.dir = BRIDGE_DIR_OUT};
     if (ps->ntok > 2) {
         const char *d = ps->tok[2];
@@ -179,10 +182,10 @@ opt_topic(struct parse *ps)
         else if (strcasecmp(d, "both") == 0)
             t.dir = BRIDGE_DIR_BOTH;
         else
-            return fail(ps, "topic: '%s' is not out, in or both", d);
+            return conf_fail(ps, "topic: '%s' is not out, in or both", d);
     }
     long long qos = 0;
-    if (ps->ntok > 3 && number(ps, ps->tok[3], 0, 2, &qos)) return -1;
+    if (ps->ntok > 3 && conf_number(ps, ps->tok[3], 0, 2, &qos)) return -1;
     t.qos = (uint8_t)qos;
     bool empty = strcmp(ps->tok[1], "\"\"") == 0;
     t.pattern = lq_xstrdup(empty ? "" : ps->tok[1]);
@@ -191,8 +194,8 @@ opt_topic(struct parse *ps)
         rc = topic_prefix(ps, ps->tok[4], "local", &t.local_prefix) ||
              topic_prefix(ps, ps->tok[5], "remote", &t.remote_prefix);
     if (rc == 0 && empty && (!t.local_prefix || !t.remote_prefix))
-        rc = fail(ps, "topic: an empty pattern (\"\") needs a local and a remote prefix, "
-                      "each then the whole topic");
+        rc = conf_fail(ps, "topic: an empty pattern (\"\") needs a local and a remote prefix, "
+                           "each then the whole topic");
     if (rc == 0)
         rc = topic_side(ps, t.local_prefix, t.pattern, "local") ||
              topic_side(ps, t.remote_prefix, t.pattern, "remote");
@@ -200,7 +203,7 @@ opt_topic(struct parse *ps)
         bridge_topic_free(&t);
         return -1;
     }
-    t.at = where(ps);
+    t.at = conf_where(ps);
     b->topics = lq_xrealloc(b->topics, (b->ntopics + 1) * sizeof(*b->topics));
     b->topics[b->ntopics++] = t;
     return 0;
@@ -210,84 +213,86 @@ opt_topic(struct parse *ps)
 static int
 bridge_number(struct parse *ps, long long lo, long long hi, long long *v)
 {
-    return !cur_bridge(ps) || want_args(ps, 1, 1) || number(ps, ps->tok[1], lo, hi, v) ? -1 : 0;
+    return !cur_bridge(ps) || conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], lo, hi, v)
+               ? -1
+               : 0;
 }
 
 int
 opt_round_robin(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->round_robin) : -1;
+    return b ? conf_boolean(ps, &b->round_robin) : -1;
 }
 
 int
 opt_notifications(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->notifications) : -1;
+    return b ? conf_boolean(ps, &b->notifications) : -1;
 }
 
 int
 opt_notifications_local_only(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->notifications_local_only) : -1;
+    return b ? conf_boolean(ps, &b->notifications_local_only) : -1;
 }
 
 int
 opt_cleansession(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->cleansession) : -1;
+    return b ? conf_boolean(ps, &b->cleansession) : -1;
 }
 
 int
 opt_bridge_outgoing_retain(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->outgoing_retain) : -1;
+    return b ? conf_boolean(ps, &b->outgoing_retain) : -1;
 }
 
 int
 opt_try_private(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->try_private) : -1;
+    return b ? conf_boolean(ps, &b->try_private) : -1;
 }
 
 int
 opt_bridge_attempt_unsubscribe(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? boolean(ps, &b->attempt_unsubscribe) : -1;
+    return b ? conf_boolean(ps, &b->attempt_unsubscribe) : -1;
 }
 
 int
 opt_remote_clientid(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? set_path(ps, &b->remote_clientid) : -1;
+    return b ? conf_set_path(ps, &b->remote_clientid) : -1;
 }
 
 int
 opt_local_clientid(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? set_path(ps, &b->local_clientid) : -1;
+    return b ? conf_set_path(ps, &b->local_clientid) : -1;
 }
 
 int
 opt_remote_username(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? set_path(ps, &b->remote_username) : -1;
+    return b ? conf_set_path(ps, &b->remote_username) : -1;
 }
 
 int
 opt_remote_password(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    return b ? set_path(ps, &b->remote_password) : -1;
+    return b ? conf_set_path(ps, &b->remote_password) : -1;
 }
 
 /* username and password: mosquitto's old names of remote_*, only in a block (outside one
@@ -295,14 +300,14 @@ opt_remote_password(struct parse *ps)
 int
 opt_username(struct parse *ps)
 {
-    if (!ps->bridge) return fail(ps, "unknown option '%s'", ps->tok[0]);
+    if (!ps->bridge) return conf_fail(ps, "unknown option '%s'", ps->tok[0]);
     return opt_remote_username(ps);
 }
 
 int
 opt_password(struct parse *ps)
 {
-    if (!ps->bridge) return fail(ps, "unknown option '%s'", ps->tok[0]);
+    if (!ps->bridge) return conf_fail(ps, "unknown option '%s'", ps->tok[0]);
     return opt_remote_password(ps);
 }
 
@@ -311,7 +316,7 @@ opt_local_cleansession(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
     bool v;
-    if (!b || boolean(ps, &v)) return -1;
+    if (!b || conf_boolean(ps, &v)) return -1;
     b->local_cleansession = v;
     return 0;
 }
@@ -320,17 +325,18 @@ int
 opt_notification_topic(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    if (!b || want_args(ps, 1, 1)) return -1;
+    if (!b || conf_want_args(ps, 1, 1)) return -1;
     if (!topic_name_is_valid(ps->tok[1], strlen(ps->tok[1])))
-        return fail(ps, "notification_topic: '%s' is not a topic name (no wildcards)", ps->tok[1]);
-    return set_path(ps, &b->notification_topic);
+        return conf_fail(ps, "notification_topic: '%s' is not a topic name (no wildcards)",
+                         ps->tok[1]);
+    return conf_set_path(ps, &b->notification_topic);
 }
 
 int
 opt_start_type(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    if (!b || want_args(ps, 1, 1)) return -1;
+    if (!b || conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "automatic") == 0)
         b->start_type = BRIDGE_START_AUTOMATIC;
     else if (strcmp(ps->tok[1], "lazy") == 0)
@@ -338,7 +344,7 @@ opt_start_type(struct parse *ps)
     else if (strcmp(ps->tok[1], "once") == 0)
         b->start_type = BRIDGE_START_ONCE;
     else
-        return fail(ps, "start_type: '%s' is not automatic, lazy or once", ps->tok[1]);
+        return conf_fail(ps, "start_type: '%s' is not automatic, lazy or once", ps->tok[1]);
     return 0;
 }
 
@@ -348,10 +354,11 @@ opt_restart_timeout(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
     long long base, cap;
-    if (!b || want_args(ps, 1, 2) || number(ps, ps->tok[1], 1, UINT32_MAX, &base)) return -1;
+    if (!b || conf_want_args(ps, 1, 2) || conf_number(ps, ps->tok[1], 1, UINT32_MAX, &base))
+        return -1;
     cap = base;
-    if (ps->ntok > 2 && number(ps, ps->tok[2], 1, UINT32_MAX, &cap)) return -1;
-    if (cap < base) return fail(ps, "restart_timeout: cap %lld is below base %lld", cap, base);
+    if (ps->ntok > 2 && conf_number(ps, ps->tok[2], 1, UINT32_MAX, &cap)) return -1;
+    if (cap < base) return conf_fail(ps, "restart_timeout: cap %lld is below base %lld", cap, base);
     b->restart_base = (uint32_t)base;
     b->restart_cap = (uint32_t)cap;
     return 0;
@@ -389,7 +396,7 @@ int
 opt_bridge_protocol_version(struct parse *ps)
 {
     struct bridge_conf *b = cur_bridge(ps);
-    if (!b || want_args(ps, 1, 1)) return -1;
+    if (!b || conf_want_args(ps, 1, 1)) return -1;
     if (strcmp(ps->tok[1], "mqttv50") == 0)
         b->protocol = 5;
     else if (strcmp(ps->tok[1], "mqttv311") == 0)
@@ -397,8 +404,8 @@ opt_bridge_protocol_version(struct parse *ps)
     else if (strcmp(ps->tok[1], "mqttv31") == 0)
         b->protocol = 3;
     else
-        return fail(ps, "bridge_protocol_version: '%s' is not mqttv50, mqttv311 or mqttv31",
-                    ps->tok[1]);
+        return conf_fail(ps, "bridge_protocol_version: '%s' is not mqttv50, mqttv311 or mqttv31",
+                         ps->tok[1]);
     return 0;
 }
 
@@ -407,7 +414,7 @@ static void
 bridge_v5_line(struct parse *ps)
 {
     free(ps->bridge->v5_at);
-    ps->bridge->v5_at = where(ps);
+    ps->bridge->v5_at = conf_where(ps);
 }
 
 int
@@ -415,7 +422,7 @@ opt_bridge_max_packet_size(struct parse *ps)
 {
     long long v;
     if (bridge_number(ps, 0, 268435460, &v)) return -1;
-    if (v != 0 && v < 20) return fail(ps, "bridge_max_packet_size: %lld is below 20 bytes", v);
+    if (v != 0 && v < 20) return conf_fail(ps, "bridge_max_packet_size: %lld is below 20 bytes", v);
     ps->bridge->max_packet_size = (uint32_t)v;
     bridge_v5_line(ps);
     return 0;
@@ -448,7 +455,7 @@ bridge_tls_line(struct parse *ps)
     struct bridge_conf *b = cur_bridge(ps);
     if (b) {
         free(b->tls_at);
-        b->tls_at = where(ps);
+        b->tls_at = conf_where(ps);
     }
     return b;
 }
@@ -457,58 +464,59 @@ int
 opt_bridge_cafile(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    return b ? set_path(ps, &b->cafile) : -1;
+    return b ? conf_set_path(ps, &b->cafile) : -1;
 }
 
 int
 opt_bridge_capath(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    return b ? set_path(ps, &b->capath) : -1;
+    return b ? conf_set_path(ps, &b->capath) : -1;
 }
 
 int
 opt_bridge_certfile(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    return b ? set_path(ps, &b->certfile) : -1;
+    return b ? conf_set_path(ps, &b->certfile) : -1;
 }
 
 int
 opt_bridge_keyfile(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    return b ? set_path(ps, &b->keyfile) : -1;
+    return b ? conf_set_path(ps, &b->keyfile) : -1;
 }
 
 int
 opt_bridge_alpn(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    return b ? set_path(ps, &b->alpn) : -1;
+    return b ? conf_set_path(ps, &b->alpn) : -1;
 }
 
 int
 opt_bridge_insecure(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    return b ? boolean(ps, &b->insecure) : -1;
+    return b ? conf_boolean(ps, &b->insecure) : -1;
 }
 
 int
 opt_bridge_tls_version(struct parse *ps)
 {
     struct bridge_conf *b = bridge_tls_line(ps);
-    if (!b || want_args(ps, 1, 1)) return -1;
+    if (!b || conf_want_args(ps, 1, 1)) return -1;
     const char *v = ps->tok[1];
     if (strcmp(v, "tlsv1.2") == 0)
         b->tls_version = 12;
     else if (strcmp(v, "tlsv1.3") == 0)
         b->tls_version = 13;
     else if (strcmp(v, "tlsv1.1") == 0 || strcmp(v, "tlsv1") == 0)
-        return fail(ps, "bridge_tls_version: %s is not supported: only tlsv1.2 and tlsv1.3", v);
+        return conf_fail(ps, "bridge_tls_version: %s is not supported: only tlsv1.2 and tlsv1.3",
+                         v);
     else
-        return fail(ps, "bridge_tls_version: '%s' is not tlsv1.2 or tlsv1.3", v);
+        return conf_fail(ps, "bridge_tls_version: '%s' is not tlsv1.2 or tlsv1.3", v);
     return 0;
 }
 
@@ -544,7 +552,7 @@ check_bridge(struct report *r, const struct bridge_conf *b)
                  b->remote_clientid ? "remote_clientid" : "the name");
         msg = buf;
     }
-    if (msg) report_add(r, "%s: connection %s: %s", at, b->name, msg);
+    if (msg) conf_report_add(r, "%s: connection %s: %s", at, b->name, msg);
 }
 
 static bool

@@ -48,19 +48,19 @@ struct parse {
 
 /* ---- conf.c ---- */
 /* Adds a message to r, formatted as printf would. */
-__attribute__((format(printf, 2, 3))) void report_add(struct report *r, const char *fmt, ...);
+__attribute__((format(printf, 2, 3))) void conf_report_add(struct report *r, const char *fmt, ...);
 /* Reports "FILE:LINE: message" for the line being parsed; returns -1. */
-__attribute__((format(printf, 2, 3))) int fail(struct parse *ps, const char *fmt, ...);
+__attribute__((format(printf, 2, 3))) int conf_fail(struct parse *ps, const char *fmt, ...);
 /* 0 if the option has min to max values, else -1 (reported). */
-int want_args(struct parse *ps, int min, int max);
+int conf_want_args(struct parse *ps, int min, int max);
 /* s as a whole number in [lo, hi] into *out; -1 (reported) if it is not one. */
-int number(struct parse *ps, const char *s, long long lo, long long hi, long long *out);
+int conf_number(struct parse *ps, const char *s, long long lo, long long hi, long long *out);
 /* The option's one value, true or false, into *out; -1 (reported) if it is neither. */
-int boolean(struct parse *ps, bool *out);
+int conf_boolean(struct parse *ps, bool *out);
 /* "FILE:LINE" of the line being parsed; the caller frees it. */
-char *where(const struct parse *ps);
+char *conf_where(const struct parse *ps);
 /* The option's one value (the rest of the line) into *field, freeing what was there. */
-int set_path(struct parse *ps, char **field);
+int conf_set_path(struct parse *ps, char **field);
 
 /* ---- conf_bridge.c: the bridge options of the table ---- */
 int opt_connection(struct parse *ps);
