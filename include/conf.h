@@ -168,6 +168,14 @@ struct lq_conf {
     size_t ncluster_topics_local;
     bool cluster_retained_local; /* cluster_retained local (default jetstream) */
     struct bridge_conf *bridges; /* connection blocks, file order */
+    /* running as a service (issue 18) */
+    char *user;                 /* started as root: become this user; NULL: stay */
+    char *pid_file;             /* NULL: none */
+    bool log_timestamp;         /* default true */
+    char *log_timestamp_format; /* strftime, local time; NULL: the default format */
+    bool connection_messages;   /* connect and disconnect lines; default true */
+    bool log_format_mosquitto;  /* log_format mosquitto; default lunamq */
+    char *conf_dir;             /* the directory of the file given to conf_load */
 };
 
 /* Defaults as listed above. */

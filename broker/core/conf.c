@@ -1438,6 +1438,48 @@ bridge_free(struct bridge_conf *b)
     free(b);
 }
 
+/* ---- running as a service ---- */
+
+static int
+opt_user(struct parse *ps)
+{
+    return set_path(ps, &ps->c->user);
+}
+
+static int
+opt_pid_file(struct parse *ps)
+{
+    return set_path(ps, &ps->c->pid_file);
+}
+
+static int
+opt_log_timestamp(struct parse *ps)
+{
+    return boolean(ps, &ps->c->log_timestamp);
+}
+
+static int
+opt_log_timestamp_format(struct parse *ps)
+{
+    return set_path(ps, &ps->c->log_timestamp_format);
+}
+
+static int
+opt_connection_messages(struct parse *ps)
+{
+    return boolean(ps, &ps->c->connection_messages);
+}
+
+static int
+opt_log_format(struct parse *ps)
+{
+    if (want_args(ps, 1, 1)) return -1;
+    if (strcmp(ps->tok[1], "mosquitto") != 0 && strcmp(ps->tok[1], "lunamq") != 0)
+        return fail(ps, "log_format: '%s' is not mosquitto or lunamq", ps->tok[1]);
+    ps->c->log_format_mosquitto = strcmp(ps->tok[1], "mosquitto") == 0;
+    return 0;
+}
+
 /* rest_after: for file and directory values, which may hold spaces as in mosquitto.conf,
  * the value is the rest of the line after that many words (trimmed); 0: words only. */
 static const struct option {
@@ -1547,6 +1589,12 @@ static const struct option {
     {"bridge_insecure", opt_bridge_insecure, 0},
     {"bridge_tls_version", opt_bridge_tls_version, 0},
     {"bridge_alpn", opt_bridge_alpn, 0},
+    {"user", opt_user, 0},
+    {"pid_file", opt_pid_file, 1},
+    {"log_timestamp", opt_log_timestamp, 0},
+    {"log_timestamp_format", opt_log_timestamp_format, 1},
+    {"connection_messages", opt_connection_messages, 0},
+    {"log_format", opt_log_format, 0},
 };
 
 /* mosquitto options lunamq does not take, and why: refused, never ignored silently */
@@ -1667,6 +1715,8 @@ conf_init(struct lq_conf *c)
     c->hook_memory_limit = 16 * 1024 * 1024;
     c->sys_interval = 10;
     c->autosave_interval = 1800; /* mosquitto's */
+    c->log_timestamp = true;
+    c->connection_messages = true;
 }
 
 void
@@ -1711,6 +1761,10 @@ conf_fini(struct lq_conf *c)
     free(c->persistence_file);
     free(c->admin_socket);
     free(c->metrics_host);
+    free(c->user);
+    free(c->pid_file);
+    free(c->log_timestamp_format);
+    free(c->conf_dir);
     for (struct bridge_conf *b = c->bridges, *next; b; b = next) {
         next = b->next;
         bridge_free(b);
