@@ -70,6 +70,15 @@ lq_log_enabled(unsigned level)
     return (lq_log_types & level) != 0;
 }
 void lq_log(unsigned level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* How lines look: log_timestamp (false: no time), log_timestamp_format (strftime, in
+ * local time, as mosquitto; NULL: ISO 8601 UTC with milliseconds, or with mosquitto the
+ * Unix time), log_format mosquitto ("TIME: " before the message, as mosquitto). */
+void lq_log_set_format(bool timestamp, const char *ts_format, bool mosquitto);
+bool lq_log_mosquitto(void); /* log_format mosquitto */
+/* A line in mosquitto's words ("New connection from ..."): no level name before it,
+ * whatever the format, so that its parsers and fail2ban filters read it as theirs. */
+void lq_log_as_mosquitto(unsigned level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Client ids, user names and topics may hold any character but U+0000: for logs and
  * text meant for people, control characters are written escaped (\n, \r, \t, \xNN), so
  * that a client can neither forge nor split lines, nor send terminal escapes. out gets at

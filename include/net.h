@@ -55,6 +55,12 @@ struct conn_ops {
  * listener) every connection speaks TLS. Returns NULL with errno set. */
 struct listener *listener_new(struct event_base *base, const char *host, uint16_t port,
                               struct tls_ctx *tls, const struct conn_ops *ops, void *ud);
+/* The same in two steps: bind now (the port is taken, a privileged one too, and
+ * connections are refused), listen later, when the broker can serve (after recovery,
+ * after dropping root). listener_listen returns 0, or -1 with errno (logged). */
+struct listener *listener_bind(struct event_base *base, const char *host, uint16_t port,
+                               struct tls_ctx *tls, const struct conn_ops *ops, void *ud);
+int listener_listen(struct listener *l);
 /* New TLS material for connections accepted from now on (ownership passes). */
 void listener_set_tls(struct listener *l, struct tls_ctx *tls);
 /* Before the listeners are freed: finish the TLS handshakes under way on the

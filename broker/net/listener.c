@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <event2/listener.h>
+#include <event2/util.h>
 
 #include "hs_worker.h"
 #include "lq.h"
@@ -137,10 +138,11 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 }
 
 struct listener *
-listener_new(struct event_base *base, const char *host, uint16_t port, struct tls_ctx *tls,
-             const struct conn_ops *ops, void *ud)
+listener_bind(struct event_base *base, const char *host, uint16_t port, struct tls_ctx *tls,
+              const struct conn_ops *ops, void *ud)
 {
     struct listener *l = lq_xcalloc(1, sizeof(*l));
+    l->fd = -1;
     l->tls = tls;
     l->base = base;
     l->ops = ops;
@@ -163,26 +165,24 @@ listener_new(struct event_base *base, const char *host, uint16_t port, struct tl
         errno = EINVAL;
         goto fail;
     }
-    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
-    l->evl = evconnlistener_new_bind(base, accept_cb, l, flags, 1024, res->ai_addr,
-                                     (int)res->ai_addrlen);
-    freeaddrinfo(res);
-    if (!l->evl) {
-        lq_log(LQ_LOG_ERR, "listener %s:%u: %s", host ? host : "*", port, strerror(errno));
+    /* as evconnlistener_new_bind would, but without listen(): that comes later */
+    int on = 1;
+    l->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->fd < 0 || setsockopt(l->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+        evutil_make_listen_socket_reuseable(l->fd) < 0 ||
+        bind(l->fd, res->ai_addr, res->ai_addrlen) < 0) {
+        int e = errno;
+        freeaddrinfo(res);
+        lq_log(LQ_LOG_ERR, "listener %s:%u: %s", host ? host : "*", port, strerror(e));
+        errno = e;
         goto fail;
     }
+    freeaddrinfo(res);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    getsockname(evconnlistener_get_fd(l->evl), (struct sockaddr *)&ss, &sl);
+    getsockname(l->fd, (struct sockaddr *)&ss, &sl);
     l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    char name[32];
-    snprintf(name, sizeof(name), "listener %u", l->port);
-    if (!(l->backoff = accept_backoff_new(l->evl, name))) {
-        errno = ENOMEM;
-        goto fail;
-    }
-    evconnlistener_set_error_cb(l->evl, accept_error_cb);
     if (!(l->burst_ev = event_new(base, -1, 0, burst_done_cb, l))) {
         errno = ENOMEM;
         goto fail;
@@ -193,10 +193,45 @@ fail:
     return NULL;
 }
 
+int
+listener_listen(struct listener *l)
+{
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+    l->evl = evconnlistener_new(l->base, accept_cb, l, flags, 1024, l->fd);
+    if (!l->evl) {
+        lq_log(LQ_LOG_ERR, "listener %s: %s", l->name, strerror(errno));
+        return -1;
+    }
+    l->fd = -1; /* the evconnlistener's now */
+    char name[32];
+    snprintf(name, sizeof(name), "listener %u", l->port);
+    if (!(l->backoff = accept_backoff_new(l->evl, name))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    evconnlistener_set_error_cb(l->evl, accept_error_cb);
+    return 0;
+}
+
+struct listener *
+listener_new(struct event_base *base, const char *host, uint16_t port, struct tls_ctx *tls,
+             const struct conn_ops *ops, void *ud)
+{
+    struct listener *l = listener_bind(base, host, port, tls, ops, ud);
+    if (l && listener_listen(l) < 0) {
+        int e = errno;
+        listener_free(l);
+        errno = e;
+        return NULL;
+    }
+    return l;
+}
+
 struct listener *
 dialer_new(struct event_base *base, const char *name, const struct conn_ops *ops, void *ud)
 {
     struct listener *d = lq_xcalloc(1, sizeof(*d));
+    d->fd = -1;
     d->base = base;
     d->ops = ops;
     d->ud = ud;
@@ -217,6 +252,7 @@ listener_free(struct listener *l)
     while (l->nspare) evbuffer_free(l->spare[--l->nspare]);
     while (l->nspare_wev) event_free(l->spare_wev[--l->nspare_wev]);
     if (l->evl) evconnlistener_free(l->evl);
+    if (l->fd >= 0) evutil_closesocket(l->fd);
     if (l->burst_ev) event_free(l->burst_ev);
     accept_backoff_free(l->backoff);
     tls_ctx_unref(l->tls);

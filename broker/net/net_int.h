@@ -19,7 +19,8 @@
  * (conn_dial), not accepted, and never counted in nhandshaking. */
 struct listener {
     struct event_base *base;
-    struct evconnlistener *evl;
+    struct evconnlistener *evl;     /* NULL until listener_listen */
+    int fd;                         /* bound, not yet listening (listener_bind); else -1 */
     struct accept_backoff *backoff; /* pauses accepting at the descriptor limit */
     const struct conn_ops *ops;
     void *ud;

@@ -5,17 +5,21 @@
  * place where a handler's failure reason code becomes a DISCONNECT and a log line.
  * Not here: what each packet does (handle_*.c), delivery (deliver.c). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bridge.h"
 #include "broker.h"
 #include "cluster.h"
 #include "hooks.h"
 #include "conf.h"
+#include "sdnotify.h"
 #include "tls.h"
 #include "retain.h"
 #include "sbuf.h"
@@ -70,7 +74,7 @@ on_accept(struct conn *c, void *ud)
     if (now > b->ctr.connections_peak) b->ctr.connections_peak = now;
     conn_set_max_packet(c, broker_connect_max_packet(b)); /* handle_connect lifts both */
     conn_set_deadline(c, CONNECT_TIMEOUT_MS); /* from accept, however slowly CONNECT comes */
-    if (lq_log_enabled(LQ_LOG_DEBUG)) lq_log(LQ_LOG_DEBUG, "%s: new connection", conn_peer(c));
+    connlog_accepted(b, c);
     return true;
 }
 
@@ -85,7 +89,7 @@ handle_disconnect(struct session *s, uint8_t flags, const uint8_t *body, size_t 
             return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.14.2-2] */
         s->expiry = d.props.session_expiry;
     }
-    session_log(s, LQ_LOG_INFO, "disconnected (0x%02x %s)", d.reason, mqtt_rc_str(d.reason));
+    connlog_disconnected(s, d.reason);
     struct conn *c = s->conn;
     /* 0x00 deletes the will [MQTT-3.14.4-3]; any other reason keeps it */
     session_detach(s, d.reason != MQTT_RC_SUCCESS);
@@ -136,8 +140,9 @@ on_packet(struct conn *c, uint8_t tf, const uint8_t *body, size_t len, void *ud)
     b->ctr.bytes_received += len + 2;
     if (!s) {
         if ((tf >> 4) != MQTT_CONNECT) { /* [MQTT-3.1.0-1] */
-            lq_log(LQ_LOG_NOTICE, "%s: first packet is %s, not CONNECT: closing", conn_peer(c),
-                   mqtt_type_str(tf >> 4));
+            char what[64];
+            snprintf(what, sizeof(what), "first packet is %s, not CONNECT", mqtt_type_str(tf >> 4));
+            connlog_closed_early(c, MQTT_RC_PROTOCOL_ERROR, what);
             conn_close(c);
             return;
         }
@@ -172,7 +177,7 @@ on_malformed(struct conn *c, void *ud)
         session_disconnect(s, MQTT_RC_MALFORMED_PACKET, "remaining length");
         return;
     }
-    lq_log(LQ_LOG_NOTICE, "%s: malformed packet before CONNECT: closing", conn_peer(c));
+    connlog_closed_early(c, MQTT_RC_PROTOCOL_ERROR, "malformed packet before CONNECT");
     conn_close(c);
 }
 
@@ -193,18 +198,18 @@ on_keepalive(struct conn *c, void *ud)
         session_disconnect(s, MQTT_RC_KEEP_ALIVE_TIMEOUT, "no packet within 1.5 x keep alive");
         return;
     }
-    lq_log(LQ_LOG_NOTICE, "%s: no CONNECT within %d s: closing", conn_peer(c),
-           CONNECT_TIMEOUT_MS / 1000);
+    char what[64];
+    snprintf(what, sizeof(what), "no CONNECT within %d s", CONNECT_TIMEOUT_MS / 1000);
+    connlog_closed_early(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, what);
     conn_close(c);
 }
 
 static void
 on_lost(struct conn *c, const char *why, void *ud)
 {
-    (void)ud;
     struct session *s = conn_owner(c);
+    connlog_lost(ud, s, why);
     if (!s) return;
-    session_log(s, LQ_LOG_NOTICE, "connection lost: %s", why);
     session_detach(s, true);
 }
 
@@ -229,6 +234,12 @@ static const struct conn_ops broker_conn_ops = {
 };
 
 /* ---- life cycle ---- */
+
+static const char *
+admin_path(const struct lq_conf *c)
+{
+    return c->admin_socket ? c->admin_socket : "lunamq.sock";
+}
 
 static void
 hooks_conf_of(const struct lq_conf *c, struct hooks_conf *hc)
@@ -382,28 +393,8 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
     warn_unchecked_usernames(&b->conf);
 
-    struct hook_host host = {.publish = hook_publish, .ud = b};
-    struct hooks_conf hc;
-    hooks_conf_of(&b->conf, &hc);
-    b->hooks = hooks_new(base, &hc, &host);
-    /* no admin socket is not a reason to refuse service (admin_new logged why), a
-     * path naming something else is a configuration error; so is a metrics_listener
-     * that cannot listen (issue 12.21) */
-    b->admin = admin_new(b, base, b->conf.admin_socket ? b->conf.admin_socket : "lunamq.sock",
-                         errbuf, errlen);
-    if (!errbuf[0] && b->conf.metrics_port && !admin_serves_metrics(b->admin))
-        snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
-                 b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
-    if (!errbuf[0]) access_open(b, errbuf, errlen);
-    if (!errbuf[0]) open_cluster(b, errbuf, errlen); /* before recovery: its subscriptions */
-    if (!errbuf[0]) persist_open(b, errbuf, errlen); /* listeners open after recovery */
-    if (!errbuf[0]) access_bind_all(b);              /* the sessions read back */
-    if (!errbuf[0]) bridged_open(b, errbuf, errlen); /* their sessions may be read back */
-    if (errbuf[0]) {
-        broker_free(b);
-        return NULL;
-    }
-
+    /* what may need root: the ports (bound, refusing until broker_start listens) and
+     * the listeners' TLS keys */
     for (struct listener_conf *lc = b->conf.listeners; lc; lc = lc->next) {
         struct tls_ctx *tls = NULL;
         if (lc->tls) {
@@ -414,17 +405,146 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
                 return NULL;
             }
         }
-        struct listener *l = listener_new(base, lc->host, lc->port, tls, &broker_conn_ops, b);
-        if (!l) { /* logged by listener_new */
+        struct listener *l = listener_bind(base, lc->host, lc->port, tls, &broker_conn_ops, b);
+        if (!l) { /* logged by listener_bind */
             broker_free(b);
             return NULL;
         }
         b->listeners = lq_xrealloc(b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
         b->listeners[b->nlisteners++] = l;
-        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s", lc->host ? lc->host : "*", listener_port(l),
-               tls ? " (TLS)" : "");
+    }
+    /* no admin socket is not a reason to refuse service (admin_new logged why), a
+     * path naming something else is a configuration error; so is a metrics_listener
+     * that cannot listen (issue 12.21). Both are made here: the admin socket's
+     * directory may be root's, the metrics port a privileged one. */
+    b->admin = admin_new(b, base, admin_path(&b->conf), errbuf, errlen);
+    if (!errbuf[0] && b->conf.metrics_port && !admin_serves_metrics(b->admin))
+        snprintf(errbuf, errlen, "metrics_listener %s:%u: cannot listen (see the line above)",
+                 b->conf.metrics_host ? b->conf.metrics_host : "127.0.0.1", b->conf.metrics_port);
+    if (errbuf[0]) {
+        broker_free(b);
+        return NULL;
     }
     return b;
+}
+
+const char *
+broker_admin_socket(const struct broker *b)
+{
+    const char *path = admin_path(&b->conf);
+    return b->admin && strcmp(path, "none") != 0 ? path : NULL;
+}
+
+int
+broker_start(struct broker *b, char *errbuf, size_t errlen)
+{
+    errbuf[0] = '\0';
+    struct hook_host host = {.publish = hook_publish, .ud = b};
+    struct hooks_conf hc;
+    hooks_conf_of(&b->conf, &hc);
+    b->hooks = hooks_new(b->base, &hc, &host);
+    access_open(b, errbuf, errlen);
+    if (!errbuf[0]) open_cluster(b, errbuf, errlen); /* before recovery: its subscriptions */
+    if (!errbuf[0]) persist_open(b, errbuf, errlen); /* listeners open after recovery */
+    if (!errbuf[0]) access_bind_all(b);              /* the sessions read back */
+    if (!errbuf[0]) bridged_open(b, errbuf, errlen); /* their sessions may be read back */
+    if (errbuf[0]) return -1;
+    const struct listener_conf *lc = b->conf.listeners;
+    for (size_t i = 0; i < b->nlisteners; i++, lc = lc->next) {
+        if (listener_listen(b->listeners[i]) < 0) return -1; /* logged */
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s", lc->host ? lc->host : "*",
+               listener_port(b->listeners[i]), lc->tls ? " (TLS)" : "");
+    }
+    return 0;
+}
+
+/* ---- lunamq -t ---- */
+
+/* Can each file be opened? A key only root may read cannot be read again once the
+ * broker dropped root (user): said plainly, rather than mbedTLS's "Read/write of file
+ * failed". Returns false with "AT: NAME PATH: reason" in why, as tls.c words its errors. */
+static const char *const tls_file_names[TLS_NFILES] = {"cafile", "capath", "certfile", "keyfile",
+                                                       "crlfile"};
+
+static bool
+files_readable(const char *const *paths, const char *const *ats, size_t n, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!paths[i]) continue;
+        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            snprintf(why, whylen, "%s: %s %s: %s", ats[i] ? ats[i] : "?", tls_file_names[i],
+                     paths[i], strerror(errno));
+            return false;
+        }
+        close(fd);
+    }
+    return true;
+}
+
+static bool
+tls_files_readable(const struct tls_conf *t, char *why, size_t n)
+{
+    return files_readable((const char *const *)t->file, (const char *const *)t->at, TLS_NFILES, why,
+                          n);
+}
+
+static void
+check_auth(const struct auth_conf *a, struct sbuf *out)
+{
+    char err[768];
+    if (a->password_file) {
+        struct pwfile *f = pwfile_load(a->password_file, err, sizeof(err));
+        if (!f) sbuf_printf(out, "%s\n", err);
+        pwfile_unref(f);
+    }
+    if (a->acl_file) {
+        struct acl *acl = acl_load(a->acl_file, err, sizeof(err));
+        if (!acl) sbuf_printf(out, "%s\n", err);
+        acl_unref(acl);
+    }
+}
+
+int
+broker_check(const struct lq_conf *c, char *errbuf, size_t errlen)
+{
+    struct sbuf out = {0};
+    char err[768];
+    for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next) {
+        if (lc->tls) {
+            struct tls_ctx *tls = NULL;
+            if (tls_files_readable(lc->tls, err, sizeof(err)))
+                tls = tls_ctx_new(lc->tls, err, sizeof(err));
+            if (!tls) sbuf_printf(&out, "%s\n", err);
+            tls_ctx_unref(tls);
+        }
+        if (c->per_listener_settings) check_auth(&lc->auth, &out);
+    }
+    if (!c->per_listener_settings) check_auth(&c->auth, &out);
+    for (const struct bridge_conf *bc = c->bridges; bc; bc = bc->next) {
+        if (!bc->cafile && !bc->capath) continue;
+        struct tls_client_conf tc = {.cafile = bc->cafile, /* as bridge_new loads it */
+                                     .capath = bc->capath,
+                                     .certfile = bc->certfile,
+                                     .keyfile = bc->keyfile,
+                                     .insecure = bc->insecure,
+                                     .min_version = bc->tls_version ? bc->tls_version : 12,
+                                     .alpn = bc->alpn,
+                                     .at = bc->tls_at ? bc->tls_at : bc->at};
+        const char *files[] = {bc->cafile, bc->capath, bc->certfile,
+                               bc->keyfile}; /* as tls_file_names */
+        const char *ats[] = {tc.at, tc.at, tc.at, tc.at};
+        struct tls_ctx *tls = NULL;
+        if (files_readable(files, ats, 4, err, sizeof(err)))
+            tls = tls_client_ctx_new(&tc, err, sizeof(err));
+        if (!tls) sbuf_printf(&out, "%s\n", err);
+        tls_ctx_unref(tls);
+    }
+    if (out.len && out.p[out.len - 1] == '\n') out.p[--out.len] = '\0';
+    snprintf(errbuf, errlen, "%s", out.len ? out.p : "");
+    int rc = out.len ? -1 : 0;
+    sbuf_free(&out);
+    return rc;
 }
 
 void
@@ -488,6 +608,7 @@ broker_shutdown(struct broker *b)
 {
     if (b->shutting_down) return;
     b->shutting_down = true;
+    sdnotify_stopping();
     lq_log(LQ_LOG_NOTICE, "shutting down");
     bridged_close(b); /* a client's DISCONNECT to each remote, not a server's */
     for (size_t i = 0; i < b->nbuckets; i++) {
@@ -523,8 +644,13 @@ reload_tls(struct broker *b, const struct lq_conf *nc)
             continue;
         }
         char err[768];
-        struct tls_ctx *tls = tls_ctx_new(nl->tls, err, sizeof(err));
-        if (!tls) {
+        struct tls_ctx *tls = NULL;
+        if (!tls_files_readable(nl->tls, err, sizeof(err))) {
+            lq_log(LQ_LOG_ERR, "reload: listener %u keeps its TLS material: %s (running as uid %u)",
+                   lc->port, err, (unsigned)geteuid());
+            continue;
+        }
+        if (!(tls = tls_ctx_new(nl->tls, err, sizeof(err)))) {
             lq_log(LQ_LOG_ERR, "reload: listener %u keeps its TLS material: %s", lc->port, err);
             continue;
         }
@@ -565,6 +691,9 @@ keep_restart_only(struct lq_conf *run, struct lq_conf *nc, char *restart, size_t
         sbuf_printf(&names, "%sadmin_socket", names.len ? ", " : "");
     if (run->metrics_port != nc->metrics_port || !same_str(run->metrics_host, nc->metrics_host))
         sbuf_printf(&names, "%smetrics_listener", names.len ? ", " : "");
+    if (!same_str(run->user, nc->user)) sbuf_printf(&names, "%suser", names.len ? ", " : "");
+    if (!same_str(run->pid_file, nc->pid_file))
+        sbuf_printf(&names, "%spid_file", names.len ? ", " : "");
     if (run->persistence != nc->persistence ||
         run->persistence_sync_process != nc->persistence_sync_process ||
         !same_str(run->persistence_location, nc->persistence_location))
@@ -587,11 +716,27 @@ keep_restart_only(struct lq_conf *run, struct lq_conf *nc, char *restart, size_t
     s = run->metrics_host;
     run->metrics_host = nc->metrics_host;
     nc->metrics_host = s;
+    s = run->user;
+    run->user = nc->user;
+    nc->user = s;
+    s = run->pid_file;
+    run->pid_file = nc->pid_file;
+    nc->pid_file = s;
     nc->metrics_port = run->metrics_port;
 }
 
-int
-broker_reload(struct broker *b, char *restart, size_t len)
+/* The new file's log options, for lines from now on. */
+static void
+log_reopen(const struct lq_conf *nc)
+{
+    if (lq_log_open(nc->log_types, nc->log_dests, nc->log_file) < 0)
+        lq_log(LQ_LOG_ERR, "reload: log file %s: %s (the previous log is kept)", nc->log_file,
+               strerror(errno));
+    lq_log_set_format(nc->log_timestamp, nc->log_timestamp_format, nc->log_format_mosquitto);
+}
+
+static int
+reload(struct broker *b, char *restart, size_t len)
 {
     if (restart && len) restart[0] = '\0';
     if (!b->conf_path) {
@@ -606,8 +751,7 @@ broker_reload(struct broker *b, char *restart, size_t len)
         conf_fini(&nc);
         return -1;
     }
-    if (lq_log_open(nc.log_types, nc.log_dests, nc.log_file) < 0)
-        lq_log(LQ_LOG_ERR, "reload: log file %s: %s", nc.log_file, strerror(errno));
+    log_reopen(&nc);
     /* listeners stay as they are (changing them needs a restart); their TLS
      * material is reloaded for new connections */
     reload_tls(b, &nc);
@@ -631,4 +775,13 @@ broker_reload(struct broker *b, char *restart, size_t len)
     warn_unchecked_usernames(&b->conf);
     lq_log(LQ_LOG_NOTICE, "configuration reloaded from %s", b->conf_path);
     return 0;
+}
+
+int
+broker_reload(struct broker *b, char *restart, size_t len)
+{
+    sdnotify_reloading(); /* and ready again after, whether the file was good or not */
+    int rc = reload(b, restart, len);
+    sdnotify_ready();
+    return rc;
 }

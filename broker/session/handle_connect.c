@@ -29,11 +29,7 @@ send_connack(struct conn *c, uint8_t version, uint8_t rc, bool present,
 static void
 refuse(struct conn *c, const struct mqtt_connect *ck, uint8_t rc, const char *why)
 {
-    char id[80];
-    snprintf(id, sizeof(id), "%.*s", (int)(ck->client_id.len < 64 ? ck->client_id.len : 64),
-             (const char *)ck->client_id.p);
-    lq_log(LQ_LOG_NOTICE, "client \"%s\" %s: connection refused: 0x%02x %s (%s)", id, conn_peer(c),
-           rc, mqtt_rc_str(rc), why);
+    connlog_refused(c, ck, rc, why);
     uint8_t v = ck->version;
     if (v == MQTT_V5 || v == MQTT_V311 || v == MQTT_V31) send_connack(c, v, rc, false, NULL);
     conn_close(c);
@@ -293,13 +289,8 @@ connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body
     if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
         /* [MQTT-3.1.2-2]: answer in a form the client can read, then close */
         uint8_t v = ck.version >= MQTT_V5 ? MQTT_V5 : MQTT_V311;
-        if (ck.protocol_name.len) {
-            lq_log(LQ_LOG_NOTICE, "%s: unsupported protocol level %u: refused", conn_peer(c),
-                   ck.version);
-            send_connack(c, v, rc, false, NULL);
-        } else {
-            lq_log(LQ_LOG_NOTICE, "%s: not an MQTT CONNECT: closing", conn_peer(c));
-        }
+        connlog_bad_protocol(c, ck.version, ck.protocol_name.len != 0);
+        if (ck.protocol_name.len) send_connack(c, v, rc, false, NULL);
         conn_close(c);
         return;
     }
@@ -449,14 +440,7 @@ connect_run(struct broker *b, struct conn *c, uint8_t flags, const uint8_t *body
     send_connack(c, ck.version, MQTT_RC_SUCCESS, present, v5 ? &p : NULL);
     s->connected = true;
     s->connected_at = lq_wall_time();
-    session_log(s, LQ_LOG_INFO,
-                "connected (MQTT %s%s%s, keep alive %u, session %s, expiry %u%s%s%s)",
-                v5                        ? "5.0"
-                : ck.version == MQTT_V311 ? "3.1.1"
-                                          : "3.1",
-                conn_is_tls(c) ? " over TLS" : "", ck.bridge ? ", a bridge (try_private)" : "",
-                keepalive, present ? "resumed" : "new", expiry, s->username ? ", username \"" : "",
-                s->username ? s->username : "", s->username ? "\"" : "");
+    connlog_connected(s, &ck, present);
     if (present) session_resend_inflight(s);
     session_pump(s);
 }

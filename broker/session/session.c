@@ -236,8 +236,7 @@ session_disconnect(struct session *s, uint8_t rc, const char *detail)
         bridge_disconnect(s->bridge, rc, detail);
         return;
     }
-    session_log(s, rc == MQTT_RC_SESSION_TAKEN_OVER ? LQ_LOG_INFO : LQ_LOG_NOTICE,
-                "disconnect 0x%02x %s (%s)", rc, mqtt_rc_str(rc), detail);
+    connlog_closed(s, rc, detail);
     if (s->connected) send_disconnect(c, s->version, rc);
     session_detach(s, true); /* may end s */
     conn_close(c);

@@ -257,6 +257,24 @@ void session_set_will(struct session *s, struct msg *m, uint32_t delay);
 void session_clear_will(struct session *s);
 void session_arm_expiry(struct session *s);
 
+/* connlog.c: the lines that say a client came and went (connection_messages), in
+ * lunamq's words or, with log_format mosquitto, in mosquitto's */
+struct mqtt_connect;
+void connlog_accepted(const struct broker *b, const struct conn *c);
+void connlog_connected(const struct session *s, const struct mqtt_connect *ck, bool present);
+void connlog_disconnected(const struct session *s, uint8_t reason); /* its DISCONNECT */
+void connlog_lost(const struct broker *b, const struct session *s, const char *why); /* s: NULL */
+/* The broker closes a client's connection (session_disconnect). */
+void connlog_closed(const struct session *s, uint8_t rc, const char *detail);
+/* ... or one whose CONNECT was not accepted yet; `what` is lunamq's line after the
+ * peer. This, refusals and bad_protocol are logged whatever connection_messages says. */
+void connlog_closed_early(const struct conn *c, uint8_t rc, const char *what);
+/* A CONNECT of an unknown protocol level (mqtt) or not MQTT at all. */
+void connlog_bad_protocol(const struct conn *c, uint8_t version, bool mqtt);
+/* A CONNECT refused (CONNACK with rc). */
+void connlog_refused(const struct conn *c, const struct mqtt_connect *ck, uint8_t rc,
+                     const char *why);
+
 /* bridged.c: the local side of the bridges (bridge.h) */
 struct bridged {
     struct bridge *br;

@@ -23,6 +23,7 @@ main(void)
     srunner_add_suite(sr, suite_tls());
     srunner_add_suite(sr, suite_cluster());
     srunner_add_suite(sr, suite_bridge());
+    srunner_add_suite(sr, suite_service());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

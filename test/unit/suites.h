@@ -17,6 +17,7 @@ Suite *suite_auth(void);       /* test_auth.c: password_file, lunamq-ctl passwd,
 Suite *suite_tls(void);        /* test_tls.c: session tickets, resumption, reloads */
 Suite *suite_cluster(void);    /* test_cluster.c: topic <-> NATS subject mapping */
 
-Suite *suite_bridge(void); /* test_bridge.c: topic remapping, names */
+Suite *suite_bridge(void);  /* test_bridge.c: topic remapping, names */
+Suite *suite_service(void); /* test_service.c: sd_notify, pid file, user, log formats */
 
 #endif
