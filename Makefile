@@ -11,12 +11,17 @@ WARN := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werr
         -Wstrict-prototypes -Wmissing-prototypes -Wwrite-strings -Wformat=2 \
         -Wundef -Wvla -Wimplicit-fallthrough -Wcast-qual -fno-common
 OPT    ?= -O2 -g
+# Debian's hardening (lintian asks for both): bounds-checked libc calls, read-only GOT
+HARDEN := -D_FORTIFY_SOURCE=2
+HARDEN_LD := -Wl,-z,relro,-z,now
 CFLAGS ?=
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 ifeq ($(SAN),1)
   B := build/san
   OPT := -O1 -g
+  HARDEN :=
+  HARDEN_LD :=
   # LUNAMQ_CHECKS: the persistence ordering check (no ack before its records are durable)
   EXTRA := $(SANFLAGS) -DLUNAMQ_CHECKS
 endif
@@ -53,7 +58,7 @@ $(B)/obj/mqtt/%.o: WARN += -Wconversion
 $(B)/obj/%.o: broker/%.c $(wildcard $(MBEDTLS_MK))
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(WARN) $(OPT) $(HARDEN) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
 
 $(B)/obj/test/%.o: test/unit/%.c $(wildcard $(MBEDTLS_MK))
 	@mkdir -p $(@D)
@@ -65,11 +70,11 @@ $(B)/liblunamq.a: $(LIB_OBJ)
 
 $(B)/lunamq: $(MAIN_OBJ) $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
-	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
+	$(Q)$(CC) $(EXTRA) $(HARDEN_LD) -o $@ $^ $(LIBS)
 
 $(B)/lunamq-ctl: $(B)/obj/ctl.o $(B)/liblunamq.a
 	@$(if $(Q),echo "  LD    $@")
-	$(Q)$(CC) $(EXTRA) -o $@ $^ $(LIBS)
+	$(Q)$(CC) $(EXTRA) $(HARDEN_LD) -o $@ $^ $(LIBS)
 
 $(B)/obj/bench/%.o: bench/%.c
 	@mkdir -p $(@D)

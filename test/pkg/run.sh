@@ -27,7 +27,7 @@ status=$(dpkg-query -W -f='${db:Status-Status}' lunamq 2>/dev/null || true)
 # Options of issue 18 that other branches add. While this build does not know one, its
 # line is left out of the copy that is run, and said so (NOT TESTED). Empty this list
 # once they are all merged: then the configuration must parse as shipped.
-pending=(user pid_file log_timestamp log_timestamp_format connection_messages log_format)
+pending=()
 
 tmp=$(mktemp -d /tmp/lunamq-pkg.XXXXXX)
 chmod 0755 "$tmp"
