@@ -26,6 +26,8 @@
 #include "sbuf.h"
 
 static const char *sock_path = "lunamq.sock";
+static bool sock_given; /* -s: no looking for the packaged service's socket */
+#define PACKAGED_SOCKET "/run/lunamq/lunamq.sock"
 
 static void
 usage(FILE *f)
@@ -56,7 +58,7 @@ usage(FILE *f)
                "                              add or change a user of a password_file (offline,\n"
                "                              as mosquitto_passwd): -c new file, -b password\n"
                "                              given, -D delete the user, -I PBKDF2 iterations\n"
-               "SOCKET defaults to ./lunamq.sock (the broker's admin_socket).\n");
+               "SOCKET defaults to ./lunamq.sock, else " PACKAGED_SOCKET " when only that exists.\n");
 }
 
 /* One request; the reply body goes to stdout. Returns the exit status. */
@@ -65,6 +67,9 @@ request(int argc, char **argv, bool json, bool quiet_ok)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    /* no -s and none here: the packaged service's (lunamq.conf of the Debian package) */
+    if (!sock_given && access(sock_path, F_OK) != 0 && access(PACKAGED_SOCKET, F_OK) == 0)
+        sock_path = PACKAGED_SOCKET;
     if (strlen(sock_path) >= sizeof(sun.sun_path)) {
         fprintf(stderr, "lunamq-ctl: %s: path too long\n", sock_path);
         return 1;
@@ -659,7 +664,10 @@ main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "+s:jh", longopts, NULL)) != -1) {
         switch (opt) {
-        case 's': sock_path = optarg; break;
+        case 's':
+            sock_path = optarg;
+            sock_given = true;
+            break;
         case 'j': json = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
