@@ -680,6 +680,70 @@ listeners_differ(const struct listener_conf *run, const struct listener_conf *nl
     }
 }
 
+static bool
+same_list(char **a, size_t na, char **b, size_t nb)
+{
+    if (na != nb) return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0) return false;
+    return true;
+}
+
+/* The cluster's options are read when it opens (cluster_open): a changed one waits for a
+ * restart, and the running configuration keeps saying what runs (cluster_partition is
+ * read per CONNECT: it changes live). */
+static bool
+keep_cluster(struct lq_conf *run, struct lq_conf *nc)
+{
+    char **strs[][2] = {
+        {&run->cluster_name, &nc->cluster_name},
+        {&run->cluster_node_id, &nc->cluster_node_id},
+        {&run->cluster_nats_url, &nc->cluster_nats_url},
+        {&run->cluster_nats_username, &nc->cluster_nats_username},
+        {&run->cluster_nats_password, &nc->cluster_nats_password},
+        {&run->cluster_nats_credentials, &nc->cluster_nats_credentials},
+        {&run->cluster_nats_cafile, &nc->cluster_nats_cafile},
+        {&run->cluster_nats_certfile, &nc->cluster_nats_certfile},
+        {&run->cluster_nats_keyfile, &nc->cluster_nats_keyfile},
+    };
+    bool changed = run->cluster_max_pending_bytes != nc->cluster_max_pending_bytes ||
+                   run->cluster_sessions != nc->cluster_sessions ||
+                   run->cluster_takeover_ms != nc->cluster_takeover_ms ||
+                   run->cluster_replicas != nc->cluster_replicas ||
+                   run->cluster_retained_local != nc->cluster_retained_local ||
+                   !same_list(run->cluster_topics, run->ncluster_topics, nc->cluster_topics,
+                              nc->ncluster_topics) ||
+                   !same_list(run->cluster_topics_local, run->ncluster_topics_local,
+                              nc->cluster_topics_local, nc->ncluster_topics_local);
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        changed |= !same_str(*strs[i][0], *strs[i][1]);
+        char *t = *strs[i][0]; /* swapped: the new values are freed with the old struct */
+        *strs[i][0] = *strs[i][1];
+        *strs[i][1] = t;
+    }
+    char *at = run->cluster_nats_tls_at;
+    run->cluster_nats_tls_at = nc->cluster_nats_tls_at;
+    nc->cluster_nats_tls_at = at;
+    char **l = run->cluster_topics;
+    size_t n = run->ncluster_topics;
+    run->cluster_topics = nc->cluster_topics;
+    run->ncluster_topics = nc->ncluster_topics;
+    nc->cluster_topics = l;
+    nc->ncluster_topics = n;
+    l = run->cluster_topics_local;
+    n = run->ncluster_topics_local;
+    run->cluster_topics_local = nc->cluster_topics_local;
+    run->ncluster_topics_local = nc->ncluster_topics_local;
+    nc->cluster_topics_local = l;
+    nc->ncluster_topics_local = n;
+    nc->cluster_max_pending_bytes = run->cluster_max_pending_bytes;
+    nc->cluster_sessions = run->cluster_sessions;
+    nc->cluster_takeover_ms = run->cluster_takeover_ms;
+    nc->cluster_replicas = run->cluster_replicas;
+    nc->cluster_retained_local = run->cluster_retained_local;
+    return changed;
+}
+
 /* The options only a restart applies: they keep their running values in b->conf
  * (so that it says what runs), and restart lists those that changed. */
 static void
@@ -694,6 +758,7 @@ keep_restart_only(struct lq_conf *run, struct lq_conf *nc, char *restart, size_t
     if (!same_str(run->user, nc->user)) sbuf_printf(&names, "%suser", names.len ? ", " : "");
     if (!same_str(run->pid_file, nc->pid_file))
         sbuf_printf(&names, "%spid_file", names.len ? ", " : "");
+    if (keep_cluster(run, nc)) sbuf_printf(&names, "%scluster", names.len ? ", " : "");
     if (run->persistence != nc->persistence ||
         run->persistence_sync_process != nc->persistence_sync_process ||
         !same_str(run->persistence_location, nc->persistence_location))

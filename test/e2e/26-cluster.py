@@ -689,3 +689,33 @@ def test_shared_subscription_one_member_across_nodes(_b):
         assert sorted(p for g in got for (_t, p, _i) in g) == sorted(b"d%d" % i for i in range(10)), got
     finally:
         cl.stop()
+
+
+def test_cluster_options_change_on_restart_only(_b):
+    """The cluster is opened with its options at start: a reload that changes them says
+    `cluster` needs a restart, and the node goes on as it runs (lunamq-ctl cluster still
+    names the running cluster; messages still cross)."""
+    cl = Cluster(2)
+    try:
+        n1, n2 = cl.nodes
+        with open(n1.conf_path) as f:
+            text = f.read()
+        with open(n1.conf_path, "w") as f:
+            f.write(text.replace("cluster_name t\n", "cluster_name other\n")
+                    + "cluster_topic only/#\n")
+        r = subprocess.run([lqtest.CTL, "-s", n1.admin, "--json", "reload"], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["needs_restart"] == "cluster", r.stdout
+        assert "reload: cluster changed: not applied until restart" in n1.output()
+        info = subprocess.run([lqtest.CTL, "-s", n1.admin, "--json", "cluster"],
+                              capture_output=True, text=True, timeout=10)
+        assert json.loads(info.stdout)["cluster"] == "t", info.stdout
+        there = connected(n2.port, "there")
+        assert there.subscribe(1, [("any/x", 0)]).codes == [0]
+        pub = connected(n1.port, "pub")
+        pub.publish("any/x", b"still crosses")
+        p = there.expect(PUBLISH)
+        assert p.payload == b"still crosses"
+    finally:
+        cl.stop()
