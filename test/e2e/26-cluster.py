@@ -462,6 +462,12 @@ def test_burst_from_nats_is_routed_in_slices(_b):
         cl.stop()
 
 
+def proc_state(pid):
+    """The state letter of /proc/PID/stat (R, S, T stopped...)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_suback_means_messages_from_other_nodes_arrive(_b):
     """A SUBACK leaves once the NATS subscription it needs is the server's (a flush
     round trip from the cluster thread): a message published on another node right
@@ -489,6 +495,9 @@ def test_suback_means_messages_from_other_nodes_arrive(_b):
         import signal
         os.kill(cl.nats.pid, signal.SIGSTOP)  # NATS cannot answer: the SUBACK waits
         try:
+            # stopped for sure (a signal is delivered when the process next runs)
+            assert lqtest.wait_for(lambda: proc_state(cl.nats.pid) == "T", 2), \
+                proc_state(cl.nats.pid)
             sub.subscribe(3, [("held/x", 1)], expect=False)
             p = sub.recv(0.6)
             assert p is None, "SUBACK while NATS could not have the subscription: %r" % (p,)
