@@ -72,7 +72,9 @@ lap "built $deb"
 # as nobody (lintian warns about running as root), on a copy it can read wherever the tree is
 cp "$deb" "$tmp/" && chmod 0644 "$tmp/${deb#build/}"
 rc=0
-runuser -u nobody -- lintian --display-info --no-cfg "$tmp/${deb#build/}" >"$tmp/lintian.log" 2>&1 ||
+# (from $tmp: nobody may not enter the tree's directory, e.g. a clone made with mktemp -d)
+(cd "$tmp" && runuser -u nobody -- lintian --display-info --no-cfg "$tmp/${deb#build/}") \
+    >"$tmp/lintian.log" 2>&1 ||
     rc=$?
 if [ -s "$tmp/lintian.log" ]; then
     say "lintian:"
