@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "net.h"
 #include "suites.h"
+#include "testpki.h"
 #include "tls.h"
 
 /* What one side (the listener's or the dialer's) was told. */
@@ -272,26 +273,6 @@ START_TEST(test_dialer_free_frees_its_conns)
 END_TEST
 
 /* ---- TLS ---- */
-
-static char pki[64];
-
-static void
-pki_make(void)
-{
-    strcpy(pki, "/tmp/lunamq-dial-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(pki));
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "sh examples/certs/make-certs.sh %s >/dev/null", pki);
-    ck_assert_msg(system(cmd) == 0, "%s (run from the top of the tree)", cmd);
-}
-
-static void
-pki_remove(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", pki);
-}
 
 static char *
 pki_file(const char *name)

@@ -21,28 +21,10 @@
 #include "../../broker/net/tls_tickets.h"
 #include "conf.h"
 #include "suites.h"
+#include "testpki.h"
 #include "tls.h"
 
 /* ---- the test PKI, made once per test case (in Check's parent process) ---- */
-static char pki[64];
-
-static void
-pki_make(void)
-{
-    strcpy(pki, "/tmp/lunamq-tls-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(pki));
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "sh examples/certs/make-certs.sh %s >/dev/null", pki);
-    ck_assert_msg(system(cmd) == 0, "%s (run from the top of the tree)", cmd);
-}
-
-static void
-pki_remove(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", pki);
-}
 
 static void
 revoke_device(const char *dev)
