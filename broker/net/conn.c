@@ -41,13 +41,24 @@ handshaking(const struct conn *c)
 }
 
 /* The read event lives right after the conn, in the same allocation; then a TLS
- * connection's struct conn_tls, then the peer's name. */
-#define CONN_SIZE ((sizeof(struct conn) + 15) & ~(size_t)15)
+ * connection's struct conn_tls, then the peer's name. Each is aligned to 8 (pointers
+ * and 64-bit counters), not 16: an idle connection is mostly this allocation, and
+ * malloc rounds it to 16 anyway. */
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+#define CONN_SIZE ALIGN8(sizeof(struct conn))
 
 static struct event *
 conn_rev(struct conn *c)
 {
     return (struct event *)(void *)((char *)c + CONN_SIZE);
+}
+
+static size_t
+rev_size(void)
+{
+    static size_t size;
+    if (!size) size = ALIGN8(event_get_struct_event_size());
+    return size;
 }
 
 /* ---- deadlines: the wheel and the reap list ---- */
@@ -138,7 +149,7 @@ conn_due(struct conn *c, uint64_t now)
     }
     if (handshaking(c)) {
         if (now >= c->t->hs_deadline_ms) {
-            lq_log(LQ_LOG_NOTICE, "%s: TLS handshake not finished in time: closing", c->peer);
+            lq_log(LQ_LOG_NOTICE, "%s: TLS handshake not finished in time: closing", conn_peer(c));
             conn_close(c);
             c->l->ops->on_lost(c, "TLS handshake timeout", c->l->ud);
             return;
@@ -332,7 +343,8 @@ close_soon(struct conn *c, uint8_t why, const char *detail)
     static struct lq_log_limit limit;
     if (c->broken) return;
     c->broken = why;
-    lq_log_limited(&limit, LQ_LOG_ERR, "%s: %s (%s): closing", c->peer, broken_why[why], detail);
+    lq_log_limited(&limit, LQ_LOG_ERR, "%s: %s (%s): closing", conn_peer(c), broken_why[why],
+                   detail);
     if (!c->flush_slot && !c->connecting) list_for_flush(c); /* connecting: on_connected */
 }
 
@@ -510,7 +522,7 @@ tls_flush(struct conn *c)
     if (rc < 0) {
         evbuffer_drain(c->t->out, evbuffer_get_length(c->t->out));
         if (!c->closing) {
-            lq_log(LQ_LOG_NOTICE, "%s: TLS write failed: closing", c->peer);
+            lq_log(LQ_LOG_NOTICE, "%s: TLS write failed: closing", conn_peer(c));
             conn_close(c);
             c->l->ops->on_lost(c, "TLS write failed", c->l->ud);
         }
@@ -538,7 +550,7 @@ log_established(const struct conn *c)
     const struct tls_identity *id = tls_conn_identity(c->t->tls);
     tls_conn_describe(c->t->tls, d, sizeof(d));
     if (!id) {
-        lq_log(LQ_LOG_DEBUG, "%s: TLS established (%s, no %s certificate)", c->peer, d,
+        lq_log(LQ_LOG_DEBUG, "%s: TLS established (%s, no %s certificate)", conn_peer(c), d,
                c->dialed ? "server" : "client");
         return;
     }
@@ -546,8 +558,8 @@ log_established(const struct conn *c)
     for (size_t i = 0; i < id->nsan && used < sizeof(san); i++)
         used += (size_t)snprintf(san + used, sizeof(san) - used, "%s%s", i ? " " : "", id->san[i]);
     lq_log(LQ_LOG_DEBUG,
-           "%s: TLS established (%s): subject \"%s\", SAN [%s], serial %s, SHA-256 %s", c->peer, d,
-           id->subject, san, id->serial, id->fingerprint);
+           "%s: TLS established (%s): subject \"%s\", SAN [%s], serial %s, SHA-256 %s",
+           conn_peer(c), d, id->subject, san, id->serial, id->fingerprint);
 }
 
 /* c's handshake ended (done, failed, or its conn is going): one fewer under way,
@@ -594,8 +606,8 @@ tls_result(struct conn *c, enum tls_status st, bool was, const char *why)
 {
     want_write(c); /* handshake records, alerts */
     if (st == TLS_FAILED) {
-        lq_log(LQ_LOG_NOTICE, "%s: %s: %s", c->peer, was ? "TLS error" : "TLS handshake failed",
-               why);
+        lq_log(LQ_LOG_NOTICE, "%s: %s: %s", conn_peer(c),
+               was ? "TLS error" : "TLS handshake failed", why);
         handshake_over(c);
         conn_close(c);
         if (c->dialed && !was) { /* a bridge's last error: say what failed */
@@ -1037,26 +1049,24 @@ conn_make(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, str
     char peer[INET6_ADDRSTRLEN + 16];
     peer_name(sa, peer, sizeof(peer));
     /* one allocation: the conn, its read event, what TLS needs, its peer's name */
-    size_t rev_size = (event_get_struct_event_size() + 15) & ~(size_t)15, peer_len = strlen(peer);
-    size_t tls_size = tls ? sizeof(struct conn_tls) : 0;
-    struct conn *c = lq_xcalloc(1, CONN_SIZE + rev_size + tls_size + peer_len + 1);
+    size_t peer_len = strlen(peer), tls_size = tls ? ALIGN8(sizeof(struct conn_tls)) : 0;
+    struct conn *c = lq_xcalloc(1, CONN_SIZE + rev_size() + tls_size + peer_len + 1);
     c->l = l;
     c->fd = fd;
     c->max_packet = UINT32_MAX;
     c->last_rx_ms = lq_now_ms();
     c->dialed = c->connecting = dialed;
-    c->peer = (char *)c + CONN_SIZE + rev_size + tls_size;
-    memcpy(c->peer, peer, peer_len + 1);
+    if (tls) c->t = (struct conn_tls *)(void *)((char *)c + CONN_SIZE + rev_size());
+    memcpy((char *)c + CONN_SIZE + rev_size() + tls_size, peer, peer_len + 1);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* latency over batching */
     evutil_make_socket_nonblocking(fd);
     if (event_assign(conn_rev(c), l->base, fd, EV_READ | EV_PERSIST, on_readable, c) < 0) {
-        lq_log(LQ_LOG_ERR, "%s: cannot set up connection", c->peer);
+        lq_log(LQ_LOG_ERR, "%s: cannot set up connection", conn_peer(c));
         conn_free_unlinked(c);
         return NULL;
     }
     if (tls) { /* the record layer reads and writes in and out: they stay */
-        c->t = (struct conn_tls *)(void *)((char *)c + CONN_SIZE + rev_size);
         c->in = evbuffer_new();
         c->out = evbuffer_new();
         c->t->in = evbuffer_new();
@@ -1066,7 +1076,7 @@ conn_make(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, str
                         ? tls_conn_new(tls, c->in, c->out)
                         : NULL;
         if (!c->t->tls) {
-            lq_log(LQ_LOG_ERR, "%s: cannot set up TLS", c->peer);
+            lq_log(LQ_LOG_ERR, "%s: cannot set up TLS", conn_peer(c));
             conn_free_unlinked(c);
             return NULL;
         }
@@ -1083,7 +1093,7 @@ conn_make(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, str
         }
     }
     if (!dialed && event_add(conn_rev(c), NULL) != 0) { /* dialed: once connected */
-        lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", c->peer);
+        lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", conn_peer(c));
         conn_free_unlinked(c);
         return NULL;
     }
@@ -1219,7 +1229,7 @@ conn_owner(const struct conn *c)
 const char *
 conn_peer(const struct conn *c)
 {
-    return c->peer;
+    return (const char *)c + CONN_SIZE + rev_size() + (c->t ? ALIGN8(sizeof(struct conn_tls)) : 0);
 }
 
 void

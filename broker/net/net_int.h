@@ -106,7 +106,6 @@ struct conn {
     bool dialed;            /* conn_dial's: the handshake is a client's, inline, not counted */
     bool connecting;        /* dialed, TCP not up: wev waits for it; no reading, no writing */
     struct conn_tls *t;     /* NULL: plain TCP */
-    char *peer;             /* "address:port", in the conn's allocation */
     struct big_packet *big; /* a large packet being read straight into place */
     struct hs_job *job;     /* the handshake thread has its TLS state (hs_worker.c) */
     struct conn_gate *gate; /* output held until the journal is durable; NULL: none */

@@ -97,20 +97,21 @@ alias_out(struct session *s, const struct msg *m, bool *is_new)
     if (!s->client_alias_max) return 0;
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < m->topic_len; i++) h = (h ^ (uint8_t)m->topic[i]) * 16777619u;
-    for (uint16_t i = 0; i < s->nalias_out; i++) {
-        struct alias_out *a = &s->alias_out[i];
+    if (!s->aliases) s->aliases = lq_xcalloc(1, sizeof(*s->aliases));
+    struct aliases *t = s->aliases;
+    for (uint16_t i = 0; i < t->nout; i++) {
+        struct alias_out *a = &t->out[i];
         if (a->hash == h && a->len == m->topic_len && memcmp(a->topic, m->topic, a->len) == 0)
             return (uint16_t)(i + 1);
     }
     uint16_t max = s->client_alias_max < ALIAS_OUT_MAX ? s->client_alias_max : ALIAS_OUT_MAX;
-    if (s->nalias_out >= max) return 0; /* table full: send the topic in full */
-    if (!s->alias_out) s->alias_out = lq_xcalloc(ALIAS_OUT_MAX, sizeof(*s->alias_out));
-    struct alias_out *a = &s->alias_out[s->nalias_out++];
+    if (t->nout >= max) return 0; /* table full: send the topic in full */
+    struct alias_out *a = &t->out[t->nout++];
     a->hash = h;
     a->len = m->topic_len;
     a->topic = lq_xstrndup(m->topic, m->topic_len);
     *is_new = true;
-    return s->nalias_out;
+    return t->nout;
 }
 
 /* Write one PUBLISH. Returns false when it was not sent: expired, or larger than the
@@ -163,7 +164,7 @@ send_publish(struct session *s, struct msg *m, uint8_t qos, bool retain, bool du
     size_t total;
     size_t head = mqtt_encode_publish_head(&p, s->version, NULL, 0, &total);
     if (total > s->client_max_packet) {
-        if (new_alias) free(s->alias_out[--s->nalias_out].topic); /* not used after all */
+        if (new_alias) free(s->aliases->out[--s->aliases->nout].topic); /* not used after all */
         b->ctr.dropped_oversize++;
         session_log(s, LQ_LOG_DEBUG,
                     "message on \"%s\" (%zu bytes) over client's maximum packet size %u: dropped",

@@ -106,14 +106,14 @@ resolve_topic(struct session *s, const struct mqtt_publish *p, const char **topi
     uint16_t a = p->props.topic_alias;
     if (a == 0 || a > TOPIC_ALIAS_MAX) return MQTT_RC_TOPIC_ALIAS_INVALID;
     if (*len) {
-        if (!s->alias_in) s->alias_in = lq_xcalloc(TOPIC_ALIAS_MAX + 1, sizeof(*s->alias_in));
-        free(s->alias_in[a]);
-        s->alias_in[a] = lq_xstrndup(*topic, *len);
+        if (!s->aliases) s->aliases = lq_xcalloc(1, sizeof(*s->aliases));
+        free(s->aliases->in[a]);
+        s->aliases->in[a] = lq_xstrndup(*topic, *len);
         return MQTT_RC_SUCCESS;
     }
-    if (!s->alias_in || !s->alias_in[a]) return MQTT_RC_PROTOCOL_ERROR; /* alias never set */
-    *topic = s->alias_in[a];
-    *len = strlen(s->alias_in[a]);
+    if (!s->aliases || !s->aliases->in[a]) return MQTT_RC_PROTOCOL_ERROR; /* alias never set */
+    *topic = s->aliases->in[a];
+    *len = strlen(s->aliases->in[a]);
     return MQTT_RC_SUCCESS;
 }
 

@@ -141,15 +141,12 @@ reset_connection_state(struct session *s)
 {
     hold_forget(s);          /* as publisher and as subscriber */
     session_subacks_drop(s); /* the connection they were for is gone */
-    if (s->alias_in) {
-        for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) free(s->alias_in[i]);
-        free(s->alias_in);
-        s->alias_in = NULL;
+    if (s->aliases) {
+        for (size_t i = 0; i <= TOPIC_ALIAS_MAX; i++) free(s->aliases->in[i]);
+        for (size_t i = 0; i < s->aliases->nout; i++) free(s->aliases->out[i].topic);
+        free(s->aliases);
+        s->aliases = NULL;
     }
-    for (size_t i = 0; i < s->nalias_out; i++) free(s->alias_out[i].topic);
-    free(s->alias_out);
-    s->alias_out = NULL;
-    s->nalias_out = 0;
 }
 
 void

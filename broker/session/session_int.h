@@ -132,6 +132,14 @@ struct alias_out {
     char *topic;
 };
 
+/* A connection's topic aliases, both ways: made on the first one (idle clients and
+ * clients without aliases pay a pointer). */
+struct aliases {
+    char *in[TOPIC_ALIAS_MAX + 1]; /* from the client; [0] unused */
+    uint16_t nout;
+    struct alias_out out[ALIAS_OUT_MAX]; /* towards it: alias i + 1 is out[i] */
+};
+
 struct will {
     struct msg *m;
     uint32_t delay;
@@ -167,18 +175,15 @@ struct session {
      * its connection costs (13-flow-control.py checks the total). */
 
     /* connection scope, reset by session_attach */
-    char *username;         /* from CONNECT, or the client certificate; NULL: none */
-    struct acl_client *acl; /* its ACL rules (access.c); NULL: no acl_file */
-    double connected_at;    /* wall clock of the last CONNACK */
-    /* TOPIC_ALIAS_MAX + 1 slots, made on the first alias: idle clients pay nothing */
-    char **alias_in;
-    struct alias_out *alias_out;
+    char *username;          /* from CONNECT, or the client certificate; NULL: none */
+    struct acl_client *acl;  /* its ACL rules (access.c); NULL: no acl_file */
+    double connected_at;     /* wall clock of the last CONNACK */
+    struct aliases *aliases; /* NULL until the first topic alias either way */
     uint32_t client_max_packet;
     uint32_t connect_expiry; /* as given in CONNECT (for the DISCONNECT rule) */
     uint16_t keepalive;
     uint16_t client_recv_max;
     uint16_t client_alias_max;
-    uint16_t nalias_out;
     uint8_t version;
     bool problem_info;
     bool connected;   /* CONNACK sent and not closed */
@@ -189,7 +194,9 @@ struct session {
     uint32_t expiry;        /* seconds; EXPIRY_NEVER */
     uint32_t stalled_since; /* over its bound: lq_now_ms() of its last progress, mod 2^32 */
     uint32_t dropped;       /* messages for it dropped at its bounds */
-    struct hold *hold;      /* as a publisher: acks withheld; NULL when not held */
+    /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
+    uint32_t match_idx;
+    struct hold *hold; /* as a publisher: acks withheld; NULL when not held */
     struct event *expiry_ev;
     struct will *will;
     struct event *will_ev;
@@ -212,9 +219,6 @@ struct session {
     /* the local side of a bridge (bridged.c): its connection goes out to the remote,
      * topics are remapped both ways, it never expires and holds publishers while away */
     struct bridge *bridge;
-
-    /* routing: b->matches[match_idx] is this session's while match_gen == b->match_gen */
-    uint32_t match_idx;
     uint64_t match_gen;
 };
 
