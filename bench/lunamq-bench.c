@@ -45,6 +45,7 @@ static struct opts {
     const char *host;
     uint16_t port, pub_port; /* pub_port: publishers connect there (another node) */
     int qos, version, clients, seconds;
+    int window; /* QoS 1/2 messages in flight per publisher (v5: at most Receive Maximum) */
     size_t size;
     double rate; /* total messages per second, 0 = as fast as possible */
     int pid;
@@ -53,7 +54,13 @@ static struct opts {
     bool persistent; /* subscribers: clean start 0, session expiry; drain at the end */
     const char *cafile, *certfile, *keyfile; /* --cafile: TLS */
     const char *username, *password;         /* -u, -P: in every CONNECT */
-} o = {.host = "127.0.0.1", .port = 1883, .version = 4, .clients = 4, .seconds = 5, .size = 64};
+} o = {.host = "127.0.0.1",
+       .port = 1883,
+       .version = 4,
+       .clients = 4,
+       .seconds = 5,
+       .size = 64,
+       .window = 100};
 
 struct client {
     struct bufferevent *bev;     /* with TLS it carries ciphertext */
@@ -76,7 +83,7 @@ static uint64_t *lat;           /* latency samples, ns */
 static size_t nlat, caplat;
 static uint64_t *acklat; /* PUBLISH to its PUBACK/PUBCOMP at the publisher, ns */
 static size_t nacklat, capacklat;
-#define ACK_SLOTS 1024        /* more than a window: the packet ids in flight differ mod this */
+#define ACK_SLOTS 65536       /* one per packet id: a window of up to 65535 */
 static uint64_t last_arrival; /* --persistent: when the last PUBLISH arrived */
 static uint64_t t_start, t_end;
 static bool running;
@@ -599,6 +606,8 @@ usage(FILE *f)
 {
     fprintf(f, "usage: lunamq-bench fanin|fanout|pairs|conn|idle [-h HOST] [-p PORT] [-q QOS]\n"
                "       [-s PAYLOAD_BYTES] [-r TOTAL_RATE] [-d SECONDS] [-n CLIENTS] [-V 4|5]\n"
+               "       [-w WINDOW]   (QoS 1/2 in flight per publisher, default 100; v5: at most\n"
+               "       the broker's Receive Maximum)\n"
                "       [--pid BROKER_PID] [--sources N] [--json] [--persistent]\n"
                "       [-u USERNAME] [-P PASSWORD] [--pub-port PORT]\n"
                "       [--cafile CA --cert CERT --key KEY]   (TLS, mbedTLS; client certificate)\n"
@@ -641,7 +650,7 @@ main(int argc, char **argv)
     }
     optind = 2;
     int opt;
-    while ((opt = getopt_long(argc, argv, "h:p:q:s:r:d:n:V:u:P:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h:p:q:s:r:d:n:V:u:P:w:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': o.host = optarg; break;
         case 'p': o.port = (uint16_t)atoi(optarg); break;
@@ -651,6 +660,7 @@ main(int argc, char **argv)
         case 'd': o.seconds = atoi(optarg); break;
         case 'n': o.clients = atoi(optarg); break;
         case 'V': o.version = atoi(optarg); break;
+        case 'w': o.window = atoi(optarg); break;
         case 'u': o.username = optarg; break;
         case 'P': o.password = optarg; break;
         case 'I': o.pid = atoi(optarg); break;
@@ -666,7 +676,7 @@ main(int argc, char **argv)
         }
     }
     if (o.qos < 0 || o.qos > 2 || (o.version != 4 && o.version != 5) || o.clients < 1 ||
-        o.seconds < 1 || o.size > 256 * 1024 * 1024) {
+        o.window < 1 || o.window > 65535 || o.seconds < 1 || o.size > 256 * 1024 * 1024) {
         usage(stderr);
         return 2;
     }
@@ -722,7 +732,7 @@ main(int argc, char **argv)
     for (int i = 0; i < nclients; i++) {
         struct client *c = &clients[i];
         c->idx = i;
-        c->window = 100;
+        c->window = (uint32_t)o.window;
         switch (o.sc) {
         case FANIN:
             c->subscriber = i == 0;

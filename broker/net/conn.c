@@ -741,6 +741,19 @@ big_start(struct conn *c, struct evbuffer *in, size_t total)
     return true;
 }
 
+/* big_start() for bytes in flat memory (frame_flat). */
+static bool
+big_start_flat(struct conn *c, const uint8_t *p, size_t have, size_t total)
+{
+    struct big_packet *b = malloc(sizeof(*b) + total);
+    if (!b) return false;
+    b->len = total;
+    b->have = have;
+    memcpy(b->data, p, have);
+    c->big = b;
+    return true;
+}
+
 /* The whole packet is in: hand it over; the block is freed unless taken. */
 static void
 big_deliver(struct conn *c)
@@ -802,6 +815,17 @@ big_read(struct conn *c, evutil_socket_t fd)
     }
 }
 
+static void
+frame_tail(struct conn *c)
+{
+    if (c->peer_closed && !c->closing) lost(c, "connection closed by peer");
+    if (!c->t && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
+    if (c->t && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
+        buf_trim(c->in);
+        buf_trim(c->t->in);
+    }
+}
+
 /* Hand every whole packet buffered to the owner (until paused or closing). */
 static void
 frame(struct conn *c)
@@ -837,12 +861,48 @@ frame(struct conn *c)
         c->l->ops->on_packet(c, tf, p + hl, rem, c->l->ud);
         evbuffer_drain(in, total);
     }
-    if (c->peer_closed && !c->closing) lost(c, "connection closed by peer");
-    if (!c->t && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
-    if (c->t && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
-        buf_trim(c->in);
-        buf_trim(c->t->in);
+    frame_tail(c);
+}
+
+/* frame() for bytes read into flat memory (plain TCP): packets go to the owner from
+ * where they lie, without an evbuffer; what is left (a packet still coming, or all
+ * that follows a pause) goes to c->in. A bad header is left there for frame() to
+ * report: the owner may look at the packet (conn_peek). */
+static void
+frame_flat(struct conn *c, const uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    bool bad = false;
+    while (!c->closing && !c->paused && len - off >= 2) {
+        uint8_t tf;
+        uint32_t rem;
+        size_t hl, avail = len - off;
+        int r = mqtt_frame_header(p + off, avail < 5 ? avail : 5, &tf, &rem, &hl);
+        if (r == 0) break;
+        size_t total = hl + rem;
+        if (r < 0 || total > c->max_packet) {
+            bad = true;
+            break;
+        }
+        if (avail < total) {
+            if (total >= BIG_PACKET && big_start_flat(c, p + off, avail, total)) off = len;
+            break;
+        }
+        c->bytes_in += total;
+        c->l->ops->on_packet(c, tf, p + off + hl, rem, c->l->ud);
+        off += total;
     }
+    if (off < len && !c->closing) {
+        if (!c->in) c->in = buf_get(c->l);
+        if (!c->in || evbuffer_add(c->in, p + off, len - off) < 0) {
+            lost(c, "out of memory for input");
+            return;
+        }
+    }
+    if (bad)
+        frame(c);
+    else
+        frame_tail(c);
 }
 
 /* ---- lingering close ----
@@ -886,25 +946,12 @@ linger_read(struct conn *c, evutil_socket_t fd)
  * that floods cannot hold the loop, and subscribers get their turn to drain. 64 KiB
  * bursts measured worse: more QoS 0 overflow at slow subscribers. */
 #define READ_BURST (16 * 1024)
+#define FLAT_READ  (64 * 1024) /* what is left of the last read, then READ_BURST more */
 
+/* After a read of n (its result) that brought got bytes into the input evbuffer. */
 static void
-on_readable(evutil_socket_t fd, short what, void *arg)
+read_end(struct conn *c, int n, size_t got)
 {
-    (void)what;
-    struct conn *c = arg;
-    if (c->job) return; /* cannot happen: reading stops while the thread has it */
-    if (c->lingering) {
-        linger_read(c, fd);
-        return;
-    }
-    if (c->big) {
-        big_read(c, fd);
-        return;
-    }
-    if (!c->in) c->in = buf_get(c->l);
-    size_t got = 0;
-    int n = 0;
-    while (got < READ_BURST && (n = evbuffer_read(c->in, fd, READ_BURST)) > 0) got += (size_t)n;
     if (got) c->last_rx_ms = lq_now_ms();
     if (n == 0) { /* end of stream; what came before it still counts */
         frame(c);
@@ -920,6 +967,56 @@ on_readable(evutil_socket_t fd, short what, void *arg)
         }
     }
     frame(c);
+}
+
+/* TLS: ciphertext into c->in, READ_BURST at most per wake-up; frame() decrypts. */
+static void
+read_tls(struct conn *c, evutil_socket_t fd)
+{
+    size_t got = 0;
+    int n = 0;
+    while (got < READ_BURST && (n = evbuffer_read(c->in, fd, READ_BURST)) > 0) got += (size_t)n;
+    read_end(c, n, got);
+}
+
+static void
+on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct conn *c = arg;
+    if (c->job) return; /* cannot happen: reading stops while the thread has it */
+    if (c->lingering) {
+        linger_read(c, fd);
+        return;
+    }
+    if (c->big) {
+        big_read(c, fd);
+        return;
+    }
+    if (c->t) {
+        read_tls(c, fd);
+        return;
+    }
+    /* One recv per wake-up, into flat memory after what is left of the last one (a
+     * packet still coming): a short read means the socket is drained, and the packets
+     * are framed where they lie. Only a large remainder (a pause with much unread)
+     * takes the evbuffer path. */
+    static uint8_t flat[FLAT_READ];
+    size_t have = c->in ? evbuffer_get_length(c->in) : 0;
+    if (have > FLAT_READ - READ_BURST) {
+        int n = evbuffer_read(c->in, fd, READ_BURST);
+        read_end(c, n, n > 0 ? (size_t)n : 0);
+        return;
+    }
+    if (have) evbuffer_remove(c->in, flat, have);
+    ssize_t n = recv(fd, flat + have, READ_BURST, 0);
+    size_t got = n > 0 ? (size_t)n : 0;
+    if (got) c->last_rx_ms = lq_now_ms();
+    int err = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
+    frame_flat(c, flat, have + got);
+    if (n == 0) lost(c, "connection closed by peer");
+    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+        lost(c, evutil_socket_error_to_string(err));
 }
 
 /* Write what is queued; what the socket does not take waits for EV_WRITE. */

@@ -22,7 +22,8 @@
 #include "cluster.h"
 #include "session_int.h"
 
-#define TICK_MAX_MS 100 /* the slow ones are checked at least this often */
+#define TICK_MAX_MS   100 /* the slow ones are checked at least this often */
+#define PACE_STALL_MS 200 /* paced, no progress for this long: a stall, not a pace */
 
 /* ---- held publishers ---- */
 
@@ -113,6 +114,7 @@ void
 slow_mark(struct session *s)
 {
     struct broker *b = s->b;
+    s->paced = false; /* past its bound now: max_hold_time's rules */
     if (s->over_bound) return;
     s->over_bound = true;
     s->progressed = false;
@@ -125,9 +127,18 @@ slow_mark(struct session *s)
     slow_arm(b);
 }
 
+void
+pace_mark(struct session *s)
+{
+    if (s->over_bound) return;
+    slow_mark(s);
+    s->paced = true;
+}
+
 static void
 slow_remove(struct broker *b, struct session *s)
 {
+    s->paced = false;
     if (!s->over_bound) return;
     s->over_bound = false;
     for (size_t i = 0; i < b->nslow; i++) {
@@ -185,6 +196,14 @@ slow_tick(evutil_socket_t fd, short what, void *arg)
             s->progressed = false;
             s->stalled_since = now;
         }
+        if (s->paced && now - s->stalled_since >= PACE_STALL_MS) {
+            /* not draining at all: a stall, not a pace to keep. Its publishers go on
+             * until its bound, where max_hold_time's rules hold them */
+            slow_remove(b, s);
+            s->pace_off = true;
+            paid = true;
+            continue;
+        }
         /* a bridge's queue waits for its remote: its publishers stay held */
         if (s->bridge || now - s->stalled_since < b->conf.max_hold_time_ms) {
             i++;
@@ -205,6 +224,7 @@ hold_forget(struct session *s)
     bool was_slow = s->over_bound;
     slow_remove(b, s);
     s->shedding = false;
+    s->pace_off = false;
     if (s->hold) hold_remove(b, s);
     /* offline sessions refuse instead of holding publishers */
     if (was_slow && b->nheld) hold_release_all(b);

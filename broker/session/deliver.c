@@ -17,7 +17,9 @@
 #include "bridge.h"
 #include "session_int.h"
 
-#define SMALL_PACKET (64 * 1024) /* above this the payload goes out by reference */
+#define SMALL_PACKET      (64 * 1024) /* above this the payload goes out by reference */
+#define PACE_PER_INFLIGHT 8           /* pace_point: queued messages per in-flight slot */
+#define PACE_MIN          64
 
 enum { DELIVER_OK = 0, DELIVER_OVER = 1, DELIVER_DROPPED = -1 };
 
@@ -48,10 +50,24 @@ over_bounds(const struct session *s, size_t add, enum deliver_how how, uint8_t q
     return false;
 }
 
+/* The operating point of an online subscriber's queue: past it, it is taken to drain
+ * slower than its publishers fill it, and they are held (backpressure.c) until it is
+ * down to half. Under saturation a message then waits behind a few hundred others, not
+ * behind max_queued_messages; that bound stays the limit for bursts and offline
+ * sessions. 0: none (a bound so low that it is the operating point itself). */
+static uint32_t
+pace_point(const struct session *s)
+{
+    uint32_t p = PACE_PER_INFLIGHT * inflight_limit(s), bound = s->b->conf.max_queued_messages;
+    if (p < PACE_MIN) p = PACE_MIN;
+    return bound && p > bound / 2 ? 0 : p;
+}
+
 static bool
 queue_is_low(const struct session *s)
 {
     const struct lq_conf *c = &s->b->conf;
+    if (s->paced || s->pace_off) return s->nqueued <= pace_point(s) / 2;
     if (c->max_queued_messages && s->nqueued > c->max_queued_messages / 2) return false;
     if (c->max_queued_bytes && s->qbytes > c->max_queued_bytes / 2) return false;
     return true;
@@ -303,6 +319,12 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, bool retain, cons
             return drop_for(s, m, qos);
         rc = DELIVER_OVER;
         slow_mark(s);
+    } else if (qos && online && how == DELIVER_HOLDABLE && !s->pace_off) {
+        uint32_t p = pace_point(s);
+        if (p && s->nqueued >= p) {
+            rc = DELIVER_OVER;
+            pace_mark(s);
+        }
     }
     struct qentry *e = qentry_new(m, qos, retain, sub_ids, nsub);
     queue_append(s, e);
@@ -357,11 +379,12 @@ session_pump(struct session *s)
     if (s->nqueued != before) s->progressed = true; /* no clock read per message */
     /* only the subscriber that held the publishers lets them go: a publisher's own
      * output draining says nothing about the queue that stopped it */
-    if ((s->over_bound || s->shedding) && queue_is_low(s)) {
+    if ((s->over_bound || s->shedding || s->pace_off) && queue_is_low(s)) {
         if (s->shedding)
             session_log(s, LQ_LOG_NOTICE, "slow consumer drained: %llu messages were dropped",
                         (unsigned long long)s->dropped);
         s->shedding = false;
+        s->pace_off = false;
         if (s->over_bound) slow_drained(s);
     }
 }

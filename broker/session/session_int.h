@@ -190,7 +190,11 @@ struct session {
     bool peer_bridge; /* a bridge said so (try_private): its subscriptions are No Local */
 
     /* session scope */
-    bool over_bound;        /* its queue passed the bound: publishers are held until it drains */
+    /* publishers are held for it until it drains (backpressure.c): its queue passed its
+     * bound, or, paced, its operating point while it drains slower than it fills */
+    bool over_bound : 1;
+    bool paced : 1;
+    bool pace_off : 1;      /* stalled while paced: held at its bound only, until it drains */
     uint32_t expiry;        /* seconds; EXPIRY_NEVER */
     uint32_t stalled_since; /* over its bound: lq_now_ms() of its last progress, mod 2^32 */
     uint32_t dropped;       /* messages for it dropped at its bounds */
@@ -359,6 +363,7 @@ void hold_release_all(struct broker *b);
 void hold_forget(struct session *s);  /* the session's connection goes */
 void slow_mark(struct session *s);    /* s went over its bound and holds publishers */
 void slow_drained(struct session *s); /* s is down to half its bound */
+void pace_mark(struct session *s);    /* s passed its operating point: publishers are held */
 void hold_fini(struct broker *b);
 
 /* Recovery (persist.c): a queue entry read back, appended to the in-flight window
