@@ -275,6 +275,138 @@ START_TEST(test_gate_holds_output_until_durable)
 }
 END_TEST
 
+/* ---- framing: packets from one recv each wake-up, framed where they lie (issue 19) ---- */
+
+struct framed {
+    struct conn *c;
+    int n, pause_after; /* pause the conn once n reaches pause_after (0: never) */
+    uint8_t type[64];
+    size_t len[64];
+    uint32_t sum[64]; /* of the body's bytes: the packet came whole and in order */
+};
+
+static bool
+fr_accept(struct conn *c, void *ud)
+{
+    ((struct framed *)ud)->c = c;
+    return true;
+}
+
+static void
+fr_packet(struct conn *c, uint8_t tf, const uint8_t *body, size_t len, void *ud)
+{
+    struct framed *f = ud;
+    ck_assert_int_lt(f->n, 64);
+    uint32_t sum = 0;
+    for (size_t i = 0; i < len; i++) sum += body[i];
+    f->type[f->n] = tf;
+    f->len[f->n] = len;
+    f->sum[f->n] = sum;
+    if (++f->n == f->pause_after) conn_pause(c);
+}
+
+static void
+fr_lost(struct conn *c, const char *why, void *ud)
+{
+    (void)c, (void)ud;
+    ck_abort_msg("connection lost: %s", why);
+}
+
+static const struct conn_ops fr_ops = {.on_accept = fr_accept,
+                                       .on_packet = fr_packet,
+                                       .on_oversize = on_oversize,
+                                       .on_malformed = on_conn,
+                                       .on_drain = on_conn,
+                                       .on_keepalive = on_conn,
+                                       .on_lost = fr_lost};
+
+/* A PUBLISH-typed packet of body len bytes, each byte fill: its size. */
+static size_t
+fr_make(uint8_t *out, size_t len, uint8_t fill)
+{
+    size_t h = 1;
+    out[0] = 0x30;
+    size_t v = len;
+    do {
+        uint8_t d = v % 128;
+        v /= 128;
+        out[h++] = (uint8_t)(d | (v ? 0x80 : 0));
+    } while (v);
+    memset(out + h, fill, len);
+    return h + len;
+}
+
+static void
+fr_send(int fd, const uint8_t *p, size_t n)
+{
+    ck_assert_int_eq(send(fd, p, n, 0), (ssize_t)n);
+}
+
+START_TEST(test_packets_split_and_joined_across_reads)
+{
+    struct event_base *base = event_base_new();
+    struct framed f = {0};
+    struct listener *l = listener_new(base, "127.0.0.1", 0, NULL, &fr_ops, &f);
+    ck_assert_ptr_nonnull(l);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(listener_port(l))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(client, (struct sockaddr *)&a, sizeof(a)), 0);
+    for (int i = 0; i < 50 && !f.c; i++) run_for(base, 10);
+    ck_assert_ptr_nonnull(f.c);
+
+    static uint8_t buf[3 * 48 * 1024];
+    size_t n1 = fr_make(buf, 10, 1), n2 = fr_make(buf + n1, 300, 2);
+    size_t n3 = fr_make(buf + n1 + n2, 40 * 1024, 3); /* past BIG_PACKET: its own block */
+    size_t n4 = fr_make(buf + n1 + n2 + n3, 0, 0), total = n1 + n2 + n3 + n4;
+    /* the first packet and a piece of the second's header; the rest in odd pieces, the
+     * large one's header and part of its body with them */
+    fr_send(client, buf, n1 + 1);
+    run_for(base, 30);
+    ck_assert_int_eq(f.n, 1);
+    fr_send(client, buf + n1 + 1, 150);
+    run_for(base, 30);
+    ck_assert_int_eq(f.n, 1);
+    fr_send(client, buf + n1 + 151, n2 - 151 + 2000);
+    run_for(base, 30);
+    ck_assert_int_eq(f.n, 2);
+    for (size_t off = n1 + n2 + 2000; off < total; off += 7000) {
+        size_t k = total - off < 7000 ? total - off : 7000;
+        fr_send(client, buf + off, k);
+        run_for(base, 10);
+    }
+    for (int i = 0; i < 50 && f.n < 4; i++) run_for(base, 10);
+    ck_assert_int_eq(f.n, 4);
+    size_t lens[] = {10, 300, 40 * 1024, 0};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(f.type[i], 0x30);
+        ck_assert_uint_eq(f.len[i], lens[i]);
+        ck_assert_uint_eq(f.sum[i], (uint32_t)(lens[i] * (size_t)(i + 1) * (i < 3)));
+    }
+
+    /* many in one read, a pause after the second: the rest waits, in order, and comes
+     * after the resume without new bytes on the socket */
+    f.n = 0;
+    f.pause_after = 2;
+    size_t off = 0;
+    for (int i = 0; i < 20; i++) off += fr_make(buf + off, (size_t)(5 + i), (uint8_t)i);
+    fr_send(client, buf, off);
+    run_for(base, 50);
+    ck_assert_int_eq(f.n, 2);
+    f.pause_after = 0;
+    conn_resume(f.c);
+    run_for(base, 50);
+    ck_assert_int_eq(f.n, 20);
+    for (int i = 0; i < 20; i++) {
+        ck_assert_uint_eq(f.len[i], (size_t)(5 + i));
+        ck_assert_uint_eq(f.sum[i], (uint32_t)((5 + i) * i));
+    }
+    listener_free(l);
+    close(client);
+    event_base_free(base);
+}
+END_TEST
+
 Suite *
 suite_conn(void)
 {
@@ -286,6 +418,7 @@ suite_conn(void)
     tcase_add_test(tc, test_activity_moves_the_deadline);
     tcase_add_test(tc, test_output_lost_to_memory_closes);
     tcase_add_test(tc, test_gate_holds_output_until_durable);
+    tcase_add_test(tc, test_packets_split_and_joined_across_reads);
     suite_add_tcase(s, tc);
     return s;
 }
