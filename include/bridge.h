@@ -24,6 +24,7 @@ struct bridges;
 struct bridge_conf;
 struct conn;
 struct event_base;
+struct tls_client_conf;
 
 /* What the remote said in its CONNACK, for the session that now sends to it. */
 struct bridge_peer {
@@ -60,6 +61,10 @@ size_t bridges_conn_count(const struct bridges *bs);
 
 /* A bridge for bc, which must outlive it (bridge_set_conf moves it to an equal copy).
  * Its TLS material is loaded here: NULL with "FILE:LINE: ..." in err when it fails. */
+/* The TLS client settings a bridge with bridge_cafile or bridge_capath connects with
+ * (the configuration check loads the same). */
+void bridge_tls_conf(const struct bridge_conf *bc, struct tls_client_conf *tc);
+
 struct bridge *bridge_new(struct bridges *bs, const struct bridge_conf *bc,
                           const struct bridge_ops *ops, void *sess, char *err, size_t errlen);
 /* The session layer's pointer for ops (the session is named by the bridge). */

@@ -817,6 +817,19 @@ names_make(struct bridge *br)
                            : concat("$SYS/broker/connection/", br->remote_id, "/state");
 }
 
+void
+bridge_tls_conf(const struct bridge_conf *bc, struct tls_client_conf *tc)
+{
+    *tc = (struct tls_client_conf){.cafile = bc->cafile,
+                                   .capath = bc->capath,
+                                   .certfile = bc->certfile,
+                                   .keyfile = bc->keyfile,
+                                   .insecure = bc->insecure,
+                                   .min_version = bc->tls_version ? bc->tls_version : 12,
+                                   .alpn = bc->alpn,
+                                   .at = bc->tls_at ? bc->tls_at : bc->at};
+}
+
 struct bridge *
 bridge_new(struct bridges *bs, const struct bridge_conf *bc, const struct bridge_ops *ops,
            void *sess, char *err, size_t errlen)
@@ -831,14 +844,8 @@ bridge_new(struct bridges *bs, const struct bridge_conf *bc, const struct bridge
     snprintf(br->address, sizeof(br->address), "%s:%u", bc->addrs[0].host, bc->addrs[0].port);
     if (btopics_make(br, err, errlen) < 0) goto fail;
     if (bc->cafile || bc->capath) {
-        struct tls_client_conf tc = {.cafile = bc->cafile,
-                                     .capath = bc->capath,
-                                     .certfile = bc->certfile,
-                                     .keyfile = bc->keyfile,
-                                     .insecure = bc->insecure,
-                                     .min_version = bc->tls_version ? bc->tls_version : 12,
-                                     .alpn = bc->alpn,
-                                     .at = bc->tls_at ? bc->tls_at : bc->at};
+        struct tls_client_conf tc;
+        bridge_tls_conf(bc, &tc);
         br->tls = tls_client_ctx_new(&tc, err, errlen);
         if (!br->tls) goto fail;
     }

@@ -523,14 +523,8 @@ broker_check(const struct lq_conf *c, char *errbuf, size_t errlen)
     if (!c->per_listener_settings) check_auth(&c->auth, &out);
     for (const struct bridge_conf *bc = c->bridges; bc; bc = bc->next) {
         if (!bc->cafile && !bc->capath) continue;
-        struct tls_client_conf tc = {.cafile = bc->cafile, /* as bridge_new loads it */
-                                     .capath = bc->capath,
-                                     .certfile = bc->certfile,
-                                     .keyfile = bc->keyfile,
-                                     .insecure = bc->insecure,
-                                     .min_version = bc->tls_version ? bc->tls_version : 12,
-                                     .alpn = bc->alpn,
-                                     .at = bc->tls_at ? bc->tls_at : bc->at};
+        struct tls_client_conf tc; /* as bridge_new loads it */
+        bridge_tls_conf(bc, &tc);
         const char *files[] = {bc->cafile, bc->capath, bc->certfile,
                                bc->keyfile}; /* as tls_file_names */
         const char *ats[] = {tc.at, tc.at, tc.at, tc.at};

@@ -90,21 +90,30 @@ run_for(struct event_base *base, int ms)
     event_base_dispatch(base);
 }
 
+/* A listener with these ops and one connected client, once on_accept has set
+ * *accepted. */
+static struct listener *
+listen_one(struct event_base *base, const struct conn_ops *o, void *ud,
+           struct conn *const *accepted, int *client)
+{
+    struct listener *l = listener_new(base, "127.0.0.1", 0, NULL, o, ud);
+    ck_assert_ptr_nonnull(l);
+    *client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(listener_port(l))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(*client, (struct sockaddr *)&a, sizeof(a)), 0);
+    for (int i = 0; i < 50 && !*accepted; i++) run_for(base, 10);
+    ck_assert_ptr_nonnull(*accepted);
+    return l;
+}
+
 /* A listener and one connected client; the conn's keep-alive is ka_ms. */
 static struct listener *
 start(struct event_base *base, struct seen *s, uint64_t ka_ms, int *client)
 {
     memset(s, 0, sizeof(*s));
     s->keepalive_ms = ka_ms;
-    struct listener *l = listener_new(base, "127.0.0.1", 0, NULL, &ops, s);
-    ck_assert_ptr_nonnull(l);
-    *client = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(listener_port(l))};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(*client, (struct sockaddr *)&a, sizeof(a)), 0);
-    for (int i = 0; i < 50 && !s->c; i++) run_for(base, 10);
-    ck_assert_ptr_nonnull(s->c);
-    return l;
+    return listen_one(base, &ops, s, &s->c, client);
 }
 
 static void
@@ -346,14 +355,8 @@ START_TEST(test_packets_split_and_joined_across_reads)
 {
     struct event_base *base = event_base_new();
     struct framed f = {0};
-    struct listener *l = listener_new(base, "127.0.0.1", 0, NULL, &fr_ops, &f);
-    ck_assert_ptr_nonnull(l);
-    int client = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(listener_port(l))};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(client, (struct sockaddr *)&a, sizeof(a)), 0);
-    for (int i = 0; i < 50 && !f.c; i++) run_for(base, 10);
-    ck_assert_ptr_nonnull(f.c);
+    int client;
+    struct listener *l = listen_one(base, &fr_ops, &f, &f.c, &client);
 
     static uint8_t buf[3 * 48 * 1024];
     size_t n1 = fr_make(buf, 10, 1), n2 = fr_make(buf + n1, 300, 2);
@@ -401,9 +404,7 @@ START_TEST(test_packets_split_and_joined_across_reads)
         ck_assert_uint_eq(f.len[i], (size_t)(5 + i));
         ck_assert_uint_eq(f.sum[i], (uint32_t)((5 + i) * i));
     }
-    listener_free(l);
-    close(client);
-    event_base_free(base);
+    finish(base, l, client);
 }
 END_TEST
 
