@@ -38,7 +38,8 @@ LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/incl
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) \
               $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.so.0) -llua5.4-cjson)
 NATS_LIBS  := $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
-LIBS       := -levent_core -levent $(MBEDTLS_LIBS) $(LUA_LIBS) $(NATS_LIBS) -lpthread -lm
+CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+LIBS       := -levent_core -levent $(MBEDTLS_LIBS) $(LUA_LIBS) $(NATS_LIBS) $(CURL_LIBS) -lpthread -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 
 SRC      := $(wildcard broker/*/*.c)

@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """What Lua hooks cost: throughput and broker CPU per delivered message with no hook,
-with a pass-through hook on every message, and with the JSON aggregation hook of
-examples/hooks/transactions-aggregate.lua; Debian's mosquitto without hooks as the
-reference. One run, scenarios alternating, medians over the rounds.
+with a pass-through hook on every message, with the JSON aggregation hook of
+examples/hooks/transactions-aggregate.lua, and with a forwarding hook that POSTs every
+message, in batches of 500, to an HTTP endpoint this script serves on loopback
+(broker.http, issue 20: the endpoint's count of lines received is checked); Debian's
+mosquitto without hooks as the reference. One run, scenarios alternating, medians over
+the rounds.
 
 Load: one raw-socket publisher sends QoS 0 PUBLISH packets (64-byte JSON payloads on
 transactions/<region>/<merchant>) in windows of 2000, waiting for one raw-socket
@@ -26,6 +29,50 @@ from benchlib import HOST, ROOT, cpu_s, free_port, start_broker, stop_broker
 
 
 PASS = 'return {topics = {"transactions/#"}, on_publish = function(msg) return msg end}\n'
+
+# every message into a batch; a POST per 500 (and what is left, every 0.1 s)
+FORWARD = """
+local batch, n = {}, 0
+local function flush()
+  if n == 0 then return end
+  broker.http.request{method = "POST", url = "%s", body = table.concat(batch, "\\n", 1, n)}
+  batch, n = {}, 0
+end
+return {topics = {"transactions/#"}, interval = 0.1, on_timer = flush,
+  on_publish = function(msg)
+    n = n + 1
+    batch[n] = msg.payload
+    if n == 500 then flush() end
+    return msg
+  end}
+"""
+
+
+class Collector:
+    """The HTTP endpoint of the forwarding hook: counts the lines POSTed to it."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        outer = self
+        self.lines = 0
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                outer.lines += body.count(b"\n") + 1
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.srv = ThreadingHTTPServer((HOST, 0), H)
+        self.url = "http://%s:%d/ingest" % (HOST, self.srv.server_address[1])
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
 
 def varint(n):
@@ -110,7 +157,7 @@ def run_load(port, messages):
     return took
 
 
-def start(kind, work, hook):
+def start(kind, work, hook, collector):
     port = free_port()
     conf = os.path.join(work, "b.conf")
     scripts = os.path.join(work, "scripts")
@@ -122,6 +169,10 @@ def start(kind, work, hook):
         if hook == "pass":
             with open(os.path.join(scripts, "10-pass.lua"), "w") as f:
                 f.write(PASS)
+        elif hook == "forward":
+            lines += ["hook_http_allow " + collector.url]
+            with open(os.path.join(scripts, "10-forward.lua"), "w") as f:
+                f.write(FORWARD % collector.url)
         elif hook == "aggregate":
             shutil.copy(os.path.join(ROOT, "examples", "hooks", "transactions-aggregate.lua"),
                         scripts)
@@ -138,20 +189,29 @@ def main():
     scenarios = [("lunamq, no hook", "lunamq", None),
                  ("lunamq, pass-through hook", "lunamq", "pass"),
                  ("lunamq, JSON aggregation hook", "lunamq", "aggregate"),
+                 ("lunamq, forwarding hook (HTTP POST per 500)", "lunamq", "forward"),
                  ("mosquitto 2.0.11, no hooks", "mosquitto", None)]
     res = {name: ([], []) for name, _, _ in scenarios}
     work = tempfile.mkdtemp(prefix="lunamq-bench-hooks-")
+    collector = Collector()
     try:
         for r in range(args.rounds):
             order = scenarios if r % 2 == 0 else list(reversed(scenarios))
             for name, kind, hook in order:
-                proc, port = start(kind, work, hook)
+                proc, port = start(kind, work, hook, collector)
+                collector.lines = 0
                 try:
                     c0 = cpu_s(proc.pid)
                     took = run_load(port, args.messages)
                     c1 = cpu_s(proc.pid)
+                    end = time.time() + 5  # the last batch leaves within 0.1 s
+                    while hook == "forward" and collector.lines < args.messages and time.time() < end:
+                        time.sleep(0.05)
                 finally:
                     stop_broker(proc)
+                if hook == "forward" and collector.lines != args.messages:
+                    raise SystemExit("forwarding hook: %d of %d messages reached the endpoint"
+                                     % (collector.lines, args.messages))
                 res[name][0].append(args.messages / took)
                 res[name][1].append((c1 - c0) * 1e6 / args.messages)
             print("round %d done" % (r + 1), file=sys.stderr, flush=True)

@@ -19,6 +19,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
 #include "auth.h"
 #include "hooks.h"
 #include "lq.h"
@@ -28,6 +32,9 @@
 static const char *sock_path = "lunamq.sock";
 static bool sock_given; /* -s: no looking for the packaged service's socket */
 #define PACKAGED_SOCKET "/run/lunamq/lunamq.sock"
+#define REQUEST_MAX     (4u << 20) /* the broker's MAX_REQUEST */
+int luaopen_cjson(lua_State *L);   /* Debian's lua-cjson */
+#define KV_BATCH (256u << 10)      /* kv load: bytes of keys and values per request */
 
 static void
 usage(FILE *f)
@@ -54,6 +61,11 @@ usage(FILE *f)
             "  acl check USER ID TOPIC read|write\n"
             "                              what the running acl_file says for a client\n"
             "                              (USER \"\": anonymous), and the deciding line\n"
+            "  kv get KEY | kv del KEY     a key of the hooks' key-value store (broker.kv)\n"
+            "  kv set KEY VALUE [TTL]      set it (TTL: seconds until it expires)\n"
+            "  kv list [PREFIX]            keys starting with PREFIX, their size and expiry\n"
+            "  kv load FILE.json           set every key of a JSON object (a value that is\n"
+            "                              not a string is stored as its JSON text)\n"
             "  version                     the broker's version\n"
             "  passwd [-c] [-b] [-D] [-I N] FILE USER [PASSWORD]\n"
             "                              add or change a user of a password_file (offline,\n"
@@ -96,27 +108,34 @@ request(int argc, char **argv, bool json, bool quiet_ok)
     }
     /* one line, fields split by TAB; a backslash, TAB or newline inside an argument (a
      * client id may hold them) goes escaped as \\, \t, \n */
-    char line[4096];
-    size_t n = (size_t)snprintf(line, sizeof(line), "%s", json ? "json" : "text");
-    for (int i = 0; i < argc && n < sizeof(line) - 2; i++) {
-        line[n++] = '\t';
-        for (const char *p = argv[i]; *p && n < sizeof(line) - 2; p++) {
+    struct sbuf line = {0};
+    sbuf_put(&line, json ? "json" : "text", 4);
+    for (int i = 0; i < argc; i++) {
+        sbuf_put(&line, "\t", 1);
+        for (const char *p = argv[i]; *p; p++) {
             char e = *p == '\\' ? '\\' : *p == '\t' ? 't' : *p == '\n' ? 'n' : 0;
-            if (e) line[n++] = '\\';
-            line[n++] = e ? e : *p;
+            if (e) sbuf_put(&line, "\\", 1);
+            sbuf_put(&line, e ? &e : p, 1);
         }
     }
-    if (n >= sizeof(line) - 2) {
+    sbuf_put(&line, "\n", 1);
+    if (line.len > REQUEST_MAX) {
         fprintf(stderr, "lunamq-ctl: request too long\n");
+        sbuf_free(&line);
         close(fd);
         return 2;
     }
-    line[n++] = '\n';
-    if (write(fd, line, n) != (ssize_t)n) {
-        fprintf(stderr, "lunamq-ctl: %s: %s\n", sock_path, strerror(errno));
-        close(fd);
-        return 1;
+    for (size_t off = 0; off < line.len;) {
+        ssize_t w = write(fd, line.p + off, line.len - off);
+        if (w <= 0) {
+            fprintf(stderr, "lunamq-ctl: %s: %s\n", sock_path, strerror(errno));
+            sbuf_free(&line);
+            close(fd);
+            return 1;
+        }
+        off += (size_t)w;
     }
+    sbuf_free(&line);
     FILE *f = fdopen(fd, "r");
     char *first = NULL;
     size_t cap = 0;
@@ -656,6 +675,86 @@ passwd_cmd(int argc, char **argv)
     return rc;
 }
 
+/* ---- kv load FILE.json ---- */
+
+static int
+kv_send(struct sbuf *batch, bool json)
+{
+    if (!batch->len) return 0;
+    char kv[] = "kv", mset[] = "mset";
+    char *args[] = {kv, mset, batch->p};
+    int rc = request(3, args, json, true);
+    batch->len = 0;
+    return rc;
+}
+
+/* Every key of the file's JSON object, sent in batches of netstrings ("3:key,5:value,"),
+ * each applied by the broker in one go. Decoded here with lua-cjson, the hooks' json:
+ * the broker's loop never parses the file. */
+static int
+kv_load(const char *path, bool json)
+{
+    lua_State *L = luaL_newstate();
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_getfield(L, -1, "decode");
+    lua_getfield(L, -2, "encode");
+    int decode = lua_gettop(L) - 1, encode = lua_gettop(L);
+    FILE *f = fopen(path, "r");
+    struct sbuf text = {0};
+    char buf[65536];
+    size_t got;
+    while (f && (got = fread(buf, 1, sizeof(buf), f)) > 0) sbuf_put(&text, buf, got);
+    if (!f || ferror(f)) {
+        fprintf(stderr, "lunamq-ctl: %s: %s\n", path, strerror(errno));
+        if (f) fclose(f);
+        sbuf_free(&text);
+        lua_close(L);
+        return 1;
+    }
+    fclose(f);
+    lua_pushvalue(L, decode);
+    lua_pushlstring(L, text.p ? text.p : "", text.len);
+    sbuf_free(&text);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+        fprintf(stderr, "lunamq-ctl: %s: not a JSON object of keys and values%s%s\n", path,
+                lua_isstring(L, -1) ? ": " : "", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_close(L);
+        return 1;
+    }
+    int obj = lua_gettop(L), rc = 0;
+    uint64_t n = 0;
+    struct sbuf batch = {0};
+    lua_pushnil(L);
+    while (rc == 0 && lua_next(L, obj)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            fprintf(stderr, "lunamq-ctl: %s: not a JSON object (an array?)\n", path);
+            rc = 1;
+            break;
+        }
+        if (lua_type(L, -1) != LUA_TSTRING) { /* a number, object, list: its JSON text */
+            lua_pushvalue(L, encode);
+            lua_insert(L, -2);
+            lua_call(L, 1, 1);
+        }
+        size_t kl, vl;
+        const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+        if (strlen(k) != kl || strlen(v) != vl) {
+            fprintf(stderr, "lunamq-ctl: %s: key %s: NUL bytes cannot be loaded\n", path, k);
+            rc = 1;
+            break;
+        }
+        if (batch.len && batch.len + kl + vl + 24 > KV_BATCH) rc = kv_send(&batch, json);
+        sbuf_printf(&batch, "%zu:%s,%zu:%s,", kl, k, vl, v);
+        n++;
+        lua_pop(L, 1);
+    }
+    if (rc == 0) rc = kv_send(&batch, json);
+    if (rc == 0) printf(json ? "{\"loaded\": %llu}\n" : "loaded  %llu\n", (unsigned long long)n);
+    sbuf_free(&batch);
+    lua_close(L);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -691,6 +790,8 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[0], "kv") == 0 && argc == 3 && strcmp(argv[1], "load") == 0)
+        return kv_load(argv[2], json);
     if (strcmp(argv[0], "hooks") == 0 && argc > 1 && strcmp(argv[1], "test") == 0)
         return hooks_test(argc - 2, argv + 2, json);
     if (strcmp(argv[0], "stats") == 0 && argc > 1 && strcmp(argv[1], "--watch") == 0) {
@@ -706,7 +807,7 @@ main(int argc, char **argv)
     static const char *const known[] = {"stats",       "clients",  "client",      "subscriptions",
                                         "subscribers", "retained", "hooks",       "kick",
                                         "reload",      "version",  "persistence", "acl",
-                                        "cluster",     "bridges",  NULL};
+                                        "cluster",     "bridges",  "kv",          NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(argv[0], *k) == 0) return request(argc, argv, json, false);
     fprintf(stderr, "lunamq-ctl: unknown command '%s'\n", argv[0]);

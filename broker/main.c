@@ -159,7 +159,7 @@ main(int argc, char **argv)
     }
     if (test) return check_only(&conf, conf_path);
     if (port) add_listener(&conf, "127.0.0.1", (uint16_t)port);
-    if (!conf.listeners) add_listener(&conf, "127.0.0.1", 1883);
+    if (!conf_has_mqtt_listener(&conf)) add_listener(&conf, "127.0.0.1", 1883);
     lq_log_set_verbose(verbose);
     if (lq_log_open(conf.log_types, conf.log_dests, conf.log_file) < 0) {
         fprintf(stderr, "lunamq: log file %s: %s\n", conf.log_file, strerror(errno));

@@ -52,6 +52,7 @@ struct listener_conf {
     uint16_t port;
     char *at;                   /* "FILE:LINE" of the listener line */
     bool implicit;              /* not from the file: -p, or the default 127.0.0.1:1883 */
+    bool http;                  /* http_listener: publishing over HTTP (session/http_api.c) */
     struct tls_conf *tls;       /* NULL: plain TCP (no certfile given) */
     struct auth_conf auth;      /* with per_listener_settings true */
     struct listener_conf *next; /* in file order */
@@ -135,10 +136,20 @@ struct lq_conf {
     uint64_t hook_instruction_limit;      /* per hook call; default 1 000 000 */
     uint64_t hook_memory_limit;           /* bytes per hook; default 16 MiB */
     bool hook_on_error_drop;              /* hook_on_error drop; default pass */
-    char *admin_socket;                   /* default "<conf_dir>/lunamq.sock"; "none": off */
-    uint32_t sys_interval;                /* seconds between $SYS updates; default 10, 0 = off */
-    uint16_t metrics_port;                /* Prometheus /metrics; 0 = off (default) */
-    char *metrics_host;                   /* default 127.0.0.1 */
+    /* hooks calling out (issue 20): broker.http and broker.kv */
+    char **hook_http_allow; /* hook_http_allow lines: URL prefixes; none: no request allowed */
+    size_t nhook_http_allow;
+    char *hook_http_cafile;                /* NULL: the system's CA store */
+    uint32_t hook_http_max_concurrent;     /* per hook; default 8 */
+    uint32_t hook_http_max_queue;          /* per hook, waiting for a slot; default 100 */
+    uint64_t hook_http_max_response;       /* body bytes; default 1 MiB */
+    uint32_t hook_http_connect_timeout_ms; /* hook_http_connect_timeout; default 5 s */
+    uint32_t hook_http_timeout_ms;         /* hook_http_timeout, the most; default 30 s */
+    uint64_t kv_max_bytes;                 /* broker.kv, all keys; default 64 MiB */
+    char *admin_socket;                    /* default "<conf_dir>/lunamq.sock"; "none": off */
+    uint32_t sys_interval;                 /* seconds between $SYS updates; default 10, 0 = off */
+    uint16_t metrics_port;                 /* Prometheus /metrics; 0 = off (default) */
+    char *metrics_host;                    /* default 127.0.0.1 */
     /* topic and filter levels; default 200 (as mosquitto); 0 = no limit */
     uint32_t max_topic_levels;
     /* per client; default 10 000; 0 = no limit */
@@ -184,6 +195,9 @@ struct lq_conf {
     /* absolute directory of the main configuration file; NULL without one */
     char *conf_dir;
 };
+
+/* Is there a listener for MQTT (not only http_listener lines)? */
+bool conf_has_mqtt_listener(const struct lq_conf *c);
 
 /* Defaults as listed above (without a file: scripts_dir, admin_socket and
  * persistence_location NULL, the callers' fallbacks relative to the working directory). */

@@ -29,13 +29,17 @@ struct msg;
 struct tls_identity;
 struct hooks;
 struct hook;
+struct kv;
+struct httpc;
 
 struct hooks_conf {
-    const char *dir;            /* scripts_dir */
-    uint64_t instruction_limit; /* per call (hook_instruction_limit) */
-    size_t memory_limit;        /* bytes per hook state (hook_memory_limit) */
-    bool drop_on_error;         /* hook_on_error drop (default: pass) */
-    uint32_t max_topic_levels;  /* for the topics of messages hooks make; 0: no limit */
+    const char *dir;              /* scripts_dir */
+    uint64_t instruction_limit;   /* per call (hook_instruction_limit) */
+    size_t memory_limit;          /* bytes per hook state (hook_memory_limit) */
+    bool drop_on_error;           /* hook_on_error drop (default: pass) */
+    uint32_t max_topic_levels;    /* for the topics of messages hooks make; 0: no limit */
+    uint32_t http_max_concurrent; /* broker.http.request in flight per hook */
+    uint32_t http_max_queue;      /* and waiting for a slot: past it, nil, "busy" */
 };
 
 struct hook_host {
@@ -43,6 +47,8 @@ struct hook_host {
      * The host runs it through hooks_run with skip = from, then retains and routes. */
     void (*publish)(void *ud, struct msg *m, const struct hook *from);
     void *ud;
+    struct kv *kv;      /* broker.kv; NULL: its functions raise an error */
+    struct httpc *http; /* broker.http; NULL: requests are refused */
 };
 
 /* Who published the message a hook sees, or subscribes (its read-only `client` table). */
@@ -132,24 +138,35 @@ void hooks_on_subscribe(struct hooks *hs, const struct hook_client *cl, const ch
 
 /* ---- observability (admin CLI, $SYS) ---- */
 struct hook_stats {
-    uint64_t calls;             /* on_publish calls */
-    uint64_t passed;            /* returned the message unchanged */
-    uint64_t rewritten;         /* returned one changed message */
-    uint64_t dropped;           /* returned nil/false (or refused) */
-    uint64_t fanned_out;        /* messages produced by returning a list */
-    uint64_t published;         /* broker.publish calls */
-    uint64_t errors;            /* runtime errors (load errors not included) */
-    uint64_t budget_overruns;   /* instruction budget exceeded */
-    uint64_t memory_overruns;   /* memory cap exceeded */
-    uint64_t timer_calls;       /* on_timer calls */
-    uint64_t connect_calls;     /* on_connect calls */
-    uint64_t connect_allowed;   /* on_connect answered true */
-    uint64_t connect_refused;   /* on_connect answered false, or failed (fail closed) */
-    uint64_t subscribe_calls;   /* on_subscribe calls (one per topic filter) */
-    uint64_t subscribe_allowed; /* on_subscribe answered true or a QoS */
-    uint64_t subscribe_refused; /* on_subscribe answered false, or failed */
-    uint64_t total_us;          /* time spent in the hook (on_publish: from 1 call in 16) */
-    uint64_t max_us;            /* longest single call (of those timed) */
+    uint64_t calls;               /* on_publish calls */
+    uint64_t passed;              /* returned the message unchanged */
+    uint64_t rewritten;           /* returned one changed message */
+    uint64_t dropped;             /* returned nil/false (or refused) */
+    uint64_t fanned_out;          /* messages produced by returning a list */
+    uint64_t published;           /* broker.publish calls */
+    uint64_t errors;              /* runtime errors (load errors not included) */
+    uint64_t budget_overruns;     /* instruction budget exceeded */
+    uint64_t memory_overruns;     /* memory cap exceeded */
+    uint64_t timer_calls;         /* on_timer calls */
+    uint64_t connect_calls;       /* on_connect calls */
+    uint64_t connect_allowed;     /* on_connect answered true */
+    uint64_t connect_refused;     /* on_connect answered false, or failed (fail closed) */
+    uint64_t subscribe_calls;     /* on_subscribe calls (one per topic filter) */
+    uint64_t subscribe_allowed;   /* on_subscribe answered true or a QoS */
+    uint64_t subscribe_refused;   /* on_subscribe answered false, or failed */
+    uint64_t http_requests;       /* broker.http.request accepted (started or queued) */
+    uint64_t http_busy;           /* refused: its concurrency and queue full */
+    uint64_t http_denied;         /* refused: not in hook_http_allow, or a bad request */
+    uint64_t http_ok;             /* a response came (any HTTP status) */
+    uint64_t http_timeouts;       /* no response in time */
+    uint64_t http_connect_errors; /* name not resolved, connection refused or reset */
+    uint64_t http_tls_errors;     /* handshake or certificate verification failed */
+    uint64_t http_too_large;      /* response over hook_http_max_response */
+    uint64_t http_other_errors;   /* anything else */
+    uint64_t http_time_us;        /* from start to end of the requests that ended */
+    uint64_t response_calls;      /* on_response calls */
+    uint64_t total_us;            /* time spent in the hook (on_publish: from 1 call in 16) */
+    uint64_t max_us;              /* longest single call (of those timed) */
 };
 
 struct hook_info {
@@ -158,9 +175,10 @@ struct hook_info {
     bool loaded;               /* a version of it is running */
     const char *const *topics; /* may be none without on_publish */
     size_t ntopics;
-    bool on_connect, on_subscribe; /* it defines them */
-    double interval;               /* seconds, 0: no timer */
-    size_t memory;                 /* bytes its Lua state holds */
+    bool on_connect, on_subscribe;        /* it defines them */
+    double interval;                      /* seconds, 0: no timer */
+    size_t memory;                        /* bytes its Lua state holds */
+    unsigned http_in_flight, http_queued; /* its broker.http requests now */
     struct hook_stats stats;
 };
 size_t hooks_count(const struct hooks *hs);

@@ -2,7 +2,8 @@
  *
  * net: listening sockets and connections. A struct conn moves bytes: it frames MQTT
  * packets off the wire (fixed header + remaining length, bounded by the maximum
- * packet size) and hands each whole packet to its owner's callbacks; it queues
+ * packet size) and hands each whole packet to its owner's callbacks (or, in stream
+ * mode, hands over the bytes as they come: conn_ops.on_bytes); it queues
  * bytes to write and reports when the write queue has drained. It knows nothing of
  * sessions or of what a packet means.
  *
@@ -49,6 +50,12 @@ struct conn_ops {
     void (*on_lost)(struct conn *c, const char *why, void *ud);
     /* The conn's memory is about to be released (after closing, or listener_free). */
     void (*on_free)(struct conn *c, void *ud);
+    /* Stream mode (HTTP, WebSockets): when set, the input is not framed as MQTT. The
+     * owner gets the bytes received and not yet taken and returns how many it takes
+     * (0: it needs more). Called again while it takes some and bytes are left (until
+     * paused or closing). Bytes left over wait in the conn; more than the conn's
+     * maximum packet of them is on_oversize. on_packet and on_malformed are unused. */
+    size_t (*on_bytes)(struct conn *c, const uint8_t *p, size_t len, void *ud);
 };
 
 /* Listen on host:port (host NULL or "" = all). With tls (ownership passes to the

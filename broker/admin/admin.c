@@ -28,11 +28,12 @@
 #include "broker.h"
 #include "cluster.h"
 #include "hooks.h"
+#include "kv.h"
 #include "retain.h"
 #include "sbuf.h"
 #include "tls.h"
 
-#define MAX_REQUEST 4096
+#define MAX_REQUEST (4u << 20) /* a local, trusted socket: room for kv values */
 #define MAX_ARGS    8
 
 struct rates {
@@ -58,6 +59,7 @@ struct admin {
     struct load load_received, load_sent, load_bytes_received, load_bytes_sent, load_connections;
     uint64_t ticks;
     struct metrics_http *http;      /* metrics_listener */
+    char errbuf[256];               /* an error message a command made */
     struct accept_backoff *backoff; /* the admin socket's, at the descriptor limit */
 };
 
@@ -137,6 +139,17 @@ static const struct hook_counter {
     {"subscribe_calls", offsetof(struct hook_stats, subscribe_calls), true},
     {"subscribe_allowed", offsetof(struct hook_stats, subscribe_allowed), true},
     {"subscribe_refused", offsetof(struct hook_stats, subscribe_refused), true},
+    {"http_requests", offsetof(struct hook_stats, http_requests), true},
+    {"http_busy", offsetof(struct hook_stats, http_busy), true},
+    {"http_denied", offsetof(struct hook_stats, http_denied), true},
+    {"http_ok", offsetof(struct hook_stats, http_ok), true},
+    {"http_timeouts", offsetof(struct hook_stats, http_timeouts), true},
+    {"http_connect_errors", offsetof(struct hook_stats, http_connect_errors), true},
+    {"http_tls_errors", offsetof(struct hook_stats, http_tls_errors), true},
+    {"http_too_large", offsetof(struct hook_stats, http_too_large), true},
+    {"http_other_errors", offsetof(struct hook_stats, http_other_errors), true},
+    {"http_time_us", offsetof(struct hook_stats, http_time_us), true},
+    {"response_calls", offsetof(struct hook_stats, response_calls), true},
     {"time_total_us", offsetof(struct hook_stats, total_us), true},
     {"time_max_us", offsetof(struct hook_stats, max_us), false},
 };
@@ -183,7 +196,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 120 /* collect() fills 114 */
+#define MAX_FIGURES 136 /* collect() fills 129 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -217,10 +230,11 @@ collect(struct admin *a, struct figure *f)
         if (conn_is_tls(s->conn)) tls++;
     }
     struct hook_stats hk = {0};
-    uint64_t hooks_loaded = 0, hooks_failed = 0;
+    uint64_t hooks_loaded = 0, hooks_failed = 0, http_in_flight = 0;
     struct hook_info hi;
     for (size_t i = 0; hooks_info(b->hooks, i, &hi); i++) {
         hooks_loaded += hi.loaded;
+        http_in_flight += hi.http_in_flight + hi.http_queued;
         hooks_failed += hi.error != NULL;
         for (size_t k = 0; k < NHOOK_COUNTERS; k++)
             if (hook_counters[k].counter) *hook_counter(&hk, k) += *hook_counter(&hi.stats, k);
@@ -299,6 +313,8 @@ collect(struct admin *a, struct figure *f)
     G("queued_bytes_limit", NULL, b->conf.max_queued_bytes_total,
       "max_queued_bytes_total (0: none)");
     C("publishers_held", NULL, c->publishers_held, "times a publisher's acks were withheld");
+    C("http_requests", NULL, c->http_requests, "requests to http_listeners");
+    C("http_publishes", NULL, c->http_publishes, "messages published over HTTP");
     C("slow_consumers_disconnected", NULL, c->slow_consumers_disconnected,
       "subscribers cut after max_hold_time without progress");
     C("slow_consumers_shedding", NULL, c->slow_consumers_shedding,
@@ -327,6 +343,26 @@ collect(struct admin *a, struct figure *f)
     C("hook_budget_overruns", NULL, hk.budget_overruns, "hook instruction budget overruns");
     C("hook_memory_overruns", NULL, hk.memory_overruns, "hook memory cap overruns");
     C("hook_time_us", NULL, hk.total_us, "microseconds spent in hooks");
+    C("hook_http_requests", NULL, hk.http_requests, "broker.http.request calls accepted");
+    C("hook_http_busy", NULL, hk.http_busy,
+      "broker.http.request refused: hook's slots and queue full");
+    C("hook_http_denied", NULL, hk.http_denied,
+      "broker.http.request refused: not in hook_http_allow");
+    C("hook_http_ok", NULL, hk.http_ok, "hook HTTP requests answered (any status)");
+    C("hook_http_errors", NULL,
+      hk.http_timeouts + hk.http_connect_errors + hk.http_tls_errors + hk.http_too_large +
+          hk.http_other_errors,
+      "hook HTTP requests without a response (timeout, connect, TLS, too large, other)");
+    C("hook_http_timeouts", NULL, hk.http_timeouts, "hook HTTP requests that timed out");
+    G("hook_http_in_flight", NULL, http_in_flight, "hook HTTP requests in flight or waiting");
+    struct kv_stats kvs;
+    kv_get_stats(b->kv, &kvs);
+    G("kv_keys", NULL, kvs.keys, "keys in the hooks' key-value store");
+    G("kv_bytes", NULL, kvs.bytes, "bytes the key-value store holds (kv_max_bytes counts them)");
+    G("kv_max_bytes", NULL, kvs.max_bytes, "kv_max_bytes");
+    C("kv_sets", NULL, kvs.sets, "key-value sets (hooks and lunamq-ctl)");
+    C("kv_refused_full", NULL, kvs.refused_full, "key-value sets refused: kv_max_bytes reached");
+    C("kv_expired", NULL, kvs.expired, "keys removed at their expiry");
     G("persistence", NULL, ps.enabled, "persistence true (1) or false (0)");
     G("persistence_failing", NULL, ps.store.failing,
       "1 while the journal cannot be written (QoS 1/2 not acknowledged)");
@@ -733,6 +769,8 @@ cmd_hooks(struct admin *a, struct reply *r, int argc, char **argv)
         sbuf_free(&t);
         reply_dbl(r, "interval", hi.interval);
         reply_u64(r, "memory", hi.memory);
+        reply_u64(r, "http_in_flight", hi.http_in_flight);
+        reply_u64(r, "http_queued", hi.http_queued);
         for (size_t k = 0; k < NHOOK_COUNTERS; k++)
             reply_u64(r, hook_counters[k].name, *hook_counter(&hi.stats, k));
         reply_end_object(r);
@@ -909,6 +947,8 @@ run(struct admin *a, char *line, struct sbuf *body)
         return cmd_acl(a, &r, argc, args);
     else if (strcmp(cmd, "cluster") == 0)
         return cmd_cluster(a, &r, argc, args);
+    else if (strcmp(cmd, "kv") == 0)
+        return cmd_kv(a->b->kv, &r, argc, args, a->errbuf, sizeof(a->errbuf));
     else
         return "unknown command";
     return NULL;

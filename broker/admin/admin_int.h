@@ -3,6 +3,7 @@
 #ifndef LUNAMQ_ADMIN_INT_H
 #define LUNAMQ_ADMIN_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -16,5 +17,11 @@ struct metrics_http;
 struct metrics_http *metrics_http_new(struct event_base *base, const char *host, uint16_t port,
                                       void (*page)(void *arg, struct sbuf *out), void *arg);
 void metrics_http_free(struct metrics_http *m); /* NULL is a no-op */
+
+/* kvcmd.c: `kv get|set|del|list|mset ...`; returns an error message (maybe in buf) or
+ * NULL. */
+struct kv;
+struct reply;
+const char *cmd_kv(struct kv *kv, struct reply *r, int argc, char **argv, char *buf, size_t len);
 
 #endif

@@ -213,13 +213,16 @@ set_conf_path(struct parse *ps, char **field)
 }
 
 static int
-opt_listener(struct parse *ps)
+add_listener(struct parse *ps, bool http)
 {
     long long port = 0;
     int rc = conf_want_args(ps, 1, 2) || conf_number(ps, ps->tok[1], 1, 65535, &port) ? -1 : 0;
     struct listener_conf *lc = lq_xcalloc(1, sizeof(*lc));
     lc->port = (uint16_t)port;
-    lc->host = rc == 0 && ps->ntok > 2 ? lq_xstrdup(ps->tok[2]) : NULL;
+    lc->http = http;
+    lc->host = rc == 0 && ps->ntok > 2 ? lq_xstrdup(ps->tok[2])
+               : http                  ? lq_xstrdup("127.0.0.1") /* loopback unless asked */
+                                       : NULL;
     lc->at = conf_where(ps);
     auth_copy(&lc->auth, &ps->c->auth); /* per_listener_settings: what came before */
     ps->cur = lc;
@@ -232,6 +235,28 @@ opt_listener(struct parse *ps)
     while (*pp) pp = &(*pp)->next;
     *pp = lc;
     return 0;
+}
+
+static int
+opt_listener(struct parse *ps)
+{
+    return add_listener(ps, false);
+}
+
+/* http_listener PORT [ADDRESS]: POST /publish/<topic>, GET /retained/<topic>; the TLS
+ * and per-listener lines after it are its own, as for a listener */
+static int
+opt_http_listener(struct parse *ps)
+{
+    return add_listener(ps, true);
+}
+
+bool
+conf_has_mqtt_listener(const struct lq_conf *c)
+{
+    for (const struct listener_conf *lc = c->listeners; lc; lc = lc->next)
+        if (!lc->http) return true;
+    return false;
 }
 
 /* allow_anonymous, password_file, acl_file: the last listener's with
@@ -340,19 +365,25 @@ opt_max_queued_bytes_total(struct parse *ps)
     return 0;
 }
 
-/* Seconds, fractions allowed ("0.5"); kept in milliseconds. */
+/* Seconds, fractions allowed ("0.5"), from lo to hi; kept in milliseconds. */
 static int
-opt_max_hold_time(struct parse *ps)
+seconds_ms(struct parse *ps, double lo, double hi, uint32_t *ms)
 {
     if (conf_want_args(ps, 1, 1)) return -1;
     char *end;
     errno = 0;
     double v = strtod(ps->tok[1], &end);
-    if (errno || end == ps->tok[1] || *end || !(v >= 0 && v <= 3600))
-        return conf_fail(ps, "max_hold_time: '%s' is not a number of seconds from 0 to 3600",
-                         ps->tok[1]);
-    ps->c->max_hold_time_ms = (uint32_t)(v * 1000 + 0.5);
+    if (errno || end == ps->tok[1] || *end || !(v >= lo && v <= hi))
+        return conf_fail(ps, "%s: '%s' is not a number of seconds from %g to %g", ps->tok[0],
+                         ps->tok[1], lo, hi);
+    *ms = (uint32_t)(v * 1000 + 0.5);
     return 0;
+}
+
+static int
+opt_max_hold_time(struct parse *ps)
+{
+    return seconds_ms(ps, 0, 3600, &ps->c->max_hold_time_ms);
 }
 
 static int
@@ -531,6 +562,15 @@ opt_pid_file(struct parse *ps)
 /* ---- Lua hooks ---- */
 
 static int
+add_to_list(struct parse *ps, char ***list, size_t *n)
+{
+    if (conf_want_args(ps, 1, 1)) return -1;
+    *list = lq_xrealloc(*list, (*n + 1) * sizeof(**list));
+    (*list)[(*n)++] = lq_xstrdup(ps->tok[1]);
+    return 0;
+}
+
+static int
 opt_scripts_dir(struct parse *ps)
 {
     return set_conf_path(ps, &ps->c->scripts_dir);
@@ -553,6 +593,73 @@ opt_hook_memory_limit(struct parse *ps)
     if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 256 * 1024, 1LL << 40, &v))
         return -1;
     ps->c->hook_memory_limit = (uint64_t)v;
+    return 0;
+}
+
+static int
+opt_hook_http_allow(struct parse *ps)
+{
+    if (conf_want_args(ps, 1, 1)) return -1;
+    if (strncmp(ps->tok[1], "http://", 7) != 0 && strncmp(ps->tok[1], "https://", 8) != 0)
+        return conf_fail(ps, "hook_http_allow: '%s' is not an http:// or https:// URL prefix",
+                         ps->tok[1]);
+    return add_to_list(ps, &ps->c->hook_http_allow, &ps->c->nhook_http_allow);
+}
+
+static int
+opt_hook_http_cafile(struct parse *ps)
+{
+    return set_conf_path(ps, &ps->c->hook_http_cafile);
+}
+
+static int
+count_option(struct parse *ps, long long lo, long long hi, uint32_t *out)
+{
+    long long v;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], lo, hi, &v)) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int
+opt_hook_http_max_concurrent(struct parse *ps)
+{
+    return count_option(ps, 1, 1024, &ps->c->hook_http_max_concurrent);
+}
+
+static int
+opt_hook_http_max_queue(struct parse *ps)
+{
+    return count_option(ps, 0, 100000, &ps->c->hook_http_max_queue);
+}
+
+static int
+opt_hook_http_max_response(struct parse *ps)
+{
+    long long v;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 1024, 256LL << 20, &v)) return -1;
+    ps->c->hook_http_max_response = (uint64_t)v;
+    return 0;
+}
+
+static int
+opt_hook_http_connect_timeout(struct parse *ps)
+{
+    return seconds_ms(ps, 0.01, 300, &ps->c->hook_http_connect_timeout_ms);
+}
+
+static int
+opt_hook_http_timeout(struct parse *ps)
+{
+    return seconds_ms(ps, 0.01, 3600, &ps->c->hook_http_timeout_ms);
+}
+
+static int
+opt_kv_max_bytes(struct parse *ps)
+{
+    long long v;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 1LL << 40, &v)) return -1;
+    ps->c->kv_max_bytes = (uint64_t)v;
     return 0;
 }
 
@@ -682,15 +789,6 @@ static int
 opt_cluster_nats_keyfile(struct parse *ps)
 {
     return cluster_tls_file(ps, &ps->c->cluster_nats_keyfile);
-}
-
-static int
-add_to_list(struct parse *ps, char ***list, size_t *n)
-{
-    if (conf_want_args(ps, 1, 1)) return -1;
-    *list = lq_xrealloc(*list, (*n + 1) * sizeof(**list));
-    (*list)[(*n)++] = lq_xstrdup(ps->tok[1]);
-    return 0;
 }
 
 static int
@@ -991,6 +1089,7 @@ static const struct option {
     int rest_after;
 } options[] = {
     {"listener", opt_listener, 0},
+    {"http_listener", opt_http_listener, 0},
     {"allow_anonymous", opt_allow_anonymous, 0},
     {"password_file", opt_password_file, 1},
     {"acl_file", opt_acl_file, 1},
@@ -1033,6 +1132,14 @@ static const struct option {
     {"scripts_dir", opt_scripts_dir, 1},
     {"hook_instruction_limit", opt_hook_instruction_limit, 0},
     {"hook_memory_limit", opt_hook_memory_limit, 0},
+    {"hook_http_allow", opt_hook_http_allow, 0},
+    {"hook_http_cafile", opt_hook_http_cafile, 1},
+    {"hook_http_max_concurrent", opt_hook_http_max_concurrent, 0},
+    {"hook_http_max_queue", opt_hook_http_max_queue, 0},
+    {"hook_http_max_response", opt_hook_http_max_response, 0},
+    {"hook_http_connect_timeout", opt_hook_http_connect_timeout, 0},
+    {"hook_http_timeout", opt_hook_http_timeout, 0},
+    {"kv_max_bytes", opt_kv_max_bytes, 0},
     {"hook_on_error", opt_hook_on_error, 0},
     {"admin_socket", opt_admin_socket, 1},
     {"sys_interval", opt_sys_interval, 0},
@@ -1219,6 +1326,12 @@ conf_init(struct lq_conf *c)
     c->log_dests = LQ_DEST_STDERR;
     c->hook_instruction_limit = 1000000;
     c->hook_memory_limit = 16 * 1024 * 1024;
+    c->hook_http_max_concurrent = 8;
+    c->hook_http_max_queue = 100;
+    c->hook_http_max_response = 1 << 20;
+    c->hook_http_connect_timeout_ms = 5000;
+    c->hook_http_timeout_ms = 30000;
+    c->kv_max_bytes = 64 << 20;
     c->sys_interval = 10;
     c->autosave_interval = 1800; /* mosquitto's */
     c->log_timestamp = true;
@@ -1275,6 +1388,9 @@ conf_fini(struct lq_conf *c)
     free(c->cluster_nats_certfile);
     free(c->cluster_nats_keyfile);
     free(c->cluster_nats_tls_at);
+    for (size_t i = 0; i < c->nhook_http_allow; i++) free(c->hook_http_allow[i]);
+    free(c->hook_http_allow);
+    free(c->hook_http_cafile);
     for (size_t i = 0; i < c->ncluster_topics; i++) free(c->cluster_topics[i]);
     free(c->cluster_topics);
     for (size_t i = 0; i < c->ncluster_topics_local; i++) free(c->cluster_topics_local[i]);
@@ -1339,7 +1455,7 @@ conf_load(struct lq_conf *c, const char *path, char *err, size_t errlen)
     if (rc) return -1;
     /* mosquitto 2.0: anonymous clients only when asked for, or when the file defines
      * no listener (the default one is on 127.0.0.1) */
-    bool local_only = !c->listeners;
+    bool local_only = !conf_has_mqtt_listener(c);
     if (!c->auth.allow_anonymous_set) c->auth.allow_anonymous = local_only;
     for (struct listener_conf *lc = c->listeners; lc; lc = lc->next)
         if (!lc->auth.allow_anonymous_set) lc->auth.allow_anonymous = false;

@@ -54,6 +54,10 @@ struct hook {
     const char *pushed_topic, *pushed_payload;
     int ref_msg_meta; /* metatable of message tables */
 
+    /* broker.http requests of this version (httplib.c): cancelled when it unloads */
+    struct hook_call *calls;
+    unsigned http_running, http_queued;
+
     struct hook_stats *stats;         /* owned by its slot: survives reloads */
     struct lq_log_limit failures_log; /* a hook failing on every message must not flood the log */
     unsigned untimed;                 /* calls since the last timed one */
@@ -123,6 +127,14 @@ void bounded_open(lua_State *L);
 /* pattern.c: string.find, match, gmatch and gsub with Lua's pattern syntax, each
  * matching step charged to the budget (Lua's own matcher runs unbounded in C). */
 void pattern_open(lua_State *L); /* replaces them in the string table on top */
+
+/* kvlib.c: broker.kv, into the broker table on top of the stack */
+void kvlib_open(lua_State *L);
+
+/* httplib.c: broker.http, into the broker table on top of the stack; httplib_close
+ * ends the requests of a version being unloaded (no on_response runs) */
+void httplib_open(lua_State *L);
+void httplib_close(struct hook *h);
 
 /* message.c: messages to and from Lua tables */
 void message_setup(struct hook *h); /* once per state */

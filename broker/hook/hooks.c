@@ -570,6 +570,8 @@ hooks_info(const struct hooks *hs, size_t i, struct hook_info *out)
         out->on_connect = s->hook->ref_on_connect != LUA_NOREF;
         out->on_subscribe = s->hook->ref_on_subscribe != LUA_NOREF;
         out->memory = s->hook->mem;
+        out->http_in_flight = s->hook->http_running;
+        out->http_queued = s->hook->http_queued;
     }
     return true;
 }

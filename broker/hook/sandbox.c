@@ -358,6 +358,8 @@ open_libs(lua_State *L)
                                       {"clock", l_broker_clock},
                                       {NULL, NULL}};
     luaL_newlib(L, broker);
+    kvlib_open(L);
+    httplib_open(L);
     lua_setglobal(L, "broker");
     bounded_open(L); /* string, table, utf8 and json functions that charge their work */
 }
@@ -539,6 +541,7 @@ sandbox_close(struct hook *h)
 {
     if (!h) return;
     if (h->timer) event_free(h->timer);
+    httplib_close(h);
     if (h->L) lua_close(h->L); /* runs no Lua finalizer: __gc is refused */
     for (size_t i = 0; i < h->ntopics; i++) free(h->topics[i]);
     free(h->topics);

@@ -826,12 +826,36 @@ frame_tail(struct conn *c)
     }
 }
 
+/* Stream mode: the owner takes what it can of p; returns how much it took. */
+static size_t
+stream_feed(struct conn *c, const uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !c->closing && !c->paused) {
+        size_t took = c->l->ops->on_bytes(c, p + off, len - off, c->l->ud);
+        if (!took) break;
+        off += took;
+        c->bytes_in += took;
+    }
+    if (len - off > c->max_packet && !c->closing)
+        c->l->ops->on_oversize(c, (uint32_t)(len - off > UINT32_MAX ? UINT32_MAX : len - off),
+                               c->l->ud);
+    return off;
+}
+
 /* Hand every whole packet buffered to the owner (until paused or closing). */
 static void
 frame(struct conn *c)
 {
     if (c->t && !tls_read(c)) return;
     struct evbuffer *in = inbuf(c);
+    if (c->l->ops->on_bytes) {
+        size_t avail = in ? evbuffer_get_length(in) : 0;
+        if (avail && !c->closing && !c->paused)
+            evbuffer_drain(in, stream_feed(c, evbuffer_pullup(in, -1), avail));
+        frame_tail(c);
+        return;
+    }
     while (in && !c->closing && !c->paused) {
         size_t avail = evbuffer_get_length(in);
         if (avail < 2) break;
@@ -873,7 +897,8 @@ frame_flat(struct conn *c, const uint8_t *p, size_t len)
 {
     size_t off = 0;
     bool bad = false;
-    while (!c->closing && !c->paused && len - off >= 2) {
+    if (c->l->ops->on_bytes) off = stream_feed(c, p, len);
+    while (!c->l->ops->on_bytes && !c->closing && !c->paused && len - off >= 2) {
         uint8_t tf;
         uint32_t rem;
         size_t hl, avail = len - off;

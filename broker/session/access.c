@@ -44,6 +44,8 @@ struct pending {
     uint8_t flags;
     size_t len;
     uint8_t *body; /* the CONNECT, then the password copy after it */
+    /* an HTTP request's credentials (access_http): told the answer instead */
+    void (*http_done)(struct conn *c, bool ok);
 };
 
 static void
@@ -261,7 +263,13 @@ verified(struct verify_job *j)
     if (p->c) conn_set_aux(p->c, NULL);
     /* a conn closed meanwhile (no CONNECT within the timeout: the queue was long) waits
      * for its on_free: nothing more for it */
-    if (p->c && !j->cancelled && !conn_is_closing(p->c)) {
+    if (p->c && !j->cancelled && !conn_is_closing(p->c) && p->http_done) {
+        if (j->ok)
+            b->ctr.auth_ok++;
+        else
+            b->ctr.auth_bad_password++;
+        p->http_done(p->c, j->ok); /* it resumes the conn: the request is read again */
+    } else if (p->c && !j->cancelled && !conn_is_closing(p->c)) {
         conn_resume(p->c);
         if (j->ok) {
             b->ctr.auth_ok++;
@@ -370,6 +378,87 @@ access_connect(struct broker *b, struct conn *c, const struct mqtt_connect *ck, 
     *rc = MQTT_RC_NOT_AUTHORIZED;
     *why = "anonymous clients not allowed";
     return ACCESS_REFUSE;
+}
+
+/* ---- HTTP requests (http_api.c) ---- */
+
+enum access_verdict
+access_http(struct broker *b, struct conn *c, const struct http_credentials *cr,
+            void (*done)(struct conn *c, bool ok), const char **why)
+{
+    const struct scope *sc = scope_of(b, c);
+    if (hooks_have_on_connect(b->hooks)) {
+        char id[80];
+        snprintf(id, sizeof(id), "http:%s", conn_peer(c));
+        const char *user = cr->cert_user ? cr->cert_user : cr->user;
+        struct hook_connect hc = {
+            .id = id,
+            .id_len = strlen(id),
+            .username = user,
+            .username_len = user ? strlen(user) : 0,
+            .has_username = user != NULL,
+            .password = cr->password,
+            .password_len = cr->password_len,
+            .has_password = cr->password != NULL,
+            .address = conn_peer(c),
+            .version = MQTT_V5,
+            .cert = conn_tls_identity(c),
+            .listener = listener_name(conn_listener(c)),
+        };
+        struct hook_auth_result r;
+        hooks_on_connect(b->hooks, &hc, &r);
+        if (r.verdict == HOOK_AUTH_ALLOW) {
+            b->ctr.auth_ok++;
+            return ACCESS_ALLOW;
+        }
+        if (r.verdict == HOOK_AUTH_DENY) {
+            b->ctr.auth_hook_refused++;
+            *why = "refused by an on_connect hook";
+            return ACCESS_REFUSE;
+        }
+    }
+    if (cr->cert_user) return ACCESS_ALLOW;
+    if (cr->user) {
+        if (!sc->pw) return ACCESS_ALLOW; /* as for MQTT: no password_file, no check */
+        size_t ulen = strlen(cr->user), plen = cr->password ? cr->password_len : 0;
+        struct pending *p = lq_xcalloc(1, sizeof(*p));
+        p->b = b;
+        p->c = c;
+        p->pw = pwfile_ref(sc->pw);
+        p->http_done = done;
+        p->len = ulen + plen;
+        p->body = lq_xmalloc(p->len + 1);
+        memcpy(p->body, cr->user, ulen);
+        if (plen) memcpy(p->body + ulen, cr->password, plen);
+        p->job = (struct verify_job){.file = p->pw,
+                                     .user = (const char *)p->body,
+                                     .ulen = cr->password ? ulen : 0,
+                                     .password = p->body + ulen,
+                                     .len = plen,
+                                     .done = verified};
+        if (!b->access->verifier || !verifier_submit(b->access->verifier, &p->job)) {
+            pwfile_unref(p->pw);
+            free(p->body);
+            free(p);
+            b->ctr.auth_busy++;
+            *why = "too many password checks waiting";
+            return ACCESS_REFUSE;
+        }
+        conn_pause(c);
+        conn_set_aux(c, p);
+        return ACCESS_PENDING;
+    }
+    if (sc->allow_anonymous) return ACCESS_ALLOW;
+    b->ctr.auth_anonymous_refused++;
+    *why = "anonymous clients not allowed";
+    return ACCESS_REFUSE;
+}
+
+struct acl_client *
+access_http_acl(struct broker *b, struct conn *c, const char *user, const char *id)
+{
+    const struct scope *sc = scope_of(b, c);
+    return sc->acl ? acl_client_new(sc->acl, user, id) : NULL;
 }
 
 /* ---- lunamq-ctl acl check ---- */

@@ -17,8 +17,10 @@
 #include "bridge.h"
 #include "broker.h"
 #include "cluster.h"
-#include "hooks.h"
 #include "conf.h"
+#include "hooks.h"
+#include "httpc.h"
+#include "kv.h"
 #include "sdnotify.h"
 #include "tls.h"
 #include "retain.h"
@@ -249,6 +251,47 @@ hooks_conf_of(const struct lq_conf *c, struct hooks_conf *hc)
     hc->memory_limit = (size_t)c->hook_memory_limit;
     hc->drop_on_error = c->hook_on_error_drop;
     hc->max_topic_levels = c->max_topic_levels;
+    hc->http_max_concurrent = c->hook_http_max_concurrent;
+    hc->http_max_queue = c->hook_http_max_queue;
+}
+
+static void
+httpc_conf_of(const struct lq_conf *c, struct httpc_conf *hc)
+{
+    *hc = (struct httpc_conf){.allow = (const char *const *)c->hook_http_allow,
+                              .nallow = c->nhook_http_allow,
+                              .cafile = c->hook_http_cafile,
+                              .connect_timeout_ms = c->hook_http_connect_timeout_ms,
+                              .timeout_ms = c->hook_http_timeout_ms,
+                              .max_response = (size_t)c->hook_http_max_response,
+                              .max_request = (size_t)c->hook_http_max_response};
+}
+
+/* Expired keys of broker.kv, a bounded sweep a second: they are invisible from their
+ * expiry on; this gives their memory back and journals their deletion. */
+static void
+kv_expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct broker *b = arg;
+    kv_expire(b->kv, (int64_t)(lq_wall_time() * 1000.0), 10000);
+}
+
+static int
+open_kv_http(struct broker *b, char *errbuf, size_t errlen)
+{
+    struct httpc_conf hc;
+    httpc_conf_of(&b->conf, &hc);
+    b->http = httpc_new(b->base, &hc, errbuf, errlen);
+    if (!b->http) return -1;
+    b->kv_expire_ev = event_new(b->base, -1, EV_PERSIST, kv_expire_cb, b);
+    struct timeval sec = {1, 0};
+    if (!b->kv_expire_ev || event_add(b->kv_expire_ev, &sec) < 0) {
+        snprintf(errbuf, errlen, "cannot make the key-value store's expiry timer");
+        return -1;
+    }
+    return 0;
 }
 
 /* broker.publish() from a hook: through the other hooks, then routed. */
@@ -388,6 +431,8 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
     b->conf_path = conf_path ? lq_xstrdup(conf_path) : NULL;
     b->subs = topic_tree_new();
     b->retained = retain_new();
+    b->kv = kv_new((size_t)b->conf.kv_max_bytes);
+    kv_on_change(b->kv, persist_kv, b);
     b->nbuckets = 1024;
     b->buckets = lq_xcalloc(b->nbuckets, sizeof(*b->buckets));
     b->next_auto_id = (uint64_t)lq_wall_time() * 1000;
@@ -405,7 +450,8 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
                 return NULL;
             }
         }
-        struct listener *l = listener_bind(base, lc->host, lc->port, tls, &broker_conn_ops, b);
+        struct listener *l = listener_bind(base, lc->host, lc->port, tls,
+                                           lc->http ? &http_api_ops : &broker_conn_ops, b);
         if (!l) { /* logged by listener_bind */
             broker_free(b);
             return NULL;
@@ -439,7 +485,8 @@ int
 broker_start(struct broker *b, char *errbuf, size_t errlen)
 {
     errbuf[0] = '\0';
-    struct hook_host host = {.publish = hook_publish, .ud = b};
+    if (open_kv_http(b, errbuf, errlen) < 0) return -1;
+    struct hook_host host = {.publish = hook_publish, .ud = b, .kv = b->kv, .http = b->http};
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     b->hooks = hooks_new(b->base, &hc, &host);
@@ -452,8 +499,8 @@ broker_start(struct broker *b, char *errbuf, size_t errlen)
     const struct listener_conf *lc = b->conf.listeners;
     for (size_t i = 0; i < b->nlisteners; i++, lc = lc->next) {
         if (listener_listen(b->listeners[i]) < 0) return -1; /* logged */
-        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s", lc->host ? lc->host : "*",
-               listener_port(b->listeners[i]), lc->tls ? " (TLS)" : "");
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s%s", lc->host ? lc->host : "*",
+               listener_port(b->listeners[i]), lc->http ? " (HTTP)" : "", lc->tls ? " (TLS)" : "");
     }
     return 0;
 }
@@ -559,8 +606,11 @@ broker_free(struct broker *b)
     access_close(b);               /* after the conns: a CONNECT being checked has none now */
     admin_free(b->admin);
     b->admin = NULL;
-    hooks_free(b->hooks);
+    hooks_free(b->hooks); /* and their HTTP requests */
     b->hooks = NULL;
+    httpc_free(b->http);
+    if (b->kv_expire_ev) event_free(b->kv_expire_ev);
+    kv_free(b->kv);
     /* sessions: no will on shutdown, nobody is left to receive it */
     for (size_t i = 0; i < b->nbuckets; i++) {
         while (b->buckets[i]) {
@@ -667,7 +717,8 @@ listeners_differ(const struct listener_conf *run, const struct listener_conf *nl
     for (;;) {
         while (run && run->implicit) run = run->next;
         if (!run || !nl) return run || nl;
-        if (run->port != nl->port || !same_str(run->host, nl->host) || !run->tls != !nl->tls)
+        if (run->port != nl->port || !same_str(run->host, nl->host) || !run->tls != !nl->tls ||
+            run->http != nl->http)
             return true;
         run = run->next;
         nl = nl->next;
@@ -831,6 +882,12 @@ reload(struct broker *b, char *restart, size_t len)
     struct hooks_conf hc;
     hooks_conf_of(&b->conf, &hc);
     hooks_configure(b->hooks, &hc); /* new limits; the directory is rescanned */
+    kv_set_max_bytes(b->kv, (size_t)b->conf.kv_max_bytes);
+    struct httpc_conf htc;
+    httpc_conf_of(&b->conf, &htc);
+    char herr[256];
+    if (b->http && !httpc_configure(b->http, &htc, herr, sizeof(herr)))
+        lq_log(LQ_LOG_ERR, "reload: %s: the previous hook_http settings stay", herr);
     warn_unchecked_usernames(&b->conf);
     lq_log(LQ_LOG_NOTICE, "configuration reloaded from %s", b->conf_path);
     return 0;

@@ -4,7 +4,8 @@
  * when `persistence true`. What is written: retained messages, sessions that outlive
  * their connection (expiry > 0) with their subscriptions, will, the QoS 2 packet ids
  * they sent us and await PUBREL for, and their queued and in-flight QoS 1/2 messages.
- * QoS 0 and clean sessions are never written. A message body is written once
+ * QoS 0 and clean sessions are never written. The hooks' key-value store (kv.h) is
+ * written here too, one record per change. A message body is written once
  * (MSG_PUT) and referenced by id from queue entries and retained topics.
  *
  * The promise: an acknowledgement (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, and
@@ -25,7 +26,9 @@
 #include <event2/event.h>
 
 #include "hooks.h"
+#include "kv.h"
 #include "retain.h"
+#include "sbuf.h"
 #include "session_int.h"
 #include "store.h"
 
@@ -43,6 +46,8 @@ enum rec_type {
     R_IN_DEL = 11,     /* sid, pid */
     R_GROUP_END = 12,  /* the records flagged R_GROUPED before it are one change */
     R_GROUP_TORN = 13, /* they are not: a crash cut the change short (the next run says) */
+    R_KV_PUT = 14,     /* key, value, expiry (wall ms, 0: none) */
+    R_KV_DEL = 15,     /* key */
 };
 /* A change of several records that must not be half replayed (a QoS 2 PUBLISH: its
  * queue entries and its packet id) flags them; replay applies them at R_GROUP_END
@@ -71,6 +76,8 @@ struct persist {
     /* snapshot in slices */
     bool snap_retained_done;
     size_t snap_bucket;
+    bool snap_kv_done;
+    struct sbuf snap_kv_after; /* the last key written */
     struct event *slice_ev, *tick_ev;
     double last_compaction;
     uint64_t records_at_compaction;
@@ -296,6 +303,29 @@ persist_retain(struct broker *b, struct msg *m)
     emit_retain(p, m, to_journal);
 }
 
+static void
+emit_kv(struct persist *p, const char *key, size_t klen, const char *value, size_t vlen,
+        int64_t expires_ms, emit_fn emit)
+{
+    struct rec_buf *r = rec(p);
+    rec_str(r, key, klen);
+    if (!value) {
+        emit(p, R_KV_DEL);
+        return;
+    }
+    rec_bytes(r, value, vlen);
+    rec_u64(r, (uint64_t)expires_ms);
+    emit(p, R_KV_PUT);
+}
+
+void
+persist_kv(void *ud, const char *key, size_t klen, const char *value, size_t vlen,
+           int64_t expires_ms)
+{
+    struct persist *p = live(ud);
+    if (p) emit_kv(p, key, klen, value, vlen, expires_ms, to_journal);
+}
+
 void
 persist_session(struct session *s)
 {
@@ -383,12 +413,18 @@ persist_seq(const struct broker *b)
  * durable (a clean session, QoS 0) is not made to wait, not even for a failing disk.
  * Durability is a prefix: waiting for the last record waits for all before it. */
 void
+persist_gate_conn(struct broker *b, struct conn *c, uint64_t since)
+{
+    struct persist *p = live(b);
+    if (!p || !c) return;
+    uint64_t want = store_appended(p->st);
+    if (want > since && want > store_durable(p->st)) conn_gate(c, want);
+}
+
+void
 persist_gate(struct session *s, uint64_t since)
 {
-    struct persist *p = live(s->b);
-    if (!p || !s->conn) return;
-    uint64_t want = store_appended(p->st);
-    if (want > since && want > store_durable(p->st)) conn_gate(s->conn, want);
+    persist_gate_conn(s->b, s->conn, since);
 }
 
 #ifdef LUNAMQ_CHECKS
@@ -466,6 +502,17 @@ next_slice(struct persist *p)
     if (event_add(p->slice_ev, &now) < 0) event_active(p->slice_ev, EV_TIMEOUT, 0);
 }
 
+static bool
+snapshot_kv(void *arg, const char *key, size_t klen, const char *value, size_t vlen,
+            int64_t expires_ms)
+{
+    struct persist *p = arg;
+    emit_kv(p, key, klen, value, vlen, expires_ms, to_snapshot);
+    p->snap_kv_after.len = 0;
+    sbuf_put(&p->snap_kv_after, key, klen);
+    return true;
+}
+
 static void
 slice_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -500,6 +547,12 @@ slice_cb(evutil_socket_t fd, short what, void *arg)
         p->snap_bucket++;
         if (++n % 64 == 0 && lq_now_ms() >= end) goto again;
     }
+    while (!p->snap_kv_done) {
+        size_t got = kv_each_after(b->kv, p->snap_kv_after.p, p->snap_kv_after.len,
+                                   (int64_t)wall_ms(), 256, snapshot_kv, p);
+        if (got < 256) p->snap_kv_done = true;
+        if (lq_now_ms() >= end) goto again;
+    }
     store_snapshot_end(p->st, true);
     return;
 again:
@@ -513,6 +566,8 @@ compact(struct persist *p)
     p->jgen += 2; /* records from now on go to the new segment */
     p->snap_retained_done = false;
     p->snap_bucket = 0;
+    p->snap_kv_done = false;
+    p->snap_kv_after.len = 0;
     retain_iter_begin(p->b->retained);
     p->last_compaction = lq_wall_time();
     struct store_stats ss;
@@ -936,6 +991,24 @@ replay_in(struct replay *rp, struct rec_reader *r, bool put)
     if (!put && has) s->in_pids[at] = s->in_pids[--s->nin];
 }
 
+static void
+replay_kv(struct replay *rp, struct rec_reader *r, bool put)
+{
+    struct kv *kv = rp->p->b->kv;
+    const char *key, *value = NULL;
+    uint32_t klen, vlen = 0;
+    uint64_t expires = 0;
+    if (!get_str(r, &key, &klen) ||
+        (put && (!get_str(r, &value, &vlen) || !rec_get_u64(r, &expires)))) {
+        rp->bad++;
+        return;
+    }
+    if (put)
+        kv_restore(kv, key, klen, value, vlen, (int64_t)expires, (int64_t)rp->now_wall);
+    else
+        kv_del(kv, key, klen); /* reports nothing while replaying: live() is NULL */
+}
+
 static void apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len,
                          bool from_snapshot);
 
@@ -986,6 +1059,8 @@ apply_record(struct replay *rp, uint8_t type, const uint8_t *p, size_t len, bool
     case R_QE_DEL: replay_qentry(rp, &r, false, from_snapshot); break;
     case R_IN_PUT: replay_in(rp, &r, true); break;
     case R_IN_DEL: replay_in(rp, &r, false); break;
+    case R_KV_PUT: replay_kv(rp, &r, true); break;
+    case R_KV_DEL: replay_kv(rp, &r, false); break;
     default: rp->bad++; break;
     }
 }
@@ -1176,6 +1251,7 @@ persist_close(struct broker *b)
     if (p->tick_ev) event_free(p->tick_ev);
     store_close(p->st);
     rec_buf_free(&p->rb);
+    sbuf_free(&p->snap_kv_after);
     free(p->paused);
     free(p);
 }

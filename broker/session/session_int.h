@@ -39,9 +39,10 @@ struct counters {
     uint64_t received_bytes_qos[4], sent_bytes_qos[4]; /* their bytes */
     uint64_t connections_peak;
     uint64_t connections_total;
-    uint64_t slow_consumers_disconnected; /* cut after max_hold_time without progress */
-    uint64_t slow_consumers_shedding;     /* persistent ones that began dropping instead */
-    uint64_t publishers_held;             /* times a publisher's acks were withheld */
+    uint64_t slow_consumers_disconnected;   /* cut after max_hold_time without progress */
+    uint64_t slow_consumers_shedding;       /* persistent ones that began dropping instead */
+    uint64_t publishers_held;               /* times a publisher's acks were withheld */
+    uint64_t http_requests, http_publishes; /* http_listener (http_api.c) */
     /* access control (access.c) */
     uint64_t auth_ok;                /* CONNECTs let in by a password, a hook or a certificate */
     uint64_t auth_bad_password;      /* refused: unknown user or wrong password */
@@ -59,7 +60,10 @@ struct broker {
     size_t nlisteners;
     struct topic_tree *subs;
     struct retain *retained;
-    struct hooks *hooks;     /* Lua hooks of scripts_dir */
+    struct hooks *hooks; /* Lua hooks of scripts_dir */
+    struct kv *kv;       /* broker.kv and lunamq-ctl kv */
+    struct httpc *http;  /* broker.http: requests hooks make */
+    struct event *kv_expire_ev;
     struct admin *admin;     /* admin socket and statistics */
     struct persist *persist; /* the journal (persist.c); NULL: persistence false */
     struct cluster *cluster; /* other nodes through NATS (cluster/); NULL: no cluster_name */
@@ -396,6 +400,20 @@ enum access_verdict access_connect(struct broker *b, struct conn *c, const struc
                                    uint8_t flags, const uint8_t *body, size_t len, uint8_t *rc,
                                    const char **why);
 void access_conn_gone(struct broker *b, struct conn *c); /* a conn freed before CONNACK */
+/* An HTTP request (http_api.c): its Basic credentials or certificate user. ALLOW,
+ * REFUSE (*why), or PENDING: the password is checked off the loop, the conn paused,
+ * and done(c, ok) called (not after access_conn_gone). Hooks' on_connect first. */
+struct http_credentials {
+    const char *user;     /* NUL-terminated, NULL: none */
+    const char *password; /* password_len bytes, NULL: none */
+    size_t password_len;
+    const char *cert_user; /* from the client certificate (use_identity_as_username...) */
+};
+enum access_verdict access_http(struct broker *b, struct conn *c, const struct http_credentials *cr,
+                                void (*done)(struct conn *c, bool ok), const char **why);
+/* The acl_file rules of user on c's listener; NULL: no acl_file (all allowed). */
+struct acl_client *access_http_acl(struct broker *b, struct conn *c, const char *user,
+                                   const char *id);
 /* The session's rules for its username and client id (after CONNECT, restore, reload),
  * and which of its subscriptions need a check per message. */
 void access_bind(struct session *s);
@@ -416,6 +434,11 @@ int access_explain(struct broker *b, const char *user, const char *id, const cha
 int persist_open(struct broker *b, char *err, size_t errlen); /* recovers; before listening */
 void persist_close(struct broker *b);                 /* waits (bounded) for what was appended */
 void persist_retain(struct broker *b, struct msg *m); /* after retain_set */
+/* http_api.c: the conn_ops of http_listener connections */
+extern const struct conn_ops http_api_ops;
+/* kv_change_fn of the broker's kv store (ud: the broker) */
+void persist_kv(void *ud, const char *key, size_t klen, const char *value, size_t vlen,
+                int64_t expires_ms);
 /* s changed (connected, went offline, expiry, will): written, or deleted when it no
  * longer outlives its connection */
 void persist_session(struct session *s);
@@ -432,6 +455,7 @@ void persist_group_end(struct broker *b);
 uint64_t persist_seq(const struct broker *b);
 /* Before writing an acknowledgement: it waits for the records appended after `since`
  * (and, as durability is a prefix, for all before them); 0: for everything so far. */
+void persist_gate_conn(struct broker *b, struct conn *c, uint64_t since); /* any conn's output */
 void persist_gate(struct session *s, uint64_t since);
 void persist_pause_if_behind(struct session *s, uint64_t since); /* after a PUBLISH */
 int persist_snapshot_now(struct broker *b);                      /* -1: off, or one is running */

@@ -19,5 +19,7 @@ Suite *suite_cluster(void);    /* test_cluster.c: topic <-> NATS subject mapping
 
 Suite *suite_bridge(void);  /* test_bridge.c: topic remapping, names */
 Suite *suite_service(void); /* test_service.c: sd_notify, pid file, user, log formats */
+Suite *suite_kv(void);      /* test_kv.c: the hooks' key-value store */
+Suite *suite_httpc(void);   /* test_httpc.c: outgoing HTTP on the loop (libcurl multi) */
 
 #endif

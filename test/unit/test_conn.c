@@ -16,6 +16,7 @@
 #include "lq.h"
 #include "net.h"
 #include "suites.h"
+#include "testloop.h"
 
 struct seen {
     struct conn *c;
@@ -80,15 +81,6 @@ static const struct conn_ops ops = {.on_accept = on_accept,
                                     .on_drain = on_conn,
                                     .on_keepalive = on_keepalive,
                                     .on_lost = on_lost};
-
-static void
-run_for(struct event_base *base, int ms)
-{
-    if (ms < 0) ms = 0; /* a negative timeval is not "run a while" (issue 12.20) */
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
 
 /* A listener with these ops and one connected client, once on_accept has set
  * *accepted. */

@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "net.h"
 #include "suites.h"
+#include "testloop.h"
 #include "testpki.h"
 #include "tls.h"
 
@@ -102,18 +103,6 @@ static const struct conn_ops ops = {.on_accept = on_accept,
                                     .on_keepalive = on_keepalive,
                                     .on_lost = on_lost,
                                     .on_free = on_free};
-
-static void
-run_for(struct event_base *base, int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
-/* Run the loop until cond holds, for at most ms. */
-#define RUN_UNTIL(base, cond, ms) \
-    for (int run_i_ = 0; run_i_ < (ms) / 10 && !(cond); run_i_++) run_for(base, 10)
 
 static struct sockaddr_in
 loopback(uint16_t port)
