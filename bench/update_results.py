@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""`make bench`: run bench/compare.py, bench/hooks.py, bench/tls.py, bench/persist.py,
+"""`make bench`: run bench/compare.py, bench/hooks.py, bench/http_publish.py, bench/tls.py, bench/persist.py,
 bench/acl.py, bench/storm.py (lunamq
 against Debian's mosquitto, alternating, one run), bench/cluster.py and bench/recovery.py, and write their
 tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
@@ -52,6 +52,8 @@ def main():
          [py, "bench/cluster_sessions.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Bridges (issue 17): a message through a bridge, lunamq against mosquitto",
          [py, "bench/bridge.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
+        ("Publishing over HTTP (issue 20): http_listener against mosquitto_pub",
+         [py, "bench/http_publish.py", "--rounds", r] + (["--messages", "5000"] if args.quick else [])),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),

@@ -53,6 +53,17 @@ void httpd_conn_free(struct httpd_conn *h); /* NULL is a no-op */
  * being checked). true: the request is done with. */
 typedef bool (*httpd_handler)(void *ud, struct conn *c, const struct httpd_request *rq);
 
+/* Framing alone (no I/O; fuzzed): one request at p, the bytes received and not yet
+ * taken. MORE: not whole yet (CONTINUE: the same, and now is the time for "100
+ * Continue"); REQUEST: rq filled, *took its length, valid until the next call (call
+ * httpd_frame_done once it is answered); ERROR: *status (400, 411, 413, 431, 505) and
+ * *why, the connection is no longer in step. */
+enum httpd_step { HTTPD_MORE, HTTPD_CONTINUE, HTTPD_REQUEST, HTTPD_ERROR };
+enum httpd_step httpd_frame(struct httpd_conn *h, const uint8_t *p, size_t len,
+                            const struct httpd_limits *lim, struct httpd_request *rq, size_t *took,
+                            int *status, const char **why);
+void httpd_frame_done(struct httpd_conn *h);
+
 /* For conn_ops.on_bytes: frames one request from p and calls fn; answers malformed
  * or oversized requests itself. Returns the bytes taken (0: the request is not whole,
  * or waits). The request's strings point into a copy that lives until the next call. */

@@ -14,7 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lqtest import install_hook as install, CTL, ROOT, conf, free_port, rss_kb, serial, wait_for
+from lqtest import install_hook as install, CTL, ROOT, conf, free_port, pki_dir, rss_kb, serial, wait_for
 from mqttraw import PUBACK, PUBLISH, USER_PROPERTY, Probe, connected
 
 EXAMPLES = os.path.join(ROOT, "examples", "hooks")
@@ -289,6 +289,61 @@ def test_http_request_body_headers_and_on_response(b):
         assert got(s).payload.startswith(b"503 ")
         st = hook_stats(b, "call.lua")
         assert st["http_requests"] == 2 and st["http_ok"] == 2 and st["response_calls"] == 2, st
+
+
+METRICS = free_port()
+
+
+@conf("hook_http_allow %s/" % URL, "metrics_listener %d" % METRICS, "sys_interval 1")
+def test_http_counters_in_metrics_and_sys(b):
+    with Server():
+        install(b, "call.lua", CALLER)
+        s = sub(b, "resp/#")
+        p = connected(b.port, "p")
+        p.publish("call/x", b"", qos=0)
+        got(s)
+        page = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/metrics" % METRICS],
+                              capture_output=True, text=True, timeout=10).stdout
+        assert 'lunamq_hook_http_requests_total{hook="call.lua"} 1' in page, page[-2000:]
+        assert 'lunamq_hook_http_ok_total{hook="call.lua"} 1' in page
+        s.subscribe(2, [("$SYS/broker/hooks/call.lua/http_ok", 0)])
+        seen = [s.expect(PUBLISH, 5).payload for _ in range(2)]  # retained, then a tick
+        assert seen[-1] == b"1", seen
+
+
+HTTPS_HOOK = CALLER.replace("%s/" % URL, "https://localhost:%d/" % PORT)
+
+
+def https_server():
+    import ssl
+    srv = Server()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(pki_dir(), "server.crt"), os.path.join(pki_dir(), "server.key"))
+    srv.srv.socket = ctx.wrap_socket(srv.srv.socket, server_side=True)
+    return srv
+
+
+@conf("hook_http_allow https://localhost:%d/" % PORT, "hook_http_cafile {pki}/ca.crt")
+def test_https_verified_against_hook_http_cafile(b):
+    with https_server() as srv:
+        install(b, "call.lua", HTTPS_HOOK)
+        s = sub(b, "resp/#")
+        p = connected(b.port, "p")
+        p.publish("call/secure", b"x", qos=0)
+        assert got(s).payload.startswith(b"200 ")
+        assert srv.paths() == ["/secure"]
+
+
+@conf("hook_http_allow https://localhost:%d/" % PORT)
+def test_https_unknown_ca_is_a_tls_error(b):
+    with https_server() as srv:
+        install(b, "call.lua", HTTPS_HOOK)
+        s = sub(b, "resp/#")
+        p = connected(b.port, "p")
+        p.publish("call/secure", b"x", qos=0)
+        assert got(s).payload.startswith(b"error tls "), "the test CA is not the system's"
+        assert hook_stats(b, "call.lua")["http_tls_errors"] == 1
+        assert srv.paths() == []
 
 
 @conf("hook_http_allow %s/allowed/" % URL)
