@@ -153,6 +153,12 @@ $(B)/fuzz_store_read: test/fuzz/fuzz_store_read.c $(STORE_FUZZ_SRC)
 	@mkdir -p $(@D)
 	$(Q)clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ibroker/store $^ -o $@
 
+# the HTTP request framer (broker/http/request.c) alone
+HTTP_FUZZ_SRC := broker/http/request.c broker/core/alloc.c
+$(B)/fuzz_http_request: test/fuzz/fuzz_http_request.c $(HTTP_FUZZ_SRC)
+	@mkdir -p $(@D)
+	$(Q)clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $^ -o $@
+
 # run_fuzzer NAME SEEDS: FUZZ_SECONDS of NAME, its INITED/DONE lines, its log's end on failure
 define run_fuzzer
 	@mkdir -p $(B)/fuzz-corpus-$(1) $(B)/fuzz-artifacts
@@ -163,9 +169,10 @@ define run_fuzzer
 	if [ $$rc -ne 0 ]; then tail -n 40 $(B)/$(1).log; fi; exit $$rc
 endef
 
-fuzz: $(B)/fuzz_mqtt_decode $(B)/fuzz_store_read
+fuzz: $(B)/fuzz_mqtt_decode $(B)/fuzz_store_read $(B)/fuzz_http_request
 	$(call run_fuzzer,fuzz_mqtt_decode,test/fuzz/corpus)
 	$(call run_fuzzer,fuzz_store_read,test/fuzz/corpus-store)
+	$(call run_fuzzer,fuzz_http_request,test/fuzz/corpus-http)
 
 # ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
 # lunamq against Debian's mosquitto; rewrites the generated part of bench/RESULTS.md
@@ -204,7 +211,8 @@ pkg-test:
 
 clean:
 	rm -rf build/obj build/san build/pkg build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
-	    build/fuzz_mqtt_decode build/fuzz_store_read build/lunamq_* build/lunamq-dbgsym_* build/deb.log
+	    build/fuzz_mqtt_decode build/fuzz_store_read build/fuzz_http_request build/lunamq_* \
+	    build/lunamq-dbgsym_* build/deb.log
 
 FMT_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

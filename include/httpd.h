@@ -36,7 +36,7 @@ struct httpd_request {
     size_t nheaders;
     const uint8_t *body;
     size_t body_len;
-    bool keep_alive; /* HTTP/1.1 without "Connection: close" */
+    bool keep_alive; /* HTTP/1.1 without "Connection: close" (1.0: never) */
 };
 
 struct httpd_limits {

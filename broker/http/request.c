@@ -20,7 +20,11 @@ struct httpd_conn {
     size_t scanned; /* bytes of input searched for the end of the headers */
     size_t hdr_len; /* the header block's length, end found; 0: not yet */
     bool continued; /* "100 Continue" sent for this request */
-    char *copy;     /* the header block, NUL-split into the request's strings */
+    bool parsed;    /* head, body_len and expect hold the parsed header block */
+    bool expect;    /* "Expect: 100-continue" */
+    size_t body_len;
+    struct httpd_request head; /* without its body; strings in copy */
+    char *copy;                /* the header block, NUL-split into the request's strings */
     struct httpd_header hdrs[HTTPD_MAX_HEADERS];
 };
 
@@ -81,7 +85,7 @@ parse_head(struct httpd_conn *h, struct httpd_request *rq, size_t *content_lengt
         rq->query = q + 1;
     }
     rq->nheaders = 0;
-    bool has_length = false, close = !http11, keep = false;
+    bool has_length = false, close = !http11; /* 1.0: one request per connection */
     *content_length = 0;
     *expect_continue = false;
     for (char *line = end + 2; *line && !(line[0] == '\r' && line[1] == '\n');) {
@@ -127,7 +131,6 @@ parse_head(struct httpd_conn *h, struct httpd_request *rq, size_t *content_lengt
             return 411;
         } else if (strcmp(line, "connection") == 0) {
             if (strcasestr(v, "close")) close = true;
-            if (strcasestr(v, "keep-alive")) keep = true;
         } else if (strcmp(line, "expect") == 0) {
             if (strcasecmp(v, "100-continue") != 0) {
                 *why = "unsupported Expect";
@@ -138,7 +141,7 @@ parse_head(struct httpd_conn *h, struct httpd_request *rq, size_t *content_lengt
         line = eol + 2;
     }
     rq->headers = h->hdrs;
-    rq->keep_alive = http11 ? !close : keep && !close;
+    rq->keep_alive = !close;
     return 0;
 }
 
@@ -168,25 +171,26 @@ httpd_frame(struct httpd_conn *h, const uint8_t *p, size_t len, const struct htt
         h->copy = lq_xmalloc(h->hdr_len + 1);
         h->copy[h->hdr_len] = '\0';
     }
-    /* parsed again on each call (the copy is NUL-split): only while the body comes */
-    memset(rq, 0, sizeof(*rq));
-    memcpy(h->copy, p, h->hdr_len);
-    size_t body_len;
-    bool expect;
-    if ((*status = parse_head(h, rq, &body_len, &expect, why))) return HTTPD_ERROR;
-    if (body_len > lim->max_body) {
-        *status = 413;
-        *why = "body too large";
-        return HTTPD_ERROR;
+    if (!h->parsed) { /* once: a body trickling in must not cost a parse per read */
+        memset(&h->head, 0, sizeof(h->head));
+        memcpy(h->copy, p, h->hdr_len);
+        if ((*status = parse_head(h, &h->head, &h->body_len, &h->expect, why))) return HTTPD_ERROR;
+        if (h->body_len > lim->max_body) {
+            *status = 413;
+            *why = "body too large";
+            return HTTPD_ERROR;
+        }
+        h->parsed = true;
     }
-    size_t need = h->hdr_len + body_len;
+    *rq = h->head;
+    size_t need = h->hdr_len + h->body_len;
     if (len < need) {
-        if (!expect || h->continued) return HTTPD_MORE;
+        if (!h->expect || h->continued) return HTTPD_MORE;
         h->continued = true;
         return HTTPD_CONTINUE;
     }
     rq->body = p + h->hdr_len;
-    rq->body_len = body_len;
+    rq->body_len = h->body_len;
     *took = need;
     return HTTPD_REQUEST;
 }
@@ -195,7 +199,7 @@ void
 httpd_frame_done(struct httpd_conn *h)
 {
     h->scanned = h->hdr_len = 0;
-    h->continued = false;
+    h->continued = h->parsed = false;
 }
 
 const char *

@@ -849,7 +849,7 @@ frame(struct conn *c)
 {
     if (c->t && !tls_read(c)) return;
     struct evbuffer *in = inbuf(c);
-    if (c->l->ops->on_bytes) {
+    if (c->l->ops->on_bytes) { /* a pulled-up chain has room to grow in: amortised */
         size_t avail = in ? evbuffer_get_length(in) : 0;
         if (avail && !c->closing && !c->paused)
             evbuffer_drain(in, stream_feed(c, evbuffer_pullup(in, -1), avail));

@@ -8,7 +8,7 @@ import threading
 import time
 
 from lqtest import conf, rss_kb
-from mqttraw import PUBACK, PUBLISH, RECEIVE_MAXIMUM, connected, publish_bytes
+from mqttraw import PUBACK, PUBLISH, RECEIVE_MAXIMUM, Probe, connected, publish_bytes
 
 
 @conf("max_queued_messages 100", "max_hold_time 5")
@@ -223,7 +223,8 @@ def test_queue_paced_far_below_its_bound_without_loss(b):
     them at its operating point (8 x its in-flight window of 20: 160 messages), not at
     max_queued_messages (1000): under saturation a message waits behind a few hundred
     others. Nothing acknowledged is lost, and the subscriber, which keeps draining, is
-    never cut off."""
+    never cut off. A Probe client measures its own round trips meanwhile: holding these
+    publishers does not slow anyone else."""
     sub = connected(b.port, "paced-sub")
     sub.subscribe(1, [("pace/#", 1)])
     pub = connected(b.port, "paced-pub")
@@ -244,6 +245,7 @@ def test_queue_paced_far_below_its_bound_without_loss(b):
     t = threading.Thread(target=subscriber)
     t.start()
     acked, sent, end = set(), 0, time.time() + 3
+    probe = Probe(b.port).__enter__()
     try:
         while time.time() < end:
             while sent - len(acked) < 20:  # our Receive Maximum
@@ -257,8 +259,12 @@ def test_queue_paced_far_below_its_bound_without_loss(b):
     finally:
         state["stop"] = True
         t.join(5)
+        probe.__exit__(None, None, None)
     print("  %d acknowledged, %d delivered meanwhile, at most %d acknowledged and not yet "
-          "delivered" % (len(acked), state["got"], state["worst"]))
+          "delivered; probe round trips %d, worst %.1f ms" % (len(acked), state["got"],
+                                                             state["worst"], probe.count,
+                                                             probe.worst * 1000))
+    probe.check(0.1)
     # 160 queued + 20 in flight to it + 20 of the publisher's, and a little slack for the
     # message that crossed; without pacing it reached the bound (1000)
     assert state["worst"] <= 240, state["worst"]

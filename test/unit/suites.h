@@ -21,5 +21,6 @@ Suite *suite_bridge(void);  /* test_bridge.c: topic remapping, names */
 Suite *suite_service(void); /* test_service.c: sd_notify, pid file, user, log formats */
 Suite *suite_kv(void);      /* test_kv.c: the hooks' key-value store */
 Suite *suite_httpc(void);   /* test_httpc.c: outgoing HTTP on the loop (libcurl multi) */
+Suite *suite_httpd(void);   /* test_httpd.c: HTTP request framing, percent-decoding */
 
 #endif
