@@ -43,7 +43,7 @@ LIBS       := -levent_core -levent $(MBEDTLS_LIBS) $(LUA_LIBS) $(NATS_LIBS) $(CU
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 
 SRC      := $(wildcard broker/*/*.c)
-LIB_OBJ  := $(SRC:broker/%.c=$(B)/obj/%.o)
+LIB_OBJ  := $(SRC:broker/%.c=$(B)/obj/%.o) $(B)/obj/http/dashboard.o
 MAIN_OBJ := $(B)/obj/main.o
 UNIT_SRC := $(wildcard test/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
@@ -65,6 +65,11 @@ $(B)/obj/test/%.o: test/unit/%.c $(wildcard $(MBEDTLS_MK))
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(OPT) $(EXTRA) $(CFLAGS) $(MBEDTLS_CFLAGS) $(LUA_CFLAGS) -Iinclude -MMD -MP -c $< -o $@
+
+# the dashboard page, built into the binary (.incbin)
+$(B)/obj/http/dashboard.o: broker/http/dashboard.S broker/http/dashboard.html
+	@mkdir -p $(@D)
+	$(Q)$(CC) -c $< -o $@
 
 $(B)/liblunamq.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^

@@ -26,6 +26,11 @@ struct admin;
 struct admin *admin_new(struct broker *b, struct event_base *base, const char *path, char *err,
                         size_t errlen);
 void admin_free(struct admin *a); /* removes the socket file; NULL is a no-op */
+/* The dashboard's figures as one JSON object: {"stats": what `lunamq-ctl --json stats`
+ * says, "hooks": what `--json hooks` says, "busiest": the ten online clients with the
+ * most bytes both ways, as `--json clients` lists them}. */
+struct sbuf;
+void admin_dashboard_json(struct admin *a, struct sbuf *out);
 /* Is /metrics being served (metrics_listener configured and listening)? */
 bool admin_serves_metrics(const struct admin *a);
 

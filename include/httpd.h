@@ -78,6 +78,9 @@ const char *httpd_header(const struct httpd_request *rq, const char *name);
 void httpd_respond(struct conn *c, int status, const char *content_type, const void *body,
                    size_t len, const char *extra, bool keep_alive);
 
+/* The dashboard page (broker/http/dashboard.html, built in by dashboard.S). */
+extern const char lq_dashboard_html[], lq_dashboard_html_end[];
+
 /* Decode %XX escapes of s[0..n) into out (n + 1 bytes): its length, or -1 for a bad
  * escape or a NUL byte. '+' is left as is (paths; for queries the caller maps it). */
 long httpd_unescape(const char *s, size_t n, char *out);

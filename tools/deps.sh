@@ -27,6 +27,7 @@ pkgs=(build-essential pkg-config libevent-dev check liblua5.4-dev lua5.4 lua-cjs
       libclang-rt-dev mosquitto mosquitto-clients python3 python3-paho-mqtt openssl curl
       valgrind ca-certificates libnats-dev nats-server python3-cryptography
       libcurl4-openssl-dev  # broker.http from hooks (libcurl's multi interface)
+      chromium              # test/e2e/35-dashboard.py loads the dashboard in a real browser
       man-db groff-base  # test/e2e/32-man.py renders man/
       # make deb and its test: dpkg-buildpackage with debhelper, lintian, systemd-analyze,
       # adduser for the package's postinst

@@ -954,6 +954,55 @@ run(struct admin *a, char *line, struct sbuf *body)
     return NULL;
 }
 
+/* ---- the dashboard (http_listener GET /api/dashboard) ---- */
+
+#define BUSIEST 10
+
+static uint64_t
+traffic(const struct session *s)
+{
+    uint64_t in = 0, out = 0;
+    if (online(s)) conn_bytes(s->conn, &in, &out);
+    return in + out;
+}
+
+void
+admin_dashboard_json(struct admin *a, struct sbuf *out)
+{
+    struct reply r = {.b = out, .json = true};
+    char *argv[] = {NULL};
+    sbuf_put(out, "{\"stats\": ", 10);
+    cmd_stats(a, &r, 0, argv);
+    sbuf_put(out, ", \"hooks\": ", 11);
+    r = (struct reply){.b = out, .json = true};
+    cmd_hooks(a, &r, 0, argv);
+    /* the busiest clients by bytes both ways: a top ten kept sorted by insertion */
+    const struct session *top[BUSIEST];
+    size_t n = 0;
+    FOR_EACH_SESSION(a->b, s)
+    {
+        uint64_t t = traffic(s);
+        if (!online(s) || (n == BUSIEST && t <= traffic(top[n - 1]))) continue;
+        size_t at = n < BUSIEST ? n++ : BUSIEST - 1;
+        while (at > 0 && traffic(top[at - 1]) < t) {
+            top[at] = top[at - 1];
+            at--;
+        }
+        top[at] = s;
+    }
+    sbuf_put(out, ", \"busiest\": ", 13);
+    r = (struct reply){.b = out, .json = true};
+    reply_list(&r, NULL);
+    for (size_t i = 0; i < n; i++) {
+        reply_object(&r);
+        client_fields(&r, top[i]);
+        reply_u64(&r, "traffic_bytes", traffic(top[i]));
+        reply_end_object(&r);
+    }
+    reply_end_list(&r);
+    sbuf_put(out, "}\n", 2);
+}
+
 /* ---- $SYS ---- */
 
 __attribute__((format(printf, 3, 4))) static void

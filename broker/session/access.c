@@ -454,6 +454,12 @@ access_http(struct broker *b, struct conn *c, const struct http_credentials *cr,
     return ACCESS_REFUSE;
 }
 
+bool
+access_has_password_file(const struct broker *b, const struct conn *c)
+{
+    return scope_of(b, c)->pw != NULL;
+}
+
 struct acl_client *
 access_http_acl(struct broker *b, struct conn *c, const char *user, const char *id)
 {

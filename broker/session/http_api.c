@@ -4,8 +4,9 @@
  * than MQTT. `POST /publish/<topic>?qos=1&retain=true` publishes the body as payload
  * (Content-Type becomes the content type, each `X-User-Property: name=value` a user
  * property), through the acl_file and the hooks like any client's message;
- * `GET /retained/<topic>` returns a retained message. The answer is the MQTT reason
- * code as JSON. A QoS 1/2 answer leaves once the message is durable (persistence).
+ * `GET /retained/<topic>` returns a retained message; `GET /` is the dashboard
+ * (its figures: `GET /api/dashboard`). The answer is the MQTT reason code as JSON. A QoS 1/2 answer
+ * leaves once the message is durable (persistence).
  *
  * Who: HTTP Basic against the password_file (checked off the loop, once per
  * connection and credentials), or the client certificate's name, or anonymous
@@ -17,6 +18,7 @@
 
 #include <mbedtls/base64.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "cluster.h"
 #include "hooks.h"
@@ -27,7 +29,7 @@
 
 #define HTTP_MAX_HEADER  8192
 #define HTTP_MAX_BODY    (16u << 20) /* and max_packet_size, message_size_limit */
-#define HTTP_DEADLINE_MS 15000       /* for each request, from accept or the last answer */
+#define HTTP_DEADLINE_MS 10000       /* for each request, from accept or the last answer */
 #define HTTP_MAX_CONNS   256         /* per http_listener */
 #define MAX_CRED         512         /* user:password, decoded */
 
@@ -310,6 +312,48 @@ get_retained(struct broker *b, struct conn *c, struct http_client *hc,
     httpd_respond(c, 200, ctype, m->payload, m->payload_len, extra, keep);
 }
 
+/* Is c's http_listener on a loopback address, as configured? */
+static bool
+on_loopback(const struct conn *c)
+{
+    const char *n = listener_name(conn_listener(c));
+    return strncmp(n, "127.", 4) == 0 || strncmp(n, "[::1]:", 6) == 0 ||
+           strncmp(n, "::1:", 4) == 0 || strncmp(n, "localhost:", 10) == 0;
+}
+
+/* GET / and GET /api/dashboard: read only. Exposed beyond loopback, only to a user of
+ * the password_file (or a client certificate's), whatever allow_anonymous says. */
+static void
+dashboard(struct broker *b, struct conn *c, struct http_client *hc, const struct httpd_request *rq)
+{
+    bool keep = rq->keep_alive;
+    if (!on_loopback(c)) {
+        const char *cu = conn_tls_username(c);
+        bool by_cert = cu && *cu && hc->user && strcmp(cu, hc->user) == 0;
+        if (!by_cert && !access_has_password_file(b, c)) {
+            json_reply(c, 403, MQTT_RC_NOT_AUTHORIZED,
+                       "the dashboard beyond loopback needs a password_file", NULL, false);
+            return;
+        }
+        if (!hc->user) {
+            json_reply(c, 401, MQTT_RC_NOT_AUTHORIZED,
+                       "the dashboard needs a login (password_file) beyond loopback",
+                       "WWW-Authenticate: Basic realm=\"lunamq\"\r\n", false);
+            return;
+        }
+    }
+    if (strcmp(rq->path, "/") == 0) {
+        httpd_respond(c, 200, "text/html; charset=utf-8", lq_dashboard_html,
+                      (size_t)(lq_dashboard_html_end - lq_dashboard_html),
+                      "Cache-Control: no-cache\r\nX-Frame-Options: DENY\r\n", keep);
+        return;
+    }
+    struct sbuf out = {0};
+    admin_dashboard_json(b->admin, &out);
+    httpd_respond(c, 200, "application/json", out.p, out.len, "Cache-Control: no-store\r\n", keep);
+    sbuf_free(&out);
+}
+
 static bool
 handle(void *ud, struct conn *c, const struct httpd_request *rq)
 {
@@ -318,6 +362,19 @@ handle(void *ud, struct conn *c, const struct httpd_request *rq)
     b->ctr.http_requests++;
     bool is_pub = strncmp(rq->path, "/publish/", 9) == 0;
     bool is_ret = strncmp(rq->path, "/retained/", 10) == 0;
+    bool is_dash = strcmp(rq->path, "/") == 0 || strcmp(rq->path, "/api/dashboard") == 0;
+    if (is_dash) {
+        if (strcmp(rq->method, "GET") != 0) {
+            json_reply(c, 405, MQTT_RC_PROTOCOL_ERROR, "GET only", "Allow: GET\r\n",
+                       rq->keep_alive);
+            return true;
+        }
+        bool waits;
+        if (!authenticated(b, c, hc, rq, &waits)) return !waits;
+        dashboard(b, c, hc, rq);
+        conn_set_deadline(c, HTTP_DEADLINE_MS);
+        return true;
+    }
     if (!is_pub && !is_ret) {
         json_reply(c, 404, MQTT_RC_TOPIC_NAME_INVALID,
                    "POST /publish/<topic> or GET /retained/<topic>", NULL, rq->keep_alive);

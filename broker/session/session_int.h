@@ -411,6 +411,7 @@ struct http_credentials {
 };
 enum access_verdict access_http(struct broker *b, struct conn *c, const struct http_credentials *cr,
                                 void (*done)(struct conn *c, bool ok), const char **why);
+bool access_has_password_file(const struct broker *b, const struct conn *c); /* on c's listener */
 /* The acl_file rules of user on c's listener; NULL: no acl_file (all allowed). */
 struct acl_client *access_http_acl(struct broker *b, struct conn *c, const char *user,
                                    const char *id);

@@ -114,7 +114,7 @@ def test_bad_topics_methods_and_paths(b):
     assert post("x", b"w", "?retain=maybe")[0] == 400
     assert curl(BASE + "/publish/x")[0] == 405  # GET
     assert curl("-X", "POST", BASE + "/retained/x")[0] == 405
-    assert curl(BASE + "/")[0] == 404
+    assert curl(BASE + "/nothing")[0] == 404  # / is the dashboard (35-dashboard.py)
     assert post("x/%zz", b"w")[0] == 400  # a bad escape
 
 
@@ -281,7 +281,7 @@ def test_slow_request_times_out_with_408(b):
     t0 = time.time()
     out = s.recv(4096)
     assert out.startswith(b"HTTP/1.1 408"), out
-    assert 14 < time.time() - t0 < 17
+    assert 9 < time.time() - t0 < 12
     assert s.recv(100) == b""
 
 

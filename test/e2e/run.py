@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lqtest  # noqa: E402
 
 # files whose tests bound a neighbour's latency, CPU or memory, or load the machine
-SERIAL_FILES = ("13-", "18-", "19-", "21-", "24-", "25-", "26-", "29-", "33-", "34-")
+SERIAL_FILES = ("13-", "18-", "19-", "21-", "24-", "25-", "26-", "29-", "33-", "34-", "35-")
 
 _modules = {}
 
