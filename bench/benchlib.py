@@ -85,3 +85,26 @@ def stop_broker(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def count_publishes(buf):
+    """Whole MQTT packets at the start of buf: (how many are PUBLISH, the bytes left of a
+    packet still coming)."""
+    n, i = 0, 0
+    while len(buf) - i >= 2:
+        ln, shift, j = 0, 0, i + 1
+        while j < len(buf):
+            c = buf[j]
+            ln |= (c & 0x7F) << shift
+            shift += 7
+            j += 1
+            if not c & 0x80:
+                break
+        else:
+            break
+        if j + ln > len(buf):
+            break
+        if buf[i] >> 4 == 3:
+            n += 1
+        i = j + ln
+    return n, buf[i:]

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import HOST, ROOT, cpu_s, free_port, start_broker, stop_broker
+from benchlib import HOST, ROOT, count_publishes, cpu_s, free_port, start_broker, stop_broker
 
 
 PASS = 'return {topics = {"transactions/#"}, on_publish = function(msg) return msg end}\n'
@@ -111,27 +111,8 @@ class Counter:
             data = self.sock.recv(1 << 20)
             if not data:
                 raise RuntimeError("subscriber closed")
-            self.buf += data
-            i, b = 0, self.buf
-            while True:
-                if len(b) - i < 2:
-                    break
-                ln, shift, j = 0, 0, i + 1
-                while j < len(b):
-                    c = b[j]
-                    ln |= (c & 0x7F) << shift
-                    shift += 7
-                    j += 1
-                    if not c & 0x80:
-                        break
-                else:
-                    break
-                if j + ln > len(b):
-                    break
-                if b[i] >> 4 == 3:
-                    self.n += 1
-                i = j + ln
-            self.buf = b[i:]
+            got, self.buf = count_publishes(self.buf + data)
+            self.n += got
 
 
 def run_load(port, messages):

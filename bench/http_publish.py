@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import HOST, cpu_s, free_port, start_broker, stop_broker
+from benchlib import HOST, count_publishes, cpu_s, free_port, start_broker, stop_broker
 
 
 def counter(port, topic, want, done):
@@ -52,25 +52,8 @@ def counter(port, topic, want, done):
             data = s.recv(1 << 16)
             if not data:
                 break
-            buf += data
-            i = 0
-            while len(buf) - i >= 2:
-                ln, shift, j = 0, 0, i + 1
-                while j < len(buf):
-                    c = buf[j]
-                    ln |= (c & 0x7F) << shift
-                    shift += 7
-                    j += 1
-                    if not c & 0x80:
-                        break
-                else:
-                    break
-                if j + ln > len(buf):
-                    break
-                if buf[i] >> 4 == 3:
-                    n += 1
-                i = j + ln
-            buf = buf[i:]
+            got, buf = count_publishes(buf + data)
+            n += got
         done[0] = n
         done[1] = time.time()
         s.close()

@@ -895,10 +895,10 @@ frame(struct conn *c)
 static void
 frame_flat(struct conn *c, const uint8_t *p, size_t len)
 {
-    size_t off = 0;
     bool bad = false;
-    if (c->l->ops->on_bytes) off = stream_feed(c, p, len);
-    while (!c->l->ops->on_bytes && !c->closing && !c->paused && len - off >= 2) {
+    bool stream = c->l->ops->on_bytes != NULL;
+    size_t off = stream ? stream_feed(c, p, len) : 0;
+    while (!stream && !c->closing && !c->paused && len - off >= 2) {
         uint8_t tf;
         uint32_t rem;
         size_t hl, avail = len - off;

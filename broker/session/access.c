@@ -295,12 +295,51 @@ access_conn_gone(struct broker *b, struct conn *c)
     verifier_cancel(b->access->verifier, &p->job);
 }
 
+/* p (made, its job filled) to the verifier threads: PENDING, the conn paused until
+ * verified(); or REFUSE (server busy) and p freed. rc may be NULL. */
+static enum access_verdict
+submit_check(struct broker *b, struct conn *c, struct pending *p, uint8_t *rc, const char **why)
+{
+    struct access *a = b->access;
+    if (!a->verifier || !verifier_submit(a->verifier, &p->job)) {
+        pwfile_unref(p->pw);
+        free(p->body);
+        free(p);
+        b->ctr.auth_busy++;
+        if (rc) *rc = MQTT_RC_SERVER_BUSY;
+        *why = "too many password checks waiting";
+        return ACCESS_REFUSE;
+    }
+    conn_pause(c); /* what follows (a CONNECT's packets, the HTTP request) waits for it */
+    conn_set_aux(c, p);
+    return ACCESS_PENDING;
+}
+
+/* The on_connect hooks' answer: ALLOW, REFUSE (rc, may be NULL, and why), or PENDING
+ * for no opinion (the files decide). */
+static enum access_verdict
+ask_hooks(struct broker *b, const struct hook_connect *hc, uint8_t *rc, const char **why)
+{
+    struct hook_auth_result r;
+    hooks_on_connect(b->hooks, hc, &r);
+    if (r.verdict == HOOK_AUTH_ALLOW) {
+        b->ctr.auth_ok++;
+        return ACCESS_ALLOW;
+    }
+    if (r.verdict == HOOK_AUTH_NONE) return ACCESS_PENDING;
+    b->ctr.auth_hook_refused++;
+    static char by[300]; /* read at once by the caller */
+    snprintf(by, sizeof(by), "%s hook %s", r.failed ? "failed" : "refused by", r.hook);
+    if (rc) *rc = r.code;
+    *why = by;
+    return ACCESS_REFUSE;
+}
+
 static enum access_verdict
 check_password(struct broker *b, struct conn *c, const struct scope *sc,
                const struct mqtt_connect *ck, uint8_t flags, const uint8_t *body, size_t len,
                uint8_t *rc, const char **why)
 {
-    struct access *a = b->access;
     struct pending *p = lq_xcalloc(1, sizeof(*p));
     size_t plen = ck->has_password ? ck->password.len : 0;
     p->b = b;
@@ -318,18 +357,7 @@ check_password(struct broker *b, struct conn *c, const struct scope *sc,
     p->job.done = verified;
     /* no password: checked anyway against no user, not to answer faster */
     if (!ck->has_password) p->job.ulen = 0;
-    if (!a->verifier || !verifier_submit(a->verifier, &p->job)) {
-        pwfile_unref(p->pw);
-        free(p->body);
-        free(p);
-        b->ctr.auth_busy++;
-        *rc = MQTT_RC_SERVER_BUSY;
-        *why = "too many password checks waiting";
-        return ACCESS_REFUSE;
-    }
-    conn_pause(c); /* what follows the CONNECT waits for its answer */
-    conn_set_aux(c, p);
-    return ACCESS_PENDING;
+    return submit_check(b, c, p, rc, why);
 }
 
 enum access_verdict
@@ -353,20 +381,8 @@ access_connect(struct broker *b, struct conn *c, const struct mqtt_connect *ck, 
             .cert = conn_tls_identity(c),
             .listener = listener_name(conn_listener(c)),
         };
-        struct hook_auth_result r;
-        hooks_on_connect(b->hooks, &hc, &r);
-        if (r.verdict == HOOK_AUTH_ALLOW) {
-            b->ctr.auth_ok++;
-            return ACCESS_ALLOW;
-        }
-        if (r.verdict == HOOK_AUTH_DENY) {
-            b->ctr.auth_hook_refused++;
-            static char by[300]; /* read at once by the caller (handle_connect's refuse) */
-            snprintf(by, sizeof(by), "%s hook %s", r.failed ? "failed" : "refused by", r.hook);
-            *rc = r.code;
-            *why = by;
-            return ACCESS_REFUSE;
-        }
+        enum access_verdict v = ask_hooks(b, &hc, rc, why);
+        if (v != ACCESS_PENDING) return v;
     }
     if (cert_user) return ACCESS_ALLOW; /* the verified certificate names it */
     if (ck->has_username) {
@@ -405,17 +421,8 @@ access_http(struct broker *b, struct conn *c, const struct http_credentials *cr,
             .cert = conn_tls_identity(c),
             .listener = listener_name(conn_listener(c)),
         };
-        struct hook_auth_result r;
-        hooks_on_connect(b->hooks, &hc, &r);
-        if (r.verdict == HOOK_AUTH_ALLOW) {
-            b->ctr.auth_ok++;
-            return ACCESS_ALLOW;
-        }
-        if (r.verdict == HOOK_AUTH_DENY) {
-            b->ctr.auth_hook_refused++;
-            *why = "refused by an on_connect hook";
-            return ACCESS_REFUSE;
-        }
+        enum access_verdict v = ask_hooks(b, &hc, NULL, why);
+        if (v != ACCESS_PENDING) return v;
     }
     if (cr->cert_user) return ACCESS_ALLOW;
     if (cr->user) {
@@ -436,17 +443,7 @@ access_http(struct broker *b, struct conn *c, const struct http_credentials *cr,
                                      .password = p->body + ulen,
                                      .len = plen,
                                      .done = verified};
-        if (!b->access->verifier || !verifier_submit(b->access->verifier, &p->job)) {
-            pwfile_unref(p->pw);
-            free(p->body);
-            free(p);
-            b->ctr.auth_busy++;
-            *why = "too many password checks waiting";
-            return ACCESS_REFUSE;
-        }
-        conn_pause(c);
-        conn_set_aux(c, p);
-        return ACCESS_PENDING;
+        return submit_check(b, c, p, NULL, why);
     }
     if (sc->allow_anonymous) return ACCESS_ALLOW;
     b->ctr.auth_anonymous_refused++;

@@ -30,14 +30,7 @@
 #include <string.h>
 
 #include "httpd.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_check.h"
 
 /* The outcomes of one feeding, serialised: REQUEST and ERROR only. */
 struct outcomes {

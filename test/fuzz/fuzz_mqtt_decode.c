@@ -21,14 +21,7 @@
 #include <string.h>
 
 #include "mqtt.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_check.h"
 
 /* Any packet the codec decodes, tagged by its type. */
 struct packet {
