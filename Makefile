@@ -53,8 +53,9 @@ UNIT_OBJ := $(UNIT_SRC:test/unit/%.c=$(B)/obj/test/%.o)
 
 all: $(B)/lunamq $(B)/lunamq-ctl $(B)/lunamq-bench
 
-# the codec earns the strict flag: length arithmetic is the attack surface
+# the codecs earn the strict flag: length arithmetic is the attack surface
 $(B)/obj/mqtt/%.o: WARN += -Wconversion
+$(B)/obj/ws/frame.o: WARN += -Wconversion
 
 $(B)/obj/%.o: broker/%.c $(wildcard $(MBEDTLS_MK))
 	@mkdir -p $(@D)
@@ -164,6 +165,12 @@ $(B)/fuzz_http_request: test/fuzz/fuzz_http_request.c $(HTTP_FUZZ_SRC)
 	@mkdir -p $(@D)
 	$(Q)clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $^ -o $@
 
+# the WebSocket frame decoder (broker/ws/frame.c) alone: no mbedTLS (handshake.c has it)
+WS_FUZZ_SRC := broker/ws/frame.c broker/core/alloc.c
+$(B)/fuzz_ws_frame: test/fuzz/fuzz_ws_frame.c $(WS_FUZZ_SRC)
+	@mkdir -p $(@D)
+	$(Q)clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $^ -o $@
+
 # run_fuzzer NAME SEEDS: FUZZ_SECONDS of NAME, its INITED/DONE lines, its log's end on failure
 define run_fuzzer
 	@mkdir -p $(B)/fuzz-corpus-$(1) $(B)/fuzz-artifacts
@@ -174,10 +181,11 @@ define run_fuzzer
 	if [ $$rc -ne 0 ]; then tail -n 40 $(B)/$(1).log; fi; exit $$rc
 endef
 
-fuzz: $(B)/fuzz_mqtt_decode $(B)/fuzz_store_read $(B)/fuzz_http_request
+fuzz: $(B)/fuzz_mqtt_decode $(B)/fuzz_store_read $(B)/fuzz_http_request $(B)/fuzz_ws_frame
 	$(call run_fuzzer,fuzz_mqtt_decode,test/fuzz/corpus)
 	$(call run_fuzzer,fuzz_store_read,test/fuzz/corpus-store)
 	$(call run_fuzzer,fuzz_http_request,test/fuzz/corpus-http)
+	$(call run_fuzzer,fuzz_ws_frame,test/fuzz/corpus-ws)
 
 # ---- benchmarks against Debian's mosquitto (figures go to bench/RESULTS.md by hand) ----
 # lunamq against Debian's mosquitto; rewrites the generated part of bench/RESULTS.md
@@ -216,7 +224,8 @@ pkg-test:
 
 clean:
 	rm -rf build/obj build/san build/pkg build/lunamq build/lunamq-ctl build/unit build/liblunamq.a \
-	    build/fuzz_mqtt_decode build/fuzz_store_read build/fuzz_http_request build/lunamq_* \
+	    build/fuzz_mqtt_decode build/fuzz_store_read build/fuzz_http_request build/fuzz_ws_frame \
+	    build/lunamq_* \
 	    build/lunamq-dbgsym_* build/deb.log
 
 FMT_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null)

@@ -53,6 +53,9 @@ struct listener_conf {
     char *at;                   /* "FILE:LINE" of the listener line */
     bool implicit;              /* not from the file: -p, or the default 127.0.0.1:1883 */
     bool http;                  /* http_listener: publishing over HTTP (session/http_api.c) */
+    bool websockets;            /* protocol websockets: MQTT over WebSockets (net/ws_conn.c) */
+    char **ws_origins;          /* websockets_origin: Origins a browser may connect from */
+    size_t nws_origins;         /* 0: any (websockets listener, http_listener's /mqtt) */
     struct tls_conf *tls;       /* NULL: plain TCP (no certfile given) */
     struct auth_conf auth;      /* with per_listener_settings true */
     struct listener_conf *next; /* in file order */
@@ -118,6 +121,7 @@ struct lq_conf {
     struct auth_conf auth;                /* the listeners' unless per_listener_settings */
     bool per_listener_settings;           /* default false */
     uint32_t max_packet_size;             /* bytes, 0 = protocol max; default 0 */
+    uint32_t websockets_headers_size;     /* a WebSocket upgrade request; 0: 8 KiB */
     uint32_t max_connect_packet_size;     /* before CONNECT; default 65536, 0 = max_packet_size */
     uint16_t max_inflight_messages;       /* per client, outgoing QoS 1/2; default 20; 0 = 65535 */
     uint32_t max_queued_messages;         /* per client; default 1000; 0 = no limit */

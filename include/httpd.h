@@ -37,6 +37,7 @@ struct httpd_request {
     const uint8_t *body;
     size_t body_len;
     bool keep_alive; /* HTTP/1.1 without "Connection: close" (1.0: never) */
+    bool http11;     /* HTTP/1.1 (else 1.0) */
 };
 
 struct httpd_limits {

@@ -105,6 +105,29 @@ struct accept_backoff *accept_backoff_new(struct evconnlistener *evl, const char
 void accept_backoff_free(struct accept_backoff *ab); /* NULL is a no-op */
 void accept_backoff_failed(struct accept_backoff *ab);
 
+/* MQTT over WebSockets (RFC 6455, subprotocol mqtt) on l, with the origins browsers
+ * may connect from (websockets_origin; none: any) and the upgrade request's limit
+ * (0: 8 KiB). at_accept (protocol websockets): every new conn starts with an upgrade
+ * request, answered here; then its owner sees packets as on any conn. Else (an
+ * http_listener's /mqtt) only conns handed to conn_ws_upgrade become WebSockets. */
+void listener_set_websockets(struct listener *l, bool at_accept, char *const *origins,
+                             size_t norigins, size_t max_header);
+bool listener_ws_at_accept(const struct listener *l);
+struct httpd_request;
+/* A stream-mode conn (an http_listener's) with an upgrade request: answered (101, or
+ * 400/403/426 with *why), and on 101 the conn frames MQTT packets out of WebSocket
+ * frames from now on (the listener's on_packet...; no more on_bytes). Returns the
+ * status; 500: no memory. */
+int conn_ws_upgrade(struct conn *c, const struct httpd_request *rq, const char **why);
+bool conn_is_websocket(const struct conn *c);
+struct ws_stats {
+    uint64_t upgrades;    /* upgrade requests answered 101 */
+    uint64_t refused;     /* answered 400/403/426/431... */
+    uint64_t errors;      /* closed for broken framing: 1002, 1003, 1007, 1009 */
+    uint64_t peer_closes; /* close frames from clients */
+};
+const struct ws_stats *net_ws_stats(void);
+
 /* Owner's pointer attached to a connection (the session once CONNECT succeeded). */
 void conn_set_owner(struct conn *c, void *owner);
 void *conn_owner(const struct conn *c);

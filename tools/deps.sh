@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # make deps: install every build and test dependency that is missing.
-#  1. Debian packages, with apt-get (only when something is missing).
+#  1. Debian packages, with apt-get (only when something is missing); then Node.js
+#     (node and npm: Debian's nodejs, and Debian's npm only when that nodejs has none)
+#     and test/e2e/js/node_modules (MQTT.js and puppeteer-core for the WebSocket tests,
+#     npm ci from the lock file: again only when the lock file changed since the last
+#     install, which test/e2e/js/node_modules/.lunamq-lock remembers).
 #  2. mbedTLS 3.6, two builds, both through a private apt configuration under
 #     build/deps/apt (the system's sources and lists are not touched; the mirror is
 #     read from the machine's own apt sources at run time):
@@ -37,19 +41,48 @@ for p in "${pkgs[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [ "$st" = installed ] || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || { say "missing packages (${missing[*]}): run as root"; exit 1; }
-    say "installing ${missing[*]}"
+apt_updated=0
+apt_install() { # PACKAGE...: as root, with apt-get, no daemon started by package scripts
+    [ "$(id -u)" -eq 0 ] || { say "missing packages ($*): run as root"; exit 1; }
+    say "installing $*"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
+    [ "$apt_updated" -eq 1 ] || { apt-get update -q; apt_updated=1; }
     # no daemon start from package scripts: tests start their own brokers
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt-get install -y -q --no-install-recommends "$@"
     rm -f /usr/sbin/policy-rc.d
     trap - EXIT
+}
+if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
 else
     say "Debian packages present"
+fi
+
+# -- Node.js, and the npm packages of test/e2e/js --
+# node: any (Debian's nodejs, or one installed otherwise, e.g. with its own npm);
+# Debian's npm only when there is still no npm once node is there
+if ! command -v node >/dev/null 2>&1; then
+    apt_install nodejs
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    apt_install npm
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "node or npm still missing after installing nodejs and npm"; exit 1
+fi
+js=$top/test/e2e/js
+js_stamp=$js/node_modules/.lunamq-lock
+# what was installed: the lock file and package.json (npm ci refuses them out of step)
+js_want=$(cat "$js/package-lock.json" "$js/package.json" | sha256sum | cut -d' ' -f1)
+if [ -d "$js/node_modules" ] && [ -f "$js_stamp" ] && [ "$(cat "$js_stamp")" = "$js_want" ]; then
+    say "test/e2e/js/node_modules up to date (node $(node --version))"
+else
+    say "npm ci in test/e2e/js (MQTT.js, puppeteer-core; node $(node --version), npm $(npm --version))"
+    # puppeteer-core downloads no browser: the tests use Debian's chromium
+    (cd "$js" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=warn)
+    echo "$js_want" > "$js_stamp"
 fi
 
 # ---- 2. mbedTLS 3.6 ----

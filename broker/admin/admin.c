@@ -196,7 +196,7 @@ struct figure {
     const char *help;
 };
 
-#define MAX_FIGURES 136 /* collect() fills 129 */
+#define MAX_FIGURES 140 /* collect() fills 133 */
 
 static void
 count_one(struct msg *m, void *arg)
@@ -315,6 +315,12 @@ collect(struct admin *a, struct figure *f)
     C("publishers_held", NULL, c->publishers_held, "times a publisher's acks were withheld");
     C("http_requests", NULL, c->http_requests, "requests to http_listeners");
     C("http_publishes", NULL, c->http_publishes, "messages published over HTTP");
+    const struct ws_stats *ws = net_ws_stats();
+    C("ws_upgrades", NULL, ws->upgrades, "WebSocket upgrades accepted (MQTT over WebSockets)");
+    C("ws_refused", NULL, ws->refused, "WebSocket upgrade requests refused (400/403/426...)");
+    C("ws_errors", NULL, ws->errors,
+      "WebSockets closed for broken framing (close 1002, 1003, 1007, 1009)");
+    C("ws_peer_closes", NULL, ws->peer_closes, "WebSocket close frames from clients");
     C("slow_consumers_disconnected", NULL, c->slow_consumers_disconnected,
       "subscribers cut after max_hold_time without progress");
     C("slow_consumers_shedding", NULL, c->slow_consumers_shedding,

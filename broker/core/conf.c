@@ -251,6 +251,54 @@ opt_http_listener(struct parse *ps)
     return add_listener(ps, true);
 }
 
+/* protocol mqtt|websockets: what the listener above speaks (mosquitto's option) */
+static int
+opt_protocol(struct parse *ps)
+{
+    if (conf_want_args(ps, 1, 1)) return -1;
+    if (!ps->cur) return conf_fail(ps, "protocol: must follow a listener line");
+    ps->block = ps->cur;
+    if (ps->cur->http) return conf_fail(ps, "protocol: an http_listener speaks HTTP (and /mqtt)");
+    if (strcmp(ps->tok[1], "mqtt") == 0)
+        ps->cur->websockets = false;
+    else if (strcmp(ps->tok[1], "websockets") == 0)
+        ps->cur->websockets = true;
+    else
+        return conf_fail(ps, "protocol: '%s' is not mqtt or websockets", ps->tok[1]);
+    return 0;
+}
+
+/* websockets_origin ORIGIN...: browsers may connect from these pages only (per listener) */
+static int
+opt_websockets_origin(struct parse *ps)
+{
+    if (conf_want_args(ps, 1, MAX_TOKENS - 2)) return -1;
+    if (!ps->cur) return conf_fail(ps, "websockets_origin: must follow a listener line");
+    ps->block = ps->cur;
+    for (int i = 1; i < ps->ntok; i++) {
+        const char *o = ps->tok[i];
+        if ((strncmp(o, "http://", 7) != 0 && strncmp(o, "https://", 8) != 0) ||
+            strchr(strchr(o, ':') + 3, '/'))
+            return conf_fail(ps,
+                             "websockets_origin: '%s' is not an origin (scheme://host[:port], "
+                             "no path)",
+                             o);
+        struct listener_conf *lc = ps->cur;
+        lc->ws_origins = lq_xrealloc(lc->ws_origins, (lc->nws_origins + 1) * sizeof(char *));
+        lc->ws_origins[lc->nws_origins++] = lq_xstrdup(o);
+    }
+    return 0;
+}
+
+static int
+opt_websockets_headers_size(struct parse *ps)
+{
+    long long v;
+    if (conf_want_args(ps, 1, 1) || conf_number(ps, ps->tok[1], 0, 65536, &v)) return -1;
+    ps->c->websockets_headers_size = (uint32_t)v;
+    return 0;
+}
+
 bool
 conf_has_mqtt_listener(const struct lq_conf *c)
 {
@@ -1026,6 +1074,9 @@ check_listener(struct report *r, const struct listener_conf *lc)
 {
     const struct tls_conf *tc = lc->tls;
     const char *msg = NULL;
+    if (lc->nws_origins && !lc->websockets && !lc->http)
+        conf_report_add(r, "%s: listener %u: websockets_origin needs protocol websockets", lc->at,
+                        lc->port);
     if (!tc) return;
     if (!tc->file[TLS_CERTFILE] || !tc->file[TLS_KEYFILE])
         msg = "a TLS listener needs both certfile and keyfile";
@@ -1090,6 +1141,9 @@ static const struct option {
 } options[] = {
     {"listener", opt_listener, 0},
     {"http_listener", opt_http_listener, 0},
+    {"protocol", opt_protocol, 0},
+    {"websockets_origin", opt_websockets_origin, 0},
+    {"websockets_headers_size", opt_websockets_headers_size, 0},
     {"allow_anonymous", opt_allow_anonymous, 0},
     {"password_file", opt_password_file, 1},
     {"acl_file", opt_acl_file, 1},
@@ -1212,6 +1266,10 @@ static const struct {
     const char *name;
     const char *why;
 } refused[] = {
+    {"http_dir", "lunamq serves no files over WebSockets' HTTP (the dashboard is built in: "
+                 "http_listener)"},
+    {"websockets_log_level", "WebSocket events are logged as any others (log_type): refused "
+                             "upgrades and broken framing at notice"},
     {"bridge_identity", "PSK is not supported (use bridge_certfile)"},
     {"bridge_psk", "PSK is not supported (use bridge_certfile)"},
     {"bridge_bind_address", "the bridge connects from the address the system picks"},
@@ -1355,6 +1413,8 @@ listeners_free(struct listener_conf *l)
             free(l->tls);
         }
         auth_free(&l->auth);
+        for (size_t i = 0; i < l->nws_origins; i++) free(l->ws_origins[i]);
+        free(l->ws_origins);
         free(l->host);
         free(l->at);
         free(l);

@@ -77,6 +77,7 @@ parse_head(struct httpd_conn *h, struct httpd_request *rq, size_t *content_lengt
             return 400;
         }
     rq->method = s;
+    rq->http11 = http11;
     rq->path = sp1 + 1;
     char *q = strchr(sp1 + 1, '?');
     rq->query = "";

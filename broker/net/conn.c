@@ -283,7 +283,7 @@ buf_put(struct listener *l, struct evbuffer **b)
 static struct evbuffer *
 inbuf(const struct conn *c)
 {
-    return c->t ? c->t->in : c->in;
+    return c->ws ? c->ws->in : c->t ? c->t->in : c->in;
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -329,7 +329,7 @@ list_for_flush(struct conn *c)
 static void
 want_write(struct conn *c)
 {
-    if (!c->out || !evbuffer_get_length(c->out)) return;
+    if ((!c->out || !evbuffer_get_length(c->out)) && !(c->ws && !c->t && ws_pending(c))) return;
     if (c->wev || c->flush_slot) return; /* waiting for the socket, or already listed */
     list_for_flush(c);
 }
@@ -473,7 +473,10 @@ gate_release(struct conn *c, uint64_t durable)
     g->n -= k;
     memmove(g->marks, g->marks + k, g->n * sizeof(*g->marks));
     for (uint32_t i = 0; i < g->n; i++) g->marks[i].at -= upto;
-    struct evbuffer *dst = c->t ? c->t->out : c->out ? c->out : (c->out = buf_get(c->l));
+    struct evbuffer *dst = c->ws    ? c->ws->out
+                           : c->t   ? c->t->out
+                           : c->out ? c->out
+                                    : (c->out = buf_get(c->l));
     if (upto && (!dst || evbuffer_remove_buffer(g->held, dst, upto) != (int)upto)) {
         close_soon(c, BROKEN_NO_MEMORY, "releasing held output");
         return;
@@ -501,6 +504,7 @@ static struct evbuffer *
 outbuf(struct conn *c)
 {
     if (gated(c)) return c->gate->held;
+    if (c->ws) return c->ws->out;
     if (c->t) return c->t->out;
     if (!c->out) c->out = buf_get(c->l);
     return c->out;
@@ -512,11 +516,28 @@ out_len(const struct conn *c)
     return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
+struct evbuffer *
+conn_raw_out(struct conn *c)
+{
+    if (c->t) return c->t->out;
+    if (!c->out && !(c->out = buf_get(c->l))) close_soon(c, BROKEN_NO_MEMORY, "output");
+    return c->out;
+}
+
+void
+conn_raw_written(struct conn *c)
+{
+    queued(c);
+    want_write(c);
+}
+
 /* Encrypt what was queued; runs once per loop iteration (flush_ev), and at close. */
 static void
 tls_flush(struct conn *c)
 {
-    if (c->job || !tls_conn_established(c->t->tls) || !evbuffer_get_length(c->t->out)) return;
+    if (c->job || !tls_conn_established(c->t->tls)) return;
+    if (c->ws) ws_wrap(c);
+    if (!evbuffer_get_length(c->t->out)) return;
     int rc = tls_conn_output(c->t->tls, c->t->out);
     want_write(c);
     if (rc < 0) {
@@ -820,6 +841,7 @@ frame_tail(struct conn *c)
 {
     if (c->peer_closed && !c->closing) lost(c, "connection closed by peer");
     if (!c->t && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
+    if (c->ws && !c->closing) buf_trim(c->ws->in);
     if (c->t && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
         buf_trim(c->in);
         buf_trim(c->t->in);
@@ -831,13 +853,13 @@ static size_t
 stream_feed(struct conn *c, const uint8_t *p, size_t len)
 {
     size_t off = 0;
-    while (off < len && !c->closing && !c->paused) {
+    while (off < len && !c->closing && !c->paused && !c->ws) { /* ws: upgraded meanwhile */
         size_t took = c->l->ops->on_bytes(c, p + off, len - off, c->l->ud);
         if (!took) break;
         off += took;
         c->bytes_in += took;
     }
-    if (len - off > c->max_packet && !c->closing)
+    if (len - off > c->max_packet && !c->closing && !c->ws)
         c->l->ops->on_oversize(c, (uint32_t)(len - off > UINT32_MAX ? UINT32_MAX : len - off),
                                c->l->ud);
     return off;
@@ -848,14 +870,21 @@ static void
 frame(struct conn *c)
 {
     if (c->t && !tls_read(c)) return;
-    struct evbuffer *in = inbuf(c);
-    if (c->l->ops->on_bytes) { /* a pulled-up chain has room to grow in: amortised */
+    if (c->l->ops->on_bytes && !c->ws) { /* a pulled-up chain has room to grow in: amortised */
+        struct evbuffer *in = inbuf(c);
         size_t avail = in ? evbuffer_get_length(in) : 0;
         if (avail && !c->closing && !c->paused)
             evbuffer_drain(in, stream_feed(c, evbuffer_pullup(in, -1), avail));
+        if (!c->ws) { /* else it became a WebSocket: what follows the upgrade is frames */
+            frame_tail(c);
+            return;
+        }
+    }
+    if (c->ws && !ws_read(c)) {
         frame_tail(c);
         return;
     }
+    struct evbuffer *in = inbuf(c);
     while (in && !c->closing && !c->paused) {
         size_t avail = evbuffer_get_length(in);
         if (avail < 2) break;
@@ -877,7 +906,7 @@ frame(struct conn *c)
             break;
         }
         if (avail < total) {
-            if (total >= BIG_PACKET && !c->t) big_start(c, in, total);
+            if (total >= BIG_PACKET && !c->t && !c->ws) big_start(c, in, total);
             break;
         }
         const uint8_t *p = evbuffer_pullup(in, (ssize_t)total);
@@ -924,7 +953,7 @@ frame_flat(struct conn *c, const uint8_t *p, size_t len)
             return;
         }
     }
-    if (bad)
+    if (bad || c->ws) /* ws: an HTTP request became a WebSocket; frames may follow */
         frame(c);
     else
         frame_tail(c);
@@ -994,10 +1023,15 @@ read_end(struct conn *c, int n, size_t got)
     frame(c);
 }
 
-/* TLS: ciphertext into c->in, READ_BURST at most per wake-up; frame() decrypts. */
+/* TLS, WebSockets: ciphertext or frames into c->in, READ_BURST at most per wake-up;
+ * frame() decrypts and deframes. */
 static void
-read_tls(struct conn *c, evutil_socket_t fd)
+read_buffered(struct conn *c, evutil_socket_t fd)
 {
+    if (!c->in && !(c->in = buf_get(c->l))) {
+        lost(c, "out of memory for input");
+        return;
+    }
     size_t got = 0;
     int n = 0;
     while (got < READ_BURST && (n = evbuffer_read(c->in, fd, READ_BURST)) > 0) got += (size_t)n;
@@ -1018,8 +1052,8 @@ on_readable(evutil_socket_t fd, short what, void *arg)
         big_read(c, fd);
         return;
     }
-    if (c->t) {
-        read_tls(c, fd);
+    if (c->t || c->ws) {
+        read_buffered(c, fd);
         return;
     }
     /* One recv per wake-up, into flat memory after what is left of the last one (a
@@ -1048,6 +1082,7 @@ on_readable(evutil_socket_t fd, short what, void *arg)
 static void
 write_out(struct conn *c)
 {
+    if (c->ws && !c->t) ws_wrap(c);
     if (c->out && evbuffer_get_length(c->out) && evbuffer_write(c->out, c->fd) < 0) {
         int e = EVUTIL_SOCKET_ERROR();
         if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
@@ -1130,6 +1165,7 @@ conn_free_unlinked(struct conn *c)
     unlink_timed(c);
     gate_free(c);
     if (c->lingering) c->l->nlinger--;
+    ws_free_state(c->ws);
     if (c->t) {
         tls_conn_free(c->t->tls);
         if (c->t->in) evbuffer_free(c->t->in);
@@ -1213,6 +1249,11 @@ conn_make(struct listener *l, evutil_socket_t fd, const struct sockaddr *sa, str
             c->t->hs_counted = true; /* listener_admission after the accept */
             l->nhandshaking++;
         }
+    }
+    if (listener_ws_at_accept(l) && !ws_conn_start(c)) {
+        lq_log(LQ_LOG_ERR, "%s: cannot set up WebSocket", conn_peer(c));
+        conn_free_unlinked(c);
+        return NULL;
     }
     if (!dialed && event_add(conn_rev(c), NULL) != 0) { /* dialed: once connected */
         lq_log(LQ_LOG_ERR, "%s: cannot arm its read event: closing", conn_peer(c));
@@ -1416,7 +1457,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 void
 conn_write_now(struct conn *c, const void *p, size_t n)
 {
-    if (c->t || c->closing || c->connecting || out_len(c) || gated(c)) {
+    if (c->t || c->ws || c->closing || c->connecting || out_len(c) || gated(c)) {
         conn_write(c, p, n);
         return;
     }
@@ -1483,7 +1524,7 @@ conn_write_ref(struct conn *c, const void *p, size_t n, void (*release)(void *ar
 size_t
 conn_pending(const struct conn *c)
 {
-    size_t n = out_len(c) + held_len(c);
+    size_t n = out_len(c) + held_len(c) + ws_pending(c);
     return c->t ? n + evbuffer_get_length(c->t->out) : n;
 }
 
@@ -1509,7 +1550,8 @@ conn_resume(struct conn *c)
     if (c->job || c->connecting) return; /* handshake_done, on_connected resume reading */
     arm_event(c, conn_rev(c), "read event");
     /* packets already buffered would wait for new bytes: run the reader soon */
-    if ((c->in && evbuffer_get_length(c->in)) || (c->t && evbuffer_get_length(c->t->in)))
+    if ((c->in && evbuffer_get_length(c->in)) || (c->t && evbuffer_get_length(c->t->in)) ||
+        (c->ws && evbuffer_get_length(c->ws->in)))
         event_active(conn_rev(c), EV_READ, 0);
 }
 
@@ -1532,7 +1574,9 @@ conn_close(struct conn *c)
     }
     /* TLS: held output cannot follow the close_notify; it was not acknowledged, so the
      * client sends again after reconnecting */
-    if (c->t && c->gate) gate_free(c);
+    if ((c->t || c->ws) && c->gate) gate_free(c); /* ws: nor the close frame */
+    if (c->ws && !c->connecting) ws_closing(c);   /* what is queued, then a close frame */
+    if (c->ws && !c->t) want_write(c);
     if (c->t && !c->job) { /* what is queued leaves now, then the close_notify */
         tls_flush(c);
         tls_conn_shutdown(c->t->tls);

@@ -256,6 +256,7 @@ listener_free(struct listener *l)
     if (l->burst_ev) event_free(l->burst_ev);
     accept_backoff_free(l->backoff);
     tls_ctx_unref(l->tls);
+    ws_listen_free(l);
     free(l);
 }
 

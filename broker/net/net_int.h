@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 
 #include "net.h"
+#include "ws.h"
 
 /* Connection deadlines (keep-alive, TLS handshake, close grace) sit on a wheel of
  * WHEEL_SLOTS slots of WHEEL_TICK_MS instead of a timer event each: an idle
@@ -58,6 +59,7 @@ struct listener {
     /* on_packet of a large packet read into its own block: the block, until taken */
     void *taking;
     struct conn *taking_for;
+    struct ws_listen *ws; /* WebSockets: its policy (ws_conn.c); NULL: none */
 };
 
 /* What only a TLS connection has. The conn's in and out carry ciphertext; packets are
@@ -75,6 +77,17 @@ struct conn_tls {
     uint16_t hs_steps;
     bool hs_counted; /* in l->nhandshaking */
     bool spoke;      /* its first bytes came */
+};
+
+/* What only a WebSocket connection has (ws_conn.c). */
+struct conn_ws {
+    struct evbuffer *in;  /* MQTT bytes, deframed: what packets are framed from */
+    struct evbuffer *out; /* MQTT bytes queued: framed at the flush (ws_wrap) */
+    struct httpd_conn *h; /* the upgrade request being read; NULL once open */
+    uint16_t close_code;  /* the close frame's, when the conn closes */
+    bool open;            /* upgraded: frames flow */
+    bool close_sent;
+    struct ws_decoder dec;
 };
 
 struct conn {
@@ -110,8 +123,26 @@ struct conn {
     struct hs_job *job;     /* the handshake thread has its TLS state (hs_worker.c) */
     struct conn_gate *gate; /* output held until the journal is durable; NULL: none */
     void *aux;              /* the owner's second pointer (conn_set_aux) */
+    struct conn_ws *ws;     /* NULL: not a WebSocket */
     /* the read event follows, in the same allocation (conn_rev) */
 };
+
+/* conn.c for ws_conn.c: where raw bytes go (TLS plaintext, or the socket's buffer;
+ * NULL: out of memory, the conn is then broken and closes), and the flush after. */
+struct evbuffer *conn_raw_out(struct conn *c);
+void conn_raw_written(struct conn *c);
+
+/* ws_conn.c for conn.c */
+bool ws_conn_start(struct conn *c); /* accepted on a websockets listener */
+void ws_free_state(struct conn_ws *ws);
+void ws_listen_free(struct listener *l);
+/* The raw input decoded into ws->in (the upgrade first). False: nothing to frame
+ * (upgrade not over, or closing). */
+bool ws_read(struct conn *c);
+/* ws->out into one binary frame of the raw output; at close, then a close frame. */
+void ws_wrap(struct conn *c);
+void ws_closing(struct conn *c);
+size_t ws_pending(const struct conn *c);
 
 /* The listener's wheel and reap list (conn.c); conns_fini frees every conn. */
 bool conns_init(struct listener *l);

@@ -224,7 +224,7 @@ on_free(struct conn *c, void *ud)
     if (!s) session_connect_wait_gone(ud, c);        /* or its session asked of the cluster */
 }
 
-static const struct conn_ops broker_conn_ops = {
+const struct conn_ops broker_conn_ops = {
     .on_accept = on_accept,
     .on_packet = on_packet,
     .on_oversize = on_oversize,
@@ -456,6 +456,9 @@ broker_new(struct event_base *base, struct lq_conf *conf, const char *conf_path,
             broker_free(b);
             return NULL;
         }
+        if (lc->websockets || lc->http) /* an http_listener: at /mqtt */
+            listener_set_websockets(l, lc->websockets, lc->ws_origins, lc->nws_origins,
+                                    b->conf.websockets_headers_size);
         b->listeners = lq_xrealloc(b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
         b->listeners[b->nlisteners++] = l;
     }
@@ -499,8 +502,9 @@ broker_start(struct broker *b, char *errbuf, size_t errlen)
     const struct listener_conf *lc = b->conf.listeners;
     for (size_t i = 0; i < b->nlisteners; i++, lc = lc->next) {
         if (listener_listen(b->listeners[i]) < 0) return -1; /* logged */
-        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s%s", lc->host ? lc->host : "*",
-               listener_port(b->listeners[i]), lc->http ? " (HTTP)" : "", lc->tls ? " (TLS)" : "");
+        lq_log(LQ_LOG_NOTICE, "listening on %s:%u%s%s%s", lc->host ? lc->host : "*",
+               listener_port(b->listeners[i]), lc->http ? " (HTTP, WebSockets at /mqtt)" : "",
+               lc->websockets ? " (WebSockets)" : "", lc->tls ? " (TLS)" : "");
     }
     return 0;
 }
@@ -711,6 +715,8 @@ same_str(const char *a, const char *b)
 
 /* Do the listeners of the file differ from those running (-p's and the default one
  * aside)? Any difference, even only TLS material loading, needs a restart. */
+static bool same_list(char **a, size_t na, char **b, size_t nb);
+
 static bool
 listeners_differ(const struct listener_conf *run, const struct listener_conf *nl)
 {
@@ -718,7 +724,8 @@ listeners_differ(const struct listener_conf *run, const struct listener_conf *nl
         while (run && run->implicit) run = run->next;
         if (!run || !nl) return run || nl;
         if (run->port != nl->port || !same_str(run->host, nl->host) || !run->tls != !nl->tls ||
-            run->http != nl->http)
+            run->http != nl->http || run->websockets != nl->websockets ||
+            !same_list(run->ws_origins, run->nws_origins, nl->ws_origins, nl->nws_origins))
             return true;
         run = run->next;
         nl = nl->next;

@@ -41,6 +41,7 @@ struct http_client {
     char *user;     /* the user it names, NULL: anonymous */
     char id[80];    /* "http:<peer>": the client id hooks and the acl_file see */
     struct acl_client *acl;
+    bool upgraded; /* to a WebSocket (/mqtt): freed once httpd_feed is done with it */
 };
 
 static void
@@ -354,6 +355,24 @@ dashboard(struct broker *b, struct conn *c, struct http_client *hc, const struct
     sbuf_free(&out);
 }
 
+/* GET /mqtt with an upgrade (EMQX's path): MQTT over WebSockets from here on, as on
+ * a `protocol websockets` listener; the CONNECT is checked as any other. */
+static void
+websocket(struct broker *b, struct conn *c, struct http_client *hc, const struct httpd_request *rq)
+{
+    const char *why = "";
+    int status = conn_ws_upgrade(c, rq, &why);
+    if (status != 101) {
+        lq_log(LQ_LOG_NOTICE, "http %s: websocket upgrade refused (%d): %s", conn_peer(c), status,
+               why);
+        conn_close(c);
+        return;
+    }
+    hc->upgraded = true;
+    conn_set_owner(c, NULL);
+    if (!broker_conn_ops.on_accept(c, b)) conn_close(c);
+}
+
 static bool
 handle(void *ud, struct conn *c, const struct httpd_request *rq)
 {
@@ -363,6 +382,10 @@ handle(void *ud, struct conn *c, const struct httpd_request *rq)
     bool is_pub = strncmp(rq->path, "/publish/", 9) == 0;
     bool is_ret = strncmp(rq->path, "/retained/", 10) == 0;
     bool is_dash = strcmp(rq->path, "/") == 0 || strcmp(rq->path, "/api/dashboard") == 0;
+    if (strcmp(rq->path, "/mqtt") == 0) {
+        websocket(b, c, hc, rq);
+        return true;
+    }
     if (is_dash) {
         if (strcmp(rq->method, "GET") != 0) {
             json_reply(c, 405, MQTT_RC_PROTOCOL_ERROR, "GET only", "Allow: GET\r\n",
@@ -398,6 +421,16 @@ handle(void *ud, struct conn *c, const struct httpd_request *rq)
 
 /* ---- connection events ---- */
 
+static void
+client_free(struct broker *b, struct conn *c, struct http_client *hc)
+{
+    (void)b;
+    if (conn_owner(c) == hc) conn_set_owner(c, NULL);
+    forget_auth(hc);
+    httpd_conn_free(hc->h);
+    free(hc);
+}
+
 static size_t
 on_bytes(struct conn *c, const uint8_t *p, size_t len, void *ud)
 {
@@ -406,7 +439,9 @@ on_bytes(struct conn *c, const uint8_t *p, size_t len, void *ud)
     uint32_t mp = broker_max_packet(b);
     struct httpd_limits lim = {.max_header = HTTP_MAX_HEADER,
                                .max_body = mp < HTTP_MAX_BODY ? mp : HTTP_MAX_BODY};
-    return httpd_feed(hc->h, c, p, len, &lim, handle, b);
+    size_t took = httpd_feed(hc->h, c, p, len, &lim, handle, b);
+    if (hc->upgraded) client_free(b, c, hc);
+    return took;
 }
 
 static bool
@@ -432,47 +467,65 @@ on_accept(struct conn *c, void *ud)
 static void
 on_oversize(struct conn *c, uint32_t size, void *ud)
 {
-    (void)size;
-    (void)ud;
+    if (conn_is_websocket(c)) {
+        broker_conn_ops.on_oversize(c, size, ud);
+        return;
+    }
     json_reply(c, 413, MQTT_RC_PACKET_TOO_LARGE, "request too large", NULL, false);
 }
 
 static void
 on_drain(struct conn *c, void *ud)
 {
-    (void)c;
-    (void)ud;
+    if (conn_is_websocket(c)) broker_conn_ops.on_drain(c, ud);
 }
 
 static void
 on_deadline(struct conn *c, void *ud)
 {
-    (void)ud;
+    if (conn_is_websocket(c)) {
+        broker_conn_ops.on_keepalive(c, ud);
+        return;
+    }
     json_reply(c, 408, MQTT_RC_KEEP_ALIVE_TIMEOUT, "request not complete in time", NULL, false);
 }
 
 static void
 on_lost(struct conn *c, const char *why, void *ud)
 {
-    (void)c;
-    (void)why;
-    (void)ud;
+    if (conn_is_websocket(c)) broker_conn_ops.on_lost(c, why, ud);
 }
 
 static void
 on_free(struct conn *c, void *ud)
 {
+    if (conn_is_websocket(c)) {
+        broker_conn_ops.on_free(c, ud);
+        return;
+    }
     struct http_client *hc = conn_owner(c);
     access_conn_gone(ud, c); /* its password may be being checked */
-    if (!hc) return;
-    forget_auth(hc);
-    httpd_conn_free(hc->h);
-    free(hc);
+    if (hc) client_free(ud, c, hc);
+}
+
+/* after an upgrade to a WebSocket at /mqtt: packets, as on an MQTT listener */
+static void
+on_packet(struct conn *c, uint8_t type_flags, const uint8_t *body, size_t len, void *ud)
+{
+    broker_conn_ops.on_packet(c, type_flags, body, len, ud);
+}
+
+static void
+on_malformed(struct conn *c, void *ud)
+{
+    broker_conn_ops.on_malformed(c, ud);
 }
 
 const struct conn_ops http_api_ops = {
     .on_accept = on_accept,
     .on_bytes = on_bytes,
+    .on_packet = on_packet,
+    .on_malformed = on_malformed,
     .on_oversize = on_oversize,
     .on_drain = on_drain,
     .on_keepalive = on_deadline,

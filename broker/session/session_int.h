@@ -435,6 +435,8 @@ int access_explain(struct broker *b, const char *user, const char *id, const cha
 int persist_open(struct broker *b, char *err, size_t errlen); /* recovers; before listening */
 void persist_close(struct broker *b);                 /* waits (bounded) for what was appended */
 void persist_retain(struct broker *b, struct msg *m); /* after retain_set */
+/* broker.c: the conn_ops of MQTT connections (over TCP, TLS, WebSockets) */
+extern const struct conn_ops broker_conn_ops;
 /* http_api.c: the conn_ops of http_listener connections */
 extern const struct conn_ops http_api_ops;
 /* kv_change_fn of the broker's kv store (ud: the broker) */

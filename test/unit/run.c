@@ -27,6 +27,7 @@ main(void)
     srunner_add_suite(sr, suite_kv());
     srunner_add_suite(sr, suite_httpc());
     srunner_add_suite(sr, suite_httpd());
+    srunner_add_suite(sr, suite_ws());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -22,5 +22,6 @@ Suite *suite_service(void); /* test_service.c: sd_notify, pid file, user, log fo
 Suite *suite_kv(void);      /* test_kv.c: the hooks' key-value store */
 Suite *suite_httpc(void);   /* test_httpc.c: outgoing HTTP on the loop (libcurl multi) */
 Suite *suite_httpd(void);   /* test_httpd.c: HTTP request framing, percent-decoding */
+Suite *suite_ws(void);      /* test_ws.c: WebSocket frames and the upgrade */
 
 #endif

@@ -177,6 +177,48 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* protocol websockets and its options belong to the listener above them. */
+START_TEST(test_websockets_options)
+{
+    struct lq_conf c;
+    ck_assert_int_eq(load_text(&c, "listener 1883\n"
+                                   "listener 8083 127.0.0.1\nprotocol websockets\n"
+                                   "websockets_origin https://a.example http://b.example:8080\n"
+                                   "websockets_origin https://c.example\n"
+                                   "http_listener 8080\nwebsockets_origin https://d.example\n"
+                                   "websockets_headers_size 4096\n"),
+                     0);
+    const struct listener_conf *tcp = c.listeners, *ws = tcp->next, *http = ws->next;
+    ck_assert(!tcp->websockets && tcp->nws_origins == 0);
+    ck_assert(ws->websockets && !ws->http);
+    ck_assert_uint_eq(ws->nws_origins, 3);
+    ck_assert_str_eq(ws->ws_origins[1], "http://b.example:8080");
+    ck_assert_str_eq(ws->ws_origins[2], "https://c.example");
+    ck_assert(http->http && !http->websockets && http->nws_origins == 1);
+    ck_assert_uint_eq(c.websockets_headers_size, 4096);
+    ck_assert(conf_has_mqtt_listener(&c));
+    conf_fini(&c);
+    expect_error("protocol websockets\n", 1, "protocol: must follow a listener line");
+    expect_error("listener 1\nprotocol http\n", 2, "protocol: 'http' is not mqtt or websockets");
+    expect_error("http_listener 1\nprotocol websockets\n", 2,
+                 "protocol: an http_listener speaks HTTP (and /mqtt)");
+    expect_error("listener 1\nprotocol websockets\nwebsockets_origin example.com\n", 3,
+                 "websockets_origin: 'example.com' is not an origin (scheme://host[:port], no "
+                 "path)");
+    expect_error("listener 1\nprotocol websockets\nwebsockets_origin https://a.example/app\n", 3,
+                 "websockets_origin: 'https://a.example/app' is not an origin "
+                 "(scheme://host[:port], no path)");
+    expect_error("websockets_headers_size 70000\n", 1,
+                 "websockets_headers_size: '70000' out of range 0..65536");
+    expect_error("http_dir /var/www\n", 1,
+                 "http_dir: not supported: lunamq serves no files over WebSockets' HTTP (the "
+                 "dashboard is built in: http_listener)");
+    ck_assert_int_eq(load_text(&c, "listener 1\nwebsockets_origin https://a.example\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "websockets_origin needs protocol websockets"));
+    conf_fini(&c);
+}
+END_TEST
+
 /* TLS options belong to the listener above them; the set must make sense. */
 START_TEST(test_hook_options)
 {
@@ -1202,6 +1244,7 @@ suite_conf(void)
     tcase_add_test(tc, test_paths_relative_to_file);
     tcase_add_test(tc, test_every_error_reported);
     tcase_add_test(tc, test_errors_without_repeats);
+    tcase_add_test(tc, test_websockets_options);
     suite_add_tcase(s, tc);
     return s;
 }
