@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """`make bench`: run bench/compare.py, bench/hooks.py, bench/http_publish.py, bench/tls.py, bench/persist.py,
 bench/acl.py, bench/storm.py (lunamq
-against Debian's mosquitto, alternating, one run), bench/cluster.py and bench/recovery.py, and write their
+against Debian's mosquitto, alternating, one run), bench/websockets.py (against mosquitto built with
+websockets by tools/mosquitto-ws.sh), bench/cluster.py and bench/recovery.py, and write their
 tables into bench/RESULTS.md, between the markers `<!-- bench:begin -->` and `<!-- bench:end -->`, with the date, the
 commit and the exact commands. The rest of the file (the reading of the figures) is
 left as it is; a run that fails changes nothing.
@@ -54,6 +55,8 @@ def main():
          [py, "bench/bridge.py", "--rounds", r, "--seconds", "2" if args.quick else "3"]),
         ("Publishing over HTTP (issue 20): http_listener against mosquitto_pub",
          [py, "bench/http_publish.py", "--rounds", r] + (["--messages", "5000"] if args.quick else [])),
+        ("MQTT over WebSockets: TCP against WebSockets, lunamq and mosquitto (built with websockets)",
+         [py, "bench/websockets.py", "--rounds", r, "--seconds", "2" if args.quick else "4"]),
         ("Persistence (issue 13): recovery",
          [py, "bench/recovery.py"] + (["--retained", "100000", "--sessions", "1000"]
                                       if args.quick else [])),

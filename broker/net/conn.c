@@ -279,6 +279,18 @@ buf_put(struct listener *l, struct evbuffer **b)
     *b = NULL;
 }
 
+struct evbuffer *
+conn_buf_get(struct listener *l)
+{
+    return buf_get(l);
+}
+
+void
+conn_buf_put(struct listener *l, struct evbuffer **b)
+{
+    if (*b) buf_put(l, b);
+}
+
 /* Where packets are framed from, and where output is queued (made when needed). */
 static struct evbuffer *
 inbuf(const struct conn *c)
@@ -473,10 +485,8 @@ gate_release(struct conn *c, uint64_t durable)
     g->n -= k;
     memmove(g->marks, g->marks + k, g->n * sizeof(*g->marks));
     for (uint32_t i = 0; i < g->n; i++) g->marks[i].at -= upto;
-    struct evbuffer *dst = c->ws    ? c->ws->out
-                           : c->t   ? c->t->out
-                           : c->out ? c->out
-                                    : (c->out = buf_get(c->l));
+    struct evbuffer **to = c->ws ? &c->ws->out : c->t ? &c->t->out : &c->out;
+    struct evbuffer *dst = *to ? *to : (*to = buf_get(c->l));
     if (upto && (!dst || evbuffer_remove_buffer(g->held, dst, upto) != (int)upto)) {
         close_soon(c, BROKEN_NO_MEMORY, "releasing held output");
         return;
@@ -504,7 +514,7 @@ static struct evbuffer *
 outbuf(struct conn *c)
 {
     if (gated(c)) return c->gate->held;
-    if (c->ws) return c->ws->out;
+    if (c->ws) return c->ws->out ? c->ws->out : (c->ws->out = buf_get(c->l));
     if (c->t) return c->t->out;
     if (!c->out) c->out = buf_get(c->l);
     return c->out;
@@ -841,7 +851,7 @@ frame_tail(struct conn *c)
 {
     if (c->peer_closed && !c->closing) lost(c, "connection closed by peer");
     if (!c->t && c->in && evbuffer_get_length(c->in) == 0) buf_put(c->l, &c->in);
-    if (c->ws && !c->closing) buf_trim(c->ws->in);
+    if (c->ws && c->ws->in && evbuffer_get_length(c->ws->in) == 0) buf_put(c->l, &c->ws->in);
     if (c->t && !c->closing) { /* TLS buffers stay: let them hold no memory while idle */
         buf_trim(c->in);
         buf_trim(c->t->in);
@@ -924,8 +934,8 @@ frame(struct conn *c)
 static void
 frame_flat(struct conn *c, const uint8_t *p, size_t len)
 {
-    bool bad = false;
-    bool stream = c->l->ops->on_bytes != NULL;
+    bool bad = false, was_ws = c->ws != NULL;
+    bool stream = c->l->ops->on_bytes != NULL && !was_ws;
     size_t off = stream ? stream_feed(c, p, len) : 0;
     while (!stream && !c->closing && !c->paused && len - off >= 2) {
         uint8_t tf;
@@ -946,14 +956,15 @@ frame_flat(struct conn *c, const uint8_t *p, size_t len)
         c->l->ops->on_packet(c, tf, p + off + hl, rem, c->l->ud);
         off += total;
     }
-    if (off < len && !c->closing) {
-        if (!c->in) c->in = buf_get(c->l);
-        if (!c->in || evbuffer_add(c->in, p + off, len - off) < 0) {
+    if (off < len && !c->closing) { /* a WebSocket's: MQTT bytes, apart from its frames */
+        struct evbuffer **rest = was_ws ? &c->ws->in : &c->in;
+        if (!*rest) *rest = buf_get(c->l);
+        if (!*rest || evbuffer_add(*rest, p + off, len - off) < 0) {
             lost(c, "out of memory for input");
             return;
         }
     }
-    if (bad || c->ws) /* ws: an HTTP request became a WebSocket; frames may follow */
+    if (bad || (c->ws && !was_ws)) /* an HTTP request became a WebSocket: frames follow */
         frame(c);
     else
         frame_tail(c);
@@ -1038,6 +1049,92 @@ read_buffered(struct conn *c, evutil_socket_t fd)
     read_end(c, n, got);
 }
 
+/* A plain WebSocket: TCP's flat read with the frames decoded in place. Into flat go
+ * the MQTT bytes left from the last read (a packet still coming), the frame bytes
+ * left (a frame still coming), then what recv brings; the frames' payload moves
+ * down over their headers, right after the MQTT bytes, and the packets are framed
+ * where they lie. Large leftovers (a pause) take the evbuffer path. */
+static void
+read_ws_flat(struct conn *c, evutil_socket_t fd, uint8_t *flat)
+{
+    struct conn_ws *ws = c->ws;
+    size_t mqtt = ws->in ? evbuffer_get_length(ws->in) : 0;
+    size_t raw = c->in ? evbuffer_get_length(c->in) : 0;
+    if (mqtt + raw > FLAT_READ - READ_BURST) {
+        read_buffered(c, fd);
+        return;
+    }
+    if (mqtt) evbuffer_remove(ws->in, flat, mqtt);
+    if (raw) evbuffer_remove(c->in, flat + mqtt, raw);
+    ssize_t n = recv(fd, flat + mqtt + raw, READ_BURST, 0);
+    size_t got = n > 0 ? (size_t)n : 0;
+    if (got) c->last_rx_ms = lq_now_ms();
+    int err = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
+    size_t produced = 0, used = ws_deframe(c, flat + mqtt, flat + mqtt, raw + got, &produced);
+    if (c->closing) return;
+    if (used < raw + got) { /* a frame not whole: its bytes wait in c->in */
+        if (!c->in) c->in = buf_get(c->l);
+        if (!c->in || evbuffer_add(c->in, flat + mqtt + used, raw + got - used) < 0) {
+            lost(c, "out of memory for input");
+            return;
+        }
+    }
+    size_t at = 0, have = mqtt + produced; /* mqtt is 0 while a large packet comes */
+    if (c->big) {                          /* straight into its block, as big_read does for TCP */
+        struct big_packet *b = c->big;
+        at = b->len - b->have < have ? b->len - b->have : have;
+        memcpy(b->data + b->have, flat, at);
+        b->have += at;
+        if (b->have == b->len) big_deliver(c);
+    }
+    if (!c->closing) frame_flat(c, flat + at, have - at);
+    if (n == 0) lost(c, "connection closed by peer");
+    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+        lost(c, evutil_socket_error_to_string(err));
+}
+
+/* big_read() for a plain WebSocket: the frames are read into the packet's block and
+ * decoded there, their payload moved down over their headers. A frame header cut
+ * by the end of a read goes to c->in; read_ws_flat then takes it from there. */
+static void
+ws_big_read(struct conn *c, evutil_socket_t fd)
+{
+    struct big_packet *b = c->big;
+    size_t got = 0;
+    ssize_t n = 0;
+    while (b->have < b->len && got < BIG_BURST) {
+        size_t want = b->len - b->have; /* payload is never more than the bytes read */
+        if (want > BIG_BURST - got) want = BIG_BURST - got;
+        uint8_t *at = b->data + b->have;
+        n = recv(fd, at, want, 0);
+        if (n <= 0) break;
+        got += (size_t)n;
+        size_t produced, used = ws_deframe(c, at, at, (size_t)n, &produced);
+        if (c->closing) return;
+        b->have += produced;
+        if (used < (size_t)n) {
+            if (!c->in) c->in = buf_get(c->l);
+            if (!c->in || evbuffer_add(c->in, at + used, (size_t)n - used) < 0) {
+                lost(c, "out of memory for input");
+                return;
+            }
+            break;
+        }
+    }
+    if (got) c->last_rx_ms = lq_now_ms();
+    if (b->have == b->len) {
+        big_deliver(c);
+        return;
+    }
+    if (n == 0) {
+        lost(c, "connection closed by peer");
+    } else if (n < 0) {
+        int e = EVUTIL_SOCKET_ERROR();
+        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)
+            lost(c, evutil_socket_error_to_string(e));
+    }
+}
+
 static void
 on_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -1046,6 +1143,14 @@ on_readable(evutil_socket_t fd, short what, void *arg)
     if (c->job) return; /* cannot happen: reading stops while the thread has it */
     if (c->lingering) {
         linger_read(c, fd);
+        return;
+    }
+    static uint8_t flat[FLAT_READ];
+    if (c->ws && c->ws->open && !c->t) { /* a large packet too: its frames come first */
+        if (c->big && !(c->in && evbuffer_get_length(c->in)))
+            ws_big_read(c, fd);
+        else
+            read_ws_flat(c, fd, flat);
         return;
     }
     if (c->big) {
@@ -1060,7 +1165,6 @@ on_readable(evutil_socket_t fd, short what, void *arg)
      * packet still coming): a short read means the socket is drained, and the packets
      * are framed where they lie. Only a large remainder (a pause with much unread)
      * takes the evbuffer path. */
-    static uint8_t flat[FLAT_READ];
     size_t have = c->in ? evbuffer_get_length(c->in) : 0;
     if (have > FLAT_READ - READ_BURST) {
         int n = evbuffer_read(c->in, fd, READ_BURST);
@@ -1551,7 +1655,7 @@ conn_resume(struct conn *c)
     arm_event(c, conn_rev(c), "read event");
     /* packets already buffered would wait for new bytes: run the reader soon */
     if ((c->in && evbuffer_get_length(c->in)) || (c->t && evbuffer_get_length(c->t->in)) ||
-        (c->ws && evbuffer_get_length(c->ws->in)))
+        (c->ws && c->ws->in && evbuffer_get_length(c->ws->in)))
         event_active(conn_rev(c), EV_READ, 0);
 }
 

@@ -81,11 +81,12 @@ struct conn_tls {
 
 /* What only a WebSocket connection has (ws_conn.c). */
 struct conn_ws {
-    struct evbuffer *in;  /* MQTT bytes, deframed: what packets are framed from */
-    struct evbuffer *out; /* MQTT bytes queued: framed at the flush (ws_wrap) */
-    struct httpd_conn *h; /* the upgrade request being read; NULL once open */
+    struct evbuffer *in;  /* MQTT bytes deframed, not yet framed as packets; or NULL */
+    struct evbuffer *out; /* MQTT bytes queued: framed at the flush (ws_wrap); or NULL */
+    uint32_t scanned;     /* upgrade request: bytes searched for the end of its head */
     uint16_t close_code;  /* the close frame's, when the conn closes */
     bool open;            /* upgraded: frames flow */
+    bool answered;        /* the upgrade request was answered */
     bool close_sent;
     struct ws_decoder dec;
 };
@@ -131,6 +132,9 @@ struct conn {
  * NULL: out of memory, the conn is then broken and closes), and the flush after. */
 struct evbuffer *conn_raw_out(struct conn *c);
 void conn_raw_written(struct conn *c);
+/* The listener's spare buffers: one when needed, back when empty. */
+struct evbuffer *conn_buf_get(struct listener *l);
+void conn_buf_put(struct listener *l, struct evbuffer **b);
 
 /* ws_conn.c for conn.c */
 bool ws_conn_start(struct conn *c); /* accepted on a websockets listener */
@@ -139,6 +143,10 @@ void ws_listen_free(struct listener *l);
 /* The raw input decoded into ws->in (the upgrade first). False: nothing to frame
  * (upgrade not over, or closing). */
 bool ws_read(struct conn *c);
+/* The same for frames in flat memory p[0..len) (plain TCP): their payload is moved
+ * down to dst (<= p) and *produced says how much; returns the bytes consumed (what
+ * is left is a frame not whole yet). The conn may be closing after it. */
+size_t ws_deframe(struct conn *c, uint8_t *dst, uint8_t *p, size_t len, size_t *produced);
 /* ws->out into one binary frame of the raw output; at close, then a close frame. */
 void ws_wrap(struct conn *c);
 void ws_closing(struct conn *c);

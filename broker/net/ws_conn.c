@@ -11,6 +11,7 @@
  * One frame per flush, not per packet: what the session queued in a loop turn leaves
  * as one frame (a frame may hold several packets [MQTT-6.0.0-2]), so the framing
  * costs a header per write, not per message. */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,20 +71,15 @@ ws_listen_free(struct listener *l)
     l->ws = NULL;
 }
 
+/* Its buffers come from the listener's spares when needed and go back when empty
+ * (conn.c), as a TCP conn's do: an idle WebSocket holds none. */
 static struct conn_ws *
 ws_new(bool open)
 {
     struct conn_ws *ws = lq_xcalloc(1, sizeof(*ws));
-    ws->in = evbuffer_new();
-    ws->out = evbuffer_new();
-    ws->h = open ? NULL : httpd_conn_new();
     ws->open = open;
     ws->close_code = WS_CLOSE_NORMAL;
     ws_decoder_init(&ws->dec, WS_MIN_MESSAGE);
-    if (!ws->in || !ws->out) {
-        ws_free_state(ws);
-        return NULL;
-    }
     return ws;
 }
 
@@ -93,14 +89,14 @@ ws_free_state(struct conn_ws *ws)
     if (!ws) return;
     if (ws->in) evbuffer_free(ws->in);
     if (ws->out) evbuffer_free(ws->out);
-    httpd_conn_free(ws->h);
     free(ws);
 }
 
 bool
 ws_conn_start(struct conn *c)
 {
-    return (c->ws = ws_new(false)) != NULL;
+    c->ws = ws_new(false);
+    return true;
 }
 
 int
@@ -110,10 +106,7 @@ conn_ws_upgrade(struct conn *c, const struct httpd_request *rq, const char **why
     char resp[WS_RESPONSE_MAX];
     int status = ws_handshake(rq, c->l->ws ? &c->l->ws->policy : &any, resp, why);
     if (c->ws || c->closing) return 500; /* cannot happen: a WebSocket already */
-    if (status == 101 && !(c->ws = ws_new(true))) {
-        *why = "out of memory";
-        return 500;
-    }
+    if (status == 101) c->ws = ws_new(true);
     struct evbuffer *out = conn_raw_out(c);
     if (!out || evbuffer_add(out, resp, strlen(resp)) != 0) return 500;
     conn_raw_written(c);
@@ -165,40 +158,50 @@ status_text(int status)
 }
 
 /* The upgrade request in raw: answered once whole. True: open (decoding goes on
- * with what follows it). */
+ * with what follows it). The end of its head is searched from where the last look
+ * stopped (a request trickling in costs each byte once); then it is parsed once,
+ * with a parser state that lives for that call only. */
 static bool
 ws_upgrade(struct conn *c, struct evbuffer *raw)
 {
     struct conn_ws *ws = c->ws;
-    size_t avail = evbuffer_get_length(raw);
+    size_t avail = evbuffer_get_length(raw), max = c->l->ws->max_header;
     if (!avail) return false;
-    const uint8_t *p = evbuffer_pullup(raw, -1);
-    struct httpd_limits lim = {.max_header = c->l->ws->max_header, .max_body = 0};
+    const uint8_t *p = evbuffer_pullup(raw, (ev_ssize_t)(avail < max + 4 ? avail : max + 4));
+    size_t from = ws->scanned > 3 ? ws->scanned - 3 : 0, look = avail < max ? avail : max;
+    const uint8_t *end = look > from ? memmem(p + from, look - from, "\r\n\r\n", 4) : NULL;
     struct httpd_request rq;
     size_t took = 0;
     int status = 0;
     const char *why = NULL;
-    char resp[WS_RESPONSE_MAX];
-    enum httpd_step step = HTTPD_ERROR;
+    char resp[WS_RESPONSE_MAX] = "";
     if (memcmp(p, "GET ", avail < 4 ? avail : 4) != 0) { /* say so now, not at the deadline */
         status = 400;
         why = "not a WebSocket upgrade (GET) request: MQTT without WebSockets on this port?";
+    } else if (!end && avail >= max) {
+        status = 431;
+        why = "upgrade request too large (websockets_headers_size)";
+    } else if (!end) {
+        ws->scanned = (uint32_t)look;
+        return false;
     } else {
-        step = httpd_frame(ws->h, p, avail, &lim, &rq, &took, &status, &why);
+        struct httpd_conn *h = httpd_conn_new();
+        struct httpd_limits lim = {.max_header = max, .max_body = 0};
+        size_t head = (size_t)(end - p) + 4;
+        if (httpd_frame(h, p, head, &lim, &rq, &took, &status, &why) == HTTPD_REQUEST)
+            status = ws_handshake(&rq, &c->l->ws->policy, resp, &why);
+        else if (status == 0) { /* it wants a body: not an upgrade */
+            status = 400;
+            why = "an upgrade request has no body";
+        }
+        httpd_conn_free(h);
     }
-    switch (step) {
-    case HTTPD_MORE:
-    case HTTPD_CONTINUE: return false;
-    case HTTPD_ERROR:
+    if (!resp[0]) /* refused before ws_handshake wrote its answer */
         snprintf(resp, sizeof(resp),
                  "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
                  "Connection: close\r\n\r\n%s\n",
                  status, status_text(status), strlen(why) + 1, why);
-        break;
-    case HTTPD_REQUEST: status = ws_handshake(&rq, &c->l->ws->policy, resp, &why); break;
-    }
-    httpd_conn_free(ws->h);
-    ws->h = NULL;
+    ws->answered = true;
     raw_write(c, resp, strlen(resp));
     if (status != 101) {
         stats.refused++;
@@ -245,35 +248,80 @@ ws_control(struct conn *c, const struct ws_event *ev)
     }
 }
 
+/* Decode one step of p (DATA stays where it lies; a control frame is answered).
+ * False: the bytes are used up, or the conn is closing; *used: the bytes consumed. */
+static bool
+ws_step(struct conn *c, uint8_t *p, size_t len, struct ws_event *ev, size_t *used)
+{
+    *used = ws_decode(&c->ws->dec, p, len, ev);
+    if (ev->kind == WS_EV_DATA || ev->kind == WS_EV_NONE) return ev->kind == WS_EV_DATA;
+    return ws_control(c, ev);
+}
+
+/* A message carries a packet, or a few: bounded by the packet limit of the moment. */
+static void
+ws_limit(struct conn *c)
+{
+    c->ws->dec.max_message = c->max_packet > WS_MIN_MESSAGE ? c->max_packet : WS_MIN_MESSAGE;
+}
+
 bool
 ws_read(struct conn *c)
 {
     struct conn_ws *ws = c->ws;
     struct evbuffer *raw = c->t ? c->t->in : c->in;
-    if (!raw || c->closing) return false;
-    if (!ws->open && !ws_upgrade(c, raw)) return false;
-    /* a message carries a packet, or a few: bounded by the packet limit of the moment */
-    ws->dec.max_message = c->max_packet > WS_MIN_MESSAGE ? c->max_packet : WS_MIN_MESSAGE;
-    struct evbuffer_iovec v;
-    while (!c->closing && evbuffer_peek(raw, -1, NULL, &v, 1) > 0) {
+    if (c->closing) return false;
+    if (!ws->open && (!raw || !ws_upgrade(c, raw))) return false;
+    ws_limit(c);
+    struct evbuffer_iovec v; /* no raw input: what ws->in holds is still to be framed */
+    while (raw && !c->closing && evbuffer_peek(raw, -1, NULL, &v, 1) > 0) {
         struct ws_event ev;
-        size_t used = ws_decode(&ws->dec, v.iov_base, v.iov_len, &ev);
-        if (ev.kind == WS_EV_DATA && evbuffer_add(ws->in, ev.data, ev.len) != 0) {
-            ws_fail(c, WS_CLOSE_INTERNAL, "out of memory for input");
-            return false;
+        size_t used;
+        bool more = ws_step(c, v.iov_base, v.iov_len, &ev, &used);
+        if (c->closing) return false;
+        if (ev.kind == WS_EV_DATA) { /* whole chains move, parts are copied */
+            if (!ws->in && !(ws->in = conn_buf_get(c->l))) {
+                ws_fail(c, WS_CLOSE_INTERNAL, "out of memory for input");
+                return false;
+            }
+            evbuffer_drain(raw, used - ev.len);
+            if (evbuffer_remove_buffer(raw, ws->in, ev.len) != (int)ev.len) {
+                ws_fail(c, WS_CLOSE_INTERNAL, "out of memory for input");
+                return false;
+            }
+        } else {
+            evbuffer_drain(raw, used);
         }
-        evbuffer_drain(raw, used);
-        if (ev.kind != WS_EV_DATA && ev.kind != WS_EV_NONE && !ws_control(c, &ev)) return false;
-        if (!used && ev.kind == WS_EV_NONE) break; /* cannot happen: len > 0 */
+        if (!more && !used) break; /* cannot happen: it takes bytes while not over */
     }
     return !c->closing;
+}
+
+size_t
+ws_deframe(struct conn *c, uint8_t *dst, uint8_t *p, size_t len, size_t *produced)
+{
+    size_t off = 0, out = 0;
+    ws_limit(c);
+    while (off < len && !c->closing) {
+        struct ws_event ev;
+        size_t used;
+        bool more = ws_step(c, p + off, len - off, &ev, &used);
+        if (ev.kind == WS_EV_DATA) { /* down over the headers: dst never passes p */
+            if (dst + out != ev.data) memmove(dst + out, ev.data, ev.len);
+            out += ev.len;
+        }
+        off += used;
+        if (!used && !more) break;
+    }
+    *produced = out;
+    return off;
 }
 
 void
 ws_wrap(struct conn *c)
 {
     struct conn_ws *ws = c->ws;
-    size_t n = evbuffer_get_length(ws->out);
+    size_t n = ws->out ? evbuffer_get_length(ws->out) : 0;
     if (!n || !ws->open) return;
     if (ws->close_sent) { /* nothing may follow the close frame */
         evbuffer_drain(ws->out, n);
@@ -284,17 +332,17 @@ ws_wrap(struct conn *c)
     size_t hl = ws_frame_header(h, WS_OP_BINARY, n);
     if (!out || evbuffer_add(out, h, hl) != 0 || evbuffer_add_buffer(out, ws->out) != 0)
         evbuffer_drain(ws->out, n); /* conn_raw_out marked the conn broken */
+    conn_buf_put(c->l, &ws->out);
 }
 
 void
 ws_closing(struct conn *c)
 {
     struct conn_ws *ws = c->ws;
-    if (!ws->open && ws->h && !c->peer_gone) { /* the upgrade request did not come in time */
+    if (!ws->open && !ws->answered && !c->peer_gone) { /* the request did not come in time */
         static const char late[] = "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\n\r\n";
-        httpd_conn_free(ws->h);
-        ws->h = NULL;
+        ws->answered = true;
         raw_write(c, late, sizeof(late) - 1);
         return;
     }
@@ -310,5 +358,5 @@ ws_closing(struct conn *c)
 size_t
 ws_pending(const struct conn *c)
 {
-    return c->ws ? evbuffer_get_length(c->ws->out) : 0;
+    return c->ws && c->ws->out ? evbuffer_get_length(c->ws->out) : 0;
 }

@@ -172,7 +172,15 @@ def test_packets_span_frames_and_frames_hold_several_packets(b):
     c.sock.sendall(b"".join(frame(BINARY if i == 0 else CONT, big[i:i + 1], fin=False)
                             for i in range(100)) + frame(CONT, big[100:]))
     m = c.expect(PUBLISH, timeout=10)
-    assert m.topic == "t/big" and len(m.payload) == 200000
+    assert m.topic == "t/big" and len(m.payload) == 200000 and m.payload == big[-200000:]
+    # 3 MB in frames of 100 000 bytes with a ping between two of them: read into the
+    # packet's own block, the pong answered meanwhile
+    big = publish_bytes("t/big", os.urandom(3000000))
+    parts = [big[i:i + 100000] for i in range(0, len(big), 100000)]
+    c.sock.sendall(b"".join(frame(BINARY if i == 0 else CONT, p, fin=i == len(parts) - 1) +
+                            (frame(PING, b"mid") if i == 7 else b"") for i, p in enumerate(parts)))
+    m = c.expect(PUBLISH, timeout=20)
+    assert m.topic == "t/big" and m.payload == big[-3000000:]
     # a TCP subscriber gets what a WebSocket client publishes, and the other way round
     t = connected(b.port, "tcp")
     t.subscribe(1, [("t/#", 0)])
