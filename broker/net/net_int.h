@@ -150,7 +150,13 @@ size_t ws_deframe(struct conn *c, uint8_t *dst, uint8_t *p, size_t len, size_t *
 /* ws->out into one binary frame of the raw output; at close, then a close frame. */
 void ws_wrap(struct conn *c);
 void ws_closing(struct conn *c);
-size_t ws_pending(const struct conn *c);
+
+/* MQTT bytes a WebSocket has queued, not yet framed (inline: on the write path). */
+static inline size_t
+ws_pending(const struct conn *c)
+{
+    return c->ws && c->ws->out ? evbuffer_get_length(c->ws->out) : 0;
+}
 
 /* The listener's wheel and reap list (conn.c); conns_fini frees every conn. */
 bool conns_init(struct listener *l);

@@ -354,9 +354,3 @@ ws_closing(struct conn *c)
     struct evbuffer *out = conn_raw_out(c);
     if (out) evbuffer_add(out, f, n);
 }
-
-size_t
-ws_pending(const struct conn *c)
-{
-    return c->ws && c->ws->out ? evbuffer_get_length(c->ws->out) : 0;
-}
