@@ -736,7 +736,10 @@ def test_remote_flood_leaves_local_clients_served(_b):
             for t in threads:
                 t.join(10)
         probe.check(0.5)
-        assert lqtest.rss_kb(p.edge.pid) < 200 * 1024, lqtest.rss_kb(p.edge.pid)
+        # (12 MB here; under ASan freed memory waits in its quarantine, up to 256 MB, and
+        # counts in RSS: 756a777 measured 211-240 MB there too)
+        limit = 200 * 1024 + (256 * 1024 if os.environ.get("LUNAMQ_SAN") else 0)
+        assert lqtest.rss_kb(p.edge.pid) < limit, lqtest.rss_kb(p.edge.pid)
         deaf.close()
         assert bridge(p.edge)["messages_in"] > 0
 
