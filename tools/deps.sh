@@ -88,29 +88,12 @@ fi
 # ---- 2. mbedTLS 3.6 ----
 apt_dir=$deps/apt
 aptopts=()
-# the private apt configuration, set up and updated once per run
+# the private apt configuration (tools/private-apt.sh), set up and updated once per run
+# shellcheck source=tools/private-apt.sh
+. "$top/tools/private-apt.sh"
 private_apt() {
     [ ${#aptopts[@]} -eq 0 ] || return 0
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
-    # the mirror this machine already uses for Debian (deb822 sources, then sources.list)
-    local uri="" f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm([ \n]|$)/ && !/security/ {
-                     if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { s=substr($0,RSTART,RLENGTH); sub(/URIs:[ \t]*/,"",s); print s; exit } }' "$f")
-        [ -n "$uri" ] && break
-    done
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri=$(awk '$1=="deb" && $0 !~ /security/ { for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-    fi
-    [ -n "$uri" ] || { say "cannot find a Debian mirror in /etc/apt/sources*"; return 1; }
-    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    printf 'deb [signed-by=%s] %s trixie main\ndeb-src [signed-by=%s] %s trixie main\n' \
-        "$keyring" "$uri" "$keyring" "$uri" > "$apt_dir/sources.list"
-    aptopts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourceparts=/dev/null"
-             -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
-             -o "Dir::State::status=/dev/null" -o "APT::Get::List-Cleanup=0" -o "APT::Sandbox::User=root")
-    apt-get -q "${aptopts[@]}" update
+    private_apt_setup "$apt_dir" "deb trixie" "deb-src trixie"
 }
 
 mk_is_valid() { # FILE: its libraries exist

@@ -818,6 +818,25 @@ conn_take_packet(struct conn *c)
     return b;
 }
 
+/* After a large packet's reads (got bytes; n: the last recv's result): hand it over
+ * once whole, else see whether the peer closed or the socket failed. */
+static void
+big_read_end(struct conn *c, size_t got, ssize_t n)
+{
+    if (got) c->last_rx_ms = lq_now_ms();
+    if (c->big->have == c->big->len) {
+        big_deliver(c); /* more packets may follow: the next wake-up frames them */
+        return;
+    }
+    if (n == 0) {
+        lost(c, "connection closed by peer");
+    } else if (n < 0) {
+        int e = EVUTIL_SOCKET_ERROR();
+        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)
+            lost(c, evutil_socket_error_to_string(e));
+    }
+}
+
 static void
 big_read(struct conn *c, evutil_socket_t fd)
 {
@@ -832,18 +851,7 @@ big_read(struct conn *c, evutil_socket_t fd)
         b->have += (size_t)n;
         got += (size_t)n;
     }
-    if (got) c->last_rx_ms = lq_now_ms();
-    if (b->have == b->len) {
-        big_deliver(c); /* more packets may follow: the next wake-up frames them */
-        return;
-    }
-    if (n == 0) {
-        lost(c, "connection closed by peer");
-    } else if (n < 0) {
-        int e = EVUTIL_SOCKET_ERROR();
-        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)
-            lost(c, evutil_socket_error_to_string(e));
-    }
+    big_read_end(c, got, n);
 }
 
 static void
@@ -1121,18 +1129,7 @@ ws_big_read(struct conn *c, evutil_socket_t fd)
             break;
         }
     }
-    if (got) c->last_rx_ms = lq_now_ms();
-    if (b->have == b->len) {
-        big_deliver(c);
-        return;
-    }
-    if (n == 0) {
-        lost(c, "connection closed by peer");
-    } else if (n < 0) {
-        int e = EVUTIL_SOCKET_ERROR();
-        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)
-            lost(c, evutil_socket_error_to_string(e));
-    }
+    big_read_end(c, got, n);
 }
 
 static void
