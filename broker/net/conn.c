@@ -26,13 +26,14 @@
 #include "net_int.h"
 #include "tls.h"
 
-#define OUT_HIGH       (256 * 1024) /* stop producing output above this */
-#define OUT_LOW        (32 * 1024)  /* on_drain fires when output falls to this */
-#define CLOSE_GRACE_MS 2000         /* how long a closing conn may take to flush */
-#define LINGER_MS      2000         /* then how long it reads what the peer still sends */
-#define LINGER_BYTES   (64 * 1024)  /* and how much of it */
-#define TLS_SETTLE_MS  1000         /* after a handshake, before its buffers are trimmed */
-#define QUIET_MS       250          /* a TLS connection silent this long: out of admission */
+#define OUT_HIGH       (256 * 1024)  /* stop producing output above this */
+#define OUT_LOW        (32 * 1024)   /* on_drain fires when output falls to this */
+#define OUT_READ_LIMIT (1024 * 1024) /* output the peer leaves unread: its input waits */
+#define CLOSE_GRACE_MS 2000          /* how long a closing conn may take to flush */
+#define LINGER_MS      2000          /* then how long it reads what the peer still sends */
+#define LINGER_BYTES   (64 * 1024)   /* and how much of it */
+#define TLS_SETTLE_MS  1000          /* after a handshake, before its buffers are trimmed */
+#define QUIET_MS       250           /* a TLS connection silent this long: out of admission */
 
 static bool
 handshaking(const struct conn *c)
@@ -1132,6 +1133,25 @@ ws_big_read(struct conn *c, evutil_socket_t fd)
     big_read_end(c, got, n);
 }
 
+/* A peer that sends what is answered (PINGREQ, WebSocket pings, QoS 1 PUBLISH) and
+ * reads none of the answers would grow its output as fast as it sends: past
+ * OUT_READ_LIMIT queued, its input is not read until the output drains (write_out). */
+static bool
+reading_held(struct conn *c)
+{
+    if (conn_pending(c) < OUT_READ_LIMIT) return false;
+    event_del(conn_rev(c));
+    return true;
+}
+
+/* The output drained: read again what reading_held stopped (unless paused). */
+static void
+reading_resumes(struct conn *c)
+{
+    if (c->paused || c->closing || c->job || c->connecting) return;
+    if (!event_pending(conn_rev(c), EV_READ, NULL)) arm_event(c, conn_rev(c), "read event");
+}
+
 static void
 on_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -1142,6 +1162,7 @@ on_readable(evutil_socket_t fd, short what, void *arg)
         linger_read(c, fd);
         return;
     }
+    if (reading_held(c)) return;
     static uint8_t flat[FLAT_READ];
     if (c->ws && c->ws->open && !c->t) { /* a large packet too: its frames come first */
         if (c->big && !(c->in && evbuffer_get_length(c->in)))
@@ -1203,7 +1224,10 @@ write_out(struct conn *c)
         if (left == 0 && !gated(c)) linger(c);
         return;
     }
-    if (left <= OUT_LOW) c->l->ops->on_drain(c, c->l->ud);
+    if (left <= OUT_LOW) {
+        reading_resumes(c);
+        c->l->ops->on_drain(c, c->l->ud);
+    }
 }
 
 static void

@@ -11,7 +11,7 @@ import ssl
 import struct
 import time
 
-from lqtest import conf, pki_dir, rss_kb, wait_for
+from lqtest import conf, pki_dir, rss_kb, serial, wait_for
 from mqttraw import (CONNACK, PUBLISH, Client, Probe, connected, packet, props, roundtrip, s,
                      varint)
 
@@ -349,3 +349,33 @@ def test_accept_backs_off_at_descriptor_limit(b):
         except (AssertionError, OSError):
             return False
     assert wait_for(serves, 5.0, 0.2), "no new client served once descriptors were freed"
+
+
+@serial
+def test_pingreq_flood_from_a_client_that_reads_nothing_is_bounded(b):
+    """PINGREQ after PINGREQ, no PINGRESP read: past 1 MiB of unread output the broker
+    stops reading this client (its own socket buffers fill), not its own memory; the
+    others are served meanwhile, and every PINGRESP arrives once it reads."""
+    c = connected(b.port, "pinger")
+    before = rss_kb(b.proc.pid)
+    pings = b"\xc0\x00" * 32768
+    sent = 0
+    with Probe(b.port) as p:
+        c.sock.settimeout(3)
+        try:
+            while sent < 60_000_000:
+                c.sock.sendall(pings)
+                sent += len(pings)
+        except socket.timeout:
+            pass
+    p.check(0.5)
+    grown = rss_kb(b.proc.pid) - before
+    limit = 16 * 1024 if not os.environ.get("LUNAMQ_SAN") else 300 * 1024
+    assert grown < limit, "broker grew by %d kB for %d MB of PINGREQ" % (grown, sent // 1000000)
+    assert sent < 60_000_000, "the broker read everything: nothing held its input"
+    got = 0
+    c.sock.settimeout(5)
+    while got < sent - 2:  # the last write may have been cut
+        d = c.sock.recv(1 << 20)
+        assert d, "closed after %d of %d bytes of PINGRESP" % (got, sent)
+        got += len(d)

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 
+import lqtest
 from lqtest import CTL, conf, install_hook
 from mqttraw import (DISCONNECT, PINGRESP, PUBACK, PUBLISH, Probe, connected, packet,
                      publish_bytes, s)
@@ -400,3 +401,37 @@ def test_an_acknowledgement_over_websockets_means_durable(b):
     c.subscribe(1, [("keep/#", 0)])
     m = c.expect(PUBLISH)
     assert (m.topic, m.payload, m.retain) == ("keep/ws", b"v1", True)
+
+
+@lqtest.serial
+@conf(*WS)
+def test_ping_flood_from_a_client_that_reads_nothing_is_bounded(b):
+    """A client sending WebSocket pings (125-byte payloads) without reading the pongs
+    would grow its output as fast as it sends: past 1 MiB of unread output its input
+    is no longer read, so it fills its own socket buffers instead of the broker's
+    memory. The others are served meanwhile; once it reads, every pong arrives."""
+    w = Ws(b.tls_port)
+    w.upgrade()
+    before = lqtest.rss_kb(b.proc.pid)
+    pings = frame(PING, b"p" * 125) * 500
+    sent = 0
+    with Probe(b.port) as p:
+        w.sock.settimeout(3)
+        try:
+            while sent < 60_000_000:  # stops when its send buffer is full
+                w.sock.sendall(pings)
+                sent += len(pings)
+        except socket.timeout:
+            pass
+    p.check(0.5)
+    grown = lqtest.rss_kb(b.proc.pid) - before
+    limit = 16 * 1024 if not os.environ.get("LUNAMQ_SAN") else 300 * 1024
+    assert grown < limit, "broker grew by %d kB for %d MB of pings" % (grown, sent // 1000000)
+    assert sent < 60_000_000, "the broker read everything: nothing held its input"
+    whole = sent // len(frame(PING, b"p" * 125))  # the last write may have been cut
+    got = 0
+    w.sock.settimeout(5)
+    while got < whole * 127:
+        d = w.sock.recv(1 << 20)
+        assert d, "closed after %d of %d bytes of pongs" % (got, whole * 127)
+        got += len(d)
